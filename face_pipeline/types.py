@@ -1,0 +1,107 @@
+"""Small frozen records that travel between the stages of the face pipeline.
+
+detection -> ``DetectedFace`` (one per face, image coordinates)
+alignment -> ``FaceBatch`` (aligned crops of every selected face of an image batch, with their matrices)
+restoration -> the same ``FaceBatch`` with ``restored`` filled in (``dataclasses.replace``)
+paste -> ``PasteResult`` (images at output resolution, combined and per-face masks)
+
+Conventions used everywhere in this package:
+- images are torch tensors ``[B, 3, H, W]`` float32 RGB in 0..1 (ComfyUI's ``[B, H, W, C]`` is converted at the node
+  boundary);
+- points are ``(x, y)`` in pixels, pixel centres at integer coordinates (OpenCV's convention);
+- an affine matrix is ``[2, 3]`` and maps ``(x, y, 1)`` of its source to its destination, as ``cv2.warpAffine`` takes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+#: Landmark order used by every detector backend: the eye on the image's left, the eye on the image's right,
+#: the nose tip, the mouth corner on the image's left, the mouth corner on the image's right.
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face found in one image of a batch (all coordinates in that image's pixels)."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: tuple[tuple[float, float], ...]  # five (x, y), in LANDMARK_NAMES order
+    image_index: int
+    track_id: Optional[int] = None  # set by video tracking; None for single images
+
+    def __post_init__(self) -> None:
+        if len(self.landmarks) != 5:
+            raise ValueError(f"a face needs 5 landmarks, got {len(self.landmarks)}")
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def inter_ocular(self) -> float:
+        (lx, ly), (rx, ry) = self.landmarks[0], self.landmarks[1]
+        return float(np.hypot(rx - lx, ry - ly))
+
+    def landmarks_array(self) -> np.ndarray:
+        """The five landmarks as a ``[5, 2]`` float64 array of (x, y)."""
+        return np.asarray(self.landmarks, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Every selected face of an image batch, aligned to a square template crop of side ``size``.
+
+    ``images`` keeps a reference (not a copy) to the source batch so crops can be re-made at another size
+    (a model of another resolution) without losing detail, and so paste-back can check it gets the same batch.
+    """
+
+    images: torch.Tensor  # [B, 3, H, W] float32 RGB 0..1, the source batch
+    faces: tuple[DetectedFace, ...]  # F faces, in crop order
+    crops: torch.Tensor  # [F, 3, size, size] float32 RGB 0..1
+    affines: torch.Tensor  # [F, 2, 3] float64, image -> crop
+    inverse_affines: torch.Tensor  # [F, 2, 3] float64, crop -> image
+    size: int  # crop side in pixels
+    template: str  # "gpen" or "ffhq"
+    restored: Optional[torch.Tensor] = None  # [F, 3, size, size] float32 RGB 0..1 once restored
+    extra: dict = field(default_factory=dict, compare=False)  # e.g. inpainting masks; never required
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.faces)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the source images."""
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    @property
+    def image_indices(self) -> tuple[int, ...]:
+        return tuple(face.image_index for face in self.faces)
+
+
+@dataclass(frozen=True)
+class PasteResult:
+    """What paste-back returns: images at output resolution and their masks."""
+
+    images: torch.Tensor  # [B, 3, H*scale, W*scale] float32 RGB 0..1
+    mask: torch.Tensor  # [B, H*scale, W*scale] float32 0..1, the combined face mask
+    face_masks: torch.Tensor  # [F, H*scale, W*scale] float32 0..1, one per face (in FaceBatch order)
+    scale: int  # the output scale actually used

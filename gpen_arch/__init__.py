@@ -1,0 +1,43 @@
+"""gpen_arch: an independent pure-PyTorch implementation of GPEN (GAN Prior Embedded Network, CVPR 2021).
+
+Loads every released GPEN FullGenerator checkpoint (GPEN-BFR-256/512/1024/2048, GPEN-Colorization-1024,
+GPEN-Inpainting-1024, GPEN-Seg2face-512) and reproduces the official outputs. Imports only the standard library,
+torch, numpy and safetensors; knows nothing of ComfyUI.
+
+    from gpen_arch import read_state_dict, load_gpen
+    model = load_gpen(read_state_dict("GPEN-BFR-2048.pth"), device="cuda", dtype=torch.float16)
+    restored = model(faces)  # [N, 3, 2048, 2048] RGB in [-1, 1] -> raw output (clamp it yourself)
+"""
+
+from .config import RELEASED_CONFIGS, GPENConfig
+from .errors import CheckpointReadError, ConfigError, GPENError, NotAGPENCheckpoint
+from .loading import (
+    SUPPORTED_SUFFIXES,
+    canonicalize_state_dict,
+    expected_shapes,
+    infer_config,
+    load_gpen,
+    load_gpen_file,
+    read_state_dict,
+)
+from .memory import estimate_forward_memory, model_bytes
+from .model import GPEN
+
+__all__ = [
+    "GPEN",
+    "GPENConfig",
+    "RELEASED_CONFIGS",
+    "GPENError",
+    "CheckpointReadError",
+    "NotAGPENCheckpoint",
+    "ConfigError",
+    "SUPPORTED_SUFFIXES",
+    "read_state_dict",
+    "canonicalize_state_dict",
+    "infer_config",
+    "expected_shapes",
+    "load_gpen",
+    "load_gpen_file",
+    "estimate_forward_memory",
+    "model_bytes",
+]

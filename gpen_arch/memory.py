@@ -1,0 +1,76 @@
+"""How much memory one inference forward needs, so callers can size batches before they run out.
+
+The estimate walks the fast forward (``fast_forward.py``) layer by layer and adds up the tensors alive at each point:
+the encoder features still waiting for the decoder, the layer's input, its intermediate results and its output.
+The peak over the walk is the estimate. It counts activations only; the weights (``model_bytes``) come on top.
+Tests and ``benchmarks/bench_gpen.py`` hold it against measured peaks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import GPENConfig
+
+#: Allocator slack (fragmentation, convolution workspaces) on top of the tensors the walk counts.
+OVERHEAD = 1.15
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def activation_elements(config: GPENConfig, *, batch_size: int = 1) -> int:
+    """Peak number of activation elements alive during one fast forward of ``batch_size`` faces."""
+    size = config.size
+    shared_weight = batch_size > 1  # modulation as input scaling: one scaled copy of each conv input
+    peak = 0
+
+    # encoder: the features stay alive until the decoder consumes them
+    features: dict[int, int] = {}
+    previous = 3 * size * size  # the input batch
+    held = previous
+    for i in range(config.num_encoder_layers):
+        resolution = size >> i
+        channels = config.channels(resolution)
+        blurred = config.channels(resolution * 2) * (2 * resolution + 1) ** 2 if i > 0 else 0
+        out = channels * resolution * resolution
+        peak = max(peak, held + blurred + out)
+        features[resolution] = out
+        held += out
+
+    held = sum(features.values())  # the input is the caller's, but counted: it is usually alive
+    held += 3 * size * size
+    c4 = config.channels(4)
+    h = 2 * c4 * 16
+    skip = 3 * 16
+    held_features = held
+    for step in range(config.num_decoder_steps):
+        r = 2 ** (step + 3)
+        c = config.channels(r)
+        first_in = h
+        scaled_copy = first_in if shared_weight else 0
+        up = c * (r + 1) ** 2  # transposed-conv output before the blur
+        blurred = c * r * r
+        cat = 2 * c * r * r
+        first = max(first_in + scaled_copy + up, first_in + up + blurred, first_in + blurred + cat)
+        second_scaled = cat if shared_weight else 0
+        second = cat + second_scaled + blurred + cat
+        rgb = 3 * r * r + 3 * r * r + skip  # new skip, upsampled old skip, old skip
+        peak = max(peak, held_features + max(first, second) + skip, held_features + cat + rgb)
+        held_features -= features[r] if r in features else 0
+        h = cat
+        skip = 3 * r * r
+    return int(peak * batch_size)
+
+
+def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch.dtype) -> int:
+    """Peak bytes of activations for one inference forward (weights excluded), with allocator slack."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return int(activation_elements(config, batch_size=batch_size) * _element_size(dtype) * OVERHEAD)
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers as they are stored now."""
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))

@@ -1,0 +1,83 @@
+"""GPEN: the FullGenerator of GPEN-BFR (a U-Net encoder feeding a StyleGAN2 decoder)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import GPENConfig
+from .generator import Generator
+from .layers import ConvLayer, EqualLinear
+from .memory import estimate_forward_memory
+
+
+class GPEN(nn.Module):
+    """GPEN FullGenerator.
+
+    ``forward(x)``: ``x`` is ``[N, 3, S, S]`` RGB in [-1, 1] (float32, float16 or bfloat16, the model's dtype);
+    returns the raw restored image ``[N, 3, S, S]`` in the input's dtype, nominally in [-1, 1] but **not clamped**.
+
+    Attribute names reproduce the released keys: ``generator.*``, then ``ecd0 .. ecd{L-2}``, then ``final_linear``.
+    ``use_fast_path`` (default True) selects the optimised inference forward (``fast_forward.py``); False runs the
+    literal reference forward built from the layers' own ``forward`` methods.
+    """
+
+    def __init__(self, config: GPENConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.use_fast_path = True
+        self.generator = Generator(config)
+
+        size = config.size
+        self.ecd0 = nn.Sequential(ConvLayer(in_channels=3, out_channels=config.channels(size), kernel_size=1,
+                                            downsample=False))
+        for i in range(1, config.num_encoder_layers):
+            resolution = size // 2**i
+            layer = nn.Sequential(ConvLayer(in_channels=config.channels(resolution * 2),
+                                            out_channels=config.channels(resolution), kernel_size=3,
+                                            downsample=True))
+            setattr(self, f"ecd{i}", layer)
+        c4 = config.channels(4)
+        self.final_linear = nn.Sequential(EqualLinear(in_dim=c4 * 4 * 4, out_dim=config.style_dim, activate=True))
+
+    def encoder_layers(self) -> list[ConvLayer]:
+        """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""
+        return [getattr(self, f"ecd{i}")[0] for i in range(self.config.num_encoder_layers)]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        size = self.config.size
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"GPEN expects a torch.Tensor [N, 3, {size}, {size}], got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size or x.shape[0] < 1:
+            raise ValueError(
+                f"GPEN-{size} expects input of shape [N, 3, {size}, {size}] (RGB in [-1, 1]); "
+                f"got {list(x.shape)}. Align and resize faces to {size}x{size} first."
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"GPEN expects a floating-point tensor in [-1, 1], got dtype {x.dtype}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        param = self.final_linear[0].weight
+        x = x.to(device=param.device, dtype=param.dtype)
+        if self.use_fast_path and not torch.is_grad_enabled():
+            from .fast_forward import fast_forward
+
+            return fast_forward(self, x)
+        return self.reference_forward(x)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The literal forward of SPEC section 2 (also used when gradients are needed)."""
+        features = []
+        out = x
+        for layer in self.encoder_layers():
+            out = layer(out)
+            features.append(out)
+        code = self.final_linear(out.reshape(out.shape[0], -1))  # [N, C4*16] in C, H, W order
+        return self.generator(code, features[::-1])  # features from 4x4 up to S x S
+
+    def estimate_memory(self, batch_size: int, dtype: torch.dtype | None = None) -> int:
+        """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces."""
+        if dtype is None:
+            dtype = self.final_linear[0].weight.dtype
+        return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype)

@@ -1,0 +1,1 @@
+"""Low-level ops of GPEN: FIR filtering, the biased leaky ReLU and the modulated convolution."""

@@ -1,0 +1,102 @@
+"""StyleGAN2's modulated convolution, in a reference form and a fast form.
+
+Maths (SPEC section 2.2): ``W' = (scale * W) * s`` with ``s`` the per-sample style of the input channels,
+``W'' = W' * rsqrt(sum_{in,kh,kw} W'^2 + 1e-8)`` when demodulating, then a convolution with ``W''`` (padding ``k // 2``)
+or, when upsampling, a stride-2 transposed convolution with ``W''`` followed by the gain-4 blur with pads (1, 1).
+
+Shapes: ``x`` ``[N, I, H, W]``; ``weight`` ``[1, O, I, k, k]``; ``styles`` ``[N, I]``. Output ``[N, O, H, W]``
+(``[N, O, 2H, 2W]`` when upsampling).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .upfirdn2d import blur, upfirdn2d_ref
+
+DEMOD_EPS = 1e-8
+
+
+def modulated_conv2d_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    scale: float,
+    demodulate: bool,
+    upsample: bool,
+    blur_kernel: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference form: one grouped convolution with a weight per sample (the official order of operations)."""
+    n, in_ch, height, width = x.shape
+    _, out_ch, _, k, _ = weight.shape
+    w = scale * weight * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
+    if demodulate:
+        demod = torch.rsqrt(w.pow(2).sum([2, 3, 4]) + DEMOD_EPS)  # [N, O]
+        w = w * demod.reshape(n, out_ch, 1, 1, 1)
+    x = x.reshape(1, n * in_ch, height, width)  # samples folded into channels
+    if upsample:
+        w = w.transpose(1, 2).reshape(n * in_ch, out_ch, k, k)  # conv_transpose wants [in, out/groups, k, k]
+        out = F.conv_transpose2d(x, w, stride=2, padding=0, groups=n)
+        out = out.reshape(n, out_ch, out.shape[-2], out.shape[-1])  # [N, O, 2H+1, 2W+1]
+        return upfirdn2d_ref(out, blur_kernel, pad=(1, 1))  # [N, O, 2H, 2W]
+    w = w.reshape(n * out_ch, in_ch, k, k)
+    out = F.conv2d(x, w, padding=k // 2, groups=n)
+    return out.reshape(n, out_ch, height, width)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    scale: float,
+    demodulate: bool,
+    upsample: bool,
+    blur_kernel: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    input_gain: float = 1.0,
+) -> torch.Tensor:
+    """Fast form of :func:`modulated_conv2d_ref`, plus an optional output ``bias`` ``[O]`` and an ``input_gain``
+    (the caller passes ``x / input_gain``; the gain is folded into the weights, saving a pass over ``x``).
+
+    - batch 1: the modulated weight is built once (in float32) and applied with a plain convolution;
+    - batch > 1: modulation scales the input and demodulation scales the output, so the whole batch shares one
+      weight and one ordinary convolution (no per-sample grouped weights).
+    The blur after an upsampling convolution is a depthwise convolution with the bias folded in.
+    """
+    n, in_ch = x.shape[:2]
+    _, out_ch, _, k, _ = weight.shape
+    base = weight[0].float() * scale  # [O, I, k, k]
+    s = styles.float()  # [N, I]
+    if n == 1:
+        w = base * s.reshape(1, in_ch, 1, 1)
+        if demodulate:
+            w = w * torch.rsqrt(w.pow(2).sum([1, 2, 3]) + DEMOD_EPS).reshape(out_ch, 1, 1, 1)
+        w = (w * input_gain).to(x.dtype)
+        if upsample:
+            out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
+            return blur(out, blur_kernel, pad=1, bias=bias)
+        return F.conv2d(x, w, bias, padding=k // 2)
+
+    xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
+    w = base.to(x.dtype)
+    if demodulate:
+        # sum_{i,kh,kw} (scale W s_i)^2 = s^2 @ sum_{kh,kw} (scale W)^2
+        demod = torch.rsqrt(s.pow(2) @ base.pow(2).sum([2, 3]).t() + DEMOD_EPS)  # [N, O]
+        out_scale = demod * input_gain
+    else:
+        out_scale = torch.full((n, out_ch), input_gain, device=x.device)
+    out_scale = out_scale.to(x.dtype).reshape(n, out_ch, 1, 1)
+    if upsample:
+        out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
+        del xs
+        out.mul_(out_scale)
+        return blur(out, blur_kernel, pad=1, bias=bias)
+    out = F.conv2d(xs, w, padding=k // 2)
+    del xs
+    out.mul_(out_scale)
+    if bias is not None:
+        out.add_(bias.to(out.dtype).reshape(1, out_ch, 1, 1))
+    return out

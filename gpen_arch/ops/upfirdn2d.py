@@ -1,0 +1,68 @@
+"""FIR filtering with up/down-sampling (``upfirdn2d``), in a reference form and two fast special cases.
+
+The reference form follows the definition literally (SPEC section 2.2): per channel, insert ``up - 1`` zeros after each
+sample, pad by ``(p0, p1)`` on both axes, convolve with the (flipped) 4x4 kernel, keep every ``down``-th sample.
+It folds channels into the batch (``[N*C, 1, H, W]``), which is simple and exact but slow on large maps.
+
+The fast forms compute the same maths as one depthwise (grouped) convolution, never materialising the zero-inserted
+map; tests hold them to the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def make_blur_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), *, gain: float = 1.0) -> torch.Tensor:
+    """The separable FIR kernel ``k k^T`` normalised to sum to ``gain``: ``[4, 4]`` float32."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    kernel = k[:, None] * k[None, :]
+    return kernel / kernel.sum() * gain
+
+
+def upfirdn2d_ref(
+    x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
+    """Reference upfirdn2d. ``x``: ``[N, C, H, W]``; ``kernel``: ``[kh, kw]``; returns ``[N, C, H', W']`` with
+    ``H' = (H*up + p0 + p1 - kh) // down + 1``."""
+    n, c, h, w = x.shape
+    kh, kw = kernel.shape
+    p0, p1 = pad
+    out = x.reshape(n * c, 1, h, w)  # [N*C, 1, H, W]
+    if up > 1:
+        out = out.reshape(n * c, 1, h, 1, w, 1)
+        out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])  # zeros after each sample
+        out = out.reshape(n * c, 1, h * up, w * up)
+    out = F.pad(out, [p0, p1, p0, p1])
+    weight = torch.flip(kernel, [0, 1]).to(out.dtype).reshape(1, 1, kh, kw)
+    out = F.conv2d(out, weight)
+    out = out[:, :, ::down, ::down]
+    return out.reshape(n, c, out.shape[-2], out.shape[-1])
+
+
+def _depthwise_weight(kernel: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    # [C, 1, kh, kw]; the flip makes this a true convolution (a no-op for the symmetric blur kernel)
+    return torch.flip(kernel, [0, 1]).to(dtype).expand(channels, 1, *kernel.shape)
+
+
+def blur(x: torch.Tensor, kernel: torch.Tensor, *, pad: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``upfirdn2d(x, kernel, pad=(pad, pad))`` (+ an optional per-channel bias) as one depthwise convolution.
+
+    ``x``: ``[N, C, H, W]`` -> ``[N, C, H + 2*pad - kh + 1, W + 2*pad - kw + 1]``.
+    """
+    channels = x.shape[1]
+    return F.conv2d(x, _depthwise_weight(kernel, channels, x.dtype), bias, padding=pad, groups=channels)
+
+
+def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``upfirdn2d(x, kernel, up=2, pad=(2, 1))`` for a 4x4 kernel: ``[N, C, H, W]`` -> ``[N, C, 2H, 2W]``.
+
+    Zero insertion followed by a 4x4 convolution is a stride-2 transposed convolution with the same kernel;
+    ``padding=1`` reproduces the (2, 1) pads (output ``o`` reads kernel tap ``o + 1 - 2i`` of input ``i``).
+    """
+    if kernel.shape != (4, 4):
+        raise ValueError(f"upsample2x expects a [4, 4] kernel, got {list(kernel.shape)}")
+    channels = x.shape[1]
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).expand(channels, 1, 4, 4)
+    return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=channels)
