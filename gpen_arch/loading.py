@@ -143,8 +143,18 @@ def infer_config(state_dict: Mapping) -> GPENConfig:
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + (f"; this looks like {hint}" if hint else f"; its first keys are {', '.join(list(sd)[:4])}")
         )
-    encoder_layers = {int(m.group(1)) for k in sd if (m := re.match(r"ecd(\d+)\.", k))}
-    size = 2 ** (max(encoder_layers) + 2)
+    encoder_layers = sorted({int(m.group(1)) for k in sd if (m := re.match(r"ecd(\d+)\.", k))})
+    if encoder_layers != list(range(len(encoder_layers))):
+        raise NotAGPENCheckpoint(f"the encoder layers are not numbered ecd0..ecdN without gaps: found {encoder_layers}")
+    size = 2 ** (len(encoder_layers) + 1)
+    to_rgbs = len({int(m.group(1)) for k in sd if (m := re.match(r"generator\.to_rgbs\.(\d+)\.", k))})
+    if to_rgbs != len(encoder_layers) - 1:
+        raise NotAGPENCheckpoint(
+            f"encoder and decoder disagree on the size: {len(encoder_layers)} encoder layers mean {size}x{size}, "
+            f"but {to_rgbs} decoder steps mean {2 ** (to_rgbs + 2)}x{2 ** (to_rgbs + 2)}"
+        )
+    if not 16 <= size <= 2048:
+        raise NotAGPENCheckpoint(f"{len(encoder_layers)} encoder layers mean a {size}x{size} GPEN; supported: 16..2048")
     n_mlp = len({int(m.group(1)) for k in sd if (m := re.match(r"generator\.style\.(\d+)\.weight$", k))})
     style_dim = int(sd["generator.style.1.weight"].shape[0])
     c4 = int(sd["generator.input.input"].shape[1])

@@ -58,11 +58,11 @@ def blur(x: torch.Tensor, kernel: torch.Tensor, *, pad: int, bias: torch.Tensor 
 def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """``upfirdn2d(x, kernel, up=2, pad=(2, 1))`` for a 4x4 kernel: ``[N, C, H, W]`` -> ``[N, C, 2H, 2W]``.
 
-    Zero insertion followed by a 4x4 convolution is a stride-2 transposed convolution with the same kernel;
-    ``padding=1`` reproduces the (2, 1) pads (output ``o`` reads kernel tap ``o + 1 - 2i`` of input ``i``).
+    Zero insertion followed by a true 4x4 convolution is a stride-2 transposed convolution with the unflipped
+    kernel; ``padding=1`` reproduces the (2, 1) pads (output ``o`` takes tap ``o + 1 - 2i`` from input ``i``).
     """
     if kernel.shape != (4, 4):
         raise ValueError(f"upsample2x expects a [4, 4] kernel, got {list(kernel.shape)}")
     channels = x.shape[1]
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).expand(channels, 1, 4, 4)
+    weight = kernel.to(x.dtype).expand(channels, 1, 4, 4)
     return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=channels)

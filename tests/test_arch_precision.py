@@ -1,0 +1,29 @@
+"""float16 and bfloat16 stay close to float32 (bounds measured on the 256 vector, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_arch_vectors import load_vector
+
+from gpen_arch import load_gpen, read_state_dict
+
+# Measured on the 256 vector (CPU, torch 2.14.1): fp16 max abs 2.0e-3 (mean 2.3e-4), bf16 max abs 2.0e-2
+# (mean 2.3e-3), against an output range of about [-1.2, 1.3]. The bounds leave 5x headroom for other kernels.
+BOUNDS = {torch.float16: (1e-2, 1.2e-3), torch.bfloat16: (1e-1, 1.2e-2)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_close_to_float32(dtype):
+    path, _, x, expected, _ = load_vector("gpen_256_cm1_n0.25")
+    model = load_gpen(read_state_dict(path), dtype=dtype)
+    assert model.final_linear[0].weight.dtype == dtype
+    assert all(b.dtype == dtype for b in model.buffers())
+    with torch.no_grad():
+        out = model(x)  # the input is cast to the model's dtype
+    assert out.dtype == dtype
+    diff = (out.float() - expected).abs()
+    max_bound, mean_bound = BOUNDS[dtype]
+    assert torch.isfinite(out).all()
+    assert diff.max().item() < max_bound, f"max abs {diff.max().item():.3g}"
+    assert diff.mean().item() < mean_bound, f"mean abs {diff.mean().item():.3g}"
