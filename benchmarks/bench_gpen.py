@@ -99,8 +99,8 @@ def run_worker(args: argparse.Namespace) -> dict:
     gen = torch.Generator().manual_seed(args.seed + 1)
     x32 = torch.rand(args.batch, 3, args.size, args.size, generator=gen) * 2 - 1
     model = _build(args.impl, args.size, sd, device, dtype, args.reference)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if hasattr(model, "channels_last"):  # ours; the official network always runs as shipped
+        model.channels_last = not args.contiguous
     if args.compile:
         model = torch.compile(model)
     x = x32.to(device=device, dtype=dtype)
@@ -126,9 +126,14 @@ def run_worker(args: argparse.Namespace) -> dict:
         "ms_per_face": statistics.median(times) * 1000 / args.batch, "runs": len(times),
         "peak_rss_mb": _peak_rss_bytes() / 2**20, "rss_after_load_mb": rss_loaded / 2**20,
     }
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     if device.type == "cuda":
         result["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        result["weights_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        result["activations_mb"] = result["peak_vram_mb"] - weights_mb
+    else:
+        result["activations_mb"] = result["peak_rss_mb"] - result["rss_after_load_mb"]
+    if hasattr(model, "estimate_memory"):
+        result["estimate_mb"] = model.estimate_memory(args.batch, dtype) / 2**20
     out = out.float().cpu()
     if args.save_output:
         torch.save(out, args.save_output)
@@ -146,7 +151,7 @@ def _spawn(args: argparse.Namespace, **overrides) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", "--seed", str(args.seed), "--warmup", str(args.warmup),
            "--runs", str(args.runs)]
     params = {"impl": "ours", "device": args.device, "threads": args.threads,
-              "channels_last": args.channels_last, "compile": args.compile, **overrides}
+              "contiguous": args.contiguous, "compile": args.compile, **overrides}
     for key, value in params.items():
         if value is None or value is False:
             continue
@@ -172,7 +177,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="run our activations in NCHW instead of channels-last (our default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (ours only)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     # worker-only flags
@@ -195,7 +201,8 @@ def main() -> None:
 
     import tempfile
 
-    header = f"{'size':>5} {'dtype':>5} {'batch':>5} {'impl':>9} {'ms/face':>10} {'peak MB':>9} {'max|d| vs fp32':>15}"
+    header = (f"{'size':>5} {'dtype':>5} {'batch':>5} {'impl':>9} {'ms/face':>10} {'peak MB':>9} {'act. MB':>8} "
+              f"{'est. MB':>8} {'max|d| vs fp32':>15}")
     extra = "  vs official (time, memory, max|d|)" if args.reference else ""
     print(f"device: {args.device}  threads: {args.threads or 'default'}  runs: {args.runs} (+{args.warmup} warm-up)")
     print(header + extra)
@@ -211,6 +218,7 @@ def main() -> None:
                     peak = row.get("peak_vram_mb", row["peak_rss_mb"])
                     diff = row.get("max_abs_vs_fp32")
                     line = (f"{size:>5} {dtype:>5} {batch:>5} {'ours':>9} {row['ms_per_face']:>10.1f} {peak:>9.0f} "
+                            f"{row['activations_mb']:>8.0f} {row.get('estimate_mb', 0):>8.0f} "
                             f"{(f'{diff:.2e}' if diff is not None else '-'):>15}")
                     if args.reference:
                         off_out = os.path.join(tmp, "official.pt")

@@ -25,6 +25,13 @@ from .ops.modulated_conv import modulated_conv2d
 from .ops.upfirdn2d import blur, upsample2x
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Keep channels-last activations channels-last (cuDNN's tensor-core kernels prefer it)."""
+    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _linear_fp32(layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
     """EqualLinear in float32 (the style path is tiny; float32 keeps fp16/bf16 models accurate)."""
     out = F.linear(x.float(), layer.weight.float() * layer.scale)
@@ -59,7 +66,8 @@ def _styled_conv(
         blur_kernel=conv.blur.kernel if conv.upsample else None, bias=bias[:out_ch], input_gain=input_gain,
     )  # [N, O, H', W'], bias of the first half included
     n, _, height, width = conv_out.shape
-    out = torch.empty((n, 2 * out_ch, height, width), dtype=conv_out.dtype, device=conv_out.device)
+    out = torch.empty((n, 2 * out_ch, height, width), dtype=conv_out.dtype, device=conv_out.device,
+                      memory_format=_memory_format(conv_out))
     out[:, :out_ch].copy_(conv_out)
     del conv_out
     alpha = (layer.noise.weight * GAIN).to(out.dtype)  # the feature arrives divided by sqrt(2)
@@ -81,8 +89,9 @@ def _to_rgb(layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor |
 @torch.no_grad()
 def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
+    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     features: list[torch.Tensor] = []  # encoder outputs / sqrt(2), from S x S down to 4 x 4
-    out = x
+    out = x.contiguous(memory_format=memory_format)
     gain = 1.0
     for layer in model.encoder_layers():
         out = _encoder_layer(layer, out, gain)
@@ -97,7 +106,7 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
         w = _linear_fp32(layer, w)  # [N, style_dim], float32
 
     n = code.shape[0]
-    h = gen.input.input.expand(n, -1, -1, -1)
+    h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
     h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0)
     skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN)
     for step, to_rgb in enumerate(gen.to_rgbs):

@@ -19,13 +19,15 @@ class GPEN(nn.Module):
 
     Attribute names reproduce the released keys: ``generator.*``, then ``ecd0 .. ecd{L-2}``, then ``final_linear``.
     ``use_fast_path`` (default True) selects the optimised inference forward (``fast_forward.py``); False runs the
-    literal reference forward built from the layers' own ``forward`` methods.
+    literal reference forward built from the layers' own ``forward`` methods. ``channels_last`` (default True) runs
+    the fast path's activations in channels-last memory format (faster with cuDNN's tensor-core kernels).
     """
 
     def __init__(self, config: GPENConfig) -> None:
         super().__init__()
         self.config = config
         self.use_fast_path = True
+        self.channels_last = True
         self.generator = Generator(config)
 
         size = config.size
