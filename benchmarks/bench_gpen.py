@@ -101,6 +101,9 @@ def run_worker(args: argparse.Namespace) -> dict:
     model = _build(args.impl, args.size, sd, device, dtype, args.reference)
     if hasattr(model, "channels_last"):  # ours; the official network always runs as shipped
         model.channels_last = not args.contiguous
+        model.cuda_graphs = args.cuda_graphs
+        if args.fold_blur != "auto":
+            model.fold_blur = args.fold_blur == "on"
     if args.compile:
         model = torch.compile(model)
     x = x32.to(device=device, dtype=dtype)
@@ -151,7 +154,8 @@ def _spawn(args: argparse.Namespace, **overrides) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", "--seed", str(args.seed), "--warmup", str(args.warmup),
            "--runs", str(args.runs)]
     params = {"impl": "ours", "device": args.device, "threads": args.threads,
-              "contiguous": args.contiguous, "compile": args.compile, **overrides}
+              "contiguous": args.contiguous, "compile": args.compile,
+              "cuda_graphs": args.cuda_graphs, "fold_blur": args.fold_blur, **overrides}
     for key, value in params.items():
         if value is None or value is False:
             continue
@@ -180,6 +184,9 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true",
                         help="run our activations in NCHW instead of channels-last (our default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (ours only)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay our forward through a CUDA graph")
+    parser.add_argument("--fold-blur", choices=["auto", "on", "off"], default="auto",
+                        help="fold the FIR blurs into the convolutions (auto: on CUDA only)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     # worker-only flags
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -3,7 +3,9 @@
 Same maths as ``GPEN.reference_forward`` (tests hold the two within 1e-4 of each other and of the official outputs),
 computed with fewer passes over the large full-resolution tensors:
 
-- every FIR blur is one depthwise convolution, never a reshape to one channel with zero-insertion copies;
+- every FIR blur is one depthwise convolution, never a reshape to one channel with zero-insertion copies; on GPUs
+  (``GPEN.fold_blur``) the blurs are folded into the neighbouring stride-2 convolutions instead, which costs more
+  multiply-adds but runs on tensor cores and saves a pass over the largest maps;
 - biases ride along in the convolutions (``conv2d(bias=...)``, the blur's depthwise conv), so the fused lrelu is a
   single in-place ``leaky_relu_``; its ``sqrt(2)`` gain is folded into the weights of whatever consumes the
   activation (``input_gain``), so activations here are the true values divided by ``sqrt(2)``;
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
 from .ops.activation import GAIN, leaky_relu_unscaled_
 from .ops.modulated_conv import modulated_conv2d
-from .ops.upfirdn2d import blur, upsample2x
+from .ops.upfirdn2d import blur, fold_blur_into_strided_conv, upsample2x, upsample2x_dense
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -41,20 +43,26 @@ def _linear_fp32(layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
     return out + bias
 
 
-def _encoder_layer(layer: ConvLayer, x: torch.Tensor, input_gain: float) -> torch.Tensor:
+def _encoder_layer(layer: ConvLayer, x: torch.Tensor, input_gain: float, fold_blur: bool) -> torch.Tensor:
     """``layer(x * input_gain) / sqrt(2)``: ``[N, Cin, H, W]`` -> ``[N, Cout, H', W']``."""
-    if layer.downsample:
-        blur_layer, conv, act = layer[0], layer[1], layer[2]
-        x = blur(x, blur_layer.kernel, pad=blur_layer.pad[0])  # [N, Cin, H+1, W+1]
-    else:
+    if not layer.downsample:
         conv, act = layer[0], layer[1]
+        out = F.conv2d(x, conv.weight * (conv.scale * input_gain), act.bias, padding=conv.padding)
+        return leaky_relu_unscaled_(out)
+    blur_layer, conv, act = layer[0], layer[1], layer[2]
     weight = conv.weight * (conv.scale * input_gain)
-    out = F.conv2d(x, weight, act.bias, stride=conv.stride, padding=conv.padding)
+    if fold_blur:  # one 6x6 stride-2 conv instead of blur + 3x3 stride-2 conv
+        weight = fold_blur_into_strided_conv(weight, blur_layer.kernel)
+        out = F.conv2d(x, weight, act.bias, stride=2, padding=blur_layer.pad[0])
+    else:
+        x = blur(x, blur_layer.kernel, pad=blur_layer.pad[0])  # [N, Cin, H+1, W+1]
+        out = F.conv2d(x, weight, act.bias, stride=2)
     return leaky_relu_unscaled_(out)
 
 
 def _styled_conv(
-    layer: StyledConv, x: torch.Tensor, w: torch.Tensor, feature: torch.Tensor, *, input_gain: float
+    layer: StyledConv, x: torch.Tensor, w: torch.Tensor, feature: torch.Tensor, *, input_gain: float,
+    fold_blur: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, feature * sqrt(2)) / sqrt(2)``: ``[N, I, H, W]`` -> ``[N, 2*O, H', W']``."""
     conv = layer.conv
@@ -64,6 +72,7 @@ def _styled_conv(
     conv_out = modulated_conv2d(
         x, conv.weight, styles, scale=conv.scale, demodulate=True, upsample=conv.upsample,
         blur_kernel=conv.blur.kernel if conv.upsample else None, bias=bias[:out_ch], input_gain=input_gain,
+        fold_blur=fold_blur,
     )  # [N, O, H', W'], bias of the first half included
     n, _, height, width = conv_out.shape
     out = torch.empty((n, 2 * out_ch, height, width), dtype=conv_out.dtype, device=conv_out.device,
@@ -75,14 +84,17 @@ def _styled_conv(
     return leaky_relu_unscaled_(out)
 
 
-def _to_rgb(layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None, *, input_gain: float):
+def _to_rgb(
+    layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None, *, input_gain: float, dense: bool
+) -> torch.Tensor:
     """``layer(x * input_gain, w, skip)``: ``[N, I, H, W]`` -> ``[N, 3, H, W]``."""
     conv = layer.conv
     styles = _linear_fp32(conv.modulation, w)
     out = modulated_conv2d(x, conv.weight, styles, scale=conv.scale, demodulate=False, upsample=False,
                            bias=layer.bias.reshape(3), input_gain=input_gain)
     if skip is not None:
-        out.add_(upsample2x(skip, layer.upsample.kernel))
+        upsample = upsample2x_dense if dense else upsample2x
+        out.add_(upsample(skip, layer.upsample.kernel))
     return out
 
 
@@ -90,11 +102,12 @@ def _to_rgb(layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor |
 def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+    fold = model.fold_blur if model.fold_blur is not None else x.is_cuda
     features: list[torch.Tensor] = []  # encoder outputs / sqrt(2), from S x S down to 4 x 4
     out = x.contiguous(memory_format=memory_format)
     gain = 1.0
     for layer in model.encoder_layers():
-        out = _encoder_layer(layer, out, gain)
+        out = _encoder_layer(layer, out, gain, fold)
         features.append(out)
         gain = GAIN
     del out, x
@@ -107,12 +120,12 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
 
     n = code.shape[0]
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
-    h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0)
-    skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN)
+    h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold)
+    skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN, dense=fold)
     for step, to_rgb in enumerate(gen.to_rgbs):
         feature = features.pop()  # released after this step
-        h = _styled_conv(gen.convs[2 * step], h, w, feature, input_gain=GAIN)
-        h = _styled_conv(gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN)
+        h = _styled_conv(gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold)
+        h = _styled_conv(gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold)
         del feature
-        skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN)
+        skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN, dense=fold)
     return skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .upfirdn2d import blur, upfirdn2d_ref
+from .upfirdn2d import blur, fold_blur_into_transposed_conv, upfirdn2d_ref
 
 DEMOD_EPS = 1e-8
 
@@ -57,6 +57,7 @@ def modulated_conv2d(
     blur_kernel: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     input_gain: float = 1.0,
+    fold_blur: bool = False,
 ) -> torch.Tensor:
     """Fast form of :func:`modulated_conv2d_ref`, plus an optional output ``bias`` ``[O]`` and an ``input_gain``
     (the caller passes ``x / input_gain``; the gain is folded into the weights, saving a pass over ``x``).
@@ -64,7 +65,8 @@ def modulated_conv2d(
     - batch 1: the modulated weight is built once (in float32) and applied with a plain convolution;
     - batch > 1: modulation scales the input and demodulation scales the output, so the whole batch shares one
       weight and one ordinary convolution (no per-sample grouped weights).
-    The blur after an upsampling convolution is a depthwise convolution with the bias folded in.
+    The blur after an upsampling convolution is a depthwise convolution with the bias folded in, or, with
+    ``fold_blur``, folded into the transposed convolution's weight (see ``fold_blur_into_transposed_conv``).
     """
     n, in_ch = x.shape[:2]
     _, out_ch, _, k, _ = weight.shape
@@ -75,6 +77,9 @@ def modulated_conv2d(
         if demodulate:
             w = w * torch.rsqrt(w.pow(2).sum([1, 2, 3]) + DEMOD_EPS).reshape(out_ch, 1, 1, 1)
         w = (w * input_gain).to(x.dtype)
+        if upsample and fold_blur:
+            w = fold_blur_into_transposed_conv(w, blur_kernel)  # [O, I, k+3, k+3]
+            return F.conv_transpose2d(x, w.transpose(0, 1), bias, stride=2, padding=2)  # [1, O, 2H, 2W]
         if upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
             return blur(out, blur_kernel, pad=1, bias=bias)
@@ -89,11 +94,19 @@ def modulated_conv2d(
     else:
         out_scale = torch.full((n, out_ch), input_gain, device=x.device)
     out_scale = out_scale.to(x.dtype).reshape(n, out_ch, 1, 1)
-    if upsample:
+    if upsample and not fold_blur:
         out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
         del xs
-        out.mul_(out_scale)
+        out.mul_(out_scale)  # per-channel scaling commutes with the depthwise blur
         return blur(out, blur_kernel, pad=1, bias=bias)
+    if upsample:
+        folded = fold_blur_into_transposed_conv(w, blur_kernel)
+        out = F.conv_transpose2d(xs, folded.transpose(0, 1), stride=2, padding=2)
+        del xs
+        out.mul_(out_scale)
+        if bias is not None:
+            out.add_(bias.to(out.dtype).reshape(1, out_ch, 1, 1))
+        return out
     out = F.conv2d(xs, w, padding=k // 2)
     del xs
     out.mul_(out_scale)

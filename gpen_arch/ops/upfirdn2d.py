@@ -66,3 +66,38 @@ def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     channels = x.shape[1]
     weight = kernel.to(x.dtype).expand(channels, 1, 4, 4)
     return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=channels)
+
+
+def fold_blur_into_transposed_conv(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The single transposed-conv weight equal to "stride-2 transposed conv with ``weight``, then ``blur`` with
+    pads (1, 1)": the full 2-D convolution of each ``[k, k]`` filter with the 4x4 kernel.
+
+    ``weight``: ``[O, I, k, k]`` -> ``[O, I, k + 3, k + 3]``; use it with ``conv_transpose2d(stride=2,
+    padding=2)`` (for k = 3). Costs 4x the multiply-adds of the unfolded conv but removes a depthwise pass: a win on
+    GPUs, where thin depthwise convolutions are slow and tensor cores are idle, not on CPUs.
+    """
+    out_ch, in_ch, k, _ = weight.shape
+    full = F.conv_transpose2d(weight.reshape(out_ch * in_ch, 1, k, k), kernel.to(weight.dtype).reshape(1, 1, 4, 4))
+    return full.reshape(out_ch, in_ch, k + 3, k + 3)
+
+
+def fold_blur_into_strided_conv(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The single stride-2 conv weight equal to "``blur`` with pads (2, 2), then a stride-2 conv with ``weight``"
+    (pad 0): the full convolution of each filter with the flipped kernel. Use with ``conv2d(stride=2, padding=2)``.
+
+    ``weight``: ``[O, I, k, k]`` -> ``[O, I, k + 3, k + 3]``.
+    """
+    flipped = torch.flip(kernel, [0, 1])
+    return fold_blur_into_transposed_conv(weight, flipped)
+
+
+def upsample2x_dense(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`upsample2x` as an ordinary (not grouped) transposed convolution with a diagonal weight.
+
+    For the 3-channel skip image: cuDNN runs this as one implicit GEMM, much faster than its grouped kernels.
+    """
+    channels = x.shape[1]
+    weight = torch.zeros(channels, channels, 4, 4, dtype=x.dtype, device=x.device)
+    index = torch.arange(channels, device=x.device)
+    weight[index, index] = kernel.to(x.dtype)
+    return F.conv_transpose2d(x, weight, stride=2, padding=1)
