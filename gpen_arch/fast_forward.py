@@ -24,7 +24,13 @@ import torch.nn.functional as F
 from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
 from .ops.activation import GAIN, leaky_relu_unscaled_
 from .ops.modulated_conv import modulated_conv2d
-from .ops.upfirdn2d import blur, fold_blur_into_strided_conv, upsample2x, upsample2x_dense
+from .ops.upfirdn2d import (
+    blur,
+    fold_blur_into_strided_conv,
+    make_blur_kernel,
+    upsample2x,
+    upsample2x_bilinear,
+)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -85,7 +91,8 @@ def _styled_conv(
 
 
 def _to_rgb(
-    layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None, *, input_gain: float, dense: bool
+    layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None, *, input_gain: float,
+    bilinear: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, skip)``: ``[N, I, H, W]`` -> ``[N, 3, H, W]``."""
     conv = layer.conv
@@ -93,9 +100,19 @@ def _to_rgb(
     out = modulated_conv2d(x, conv.weight, styles, scale=conv.scale, demodulate=False, upsample=False,
                            bias=layer.bias.reshape(3), input_gain=input_gain)
     if skip is not None:
-        upsample = upsample2x_dense if dense else upsample2x
-        out.add_(upsample(skip, layer.upsample.kernel))
+        out.add_(upsample2x_bilinear(skip) if bilinear else upsample2x(skip, layer.upsample.kernel))
     return out
+
+
+def _has_standard_skip_kernels(model) -> bool:
+    """Whether every ToRGB upsampler holds the standard gain-4 [1, 3, 3, 1] kernel (checked once per model)."""
+    cached = model.__dict__.get("_standard_skip_kernels")
+    if cached is None:
+        standard = make_blur_kernel(gain=4.0)
+        cached = all(torch.allclose(rgb.upsample.kernel.detach().float().cpu(), standard)
+                     for rgb in model.generator.to_rgbs)
+        model.__dict__["_standard_skip_kernels"] = cached
+    return cached
 
 
 @torch.no_grad()
@@ -103,6 +120,7 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     fold = model.fold_blur if model.fold_blur is not None else x.is_cuda
+    bilinear = _has_standard_skip_kernels(model)
     features: list[torch.Tensor] = []  # encoder outputs / sqrt(2), from S x S down to 4 x 4
     out = x.contiguous(memory_format=memory_format)
     gain = 1.0
@@ -121,11 +139,11 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     n = code.shape[0]
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
     h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold)
-    skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN, dense=fold)
+    skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN, bilinear=bilinear)
     for step, to_rgb in enumerate(gen.to_rgbs):
         feature = features.pop()  # released after this step
         h = _styled_conv(gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold)
         h = _styled_conv(gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold)
         del feature
-        skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN, dense=fold)
+        skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN, bilinear=bilinear)
     return skip

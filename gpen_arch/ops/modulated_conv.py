@@ -79,7 +79,7 @@ def modulated_conv2d(
         w = (w * input_gain).to(x.dtype)
         if upsample and fold_blur:
             w = fold_blur_into_transposed_conv(w, blur_kernel)  # [O, I, k+3, k+3]
-            return F.conv_transpose2d(x, w.transpose(0, 1), bias, stride=2, padding=2)  # [1, O, 2H, 2W]
+            return F.conv_transpose2d(x, w.transpose(0, 1).contiguous(), bias, stride=2, padding=2)  # [1,O,2H,2W]
         if upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
             return blur(out, blur_kernel, pad=1, bias=bias)

@@ -91,13 +91,16 @@ def fold_blur_into_strided_conv(weight: torch.Tensor, kernel: torch.Tensor) -> t
     return fold_blur_into_transposed_conv(weight, flipped)
 
 
-def upsample2x_dense(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """:func:`upsample2x` as an ordinary (not grouped) transposed convolution with a diagonal weight.
+def upsample2x_bilinear(x: torch.Tensor) -> torch.Tensor:
+    """:func:`upsample2x` for the standard gain-4 ``[1, 3, 3, 1]`` kernel only, via bilinear interpolation.
 
-    For the 3-channel skip image: cuDNN runs this as one implicit GEMM, much faster than its grouped kernels.
+    Per axis that filter gives ``y[2m] = 3/4 x[m] + 1/4 x[m-1]`` and ``y[2m+1] = 3/4 x[m] + 1/4 x[m+1]`` with zeros
+    outside: half-pixel bilinear upsampling, except that bilinear repeats the edge sample where the filter sees a
+    zero, so the first and last row and column are scaled by 3/4. ``[N, C, H, W]`` -> ``[N, C, 2H, 2W]``.
     """
-    channels = x.shape[1]
-    weight = torch.zeros(channels, channels, 4, 4, dtype=x.dtype, device=x.device)
-    index = torch.arange(channels, device=x.device)
-    weight[index, index] = kernel.to(x.dtype)
-    return F.conv_transpose2d(x, weight, stride=2, padding=1)
+    out = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    out[:, :, 0].mul_(0.75)
+    out[:, :, -1].mul_(0.75)
+    out[:, :, :, 0].mul_(0.75)
+    out[:, :, :, -1].mul_(0.75)
+    return out
