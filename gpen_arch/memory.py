@@ -2,8 +2,11 @@
 
 The estimate walks the fast forward (``fast_forward.py``) layer by layer and adds up the tensors alive at each point:
 the encoder features still waiting for the decoder, the layer's input, its intermediate results and its output.
-The peak over the walk is the estimate. It counts activations only; the weights (``model_bytes``) come on top.
-Tests and ``benchmarks/bench_gpen.py`` hold it against measured peaks.
+The peak over the walk is the estimate, and a batch of N needs N times that (measured: the batched path's scaled
+input copies are short-lived and do not raise the peak). It counts activations only; the weights (``model_bytes``)
+come on top. ``benchmarks/bench_gpen.py`` prints it beside the measured peak (``act. MB`` / ``est. MB``): on an H100
+it came within +5..+12% of ``torch.cuda.max_memory_allocated`` minus the weights for S = 512/1024/2048, batch 1 and 4,
+float32 and float16.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ def _element_size(dtype: torch.dtype) -> int:
 def activation_elements(config: GPENConfig, *, batch_size: int = 1) -> int:
     """Peak number of activation elements alive during one fast forward of ``batch_size`` faces."""
     size = config.size
-    shared_weight = batch_size > 1  # modulation as input scaling: one scaled copy of each conv input
     peak = 0
 
     # encoder: the features stay alive until the decoder consumes them
@@ -49,13 +51,11 @@ def activation_elements(config: GPENConfig, *, batch_size: int = 1) -> int:
         r = 2 ** (step + 3)
         c = config.channels(r)
         first_in = h
-        scaled_copy = first_in if shared_weight else 0
         up = c * (r + 1) ** 2  # transposed-conv output before the blur
         blurred = c * r * r
         cat = 2 * c * r * r
-        first = max(first_in + scaled_copy + up, first_in + up + blurred, first_in + blurred + cat)
-        second_scaled = cat if shared_weight else 0
-        second = cat + second_scaled + blurred + cat
+        first = max(first_in + up + blurred, first_in + blurred + cat)
+        second = cat + blurred + cat
         rgb = 3 * r * r + 3 * r * r + skip  # new skip, upsampled old skip, old skip
         peak = max(peak, held_features + max(first, second) + skip, held_features + cat + rgb)
         held_features -= features[r] if r in features else 0
