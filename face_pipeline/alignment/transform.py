@@ -1,0 +1,39 @@
+"""Least-squares similarity transforms (Umeyama) and their inverses, as OpenCV-style ``[2, 3]`` matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The rotation + uniform scale + translation (no reflection) that best maps ``src`` onto ``dst``.
+
+    ``src``, ``dst``: ``[K, 2]`` points (x, y), K >= 2. Returns ``[2, 3]`` float64 mapping (x, y, 1) of ``src``'s
+    space to ``dst``'s (Umeyama 1991, least squares).
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise ValueError(f"similarity_transform needs two [K, 2] point sets with K >= 2, got {src.shape}, {dst.shape}")
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1  # forbid a reflection
+    rotation = u @ np.diag(sign) @ vt
+    variance = (src_c**2).sum() / len(src)
+    if variance <= 1e-12:
+        raise ValueError("the landmarks are all in one place: no transform can be estimated")
+    scale = (singular * sign).sum() / variance
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The exact inverse of a ``[2, 3]`` affine matrix (the official pipeline's second fit equals it to ~1e-9)."""
+    full = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]

@@ -1,0 +1,119 @@
+"""Detector weight files: where they come from, how they are checked, and where they are looked up.
+
+Weights are looked up by file name in a folder the caller gives (ComfyUI's ``models/facedetection``; the CLI's
+``--detector-dir``). A missing file is downloaded from its official URL into that folder only when the caller allows
+it, with a progress bar, and kept only if its sha256 matches. Nothing is ever written into site-packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DetectorWeightsCorrupt, DetectorWeightsMissing
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One downloadable weight file."""
+
+    file_name: str
+    url: str
+    sha256: str
+    size_bytes: int
+
+
+WEIGHT_FILES: dict[str, WeightFile] = {
+    "retinaface_resnet50": WeightFile(
+        "detection_Resnet50_Final.pth",
+        "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+        "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
+        109_497_761,
+    ),
+    "retinaface_mobile0.25": WeightFile(
+        "detection_mobilenet0.25_Final.pth",
+        "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+        "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
+        1_789_735,
+    ),
+    "yunet": WeightFile(
+        "yunet_final.pth",
+        "https://github.com/kornia/data/raw/main/yunet_final.pth",
+        "ee0a3035c5cbfc9484a31332223c9fd9c0ddcdb7c46b6a19e558ed393b6f2c67",
+        405_729,
+    ),
+    "yunet_opencv": WeightFile(
+        "face_detection_yunet_2023mar.onnx",
+        "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        232_589,
+    ),
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, destination: Path) -> None:
+    """Download ``url`` to ``destination`` with a progress bar (replaced in tests)."""
+    import urllib.request
+
+    from tqdm import tqdm
+
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - fixed https URLs above
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with open(destination, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
+                                                  desc=destination.name) as bar:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_download: bool = False) -> Path:
+    """The path of ``detector``'s weight file in ``weights_dir``, downloading it there first if allowed."""
+    spec = WEIGHT_FILES[detector]
+    folder = Path(weights_dir)
+    path = folder / spec.file_name
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise DetectorWeightsCorrupt(f"{path} is an empty file: delete it and download {spec.url} again")
+        return path
+    if not allow_download:
+        raise DetectorWeightsMissing(
+            f"the {detector} detector needs {spec.file_name}, which is not in {folder}. Download it from {spec.url} "
+            f"into {folder} (or allow downloads)."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{spec.file_name}.", suffix=".part", dir=folder)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        logger.info("downloading %s into %s", spec.url, folder)
+        try:
+            _fetch(spec.url, temp)
+        except OSError as exc:  # URLError, timeouts, no network
+            raise DetectorWeightsMissing(
+                f"could not download {spec.file_name} from {spec.url} into {folder} ({exc}); download it by hand "
+                f"and put it there"
+            ) from exc
+        digest = sha256_of(temp)
+        if digest != spec.sha256:
+            raise DetectorWeightsCorrupt(
+                f"the download of {spec.file_name} from {spec.url} has sha256 {digest}, expected {spec.sha256}; "
+                f"it was discarded"
+            )
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path

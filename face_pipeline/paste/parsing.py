@@ -1,0 +1,92 @@
+"""Face-parsing masks with facexlib's ParseNet or BiSeNet, when their weights are in the given folder.
+
+Weights are never downloaded here: ``parsing_parsenet.pth`` (facexlib v0.2.2 release) or ``parsing_bisenet.pth``
+(v0.2.0) must be in ``parsing_dir``. Classes that are not face (background, hat, cloth; and hair for
+``parsing_no_hair``) become 0, everything else 1; the result is softened by a Gaussian blur proportional to the
+crop size.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import FacePipelineError
+
+PARSING_FILES = {
+    "parsenet": ("parsing_parsenet.pth",
+                 "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth"),
+    "bisenet": ("parsing_bisenet.pth",
+                "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"),
+}
+# CelebAMask-HQ label orders of the two networks
+_NOT_FACE = {"parsenet": (0, 14, 18), "bisenet": (0, 16, 18)}
+_HAIR = {"parsenet": 13, "bisenet": 17}
+
+
+class ParsingWeightsMissing(FacePipelineError):
+    """A parsing mask was asked for, but no parsing weights are in the folder."""
+
+
+def find_parsing_weights(parsing_dir: str | Path | None) -> tuple[str, Path]:
+    folder = Path(parsing_dir) if parsing_dir is not None else None
+    if folder is not None:
+        for kind, (file_name, _url) in PARSING_FILES.items():
+            if (folder / file_name).is_file():
+                return kind, folder / file_name
+    names = " or ".join(f"{name} ({url})" for name, url in PARSING_FILES.values())
+    raise ParsingWeightsMissing(
+        f"the parsing mask needs {names} in {folder if folder is not None else 'a parsing folder (none given)'}; "
+        f"download one there or choose the rounded_rect or ellipse mask"
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _load(kind: str, path: str, device: str, mtime: float) -> torch.nn.Module:
+    from facexlib.parsing import BiSeNet, ParseNet
+
+    model = BiSeNet(num_class=19) if kind == "bisenet" else ParseNet(in_size=512, out_size=512, parsing_ch=19)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device)
+
+
+def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_hair: bool) -> torch.Tensor:
+    """``faces``: ``[F, 3, S, S]`` RGB 0..1 (the restored crops) -> ``[F, 1, S, S]`` soft face masks."""
+    kind, path = find_parsing_weights(parsing_dir)
+    device = faces.device
+    model = _load(kind, str(path), str(device), path.stat().st_mtime)
+    size = faces.shape[-1]
+    x = F.interpolate(faces.float(), size=(512, 512), mode="bilinear", align_corners=False, antialias=True)
+    if kind == "parsenet":
+        x = x * 2 - 1
+    else:
+        mean = torch.tensor([0.485, 0.456, 0.406], device=device).reshape(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=device).reshape(1, 3, 1, 1)
+        x = (x - mean) / std
+    with torch.no_grad():
+        logits = model(x)[0]
+    labels = logits.argmax(1, keepdim=True)  # [F, 1, 512, 512]
+    face = torch.ones_like(labels, dtype=torch.float32)
+    excluded = _NOT_FACE[kind] + (() if keep_hair else (_HAIR[kind],))
+    for label in excluded:
+        face[labels == label] = 0
+    border = round(26 / 512 * 512)
+    face[..., :border, :] = 0
+    face[..., -border:, :] = 0
+    face[..., :, :border] = 0
+    face[..., :, -border:] = 0
+    face = _gaussian(face, sigma=8.0)  # about the official double blur with sigma 4 at 512
+    return F.interpolate(face, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+
+
+def _gaussian(x: torch.Tensor, *, sigma: float) -> torch.Tensor:
+    radius = int(3 * sigma)
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.reshape(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.reshape(1, 1, -1, 1))

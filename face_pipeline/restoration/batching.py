@@ -1,0 +1,83 @@
+"""How many faces to send through the model at once, and what to do when memory runs out.
+
+The batch size is ``usable free memory // estimated bytes per face``:
+- free memory: ``torch.cuda.mem_get_info`` on CUDA (what the driver reports free, plus what PyTorch's caching
+  allocator holds but does not use), ``MemAvailable`` from /proc/meminfo on the CPU (else 4 GiB), half of the
+  system's recommended working set on MPS;
+- usable: 80% of that (other allocations, fragmentation);
+- per face: the model's own ``estimate_memory(1, dtype)`` (peak activation bytes of one forward, gpen_arch/memory.py)
+  plus the face's input and output copies.
+On out-of-memory the batch is halved and retried down to 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+USABLE_FRACTION = 0.8
+MAX_BATCH = 16
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        reserved_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(reserved_unused, 0))
+    if device.type == "mps":
+        try:
+            return int(torch.mps.recommended_max_memory() // 2)
+        except AttributeError:
+            return 4 << 30
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def bytes_per_face(model: torch.nn.Module, size: int, dtype: torch.dtype) -> int:
+    element = torch.empty((), dtype=dtype).element_size()
+    io = 2 * 3 * size * size * (element + 4)  # input and output, in the model's dtype and float32
+    estimate = getattr(model, "estimate_memory", None)
+    if estimate is None:  # not a GPEN: assume ~50 full-size float maps
+        return io + 50 * 3 * size * size * element
+    return int(estimate(1, dtype)) + io
+
+
+def auto_batch_size(model: torch.nn.Module, *, size: int, dtype: torch.dtype, device: torch.device,
+                    faces: int) -> int:
+    """The largest batch (1..MAX_BATCH, at most ``faces``) that the memory estimate says fits."""
+    per_face = bytes_per_face(model, size, dtype)
+    fits = int(free_memory_bytes(device) * USABLE_FRACTION // max(per_face, 1))
+    batch = max(1, min(fits, MAX_BATCH, max(faces, 1)))
+    logger.debug("batch size %d: %.0f MiB per face, %.0f MiB free on %s", batch, per_face / 2**20,
+                 free_memory_bytes(device) / 2**20, device)
+    return batch
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in text.lower() or "DefaultCPUAllocator" in text or "can't allocate memory" in text
+        or isinstance(exc, MemoryError)
+    )
+
+
+def release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
