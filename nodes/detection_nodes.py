@@ -1,0 +1,76 @@
+"""Detect Faces: find, select and align the faces of an image batch."""
+
+from __future__ import annotations
+
+import torch
+
+from ..face_pipeline.alignment import TEMPLATES
+from ..face_pipeline.pipeline import PipelineOptions, detect_and_align
+from ..face_pipeline.selection import SORT_ORDERS, parse_indices
+from . import comfy_bridge as bridge
+from .handles import GPEN_FACE_DETECTOR, GPEN_FACES
+from .model_nodes import CATEGORY
+
+CROP_SIZES = ("256", "512", "1024", "2048")
+
+
+def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
+    """ComfyUI previews cannot show an empty batch: with no face, one black ``size`` x ``size`` image."""
+    if crops.shape[0] == 0:
+        return torch.zeros((1, 3, size, size))
+    return crops
+
+
+class GPENDetectFaces:
+    DESCRIPTION = ("Finds the faces in an image (or every frame of a batch), selects which to restore, and aligns "
+                   "each to GPEN's template. Connect the faces to Restore Faces, then Paste Faces.")
+    CATEGORY = CATEGORY
+    FUNCTION = "detect"
+    RETURN_TYPES = (GPEN_FACES, "IMAGE", "INT")
+    RETURN_NAMES = ("faces", "aligned_crops", "face_count")
+    OUTPUT_TOOLTIPS = (
+        "The selected faces with their alignment (and a reference to the source images).",
+        "The aligned face crops, for preview (one black image when no face was found).",
+        "How many faces were selected, over the whole batch.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The image or batch of video frames to search."}),
+            "face_detector": (GPEN_FACE_DETECTOR, {"tooltip": "From Load Face Detector."}),
+            "select": (["all", "largest", "indices"], {
+                "default": "all", "tooltip": "Restore every face, only the largest, or those listed in indices."}),
+            "indices": ("STRING", {
+                "default": "0", "tooltip": "With select = indices: face positions after sorting, e.g. '0,2' or "
+                                           "'0-3'."}),
+            "sort_by": (list(SORT_ORDERS), {"default": "area", "tooltip": "Order of the faces in each image."}),
+            "min_face_size": ("INT", {"default": 0, "min": 0, "max": 4096,
+                                      "tooltip": "Ignore faces smaller than this many pixels."}),
+            "max_faces": ("INT", {"default": 0, "min": 0, "max": 256,
+                                  "tooltip": "At most this many faces per image (0 = no limit)."}),
+            "template": (list(TEMPLATES), {
+                "default": "gpen", "tooltip": "gpen: the template GPEN was trained with (best). ffhq: the tighter "
+                                              "crop ReActor/FaceFusion use."}),
+            "crop_size": (list(CROP_SIZES), {
+                "default": "512", "tooltip": "Size of the preview crops. Restore Faces re-crops from the source at "
+                                             "the model's own size, so nothing is lost."}),
+            "video_smoothing": ("FLOAT", {
+                "default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05,
+                "tooltip": "For frame batches: track faces and smooth their landmarks over time against jitter "
+                           "and flicker (0 = off)."}),
+        }}
+
+    def detect(self, image, face_detector, select, indices, sort_by, min_face_size, max_faces, template, crop_size,
+               video_smoothing):
+        images = bridge.image_to_pipeline(image)
+        options = PipelineOptions(
+            select=select, indices=parse_indices(indices) if select == "indices" else (), sort_by=sort_by,
+            min_face_size=float(min_face_size), max_faces=int(max_faces), template=template,
+            track=video_smoothing > 0, smoothing=float(video_smoothing),
+        )
+        with face_detector.lock:
+            batch, _found = detect_and_align(images, detector=face_detector.detector, options=options,
+                                             size=int(crop_size), check_interrupt=bridge.Progress.check_interrupt)
+        crops = crops_or_placeholder(batch.crops, int(crop_size))
+        return (batch, bridge.image_to_comfy(crops), batch.num_faces)

@@ -1,0 +1,72 @@
+"""Loader nodes: a GPEN model from the model folders, and a face detector with its weights."""
+
+from __future__ import annotations
+
+from ..face_pipeline.detection import DETECTOR_NAMES, WEIGHT_FILES, load_detector
+from . import comfy_bridge as bridge
+from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, DetectorHandle
+
+CATEGORY = "image/restoration/GPEN"
+
+
+class GPENLoadModel:
+    DESCRIPTION = ("Loads a GPEN face-restoration model (GPEN-BFR-256/512/1024/2048, or the Colorization / "
+                   "Inpainting / Seg2face generators) from models/gpen or models/facerestore_models. Size and width "
+                   "are read from the weights; ComfyUI loads and offloads it like its other models.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (GPEN_MODEL,)
+    RETURN_NAMES = ("gpen_model",)
+    OUTPUT_TOOLTIPS = ("The GPEN model, managed by ComfyUI (loaded to the GPU when a node needs it).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (bridge.list_gpen_files(), {
+                "tooltip": "A GPEN checkpoint (.pth, .pt, .bin or .safetensors) in models/gpen or "
+                           "models/facerestore_models. GPEN-BFR-2048 keeps the most detail."}),
+            "precision": (list(bridge.PRECISIONS), {
+                "default": "auto",
+                "tooltip": "auto follows ComfyUI's choice for your device (fp16 on most GPUs, fp32 on the CPU). "
+                           "fp16/bf16 halve the memory and are faster on GPUs."}),
+        }}
+
+    def load(self, model_name: str, precision: str):
+        return (bridge.load_gpen_model(model_name, precision),)
+
+
+class GPENLoadFaceDetector:
+    DESCRIPTION = ("Loads a face detector with its weights from models/facedetection: RetinaFace ResNet-50 (the "
+                   "official GPEN detector, most accurate), RetinaFace MobileNet-0.25 (small), YuNet in PyTorch "
+                   "(runs on the GPU) or OpenCV YuNet (fastest on the CPU).")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (GPEN_FACE_DETECTOR,)
+    RETURN_NAMES = ("face_detector",)
+    OUTPUT_TOOLTIPS = ("The face detector, for Detect Faces or GPEN Face Restore.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "detector": (list(DETECTOR_NAMES), {
+                "default": "retinaface_resnet50",
+                "tooltip": "Which detector. Weight files: " + "; ".join(
+                    f"{k}: {v.file_name}" for k, v in WEIGHT_FILES.items())}),
+            "allow_download": ("BOOLEAN", {
+                "default": True,
+                "tooltip": "Download missing weights from their official URL into models/facedetection (checked "
+                           "by sha256). Off: a missing file is an error naming the file and where to get it."}),
+            "score_threshold": ("FLOAT", {
+                "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "tooltip": "Minimum detection confidence. 0 uses the detector's own default (0.8 RetinaFace, "
+                           "0.6 YuNet)."}),
+        }}
+
+    def load(self, detector: str, allow_download: bool, score_threshold: float):
+        folder = bridge.find_in_detector_folders(WEIGHT_FILES[detector].file_name) or bridge.detector_folder()
+        threshold = score_threshold if score_threshold > 0 else None
+        built = load_detector(detector, weights_dir=folder, allow_download=allow_download,
+                              device=bridge.compute_device() if detector != "yunet_opencv" else "cpu",
+                              score_threshold=threshold)
+        return (DetectorHandle(name=detector, weights_dir=folder, allow_download=allow_download,
+                               score_threshold=threshold, detector=built),)

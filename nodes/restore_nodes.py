@@ -1,0 +1,52 @@
+"""Restore Faces: run the aligned faces through GPEN on ComfyUI's model management."""
+
+from __future__ import annotations
+
+from ..face_pipeline.restoration import RESTORE_MODES, restore_faces
+from . import comfy_bridge as bridge
+from .detection_nodes import crops_or_placeholder
+from .handles import GPEN_FACES, GPEN_MODEL
+from .model_nodes import CATEGORY
+
+
+def run_restore(gpen_model, faces, *, mode: str, strength: float, inpaint_mask=None):
+    model = bridge.model_on_device(gpen_model, faces.num_faces)
+    progress = bridge.Progress(faces.num_faces)
+    return restore_faces(model, faces, mode=mode, strength=strength, inpaint_masks=inpaint_mask,
+                         on_progress=progress, check_interrupt=progress.check_interrupt)
+
+
+class GPENRestoreFaces:
+    DESCRIPTION = ("Restores the detected faces with a GPEN model, in batches sized to the free memory (halved "
+                   "and retried on out-of-memory). Faces are re-cropped from the source at the model's size.")
+    CATEGORY = CATEGORY
+    FUNCTION = "restore"
+    RETURN_TYPES = (GPEN_FACES, "IMAGE")
+    RETURN_NAMES = ("faces", "restored_crops")
+    OUTPUT_TOOLTIPS = ("The faces with their restored crops, for Paste Faces.",
+                       "The restored crops at the model's resolution, for preview.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "gpen_model": (GPEN_MODEL, {"tooltip": "From Load GPEN Model."}),
+                "faces": (GPEN_FACES, {"tooltip": "From Detect Faces."}),
+                "mode": (list(RESTORE_MODES), {
+                    "default": "restore", "tooltip": "restore: GPEN-BFR models. colorize: GPEN-Colorization "
+                                                     "(keeps the photo's brightness). inpaint: GPEN-Inpainting, "
+                                                     "with inpaint_mask marking the damage."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                       "tooltip": "Blend of restored (1) and original (0) face. The official "
+                                                  "2048 setting is 0.8."}),
+            },
+            "optional": {
+                "inpaint_mask": ("MASK", {"tooltip": "inpaint mode: white where the image is damaged (same size "
+                                                     "as the image)."}),
+            },
+        }
+
+    def restore(self, gpen_model, faces, mode, strength, inpaint_mask=None):
+        restored = run_restore(gpen_model, faces, mode=mode, strength=strength, inpaint_mask=inpaint_mask)
+        preview = crops_or_placeholder(restored.restored, restored.size)
+        return (restored, bridge.image_to_comfy(preview))

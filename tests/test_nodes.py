@@ -1,0 +1,222 @@
+"""Every node on real tensors, with the ComfyUI test double (tests/comfy_double) in place of ComfyUI."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, import_pack, require_shared
+
+DOUBLE = Path(__file__).resolve().parent / "comfy_double"
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    """The pack imported the way ComfyUI imports it, over a temporary models folder holding the vector weights
+    (as a GPEN model) and the shared detector weights."""
+    models = tmp_path_factory.mktemp("models")
+    (models / "gpen").mkdir()
+    shutil.copy(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth"), models / "gpen" / "GPEN-test-256.pth")
+    (models / "facedetection").mkdir()
+    for name in ("face_detection_yunet_2023mar.onnx", "detection_mobilenet0.25_Final.pth", "yunet_final.pth"):
+        shutil.copy(require_shared("detectors", name), models / "facedetection" / name)
+    (models / "facerestore_models").mkdir()
+    (models / "facerestore_models" / "notes.txt").write_text("not a model")
+    sys.path.insert(0, str(DOUBLE))
+    for name in [n for n in sys.modules if n == "folder_paths" or n == "comfy" or n.startswith("comfy.")]:
+        del sys.modules[name]
+    import folder_paths
+
+    folder_paths.models_dir = str(models)
+    module = import_pack("comfyui-gpen-under-test")
+    yield module, models
+    sys.path.remove(str(DOUBLE))
+
+
+def comfy_image(name: str, size: tuple[int, int] | None = None) -> torch.Tensor:
+    from face_pipeline.image import load_image
+
+    image = load_image(require_shared("faces", name))
+    if size is not None:
+        image = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    return image.permute(0, 2, 3, 1).contiguous()  # [1, H, W, 3]
+
+
+def node(pack, name):
+    return pack[0].NODE_CLASS_MAPPINGS[name]()
+
+
+@pytest.fixture(scope="module")
+def gpen_model(pack):
+    return node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "auto")[0]
+
+
+@pytest.fixture(scope="module")
+def detector(pack):
+    return node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0)[0]
+
+
+def test_mappings_and_prefixes(pack):
+    module = pack[0]
+    assert set(module.NODE_CLASS_MAPPINGS) == set(module.NODE_DISPLAY_NAME_MAPPINGS)
+    assert all(k.startswith("GPEN") for k in module.NODE_CLASS_MAPPINGS)
+    assert len(module.NODE_CLASS_MAPPINGS) == 6
+
+
+def test_every_node_is_documented_and_consistent(pack):
+    for name, cls in pack[0].NODE_CLASS_MAPPINGS.items():
+        assert cls.DESCRIPTION and len(cls.DESCRIPTION) > 40, name
+        spec = cls.INPUT_TYPES()
+        inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+        for input_name, (kind, *options) in inputs.items():
+            assert options and options[0].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES), name
+        assert all(cls.OUTPUT_TOOLTIPS), name
+        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        names = [p for p in params if p != "self"]
+        assert set(names) == set(inputs), f"{name}: {names} vs {sorted(inputs)}"
+        optional = set(spec.get("optional", {}))
+        assert all(params[p].default is not inspect.Parameter.empty for p in optional), name
+
+
+def test_model_folders_and_list(pack):
+    import folder_paths
+
+    module, models = pack
+    assert folder_paths.get_folder_paths("gpen")[0] == str(models / "gpen")
+    assert "facerestore_models" in folder_paths.folder_names_and_paths
+    files = module.NODE_CLASS_MAPPINGS["GPENLoadModel"].INPUT_TYPES()["required"]["model_name"][0]
+    assert files == ["GPEN-test-256.pth"]  # notes.txt is not offered
+
+
+def test_user_paths_are_kept(pack):
+    import folder_paths
+
+    user = "/somewhere/else/gpen"
+    folder_paths.folder_names_and_paths["gpen"][0].insert(0, user)
+    pack[0].nodes.comfy_bridge.register_model_folders()
+    assert folder_paths.get_folder_paths("gpen")[0] == user
+    folder_paths.folder_names_and_paths["gpen"][0].remove(user)
+
+
+def test_load_model(pack, gpen_model):
+    assert gpen_model.size == 256 and gpen_model.dtype == torch.float32
+    assert gpen_model.patcher.model.config.size == 256
+    with pytest.raises(FileNotFoundError, match="GPEN model 'missing.pth' not found in .*gpen"):
+        node(pack, "GPENLoadModel").load("missing.pth", "auto")
+
+
+def test_non_gpen_file_is_a_clear_error(pack):
+    module, models = pack
+    torch.save({"conv_body_first.weight": torch.zeros(1), "stylegan_decoder.x": torch.zeros(1)},
+               models / "gpen" / "GFPGANv1.4.pth")
+    try:
+        with pytest.raises(Exception, match="this looks like a GFPGAN"):
+            node(pack, "GPENLoadModel").load("GFPGANv1.4.pth", "fp32")
+    finally:
+        os.remove(models / "gpen" / "GFPGANv1.4.pth")
+
+
+def test_precision_choices(pack):
+    model = node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "bf16")[0]
+    assert model.dtype == torch.bfloat16
+    assert model.patcher.model.final_linear[0].weight.dtype == torch.bfloat16
+
+
+def test_detector_missing_weights_without_download(pack):
+    with pytest.raises(Exception, match="detection_Resnet50_Final.pth, which is not in"):
+        node(pack, "GPENLoadFaceDetector").load("retinaface_resnet50", False, 0.0)
+
+
+def test_detect_restore_paste_chain(pack, gpen_model, detector):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    image = comfy_image("grace_hopper.jpg")
+    faces, crops, count = node(pack, "GPENDetectFaces").detect(
+        image, detector, "all", "0", "area", 0, 0, "gpen", "512", 0.3)
+    assert count == 1 and crops.shape == (1, 512, 512, 3)
+    mm.load_calls.clear()
+    comfy.utils.updates.clear()
+    restored, preview = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    assert preview.shape == (1, 256, 256, 3)  # re-cropped at the model's size
+    assert mm.load_calls and mm.load_calls[0][1] > gpen_model.patcher.model.estimate_memory(1, torch.float32)
+    assert comfy.utils.updates[-1] == (1, 1)
+    out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "rounded_rect", 0.1, True, "2", 8192)
+    assert out.shape == (1, 1200, 1024, 3) and mask.shape == (1, 1200, 1024)
+    assert 0 < mask.mean().item() < 0.5
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
+    image = comfy_image("astronaut.png")
+    rgba = torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)  # a 4-channel IMAGE: alpha is dropped
+    batch = torch.cat([rgba, rgba.flip(2)])
+    out, mask, count = node(pack, "GPENFaceRestore").run(batch, gpen_model, detector, "all", 1.0, "gpen",
+                                                         "ellipse", 0.1, True, "1", 8192)
+    assert count == 2 and out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
+    away = mask[0] == 0
+    assert torch.allclose(out[0][away], image[0][away], atol=1e-6)
+
+
+def test_no_face_returns_unchanged_images(pack, gpen_model, detector):
+    image = torch.full((2, 64, 96, 3), 0.5)
+    faces, crops, count = node(pack, "GPENDetectFaces").detect(
+        image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    assert count == 0 and crops.shape == (1, 256, 256, 3)
+    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "rounded_rect", 0.1, True, "1", 8192)
+    assert torch.equal(out, image) and mask.sum() == 0
+
+
+def test_faces_pasted_onto_another_image_is_an_error(pack, gpen_model, detector):
+    image = comfy_image("grace_hopper.jpg")
+    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "largest", "0", "area", 0, 0, "gpen",
+                                                       "256", 0.0)
+    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    other = comfy_image("astronaut.png")
+    with pytest.raises(ValueError, match="these faces were detected on a batch of 1 images of 512x600"):
+        node(pack, "GPENPasteFaces").paste(other, restored, "rounded_rect", 0.1, True, "1", 8192)
+
+
+def test_options_take_effect_on_the_next_run(pack, gpen_model, detector):
+    image = comfy_image("grace_hopper.jpg")
+    detect = node(pack, "GPENDetectFaces").detect
+    _, crops_gpen, _ = detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    _, crops_ffhq, _ = detect(image, detector, "all", "0", "area", 0, 0, "ffhq", "256", 0.0)
+    assert not torch.allclose(crops_gpen, crops_ffhq)
+    faces, _, count = detect(image, detector, "all", "0", "area", 10_000, 0, "gpen", "256", 0.0)
+    assert count == 0  # min_face_size applied
+    strict = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.999)[0]
+    _, _, count = detect(image, strict, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    assert count == 0
+
+
+def test_cancel_stops_restoration(pack, gpen_model, detector):
+    import comfy.model_management as mm
+
+    image = comfy_image("grace_hopper.jpg")
+    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen",
+                                                       "256", 0.0)
+    mm.interrupt = True
+    with pytest.raises(mm.InterruptProcessingException):
+        node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    assert mm.interrupt is False
+
+
+def test_root_init_is_harmless_outside_comfyui():
+    import subprocess
+
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('pack', "
+            f"{str(REPO_ROOT / '__init__.py')!r}, submodule_search_locations=[{str(REPO_ROOT)!r}]); "
+            "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m); "
+            "print(len(m.NODE_CLASS_MAPPINGS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
