@@ -130,20 +130,28 @@ def paste_faces(
     full_mask = torch.zeros((batch.num_images, out_h, out_w), device=device)
     face_masks = torch.zeros((batch.num_faces, out_h, out_w), device=device)
     to_output = np.array([[s, 0, (s - 1) / 2], [0, s, (s - 1) / 2], [0, 0, 1]], dtype=np.float64)
-    crop_scale = batch.size / size  # restored crops may be larger than the stored crops
+    zooms = face_zoom(batch)
     for i, face in enumerate(batch.faces):
+        both = torch.cat([faces[i:i + 1], masks[i:i + 1].float()], dim=1)  # warp image and mask together
+        # crop pixels per output pixel; above 2 the warp would alias, so shrink the crop first (antialiased)
+        shrink = zooms[i] * size / batch.size / s
+        face_size = size
+        if shrink > 2.0:
+            face_size = max(16, round(size / shrink))
+            both = F.interpolate(both, size=(face_size, face_size), mode="bicubic", align_corners=False,
+                                 antialias=True)
+        crop_scale = batch.size / face_size  # stored-crop pixels per pixel of what we warp
         inverse = np.vstack([batch.inverse_affines[i].numpy(), [0, 0, 1]])
         from_restored = np.diag([crop_scale, crop_scale, 1.0])
         from_restored[:2, 2] = (crop_scale - 1) / 2
-        matrix = (to_output @ inverse @ from_restored)[:2]  # restored-crop pixels -> output pixels
-        box = _footprint(matrix, size, out_h, out_w)
+        matrix = (to_output @ inverse @ from_restored)[:2]  # warped-crop pixels -> output pixels
+        box = _footprint(matrix, face_size, out_h, out_w)
         if box is None:
             continue
         x0, y0, x1, y1 = box
         local = matrix.copy()
         local[:, 2] -= (x0, y0)
         affine = torch.tensor(local, dtype=torch.float64)[None]
-        both = torch.cat([faces[i:i + 1], masks[i:i + 1].float()], dim=1)  # warp image and mask together
         warped = warp_images(both, affine, (y1 - y0, x1 - x0))[0]
         face_img, face_mask = warped[:3].clamp(0, 1), warped[3].clamp(0, 1)
         b = face.image_index
