@@ -18,6 +18,7 @@ import comfy.utils
 import folder_paths
 
 from ..face_pipeline.image import to_rgb_float
+from ..face_pipeline.restoration.batching import bytes_per_face
 from ..gpen_arch import SUPPORTED_SUFFIXES, load_gpen, model_bytes, read_state_dict
 from .handles import GPENModelHandle
 
@@ -30,18 +31,22 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def register_model_folders() -> None:
-    """Add ``models/gpen``, ``models/facerestore_models`` and ``models/facedetection`` to ComfyUI's folder list,
-    keeping every path a user configured (extra_model_paths.yaml) and adding our file extensions."""
-    for name in GPEN_FOLDERS + (DETECTOR_FOLDER,):
-        default = os.path.join(folder_paths.models_dir, name)
-        if name in folder_paths.folder_names_and_paths:
-            paths, extensions = folder_paths.folder_names_and_paths[name]
-            if default not in paths:
-                paths.append(default)
-            if isinstance(extensions, set) and extensions:
-                extensions.update(SUPPORTED_SUFFIXES + (".onnx",))
-        else:
-            folder_paths.folder_names_and_paths[name] = ([default], set(SUPPORTED_SUFFIXES) | {".onnx"})
+    """Add ``models/gpen``, ``models/facerestore_models`` and ``models/facedetection`` to ComfyUI's folder list.
+
+    Paths a user (extra_model_paths.yaml) or another pack (ReActor, facerestore_cf) configured stay first; our default
+    folder is appended. The extension set is replaced by a new set, never updated in place: other packs register
+    these folders with ComfyUI's shared ``supported_pt_extensions`` object, which must not grow ``.onnx``.
+    """
+    wanted = {name: set(SUPPORTED_SUFFIXES) for name in GPEN_FOLDERS}
+    wanted[DETECTOR_FOLDER] = {".pth", ".onnx"}
+    for name, extensions in wanted.items():
+        known = name in folder_paths.folder_names_and_paths
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+        paths, existing = folder_paths.folder_names_and_paths[name]
+        if not known:
+            folder_paths.folder_names_and_paths[name] = (paths, extensions)
+        elif existing:  # an empty collection means "every file": that already includes ours
+            folder_paths.folder_names_and_paths[name] = (paths, set(existing) | extensions)
 
 
 def list_gpen_files() -> list[str]:
@@ -65,6 +70,16 @@ def gpen_file_path(name: str) -> str:
             return path
     folders = ", ".join(p for f in GPEN_FOLDERS for p in folder_paths.folder_names_and_paths.get(f, ([], None))[0])
     raise FileNotFoundError(f"GPEN model {name!r} not found in {folders}; put the .pth/.safetensors file there")
+
+
+def file_signature(name: str) -> str:
+    """Path, size and modification time of a GPEN file ("" when missing: loading then reports the error)."""
+    try:
+        path = gpen_file_path(name)
+    except FileNotFoundError:
+        return ""
+    stat = os.stat(path)
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def detector_folder() -> str:
@@ -105,12 +120,21 @@ def load_gpen_model(name: str, precision: str) -> GPENModelHandle:
     return GPENModelHandle(patcher=patcher, file_name=name, size=model.config.size, dtype=dtype)
 
 
+RESERVED_BATCH = 4  # faces whose activations ComfyUI is asked to make room for; restoration sizes its own batches
+
+
 def model_on_device(handle: GPENModelHandle, faces: int) -> torch.nn.Module:
-    """Ask ComfyUI to load the model, reserving memory for a batch of faces (an honest estimate from the model)."""
+    """Have ComfyUI load the model on its device, freeing memory (other models) for a batch of faces.
+
+    ``memory_required`` is the model's own activation estimate (``GPEN.estimate_memory``) plus the input/output
+    copies, for ``min(faces, RESERVED_BATCH)`` faces; the minimum is one face. ``force_full_load``: GPEN's layers
+    are plain torch modules (no ComfyUI weight casting), so a partial "lowvram" load would leave some on the CPU.
+    """
     model = handle.patcher.model
-    batch = max(1, min(faces, 4))
-    memory = model.estimate_memory(batch, handle.dtype) + batch * 2 * 3 * handle.size * handle.size * 8
-    mm.load_models_gpu([handle.patcher], memory_required=memory)
+    per_face = bytes_per_face(model, handle.size, handle.dtype)
+    batch = max(1, min(faces, RESERVED_BATCH))
+    mm.load_models_gpu([handle.patcher], memory_required=per_face * batch, minimum_memory_required=per_face,
+                       force_full_load=True)
     return handle.patcher.model
 
 

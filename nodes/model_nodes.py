@@ -31,6 +31,11 @@ class GPENLoadModel:
                            "fp16/bf16 halve the memory and are faster on GPUs."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, model_name: str, precision: str):
+        """A file replaced under the same name is loaded again (ComfyUI re-runs a node when this value changes)."""
+        return bridge.file_signature(model_name)
+
     def load(self, model_name: str, precision: str):
         return (bridge.load_gpen_model(model_name, precision),)
 

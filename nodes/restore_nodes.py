@@ -10,7 +10,10 @@ from .model_nodes import CATEGORY
 
 
 def run_restore(gpen_model, faces, *, mode: str, strength: float, inpaint_mask=None):
-    model = bridge.model_on_device(gpen_model, faces.num_faces)
+    if faces.num_faces == 0:  # nothing to restore: do not move the model to the GPU for it
+        model = gpen_model.patcher.model
+    else:
+        model = bridge.model_on_device(gpen_model, faces.num_faces)
     progress = bridge.Progress(faces.num_faces)
     return restore_faces(model, faces, mode=mode, strength=strength, inpaint_masks=inpaint_mask,
                          on_progress=progress, check_interrupt=progress.check_interrupt)

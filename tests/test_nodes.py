@@ -98,11 +98,23 @@ def test_model_folders_and_list(pack):
 def test_user_paths_are_kept(pack):
     import folder_paths
 
+    module, models = pack
     user = "/somewhere/else/gpen"
     folder_paths.folder_names_and_paths["gpen"][0].insert(0, user)
-    pack[0].nodes.comfy_bridge.register_model_folders()
-    assert folder_paths.get_folder_paths("gpen")[0] == user
-    folder_paths.folder_names_and_paths["gpen"][0].remove(user)
+    shared = folder_paths.supported_pt_extensions  # another pack registered facerestore_models with ComfyUI's set
+    before = set(shared)
+    saved = folder_paths.folder_names_and_paths["facerestore_models"]
+    folder_paths.folder_names_and_paths["facerestore_models"] = (["/reactor/facerestore_models"], shared)
+    try:
+        module.nodes.comfy_bridge.register_model_folders()
+        assert folder_paths.get_folder_paths("gpen") == [user, str(models / "gpen")]
+        assert folder_paths.get_folder_paths("facerestore_models") == [
+            "/reactor/facerestore_models", str(models / "facerestore_models")]
+        assert shared == before  # not grown in place
+        assert ".safetensors" in folder_paths.folder_names_and_paths["facerestore_models"][1]
+    finally:
+        folder_paths.folder_names_and_paths["gpen"][0].remove(user)
+        folder_paths.folder_names_and_paths["facerestore_models"] = saved
 
 
 def test_load_model(pack, gpen_model):
@@ -146,7 +158,10 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
     comfy.utils.updates.clear()
     restored, preview = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
     assert preview.shape == (1, 256, 256, 3)  # re-cropped at the model's size
-    assert mm.load_calls and mm.load_calls[0][1] > gpen_model.patcher.model.estimate_memory(1, torch.float32)
+    (patchers, required, minimum, full), = mm.load_calls
+    assert patchers == [gpen_model.patcher] and full is True
+    one_face = gpen_model.patcher.model.estimate_memory(1, torch.float32)
+    assert required == minimum and one_face < required < one_face * 1.2  # one face: its activations and I/O
     assert comfy.utils.updates[-1] == (1, 1)
     out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "rounded_rect", 0.1, True, "2", 8192)
     assert out.shape == (1, 1200, 1024, 3) and mask.shape == (1, 1200, 1024)

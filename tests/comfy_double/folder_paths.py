@@ -7,6 +7,22 @@ supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors
 folder_names_and_paths = {}
 
 
+def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+    """As in ComfyUI: append (or, with is_default, put first) a folder; a new name starts with no extension filter."""
+    if folder_name not in folder_names_and_paths:
+        folder_names_and_paths[folder_name] = ([full_folder_path], set())
+        return
+    paths = folder_names_and_paths[folder_name][0]
+    if full_folder_path in paths:
+        if is_default:
+            paths.remove(full_folder_path)
+            paths.insert(0, full_folder_path)
+    elif is_default:
+        paths.insert(0, full_folder_path)
+    else:
+        paths.append(full_folder_path)
+
+
 def get_folder_paths(folder_name):
     return folder_names_and_paths[folder_name][0][:]
 

@@ -2,7 +2,7 @@
 
 import torch
 
-load_calls = []  # (patchers, memory_required)
+load_calls = []  # (patchers, memory_required, minimum_memory_required, force_full_load)
 interrupt = False
 
 
@@ -32,7 +32,7 @@ def should_use_bf16(device=None, model_params=0, prioritize_performance=True, ma
 
 def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                     force_full_load=False):
-    load_calls.append((list(models), memory_required))
+    load_calls.append((list(models), memory_required, minimum_memory_required, force_full_load))
     for patcher in models:
         patcher.model.to(patcher.load_device)
 
