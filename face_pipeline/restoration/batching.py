@@ -2,8 +2,8 @@
 
 The batch size is ``usable free memory // estimated bytes per face``:
 - free memory: ``torch.cuda.mem_get_info`` on CUDA (what the driver reports free, plus what PyTorch's caching
-  allocator holds but does not use), ``MemAvailable`` from /proc/meminfo on the CPU (else 4 GiB), half of the
-  system's recommended working set on MPS;
+  allocator holds but does not use), ``MemAvailable`` from /proc/meminfo on the CPU (else the available physical
+  pages from ``os.sysconf``, else 4 GiB), on MPS the recommended working set minus what the driver already holds;
 - usable: 80% of that (other allocations, fragmentation);
 - per face: the model's own ``estimate_memory(1, dtype)`` (peak activation bytes of one forward, gpen_arch/memory.py)
   plus the face's input and output copies.
@@ -30,8 +30,8 @@ def free_memory_bytes(device: torch.device) -> int:
         return int(free + max(reserved_unused, 0))
     if device.type == "mps":
         try:
-            return int(torch.mps.recommended_max_memory() // 2)
-        except AttributeError:
+            return max(int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()), 0)
+        except (AttributeError, RuntimeError):
             return 4 << 30
     try:
         with open("/proc/meminfo") as handle:
@@ -59,21 +59,23 @@ def auto_batch_size(model: torch.nn.Module, *, size: int, dtype: torch.dtype, de
                     faces: int) -> int:
     """The largest batch (1..MAX_BATCH, at most ``faces``) that the memory estimate says fits."""
     per_face = bytes_per_face(model, size, dtype)
-    fits = int(free_memory_bytes(device) * USABLE_FRACTION // max(per_face, 1))
+    free = free_memory_bytes(device)
+    fits = int(free * USABLE_FRACTION // max(per_face, 1))
     batch = max(1, min(fits, MAX_BATCH, max(faces, 1)))
-    logger.debug("batch size %d: %.0f MiB per face, %.0f MiB free on %s", batch, per_face / 2**20,
-                 free_memory_bytes(device) / 2**20, device)
+    logger.debug("batch size %d: %.0f MiB per face, %.0f MiB free on %s", batch, per_face / 2**20, free / 2**20,
+                 device)
     return batch
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
+    """True for CUDA's ``OutOfMemoryError``, Python's ``MemoryError`` and the RuntimeErrors PyTorch raises when an
+    allocation fails ("... out of memory ...", the CPU's "DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
+    if not isinstance(exc, RuntimeError):
+        return False
     text = str(exc)
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "out of memory" in text.lower() or "DefaultCPUAllocator" in text or "can't allocate memory" in text
-        or isinstance(exc, MemoryError)
-    )
+    return "out of memory" in text.lower() or "DefaultCPUAllocator" in text or "can't allocate memory" in text
 
 
 def release_cached_memory(device: torch.device) -> None:

@@ -1,11 +1,15 @@
 """What the model is fed and how its output is used, per mode (the official GPEN scripts; SPEC section 5).
 
 - ``restore`` (GPEN-BFR): the RGB crop; the output is the restored face.
-- ``colorize`` (GPEN-Colorization-1024): the crop as 3-channel gray (BT.601 luma, as OpenCV's BGR2GRAY); the
-  input's luminance is kept and the model's colour taken, as the official post-processing does in YUV (replacing Y
-  while keeping U and V adds ``Y_in - Y_out`` to every RGB channel).
-- ``inpaint`` (GPEN-Inpainting-1024): damaged pixels (mask = 1) are painted white before the forward, like the
-  official demo's brush strokes; the model's output is the whole completed face, as in the official script.
+- ``colorize`` (GPEN-Colorization-1024): the crop as 3-channel gray (BT.601 luma, as OpenCV's BGR2GRAY; the
+  official demo reads the photo with IMREAD_COLOR, so a gray photo arrives as three equal channels). The input's
+  luminance is kept and the model's colour taken, as the official ``face_colorization.post_process`` does in YUV
+  (replacing Y while keeping U and V adds ``Y_in - Y_out`` to every RGB channel). The official script applies that
+  only when its input was not already 1024 px; here the crop is always resampled from the photo, so the photo's
+  luminance (its real detail) is always kept.
+- ``inpaint`` (GPEN-Inpainting-1024): damaged pixels (mask = 1) are painted white before the forward, as the
+  official demo's brush strokes (fill (255, 255, 255)) do; the model's output is the whole completed face, used as
+  is, as in the official ``face_inpainting.py``.
 All tensors ``[N, 3, S, S]`` float32 RGB in 0..1; masks ``[N, 1, S, S]`` in 0..1.
 """
 

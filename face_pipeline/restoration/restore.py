@@ -1,0 +1,163 @@
+"""``restore_faces``: aligned crops through a GPEN model in memory-sized batches, with out-of-memory fallback.
+
+Pre- and post-processing are the official FaceGAN's (SPEC section 5) in float: RGB crop in 0..1 -> ``(x - 0.5) / 0.5``
+-> model -> ``y * 0.5 + 0.5`` clamped to 0..1. The official pipeline then truncates to uint8; here the result stays
+float32 so paste-back and ComfyUI keep the precision (quantise only when saving a file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import torch
+
+from ..alignment import realign
+from ..errors import RestoreError, RestoreOutOfMemory
+from ..types import FaceBatch
+from .batching import auto_batch_size, is_out_of_memory, release_cached_memory
+from .masks import masks_in_crop_space
+from .modes import RESTORE_MODES, finish_output, prepare_input
+
+logger = logging.getLogger(__name__)
+
+
+def model_size(model: torch.nn.Module) -> int:
+    """The crop side the model takes (``model.config.size``)."""
+    size = getattr(getattr(model, "config", None), "size", None)
+    if not isinstance(size, int) or size <= 0:
+        raise RestoreError(f"the model does not say its input size: expected a GPEN model with .config.size, got "
+                           f"{type(model).__name__}")
+    return size
+
+
+def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's first parameter (CPU float32 for a model without parameters)."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return torch.device("cpu"), torch.float32
+    return param.device, param.dtype
+
+
+def _forward(model: torch.nn.Module, crops: torch.Tensor, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[n, 3, S, S]`` 0..1 (any device) -> ``[n, 3, S, S]`` float32 0..1 on ``crops.device``."""
+    with torch.no_grad():
+        x = crops.to(device=device, dtype=dtype).sub(0.5).div(0.5)  # RGB in [-1, 1], as the official FaceGAN
+        out = model(x)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
+            found = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise RestoreError(f"the model returned {found}, expected {list(x.shape)} (an image per input face)")
+        del x
+        return out.float().mul(0.5).add(0.5).clamp_(0, 1).to(crops.device)
+
+
+def restore_faces(
+    model: torch.nn.Module,
+    batch: FaceBatch,
+    *,
+    mode: str = "restore",
+    strength: float = 1.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int | None = None,
+    inpaint_masks: torch.Tensor | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+) -> FaceBatch:
+    """Restore every crop of ``batch``; returns a copy with ``restored`` ``[F, 3, S, S]`` float32 RGB 0..1 on the
+    crops' device, S the model's size (``model.config.size``). When ``batch.size != S`` the crops are re-made at S
+    from the source images first (``alignment.realign``), so the returned batch has ``size == S``.
+
+    - ``mode``: ``restore`` (GPEN-BFR), ``colorize`` (GPEN-Colorization: gray in, input luminance kept) or
+      ``inpaint`` (GPEN-Inpainting: ``inpaint_masks`` required, image-space ``[B, H, W]`` / ``[B, 1, H, W]``, 1 =
+      damaged; see ``masks.py``). See ``modes.py`` for what each feeds the model.
+    - ``strength`` in 0..1 blends restored (1) with the original crop (0); at 0 the model is not run.
+    - ``device`` / ``dtype``: where and in which precision the forward runs; default the model's own. If they differ
+      from the model's, the model is moved for the call and moved back afterwards.
+    - ``batch_size``: faces per forward; None sizes it from free memory and ``model.estimate_memory``
+      (``batching.py``). On out-of-memory the batch is halved and retried down to 1 face; if one face does not fit,
+      ``RestoreOutOfMemory``.
+    - ``on_progress(done, total)`` after each batch; ``check_interrupt()`` before each (it may raise to cancel).
+    """
+    if mode not in RESTORE_MODES:
+        raise ValueError(f"unknown restore mode {mode!r}; choose one of {', '.join(RESTORE_MODES)}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {batch_size}")
+    if mode == "inpaint" and inpaint_masks is None:
+        raise ValueError("inpaint mode needs inpaint_masks marking the damaged region (1 = damaged)")
+    size = model_size(model)
+    if batch.size != size:
+        logger.debug("re-cropping %d faces at %d for the model (were %d)", batch.num_faces, size, batch.size)
+        batch = realign(batch, size=size)
+    total = batch.num_faces
+    masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" else None
+    if total == 0:
+        return dataclasses.replace(batch, restored=batch.crops.new_zeros((0, 3, size, size), dtype=torch.float32))
+    if strength == 0.0:
+        logger.info("strength 0: the %d faces keep their original crops (model not run)", total)
+        if on_progress is not None:
+            on_progress(total, total)
+        return dataclasses.replace(batch, restored=batch.crops.float().clone())
+
+    own_device, own_dtype = model_device_dtype(model)
+    device = torch.device(device) if device is not None else own_device
+    if device.type == "cuda" and device.index is None and own_device.type == "cuda":
+        device = own_device
+    dtype = dtype or own_dtype
+    moved = (device, dtype) != (own_device, own_dtype) and next(model.parameters(), None) is not None
+    if moved:
+        logger.info("moving the model from %s/%s to %s/%s for restoration", own_device, own_dtype, device, dtype)
+        model.to(device=device, dtype=dtype)
+    try:
+        restored = _run_batches(model, batch, mode=mode, masks=masks, device=device, dtype=dtype,
+                                batch_size=batch_size, on_progress=on_progress, check_interrupt=check_interrupt)
+    finally:
+        if moved:
+            model.to(device=own_device, dtype=own_dtype)
+    if strength < 1.0:
+        restored = torch.lerp(batch.crops.float(), restored, strength)
+    return dataclasses.replace(batch, restored=restored)
+
+
+def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | None, device: torch.device,
+                 dtype: torch.dtype, batch_size: int | None, on_progress, check_interrupt) -> torch.Tensor:
+    size, total = batch.size, batch.num_faces
+    restored = torch.empty((total, 3, size, size), dtype=torch.float32, device=batch.crops.device)
+    step = batch_size or auto_batch_size(model, size=size, dtype=dtype, device=device, faces=total)
+    done = 0
+    while done < total:
+        if check_interrupt is not None:
+            check_interrupt()
+        stop = min(done + step, total)
+        crops = batch.crops[done:stop]
+        chunk_masks = masks[done:stop] if masks is not None else None
+        out_of_memory = None
+        try:
+            out = _forward(model, prepare_input(crops, mode, chunk_masks), device=device, dtype=dtype)
+        except (RuntimeError, MemoryError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(exc):
+                raise
+            if step == 1:
+                raise RestoreOutOfMemory(
+                    f"not even one {size}x{size} face fits in memory on {device} in {str(dtype).replace('torch.', '')}"
+                    f" ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Try fp16/bf16, free memory (close "
+                    f"other models, use fewer or smaller images), a smaller GPEN model, or another device."
+                ) from exc
+            out_of_memory = f"{type(exc).__name__}"
+        if out_of_memory is not None:  # outside the except block, so the traceback's activations are freed
+            release_cached_memory(device)
+            step = max(1, step // 2)
+            logger.warning("out of memory (%s) restoring %d faces at once on %s; retrying with %d",
+                           out_of_memory, stop - done, device, step)
+            continue
+        if not torch.isfinite(out).all():
+            raise RestoreError(f"the model produced NaN/inf for faces {done}..{stop - 1} in "
+                               f"{str(dtype).replace('torch.', '')}; try fp32 or bf16")
+        restored[done:stop] = finish_output(out, crops.float(), mode, chunk_masks)
+        done = stop
+        if on_progress is not None:
+            on_progress(done, total)
+    return restored
