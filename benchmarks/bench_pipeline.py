@@ -1,0 +1,85 @@
+"""Time each stage of the face pipeline for one face, against the restore itself.
+
+    python benchmarks/bench_pipeline.py --size 2048 --detector yunet_opencv --detector-dir ../shared/detectors
+
+Uses full-size random GPEN weights (the released configuration for --size) so the restore costs what a real model
+costs; the photo defaults to ../shared/faces/grace_hopper.jpg. Prints the median over --runs of detection,
+alignment, restore and paste-back (at 1x and at the auto scale), and their share of the restore time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gpen import _random_state_dict  # noqa: E402
+
+from face_pipeline.alignment import align_faces  # noqa: E402
+from face_pipeline.detection import load_detector  # noqa: E402
+from face_pipeline.image import load_image  # noqa: E402
+from face_pipeline.paste import paste_faces  # noqa: E402
+from face_pipeline.restoration import restore_faces  # noqa: E402
+from gpen_arch import load_gpen  # noqa: E402
+
+
+def timed(fn, runs: int, device: torch.device):
+    times, result = [], None
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=2048, choices=[256, 512, 1024, 2048])
+    parser.add_argument("--image", default=str(REPO_ROOT.parent / "shared" / "faces" / "grace_hopper.jpg"))
+    parser.add_argument("--detector", default="yunet_opencv")
+    parser.add_argument("--detector-dir", default=str(REPO_ROOT.parent / "shared" / "detectors"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
+    detector = load_detector(args.detector, weights_dir=args.detector_dir, device=device)
+    image = load_image(args.image).to(device)
+
+    detect_s, found = timed(lambda: detector.detect(image), args.runs, device)
+    faces = found[0][:1]
+    if not faces:
+        raise SystemExit("no face found in the image")
+    align_s, batch = timed(lambda: align_faces(image, faces, size=args.size), args.runs, device)
+    restore_faces(model, batch)  # warm-up
+    restore_s, restored = timed(lambda: restore_faces(model, batch), args.runs, device)
+    paste1_s, _ = timed(lambda: paste_faces(restored, scale=1), args.runs, device)
+    paste_auto_s, result = timed(lambda: paste_faces(restored, scale="auto"), args.runs, device)
+
+    print(f"GPEN-{args.size} {args.dtype} on {device}, image {tuple(image.shape[-2:])}, detector {args.detector}")
+    rows = [("detect", detect_s), ("align", align_s), ("paste 1x", paste1_s),
+            (f"paste auto ({result.scale}x)", paste_auto_s)]
+    print(f"{'restore':>18}: {restore_s * 1000:9.1f} ms")
+    for name, seconds in rows:
+        print(f"{name:>18}: {seconds * 1000:9.1f} ms  ({100 * seconds / restore_s:5.1f}% of the restore)")
+    overhead = detect_s + align_s + paste1_s
+    print(f"{'overhead (1x)':>18}: {overhead * 1000:9.1f} ms  ({100 * overhead / restore_s:5.1f}% of the restore)")
+
+
+if __name__ == "__main__":
+    main()
