@@ -1,0 +1,110 @@
+"""image.py: every layout and dtype users hand in, the values that are rejected, and files in and out."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import require_shared
+
+from face_pipeline.errors import InvalidImageError
+from face_pipeline.image import MAX_SIDE, load_image, save_image, to_bgr_uint8, to_rgb_float
+
+RNG = np.random.default_rng(0)
+RGB8 = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+EXPECTED = torch.from_numpy(RGB8).permute(2, 0, 1)[None].float() / 255
+
+
+def test_layouts_and_dtypes():
+    assert torch.equal(to_rgb_float(RGB8), EXPECTED)
+    assert torch.equal(to_rgb_float(RGB8[None]), EXPECTED)  # BHWC
+    assert torch.equal(to_rgb_float(torch.from_numpy(RGB8)), EXPECTED)  # torch uint8
+    assert torch.equal(to_rgb_float(EXPECTED, channels_last=False), EXPECTED)  # BCHW
+    assert torch.equal(to_rgb_float(np.dstack([RGB8, np.zeros((12, 16), np.uint8)])), EXPECTED)  # RGBA: alpha dropped
+    gray = to_rgb_float(RGB8[:, :, 0])
+    assert gray.shape == (1, 3, 12, 16) and torch.equal(gray[0, 0], gray[0, 2]) and torch.equal(gray[:, :1], EXPECTED[:, :1])
+    assert torch.equal(to_rgb_float(np.dstack([RGB8[:, :, :1], RGB8[:, :, 1:2]])), gray)  # gray + alpha
+    wide = to_rgb_float(RGB8.astype(np.uint16) * 257)  # 16-bit
+    assert wide.dtype == torch.float32 and (wide - EXPECTED).abs().max() < 1e-6
+    assert torch.equal(to_rgb_float(RGB8.astype(np.float64) / 255), EXPECTED)
+    tiny = to_rgb_float(np.zeros((16, 16, 3), np.uint8))
+    assert tiny.shape == (1, 3, 16, 16)
+
+
+def test_slight_overshoot_is_clamped_and_the_rest_rejected():
+    ringing = np.full((8, 8, 3), 0.5, np.float32)
+    ringing[0, 0] = (1.03, -0.02, 0.5)
+    out = to_rgb_float(ringing)
+    assert out.max() == 1 and out.min() == 0
+    with pytest.raises(InvalidImageError, match=r"float images must hold values in 0\.\.1; found 0\.5\.\.255 "
+                                                r"\(was it 0\.\.255 or -1\.\.1\?\)"):
+        to_rgb_float(np.concatenate([ringing[:4] * 0 + 0.5, np.full((4, 8, 3), 255.0, np.float32)]))
+    with pytest.raises(InvalidImageError, match=r"found -1\.\.1"):
+        to_rgb_float(np.linspace(-1, 1, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.full((8, 8, 3), np.nan, np.float32), "NaN or infinite"),
+    (np.full((8, 8, 3), np.inf, np.float32), "NaN or infinite"),
+    (np.zeros((8, 8, 5), np.uint8), r"expected 1 \(gray\), 2 \(gray\+alpha\), 3 \(RGB\) or 4 \(RGBA\) channels in "
+                                    r"\[B, H, W, C\], got 5 \(shape \[8, 8, 5\]\)"),
+    (np.zeros((0, 8, 3), np.uint8), r"the image is empty: shape \[0, 8, 3\]"),
+    (np.zeros((1, 1, 8, 8, 3), np.uint8), r"2, 3 or 4 dimensions .* got shape \[1, 1, 8, 8, 3\]"),
+    (np.zeros((8, 8, 3), np.int32), "unsupported image dtype int32: expected uint8, uint16 or float"),
+    (np.zeros((8, 8, 3), bool), "unsupported image dtype bool"),
+    (torch.zeros((8, 8, 3), dtype=torch.int64), "unsupported image dtype torch.int64"),
+    ([[0, 1]], "numpy array or torch tensor, got list"),
+])
+def test_rejected_with_a_clear_message(bad, message):
+    with pytest.raises(InvalidImageError, match=message):
+        to_rgb_float(bad)
+
+
+def test_oversized_is_rejected_without_allocating():
+    huge = torch.zeros(1, 3, 1, 1).expand(1, 3, 2, MAX_SIDE + 1)  # no real memory behind it
+    with pytest.raises(InvalidImageError, match=f"image of {MAX_SIDE + 1}x2 is larger than the supported"):
+        to_rgb_float(huge, channels_last=False)
+
+
+def test_files_round_trip_with_unicode_paths(tmp_path):
+    folder = tmp_path / "фото 写真"
+    save_image(EXPECTED, folder / "ça.png")  # folder created
+    assert torch.equal(load_image(folder / "ça.png"), EXPECTED)
+    smooth = torch.stack(torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0.2, 0.8, 60), indexing="ij"))
+    smooth = torch.cat([smooth, smooth[:1].flip(-1)])  # [3, 40, 60] gradients: JPEG keeps them closely
+    save_image(smooth, folder / "b.jpg")
+    assert (load_image(folder / "b.jpg")[0] - smooth).abs().mean() < 0.01
+    assert to_bgr_uint8(EXPECTED[0]).shape == (12, 16, 3) and np.array_equal(to_bgr_uint8(EXPECTED[0]), RGB8[:, :, ::-1])
+
+
+def test_16_bit_gray_and_rgba_files(tmp_path):
+    wide = RNG.integers(0, 65536, (10, 14, 3), dtype=np.uint16)
+    cv2.imencode(".png", wide)[1].tofile(str(tmp_path / "wide.png"))  # BGR on disk
+    loaded = load_image(tmp_path / "wide.png")
+    assert torch.equal(loaded, torch.from_numpy(wide[:, :, ::-1].astype(np.float32) / 65535).permute(2, 0, 1)[None])
+    cv2.imencode(".png", RGB8[:, :, 0])[1].tofile(str(tmp_path / "gray.png"))
+    gray = load_image(tmp_path / "gray.png")
+    assert gray.shape == (1, 3, 12, 16) and torch.equal(gray[0, 1], EXPECTED[0, 0])
+    bgra = np.dstack([RGB8[:, :, ::-1], np.full((12, 16), 7, np.uint8)])
+    cv2.imencode(".png", bgra)[1].tofile(str(tmp_path / "rgba.png"))
+    assert torch.equal(load_image(tmp_path / "rgba.png"), EXPECTED)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(InvalidImageError, match="image not found: .*missing.png"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all" * 10)
+    with pytest.raises(InvalidImageError, match="broken.jpg is not a readable image"):
+        load_image(tmp_path / "broken.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InvalidImageError, match="empty.png is not a readable image"):
+        load_image(tmp_path / "empty.png")
+    with pytest.raises(InvalidImageError, match=r"cannot save x\.gif: the suffix must be one of \.png"):
+        save_image(EXPECTED, tmp_path / "x.gif")
+
+
+def test_a_shared_photo_loads_as_rgb():
+    image = load_image(require_shared("faces", "astronaut.png"))
+    assert image.shape == (1, 3, 512, 512) and image.dtype == torch.float32
+    assert image[0, 0].mean() > image[0, 2].mean()  # the astronaut's suit and flag: more red than blue, not BGR
