@@ -1,0 +1,205 @@
+"""End to end inside a real ComfyUI: runs when COMFYUI_DIR points at a ComfyUI checkout, skips otherwise.
+
+Starts ComfyUI on 127.0.0.1 (a free port, CPU) over a temporary base directory holding the pack (symlinked), the
+vector weights as a GPEN model, the OpenCV YuNet detector weights and a shared photo; checks /object_info and the
+workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
+saved image; queues a non-GPEN file and checks the error ComfyUI reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, require_shared
+from test_workflows import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
+
+requests = pytest.importorskip("requests")
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
+pytestmark = pytest.mark.skipif(
+    not (COMFYUI_DIR and (Path(COMFYUI_DIR) / "main.py").is_file()),
+    reason="set COMFYUI_DIR to a ComfyUI checkout (with its requirements installed) to run the end-to-end test",
+)
+OUR_NODES = {"GPENLoadModel", "GPENLoadFaceDetector", "GPENDetectFaces", "GPENRestoreFaces", "GPENPasteFaces",
+             "GPENFaceRestore"}
+MODEL = "gpen_256_cm1_n0.25.pth"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "comfyui-gpen").symlink_to(REPO_ROOT, target_is_directory=True)
+    for folder, source, name in [
+        ("gpen", require_shared("gpen", "vectors", MODEL), MODEL),
+        ("gpen", require_shared("detectors", "detection_mobilenet0.25_Final.pth"), "not_a_gpen.pth"),
+        ("facedetection", require_shared("detectors", "face_detection_yunet_2023mar.onnx"), None),
+    ]:
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, base / "models" / folder / (name or source.name))
+    (base / "input").mkdir()
+    shutil.copy(require_shared("faces", "grace_hopper.jpg"), base / "input" / "grace_hopper.jpg")
+    port = free_port()
+    log = open(base / "comfyui.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+         str(base), "--disable-auto-launch"],
+        cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{(base / 'comfyui.log').read_text()[-4000:]}")
+            try:
+                if requests.get(url + "/system_stats", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("ComfyUI did not answer within 180 s:\n" + (base / "comfyui.log").read_text()[-4000:])
+            time.sleep(1)
+        yield url, base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy):
+    return requests.get(comfy[0] + "/object_info", timeout=30).json()
+
+
+def widget_names(info: dict) -> list[str]:
+    names = []
+    for section in ("required", "optional"):
+        for name in info["input_order"].get(section, []):
+            kind = info["input"][section][name][0]
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                names.append(name)
+    return names
+
+
+def to_api_prompt(workflow: dict, object_info: dict, overrides: dict) -> dict:
+    """What the ComfyUI frontend sends: node id -> class_type and inputs (widget values by name, links as
+    [origin id, origin slot]). ``overrides``: {(node type, input name): value}."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY or node.get("mode", 0) != 0:
+            continue
+        inputs = dict(zip(widget_names(object_info[node["type"]]), node.get("widgets_values", [])))
+        for slot in node["inputs"]:
+            if slot["link"] is not None:
+                _, origin, origin_slot, *_ = links[slot["link"]]
+                inputs[slot["name"]] = [str(origin), origin_slot]
+        for (kind, name), value in overrides.items():
+            if kind == node["type"]:
+                inputs[name] = value
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def run_prompt(url: str, prompt: dict, timeout: float = 240) -> dict:
+    response = requests.post(url + "/prompt", json={"prompt": prompt, "client_id": uuid.uuid4().hex}, timeout=30)
+    assert response.ok, response.text
+    prompt_id = response.json()["prompt_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        history = requests.get(f"{url}/history/{prompt_id}", timeout=10).json()
+        if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+            if history[prompt_id]["status"]["status_str"] in ("success", "error"):
+                return history[prompt_id]
+        time.sleep(0.5)
+    pytest.fail(f"prompt {prompt_id} did not finish within {timeout} s")
+
+
+def test_object_info_lists_every_node(object_info):
+    assert OUR_NODES <= set(object_info)
+    assert all(object_info[name]["category"].startswith("image/restoration/GPEN") for name in OUR_NODES)
+    assert object_info["GPENLoadModel"]["input"]["required"]["model_name"][0] == [MODEL, "not_a_gpen.pth"]
+    for name, (sockets, _count, outputs) in CORE_NODES.items():  # the core-node table the workflow test uses
+        info = object_info[name]
+        assert info["output"] == outputs, name
+        declared = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        assert {k: v[0] for k, v in declared.items() if k in sockets} == sockets, name
+
+
+def test_example_workflows_are_served_as_templates(comfy):
+    url, _ = comfy
+    templates = requests.get(url + "/workflow_templates", timeout=10).json()
+    assert sorted(templates["comfyui-gpen"]) == sorted(p.stem for p in (REPO_ROOT / "example_workflows").glob("*.json"))
+    served = requests.get(url + "/api/workflow_templates/comfyui-gpen/gpen_step_by_step.json", timeout=10)
+    assert served.ok and served.json()["nodes"]
+    assert requests.get(url + "/api/workflow_templates/comfyui-gpen/gpen_step_by_step.jpg", timeout=10).ok
+
+
+def test_step_by_step_workflow_restores_and_saves(comfy, object_info):
+    url, base = comfy
+    workflow = json.loads((REPO_ROOT / "example_workflows" / "gpen_step_by_step.json").read_text())
+    prompt = to_api_prompt(workflow, object_info, {
+        ("LoadImage", "image"): "grace_hopper.jpg", ("GPENLoadModel", "model_name"): MODEL,
+        ("GPENLoadFaceDetector", "detector"): "yunet_opencv", ("GPENLoadFaceDetector", "allow_download"): False,
+        ("SaveImage", "filename_prefix"): "e2e/step",
+    })
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    save_id = next(k for k, v in prompt.items() if v["class_type"] == "SaveImage")
+    (saved,) = result["outputs"][save_id]["images"]
+    path = base / "output" / saved["subfolder"] / saved["filename"]
+    out = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(base / "input" / "grace_hopper.jpg").convert("RGB"), dtype=np.int16)
+    assert out.shape == original.shape == (600, 512, 3)
+    diff = np.abs(out - original).max(axis=2)
+    changed = np.argwhere(diff > 8)
+    assert len(changed) > 20_000  # the face was replaced (random test weights: not a pretty face, but a new one)
+    (y1, x1), (y2, x2) = changed.min(0), changed.max(0)
+    assert 80 < x1 < x2 < 460 and 20 < y1 < y2 < 460, (x1, y1, x2, y2)  # ... around the face only (x 185-330)
+    assert diff[500:, :].max() <= 2 and diff[:, :60].max() <= 2  # the rest is untouched (PNG of the same pixels)
+    via_http = requests.get(url + "/view", params={"filename": saved["filename"], "subfolder": saved["subfolder"],
+                                                   "type": "output"}, timeout=10)
+    assert via_http.ok and via_http.content == path.read_bytes()
+
+
+def test_a_non_gpen_file_is_a_readable_error(comfy, object_info):
+    url, _ = comfy
+    prompt = {
+        "1": {"class_type": "GPENLoadModel", "inputs": {"model_name": "not_a_gpen.pth", "precision": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "grace_hopper.jpg"}},
+        "3": {"class_type": "GPENLoadFaceDetector",
+              "inputs": {"detector": "yunet_opencv", "allow_download": False, "score_threshold": 0.0}},
+        "4": {"class_type": "GPENFaceRestore", "inputs": {
+            "image": ["2", 0], "gpen_model": ["1", 0], "face_detector": ["3", 0], "select": "all", "strength": 1.0,
+            "template": "gpen", "mask_type": "rounded_rect", "feather": 0.1, "color_correction": True,
+            "output_scale": "1", "max_output_size": 8192}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "error"
+    errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0]["node_type"] == "GPENLoadModel"
+    assert errors[0]["exception_message"].startswith("not a GPEN checkpoint")
+    assert "RetinaFace" in errors[0]["exception_message"]
