@@ -235,3 +235,76 @@ def test_root_init_is_harmless_outside_comfyui():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
+
+
+def test_strength_zero_gives_back_the_aligned_crops(pack, gpen_model, detector):
+    image = comfy_image("grace_hopper.jpg")
+    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    _, original = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 0.0)
+    _, restored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    crops = faces.crops.permute(0, 2, 3, 1)
+    assert torch.allclose(original, crops, atol=1e-6)
+    assert (restored - crops).abs().mean() > 0.05  # strength 1 really changed them
+
+
+def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
+    from face_pipeline.restoration.modes import luma
+
+    image = comfy_image("astronaut.png")
+    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    _, colored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "colorize", 1.0)
+    inside = (colored > 0.01) & (colored < 0.99)  # where no channel was clamped, the photo's luminance is kept
+    same = (luma(colored.permute(0, 3, 1, 2)) - luma(faces.crops)).abs()[:, 0]
+    assert same[inside.all(-1)].max() < 1e-4
+    with pytest.raises(ValueError, match="inpaint mode needs inpaint_masks"):
+        node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "inpaint", 1.0)
+    mask = torch.zeros((1, 512, 512))
+    mask[:, 200:260, 200:260] = 1
+    _, painted = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "inpaint", 1.0, inpaint_mask=mask)
+    assert painted.shape == (1, 256, 256, 3) and torch.isfinite(painted).all()
+
+
+def test_background_is_used_outside_the_faces(pack, gpen_model, detector):
+    image = comfy_image("astronaut.png")
+    background = torch.zeros((1, 1024, 1024, 3))
+    background[..., 2] = 1.0  # blue, at the output size (2x)
+    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "ellipse", 0.1, True, "2", 8192, background)
+    assert out.shape == (1, 1024, 1024, 3)
+    away = mask[0] == 0
+    assert torch.equal(out[0][away], background[0][away])
+
+
+def test_all_in_one_on_frames_without_faces_is_unchanged(pack, gpen_model, detector):
+    import comfy.model_management as mm
+
+    frames = torch.rand((3, 96, 128, 3), generator=torch.Generator().manual_seed(0))
+    mm.load_calls.clear()
+    out, mask, count = node(pack, "GPENFaceRestore").run(frames, gpen_model, detector, "all", 1.0, "gpen",
+                                                         "rounded_rect", 0.1, True, "1", 8192)
+    assert count == 0 and torch.equal(out, frames) and mask.sum() == 0
+    assert mm.load_calls == []  # no face: the model is not loaded onto the device for nothing
+
+
+def test_video_frames_are_tracked(pack, detector):
+    frame = comfy_image("astronaut.png")
+    frames = torch.cat([frame, frame.roll(4, dims=2), frame.roll(8, dims=2)])
+    faces, crops, count = node(pack, "GPENDetectFaces").detect(frames, detector, "all", "0", "area", 0, 0, "gpen",
+                                                               "256", 0.5)
+    assert count == 3 and crops.shape == (3, 256, 256, 3)
+    assert faces.image_indices == (0, 1, 2) and len({f.track_id for f in faces.faces}) == 1
+
+
+def test_bad_indices_and_a_replaced_model_file(pack):
+    image = comfy_image("grace_hopper.jpg")
+    detector = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0)[0]
+    with pytest.raises(ValueError, match="face indices must look like .0,2. or .0-3."):
+        node(pack, "GPENDetectFaces").detect(image, detector, "indices", "two", "area", 0, 0, "gpen", "256", 0.0)
+    module, models = pack
+    loader = module.NODE_CLASS_MAPPINGS["GPENLoadModel"]
+    before = loader.IS_CHANGED(model_name="GPEN-test-256.pth", precision="auto")
+    path = models / "gpen" / "GPEN-test-256.pth"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert loader.IS_CHANGED(model_name="GPEN-test-256.pth", precision="auto") != before
+    assert loader.IS_CHANGED(model_name="missing.pth", precision="auto") == ""
