@@ -1,7 +1,11 @@
 """Face detection backends: facexlib RetinaFace (ResNet-50 / MobileNet-0.25), kornia YuNet, OpenCV YuNet.
 
     detector = load_detector("retinaface_resnet50", weights_dir="models/facedetection", allow_download=False)
-    faces_per_image = detector.detect(images)  # images: [B, 3, H, W] RGB 0..1
+    faces_per_image = detector.detect(images)  # images: [B, 3, H, W] RGB 0..1 -> B lists of DetectedFace
+
+Files: ``base.py`` (the ``FaceDetector`` interface, input checks, working resolutions), ``multiscale.py`` (the
+resolution pyramid and the merge of its passes), ``weights.py`` (weight files: table, lookup, verified download),
+one file per backend. Backend libraries are imported only when a detector is built.
 """
 
 from __future__ import annotations
@@ -24,22 +28,33 @@ def load_detector(
     allow_download: bool = False,
     device: str | torch.device = "cpu",
     score_threshold: float | None = None,
+    max_side: int | None = None,
 ) -> FaceDetector:
-    """Build detector ``name`` (one of ``DETECTOR_NAMES``) with its weights from ``weights_dir``."""
+    """Build detector ``name`` (one of ``DETECTOR_NAMES``) with its weight file from ``weights_dir``.
+
+    ``allow_download``: fetch a missing file from its official URL into ``weights_dir`` (sha256-checked).
+    ``device``: where the torch backends run (OpenCV's YuNet always runs on the CPU).
+    ``score_threshold``: the default for ``detect`` (RetinaFace 0.9 as in official GPEN, YuNet 0.6).
+    ``max_side``: long side of the first working copy; larger images are downscaled for detection (default:
+    RetinaFace the official rule, above 1500 px -> 1000 px; kornia YuNet 1280; OpenCV YuNet 1920). Raise it to find
+    small faces on very large frames, at the cost of time.
+    Raises ``DetectorError`` for an unknown name, ``DetectorWeightsMissing`` / ``DetectorWeightsCorrupt`` for the file.
+    """
     if name not in DETECTOR_NAMES:
         raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
     path = resolve_weights(name, weights_dir=weights_dir, allow_download=allow_download)
+    options = dict(score_threshold=score_threshold, device=device, max_side=max_side)
     if name.startswith("retinaface"):
         from .retinaface import RetinaFaceDetector
 
-        return RetinaFaceDetector(name, path, score_threshold=score_threshold, device=device)
+        return RetinaFaceDetector(name, path, **options)
     if name == "yunet":
         from .yunet_kornia import KorniaYuNetDetector
 
-        return KorniaYuNetDetector(path, score_threshold=score_threshold, device=device)
+        return KorniaYuNetDetector(path, **options)
     from .yunet_opencv import OpenCVYuNetDetector
 
-    return OpenCVYuNetDetector(path, score_threshold=score_threshold)
+    return OpenCVYuNetDetector(path, **options)
 
 
 __all__ = [

@@ -1,8 +1,8 @@
-"""The detector interface: batched detection on ``[B, 3, H, W]`` 0..1 RGB with coordinates in input pixels.
+"""The detector interface: batched detection on ``[B, 3, H, W]`` RGB 0..1, coordinates in the input's pixels.
 
-Backends implement ``_detect_one`` on one image at a working resolution; this base class validates inputs, decides
-the working resolutions (large images are detected on a downscaled copy, coordinates mapped back), merges passes,
-and builds ``DetectedFace`` records.
+A backend implements ``_detect_batch`` on a batch at one working resolution. This base class validates the input,
+picks the working resolutions (``multiscale.py``: large images are detected on a downscaled copy, very large faces on
+a further reduced one), maps coordinates back, merges the passes and builds ``DetectedFace`` records.
 """
 
 from __future__ import annotations
@@ -16,110 +16,157 @@ import torch.nn.functional as F
 
 from ..errors import InvalidImageError
 from ..types import DetectedFace
+from .multiscale import ROW_WIDTH, box_iou, empty_rows, merge_passes, pass_sides
 
 logger = logging.getLogger(__name__)
 
-MIN_SIDE = 16  # smaller images cannot hold a detectable face: they return no faces
+__all__ = ["FaceDetector", "MIN_SIDE", "box_iou"]
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` ``[N, 4]`` against every box in ``b`` ``[M, 4]`` (x1, y1, x2, y2)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-9)
+MIN_SIDE = 16  # images with a shorter side below this cannot hold a detectable face: no faces, no error
+PIXELS_PER_FORWARD = 8_000_000  # batches are cut into chunks of about this many pixels per network run
 
 
 class FaceDetector(ABC):
-    """A face detector backend. ``detect(images)`` -> one list of ``DetectedFace`` per image."""
+    """A face detector backend: ``detect(images)`` -> one list of ``DetectedFace`` per image.
+
+    Subclasses set ``name``, ``default_score_threshold``, ``default_max_side`` (long side of the first working copy)
+    and ``reliable_face`` (the largest face, in working pixels, the network places correctly).
+    """
 
     name: str = "detector"
-    default_threshold: float = 0.5
-    #: long sides of the working copies, largest first; an image smaller than a size is used as is
-    working_sides: tuple[int, ...] = (1280,)
+    default_score_threshold: float = 0.5
+    default_max_side: int = 1280
+    reliable_face: float = 450.0
 
-    def __init__(self, *, score_threshold: float | None = None, device: str | torch.device = "cpu") -> None:
-        self.score_threshold = self.default_threshold if score_threshold is None else float(score_threshold)
+    def __init__(
+        self,
+        *,
+        score_threshold: float | None = None,
+        device: str | torch.device = "cpu",
+        max_side: int | None = None,
+    ) -> None:
+        if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be in 0..1, got {score_threshold}")
+        if max_side is not None and int(max_side) < 64:
+            raise ValueError(f"max_side must be at least 64 pixels, got {max_side}")
+        self.score_threshold = self.default_score_threshold if score_threshold is None else float(score_threshold)
         self.device = torch.device(device)
+        self.max_side = None if max_side is None else int(max_side)
 
-    @abstractmethod
-    def _detect_one(self, image: torch.Tensor, threshold: float) -> np.ndarray:
-        """Detect on one ``[3, h, w]`` 0..1 RGB image. Returns ``[N, 15]``: x1, y1, x2, y2, score, then five
-        (x, y) landmarks, in that image's pixels."""
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, score_threshold={self.score_threshold}, "
+                f"device={str(self.device)!r}, max_side={self.max_side})")
 
+    # ------------------------------------------------------------------ public
     def detect(self, images: torch.Tensor, *, score_threshold: float | None = None) -> list[list[DetectedFace]]:
-        """``images``: ``[B, 3, H, W]`` float RGB in 0..1. Faces are sorted by descending score per image."""
-        self._check(images)
+        """Find the faces in every image of a batch.
+
+        ``images``: ``[B, 3, H, W]`` float RGB in 0..1 on any device. Returns ``B`` lists of ``DetectedFace``
+        (``image_index`` set, box and landmarks in the input's pixels, sorted by descending score), with scores at
+        or above ``score_threshold`` (default: the detector's). Images whose shorter side is below ``MIN_SIDE`` have
+        no faces. Raises ``InvalidImageError`` (a ``ValueError``) for a wrong shape, dtype, NaN/inf or 0..255 values.
+        """
+        images = self.check_images(images)
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        results: list[list[DetectedFace]] = []
-        height, width = images.shape[-2:]
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in 0..1, got {threshold}")
+        batch, _, height, width = images.shape
+        if batch == 0:
+            return []
         if min(height, width) < MIN_SIDE:
             logger.info("images of %dx%d are too small to hold a detectable face", width, height)
-            return [[] for _ in range(images.shape[0])]
-        with torch.no_grad():
-            for index in range(images.shape[0]):
-                rows = self._detect_multiscale(images[index], threshold)
-                results.append([self._to_face(row, index) for row in rows])
-        return results
-
-    def _check(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise InvalidImageError(f"detect() expects images [B, 3, H, W] RGB in 0..1, got {shape}")
-        if not images.is_floating_point():
-            raise InvalidImageError(f"detect() expects float images in 0..1, got {images.dtype}")
-        if not torch.isfinite(images).all():
-            raise InvalidImageError("the images contain NaN or infinite values")
-
-    def _detect_multiscale(self, image: torch.Tensor, threshold: float) -> np.ndarray:
-        long_side = max(image.shape[-2:])
-        passes = []
-        for side in sorted({min(s, long_side) for s in self.working_sides}, reverse=True):
-            scale = side / long_side
-            work = image
-            if scale < 1:
-                size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
-                work = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
-                                     align_corners=False)[0].clamp(0, 1)
-            rows = self._detect_one(work, threshold)
-            if len(rows):
-                rows = rows.copy()
-                rows[:, [0, 1, 2, 3] + list(range(5, 15))] /= scale
-            passes.append(rows)
-        rows = np.concatenate([p for p in passes if len(p)] or [np.zeros((0, 15), np.float32)])
-        return self._merge(rows)
+            return [[] for _ in range(batch)]
+        per_image = self._detect_multiscale(images, threshold)
+        return [[self._to_face(row, index) for row in rows] for index, rows in enumerate(per_image)]
 
     @staticmethod
-    def _merge(rows: np.ndarray) -> np.ndarray:
-        """Greedy suppression across passes: a box overlapping a kept one (IoU > 0.4, or mostly inside a larger kept
-        box) is dropped; larger boxes are considered first among near-equal scores."""
-        if len(rows) <= 1:
+    def check_images(images: torch.Tensor) -> torch.Tensor:
+        """Validate a ``[B, 3, H, W]`` float 0..1 batch; returns it as float32, clamped to 0..1."""
+        if not isinstance(images, torch.Tensor):
+            raise InvalidImageError(f"detect() expects a torch.Tensor [B, 3, H, W] RGB in 0..1, got {type(images).__name__}")
+        shape = list(images.shape)
+        if images.dim() != 4 or shape[1] != 3:
+            hint = ""
+            if images.dim() == 4 and shape[-1] in (1, 3, 4):
+                hint = " (this looks like [B, H, W, C], ComfyUI's layout: use images.permute(0, 3, 1, 2))"
+            elif images.dim() == 4 and shape[1] in (1, 4):
+                hint = f" ({shape[1]} channels: convert grey or RGBA to RGB first, e.g. with image.to_rgb_float)"
+            elif images.dim() == 3:
+                hint = " (a single image: add the batch dimension with images[None])"
+            raise InvalidImageError(f"detect() expects images [B, 3, H, W] RGB in 0..1, got shape {shape}{hint}")
+        if not images.is_floating_point():
+            raise InvalidImageError(
+                f"detect() expects float images in 0..1, got {images.dtype}; convert with images.float() / 255")
+        if images.numel() == 0:
+            return images.float()
+        if not torch.isfinite(images).all():
+            raise InvalidImageError("the images contain NaN or infinite values; detection needs finite RGB in 0..1")
+        high = float(images.max())
+        if high > 1.5 or float(images.min()) < -0.5:
+            raise InvalidImageError(
+                f"detect() expects RGB in 0..1, found values in {float(images.min()):.3g}..{high:.3g}; "
+                f"divide 0..255 images by 255")
+        return images.float().clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------ subclasses
+    @abstractmethod
+    def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
+        """Detect on ``images`` ``[b, 3, h, w]`` float32 RGB 0..1 (on ``self.device``), at their own resolution.
+
+        Returns ``b`` float32 arrays ``[N, 15]``: x1, y1, x2, y2, score, then the five (x, y) landmarks in
+        ``LANDMARK_NAMES`` order, in the pixels of ``images``."""
+
+    def first_side(self, long_side: int) -> int:
+        """Long side of the first working copy of an image whose long side is ``long_side`` (never upscaled)."""
+        limit = self.default_max_side if self.max_side is None else self.max_side
+        return min(long_side, limit)
+
+    # ---------------------------------------------------------------- internals
+    def _detect_multiscale(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
+        height, width = images.shape[-2:]
+        long_side = max(height, width)
+        sides = pass_sides(self.first_side(long_side), self.reliable_face)
+        images = images.to(self.device)
+        passes: list[list[np.ndarray]] = []  # [pass][image] -> rows in original pixels
+        scales: list[float] = []
+        for side in sides:
+            scale = side / long_side
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            if min(size) < MIN_SIDE:
+                break
+            found = []
+            for chunk in self._chunks(images, size):
+                work = chunk
+                if size != (height, width):
+                    # [b, 3, h, w] -> [b, 3, size]; antialiased so a downscale keeps the faces clean
+                    work = F.interpolate(chunk, size=size, mode="bilinear", antialias=True,
+                                         align_corners=False).clamp_(0.0, 1.0)
+                with torch.no_grad():
+                    found.extend(self._detect_batch(work, threshold))
+            sx, sy = size[1] / width, size[0] / height
+            passes.append([self._unscale(rows, sx, sy) for rows in found])
+            scales.append(scale)
+        if not passes:
+            return [empty_rows() for _ in range(images.shape[0])]
+        return [merge_passes([p[i] for p in passes], scales, self.reliable_face) for i in range(images.shape[0])]
+
+    @staticmethod
+    def _chunks(images: torch.Tensor, size: tuple[int, int]):
+        """Slices of the batch with about ``PIXELS_PER_FORWARD`` working pixels each."""
+        step = max(1, PIXELS_PER_FORWARD // max(1, size[0] * size[1]))
+        for start in range(0, images.shape[0], step):
+            yield images[start:start + step]
+
+    @staticmethod
+    def _unscale(rows: np.ndarray, sx: float, sy: float) -> np.ndarray:
+        """Map rows found on a copy scaled by (sx, sy) back to the original pixels (pixel centres kept)."""
+        rows = np.asarray(rows, np.float32).reshape(-1, ROW_WIDTH).copy()
+        if sx == 1.0 and sy == 1.0:
             return rows
-        area = (rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1])
-        order = np.lexsort((-area, -np.round(rows[:, 4], 1)))
-        kept: list[int] = []
-        boxes = rows[:, :4]
-        for i in order:
-            if kept:
-                k = np.asarray(kept)
-                iou = box_iou(boxes[i:i + 1], boxes[k])[0]
-                ios = intersection_over_smaller(boxes[i:i + 1], boxes[k])[0]
-                if (iou > 0.4).any() or ((ios > 0.6) & (area[k] > area[i])).any():
-                    continue
-            kept.append(i)
-        kept_rows = rows[kept]
-        return kept_rows[np.argsort(-kept_rows[:, 4], kind="stable")]
+        xs, ys = [0, 2, 5, 7, 9, 11, 13], [1, 3, 6, 8, 10, 12, 14]
+        rows[:, xs] = (rows[:, xs] + 0.5) / sx - 0.5
+        rows[:, ys] = (rows[:, ys] + 0.5) / sy - 0.5
+        return rows
 
     @staticmethod
     def _to_face(row: np.ndarray, index: int) -> DetectedFace:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DetectorWeightsCorrupt, DetectorWeightsMissing
+import torch
+
+from ..errors import DetectorError, DetectorWeightsCorrupt, DetectorWeightsMissing
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One downloadable weight file."""
+    """One downloadable weight file: its name in the weights folder, official URL, sha256 and size."""
 
     file_name: str
     url: str
@@ -81,28 +84,42 @@ def _fetch(url: str, destination: Path) -> None:
 
 
 def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_download: bool = False) -> Path:
-    """The path of ``detector``'s weight file in ``weights_dir``, downloading it there first if allowed."""
+    """The path of ``detector``'s weight file in ``weights_dir``, downloading it there first if allowed.
+
+    Raises ``DetectorWeightsMissing`` (naming the file, its URL and the folder) when the file is absent and may not or
+    could not be downloaded, ``DetectorWeightsCorrupt`` when it is empty or a download has the wrong sha256 (the
+    partial file is removed).
+    """
+    if detector not in WEIGHT_FILES:
+        raise DetectorError(f"no weight file is known for detector {detector!r}; known: {', '.join(WEIGHT_FILES)}")
     spec = WEIGHT_FILES[detector]
     folder = Path(weights_dir)
     path = folder / spec.file_name
     if path.is_file():
         if path.stat().st_size == 0:
-            raise DetectorWeightsCorrupt(f"{path} is an empty file: delete it and download {spec.url} again")
+            raise DetectorWeightsCorrupt(
+                f"{path} is an empty file: delete it and download {spec.url} into {folder} again")
         return path
     if not allow_download:
         raise DetectorWeightsMissing(
             f"the {detector} detector needs {spec.file_name}, which is not in {folder}. Download it from {spec.url} "
             f"into {folder} (or allow downloads)."
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{spec.file_name}.", suffix=".part", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{spec.file_name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise DetectorWeightsMissing(
+            f"cannot write {spec.file_name} into {folder} ({exc}); download it from {spec.url} by hand and put it "
+            f"there"
+        ) from exc
     os.close(handle)
     temp = Path(temp_name)
     try:
         logger.info("downloading %s into %s", spec.url, folder)
         try:
             _fetch(spec.url, temp)
-        except OSError as exc:  # URLError, timeouts, no network
+        except OSError as exc:  # URLError, HTTPError, timeouts, no network, disk full
             raise DetectorWeightsMissing(
                 f"could not download {spec.file_name} from {spec.url} into {folder} ({exc}); download it by hand "
                 f"and put it there"
@@ -111,9 +128,31 @@ def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_down
         if digest != spec.sha256:
             raise DetectorWeightsCorrupt(
                 f"the download of {spec.file_name} from {spec.url} has sha256 {digest}, expected {spec.sha256}; "
-                f"it was discarded"
+                f"it was discarded: try again, or download it by hand into {folder}"
             )
         temp.replace(path)
+        logger.info("saved %s (sha256 verified)", path)
     finally:
         temp.unlink(missing_ok=True)
     return path
+
+
+def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
+    """Read a plain torch state dict safely (``weights_only=True``), ``module.`` prefixes stripped.
+
+    A damaged, truncated or foreign file raises ``DetectorWeightsCorrupt``."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DetectorWeightsCorrupt(
+            f"{path} is not a readable {what} weight file ({type(exc).__name__}: {first_line}); "
+            f"it is damaged or incomplete: delete it and download it again"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DetectorWeightsCorrupt(
+            f"{path} does not hold a {what} state dict (found {type(state).__name__}); is it the right file? "
+            f"Delete it and download it again")
+    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}

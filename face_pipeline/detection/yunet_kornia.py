@@ -1,4 +1,9 @@
-"""kornia's YuNet: small, pure torch, runs on the GPU. Built without kornia's own download, weights from our folder."""
+"""kornia's YuNet: small, pure torch, batched on the detector's device. Weights come from our folder, never torch.hub.
+
+``kornia.contrib.FaceDetector()`` always fetches its weights through torch.hub, so the YuNet network is built with
+``pretrained=False``, our state dict is loaded into it, and kornia's detector (for its prior boxes, decoding and
+NMS) is wrapped around that network without running its own constructor.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +14,71 @@ import torch
 
 from ..errors import DetectorWeightsCorrupt
 from .base import FaceDetector
+from .multiscale import empty_rows
+from .weights import read_state_dict
+
+#: settings of kornia's ``FaceDetector`` (its defaults; the confidence threshold is set per call)
+TOP_K, NMS_THRESHOLD, KEEP_TOP_K = 5000, 0.3, 750
+
+
+def _kornia_detector(network: torch.nn.Module) -> torch.nn.Module:
+    """A ``kornia.contrib.FaceDetector`` around an already loaded YuNet ``network``, built without a download."""
+    from kornia.contrib import FaceDetector as KorniaFaceDetector
+
+    reference = KorniaFaceDetector.__new__(KorniaFaceDetector)
+    torch.nn.Module.__init__(reference)
+    # The attributes kornia's constructor sets (kornia 0.9); postprocess() reads them.
+    reference.top_k, reference.nms_threshold, reference.keep_top_k = TOP_K, NMS_THRESHOLD, KEEP_TOP_K
+    reference.confidence_threshold = 0.6
+    reference.min_sizes = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
+    reference.steps = [8, 16, 32, 64]
+    reference.variance = [0.1, 0.2]
+    reference.clip = False
+    reference.config = {"name": "YuNet", "min_sizes": reference.min_sizes, "steps": reference.steps,
+                        "variance": reference.variance, "clip": reference.clip}
+    from kornia.geometry.bbox import nms
+
+    reference.nms = nms
+    reference.model = network
+    return reference
 
 
 class KorniaYuNetDetector(FaceDetector):
-    """YuNet via ``kornia.contrib.FaceDetector``'s post-processing.
+    """YuNet through kornia. Input to kornia: RGB float in 0..255 (it flips to BGR itself).
 
-    YuNet misreads very large faces at full resolution (it splits them into wrong boxes), and loses small faces when
-    downscaled, so it runs at two working sizes (long side 1280 and 640) and the passes are merged.
+    This YuNet places faces above ~350 px wrongly (it splits them into two or three boxes), so it trusts faces up
+    to 300 working pixels and finds larger ones on coarser copies (``multiscale.py``).
     """
 
-    default_threshold = 0.6
-    working_sides = (1280, 640)
+    name = "yunet"
+    default_score_threshold = 0.6
+    default_max_side = 1280
+    reliable_face = 300.0
 
     def __init__(self, weights: Path, *, score_threshold: float | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        super().__init__(score_threshold=score_threshold, device=device)
-        from kornia.contrib.face_detection import FaceDetector as KorniaFaceDetector
+                 device: str | torch.device = "cpu", max_side: int | None = None) -> None:
+        super().__init__(score_threshold=score_threshold, device=device, max_side=max_side)
         from kornia.models.yunet.model import YuNet
 
-        self.name = "yunet"
+        state = read_state_dict(weights, what="YuNet (kornia)")
+        network = YuNet("test", pretrained=False)
         try:
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
-            model = YuNet("test", pretrained=False)
-            model.load_state_dict(state, strict=True)
-        except Exception as exc:  # damaged file or wrong file: torch raises several types
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
             raise DetectorWeightsCorrupt(
-                f"{weights} is not a readable YuNet weight file ({type(exc).__name__}: {str(exc)[:200]}); "
-                f"delete it and download it again"
+                f"{weights} does not fit kornia's YuNet ({str(exc).splitlines()[0][:200]}); is it the right file? "
+                f"Delete it and download it again"
             ) from exc
+        self.detector = _kornia_detector(network).to(self.device).eval()
 
-        class _Detector(KorniaFaceDetector):
-            def __init__(self, yunet: torch.nn.Module) -> None:  # kornia's own __init__ would download weights
-                torch.nn.Module.__init__(self)
-                probe = KorniaFaceDetector.__new__(KorniaFaceDetector)
-                self.top_k, self.nms_threshold, self.keep_top_k = 5000, 0.3, 750
-                self.confidence_threshold = 0.3
-                self.min_sizes = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
-                self.steps = [8, 16, 32, 64]
-                self.variance = [0.1, 0.2]
-                self.clip = False
-                self.config = {"name": "YuNet", "min_sizes": self.min_sizes, "steps": self.steps,
-                               "variance": self.variance, "clip": self.clip}
-                del probe
-                from kornia.geometry.bbox import nms
-
-                self.nms = nms
-                self.model = yunet
-
-        self.detector = _Detector(model).to(self.device).eval()
-
-    def _detect_one(self, image: torch.Tensor, threshold: float) -> np.ndarray:
+    def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
         self.detector.confidence_threshold = threshold
-        x = image[None].to(self.device, torch.float32) * 255.0  # RGB 0..255, as kornia's detector takes it
-        rows = self.detector(x)[0].detach().float().cpu().numpy()  # x1 y1 x2 y2, 5 x (x, y), score
-        if len(rows) == 0:
-            return np.zeros((0, 15), np.float32)
-        return np.concatenate([rows[:, :4], rows[:, 14:15], rows[:, 4:14]], axis=1).astype(np.float32)
+        found = self.detector(images * 255.0)  # b tensors [N, 15]: x1 y1 x2 y2, five (x, y), score
+        out = []
+        for rows in found:
+            rows = rows.detach().float().cpu().numpy()
+            if len(rows) == 0:
+                out.append(empty_rows())
+                continue
+            out.append(np.concatenate([rows[:, :4], rows[:, 14:15], rows[:, 4:14]], axis=1).astype(np.float32))
+        return out

@@ -1,0 +1,96 @@
+"""Working resolutions for one image size, and the merge of detections found at several of them.
+
+Every detector has a face size (in the pixels it actually sees) above which it stops being reliable: measured on the
+shared photos, kornia's YuNet splits a face larger than about 350 px into two or three wrong boxes, RetinaFace and
+OpenCV's YuNet start to do the same above about 550 px. Small faces, on the other hand, need resolution. So detection
+runs on a small pyramid: the first pass at the backend's working size (where small faces are found), then passes at
+half, a quarter, ... of it until a face filling the whole picture would be of a reliable size. Each pass only vouches
+for the faces within its reliable range; the merge keeps those first (finest pass first), then anything else that
+does not overlap a kept face.
+
+Rows are ``[N, 15]`` float32 arrays: x1, y1, x2, y2, score, then five (x, y) landmarks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ROW_WIDTH = 15
+MIN_WORKING_SIDE = 32  # no pass runs on a copy whose shorter side is below this
+IOU_DUPLICATE = 0.4  # boxes overlapping more than this are the same face
+INSIDE_DUPLICATE = 0.6  # a box this much inside a kept box is a fragment of that face
+
+
+def empty_rows() -> np.ndarray:
+    return np.zeros((0, ROW_WIDTH), np.float32)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` ``[N, 4]`` against every box in ``b`` ``[M, 4]`` (x1, y1, x2, y2) -> ``[N, M]``."""
+    inter, area_a, area_b = _intersections(a, b)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection divided by the smaller of the two areas, ``[N, M]`` (1 when one box lies inside the other)."""
+    inter, area_a, area_b = _intersections(a, b)
+    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-9)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    return inter, area_a, area_b
+
+
+def pass_sides(first_side: int, reliable_face: float) -> list[int]:
+    """Long sides of the working copies: ``first_side``, then halved while a face filling the picture would be
+    larger than ``reliable_face`` (with 20 % slack). ``[1280, 640, 320]`` for 1280 and 300."""
+    sides = [int(first_side)]
+    while sides[-1] > 1.2 * reliable_face and sides[-1] // 2 >= MIN_WORKING_SIDE:
+        sides.append(sides[-1] // 2)
+    return sides
+
+
+def merge_passes(passes: list[np.ndarray], scales: list[float], reliable_face: float) -> np.ndarray:
+    """Merge the rows of several passes into one set of faces.
+
+    ``passes[i]`` holds rows already mapped back to the original image's pixels, found on a copy scaled by
+    ``scales[i]`` (finest first). Each pass vouches for a band of face sizes, measured on the longer box side in its
+    own pixels: the first pass for faces up to ``reliable_face``, a later pass for faces between 0.4 and 1 times
+    ``reliable_face`` (those its finer neighbour saw above 0.8 times it, so the bands overlap). Rows in their band
+    are kept first, finest pass first, then by score; rows too large for their pass are kept only where no other
+    face is (coarsest pass first); rows too small for a later pass are dropped, the finer pass having seen them
+    better. A row duplicating a kept face of another pass (IoU above ``IOU_DUPLICATE``, or lying mostly inside it)
+    is dropped; within one pass the backend's own non-maximum suppression already ran. Sorted by descending score.
+    """
+    candidates = []
+    for level, (rows, scale) in enumerate(zip(passes, scales)):
+        for row in rows:
+            size = max(row[2] - row[0], row[3] - row[1]) * scale
+            if size > reliable_face and level < len(passes) - 1:
+                candidates.append((1, -level, -float(row[4]), level, row))  # too large here: a fallback
+            elif size > reliable_face or level == 0 or size > 0.4 * reliable_face:
+                candidates.append((0, level, -float(row[4]), level, row))
+    if not candidates:
+        return empty_rows()
+    candidates.sort(key=lambda c: c[:3])
+    kept: list[np.ndarray] = []
+    kept_levels: list[int] = []
+    for *_, level, row in candidates:
+        others = [k for k, kept_level in zip(kept, kept_levels) if kept_level != level]
+        if others:
+            boxes = np.stack([k[:4] for k in others])
+            if (box_iou(row[None, :4], boxes) > IOU_DUPLICATE).any():
+                continue
+            if (intersection_over_smaller(row[None, :4], boxes) > INSIDE_DUPLICATE).any():
+                continue
+        kept.append(row)
+        kept_levels.append(level)
+    rows = np.stack(kept).astype(np.float32)
+    return rows[np.argsort(-rows[:, 4], kind="stable")]
