@@ -1,4 +1,10 @@
-"""The whole chain in one call: detect -> select -> track (frames) -> align -> restore -> paste."""
+"""The whole chain in one call: detect (batched) -> select -> track + smooth (frames) -> align -> restore -> paste.
+
+An image batch ``[B, 3, H, W]`` is either B independent photos of one size or B frames of a video in order; with
+``PipelineOptions.track`` (the default) and more than one image, faces are tracked across the batch and their
+landmarks smoothed over time, so crops do not jitter. Images without a face come back unchanged (resized to the
+output scale), with a log line.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .alignment import align_faces
+from .alignment import TEMPLATES, align_faces
 from .detection import FaceDetector
-from .paste import paste_faces
-from .restoration import model_size, restore_faces
-from .selection import select_faces
+from .errors import InvalidImageError
+from .image import FLOAT_TOLERANCE
+from .paste import MASK_TYPES, SCALES, paste_faces
+from .restoration import RESTORE_MODES, model_size, restore_faces
+from .selection import SELECT_MODES, SORT_ORDERS, select_faces
 from .types import FaceBatch, PasteResult
 from .video import smooth_landmarks, track_faces
 
@@ -22,43 +30,86 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """Every choice of the pipeline, with the defaults a user gets."""
+    """Every choice of the pipeline, with the defaults a user gets. Invalid values raise ``ValueError`` here, before
+    any work starts."""
 
-    score_threshold: float | None = None  # None: the detector's own default
-    select: str = "all"  # all / largest / indices
-    indices: Sequence[int] = ()
-    sort_by: str = "area"
-    min_face_size: float = 0.0
-    max_faces: int = 0
-    template: str = "gpen"
-    mode: str = "restore"
-    strength: float = 1.0
-    mask_type: str = "rounded_rect"
-    feather: float = 0.1
+    score_threshold: float | None = None  # detection score; None: the detector's own default
+    select: str = "all"  # SELECT_MODES: all / largest / indices
+    indices: Sequence[int] = ()  # for select="indices": positions after sorting, per image
+    sort_by: str = "area"  # SORT_ORDERS
+    min_face_size: float = 0.0  # pixels (box side)
+    max_faces: int = 0  # per image; 0 = no limit
+    template: str = "gpen"  # TEMPLATES
+    mode: str = "restore"  # RESTORE_MODES
+    strength: float = 1.0  # 0..1, restored vs original face
+    mask_type: str = "rounded_rect"  # MASK_TYPES
+    feather: float = 0.1  # fraction of the face size
     color_correction: bool = True
-    scale: int | str = 1
-    max_output_size: int = 8192
-    parsing_dir: str | None = None
-    track: bool = True  # for more than one frame: track faces and smooth their landmarks
-    smoothing: float = 0.3
-    batch_size: int | None = None
+    scale: int | str = 1  # 1, 2, 4 or "auto"
+    max_output_size: int = 8192  # cap of the output's long side for scale="auto"
+    parsing_dir: str | None = None  # folder of the face-parsing weights (mask_type parsing*)
+    track: bool = True  # for more than one image: track faces across the batch and smooth their landmarks
+    smoothing: float = 0.3  # landmark smoothing strength 0..1 (0 = off); only when tracking
+    batch_size: int | None = None  # faces per forward; None = from free memory
+
+    def __post_init__(self) -> None:
+        choices = (("select", SELECT_MODES), ("sort_by", SORT_ORDERS), ("template", TEMPLATES),
+                   ("mode", RESTORE_MODES), ("mask_type", MASK_TYPES))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.scale != "auto" and (isinstance(self.scale, bool) or self.scale not in SCALES):
+            raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))} or 'auto'; got {self.scale!r}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {self.strength}")
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError(f"smoothing must be between 0 and 1, got {self.smoothing}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {self.batch_size}")
+        if self.max_faces < 0 or self.min_face_size < 0:
+            raise ValueError(f"max_faces and min_face_size must not be negative, got {self.max_faces} and "
+                             f"{self.min_face_size}")
 
 
 @dataclass(frozen=True)
 class PipelineReport:
+    """What a run did: counts over the whole batch, wall time, and the time of each stage."""
+
     images: int
-    faces_found: int
-    faces_restored: int
+    faces_found: int  # detected, before selection
+    faces_restored: int  # selected and restored
     seconds: float
-    scale: int
+    scale: int = 1  # the output scale used
+    stage_seconds: dict = field(default_factory=dict, compare=False)  # "detect", "align", "restore", "paste"
     faces: FaceBatch | None = field(default=None, repr=False, compare=False)  # the restored batch, crops included
 
 
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        found = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InvalidImageError(f"images must be a [B, 3, H, W] tensor (RGB 0..1; see image.to_rgb_float), got {found}")
+    if not images.is_floating_point():
+        raise InvalidImageError(f"images must be float RGB in 0..1, got {images.dtype} (see image.to_rgb_float)")
+    if images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
+        raise InvalidImageError(f"the image batch is empty: {list(images.shape)}")
+    low, high = torch.aminmax(images)  # one pass; NaN and inf show up in the extremes
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise InvalidImageError("the images contain NaN or infinite values")
+    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+        raise InvalidImageError(f"images must hold values in 0..1; found {low.item():.3g}..{high.item():.3g} "
+                                f"(was it 0..255 or -1..1?)")
+
+
 def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
-                     check_interrupt: Callable[[], None] | None = None) -> tuple[FaceBatch, int]:
-    """Detection, selection, tracking and alignment. Returns the aligned batch and the number of faces found."""
+                     check_interrupt: Callable[[], None] | None = None,
+                     timings: dict | None = None) -> tuple[FaceBatch, int]:
+    """Detection (the whole batch at once), selection, tracking + smoothing (more than one image and
+    ``options.track``) and alignment at ``size``. Returns the aligned batch and the number of faces detected
+    (before selection). ``timings``, when given, receives the seconds of "detect" and "align"."""
+    _check_images(images)
+    start = time.perf_counter()
     found = detector.detect(images, score_threshold=options.score_threshold)
-    total_found = sum(len(f) for f in found)
+    total_found = sum(len(per_image) for per_image in found)
     if check_interrupt is not None:
         check_interrupt()
     selected = select_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
@@ -67,8 +118,18 @@ def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: P
         selected = track_faces(selected)
         if options.smoothing > 0:
             selected = smooth_landmarks(selected, strength=options.smoothing)
+    empty = [i for i, per_image in enumerate(selected) if not per_image]
+    if empty:
+        shown = ", ".join(map(str, empty[:20])) + (" ..." if len(empty) > 20 else "")
+        logger.info("no face found in %d of %d image(s) (index %s): returned unchanged", len(empty),
+                    images.shape[0], shown)
+    detected = time.perf_counter()
     faces = [face for per_image in selected for face in per_image]
-    return align_faces(images, faces, size=size, template=options.template), total_found
+    batch = align_faces(images, faces, size=size, template=options.template)
+    if timings is not None:
+        timings["detect"] = detected - start
+        timings["align"] = time.perf_counter() - detected
+    return batch, total_found
 
 
 def run_pipeline(
@@ -82,20 +143,35 @@ def run_pipeline(
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
 ) -> tuple[PasteResult, PipelineReport]:
-    """Restore every selected face of ``images`` ``[B, 3, H, W]`` (RGB 0..1). Images without faces come back
-    unchanged (resized to the output scale)."""
+    """Restore every selected face of ``images`` ``[B, 3, H, W]`` (float32 RGB 0..1, any device) with ``model``.
+
+    Returns the ``PasteResult`` (images ``[B, 3, H*s, W*s]`` at the output scale s, masks) and a ``PipelineReport``.
+    ``background``: optional ``[B, 3, h, w]`` image for the output (e.g. from an upscaler; resized if needed).
+    ``inpaint_masks``: for ``mode="inpaint"``, image-space ``[B, H, W]`` (1 = damaged). ``on_progress(done, total)``
+    counts restored faces; ``check_interrupt()`` runs between stages and between restore batches (it may raise).
+    """
     start = time.perf_counter()
+    timings: dict[str, float] = {}
     batch, found = detect_and_align(images, detector=detector, options=options, size=model_size(model),
-                                    check_interrupt=check_interrupt)
-    if batch.num_faces == 0:
-        logger.info("no face found in %d image(s): returned unchanged", images.shape[0])
+                                    check_interrupt=check_interrupt, timings=timings)
+    if check_interrupt is not None:
+        check_interrupt()
+    mark = time.perf_counter()
     restored = restore_faces(model, batch, mode=options.mode, strength=options.strength,
                              batch_size=options.batch_size, inpaint_masks=inpaint_masks, on_progress=on_progress,
                              check_interrupt=check_interrupt)
+    timings["restore"] = time.perf_counter() - mark
+    if check_interrupt is not None:
+        check_interrupt()
+    mark = time.perf_counter()
     result = paste_faces(restored, mask_type=options.mask_type, feather=options.feather,
                          color_correction=options.color_correction, scale=options.scale,
                          max_output_size=options.max_output_size, background=background,
                          parsing_dir=options.parsing_dir)
+    timings["paste"] = time.perf_counter() - mark
     report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
-                            seconds=time.perf_counter() - start, scale=result.scale, faces=restored)
+                            seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
+                            faces=restored)
+    logger.debug("%d image(s), %d face(s) found, %d restored in %.2f s (%s)", report.images, found,
+                 report.faces_restored, report.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return result, report

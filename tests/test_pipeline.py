@@ -1,4 +1,4 @@
-"""The whole chain on real photos with the reference weights, and the bad inputs users hit."""
+"""The whole chain on real photos with the reference weights and real detectors, and the bad inputs users hit."""
 
 from __future__ import annotations
 
@@ -19,52 +19,86 @@ from gpen_arch import load_gpen_file
 
 @pytest.fixture(scope="module")
 def model():
-    return load_gpen_file(require_shared("gpen", "vectors", "gpen_512_cm2_n0.25.pth"))
+    return load_gpen_file(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth"))
 
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector("retinaface_mobile0.25", weights_dir=require_shared("detectors"))
+    return load_detector("yunet_opencv", weights_dir=require_shared("detectors"))
 
 
 @pytest.fixture(scope="module")
-def frames():
-    image = load_image(require_shared("faces", "grace_hopper.jpg"))
-    return torch.cat([image, torch.roll(image, 6, dims=-1), torch.roll(image, 12, dims=-1)])  # a slow pan
+def photo():
+    return load_image(require_shared("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512], one face
 
 
-def test_three_frames_through_detect_align_restore_paste(model, detector, frames):
-    result, report = run_pipeline(frames, model=model, detector=detector)
-    assert report.images == 3 and report.faces_found == 3 and report.faces_restored == 3
+class Gray(torch.nn.Module):
+    """A stand-in GPEN for runs about geometry, not the network: returns a flat mid-gray face."""
+
+    config = type("Config", (), {"size": 256})()
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def test_three_frames_through_detect_align_restore_paste(model, photo):
+    frames = torch.cat([photo, torch.roll(photo, 6, dims=-1), torch.roll(photo, 12, dims=-1)])  # a slow pan
+    detector = load_detector("retinaface_mobile0.25", weights_dir=require_shared("detectors"))
+    progress = []
+    options = PipelineOptions(batch_size=2, color_correction=False)  # colour correction would shift the face
+    result, report = run_pipeline(frames, model=model, detector=detector, options=options,
+                                  on_progress=lambda done, total: progress.append((done, total)))
+    assert report.images == 3 and report.faces_found == 3 and report.faces_restored == 3 and report.scale == 1
+    assert progress == [(2, 3), (3, 3)]
+    assert set(report.stage_seconds) == {"detect", "align", "restore", "paste"}
     assert result.images.shape == frames.shape and result.mask.shape == (3, 600, 512)
+    assert result.face_masks.shape == (3, 600, 512)
     assert [f.track_id for f in report.faces.faces] == [0, 0, 0]
+    eye_x = [f.landmarks[0][0] for f in report.faces.faces]
+    assert 0 < eye_x[1] - eye_x[0] < eye_x[2] - eye_x[0] < 12.5  # smoothed, yet following the pan
     for i in range(3):
         inside, outside = result.mask[i] > 0.99, result.mask[i] == 0
+        assert inside.sum() > 100 * 100 and outside.sum() > 0.5 * 600 * 512
         assert (result.images[i][:, inside] - frames[i][:, inside]).abs().mean() > 0.05  # restored (noise weights)
         assert torch.equal(result.images[i][:, outside], frames[i][:, outside])
+    # the face in the output is the restored crop warped back: compare at the left eye's position
+    x, y = (round(v) for v in report.faces.faces[0].landmarks[0])
+    crop_xy = report.faces.affines[0].numpy() @ np.array([x, y, 1.0])
+    cx, cy = (round(v) for v in crop_xy)
+    restored_px = report.faces.restored[0][:, cy - 1:cy + 2, cx - 1:cx + 2].mean((1, 2))
+    pasted_px = result.images[0][:, y - 1:y + 2, x - 1:x + 2].mean((1, 2))
+    assert (restored_px - pasted_px).abs().max() < 0.03
 
 
-def test_solvay_group_photo_at_auto_scale(model, detector):
-    image = load_image(require_shared("faces", "solvay_conference_1927.png"))
-    result, report = run_pipeline(image, model=model, detector=detector,
-                                  options=PipelineOptions(scale="auto", max_output_size=3000, batch_size=8))
-    assert report.faces_found >= 27 and report.faces_restored == report.faces_found
-    assert result.scale == 2 and result.images.shape[-2:] == (1136, 2656)
+def test_interrupt_stops_the_run(model, detector, photo):
+    class Cancelled(Exception):
+        pass
+
+    calls = []
+
+    def cancel_at_restore():
+        calls.append(1)
+        if len(calls) == 2:  # after detection, before the first restore batch
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        run_pipeline(photo, model=model, detector=detector, check_interrupt=cancel_at_restore)
 
 
 def test_no_face_comes_back_unchanged_with_a_log_line(model, detector, caplog):
-    image = torch.full((1, 3, 64, 80), 0.3)
+    image = torch.full((2, 3, 64, 80), 0.3)
     with caplog.at_level(logging.INFO, logger="face_pipeline"):
         result, report = run_pipeline(image, model=model, detector=detector)
-    assert report.faces_found == 0 and torch.equal(result.images, image)
-    assert "no face found" in caplog.text
+    assert report.faces_found == 0 and report.faces_restored == 0 and torch.equal(result.images, image)
+    assert "no face found in 2 of 2 image(s) (index 0, 1): returned unchanged" in caplog.text
+    assert result.mask.abs().sum() == 0
     result, _ = run_pipeline(image, model=model, detector=detector, options=PipelineOptions(scale=2))
-    assert result.images.shape[-2:] == (128, 160)
+    assert result.images.shape == (2, 3, 128, 160) and (result.images - 0.3).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("kind", ["gray", "rgba", "uint16", "tiny", "border"])
-def test_awkward_images(model, detector, kind):
-    photo = load_image(require_shared("faces", "grace_hopper.jpg"))
+def test_awkward_images(model, detector, photo, kind):
+    """Conversions and geometry; the real network only where the crop leaves the image (the others use Gray)."""
     rgb8 = (photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     if kind == "gray":
         image = to_rgb_float(rgb8.mean(-1).astype(np.uint8))
@@ -75,33 +109,69 @@ def test_awkward_images(model, detector, kind):
         image = to_rgb_float(rgb8.astype(np.uint16) * 257)
         assert torch.allclose(image, photo, atol=1e-6)
     elif kind == "tiny":
-        image = torch.rand(1, 3, 16, 16)
+        image = F.interpolate(photo, size=(16, 16), mode="area")
     else:
-        image = photo[:, :, :, 240:]  # half the face cut off by the left border
-    result, report = run_pipeline(image, model=model, detector=detector)
+        image = photo[:, :, :, 240:]  # the face cut by the left border at mid-face
+    result, report = run_pipeline(image, model=model if kind == "border" else Gray(), detector=detector)
     assert result.images.shape == image.shape and torch.isfinite(result.images).all()
-    if kind in ("gray", "rgba", "uint16"):
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    if kind in ("gray", "rgba", "uint16", "border"):
         assert report.faces_restored == 1
+        assert (result.images - image).abs().amax() > 0.2  # the face was replaced
+    else:
+        assert report.faces_found == 0 and torch.equal(result.images, image)
+    if kind == "border":  # the part of the crop outside the image (black) must not leak into the picture
+        near_border = result.mask[0, :, :3] > 0.5
+        assert near_border.any() and result.images[0][:, :, :3][:, near_border].mean() > 0.15
 
 
-def test_8k_frame(model):
-    photo = load_image(require_shared("faces", "grace_hopper.jpg"))
+def test_8k_frame(photo):
     big = F.interpolate(photo, size=(4320, 7680), mode="bilinear", align_corners=False)
     detector = load_detector("yunet_opencv", weights_dir=require_shared("detectors"))
-    result, report = run_pipeline(big, model=model, detector=detector, options=PipelineOptions(batch_size=1))
+    result, report = run_pipeline(big, model=Gray(), detector=detector,
+                                  options=PipelineOptions(color_correction=False))
     assert report.faces_restored == 1 and result.images.shape == big.shape
+    face = report.faces.faces[0]
+    assert face.width > 1000  # found on the downscaled copy, coordinates in the 8K frame
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    centre = result.images[0, :, (y1 + y2) // 2, (x1 + x2) // 2]
+    assert (centre - 0.5).abs().max() < 0.01  # the stand-in's gray face is there
 
 
-def test_bad_values_are_rejected_clearly():
+def test_solvay_group_photo_at_auto_scale(detector):
+    image = load_image(require_shared("faces", "solvay_conference_1927.png"))
+    result, report = run_pipeline(image, model=Gray(), detector=detector,
+                                  options=PipelineOptions(scale="auto", max_output_size=3000, batch_size=8))
+    assert report.faces_found >= 27 and report.faces_restored == report.faces_found
+    assert result.scale == 2 and result.images.shape[-2:] == (1136, 2656)
+    assert result.face_masks.shape[0] == report.faces_restored
+
+
+def test_selection_options(detector):
+    image = load_image(require_shared("faces", "solvay_conference_1927.png"))
+    _, report = run_pipeline(image, model=Gray(), detector=detector,
+                             options=PipelineOptions(select="largest", strength=0.0))
+    assert report.faces_found >= 27 and report.faces_restored == 1
+    _, report = run_pipeline(image, model=Gray(), detector=detector, options=PipelineOptions(max_faces=5, strength=0.0))
+    assert report.faces_restored == 5
+
+
+def test_bad_values_and_options_are_rejected_clearly(model, detector):
+    nan = torch.full((1, 3, 32, 32), 0.5)
+    nan[0, 1, 3, 3] = float("nan")
+    with pytest.raises(InvalidImageError, match="the images contain NaN or infinite values"):
+        run_pipeline(nan, model=model, detector=detector)
+    with pytest.raises(InvalidImageError, match=r"found 0\.5\.\.255 \(was it 0\.\.255"):
+        run_pipeline(torch.cat([nan.nan_to_num(0.5), torch.full((1, 3, 32, 32), 255.0)]), model=model,
+                     detector=detector)
+    with pytest.raises(InvalidImageError, match=r"images must be a \[B, 3, H, W\] tensor .* got \[32, 32, 3\]"):
+        run_pipeline(torch.zeros(32, 32, 3), model=model, detector=detector)
     with pytest.raises(InvalidImageError, match="NaN or infinite"):
         to_rgb_float(np.full((8, 8, 3), np.nan, np.float32))
-    with pytest.raises(InvalidImageError, match=r"0\.\.1; found 255\.\.255 \(was it 0\.\.255"):
-        to_rgb_float(np.full((8, 8, 3), 255.0, np.float32))
-    with pytest.raises(InvalidImageError, match="channels"):
-        to_rgb_float(np.zeros((8, 8, 5), np.uint8))
-    with pytest.raises(InvalidImageError, match="empty"):
-        to_rgb_float(np.zeros((0, 8, 3), np.uint8))
-    with pytest.raises(InvalidImageError, match="2, 3 or 4 dimensions"):
-        to_rgb_float(np.zeros((1, 1, 8, 8, 3), np.uint8))
-    with pytest.raises(InvalidImageError, match="numpy array or torch tensor"):
-        to_rgb_float([[0, 1]])
+    with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair; "
+                                         "got 'square'"):
+        PipelineOptions(mask_type="square")
+    with pytest.raises(ValueError, match=r"scale must be one of 1, 2, 4 or 'auto'; got 3"):
+        PipelineOptions(scale=3)
+    with pytest.raises(ValueError, match="strength must be between 0 and 1"):
+        PipelineOptions(strength=2)
