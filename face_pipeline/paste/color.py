@@ -1,8 +1,10 @@
 """Colour correction of restored faces toward the originals: per-channel mean and standard deviation matched in
 YCbCr (BT.601), weighted by the face mask so the background at the crop's corners does not count.
 
-YCbCr is a linear transform of RGB, so the correction is one 3x3 matrix and an offset per face: the statistics are
-taken on a 256-pixel copy and the result applied in a single pass at full resolution (cheap even at 2048).
+YCbCr is a linear transform of RGB, so the correction is one 3x3 matrix and an offset per face, applied in a single
+pass at full resolution (cheap even at 2048). The statistics are taken on an antialiased 128-pixel copy: colour and
+tone live in the low frequencies, while the fine detail a restorer adds would raise the restored face's full-band
+luma deviation and make a full-band match flatten that detail again. The gain is bounded to 0.5..2.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 _RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114],
                               [-0.168736, -0.331264, 0.5],
                               [0.5, -0.418688, -0.081312]], dtype=torch.float64)
-STATS_SIZE = 256
+STATS_SIZE = 128
 
 
 def _weighted_stats(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,7 +26,8 @@ def _weighted_stats(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def match_color(restored: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``restored``, ``original``: ``[F, 3, S, S]`` RGB 0..1; ``mask``: ``[F, 1, S, S]``. Returns corrected RGB."""
+    """``restored``, ``original``: ``[F, 3, S, S]`` RGB 0..1; ``mask``: ``[F, 1, s, s]`` 0..1 (any side ``s``: it is
+    resized to the statistics' size). Returns the corrected ``[F, 3, S, S]`` RGB, clamped to 0..1."""
     small = min(STATS_SIZE, restored.shape[-1])
 
     def shrink(x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +41,7 @@ def match_color(restored: torch.Tensor, original: torch.Tensor, mask: torch.Tens
     mean_o, std_o = _weighted_stats(ycc_o, w)
     gain = (std_o / std_r).clamp(0.5, 2.0)  # [F, 3]; never amplify noise wildly
     # rgb' = P^-1 (g * (P rgb - mean_r) + mean_o) = A rgb + c
-    inverse = torch.linalg.inv(to_ycc.double()).float()
+    inverse = torch.linalg.inv(_RGB_TO_YCBCR).to(device=restored.device, dtype=torch.float32)  # float64 on the CPU
     matrix = inverse @ (gain[..., None] * to_ycc)  # [F, 3, 3]
     offset = (inverse @ (mean_o - gain * mean_r)[..., None])[..., 0]  # [F, 3]
     out = torch.einsum("fij,fjhw->fihw", matrix, restored.float()) + offset[..., None, None]

@@ -1,81 +1,91 @@
 """Pasting restored faces back: each restored crop (at its full model resolution) is warped straight into the
 output image, which may be 2x or 4x the input, so a 2048 face keeps its detail instead of being squeezed back
-into the input's pixels first."""
+into the input's pixels first.
+
+Per face, only its footprint (the output box its crop covers) is touched: the face is sampled there with one
+bicubic ``grid_sample`` from the restored crop (first shrunk with an antialiased filter if it has more than 2 crop
+pixels per output pixel, so a 2048 face pasted small does not alias), and its mask is evaluated there directly
+(rounded_rect, ellipse) or warped bilinearly (parsing). Overlapping faces: the larger mask value wins per pixel and
+brings its face (the official rule). Output = background + mask * (face - background), computed only inside the
+faces' boxes; frames without faces are the background (the resized input or the caller's background).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..alignment.warp import warp_images
+from ..alignment.warp import sampling_thetas
 from ..errors import PasteError
 from ..types import FaceBatch, PasteResult
-from .color import match_color
-from .masks import ellipse_mask, rounded_rect_mask
+from .color import STATS_SIZE, match_color
+from .masks import ANALYTIC_MASKS, mask_at
 from .parsing import parsing_mask
+from .scale import SCALES, choose_scale, face_zoom
 
 logger = logging.getLogger(__name__)
 
 MASK_TYPES = ("rounded_rect", "ellipse", "parsing", "parsing_no_hair")
-SCALES = (1, 2, 4)
-
-
-def face_zoom(batch: FaceBatch) -> list[float]:
-    """Per face: crop pixels per image pixel (how much the alignment enlarged it)."""
-    a = batch.affines.numpy()
-    return [float(math.sqrt(abs(np.linalg.det(m[:, :2])))) for m in a] if len(a) else []
-
-
-def choose_scale(batch: FaceBatch, scale: int | str, *, max_output_size: int) -> int:
-    """The output scale: 1, 2 or 4, or for ``"auto"`` the smallest of them at which the largest face keeps its
-    native restored resolution, capped so the output's long side stays within ``max_output_size``."""
-    long_side = max(batch.image_size)
-    if scale != "auto":
-        try:
-            scale = int(scale)
-        except (TypeError, ValueError):
-            scale = -1
-        if scale not in SCALES:
-            raise PasteError(f"output scale must be 1, 2, 4 or 'auto', got {scale!r}")
-        return scale
-    zooms = face_zoom(batch)
-    needed = max(zooms) if zooms else 1.0
-    chosen = next((s for s in SCALES if s >= needed - 1e-6), SCALES[-1])
-    while chosen > 1 and long_side * chosen > max_output_size:
-        chosen //= 2
-    return chosen
+MAX_SHRINK = 2.0  # crop pixels per output pixel above which the crop is first shrunk (antialiased)
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic (antialiased when shrinking) resize of ``[B, 3, h, w]`` to ``size``; always a new float32 tensor."""
     if tuple(images.shape[-2:]) == size:
-        return images.float()
+        return images.float().clone()
     return F.interpolate(images.float(), size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
 
 
-def crop_masks(batch: FaceBatch, faces: torch.Tensor, *, mask_type: str, feather: float,
-               parsing_dir=None) -> torch.Tensor:
-    """``[F, 1, S, S]`` masks for the restored ``faces``."""
-    size = faces.shape[-1]
-    if mask_type == "rounded_rect":
-        return rounded_rect_mask(size, feather=feather, device=faces.device).expand(len(faces), 1, size, size)
-    if mask_type == "ellipse":
-        return ellipse_mask(size, feather=feather, device=faces.device).expand(len(faces), 1, size, size)
+def crop_masks(faces: torch.Tensor, *, mask_type: str, feather: float,
+               parsing_dir: str | Path | None = None, size: int | None = None) -> torch.Tensor:
+    """``[F, 1, s, s]`` masks in crop space for the restored ``faces`` ``[F, 3, S, S]`` (``s = size or S``)."""
+    side = size or faces.shape[-1]
+    if mask_type in ANALYTIC_MASKS:
+        c = (torch.arange(side, device=faces.device, dtype=torch.float32) + 0.5) / side
+        return mask_at(mask_type, c[None, :], c[:, None], feather=feather).expand(len(faces), 1, side, side)
     if mask_type in ("parsing", "parsing_no_hair"):
-        return parsing_mask(faces, parsing_dir=parsing_dir, keep_hair=mask_type == "parsing")
+        masks = parsing_mask(faces, parsing_dir=parsing_dir, keep_hair=mask_type == "parsing", feather=feather)
+        if side != masks.shape[-1]:
+            masks = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        return masks
     raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
 
 
+def _pixel_rescale(k: float) -> np.ndarray:
+    """``[3, 3]``: ``x -> k x + (k - 1) / 2``, pixels of an image -> pixels of the same picture resampled k times
+    larger (pixel-centre convention; pixel edges scale exactly by k)."""
+    return np.array([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0.0, 0.0, 1.0]])
+
+
 def _footprint(matrix: np.ndarray, size: int, out_h: int, out_w: int) -> tuple[int, int, int, int] | None:
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64)
+    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1], [size - 0.5, size - 0.5, 1]])
     pts = corners @ matrix.T
-    x0, y0 = np.floor(pts.min(0)).astype(int) - 2
+    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
     x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def _check_inputs(batch: FaceBatch, images: torch.Tensor, mask_type: str, feather: float) -> None:
+    if batch.restored is None:
+        raise PasteError("these faces have not been restored yet: run the restore step before pasting")
+    if images.dim() != 4 or images.shape[0] != batch.num_images or tuple(images.shape[-2:]) != batch.image_size:
+        raise PasteError(
+            f"these faces were detected on a batch of {batch.num_images} images of "
+            f"{batch.image_size[1]}x{batch.image_size[0]}; got images of shape {list(images.shape)} "
+            f"([B, 3, H, W]). Paste onto the same images the faces came from."
+        )
+    if batch.restored.dim() != 4 or batch.restored.shape[0] != batch.num_faces \
+            or batch.restored.shape[-1] != batch.restored.shape[-2]:
+        raise PasteError(f"restored faces must be [{batch.num_faces}, 3, S, S], got {list(batch.restored.shape)}")
+    if mask_type not in MASK_TYPES:
+        raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
+    if not 0 <= feather <= 0.5:
+        raise PasteError(f"feather must be between 0 and 0.5 of the face size, got {feather}")
 
 
 def paste_faces(
@@ -88,78 +98,95 @@ def paste_faces(
     scale: int | str = 1,
     max_output_size: int = 8192,
     background: torch.Tensor | None = None,
-    parsing_dir=None,
+    parsing_dir: str | Path | None = None,
 ) -> PasteResult:
-    """Paste ``batch.restored`` onto ``images`` (default: the batch's source images), see the module docstring.
+    """Paste ``batch.restored`` ``[F, 3, S, S]`` (RGB 0..1) onto ``images`` (default ``batch.images``, which it must
+    match in shape) at output scale ``scale`` (1, 2, 4 or ``"auto"``, see ``scale.py``).
 
-    ``background``: optional ``[B, 3, h, w]`` 0..1 images used instead of the resized source (resized to the output
-    size if needed), e.g. from an upscale model. Returns images ``[B, 3, H*s, W*s]``, the combined mask
-    ``[B, H*s, W*s]`` and per-face masks ``[F, H*s, W*s]``.
+    ``mask_type``: one of ``MASK_TYPES``; ``feather``: the width of the mask's fade as a fraction of the crop side
+    (0..0.5); ``color_correction``: match the restored faces' colour statistics to the original crops' inside the
+    mask (``color.py``); ``background``: optional ``[B, 3, h, w]`` 0..1 images (e.g. from an upscale model) used
+    instead of the bicubic-resized input, resized to the output size if needed; ``parsing_dir``: the folder holding
+    ``parsing_parsenet.pth`` or ``parsing_bisenet.pth`` for the parsing masks.
+    Returns images ``[B, 3, H*s, W*s]`` float32, the combined mask ``[B, H*s, W*s]``, the per-face masks
+    ``[F, H*s, W*s]`` and ``s``, all on the images' device.
     """
-    if batch.restored is None:
-        raise PasteError("these faces have not been restored yet: run the restore step before pasting")
     images = batch.images if images is None else images
-    if images.dim() != 4 or images.shape[0] != batch.num_images or tuple(images.shape[-2:]) != batch.image_size:
-        raise PasteError(
-            f"these faces were detected on a batch of {batch.num_images} images of "
-            f"{batch.image_size[1]}x{batch.image_size[0]}; got images of shape {list(images.shape)} "
-            f"([B, 3, H, W]). Paste onto the same images the faces came from."
-        )
-    if not 0 <= feather <= 0.5:
-        raise PasteError(f"feather must be between 0 and 0.5 of the face size, got {feather}")
+    _check_inputs(batch, images, mask_type, feather)
     s = choose_scale(batch, scale, max_output_size=max_output_size)
     height, width = batch.image_size
     out_h, out_w = height * s, width * s
     device = images.device
     if background is not None:
-        if background.dim() != 4 or background.shape[0] != batch.num_images:
+        if background.dim() != 4 or background.shape[0] != batch.num_images or background.shape[1] != 3:
             raise PasteError(f"the background must be [{batch.num_images}, 3, h, w], got {list(background.shape)}")
-        base = _resize(background.to(device), (out_h, out_w))
+        out = _resize(background.to(device), (out_h, out_w))
     else:
-        base = _resize(images, (out_h, out_w))
-    faces = batch.restored.to(device)
-    size = faces.shape[-1]
-    crops = batch.crops.to(device)
-    if crops.shape[-1] != size:
-        crops = F.interpolate(crops, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
-    masks = crop_masks(batch, faces, mask_type=mask_type, feather=feather, parsing_dir=parsing_dir)
-    if color_correction and len(faces):
-        faces = match_color(faces, crops, masks)
-
-    out = base.clone()
+        out = _resize(images, (out_h, out_w))
     full_mask = torch.zeros((batch.num_images, out_h, out_w), device=device)
     face_masks = torch.zeros((batch.num_faces, out_h, out_w), device=device)
-    to_output = np.array([[s, 0, (s - 1) / 2], [0, s, (s - 1) / 2], [0, 0, 1]], dtype=np.float64)
+    if batch.num_faces == 0:
+        return PasteResult(images=out, mask=full_mask, face_masks=face_masks, scale=s)
+
+    faces = batch.restored.to(device=device, dtype=torch.float32)
+    size = faces.shape[-1]
+    analytic = mask_type in ANALYTIC_MASKS
+    masks = None if analytic else crop_masks(faces, mask_type=mask_type, feather=feather, parsing_dir=parsing_dir)
+    if color_correction:
+        originals = batch.crops.to(device=device, dtype=torch.float32)
+        stats_masks = masks if masks is not None else crop_masks(
+            faces, mask_type=mask_type, feather=feather, size=min(STATS_SIZE, size))
+        faces = match_color(faces, originals, stats_masks)
+
+    to_output = _pixel_rescale(s)  # input pixels -> output pixels: s * x + (s - 1) / 2
+    from_restored = _pixel_rescale(batch.size / size)  # restored-crop pixels -> stored-crop pixels
     zooms = face_zoom(batch)
-    for i, face in enumerate(batch.faces):
-        both = torch.cat([faces[i:i + 1], masks[i:i + 1].float()], dim=1)  # warp image and mask together
-        # crop pixels per output pixel; above 2 the warp would alias, so shrink the crop first (antialiased)
-        shrink = zooms[i] * size / batch.size / s
-        face_size = size
-        if shrink > 2.0:
-            face_size = max(16, round(size / shrink))
-            both = F.interpolate(both, size=(face_size, face_size), mode="bicubic", align_corners=False,
-                                 antialias=True)
-        crop_scale = batch.size / face_size  # stored-crop pixels per pixel of what we warp
-        inverse = np.vstack([batch.inverse_affines[i].numpy(), [0, 0, 1]])
-        from_restored = np.diag([crop_scale, crop_scale, 1.0])
-        from_restored[:2, 2] = (crop_scale - 1) / 2
-        matrix = (to_output @ inverse @ from_restored)[:2]  # warped-crop pixels -> output pixels
-        box = _footprint(matrix, face_size, out_h, out_w)
-        if box is None:
+    for b in range(batch.num_images):
+        members = [i for i, face in enumerate(batch.faces) if face.image_index == b]
+        placed = []
+        for i in members:
+            face = faces[i:i + 1]  # [1, 3, S, S]
+            mask = masks[i:i + 1] if masks is not None else None
+            shrink = zooms[i] / s  # restored-crop pixels per output pixel
+            side = size
+            if shrink > MAX_SHRINK:
+                side = max(16, round(size / shrink))
+                face = F.interpolate(face, size=(side, side), mode="bicubic", align_corners=False, antialias=True)
+                if mask is not None:
+                    mask = F.interpolate(mask, size=(side, side), mode="bilinear", align_corners=False,
+                                         antialias=True)
+            inverse = np.vstack([batch.inverse_affines[i].detach().cpu().numpy(), [0.0, 0.0, 1.0]])
+            matrix = (to_output @ inverse @ from_restored @ _pixel_rescale(size / side))[:2]  # face px -> output px
+            box = _footprint(matrix, side, out_h, out_w)
+            if box is None:
+                continue
+            x0, y0, x1, y1 = box
+            local = matrix.copy()
+            local[:, 2] -= (x0, y0)
+            theta = torch.as_tensor(sampling_thetas(local[None], in_size=(side, side), out_size=(y1 - y0, x1 - x0)),
+                                    dtype=torch.float32).to(device)
+            grid = F.affine_grid(theta, [1, 1, y1 - y0, x1 - x0], align_corners=False)  # [1, h, w, 2] in -1..1
+            face_img = F.grid_sample(face, grid, mode="bicubic", padding_mode="zeros", align_corners=False)[0]
+            if mask is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)
+                face_mask = mask_at(mask_type, (grid[0, ..., 0] + 1) / 2, (grid[0, ..., 1] + 1) / 2, feather=feather)
+            else:
+                face_mask = F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+            face_masks[i, y0:y1, x0:x1] = face_mask.clamp_(0, 1)
+            placed.append((i, face_img.clamp_(0, 1), box))
+        if not placed:
             continue
-        x0, y0, x1, y1 = box
-        local = matrix.copy()
-        local[:, 2] -= (x0, y0)
-        affine = torch.tensor(local, dtype=torch.float64)[None]
-        warped = warp_images(both, affine, (y1 - y0, x1 - x0))[0]
-        face_img, face_mask = warped[:3].clamp(0, 1), warped[3].clamp(0, 1)
-        b = face.image_index
-        face_masks[i, y0:y1, x0:x1] = face_mask
-        region_mask = full_mask[b, y0:y1, x0:x1]
-        wins = face_mask > region_mask  # overlapping faces: the larger mask value wins per pixel
-        region_mask[wins] = face_mask[wins]
-        region = out[b, :, y0:y1, x0:x1]
-        region[:, wins] = face_img[:, wins]
-    out = base * (1 - full_mask[:, None]) + out * full_mask[:, None]
+        # union of the boxes of this image's faces: per-pixel max of the masks, the winner's face underneath
+        ux0, uy0 = min(p[2][0] for p in placed), min(p[2][1] for p in placed)
+        ux1, uy1 = max(p[2][2] for p in placed), max(p[2][3] for p in placed)
+        region_mask = full_mask[b, uy0:uy1, ux0:ux1]
+        foreground = torch.zeros((3, uy1 - uy0, ux1 - ux0), device=device)
+        for i, face_img, (x0, y0, x1, y1) in placed:
+            face_mask = face_masks[i, y0:y1, x0:x1]
+            sub_mask = region_mask[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
+            sub_fg = foreground[:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
+            wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
+            sub_mask[wins] = face_mask[wins]
+            sub_fg[:, wins] = face_img[:, wins]
+        region = out[b, :, uy0:uy1, ux0:ux1]
+        region.add_(region_mask * (foreground - region))  # background + mask * (face - background)
     return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=face_masks, scale=s)

@@ -2,8 +2,9 @@
 
 Weights are never downloaded here: ``parsing_parsenet.pth`` (facexlib v0.2.2 release) or ``parsing_bisenet.pth``
 (v0.2.0) must be in ``parsing_dir``. Classes that are not face (background, hat, cloth; and hair for
-``parsing_no_hair``) become 0, everything else 1; the result is softened by a Gaussian blur proportional to the
-crop size.
+``parsing_no_hair``) become 0, everything else 1, as the official pipeline does; a 26/512 border is cleared, the
+result is softened by a Gaussian blur whose width follows ``feather`` (a fraction of the crop side, like the other
+masks) and multiplied by the feathered rounded rectangle so it is exactly 0 at the crop's border (no seam there).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FacePipelineError
+from .masks import rounded_rect_mask
 
 PARSING_FILES = {
     "parsenet": ("parsing_parsenet.pth",
@@ -54,12 +56,14 @@ def _load(kind: str, path: str, device: str, mtime: float) -> torch.nn.Module:
     return model.eval().to(device)
 
 
-def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_hair: bool) -> torch.Tensor:
-    """``faces``: ``[F, 3, S, S]`` RGB 0..1 (the restored crops) -> ``[F, 1, S, S]`` soft face masks."""
+def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_hair: bool,
+                 feather: float = 0.1) -> torch.Tensor:
+    """``faces``: ``[F, 3, S, S]`` RGB 0..1 (the restored crops) -> ``[F, 1, 512, 512]`` soft face masks in 0..1
+    (crop space at the parsing network's resolution; resize to S as needed). Raises ``ParsingWeightsMissing``
+    (naming the files and the folder) when neither weight file is in ``parsing_dir``; never downloads."""
     kind, path = find_parsing_weights(parsing_dir)
     device = faces.device
     model = _load(kind, str(path), str(device), path.stat().st_mtime)
-    size = faces.shape[-1]
     x = F.interpolate(faces.float(), size=(512, 512), mode="bilinear", align_corners=False, antialias=True)
     if kind == "parsenet":
         x = x * 2 - 1
@@ -67,9 +71,8 @@ def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_ha
         mean = torch.tensor([0.485, 0.456, 0.406], device=device).reshape(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225], device=device).reshape(1, 3, 1, 1)
         x = (x - mean) / std
-    with torch.no_grad():
-        logits = model(x)[0]
-    labels = logits.argmax(1, keepdim=True)  # [F, 1, 512, 512]
+    with torch.no_grad():  # a few faces at a time: the network's activations at 512 are large
+        labels = torch.cat([model(part)[0].argmax(1, keepdim=True) for part in x.split(4)])  # [F, 1, 512, 512]
     face = torch.ones_like(labels, dtype=torch.float32)
     excluded = _NOT_FACE[kind] + (() if keep_hair else (_HAIR[kind],))
     for label in excluded:
@@ -79,8 +82,10 @@ def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_ha
     face[..., -border:, :] = 0
     face[..., :, :border] = 0
     face[..., :, -border:] = 0
-    face = _gaussian(face, sigma=8.0)  # about the official double blur with sigma 4 at 512
-    return F.interpolate(face, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+    # a blurred edge rises over about 4 sigma: spread it over the feather width (the official double blur with
+    # sigma 4 at 512 is about feather 0.04)
+    face = _gaussian(face, sigma=max(1.0, feather * 512 / 4))
+    return (face * rounded_rect_mask(512, feather=min(feather, 0.02), device=device)).clamp_(0, 1)
 
 
 def _gaussian(x: torch.Tensor, *, sigma: float) -> torch.Tensor:
