@@ -177,3 +177,12 @@ def test_alignment_errors():
         similarity_transform(np.ones((5, 2)), template_points("gpen", 512))
     empty = align_faces(image, [], size=64)
     assert empty.crops.shape == (0, 3, 64, 64) and empty.affines.shape == (0, 2, 3)
+
+
+def test_faces_of_several_images_come_from_their_own_image(reference):
+    image = _photo("astronaut.png")
+    face = _face(reference["astronaut.png"]["landmarks_xy"])
+    frames = torch.cat([torch.zeros_like(image), image, image.flip(-1)])
+    batch = align_faces(frames, [_face(face.landmarks, image_index=1), face], size=256)
+    assert batch.crops[1].abs().max() == 0 and batch.crops[0].mean() > 0.1
+    torch.testing.assert_close(batch.crops[0], align_faces(image, [face], size=256).crops[0])
