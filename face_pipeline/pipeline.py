@@ -22,7 +22,7 @@ from .image import FLOAT_TOLERANCE
 from .paste import MASK_TYPES, SCALES, paste_faces
 from .restoration import RESTORE_MODES, model_size, restore_faces
 from .selection import SELECT_MODES, SORT_ORDERS, select_faces
-from .types import FaceBatch, PasteResult
+from .types import DetectedFace, FaceBatch, PasteResult
 from .video import smooth_landmarks, track_faces
 
 logger = logging.getLogger(__name__)
@@ -100,29 +100,43 @@ def _check_images(images: torch.Tensor) -> None:
                                 f"(was it 0..255 or -1..1?)")
 
 
-def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
-                     check_interrupt: Callable[[], None] | None = None,
-                     timings: dict | None = None) -> tuple[FaceBatch, int]:
-    """Detection (the whole batch at once), selection, tracking + smoothing (more than one image and
-    ``options.track``) and alignment at ``size``. Returns the aligned batch and the number of faces detected
-    (before selection). ``timings``, when given, receives the seconds of "detect" and "align"."""
+def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions,
+               check_interrupt: Callable[[], None] | None = None) -> tuple[list[list[DetectedFace]], int]:
+    """Detection (the whole batch at once) and selection. Returns the selected faces per image and the number of
+    faces detected before selection; logs the images without a face."""
     _check_images(images)
-    start = time.perf_counter()
     found = detector.detect(images, score_threshold=options.score_threshold)
     total_found = sum(len(per_image) for per_image in found)
     if check_interrupt is not None:
         check_interrupt()
     selected = select_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
                             min_size=options.min_face_size, max_faces=options.max_faces)
-    if options.track and images.shape[0] > 1:
-        selected = track_faces(selected)
-        if options.smoothing > 0:
-            selected = smooth_landmarks(selected, strength=options.smoothing)
     empty = [i for i, per_image in enumerate(selected) if not per_image]
     if empty:
         shown = ", ".join(map(str, empty[:20])) + (" ..." if len(empty) > 20 else "")
         logger.info("no face found in %d of %d image(s) (index %s): returned unchanged", len(empty),
                     images.shape[0], shown)
+    return selected, total_found
+
+
+def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions
+                    ) -> list[list[DetectedFace]]:
+    """For a frame sequence (more than one image and ``options.track``): track faces by box overlap and smooth
+    their landmarks over time (``options.smoothing``). Otherwise the faces are returned as they are."""
+    if not options.track or len(faces_per_image) < 2:
+        return faces_per_image
+    tracked = track_faces(faces_per_image)
+    return smooth_landmarks(tracked, strength=options.smoothing) if options.smoothing > 0 else tracked
+
+
+def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
+                     check_interrupt: Callable[[], None] | None = None,
+                     timings: dict | None = None) -> tuple[FaceBatch, int]:
+    """``find_faces``, ``stabilise_faces`` and alignment at ``size``. Returns the aligned batch and the number of
+    faces detected (before selection). ``timings``, when given, receives the seconds of "detect" and "align"."""
+    start = time.perf_counter()
+    selected, total_found = find_faces(images, detector=detector, options=options, check_interrupt=check_interrupt)
+    selected = stabilise_faces(selected, options=options)
     detected = time.perf_counter()
     faces = [face for per_image in selected for face in per_image]
     batch = align_faces(images, faces, size=size, template=options.template)
@@ -130,6 +144,44 @@ def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: P
         timings["detect"] = detected - start
         timings["align"] = time.perf_counter() - detected
     return batch, total_found
+
+
+def restore_and_paste(
+    images: torch.Tensor,
+    faces_per_image: list[list[DetectedFace]],
+    *,
+    model: torch.nn.Module,
+    options: PipelineOptions = PipelineOptions(),
+    background: torch.Tensor | None = None,
+    inpaint_masks: torch.Tensor | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+    timings: dict | None = None,
+) -> tuple[PasteResult, FaceBatch]:
+    """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
+    detect and track over a long frame sequence first, then restore it in chunks that fit in memory."""
+    _check_images(images)
+    timings = {} if timings is None else timings
+    mark = time.perf_counter()
+    faces = [face for per_image in faces_per_image for face in per_image]
+    batch = align_faces(images, faces, size=model_size(model), template=options.template)
+    timings["align"] = timings.get("align", 0.0) + time.perf_counter() - mark
+    if check_interrupt is not None:
+        check_interrupt()
+    mark = time.perf_counter()
+    restored = restore_faces(model, batch, mode=options.mode, strength=options.strength,
+                             batch_size=options.batch_size, inpaint_masks=inpaint_masks, on_progress=on_progress,
+                             check_interrupt=check_interrupt)
+    timings["restore"] = time.perf_counter() - mark
+    if check_interrupt is not None:
+        check_interrupt()
+    mark = time.perf_counter()
+    result = paste_faces(restored, mask_type=options.mask_type, feather=options.feather,
+                         color_correction=options.color_correction, scale=options.scale,
+                         max_output_size=options.max_output_size, background=background,
+                         parsing_dir=options.parsing_dir)
+    timings["paste"] = time.perf_counter() - mark
+    return result, restored
 
 
 def run_pipeline(
@@ -152,23 +204,12 @@ def run_pipeline(
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
-    batch, found = detect_and_align(images, detector=detector, options=options, size=model_size(model),
-                                    check_interrupt=check_interrupt, timings=timings)
-    if check_interrupt is not None:
-        check_interrupt()
-    mark = time.perf_counter()
-    restored = restore_faces(model, batch, mode=options.mode, strength=options.strength,
-                             batch_size=options.batch_size, inpaint_masks=inpaint_masks, on_progress=on_progress,
-                             check_interrupt=check_interrupt)
-    timings["restore"] = time.perf_counter() - mark
-    if check_interrupt is not None:
-        check_interrupt()
-    mark = time.perf_counter()
-    result = paste_faces(restored, mask_type=options.mask_type, feather=options.feather,
-                         color_correction=options.color_correction, scale=options.scale,
-                         max_output_size=options.max_output_size, background=background,
-                         parsing_dir=options.parsing_dir)
-    timings["paste"] = time.perf_counter() - mark
+    selected, found = find_faces(images, detector=detector, options=options, check_interrupt=check_interrupt)
+    selected = stabilise_faces(selected, options=options)
+    timings["detect"] = time.perf_counter() - start
+    result, restored = restore_and_paste(images, selected, model=model, options=options, background=background,
+                                         inpaint_masks=inpaint_masks, on_progress=on_progress,
+                                         check_interrupt=check_interrupt, timings=timings)
     report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
                             seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
                             faces=restored)

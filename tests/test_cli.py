@@ -1,4 +1,4 @@
-"""cli.py run as a user runs it."""
+"""cli.py run as a user runs it (subprocesses), and its error paths (in-process, faster)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
+import pytest
 from conftest import REPO_ROOT, require_shared
+
+MODEL_256 = ("gpen", "vectors", "gpen_256_cm1_n0.25.pth")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -15,35 +19,95 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           cwd=str(REPO_ROOT), timeout=600)
 
 
+def common(tmp_path) -> list[str]:
+    return ["--model", str(require_shared(*MODEL_256)), "--output", str(tmp_path / "out"), "--detector",
+            "yunet_opencv", "--detector-dir", str(require_shared("detectors")), "--no-download"]
+
+
 def test_restores_a_folder_at_2x(tmp_path):
     inputs = tmp_path / "in"
-    inputs.mkdir()
+    (inputs / "more").mkdir(parents=True)
     for name in ("astronaut.png", "grace_hopper.jpg"):
         shutil.copy(require_shared("faces", name), inputs / name)
-    out = run_cli(str(inputs), "--model", str(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth")),
-                  "--output", str(tmp_path / "out"), "--detector", "yunet_opencv", "--detector-dir",
-                  str(require_shared("detectors")), "--no-download", "--scale", "2", "--save-crops")
+    cv2.imwrite(str(inputs / "more" / "wall.png"), np.full((40, 50), 90, np.uint8))  # a subfolder, no face
+    out = run_cli(str(inputs), *common(tmp_path), "--scale", "2", "--save-crops")
     assert out.returncode == 0, out.stderr
-    assert "2 image(s), 2 face(s) found, 2 restored" in out.stdout
-    assert cv2.imread(str(tmp_path / "out" / "astronaut.png")).shape == (1024, 1024, 3)
+    assert out.stdout.startswith("3 image(s), 2 face(s) found, 2 restored, ") and out.stdout.count("\n") == 1
+    assert "no face in wall.png: saved unchanged" in out.stderr
+    restored = cv2.imread(str(tmp_path / "out" / "astronaut.png"))
+    assert restored.shape == (1024, 1024, 3)
     assert cv2.imread(str(tmp_path / "out" / "grace_hopper.jpg")).shape == (1200, 1024, 3)
+    wall = cv2.imread(str(tmp_path / "out" / "more" / "wall.png"))
+    assert wall.shape == (80, 100, 3) and (wall == 90).all()
     assert (tmp_path / "out" / "crops" / "grace_hopper_face0_restored.png").is_file()
+    assert cv2.imread(str(tmp_path / "out" / "crops" / "astronaut_face0_aligned.png")).shape == (256, 256, 3)
+    original = cv2.resize(cv2.imread(str(inputs / "astronaut.png")), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    face = np.abs(restored[300:480, 380:520].astype(float) - original[300:480, 380:520]).mean()
+    corner = np.abs(restored[:150, 800:].astype(float) - original[:150, 800:]).mean()
+    assert face > 8 and corner < 3  # the face is the (noise) restoration, the rest the upscaled photo
+
+
+def test_video_frames_keep_names_and_order(tmp_path):
+    photo = cv2.imread(str(require_shared("faces", "grace_hopper.jpg")))
+    inputs = tmp_path / "frames"
+    inputs.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(inputs / f"frame_{i:03d}.png"), np.roll(photo, 4 * i, axis=1))
+    out = run_cli(str(inputs), *common(tmp_path), "--video-frames", "--strength", "0.5", "--dtype", "fp32")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("3 image(s), 3 face(s) found, 3 restored")
+    for i in range(3):
+        frame = cv2.imread(str(tmp_path / "out" / f"frame_{i:03d}.png"))
+        assert frame.shape == photo.shape and not np.array_equal(frame, np.roll(photo, 4 * i, axis=1))
 
 
 def test_missing_model_is_one_line(tmp_path):
     out = run_cli(str(require_shared("faces", "astronaut.png")), "--model", str(tmp_path / "GPEN-BFR-512.pth"),
                   "--output", str(tmp_path / "out"))
     assert out.returncode == 1
-    assert out.stderr.strip().startswith("error: checkpoint not found") and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found")
+    assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
 
 
-def test_missing_detector_weights_offline(tmp_path):
-    out = run_cli(str(require_shared("faces", "astronaut.png")), "--model",
-                  str(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth")), "--output", str(tmp_path / "o"),
-                  "--detector-dir", str(tmp_path), "--no-download")
-    assert out.returncode == 1 and "detection_Resnet50_Final.pth" in out.stderr and "Traceback" not in out.stderr
+@pytest.fixture()
+def main():
+    import cli
+
+    return cli.main
 
 
-def test_usage_error():
-    out = run_cli("--model", "x.pth")
-    assert out.returncode == 2 and "usage:" in out.stderr
+def test_missing_detector_weights_offline(tmp_path, main, capsys):
+    status = main([str(require_shared("faces", "astronaut.png")), "--model", str(require_shared(*MODEL_256)),
+                   "--output", str(tmp_path / "o"), "--detector-dir", str(tmp_path), "--no-download"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and err.count("\n") == 0 and err.startswith("error: ")
+    assert "detection_Resnet50_Final.pth" in err and str(tmp_path) in err and "https://" in err
+
+
+def test_bad_input_is_status_2(tmp_path, main, capsys):
+    model = str(require_shared(*MODEL_256))
+    assert main([str(tmp_path / "nothing.png"), "--model", model, "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: input not found: {tmp_path / 'nothing.png'}"
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--model", model, "--output", str(tmp_path / "o")]) == 2
+    assert "error: no images (.png .jpg .jpeg .webp .bmp .tif .tiff) in" in capsys.readouterr().err
+    photo = str(require_shared("faces", "astronaut.png"))
+    assert main([photo, "--model", model, "--output", str(tmp_path / "o"), "--strength", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: strength must be between 0 and 1, got 1.5"
+    assert main([photo, "--model", model, "--output", str(require_shared("faces"))]) == 2
+    assert "--output would overwrite the input" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["--model", "x.pth"])
+    assert usage.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_is_skipped_and_reported(tmp_path, main, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "broken.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(inputs / "plain.png"), np.full((30, 30, 3), 200, np.uint8))
+    status = main([str(inputs), *common(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out.startswith("1 image(s), 0 face(s) found, 0 restored")
+    assert "1 image(s) could not be read: " in captured.err and "broken.jpg" in captured.err
+    assert (tmp_path / "out" / "plain.png").is_file() and not (tmp_path / "out" / "broken.jpg").exists()

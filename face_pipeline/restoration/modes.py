@@ -38,9 +38,7 @@ def prepare_input(crops: torch.Tensor, mode: str, masks: torch.Tensor | None) ->
     if mode == "colorize":
         return to_gray3(crops)
     if mode == "inpaint":
-        if masks is None:
-            raise ValueError("inpaint mode needs a mask marking the damaged region")
-        return crops * (1 - masks) + masks  # damaged pixels painted white
+        return crops if masks is None else crops * (1 - masks) + masks  # damaged pixels painted white
     raise ValueError(f"unknown restore mode {mode!r}; choose one of {', '.join(RESTORE_MODES)}")
 
 
