@@ -8,6 +8,7 @@ a further reduced one), maps coordinates back, merges the passes and builds ``De
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -81,7 +82,8 @@ class FaceDetector(ABC):
 
     @staticmethod
     def check_images(images: torch.Tensor) -> torch.Tensor:
-        """Validate a ``[B, 3, H, W]`` float 0..1 batch; returns it as float32, clamped to 0..1."""
+        """Validate a ``[B, 3, H, W]`` float 0..1 batch (values a little outside 0..1 are accepted and clamped
+        later); returns it as float32."""
         if not isinstance(images, torch.Tensor):
             raise InvalidImageError(f"detect() expects a torch.Tensor [B, 3, H, W] RGB in 0..1, got {type(images).__name__}")
         shape = list(images.shape)
@@ -99,14 +101,13 @@ class FaceDetector(ABC):
                 f"detect() expects float images in 0..1, got {images.dtype}; convert with images.float() / 255")
         if images.numel() == 0:
             return images.float()
-        if not torch.isfinite(images).all():
+        low, high = (float(v) for v in torch.aminmax(images.float()))  # NaN propagates into both
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise InvalidImageError("the images contain NaN or infinite values; detection needs finite RGB in 0..1")
-        high = float(images.max())
-        if high > 1.5 or float(images.min()) < -0.5:
+        if high > 1.5 or low < -0.5:
             raise InvalidImageError(
-                f"detect() expects RGB in 0..1, found values in {float(images.min()):.3g}..{high:.3g}; "
-                f"divide 0..255 images by 255")
-        return images.float().clamp(0.0, 1.0)
+                f"detect() expects RGB in 0..1, found values in {low:.3g}..{high:.3g}; divide 0..255 images by 255")
+        return images.float()  # slight overshoot is clamped on the working copies
 
     # ------------------------------------------------------------ subclasses
     @abstractmethod
@@ -125,30 +126,29 @@ class FaceDetector(ABC):
     def _detect_multiscale(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
         height, width = images.shape[-2:]
         long_side = max(height, width)
-        sides = pass_sides(self.first_side(long_side), self.reliable_face)
-        images = images.to(self.device)
-        passes: list[list[np.ndarray]] = []  # [pass][image] -> rows in original pixels
-        scales: list[float] = []
-        for side in sides:
-            scale = side / long_side
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        sizes = []  # (h, w) of each pass's working copy, finest first
+        for side in pass_sides(self.first_side(long_side), self.reliable_face):
+            size = (max(1, round(height * side / long_side)), max(1, round(width * side / long_side)))
             if min(size) < MIN_SIDE:
                 break
-            found = []
-            for chunk in self._chunks(images, size):
-                work = chunk
-                if size != (height, width):
-                    # [b, 3, h, w] -> [b, 3, size]; antialiased so a downscale keeps the faces clean
-                    work = F.interpolate(chunk, size=size, mode="bilinear", antialias=True,
-                                         align_corners=False).clamp_(0.0, 1.0)
-                with torch.no_grad():
-                    found.extend(self._detect_batch(work, threshold))
-            sx, sy = size[1] / width, size[0] / height
-            passes.append([self._unscale(rows, sx, sy) for rows in found])
-            scales.append(scale)
-        if not passes:
+            sizes.append(size)
+        if not sizes:
             return [empty_rows() for _ in range(images.shape[0])]
-        return [merge_passes([p[i] for p in passes], scales, self.reliable_face) for i in range(images.shape[0])]
+        found: list[list[np.ndarray]] = [[] for _ in sizes]  # [pass][image] -> rows in original pixels
+        for chunk in self._chunks(images, sizes[0]):
+            work = chunk.to(self.device)
+            for level, size in enumerate(sizes):
+                if tuple(work.shape[-2:]) != size:
+                    # [b, 3, h, w] -> [b, 3, *size], each pass from the previous one (cheap on huge frames);
+                    # antialiased so that a downscale keeps the faces clean
+                    work = F.interpolate(work, size=size, mode="bilinear", antialias=True, align_corners=False)
+                with torch.no_grad():
+                    rows = self._detect_batch(work.clamp(0.0, 1.0), threshold)
+                sx, sy = size[1] / width, size[0] / height
+                found[level].extend(self._unscale(r, sx, sy) for r in rows)
+        scales = [size[1] / width for size in sizes]
+        return [merge_passes([level[i] for level in found], scales, self.reliable_face)
+                for i in range(images.shape[0])]
 
     @staticmethod
     def _chunks(images: torch.Tensor, size: tuple[int, int]):

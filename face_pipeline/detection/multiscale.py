@@ -4,9 +4,9 @@ Every detector has a face size (in the pixels it actually sees) above which it s
 shared photos, kornia's YuNet splits a face larger than about 350 px into two or three wrong boxes, RetinaFace and
 OpenCV's YuNet start to do the same above about 550 px. Small faces, on the other hand, need resolution. So detection
 runs on a small pyramid: the first pass at the backend's working size (where small faces are found), then passes at
-half, a quarter, ... of it until a face filling the whole picture would be of a reliable size. Each pass only vouches
-for the faces within its reliable range; the merge keeps those first (finest pass first), then anything else that
-does not overlap a kept face.
+half, a quarter, ... of it until a face filling the whole picture would be of a reliable size. Each pass vouches only
+for a band of face sizes; the merge keeps the faces of the finest pass first and drops duplicates from the others.
+The extra passes cost about a third of the first one.
 
 Rows are ``[N, 15]`` float32 arrays: x1, y1, x2, y2, score, then five (x, y) landmarks.
 """
@@ -63,26 +63,28 @@ def merge_passes(passes: list[np.ndarray], scales: list[float], reliable_face: f
     ``passes[i]`` holds rows already mapped back to the original image's pixels, found on a copy scaled by
     ``scales[i]`` (finest first). Each pass vouches for a band of face sizes, measured on the longer box side in its
     own pixels: the first pass for faces up to ``reliable_face``, a later pass for faces between 0.4 and 1 times
-    ``reliable_face`` (those its finer neighbour saw above 0.8 times it, so the bands overlap). Rows in their band
-    are kept first, finest pass first, then by score; rows too large for their pass are kept only where no other
-    face is (coarsest pass first); rows too small for a later pass are dropped, the finer pass having seen them
-    better. A row duplicating a kept face of another pass (IoU above ``IOU_DUPLICATE``, or lying mostly inside it)
-    is dropped; within one pass the backend's own non-maximum suppression already ran. Sorted by descending score.
+    ``reliable_face`` (those its finer neighbour saw above 0.8 times it, so the bands overlap), the last pass also
+    for anything larger. Rows outside their pass's band are dropped: a face too large for a pass is split or
+    misplaced there and is found by a coarser one; a face too small for a later pass was seen better by a finer one.
+    Rows are then kept finest pass first, by score; a row duplicating a kept face of another pass (IoU above
+    ``IOU_DUPLICATE``, or lying mostly inside it) is dropped (within one pass the backend's own non-maximum
+    suppression already ran). The result is sorted by descending score.
     """
+    last = len(passes) - 1
     candidates = []
     for level, (rows, scale) in enumerate(zip(passes, scales)):
         for row in rows:
             size = max(row[2] - row[0], row[3] - row[1]) * scale
-            if size > reliable_face and level < len(passes) - 1:
-                candidates.append((1, -level, -float(row[4]), level, row))  # too large here: a fallback
-            elif size > reliable_face or level == 0 or size > 0.4 * reliable_face:
-                candidates.append((0, level, -float(row[4]), level, row))
+            too_large = size > reliable_face and level < last
+            too_small = level > 0 and size <= 0.4 * reliable_face
+            if not (too_large or too_small):
+                candidates.append((level, -float(row[4]), row))
     if not candidates:
         return empty_rows()
-    candidates.sort(key=lambda c: c[:3])
+    candidates.sort(key=lambda c: c[:2])
     kept: list[np.ndarray] = []
     kept_levels: list[int] = []
-    for *_, level, row in candidates:
+    for level, _, row in candidates:
         others = [k for k, kept_level in zip(kept, kept_levels) if kept_level != level]
         if others:
             boxes = np.stack([k[:4] for k in others])
