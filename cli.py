@@ -179,8 +179,10 @@ class Run:
         self.failed: list[str] = []
 
     def masks(self, group: list[tuple[Path, Path]], images: torch.Tensor) -> torch.Tensor | None:
-        if self.options.mode != "inpaint" or not self.args.inpaint_masks:
+        if self.options.mode != "inpaint":
             return None
+        if not self.args.inpaint_masks:  # the damage is already painted white in the images (the official demo)
+            return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
         shape = tuple(images.shape[-2:])
         return torch.cat([load_mask(Path(self.args.inpaint_masks), rel, shape) for _, rel in group]).to(images.device)
 

@@ -2,13 +2,17 @@
 
 Folders by stage: ``detection/`` (RetinaFace, YuNet), ``selection.py``, ``alignment/`` (templates, similarity
 transforms, warps), ``restoration/`` (batched model runs), ``paste/`` (masks, colour, compositing at 1x/2x/4x),
-``video/`` (tracking and smoothing across frames), ``pipeline.py`` (the whole chain). Records that travel between
-stages are in ``types.py``; images are ``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
+``video/`` (tracking and smoothing across frames), ``pipeline.py`` (the whole chain), ``image.py`` (conversion and
+files). Records that travel between stages are in ``types.py``; images are ``[B, 3, H, W]`` float32 RGB in 0..1
+throughout.
 
 The model is duck-typed (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]), so this package imports nothing
-from ``gpen_arch`` or ComfyUI.
+from ``gpen_arch`` or ComfyUI. Importing it loads only torch and numpy; OpenCV, facexlib and kornia are imported by
+the functions that need them.
 """
 
+from .alignment import TEMPLATES, align_faces, realign, similarity_transform, template_points, warp_images
+from .detection import DETECTOR_NAMES, WEIGHT_FILES, FaceDetector, load_detector
 from .errors import (
     DetectorError,
     DetectorWeightsCorrupt,
@@ -19,10 +23,24 @@ from .errors import (
     RestoreError,
     RestoreOutOfMemory,
 )
+from .image import IMAGE_SUFFIXES, load_image, save_image, to_rgb_float
+from .paste import MASK_TYPES, paste_faces
+from .pipeline import PipelineOptions, PipelineReport, detect_and_align, run_pipeline
+from .restoration import RESTORE_MODES, restore_faces
+from .selection import SELECT_MODES, SORT_ORDERS, parse_indices, select_faces
 from .types import LANDMARK_NAMES, DetectedFace, FaceBatch, PasteResult
+from .video import smooth_landmarks, track_faces
 
 __all__ = [
     "LANDMARK_NAMES", "DetectedFace", "FaceBatch", "PasteResult",
+    "DETECTOR_NAMES", "WEIGHT_FILES", "FaceDetector", "load_detector",
+    "SELECT_MODES", "SORT_ORDERS", "select_faces", "parse_indices",
+    "TEMPLATES", "template_points", "similarity_transform", "warp_images", "align_faces", "realign",
+    "RESTORE_MODES", "restore_faces",
+    "MASK_TYPES", "paste_faces",
+    "track_faces", "smooth_landmarks",
+    "PipelineOptions", "PipelineReport", "detect_and_align", "run_pipeline",
+    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
     "RestoreError", "RestoreOutOfMemory", "PasteError",
 ]

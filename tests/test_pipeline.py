@@ -175,3 +175,28 @@ def test_bad_values_and_options_are_rejected_clearly(model, detector):
         PipelineOptions(scale=3)
     with pytest.raises(ValueError, match="strength must be between 0 and 1"):
         PipelineOptions(strength=2)
+
+
+def test_the_package_works_under_another_name_and_imports_cheaply():
+    """The import trap: ComfyUI imports the repository under its folder name, so face_pipeline may only use relative
+    imports; importing it must not load OpenCV, facexlib or kornia."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('renamed_fp', {str(REPO_ROOT / 'face_pipeline' / '__init__.py')!r},"
+        f" submodule_search_locations=[{str(REPO_ROOT / 'face_pipeline')!r}])\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['renamed_fp'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "assert module.run_pipeline.__module__ == 'renamed_fp.pipeline'\n"
+        "assert 'face_pipeline' not in sys.modules, 'an absolute import of face_pipeline'\n"
+        "heavy = [m for m in ('cv2', 'kornia', 'facexlib', 'gpen_arch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    assert importlib.util.find_spec("face_pipeline") is not None
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -188,9 +188,11 @@ def test_colorize_feeds_gray_and_keeps_the_luminance(model, batch):
 
 
 def test_inpaint_paints_the_damage_white(batch):
-    as_is = Stand_in()
-    restore_faces(as_is, batch, mode="inpaint")  # no mask: the crops go in as they are (damage already white)
-    assert torch.equal(as_is.inputs[0], (batch.crops - 0.5) / 0.5)
+    with pytest.raises(ValueError, match="inpaint mode needs inpaint_masks"):
+        restore_faces(Stand_in(), batch, mode="inpaint")
+    as_is = Stand_in()  # an all-zero mask: the crops go in as they are (damage already painted white)
+    restore_faces(as_is, batch, mode="inpaint", inpaint_masks=torch.zeros(1, 512, 512))
+    assert torch.allclose(as_is.inputs[0], (batch.crops - 0.5) / 0.5, atol=1e-6)
     masks = torch.zeros(2, 512, 512)  # ComfyUI's MASK layout: [B, H, W], image space
     masks[:, 90:115, 190:260] = 1  # damage over the eyes
     stand_in = Stand_in()

@@ -71,7 +71,8 @@ def restore_faces(
 
     - ``mode``: ``restore`` (GPEN-BFR), ``colorize`` (GPEN-Colorization: gray in, input luminance kept) or
       ``inpaint`` (GPEN-Inpainting: ``inpaint_masks`` image-space ``[B, H, W]`` / ``[B, 1, H, W]``, 1 = damaged,
-      see ``masks.py``; without masks the crops are fed as they are, for images whose damage is already white). See ``modes.py`` for what each feeds the model.
+      see ``masks.py``; an all-zero mask feeds the crops as they are, for images whose damage is already white, as
+      the official demo does). See ``modes.py`` for what each feeds the model.
     - ``strength`` in 0..1 blends restored (1) with the original crop (0); at 0 the model is not run.
     - ``device`` / ``dtype``: where and in which precision the forward runs; default the model's own. If they differ
       from the model's, the model is moved for the call and moved back afterwards.
@@ -87,14 +88,14 @@ def restore_faces(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {batch_size}")
     if mode == "inpaint" and inpaint_masks is None:
-        logger.info("inpaint without a mask: the crops are fed as they are (damage already painted white, as the "
-                    "official demo feeds its images)")
+        raise ValueError("inpaint mode needs inpaint_masks marking the damaged region (1 = damaged); for an image "
+                         "whose damage is already painted white, pass an all-zero mask")
     size = model_size(model)
     if batch.size != size:
         logger.debug("re-cropping %d faces at %d for the model (were %d)", batch.num_faces, size, batch.size)
         batch = realign(batch, size=size)
     total = batch.num_faces
-    masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" and inpaint_masks is not None else None
+    masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" else None
     if total == 0:
         return dataclasses.replace(batch, restored=batch.crops.new_zeros((0, 3, size, size), dtype=torch.float32))
     if strength == 0.0:
