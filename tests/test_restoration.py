@@ -103,6 +103,15 @@ def test_one_face_that_does_not_fit_is_a_clear_error(batch):
     assert limited.calls == [2, 1]
 
 
+def test_no_room_for_the_results_is_a_clear_error(batch, monkeypatch):
+    def failing_empty(*args, **kwargs):  # torch.empty is patched only for this test (monkeypatch undoes it)
+        raise RuntimeError("CUDA out of memory. Tried to allocate 576.00 MiB")
+
+    monkeypatch.setattr(torch, "empty", failing_empty)
+    with pytest.raises(RestoreOutOfMemory, match=r"no room for the 2 restored 256x256 faces \(0\.00 GiB float32\)"):
+        restore_faces(Stand_in(), batch)
+
+
 def test_other_errors_are_not_swallowed(batch):
     with pytest.raises(RuntimeError, match="cuDNN error"):
         restore_faces(Stand_in(limit=0, error=RuntimeError("cuDNN error: bad param")), batch)

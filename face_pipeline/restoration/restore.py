@@ -127,7 +127,15 @@ def restore_faces(
 def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | None, device: torch.device,
                  dtype: torch.dtype, batch_size: int | None, on_progress, check_interrupt) -> torch.Tensor:
     size, total = batch.size, batch.num_faces
-    restored = torch.empty((total, 3, size, size), dtype=torch.float32, device=batch.crops.device)
+    try:
+        restored = torch.empty((total, 3, size, size), dtype=torch.float32, device=batch.crops.device)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise RestoreOutOfMemory(
+            f"no room for the {total} restored {size}x{size} faces ({total * 3 * size * size * 4 / 2**30:.2f} GiB "
+            f"float32) on {batch.crops.device}: restore fewer images at once or keep the images on the CPU"
+        ) from exc
     step = batch_size or auto_batch_size(model, size=size, dtype=dtype, device=device, faces=total)
     done = 0
     while done < total:
