@@ -272,6 +272,10 @@ def fail(exc: BaseException, status: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:  # OpenCV's own notices (e.g. the DNN engine's target warning) would clutter the output
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         return run(args)
     except (UsageError, InvalidImageError) as exc:
