@@ -24,6 +24,7 @@ MAX_BATCH = 16
 
 
 def free_memory_bytes(device: torch.device) -> int:
+    """Bytes free for new tensors on ``device`` (see the module doc for where the number comes from)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         reserved_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
@@ -47,7 +48,8 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 def bytes_per_face(model: torch.nn.Module, size: int, dtype: torch.dtype) -> int:
-    element = torch.empty((), dtype=dtype).element_size()
+    """Estimated peak bytes one more face adds to a forward at ``size`` in ``dtype`` (activations and copies)."""
+    element = dtype.itemsize
     io = 2 * 3 * size * size * (element + 4)  # input and output, in the model's dtype and float32
     estimate = getattr(model, "estimate_memory", None)
     if estimate is None:  # not a GPEN: assume ~50 full-size float maps

@@ -43,7 +43,7 @@ def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtyp
 def _forward(model: torch.nn.Module, crops: torch.Tensor, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``[n, 3, S, S]`` 0..1 (any device) -> ``[n, 3, S, S]`` float32 0..1 on ``crops.device``."""
     with torch.no_grad():
-        x = crops.to(device=device, dtype=dtype).sub(0.5).div(0.5)  # RGB in [-1, 1], as the official FaceGAN
+        x = crops.to(device=device, dtype=torch.float32).sub(0.5).div(0.5).to(dtype)  # RGB in [-1, 1], as FaceGAN
         out = model(x)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
             found = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
