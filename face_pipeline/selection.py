@@ -47,9 +47,14 @@ def select_faces(
     max_faces: int = 0,
     score_threshold: float = 0.0,
 ) -> list[list[DetectedFace]]:
-    """Per image: drop faces below ``score_threshold`` or smaller than ``min_size`` pixels (the box's shorter
-    side), sort by ``sort_by``, then keep all / the largest / the given ``indices`` (positions after sorting), and at
-    most ``max_faces`` (0 = no limit)."""
+    """Choose faces per image: ``faces_per_image`` has one list per image (as ``FaceDetector.detect`` returns);
+    the result has the same length.
+
+    Per image: drop faces scoring below ``score_threshold`` or smaller than ``min_size`` pixels (the box's shorter
+    side), sort by ``sort_by`` (one of ``SORT_ORDERS``: area and score descending, positions by box centre), then
+    keep all / the largest / the given ``indices`` (positions after sorting, in the given order; out-of-range ones
+    are skipped, repeats ignored), and at most ``max_faces`` of them (0 = no limit). Raises ``ValueError`` for an
+    unknown mode or order, or negative limits."""
     if mode not in SELECT_MODES:
         raise ValueError(f"unknown face selection {mode!r}; choose one of {', '.join(SELECT_MODES)}")
     if sort_by not in SORT_ORDERS:
@@ -63,7 +68,8 @@ def select_faces(
         if mode == "largest":
             kept = sorted(kept, key=_SORT_KEYS["area"])[:1]
         elif mode == "indices":
-            kept = [kept[i] for i in indices if 0 <= i < len(kept)]
+            wanted = dict.fromkeys(int(i) for i in indices)  # unique, in the given order
+            kept = [kept[i] for i in wanted if 0 <= i < len(kept)]
         if max_faces:
             kept = kept[:max_faces]
         selected.append(kept)

@@ -19,6 +19,18 @@ ROW_WIDTH = 15
 MIN_WORKING_SIDE = 32  # no pass runs on a copy whose shorter side is below this
 IOU_DUPLICATE = 0.4  # boxes overlapping more than this are the same face
 INSIDE_DUPLICATE = 0.6  # a box this much inside a kept box is a fragment of that face
+LANDMARK_MARGIN = 0.1  # landmarks further than this (fraction of the box) outside their box: not a face
+
+
+def plausible(rows: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows whose five landmarks lie in their box (grown by ``LANDMARK_MARGIN`` on each side).
+
+    Real faces have them well inside (at most ~0.93 of the box on the shared photos); kornia's YuNet's false
+    detections on black or smooth frames put the mouth below the box."""
+    rows = np.asarray(rows, np.float32).reshape(-1, ROW_WIDTH)
+    size = np.maximum(rows[:, 2:4] - rows[:, 0:2], 1e-6)  # [N, 2] box w, h
+    relative = (rows[:, 5:15].reshape(-1, 5, 2) - rows[:, None, 0:2]) / size[:, None, :]  # [N, 5, 2]
+    return ((relative >= -LANDMARK_MARGIN) & (relative <= 1 + LANDMARK_MARGIN)).all(axis=(1, 2))
 
 
 def empty_rows() -> np.ndarray:
@@ -66,14 +78,14 @@ def merge_passes(passes: list[np.ndarray], scales: list[float], reliable_face: f
     ``reliable_face`` (those its finer neighbour saw above 0.8 times it, so the bands overlap), the last pass also
     for anything larger. Rows outside their pass's band are dropped: a face too large for a pass is split or
     misplaced there and is found by a coarser one; a face too small for a later pass was seen better by a finer one.
-    Rows are then kept finest pass first, by score; a row duplicating a kept face of another pass (IoU above
+    Rows whose landmarks lie outside their box are dropped (``plausible``). Rows are then kept finest pass first, by score; a row duplicating a kept face of another pass (IoU above
     ``IOU_DUPLICATE``, or lying mostly inside it) is dropped (within one pass the backend's own non-maximum
     suppression already ran). The result is sorted by descending score.
     """
     last = len(passes) - 1
     candidates = []
     for level, (rows, scale) in enumerate(zip(passes, scales)):
-        for row in rows:
+        for row in rows[plausible(rows)]:
             size = max(row[2] - row[0], row[3] - row[1]) * scale
             too_large = size > reliable_face and level < last
             too_small = level > 0 and size <= 0.4 * reliable_face
