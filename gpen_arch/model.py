@@ -77,6 +77,10 @@ class GPEN(nn.Module):
                 return self._graph_runner(x)
             from .fast_forward import fast_forward
 
+            if x.device.type == "cpu" and x.shape[0] > 1:
+                # on the CPU the per-face weight path beats the shared-weight batch path (measured at 2048:
+                # 4.4 s per face one by one against 6.3 s per face in a batch of 4), and needs a quarter the memory
+                return torch.cat([fast_forward(self, x[i:i + 1]) for i in range(x.shape[0])])
             return fast_forward(self, x)
         return self.reference_forward(x)
 

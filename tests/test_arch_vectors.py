@@ -10,6 +10,7 @@ from conftest import require_shared
 from safetensors.torch import load_file
 
 from gpen_arch import load_gpen, read_state_dict
+from gpen_arch.fast_forward import fast_forward
 
 VECTORS = ["gpen_256_cm1_n0.25", "gpen_512_cm2_n0.25", "gpen_2048_cm2_n0.125"]
 
@@ -50,13 +51,22 @@ def test_reproduces_official_output(vector, fast):
 def test_fast_path_matches_reference_on_a_batch():
     path, _, x, expected, _ = load_vector("gpen_256_cm1_n0.25")
     model = load_gpen(read_state_dict(path))
-    batch = torch.cat([x, x.flip(-1), 0.5 * x])  # three different faces share one weight in the fast path
+    batch = torch.cat([x, x.flip(-1), 0.5 * x])
     with torch.no_grad():
-        fast = model(batch)
+        face_by_face = model(batch)  # on the CPU a batch runs face by face
+        shared = fast_forward(model, batch)  # the GPU's batch path: three faces share one weight
+        folded = fast_forward(with_attributes(model, fold_blur=True), batch)  # and its folded blurs
         model.use_fast_path = False
         reference = model(batch)
-    assert (fast - reference).abs().max().item() < 1e-4
-    assert (fast[:1] - expected).abs().max().item() < 1e-4
+    for fast in (face_by_face, shared, folded):
+        assert (fast - reference).abs().max().item() < 1e-4
+        assert (fast[:1] - expected).abs().max().item() < 1e-4
+
+
+def with_attributes(model, **attributes):
+    for name, value in attributes.items():
+        setattr(model, name, value)
+    return model
 
 
 def test_gradients_use_the_reference_path():
