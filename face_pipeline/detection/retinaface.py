@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DetectorWeightsCorrupt
 from .base import FaceDetector
 from .multiscale import empty_rows
-from .weights import read_state_dict
+from .weights import load_strict, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +47,7 @@ class RetinaFaceDetector(FaceDetector):
         with warnings.catch_warnings():  # torchvision's resnet50(pretrained=False) deprecation notice
             warnings.simplefilter("ignore", UserWarning)
             model = RetinaFace(network_name=NETWORKS[name], half=False, device=self.device)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise DetectorWeightsCorrupt(
-                f"{weights} does not fit the {name} network ({str(exc).splitlines()[0][:200]}); "
-                f"is it the right file? Delete it and download it again"
-            ) from exc
+        load_strict(model, state, path=weights, what=name)
         self.model = model.to(self.device).eval()
 
     def first_side(self, long_side: int) -> int:

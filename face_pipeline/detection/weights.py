@@ -156,3 +156,14 @@ def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
             f"{path} does not hold a {what} state dict (found {type(state).__name__}); is it the right file? "
             f"Delete it and download it again")
     return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_strict(network: torch.nn.Module, state: dict[str, torch.Tensor], *, path: Path, what: str) -> None:
+    """``network.load_state_dict(state, strict=True)``; a file of another network raises ``DetectorWeightsCorrupt``."""
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DetectorWeightsCorrupt(
+            f"{path} does not fit the {what} network ({str(exc).splitlines()[0][:200]}); is it the right file? "
+            f"Delete it and download it again"
+        ) from exc

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DetectorWeightsCorrupt
 from .base import FaceDetector
 from .multiscale import empty_rows
-from .weights import read_state_dict
+from .weights import load_strict, read_state_dict
 
 #: settings of kornia's ``FaceDetector`` (its defaults; the confidence threshold is set per call)
 TOP_K, NMS_THRESHOLD, KEEP_TOP_K = 5000, 0.3, 750
@@ -65,13 +64,7 @@ class KorniaYuNetDetector(FaceDetector):
 
         state = read_state_dict(weights, what="YuNet (kornia)")
         network = YuNet("test", pretrained=False)
-        try:
-            network.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise DetectorWeightsCorrupt(
-                f"{weights} does not fit kornia's YuNet ({str(exc).splitlines()[0][:200]}); is it the right file? "
-                f"Delete it and download it again"
-            ) from exc
+        load_strict(network, state, path=weights, what="kornia YuNet")
         self.detector = _kornia_detector(network).to(self.device).eval()
 
     def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:

@@ -25,7 +25,7 @@ from ..types import FaceBatch, PasteResult
 from .color import STATS_SIZE, match_color
 from .masks import ANALYTIC_MASKS, mask_at
 from .parsing import parsing_mask
-from .scale import SCALES, choose_scale, face_zoom
+from .scale import choose_scale, face_zoom
 
 logger = logging.getLogger(__name__)
 
