@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder of detector weights (default: models/facedetection beside cli.py)")
     parser.add_argument("--no-download", action="store_true", help="never download detector weights")
     parser.add_argument("--threshold", type=float, default=None, help="detection score threshold (0..1)")
+    parser.add_argument("--detector-max-side", type=int, default=None,
+                        help="long side of the downscaled copy large images are searched on (default: the "
+                             "detector's own); raise it to find small faces in big frames")
     parser.add_argument("--select", choices=["all", "largest"], default="all", help="faces to restore per image")
     parser.add_argument("--max-faces", type=int, default=0, help="at most this many faces per image (0 = no limit)")
     parser.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (pixels)")
@@ -174,7 +177,8 @@ class Run:
         self.model = load_gpen_file(args.model, device=self.device, dtype=self.dtype)
         logger.info("model %s: %s on %s in %s", Path(args.model).name, self.model.config, self.device, self.dtype)
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
-                                      allow_download=not args.no_download, device=self.device)
+                                      allow_download=not args.no_download, device=self.device,
+                                      max_side=args.detector_max_side)
         self.found = self.restored = 0
         self.failed: list[str] = []
 

@@ -63,15 +63,21 @@ class GPENLoadFaceDetector:
                            "by sha256). Off: a missing file is an error naming the file and where to get it."}),
             "score_threshold": ("FLOAT", {
                 "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                "tooltip": "Minimum detection confidence. 0 uses the detector's own default (0.8 RetinaFace, "
-                           "0.6 YuNet)."}),
+                "tooltip": "Minimum detection confidence. 0 uses the detector's own default (0.9 RetinaFace and "
+                           "YuNet, 0.6 OpenCV YuNet)."}),
+        }, "optional": {  # optional, so API prompts saved before it existed still validate
+            "max_side": ("INT", {
+                "default": 0, "min": 0, "max": 16384, "step": 64,
+                "tooltip": "Large images are searched on a downscaled copy whose longest side is this (0 = the "
+                           "detector's default: 1000 px for RetinaFace above 1500 px as in the official GPEN, 1280 "
+                           "YuNet, 1920 OpenCV YuNet). Raise it to find small faces in big frames (slower)."}),
         }}
 
-    def load(self, detector: str, allow_download: bool, score_threshold: float):
+    def load(self, detector: str, allow_download: bool, score_threshold: float, max_side: int = 0):
         folder = bridge.find_in_detector_folders(WEIGHT_FILES[detector].file_name) or bridge.detector_folder()
         threshold = score_threshold if score_threshold > 0 else None
         built = load_detector(detector, weights_dir=folder, allow_download=allow_download,
                               device=bridge.compute_device() if detector != "yunet_opencv" else "cpu",
-                              score_threshold=threshold)
+                              score_threshold=threshold, max_side=max_side or None)
         return (DetectorHandle(name=detector, weights_dir=folder, allow_download=allow_download,
                                score_threshold=threshold, detector=built),)

@@ -140,6 +140,12 @@ def test_precision_choices(pack):
     assert model.patcher.model.final_linear[0].weight.dtype == torch.bfloat16
 
 
+def test_detector_max_side_reaches_the_detector(pack):
+    handle = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0, 3840)[0]
+    assert handle.detector.max_side == 3840
+    assert node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0, 0)[0].detector.max_side is None
+
+
 def test_detector_missing_weights_without_download(pack):
     with pytest.raises(Exception, match="detection_Resnet50_Final.pth, which is not in"):
         node(pack, "GPENLoadFaceDetector").load("retinaface_resnet50", False, 0.0)
