@@ -30,8 +30,7 @@ def activation_elements(config: GPENConfig, *, batch_size: int = 1) -> int:
 
     # encoder: the features stay alive until the decoder consumes them
     features: dict[int, int] = {}
-    previous = 3 * size * size  # the input batch
-    held = previous
+    held = 3 * size * size  # the input batch: the caller's, but usually alive throughout
     for i in range(config.num_encoder_layers):
         resolution = size >> i
         channels = config.channels(resolution)
@@ -41,12 +40,10 @@ def activation_elements(config: GPENConfig, *, batch_size: int = 1) -> int:
         features[resolution] = out
         held += out
 
-    held = sum(features.values())  # the input is the caller's, but counted: it is usually alive
-    held += 3 * size * size
+    held_features = held  # the input and every encoder feature
     c4 = config.channels(4)
     h = 2 * c4 * 16
     skip = 3 * 16
-    held_features = held
     for step in range(config.num_decoder_steps):
         r = 2 ** (step + 3)
         c = config.channels(r)
