@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..alignment import warp_from_one_image
+from ..alignment import crop_faces
 from ..types import FaceBatch
 
 
@@ -32,10 +32,5 @@ def masks_in_crop_space(batch: FaceBatch, masks: torch.Tensor) -> torch.Tensor:
     if masks.is_floating_point() and not torch.isfinite(masks).all():
         raise ValueError("inpainting masks contain NaN or infinite values")
     device = batch.crops.device
-    masks = masks.to(device=device, dtype=torch.float32)
-    out = torch.zeros((batch.num_faces, 1, batch.size, batch.size), device=device)
-    for i, face in enumerate(batch.faces):
-        image_mask = masks[face.image_index if masks.shape[0] > 1 else 0]  # [1, H, W]
-        out[i] = warp_from_one_image(image_mask, batch.affines[i:i + 1], (batch.size, batch.size),
-                                     interpolation="bilinear")[0]
-    return out.clamp_(0, 1)
+    masks = masks.to(device=device, dtype=torch.float32).expand(batch.num_images, -1, -1, -1)
+    return crop_faces(masks, batch.faces, batch.affines, batch.size, interpolation="bilinear")
