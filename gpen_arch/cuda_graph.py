@@ -33,7 +33,8 @@ class CUDAGraphForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from .fast_forward import fast_forward
 
-        key = (tuple(x.shape), x.dtype, x.device, self._weights_key(), self.model.channels_last, self.model.fold_blur)
+        key = (tuple(x.shape), x.dtype, x.device, self._weights_key(), self.model.channels_last, self.model.fold_blur,
+               self.model.subpixel_upsample, self.model.fused_kernels)
         if key != self._key:
             self.reset()
             static_in = x.clone()

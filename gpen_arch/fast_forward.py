@@ -9,7 +9,9 @@ computed with fewer passes over the large full-resolution tensors:
 - biases ride along in the convolutions (``conv2d(bias=...)``, the blur's depthwise conv), so the fused lrelu is a
   single in-place ``leaky_relu_``; its ``sqrt(2)`` gain is folded into the weights of whatever consumes the
   activation (``input_gain``), so activations here are the true values divided by ``sqrt(2)``;
-- the "noise" concat is written into one preallocated tensor (no temporaries for ``alpha * feature``);
+- the "noise" concat is written into one preallocated tensor by the convolution's epilogue (``ops/epilogue.py``):
+  bias, demodulation scale, activation and, for sub-pixel upsampling, the pixel shuffle ride along in the passes that
+  fill it (one fused Triton kernel with ``GPEN.fused_kernels``);
 - encoder features are released as soon as the decoder has used them;
 - styles, modulation and demodulation are computed in float32 even when the network runs in float16/bfloat16;
 - batches share one weight (modulation as input scaling, demodulation as output scaling), see
@@ -23,7 +25,8 @@ import torch.nn.functional as F
 
 from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
 from .ops.activation import GAIN, leaky_relu_unscaled_
-from .ops.modulated_conv import modulated_conv2d
+from .ops.epilogue import styled_concat
+from .ops.modulated_conv import modulated_conv2d, modulated_conv2d_raw
 from .ops.upfirdn2d import (
     blur,
     fold_blur_into_strided_conv,
@@ -31,13 +34,6 @@ from .ops.upfirdn2d import (
     upsample2x,
     upsample2x_bilinear,
 )
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """Keep channels-last activations channels-last (cuDNN's tensor-core kernels prefer it)."""
-    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def _linear_fp32(layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
@@ -68,26 +64,20 @@ def _encoder_layer(layer: ConvLayer, x: torch.Tensor, input_gain: float, fold_bl
 
 def _styled_conv(
     layer: StyledConv, x: torch.Tensor, w: torch.Tensor, feature: torch.Tensor, *, input_gain: float,
-    fold_blur: bool,
+    fold_blur: bool, subpixel: bool, fused: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, feature * sqrt(2)) / sqrt(2)``: ``[N, I, H, W]`` -> ``[N, 2*O, H', W']``."""
     conv = layer.conv
     out_ch = conv.weight.shape[1]
     bias = layer.activate.bias
     styles = _linear_fp32(conv.modulation, w)  # [N, I]
-    conv_out = modulated_conv2d(
+    result = modulated_conv2d_raw(
         x, conv.weight, styles, scale=conv.scale, demodulate=True, upsample=conv.upsample,
         blur_kernel=conv.blur.kernel if conv.upsample else None, bias=bias[:out_ch], input_gain=input_gain,
-        fold_blur=fold_blur,
-    )  # [N, O, H', W'], bias of the first half included
-    n, _, height, width = conv_out.shape
-    out = torch.empty((n, 2 * out_ch, height, width), dtype=conv_out.dtype, device=conv_out.device,
-                      memory_format=_memory_format(conv_out))
-    out[:, :out_ch].copy_(conv_out)
-    del conv_out
-    alpha = (layer.noise.weight * GAIN).to(out.dtype)  # the feature arrives divided by sqrt(2)
-    torch.addcmul(bias[out_ch:].reshape(1, out_ch, 1, 1), feature, alpha, out=out[:, out_ch:])
-    return leaky_relu_unscaled_(out)
+        fold_blur=fold_blur, subpixel=subpixel and conv.upsample,
+    )
+    alpha = layer.noise.weight * GAIN  # the feature arrives divided by sqrt(2)
+    return styled_concat(result, feature, alpha, bias[out_ch:], fused=fused)
 
 
 def _to_rgb(
@@ -120,6 +110,8 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     fold = model.fold_blur if model.fold_blur is not None else x.is_cuda
+    subpixel = bool(model.subpixel_upsample)
+    fused = bool(model.fused_kernels)
     bilinear = _has_standard_skip_kernels(model)
     features: list[torch.Tensor] = []  # encoder outputs / sqrt(2), from S x S down to 4 x 4
     out = x.contiguous(memory_format=memory_format)
@@ -138,12 +130,15 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
 
     n = code.shape[0]
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
-    h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold)
+    h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold,
+                     subpixel=subpixel, fused=fused)
     skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN, bilinear=bilinear)
     for step, to_rgb in enumerate(gen.to_rgbs):
         feature = features.pop()  # released after this step
-        h = _styled_conv(gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold)
-        h = _styled_conv(gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold)
+        h = _styled_conv(gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold,
+                         subpixel=subpixel, fused=fused)
+        h = _styled_conv(gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold,
+                         subpixel=subpixel, fused=fused)
         del feature
         skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN, bilinear=bilinear)
     return skip

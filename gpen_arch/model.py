@@ -24,6 +24,11 @@ class GPEN(nn.Module):
     on CUDA only) folds the FIR blurs into the neighbouring stride-2 convolutions (see ``ops/upfirdn2d.py``).
     ``cuda_graphs`` (default False) replays CUDA forwards through a captured CUDA graph (``cuda_graph.py``): much
     faster at batch 1, at the price of keeping one forward's activations allocated while the model lives.
+    ``subpixel_upsample`` (default False) runs the upsampling convolutions, blur folded in, as 3x3 convolutions with
+    four output phases at the input resolution (``ops/upfirdn2d.transposed_to_subpixel``), the pixel shuffle done
+    by the epilogue that writes the result anyway. ``fused_kernels`` (default False) writes each StyledConv's
+    activated concatenation with one Triton kernel on CUDA (``ops/triton_epilogue.py``; PyTorch elsewhere or when
+    Triton is missing). The last two are GPU options, off until measured on a GPU (``benchmarks/gpu_check.sh``).
     """
 
     def __init__(self, config: GPENConfig) -> None:
@@ -33,6 +38,8 @@ class GPEN(nn.Module):
         self.channels_last = True
         self.fold_blur: bool | None = None  # None: fold the FIR blurs into the convolutions on CUDA only
         self.cuda_graphs = False  # replay CUDA inputs through a captured graph (cuda_graph.py)
+        self.subpixel_upsample = False  # upsampling convs as four-phase 3x3 convs (blur folded in)
+        self.fused_kernels = False  # one Triton kernel per StyledConv epilogue on CUDA
         self._graph_runner = None
         self.generator = Generator(config)
 

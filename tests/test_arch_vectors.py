@@ -56,9 +56,13 @@ def test_fast_path_matches_reference_on_a_batch():
         face_by_face = model(batch)  # on the CPU a batch runs face by face
         shared = fast_forward(model, batch)  # the GPU's batch path: three faces share one weight
         folded = fast_forward(with_attributes(model, fold_blur=True), batch)  # and its folded blurs
+        subpixel = fast_forward(with_attributes(model, subpixel_upsample=True, fused_kernels=True), batch)
+        single = fast_forward(model, batch[:1])  # batch 1 with sub-pixel upsampling
+        with_attributes(model, fold_blur=None, subpixel_upsample=False, fused_kernels=False)
         model.use_fast_path = False
         reference = model(batch)
-    for fast in (face_by_face, shared, folded):
+    assert (single - reference[:1]).abs().max().item() < 1e-4
+    for fast in (face_by_face, shared, folded, subpixel):
         assert (fast - reference).abs().max().item() < 1e-4
         assert (fast[:1] - expected).abs().max().item() < 1e-4
 

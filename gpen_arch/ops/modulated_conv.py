@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .upfirdn2d import blur, fold_blur_into_transposed_conv, upfirdn2d_ref
+from .epilogue import ConvOutput, materialize
+from .upfirdn2d import blur, fold_blur_into_transposed_conv, transposed_to_subpixel, upfirdn2d_ref
 
 DEMOD_EPS = 1e-8
 
@@ -58,32 +59,65 @@ def modulated_conv2d(
     bias: torch.Tensor | None = None,
     input_gain: float = 1.0,
     fold_blur: bool = False,
+    subpixel: bool = False,
 ) -> torch.Tensor:
     """Fast form of :func:`modulated_conv2d_ref`, plus an optional output ``bias`` ``[O]`` and an ``input_gain``
     (the caller passes ``x / input_gain``; the gain is folded into the weights, saving a pass over ``x``).
+    See :func:`modulated_conv2d_raw` for the options; this settles its epilogue into a plain tensor."""
+    return materialize(modulated_conv2d_raw(
+        x, weight, styles, scale=scale, demodulate=demodulate, upsample=upsample, blur_kernel=blur_kernel,
+        bias=bias, input_gain=input_gain, fold_blur=fold_blur, subpixel=subpixel,
+    ))
 
-    - batch 1: the modulated weight is built once (in float32) and applied with a plain convolution;
+
+def modulated_conv2d_raw(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    scale: float,
+    demodulate: bool,
+    upsample: bool,
+    blur_kernel: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    input_gain: float = 1.0,
+    fold_blur: bool = False,
+    subpixel: bool = False,
+) -> ConvOutput:
+    """The convolution of :func:`modulated_conv2d`, its cheap elementwise remainder left to the caller
+    (``ops/epilogue.py``), so that it can be fused into whatever writes the result.
+
+    - batch 1: the modulated weight is built once (in float32) and applied with a plain convolution, bias included;
     - batch > 1: modulation scales the input and demodulation scales the output, so the whole batch shares one
-      weight and one ordinary convolution (no per-sample grouped weights).
-    The blur after an upsampling convolution is a depthwise convolution with the bias folded in, or, with
-    ``fold_blur``, folded into the transposed convolution's weight (see ``fold_blur_into_transposed_conv``).
+      weight and one ordinary convolution (no per-sample grouped weights); scale and bias are left pending.
+    Upsampling is a stride-2 transposed convolution followed by the blur as a depthwise convolution; with
+    ``fold_blur`` the blur is folded into the transposed convolution's weight (``fold_blur_into_transposed_conv``);
+    with ``subpixel`` that folded convolution runs as a 3x3 convolution with four phases at the input resolution
+    (``transposed_to_subpixel``), its pixel shuffle left pending.
     """
     n, in_ch = x.shape[:2]
     _, out_ch, _, k, _ = weight.shape
     base = weight[0].float() * scale  # [O, I, k, k]
     s = styles.float()  # [N, I]
+    if upsample and subpixel and k != 3:
+        raise ValueError(f"sub-pixel upsampling needs a 3x3 kernel, got {k}x{k}")
     if n == 1:
         w = base * s.reshape(1, in_ch, 1, 1)
         if demodulate:
             w = w * torch.rsqrt(w.pow(2).sum([1, 2, 3]) + DEMOD_EPS).reshape(out_ch, 1, 1, 1)
         w = (w * input_gain).to(x.dtype)
+        if upsample and subpixel:
+            w = transposed_to_subpixel(fold_blur_into_transposed_conv(w, blur_kernel))  # [4*O, I, 3, 3]
+            phase_bias = None if bias is None else bias.to(x.dtype).repeat(4)
+            return ConvOutput(F.conv2d(x, w, phase_bias, padding=1), out_ch, subpixel=True)
         if upsample and fold_blur:
             w = fold_blur_into_transposed_conv(w, blur_kernel)  # [O, I, k+3, k+3]
-            return F.conv_transpose2d(x, w.transpose(0, 1).contiguous(), bias, stride=2, padding=2)  # [1,O,2H,2W]
+            out = F.conv_transpose2d(x, w.transpose(0, 1).contiguous(), bias, stride=2, padding=2)  # [1,O,2H,2W]
+            return ConvOutput(out, out_ch)
         if upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
-            return blur(out, blur_kernel, pad=1, bias=bias)
-        return F.conv2d(x, w, bias, padding=k // 2)
+            return ConvOutput(blur(out, blur_kernel, pad=1, bias=bias), out_ch)
+        return ConvOutput(F.conv2d(x, w, bias, padding=k // 2), out_ch)
 
     xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
     w = base.to(x.dtype)
@@ -93,23 +127,18 @@ def modulated_conv2d(
         out_scale = demod * input_gain
     else:
         out_scale = torch.full((n, out_ch), input_gain, device=x.device)
-    out_scale = out_scale.to(x.dtype).reshape(n, out_ch, 1, 1)
-    if upsample and not fold_blur:
-        out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
-        del xs
-        out.mul_(out_scale)  # per-channel scaling commutes with the depthwise blur
-        return blur(out, blur_kernel, pad=1, bias=bias)
-    if upsample:
+    out_scale = out_scale.to(x.dtype)
+    if upsample and subpixel:
+        w = transposed_to_subpixel(fold_blur_into_transposed_conv(w, blur_kernel))
+        out = F.conv2d(xs, w, padding=1)
+        return ConvOutput(out, out_ch, subpixel=True, scale=out_scale, bias=bias)
+    if upsample and fold_blur:
         folded = fold_blur_into_transposed_conv(w, blur_kernel)
         out = F.conv_transpose2d(xs, folded.transpose(0, 1), stride=2, padding=2)
+    elif upsample:
+        out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
         del xs
-        out.mul_(out_scale)
-        if bias is not None:
-            out.add_(bias.to(out.dtype).reshape(1, out_ch, 1, 1))
-        return out
-    out = F.conv2d(xs, w, padding=k // 2)
-    del xs
-    out.mul_(out_scale)
-    if bias is not None:
-        out.add_(bias.to(out.dtype).reshape(1, out_ch, 1, 1))
-    return out
+        out = blur(out, blur_kernel, pad=1)  # per-channel scaling commutes with the depthwise blur
+    else:
+        out = F.conv2d(xs, w, padding=k // 2)
+    return ConvOutput(out, out_ch, scale=out_scale, bias=bias)

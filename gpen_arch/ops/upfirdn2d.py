@@ -104,3 +104,20 @@ def upsample2x_bilinear(x: torch.Tensor) -> torch.Tensor:
     out[:, :, :, 0].mul_(0.75)
     out[:, :, :, -1].mul_(0.75)
     return out
+
+
+def transposed_to_subpixel(weight: torch.Tensor) -> torch.Tensor:
+    """Rewrite a 6x6 stride-2 transposed convolution (``conv_transpose2d(x, weight.transpose(0, 1), stride=2,
+    padding=2)``, as :func:`fold_blur_into_transposed_conv` produces for k = 3) as a sub-pixel convolution.
+
+    Output pixel ``(2m + dy, 2n + dx)`` takes input taps ``x[m + 1 - j]`` with kernel rows ``2j + dy`` (j = 0, 1, 2),
+    so each of the four phases is an ordinary 3x3 convolution (padding 1) at the input resolution, with the flipped
+    kernel subsampled at stride 2. ``weight``: ``[O, I, 6, 6]`` -> ``[4*O, I, 3, 3]``; output channel
+    ``(2*dy + dx)*O + o`` holds output channel ``o`` at phase ``(dy, dx)``. An ordinary convolution with four times
+    the output channels at a quarter of the pixels suits tensor cores far better than a thin transposed one.
+    """
+    if weight.dim() != 4 or weight.shape[-2:] != (6, 6):
+        raise ValueError(f"transposed_to_subpixel expects [O, I, 6, 6], got {list(weight.shape)}")
+    flipped = torch.flip(weight, [2, 3])
+    phases = [flipped[:, :, 1 - dy::2, 1 - dx::2] for dy in (0, 1) for dx in (0, 1)]
+    return torch.cat(phases, 0).contiguous()
