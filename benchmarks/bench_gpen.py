@@ -104,6 +104,8 @@ def run_worker(args: argparse.Namespace) -> dict:
         model.cuda_graphs = args.cuda_graphs
         if args.fold_blur != "auto":
             model.fold_blur = args.fold_blur == "on"
+        model.subpixel_upsample = args.subpixel
+        model.fused_kernels = args.fused
     if args.compile:
         model = torch.compile(model)
     x = x32.to(device=device, dtype=dtype)
@@ -130,11 +132,14 @@ def run_worker(args: argparse.Namespace) -> dict:
         "peak_rss_mb": _peak_rss_bytes() / 2**20, "rss_after_load_mb": rss_loaded / 2**20,
     }
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    derived = getattr(model, "derived_weights", None)  # folded weights cached by our fast forward
+    result["derived_mb"] = derived.nbytes() / 2**20 if derived is not None else 0.0
+    weights_mb += result["derived_mb"]
     if device.type == "cuda":
         result["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["activations_mb"] = result["peak_vram_mb"] - weights_mb
     else:
-        result["activations_mb"] = result["peak_rss_mb"] - result["rss_after_load_mb"]
+        result["activations_mb"] = result["peak_rss_mb"] - result["rss_after_load_mb"] - result["derived_mb"]
     if hasattr(model, "estimate_memory"):
         result["estimate_mb"] = model.estimate_memory(args.batch, dtype) / 2**20
     out = out.float().cpu()
@@ -155,7 +160,8 @@ def _spawn(args: argparse.Namespace, **overrides) -> dict | None:
            "--runs", str(args.runs)]
     params = {"impl": "ours", "device": args.device, "threads": args.threads,
               "contiguous": args.contiguous, "compile": args.compile,
-              "cuda_graphs": args.cuda_graphs, "fold_blur": args.fold_blur, **overrides}
+              "cuda_graphs": args.cuda_graphs, "fold_blur": args.fold_blur, "subpixel": args.subpixel,
+              "fused": args.fused, **overrides}
     for key, value in params.items():
         if value is None or value is False:
             continue
@@ -187,6 +193,10 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="replay our forward through a CUDA graph")
     parser.add_argument("--fold-blur", choices=["auto", "on", "off"], default="auto",
                         help="fold the FIR blurs into the convolutions (auto: on CUDA only)")
+    parser.add_argument("--subpixel", action="store_true",
+                        help="upsampling convolutions as four-phase 3x3 convolutions (GPEN.subpixel_upsample)")
+    parser.add_argument("--fused", action="store_true",
+                        help="the fused Triton epilogue on CUDA (GPEN.fused_kernels)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     # worker-only flags
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -209,9 +219,13 @@ def main() -> None:
     import tempfile
 
     header = (f"{'size':>5} {'dtype':>5} {'batch':>5} {'impl':>9} {'ms/face':>10} {'peak MB':>9} {'act. MB':>8} "
-              f"{'est. MB':>8} {'max|d| vs fp32':>15}")
+              f"{'est. MB':>8} {'cache MB':>8} {'max|d| vs fp32':>15}")
     extra = "  vs official (time, memory, max|d|)" if args.reference else ""
-    print(f"device: {args.device}  threads: {args.threads or 'default'}  runs: {args.runs} (+{args.warmup} warm-up)")
+    options = [name for name, on in [("channels-first", args.contiguous), ("compile", args.compile),
+                                     ("cuda-graphs", args.cuda_graphs), (f"fold-blur {args.fold_blur}", True),
+                                     ("subpixel", args.subpixel), ("fused", args.fused)] if on]
+    print(f"device: {args.device}  threads: {args.threads or 'default'}  runs: {args.runs} (+{args.warmup} warm-up)"
+          f"  options: {', '.join(options)}")
     print(header + extra)
     for size in args.sizes:
         for dtype in args.dtypes:
@@ -226,6 +240,7 @@ def main() -> None:
                     diff = row.get("max_abs_vs_fp32")
                     line = (f"{size:>5} {dtype:>5} {batch:>5} {'ours':>9} {row['ms_per_face']:>10.1f} {peak:>9.0f} "
                             f"{row['activations_mb']:>8.0f} {row.get('estimate_mb', 0):>8.0f} "
+                            f"{row['derived_mb']:>8.0f} "
                             f"{(f'{diff:.2e}' if diff is not None else '-'):>15}")
                     if args.reference:
                         off_out = os.path.join(tmp, "official.pt")

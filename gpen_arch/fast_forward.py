@@ -45,25 +45,35 @@ def _linear_fp32(layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
     return out + bias
 
 
-def _encoder_layer(layer: ConvLayer, x: torch.Tensor, input_gain: float, fold_blur: bool) -> torch.Tensor:
+def _memo(model, layer: torch.nn.Module, source: torch.Tensor):
+    """The ``cache`` argument of ``modulated_conv2d`` for one layer: derived weights kept in ``model``."""
+    cache = model.derived_weights
+    return lambda form, build: cache.get((id(layer), form), source, build)
+
+
+def _encoder_layer(model, layer: ConvLayer, x: torch.Tensor, input_gain: float, fold_blur: bool) -> torch.Tensor:
     """``layer(x * input_gain) / sqrt(2)``: ``[N, Cin, H, W]`` -> ``[N, Cout, H', W']``."""
     if not layer.downsample:
         conv, act = layer[0], layer[1]
         out = F.conv2d(x, conv.weight * (conv.scale * input_gain), act.bias, padding=conv.padding)
         return leaky_relu_unscaled_(out)
     blur_layer, conv, act = layer[0], layer[1], layer[2]
-    weight = conv.weight * (conv.scale * input_gain)
     if fold_blur:  # one 6x6 stride-2 conv instead of blur + 3x3 stride-2 conv
-        weight = fold_blur_into_strided_conv(weight, blur_layer.kernel)
+        def build() -> torch.Tensor:
+            folded = fold_blur_into_strided_conv(conv.weight.float() * (conv.scale * input_gain),
+                                                 blur_layer.kernel.float())
+            return folded.to(x.dtype)
+
+        weight = _memo(model, layer, conv.weight)(f"folded*{input_gain}", build)
         out = F.conv2d(x, weight, act.bias, stride=2, padding=blur_layer.pad[0])
-    else:
-        x = blur(x, blur_layer.kernel, pad=blur_layer.pad[0])  # [N, Cin, H+1, W+1]
-        out = F.conv2d(x, weight, act.bias, stride=2)
+        return leaky_relu_unscaled_(out)
+    x = blur(x, blur_layer.kernel, pad=blur_layer.pad[0])  # [N, Cin, H+1, W+1]
+    out = F.conv2d(x, conv.weight * (conv.scale * input_gain), act.bias, stride=2)
     return leaky_relu_unscaled_(out)
 
 
 def _styled_conv(
-    layer: StyledConv, x: torch.Tensor, w: torch.Tensor, feature: torch.Tensor, *, input_gain: float,
+    model, layer: StyledConv, x: torch.Tensor, w: torch.Tensor, feature: torch.Tensor, *, input_gain: float,
     fold_blur: bool, subpixel: bool, fused: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, feature * sqrt(2)) / sqrt(2)``: ``[N, I, H, W]`` -> ``[N, 2*O, H', W']``."""
@@ -74,7 +84,7 @@ def _styled_conv(
     result = modulated_conv2d_raw(
         x, conv.weight, styles, scale=conv.scale, demodulate=True, upsample=conv.upsample,
         blur_kernel=conv.blur.kernel if conv.upsample else None, bias=bias[:out_ch], input_gain=input_gain,
-        fold_blur=fold_blur, subpixel=subpixel and conv.upsample,
+        fold_blur=fold_blur, subpixel=subpixel and conv.upsample, cache=_memo(model, layer, conv.weight),
     )
     alpha = layer.noise.weight * GAIN  # the feature arrives divided by sqrt(2)
     return styled_concat(result, feature, alpha, bias[out_ch:], fused=fused)
@@ -117,7 +127,7 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     out = x.contiguous(memory_format=memory_format)
     gain = 1.0
     for layer in model.encoder_layers():
-        out = _encoder_layer(layer, out, gain, fold)
+        out = _encoder_layer(model, layer, out, gain, fold)
         features.append(out)
         gain = GAIN
     del out, x
@@ -130,14 +140,14 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
 
     n = code.shape[0]
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
-    h = _styled_conv(gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold,
+    h = _styled_conv(model, gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold,
                      subpixel=subpixel, fused=fused)
     skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN, bilinear=bilinear)
     for step, to_rgb in enumerate(gen.to_rgbs):
         feature = features.pop()  # released after this step
-        h = _styled_conv(gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold,
+        h = _styled_conv(model, gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold,
                          subpixel=subpixel, fused=fused)
-        h = _styled_conv(gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold,
+        h = _styled_conv(model, gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold,
                          subpixel=subpixel, fused=fused)
         del feature
         skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN, bilinear=bilinear)

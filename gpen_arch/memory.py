@@ -71,3 +71,22 @@ def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch
 def model_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters and buffers as they are stored now."""
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def derived_weight_bytes(config: GPENConfig, dtype: torch.dtype, *, encoder: bool = True) -> int:
+    """Bytes of the weights the fast forward derives and caches when it folds blurs (``weight_cache.py``): every
+    upsampling convolution's 3x3 weight folded to 6x6 (or its four 3x3 phases: as many numbers) plus its float32
+    squared norms, and with ``encoder`` every downsampling encoder convolution folded likewise."""
+    element = _element_size(dtype)
+    total = 0
+    previous = config.channels(4)
+    for step in range(config.num_decoder_steps):
+        channels = config.channels(2 ** (step + 3))
+        pairs = channels * 2 * previous  # out x in of the upsampling StyledConv
+        total += pairs * 36 * element + pairs * 4
+        previous = channels
+    if encoder:
+        for i in range(1, config.num_encoder_layers):
+            resolution = config.size >> i
+            total += config.channels(resolution) * config.channels(2 * resolution) * 36 * element
+    return total

@@ -8,7 +8,8 @@ from torch import nn
 from .config import GPENConfig
 from .generator import Generator
 from .layers import ConvLayer, EqualLinear
-from .memory import estimate_forward_memory
+from .memory import derived_weight_bytes, estimate_forward_memory
+from .weight_cache import DerivedWeights
 
 
 class GPEN(nn.Module):
@@ -41,6 +42,7 @@ class GPEN(nn.Module):
         self.subpixel_upsample = False  # upsampling convs as four-phase 3x3 convs (blur folded in)
         self.fused_kernels = False  # one Triton kernel per StyledConv epilogue on CUDA
         self._graph_runner = None
+        self.derived_weights = DerivedWeights()  # folded / sub-pixel weights of the fast forward (weight_cache.py)
         self.generator = Generator(config)
 
         size = config.size
@@ -54,6 +56,28 @@ class GPEN(nn.Module):
             setattr(self, f"ecd{i}", layer)
         c4 = config.channels(4)
         self.final_linear = nn.Sequential(EqualLinear(in_dim=c4 * 4 * 4, out_dim=config.style_dim, activate=True))
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .half() / .cuda(): derived weights would stay behind on the old device or in the old dtype
+        self.derived_weights.clear()
+        if self._graph_runner is not None:
+            self._graph_runner.reset()
+        return super()._apply(fn, recurse)
+
+    def uses_folded_weights(self, device: torch.device | str) -> bool:
+        """Whether the fast forward on ``device`` folds blurs into convolutions (and so caches folded weights)."""
+        folds = self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
+        return bool(folds or self.subpixel_upsample)
+
+    def derived_weight_bytes(self, device: torch.device | str, dtype: torch.dtype | None = None) -> int:
+        """Bytes of the derived weights the fast forward caches on ``device`` (0 where it folds nothing): count
+        them with the model's own size when reserving memory."""
+        if not self.uses_folded_weights(device):
+            return 0
+        if dtype is None:
+            dtype = self.final_linear[0].weight.dtype
+        fold = self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
+        return derived_weight_bytes(self.config, dtype, encoder=bool(fold))
 
     def encoder_layers(self) -> list[ConvLayer]:
         """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""

@@ -114,8 +114,10 @@ def load_gpen_model(name: str, precision: str) -> GPENModelHandle:
     device = compute_device()
     dtype = choose_dtype(precision, device)
     model = load_gpen(read_state_dict(path), device=mm.unet_offload_device(), dtype=dtype)
+    # the folded weights the fast forward derives on the GPU live with the model: ComfyUI must make room for them too
+    size = model_bytes(model) + model.derived_weight_bytes(device)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device(),
-                                               size=model_bytes(model))
+                                               size=size)
     logger.info("loaded %s: GPEN-%d, %s", name, model.config.size, dtype)
     return GPENModelHandle(patcher=patcher, file_name=name, size=model.config.size, dtype=dtype)
 

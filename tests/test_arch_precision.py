@@ -13,10 +13,13 @@ from gpen_arch import load_gpen, read_state_dict
 BOUNDS = {torch.float16: (1e-2, 1.2e-3), torch.bfloat16: (1e-1, 1.2e-2)}
 
 
+@pytest.mark.parametrize("form", ["default", "folded", "subpixel"])  # the GPU's forms too, run here on the CPU
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_half_precision_close_to_float32(dtype):
+def test_half_precision_close_to_float32(dtype, form):
     path, _, x, expected, _ = load_vector("gpen_256_cm1_n0.25")
     model = load_gpen(read_state_dict(path), dtype=dtype)
+    model.fold_blur = True if form != "default" else None
+    model.subpixel_upsample = form == "subpixel"
     assert model.final_linear[0].weight.dtype == dtype
     assert all(b.dtype == dtype for b in model.buffers())
     with torch.no_grad():

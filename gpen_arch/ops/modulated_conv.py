@@ -10,6 +10,8 @@ Shapes: ``x`` ``[N, I, H, W]``; ``weight`` ``[1, O, I, k, k]``; ``styles`` ``[N,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +49,14 @@ def modulated_conv2d_ref(
     return out.reshape(n, out_ch, height, width)
 
 
+#: ``cache(form, build)`` returns ``build()``, or the tensor an earlier call built for the same layer and form.
+Memo = Callable[[str, Callable[[], torch.Tensor]], torch.Tensor]
+
+
+def _no_cache(form: str, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return build()
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -60,13 +70,14 @@ def modulated_conv2d(
     input_gain: float = 1.0,
     fold_blur: bool = False,
     subpixel: bool = False,
+    cache: Memo | None = None,
 ) -> torch.Tensor:
     """Fast form of :func:`modulated_conv2d_ref`, plus an optional output ``bias`` ``[O]`` and an ``input_gain``
     (the caller passes ``x / input_gain``; the gain is folded into the weights, saving a pass over ``x``).
     See :func:`modulated_conv2d_raw` for the options; this settles its epilogue into a plain tensor."""
     return materialize(modulated_conv2d_raw(
         x, weight, styles, scale=scale, demodulate=demodulate, upsample=upsample, blur_kernel=blur_kernel,
-        bias=bias, input_gain=input_gain, fold_blur=fold_blur, subpixel=subpixel,
+        bias=bias, input_gain=input_gain, fold_blur=fold_blur, subpixel=subpixel, cache=cache,
     ))
 
 
@@ -83,62 +94,92 @@ def modulated_conv2d_raw(
     input_gain: float = 1.0,
     fold_blur: bool = False,
     subpixel: bool = False,
+    cache: Memo | None = None,
 ) -> ConvOutput:
     """The convolution of :func:`modulated_conv2d`, its cheap elementwise remainder left to the caller
     (``ops/epilogue.py``), so that it can be fused into whatever writes the result.
 
-    - batch 1: the modulated weight is built once (in float32) and applied with a plain convolution, bias included;
+    - batch 1: the modulated weight is built once per call and applied with a plain convolution, bias included;
     - batch > 1: modulation scales the input and demodulation scales the output, so the whole batch shares one
       weight and one ordinary convolution (no per-sample grouped weights); scale and bias are left pending.
     Upsampling is a stride-2 transposed convolution followed by the blur as a depthwise convolution; with
     ``fold_blur`` the blur is folded into the transposed convolution's weight (``fold_blur_into_transposed_conv``);
     with ``subpixel`` that folded convolution runs as a 3x3 convolution with four phases at the input resolution
-    (``transposed_to_subpixel``), its pixel shuffle left pending.
+    (``transposed_to_subpixel``), its pixel shuffle left pending. Folded weights depend on the parameters only:
+    ``cache`` (see :data:`Memo`) keeps them between calls, and modulation and demodulation are applied to them as
+    per-(output, input) factors, since folding is linear in each filter.
     """
     n, in_ch = x.shape[:2]
     _, out_ch, _, k, _ = weight.shape
-    base = weight[0].float() * scale  # [O, I, k, k]
-    s = styles.float()  # [N, I]
     if upsample and subpixel and k != 3:
         raise ValueError(f"sub-pixel upsampling needs a 3x3 kernel, got {k}x{k}")
+    memo = cache or _no_cache
+    s = styles.float()  # [N, I]
+    if upsample and (fold_blur or subpixel):
+        return _folded_upsample(x, weight, s, scale=scale, demodulate=demodulate, blur_kernel=blur_kernel, bias=bias,
+                                input_gain=input_gain, subpixel=subpixel, memo=memo)
+    base = weight[0].float() * scale  # [O, I, k, k]
     if n == 1:
         w = base * s.reshape(1, in_ch, 1, 1)
         if demodulate:
             w = w * torch.rsqrt(w.pow(2).sum([1, 2, 3]) + DEMOD_EPS).reshape(out_ch, 1, 1, 1)
         w = (w * input_gain).to(x.dtype)
-        if upsample and subpixel:
-            w = transposed_to_subpixel(fold_blur_into_transposed_conv(w, blur_kernel))  # [4*O, I, 3, 3]
-            phase_bias = None if bias is None else bias.to(x.dtype).repeat(4)
-            return ConvOutput(F.conv2d(x, w, phase_bias, padding=1), out_ch, subpixel=True)
-        if upsample and fold_blur:
-            w = fold_blur_into_transposed_conv(w, blur_kernel)  # [O, I, k+3, k+3]
-            out = F.conv_transpose2d(x, w.transpose(0, 1).contiguous(), bias, stride=2, padding=2)  # [1,O,2H,2W]
-            return ConvOutput(out, out_ch)
         if upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
             return ConvOutput(blur(out, blur_kernel, pad=1, bias=bias), out_ch)
         return ConvOutput(F.conv2d(x, w, bias, padding=k // 2), out_ch)
 
     xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
+    out_scale = _output_scale(s, base.pow(2).sum([2, 3]) if demodulate else None, input_gain, out_ch)
     w = base.to(x.dtype)
-    if demodulate:
-        # sum_{i,kh,kw} (scale W s_i)^2 = s^2 @ sum_{kh,kw} (scale W)^2
-        demod = torch.rsqrt(s.pow(2) @ base.pow(2).sum([2, 3]).t() + DEMOD_EPS)  # [N, O]
-        out_scale = demod * input_gain
-    else:
-        out_scale = torch.full((n, out_ch), input_gain, device=x.device)
-    out_scale = out_scale.to(x.dtype)
-    if upsample and subpixel:
-        w = transposed_to_subpixel(fold_blur_into_transposed_conv(w, blur_kernel))
-        out = F.conv2d(xs, w, padding=1)
-        return ConvOutput(out, out_ch, subpixel=True, scale=out_scale, bias=bias)
-    if upsample and fold_blur:
-        folded = fold_blur_into_transposed_conv(w, blur_kernel)
-        out = F.conv_transpose2d(xs, folded.transpose(0, 1), stride=2, padding=2)
-    elif upsample:
+    if upsample:
         out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
         del xs
         out = blur(out, blur_kernel, pad=1)  # per-channel scaling commutes with the depthwise blur
     else:
         out = F.conv2d(xs, w, padding=k // 2)
-    return ConvOutput(out, out_ch, scale=out_scale, bias=bias)
+    return ConvOutput(out, out_ch, scale=out_scale.to(x.dtype), bias=bias)
+
+
+def _output_scale(s: torch.Tensor, norms: torch.Tensor | None, input_gain: float, out_ch: int) -> torch.Tensor:
+    """``[N, O]`` float32: demodulation ``rsqrt(sum_i s_i^2 |scale W_oi|^2 + eps)`` (``norms`` = ``|scale W_oi|^2``
+    ``[O, I]``; None: no demodulation) times the input gain."""
+    if norms is None:
+        return torch.full((s.shape[0], out_ch), input_gain, device=s.device)
+    return torch.rsqrt(s.pow(2) @ norms.t() + DEMOD_EPS) * input_gain
+
+
+def _folded_upsample(
+    x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, *, scale: float, demodulate: bool,
+    blur_kernel: torch.Tensor, bias: torch.Tensor | None, input_gain: float, subpixel: bool, memo: Memo,
+) -> ConvOutput:
+    """Upsampling modulated conv with the blur folded in: a 6x6 stride-2 transposed conv, or its four 3x3 phases."""
+    n, in_ch = x.shape[:2]
+    out_ch = weight.shape[1]
+
+    def folded_base() -> torch.Tensor:  # [O, I, 6, 6] float32
+        return fold_blur_into_transposed_conv(weight[0].float() * scale, blur_kernel.float())
+
+    if subpixel:  # [4*O, I, 3, 3] in the model's dtype
+        base = memo("subpixel", lambda: transposed_to_subpixel(folded_base()).to(x.dtype))
+    else:  # [I, O, 6, 6], as conv_transpose2d wants it
+        base = memo("transposed", lambda: folded_base().transpose(0, 1).contiguous().to(x.dtype))
+    norms = memo("norms", lambda: (weight[0].float() * scale).pow(2).sum([2, 3])) if demodulate else None
+    out_scale = _output_scale(s, norms, input_gain, out_ch)  # [N, O] float32
+
+    def convolve(inputs: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        if subpixel:
+            phase_bias = None if b is None else b.to(x.dtype).repeat(4)
+            return F.conv2d(inputs, w, phase_bias, padding=1)
+        return F.conv_transpose2d(inputs, w, b, stride=2, padding=2)
+
+    if n == 1:  # modulation and demodulation as per-(output, input) factors on the cached folded weight
+        factors = (out_scale[0].reshape(out_ch, 1) * s[0].reshape(1, in_ch)).to(x.dtype)  # [O, I]
+        if subpixel:
+            w = (base.reshape(4, out_ch, in_ch, 3, 3) * factors.reshape(1, out_ch, in_ch, 1, 1)).reshape(base.shape)
+        else:
+            w = base * factors.t().reshape(in_ch, out_ch, 1, 1)
+        return ConvOutput(convolve(x, w, bias), out_ch, subpixel=subpixel)
+    xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)
+    out = convolve(xs, base, None)
+    return ConvOutput(out, out_ch, subpixel=subpixel, scale=out_scale.to(x.dtype), bias=bias)

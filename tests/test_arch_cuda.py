@@ -1,0 +1,81 @@
+"""The GPU-only forms of the fast forward, on a CUDA device: folded blurs, sub-pixel upsampling, the compiled fused
+Triton epilogue and CUDA-graph replay, each held to the reference forward on the CPU.
+
+CI has no GPU, so these skip there; ``benchmarks/gpu_check.sh`` runs them on a machine that has one.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from gpen_arch import GPEN, GPENConfig, load_gpen
+from gpen_arch.ops import triton_epilogue
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+CONFIG = GPENConfig(size=256, channel_multiplier=2, narrow=0.5)  # every kind of layer, small enough to be quick
+
+
+@pytest.fixture(scope="module")
+def weights_and_reference():
+    torch.manual_seed(0)
+    state = GPEN(CONFIG).state_dict()
+    for key, value in state.items():  # nonzero noise weights and biases, so every path contributes
+        if key.endswith("noise.weight"):
+            value.uniform_(0.2, 0.8)
+        elif key.endswith("bias") and "modulation" not in key:
+            value.normal_(0.0, 0.1)
+    x = torch.rand(3, 3, CONFIG.size, CONFIG.size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    reference = load_gpen(state)
+    reference.use_fast_path = False
+    with torch.no_grad():
+        expected = reference(x)
+    return state, x, expected
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("subpixel,fused,batch", itertools.product([False, True], [False, True], [1, 3]))
+def test_gpu_forms_match_the_reference(weights_and_reference, subpixel, fused, batch):
+    state, x, expected = weights_and_reference
+    model = load_gpen(state, device="cuda")
+    model.subpixel_upsample, model.fused_kernels = subpixel, fused
+    with torch.no_grad():
+        got = model(x[:batch].cuda()).cpu()
+    assert not triton_epilogue._state["failed"], "the fused kernel failed and fell back"
+    error = (got - expected[:batch]).abs().max().item()
+    assert error < 1e-4, error
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_half_precision_close_to_float32(weights_and_reference, dtype):
+    state, x, expected = weights_and_reference
+    model = load_gpen(state, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        plain = model(x.cuda()).float().cpu()
+        model.subpixel_upsample = model.fused_kernels = True
+        fused = model(x.cuda()).float().cpu()
+    bound = 5e-2 if dtype == torch.float16 else 2.5e-1  # bf16 keeps 8 bits of mantissa
+    assert (plain - expected).abs().max().item() < bound
+    assert (fused - expected).abs().max().item() < bound
+    assert (fused - expected).abs().mean() <= 1.5 * (plain - expected).abs().mean() + 1e-4
+
+
+def test_cuda_graph_replays_the_fused_forward(weights_and_reference):
+    state, x, expected = weights_and_reference
+    model = load_gpen(state, device="cuda")
+    model.subpixel_upsample = model.fused_kernels = model.cuda_graphs = True
+    with torch.no_grad():
+        first = model(x[:1].cuda()).cpu()
+        second = model(x[1:2].cuda()).cpu()  # replay with new input
+    assert (first - expected[:1]).abs().max().item() < 1e-4
+    assert (second - expected[1:2]).abs().max().item() < 1e-4
