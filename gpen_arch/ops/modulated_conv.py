@@ -57,28 +57,11 @@ def _no_cache(form: str, build: Callable[[], torch.Tensor]) -> torch.Tensor:
     return build()
 
 
-def modulated_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    styles: torch.Tensor,
-    *,
-    scale: float,
-    demodulate: bool,
-    upsample: bool,
-    blur_kernel: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    input_gain: float = 1.0,
-    fold_blur: bool = False,
-    subpixel: bool = False,
-    cache: Memo | None = None,
-) -> torch.Tensor:
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, **options) -> torch.Tensor:
     """Fast form of :func:`modulated_conv2d_ref`, plus an optional output ``bias`` ``[O]`` and an ``input_gain``
     (the caller passes ``x / input_gain``; the gain is folded into the weights, saving a pass over ``x``).
-    See :func:`modulated_conv2d_raw` for the options; this settles its epilogue into a plain tensor."""
-    return materialize(modulated_conv2d_raw(
-        x, weight, styles, scale=scale, demodulate=demodulate, upsample=upsample, blur_kernel=blur_kernel,
-        bias=bias, input_gain=input_gain, fold_blur=fold_blur, subpixel=subpixel, cache=cache,
-    ))
+    Takes the keyword options of :func:`modulated_conv2d_raw` and settles its epilogue into a plain tensor."""
+    return materialize(modulated_conv2d_raw(x, weight, styles, **options))
 
 
 def modulated_conv2d_raw(
