@@ -243,6 +243,18 @@ def test_auto_batch_size_follows_free_memory(model, monkeypatch):
     assert auto_batch_size(model, size=256, dtype=torch.float32, device=cpu, faces=100) == batching.MAX_BATCH
 
 
+def test_auto_batch_size_leaves_room_for_weights_still_to_be_folded(model, monkeypatch):
+    from face_pipeline.restoration import batching
+
+    per_face = batching.bytes_per_face(model, 256, torch.float32)
+    monkeypatch.setattr(batching, "free_memory_bytes", lambda device: int(per_face * 5 / batching.USABLE_FRACTION) + 64)
+    cuda = torch.device("cuda")  # only consulted for the fold rule and the (patched) free memory
+    pending = model.derived_weight_bytes(cuda)
+    assert pending > 0 and len(model.derived_weights) == 0
+    expected = max(1, int((per_face * 5 + 64 * batching.USABLE_FRACTION - pending) // per_face))
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=100) == expected < 5
+
+
 def test_free_memory_on_the_cpu_is_real():
     from face_pipeline.restoration.batching import free_memory_bytes
 

@@ -4,7 +4,7 @@ The batch size is ``usable free memory // estimated bytes per face``:
 - free memory: ``torch.cuda.mem_get_info`` on CUDA (what the driver reports free, plus what PyTorch's caching
   allocator holds but does not use), ``MemAvailable`` from /proc/meminfo on the CPU (else the available physical
   pages from ``os.sysconf``, else 4 GiB), on MPS the recommended working set minus what the driver already holds;
-- usable: 80% of that (other allocations, fragmentation);
+- usable: 80% of that (other allocations, fragmentation), less the derived weights the model still has to build;
 - per face: the model's own ``estimate_memory(1, dtype)`` (peak activation bytes of one forward, gpen_arch/memory.py)
   plus the face's input and output copies.
 On out-of-memory the batch is halved and retried down to 1.
@@ -57,12 +57,22 @@ def bytes_per_face(model: torch.nn.Module, size: int, dtype: torch.dtype) -> int
     return int(estimate(1, dtype)) + io
 
 
+def pending_weight_bytes(model: torch.nn.Module, device: torch.device) -> int:
+    """Bytes of derived weights (folded blurs, gpen_arch/weight_cache.py) the model will build on its first forward
+    on ``device`` and has not built yet: they come out of the same free memory as the batch."""
+    total = getattr(model, "derived_weight_bytes", None)
+    cache = getattr(model, "derived_weights", None)
+    if total is None or cache is None:
+        return 0
+    return max(int(total(device)) - cache.nbytes(), 0)
+
+
 def auto_batch_size(model: torch.nn.Module, *, size: int, dtype: torch.dtype, device: torch.device,
                     faces: int) -> int:
     """The largest batch (1..MAX_BATCH, at most ``faces``) that the memory estimate says fits."""
     per_face = bytes_per_face(model, size, dtype)
     free = free_memory_bytes(device)
-    fits = int(free * USABLE_FRACTION // max(per_face, 1))
+    fits = int(max(free * USABLE_FRACTION - pending_weight_bytes(model, device), 0) // max(per_face, 1))
     batch = max(1, min(fits, MAX_BATCH, max(faces, 1)))
     logger.debug("batch size %d: %.0f MiB per face, %.0f MiB free on %s", batch, per_face / 2**20, free / 2**20,
                  device)
