@@ -36,13 +36,15 @@ from .ops.upfirdn2d import (
 )
 
 
-def _linear_fp32(layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
-    """EqualLinear in float32 (the style path is tiny; float32 keeps fp16/bf16 models accurate)."""
-    out = F.linear(x.float(), layer.weight.float() * layer.scale)
-    bias = layer.bias.float() * layer.lr_mul
+def _linear_fp32(model, layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
+    """EqualLinear in float32 (the style path is tiny; float32 keeps fp16/bf16 models accurate), its scaled weight
+    and bias derived once."""
+    weight = _memo(model, layer, layer.weight)("scaled weight", lambda: layer.weight.float() * layer.scale)
+    bias = _memo(model, layer, layer.bias)("scaled bias", lambda: layer.bias.float() * layer.lr_mul)
+    out = torch.addmm(bias, x.float(), weight.t())
     if layer.activate:
-        return GAIN * F.leaky_relu(out + bias, 0.2)
-    return out + bias
+        return F.leaky_relu_(out, 0.2).mul_(GAIN)
+    return out
 
 
 def _memo(model, layer: torch.nn.Module, source: torch.Tensor):
@@ -72,31 +74,65 @@ def _encoder_layer(model, layer: ConvLayer, x: torch.Tensor, input_gain: float, 
     return leaky_relu_unscaled_(out)
 
 
+def _modulated_layers(model) -> list[StyledConv | ToRGB]:
+    gen = model.generator
+    return [gen.conv1, gen.to_rgb1, *gen.convs, *gen.to_rgbs]
+
+
+def _style_table(model) -> tuple[dict[int, tuple[int, int]], torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+    """The modulation linears of every StyledConv and ToRGB stacked, so that one ``addmm`` gives all their styles:
+    ``{id(layer): (start, end)}`` columns of the product, the stacked weights ``[sum I, style_dim]`` and biases
+    ``[sum I]`` (float32), and each StyledConv's feature gain ``alpha * sqrt(2)`` (one-element float32 tensors).
+    The stacks are derived once (``model.derived_weights``): per forward, one kernel instead of a handful per layer."""
+    layers = _modulated_layers(model)
+    styled = [layer for layer in layers if isinstance(layer, StyledConv)]
+    sources = [t for layer in layers for t in (layer.conv.modulation.weight, layer.conv.modulation.bias)]
+    sources += [layer.noise.weight for layer in styled]
+    stamp = model.derived_weights.stamp(*sources)
+
+    def stacked_weights() -> torch.Tensor:  # [sum I, style_dim] float32, EqualLinear's scale applied
+        return torch.cat([layer.conv.modulation.weight.float() * layer.conv.modulation.scale for layer in layers])
+
+    def stacked_biases() -> torch.Tensor:  # [sum I] float32, EqualLinear's lr_mul applied
+        return torch.cat([layer.conv.modulation.bias.float() * layer.conv.modulation.lr_mul for layer in layers])
+
+    def alphas() -> torch.Tensor:  # the features arrive divided by sqrt(2)
+        return torch.cat([layer.noise.weight.float().reshape(1) * GAIN for layer in styled])
+
+    cache = model.derived_weights
+    weights = cache.get("style weights", stamp, stacked_weights)
+    biases = cache.get("style biases", stamp, stacked_biases)
+    gains = cache.get("feature gains", stamp, alphas)
+    spans, start = {}, 0
+    for layer in layers:
+        width = layer.conv.modulation.weight.shape[0]
+        spans[id(layer)] = (start, start + width)
+        start += width
+    return spans, weights, biases, {id(layer): gains[i:i + 1] for i, layer in enumerate(styled)}
+
+
 def _styled_conv(
-    model, layer: StyledConv, x: torch.Tensor, w: torch.Tensor, feature: torch.Tensor, *, input_gain: float,
-    fold_blur: bool, subpixel: bool, fused: bool,
+    model, layer: StyledConv, x: torch.Tensor, styles: torch.Tensor, alpha: torch.Tensor, feature: torch.Tensor, *,
+    input_gain: float, fold_blur: bool, subpixel: bool, fused: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, feature * sqrt(2)) / sqrt(2)``: ``[N, I, H, W]`` -> ``[N, 2*O, H', W']``."""
     conv = layer.conv
     out_ch = conv.weight.shape[1]
     bias = layer.activate.bias
-    styles = _linear_fp32(conv.modulation, w)  # [N, I]
     result = modulated_conv2d_raw(
         x, conv.weight, styles, scale=conv.scale, demodulate=True, upsample=conv.upsample,
         blur_kernel=conv.blur.kernel if conv.upsample else None, bias=bias[:out_ch], input_gain=input_gain,
         fold_blur=fold_blur, subpixel=subpixel and conv.upsample, cache=_memo(model, layer, conv.weight),
     )
-    alpha = layer.noise.weight * GAIN  # the feature arrives divided by sqrt(2)
     return styled_concat(result, feature, alpha, bias[out_ch:], fused=fused)
 
 
 def _to_rgb(
-    layer: ToRGB, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None, *, input_gain: float,
+    layer: ToRGB, x: torch.Tensor, styles: torch.Tensor, skip: torch.Tensor | None, *, input_gain: float,
     bilinear: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, skip)``: ``[N, I, H, W]`` -> ``[N, 3, H, W]``."""
     conv = layer.conv
-    styles = _linear_fp32(conv.modulation, w)
     out = modulated_conv2d(x, conv.weight, styles, scale=conv.scale, demodulate=False, upsample=False,
                            bias=layer.bias.reshape(3), input_gain=input_gain)
     if skip is not None:
@@ -132,23 +168,31 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
         gain = GAIN
     del out, x
 
-    code = _linear_fp32(model.final_linear[0], features[-1].reshape(features[-1].shape[0], -1) * GAIN)
+    code = _linear_fp32(model, model.final_linear[0], features[-1].reshape(features[-1].shape[0], -1) * GAIN)
     gen = model.generator
     w = gen.style[0](code)  # PixelNorm
     for layer in gen.style[1:]:
-        w = _linear_fp32(layer, w)  # [N, style_dim], float32
+        w = _linear_fp32(model, layer, w)  # [N, style_dim], float32
 
     n = code.shape[0]
+    spans, table_weights, table_biases, alphas = _style_table(model)
+    all_styles = torch.addmm(table_biases, w, table_weights.t())  # [N, sum I] float32
+
+    def styles(layer) -> torch.Tensor:
+        start, end = spans[id(layer)]
+        return all_styles[:, start:end]
+
+    def styled(layer, h, feature, input_gain):
+        return _styled_conv(model, layer, h, styles(layer), alphas[id(layer)], feature, input_gain=input_gain,
+                            fold_blur=fold, subpixel=subpixel, fused=fused)
+
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
-    h = _styled_conv(model, gen.conv1, h, w, features.pop(), input_gain=1.0, fold_blur=fold,
-                     subpixel=subpixel, fused=fused)
-    skip = _to_rgb(gen.to_rgb1, h, w, None, input_gain=GAIN, bilinear=bilinear)
+    h = styled(gen.conv1, h, features.pop(), 1.0)
+    skip = _to_rgb(gen.to_rgb1, h, styles(gen.to_rgb1), None, input_gain=GAIN, bilinear=bilinear)
     for step, to_rgb in enumerate(gen.to_rgbs):
         feature = features.pop()  # released after this step
-        h = _styled_conv(model, gen.convs[2 * step], h, w, feature, input_gain=GAIN, fold_blur=fold,
-                         subpixel=subpixel, fused=fused)
-        h = _styled_conv(model, gen.convs[2 * step + 1], h, w, feature, input_gain=GAIN, fold_blur=fold,
-                         subpixel=subpixel, fused=fused)
+        h = styled(gen.convs[2 * step], h, feature, GAIN)
+        h = styled(gen.convs[2 * step + 1], h, feature, GAIN)
         del feature
-        skip = _to_rgb(to_rgb, h, w, skip, input_gain=GAIN, bilinear=bilinear)
+        skip = _to_rgb(to_rgb, h, styles(to_rgb), skip, input_gain=GAIN, bilinear=bilinear)
     return skip

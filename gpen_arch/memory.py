@@ -73,20 +73,33 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
-def derived_weight_bytes(config: GPENConfig, dtype: torch.dtype, *, encoder: bool = True) -> int:
-    """Bytes of the weights the fast forward derives and caches when it folds blurs (``weight_cache.py``): every
-    upsampling convolution's 3x3 weight folded to 6x6 (or its four 3x3 phases: as many numbers) plus its float32
-    squared norms, and with ``encoder`` every downsampling encoder convolution folded likewise."""
-    element = _element_size(dtype)
-    total = 0
-    previous = config.channels(4)
+def derived_weight_bytes(config: GPENConfig, dtype: torch.dtype, *, folded: bool = False, encoder: bool = True) -> int:
+    """Bytes of the weights the fast forward derives once and keeps (``weight_cache.py``).
+
+    Always, in float32: the mapping network's and final linear's scaled weights and biases, the stacked modulation
+    weights and biases of every StyledConv and ToRGB with the feature gains, and every StyledConv's demodulation
+    norms ``[O, I]``. With ``folded``, in ``dtype``: every upsampling convolution's 3x3 weight folded to 6x6 (or its
+    four 3x3 phases: as many numbers), and with ``encoder`` every downsampling encoder convolution folded likewise.
+    """
+    f32 = 4
+    dim = config.style_dim
+    c4 = config.channels(4)
+    total = config.n_mlp * (dim * dim + dim) * f32 + (c4 * 16 * dim + dim) * f32  # mapping + final linear
+    modulation_inputs = c4 + 2 * c4  # conv1, to_rgb1
+    styled = [(c4, c4)]  # (out, in) of every StyledConv
+    previous = c4
     for step in range(config.num_decoder_steps):
         channels = config.channels(2 ** (step + 3))
-        pairs = channels * 2 * previous  # out x in of the upsampling StyledConv
-        total += pairs * 36 * element + pairs * 4
+        styled += [(channels, 2 * previous), (channels, 2 * channels)]
+        modulation_inputs += 2 * previous + 2 * channels + 2 * channels  # two StyledConvs and a ToRGB
         previous = channels
-    if encoder:
-        for i in range(1, config.num_encoder_layers):
-            resolution = config.size >> i
-            total += config.channels(resolution) * config.channels(2 * resolution) * 36 * element
+    total += modulation_inputs * (dim + 1) * f32 + len(styled) * f32  # style table, feature gains
+    total += sum(out_ch * in_ch for out_ch, in_ch in styled) * f32  # demodulation norms
+    if folded:
+        element = _element_size(dtype)
+        total += sum(out_ch * in_ch for out_ch, in_ch in styled[1::2]) * 36 * element  # the upsampling convs
+        if encoder:
+            for i in range(1, config.num_encoder_layers):
+                resolution = config.size >> i
+                total += config.channels(resolution) * config.channels(2 * resolution) * 36 * element
     return total

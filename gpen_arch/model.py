@@ -70,14 +70,13 @@ class GPEN(nn.Module):
         return bool(folds or self.subpixel_upsample)
 
     def derived_weight_bytes(self, device: torch.device | str, dtype: torch.dtype | None = None) -> int:
-        """Bytes of the derived weights the fast forward caches on ``device`` (0 where it folds nothing): count
-        them with the model's own size when reserving memory."""
-        if not self.uses_folded_weights(device):
-            return 0
+        """Bytes of the weights the fast forward derives and keeps on ``device`` (scaled style weights, demodulation
+        norms, and where it folds blurs the folded weights): count them with the model's size when reserving
+        memory."""
         if dtype is None:
             dtype = self.final_linear[0].weight.dtype
         fold = self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
-        return derived_weight_bytes(self.config, dtype, encoder=bool(fold))
+        return derived_weight_bytes(self.config, dtype, folded=self.uses_folded_weights(device), encoder=bool(fold))
 
     def encoder_layers(self) -> list[ConvLayer]:
         """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""

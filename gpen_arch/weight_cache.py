@@ -20,11 +20,13 @@ class DerivedWeights:
         self._entries: dict[Hashable, tuple[tuple, torch.Tensor]] = {}
 
     @staticmethod
-    def _stamp(source: torch.Tensor) -> tuple:
-        return source.data_ptr(), source._version, source.dtype, source.device, tuple(source.shape)
+    def stamp(*sources: torch.Tensor) -> tuple:
+        """What identifies the current contents of ``sources``: storage, version counter, dtype, device, shape."""
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in sources)
 
-    def get(self, key: Hashable, source: torch.Tensor, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        stamp = self._stamp(source)
+    def get(self, key: Hashable, source: torch.Tensor | tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``source``: the tensor the entry is derived from, or a :meth:`stamp` of several."""
+        stamp = source if isinstance(source, tuple) else self.stamp(source)
         entry = self._entries.get(key)
         if entry is not None and entry[0] == stamp:
             return entry[1]

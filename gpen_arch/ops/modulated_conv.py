@@ -98,23 +98,28 @@ def modulated_conv2d_raw(
         raise ValueError(f"sub-pixel upsampling needs a 3x3 kernel, got {k}x{k}")
     memo = cache or _no_cache
     s = styles.float()  # [N, I]
-    if upsample and (fold_blur or subpixel):
-        return _folded_upsample(x, weight, s, scale=scale, demodulate=demodulate, blur_kernel=blur_kernel, bias=bias,
-                                input_gain=input_gain, subpixel=subpixel, memo=memo)
-    base = weight[0].float() * scale  # [O, I, k, k]
-    if n == 1:
-        w = base * s.reshape(1, in_ch, 1, 1)
+    norms = memo("norms", lambda: (weight[0].float() * scale).pow(2).sum([2, 3])) if demodulate else None
+    folded = upsample and (fold_blur or subpixel)
+    if n == 1 and not demodulate and not folded:
+        out_scale = None  # a single input-gain factor, applied below
+    else:
+        out_scale = _output_scale(s, norms, input_gain, out_ch)  # [N, O] float32, input gain included
+    if folded:
+        return _folded_upsample(x, weight, s, out_scale, scale=scale, blur_kernel=blur_kernel, bias=bias,
+                                subpixel=subpixel, memo=memo)
+    if n == 1:  # one weight: the parameter times per-(output, input) factors, computed in float32
         if demodulate:
-            w = w * torch.rsqrt(w.pow(2).sum([1, 2, 3]) + DEMOD_EPS).reshape(out_ch, 1, 1, 1)
-        w = (w * input_gain).to(x.dtype)
+            factors = out_scale[0].reshape(out_ch, 1) * (s[0] * scale).reshape(1, in_ch)
+        else:  # the same factor for every output channel
+            factors = (s[0] * (scale * input_gain)).reshape(1, in_ch)
+        w = torch.mul(weight[0], factors.reshape(-1, in_ch, 1, 1)).to(x.dtype)  # [O, I, k, k]
         if upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
             return ConvOutput(blur(out, blur_kernel, pad=1, bias=bias), out_ch)
         return ConvOutput(F.conv2d(x, w, bias, padding=k // 2), out_ch)
 
     xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
-    out_scale = _output_scale(s, base.pow(2).sum([2, 3]) if demodulate else None, input_gain, out_ch)
-    w = base.to(x.dtype)
+    w = (weight[0].float() * scale).to(x.dtype)
     if upsample:
         out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
         del xs
@@ -129,12 +134,12 @@ def _output_scale(s: torch.Tensor, norms: torch.Tensor | None, input_gain: float
     ``[O, I]``; None: no demodulation) times the input gain."""
     if norms is None:
         return torch.full((s.shape[0], out_ch), input_gain, device=s.device)
-    return torch.rsqrt(s.pow(2) @ norms.t() + DEMOD_EPS) * input_gain
+    return torch.rsqrt(torch.square(s) @ norms.t() + DEMOD_EPS).mul_(input_gain)
 
 
 def _folded_upsample(
-    x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, *, scale: float, demodulate: bool,
-    blur_kernel: torch.Tensor, bias: torch.Tensor | None, input_gain: float, subpixel: bool, memo: Memo,
+    x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, out_scale: torch.Tensor, *, scale: float,
+    blur_kernel: torch.Tensor, bias: torch.Tensor | None, subpixel: bool, memo: Memo,
 ) -> ConvOutput:
     """Upsampling modulated conv with the blur folded in: a 6x6 stride-2 transposed conv, or its four 3x3 phases."""
     n, in_ch = x.shape[:2]
@@ -147,8 +152,6 @@ def _folded_upsample(
         base = memo("subpixel", lambda: transposed_to_subpixel(folded_base()).to(x.dtype))
     else:  # [I, O, 6, 6], as conv_transpose2d wants it
         base = memo("transposed", lambda: folded_base().transpose(0, 1).contiguous().to(x.dtype))
-    norms = memo("norms", lambda: (weight[0].float() * scale).pow(2).sum([2, 3])) if demodulate else None
-    out_scale = _output_scale(s, norms, input_gain, out_ch)  # [N, O] float32
 
     def convolve(inputs: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         if subpixel:
@@ -157,12 +160,12 @@ def _folded_upsample(
         return F.conv_transpose2d(inputs, w, b, stride=2, padding=2)
 
     if n == 1:  # modulation and demodulation as per-(output, input) factors on the cached folded weight
-        factors = (out_scale[0].reshape(out_ch, 1) * s[0].reshape(1, in_ch)).to(x.dtype)  # [O, I]
+        factors = out_scale[0].reshape(out_ch, 1) * s[0].reshape(1, in_ch)  # [O, I] float32
         if subpixel:
-            w = (base.reshape(4, out_ch, in_ch, 3, 3) * factors.reshape(1, out_ch, in_ch, 1, 1)).reshape(base.shape)
+            w = torch.mul(base.reshape(4, out_ch, in_ch, 3, 3), factors.reshape(1, out_ch, in_ch, 1, 1))
         else:
-            w = base * factors.t().reshape(in_ch, out_ch, 1, 1)
-        return ConvOutput(convolve(x, w, bias), out_ch, subpixel=subpixel)
+            w = torch.mul(base, factors.t().reshape(in_ch, out_ch, 1, 1))
+        return ConvOutput(convolve(x, w.to(x.dtype).reshape(base.shape), bias), out_ch, subpixel=subpixel)
     xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)
     out = convolve(xs, base, None)
     return ConvOutput(out, out_ch, subpixel=subpixel, scale=out_scale.to(x.dtype), bias=bias)
