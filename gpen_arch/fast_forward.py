@@ -12,6 +12,8 @@ computed with fewer passes over the large full-resolution tensors:
 - the "noise" concat is written into one preallocated tensor by the convolution's epilogue (``ops/epilogue.py``):
   bias, demodulation scale, activation and, for sub-pixel upsampling, the pixel shuffle ride along in the passes that
   fill it (one fused Triton kernel with ``GPEN.fused_kernels``);
+- what depends on the weights alone (folded blurs, every layer's stacked modulation weights, demodulation norms) is
+  derived once and kept in ``model.derived_weights`` (``weight_cache.py``), so a forward launches few small kernels;
 - encoder features are released as soon as the decoder has used them;
 - styles, modulation and demodulation are computed in float32 even when the network runs in float16/bfloat16;
 - batches share one weight (modulation as input scaling, demodulation as output scaling), see
@@ -36,6 +38,12 @@ from .ops.upfirdn2d import (
 )
 
 
+def _memo(model, layer: torch.nn.Module, source: torch.Tensor):
+    """The ``cache`` argument of ``modulated_conv2d`` for one layer: derived weights kept in ``model``."""
+    cache = model.derived_weights
+    return lambda form, build: cache.get((id(layer), form), source, build)
+
+
 def _linear_fp32(model, layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
     """EqualLinear in float32 (the style path is tiny; float32 keeps fp16/bf16 models accurate), its scaled weight
     and bias derived once."""
@@ -45,12 +53,6 @@ def _linear_fp32(model, layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
     if layer.activate:
         return F.leaky_relu_(out, 0.2).mul_(GAIN)
     return out
-
-
-def _memo(model, layer: torch.nn.Module, source: torch.Tensor):
-    """The ``cache`` argument of ``modulated_conv2d`` for one layer: derived weights kept in ``model``."""
-    cache = model.derived_weights
-    return lambda form, build: cache.get((id(layer), form), source, build)
 
 
 def _encoder_layer(model, layer: ConvLayer, x: torch.Tensor, input_gain: float, fold_blur: bool) -> torch.Tensor:
