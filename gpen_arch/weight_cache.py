@@ -2,7 +2,8 @@
 squared norms for demodulation), computed once instead of on every forward.
 
 Each entry remembers the storage and version counter of the parameter it came from, so loading new weights into
-the model (in place or not) rebuilds it. ``GPEN._apply`` (``.to()``, ``.half()``, ComfyUI moving the model between
+the model (in place or not) rebuilds it; inference tensors have no version counter, so for a model built under
+``torch.inference_mode()`` only new storage counts. ``GPEN._apply`` (``.to()``, ``.half()``, ComfyUI moving the model between
 devices) empties the cache, so no derived tensor stays behind on a device the model has left.
 """
 
@@ -21,8 +22,12 @@ class DerivedWeights:
 
     @staticmethod
     def stamp(*sources: torch.Tensor) -> tuple:
-        """What identifies the current contents of ``sources``: storage, version counter, dtype, device, shape."""
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in sources)
+        """What identifies the current contents of ``sources``: storage, version counter, dtype, device, shape.
+
+        Inference tensors (a model built under ``torch.inference_mode()``, as ComfyUI's nodes run) keep no version
+        counter: for them only a new storage (new weights loaded by assignment, ``.to()``) is seen."""
+        return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, t.device, tuple(t.shape))
+                     for t in sources)
 
     def get(self, key: Hashable, source: torch.Tensor | tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``source``: the tensor the entry is derived from, or a :meth:`stamp` of several."""

@@ -70,3 +70,18 @@ def test_only_the_small_tables_where_nothing_folds():
     assert len(model.derived_weights) > 0  # style table, demodulation norms, scaled mapping weights
     assert model.derived_weights.nbytes() == model.derived_weight_bytes("cpu")
     assert model.derived_weight_bytes("cuda") > model.derived_weight_bytes("cpu")  # folds by default there
+
+
+def test_model_built_under_inference_mode():
+    # ComfyUI runs nodes under torch.inference_mode(): its parameters are inference tensors, with no version counter
+    with torch.inference_mode():
+        model = folding(random_model(0), True)
+        assert model.final_linear[0].weight.is_inference()
+        x = torch.rand(1, 3, 32, 32) * 2 - 1
+        first = model(x)
+        assert torch.equal(model(x), first)
+    with torch.no_grad():
+        assert torch.equal(model(x), first)
+    model.use_fast_path = False
+    with torch.inference_mode():
+        assert (model(x) - first).abs().max() < 1e-4
