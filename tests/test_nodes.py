@@ -51,9 +51,17 @@ def node(pack, name):
     return pack[0].NODE_CLASS_MAPPINGS[name]()
 
 
+@pytest.fixture(autouse=True)
+def like_comfyui():
+    """ComfyUI runs every node under torch.inference_mode() (execution.py): so do these tests."""
+    with torch.inference_mode():
+        yield
+
+
 @pytest.fixture(scope="module")
 def gpen_model(pack):
-    return node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "auto")[0]
+    with torch.inference_mode():  # as ComfyUI loads it: the parameters are inference tensors
+        return node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "auto")[0]
 
 
 @pytest.fixture(scope="module")
