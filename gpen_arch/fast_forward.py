@@ -157,7 +157,7 @@ def _has_standard_skip_kernels(model) -> bool:
 def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
-    fold = model.fold_blur if model.fold_blur is not None else x.is_cuda
+    fold = bool(model.folds_blur(x.device))
     subpixel = bool(model.subpixel_upsample)
     fused = bool(model.fused_kernels)
     bilinear = _has_standard_skip_kernels(model)

@@ -64,10 +64,10 @@ class GPEN(nn.Module):
             self._graph_runner.reset()
         return super()._apply(fn, recurse)
 
-    def uses_folded_weights(self, device: torch.device | str) -> bool:
-        """Whether the fast forward on ``device`` folds blurs into convolutions (and so caches folded weights)."""
-        folds = self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
-        return bool(folds or self.subpixel_upsample)
+    def folds_blur(self, device: torch.device | str) -> bool:
+        """Whether the fast forward on ``device`` folds the FIR blurs into the convolutions (``fold_blur``, or by
+        default on CUDA only)."""
+        return self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
 
     def derived_weight_bytes(self, device: torch.device | str, dtype: torch.dtype | None = None) -> int:
         """Bytes of the weights the fast forward derives and keeps on ``device`` (scaled style weights, demodulation
@@ -75,8 +75,8 @@ class GPEN(nn.Module):
         memory."""
         if dtype is None:
             dtype = self.final_linear[0].weight.dtype
-        fold = self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
-        return derived_weight_bytes(self.config, dtype, folded=self.uses_folded_weights(device), encoder=bool(fold))
+        fold = bool(self.folds_blur(device))
+        return derived_weight_bytes(self.config, dtype, folded=fold or bool(self.subpixel_upsample), encoder=fold)
 
     def encoder_layers(self) -> list[ConvLayer]:
         """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""

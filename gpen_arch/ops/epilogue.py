@@ -62,7 +62,7 @@ def write_into(result: ConvOutput, out: torch.Tensor, *, activate: bool) -> torc
     pass, plus one in-place activation pass when both a scale or bias and ``activate`` are pending."""
     src, dst, out_ch = result.raw, out, result.out_channels
     if result.subpixel:
-        n, _, height, width = src.shape
+        height, width = src.shape[-2:]
         src = src.unflatten(1, (2, 2, out_ch)).permute(0, 3, 4, 1, 5, 2)  # [N, O, H, dy, W, dx]: a view
         dst = out.unflatten(2, (height, 2)).unflatten(4, (width, 2))  # the same view of the output
     per_channel = (1, out_ch) + (1,) * (src.dim() - 2)
