@@ -4,6 +4,11 @@ CPU time than the GPU spends computing, and a graph replays them all in one call
 A graph is tied to the input's shape and dtype and to the addresses of the weights, so it is captured again when any
 of them changes (ComfyUI moving the model between devices, say). Each graph keeps its activations allocated in a
 private pool while it lives: only one is kept at a time, and ``reset()`` frees it.
+
+Batches smaller than the captured one do not recapture (a node's last, partial batch would otherwise throw the
+graph away twice per call): from half the captured size up they are padded into it (faces are independent, so the
+padding rows change nothing), below that they run eagerly, until ``recapture_after`` such calls in a row show that
+the batch size has really changed. A larger batch is captured at once.
 """
 
 from __future__ import annotations
@@ -14,17 +19,26 @@ import torch
 class CUDAGraphForward:
     """``runner(x)``: the model's fast forward for ``x`` ``[N, 3, S, S]`` on CUDA, via a cached CUDA graph."""
 
-    def __init__(self, model: torch.nn.Module, *, warmup: int = 2) -> None:
+    def __init__(self, model: torch.nn.Module, *, warmup: int = 2, recapture_after: int = 3) -> None:
         self.model = model
         self.warmup = warmup
+        self.recapture_after = recapture_after
+        self.captures = 0  # graphs captured so far (for tests and logs)
         self._key: tuple | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static_in: torch.Tensor | None = None
         self._static_out: torch.Tensor | None = None
+        self._small_calls = 0  # consecutive calls too small for the captured graph
 
     def reset(self) -> None:
         """Free the captured graph and its memory pool."""
         self._key = self._graph = self._static_in = self._static_out = None
+        self._small_calls = 0
+
+    @property
+    def captured_batch(self) -> int:
+        """Batch size of the graph held now (0 when none)."""
+        return 0 if self._static_in is None else self._static_in.shape[0]
 
     def _weights_key(self) -> tuple:
         return tuple(t.data_ptr() for t in self.model.parameters()) + tuple(t.data_ptr() for t in self.model.buffers())
@@ -33,21 +47,33 @@ class CUDAGraphForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from .fast_forward import fast_forward
 
-        key = (tuple(x.shape), x.dtype, x.device, self._weights_key(), self.model.channels_last, self.model.fold_blur,
-               self.model.subpixel_upsample, self.model.fused_kernels)
-        if key != self._key:
-            self.reset()
-            static_in = x.clone()
-            stream = torch.cuda.Stream(device=x.device)
-            stream.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(stream):
-                for _ in range(self.warmup):  # lets cuDNN pick its algorithms outside the capture
-                    fast_forward(self.model, static_in)
-            torch.cuda.current_stream(x.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = fast_forward(self.model, static_in)
-            self._key, self._graph, self._static_in, self._static_out = key, graph, static_in, static_out
-        self._static_in.copy_(x)
+        key = (tuple(x.shape[1:]), x.dtype, x.device, self._weights_key(), self.model.channels_last,
+               self.model.fold_blur, self.model.subpixel_upsample, self.model.fused_kernels)
+        n, captured = x.shape[0], self.captured_batch
+        if key == self._key and 2 * n < captured:
+            self._small_calls += 1
+            if self._small_calls < self.recapture_after:
+                return fast_forward(self.model, x)  # a remainder: not worth padding to the graph's size
+        if key != self._key or n > captured or 2 * n < captured:
+            self._capture(x, key)
+        self._small_calls = 0
+        self._static_in[:n].copy_(x)
         self._graph.replay()
-        return self._static_out.clone()
+        return self._static_out[:n].clone()
+
+    def _capture(self, x: torch.Tensor, key: tuple) -> None:
+        from .fast_forward import fast_forward
+
+        self.reset()
+        static_in = x.clone()
+        stream = torch.cuda.Stream(device=x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(stream):
+            for _ in range(self.warmup):  # lets cuDNN pick its algorithms outside the capture
+                fast_forward(self.model, static_in)
+        torch.cuda.current_stream(x.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = fast_forward(self.model, static_in)
+        self._key, self._graph, self._static_in, self._static_out = key, graph, static_in, static_out
+        self.captures += 1

@@ -158,8 +158,8 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     fold = bool(model.folds_blur(x.device))
-    subpixel = bool(model.subpixel_upsample)
-    fused = bool(model.fused_kernels)
+    subpixel = model.uses_subpixel(x.device)
+    fused = model.uses_fused_kernels(x.device)
     bilinear = _has_standard_skip_kernels(model)
     features: list[torch.Tensor] = []  # encoder outputs / sqrt(2), from S x S down to 4 x 4
     out = x.contiguous(memory_format=memory_format)

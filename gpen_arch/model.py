@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -10,6 +12,22 @@ from .generator import Generator
 from .layers import ConvLayer, EqualLinear
 from .memory import derived_weight_bytes, estimate_forward_memory
 from .weight_cache import DerivedWeights
+
+
+def _auto(setting: bool | None, device: torch.device | str) -> bool:
+    """A GPU option's value on ``device``: as set, or when None (auto) on CUDA only."""
+    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool):
+    """``torch.backends.cudnn.benchmark = enabled`` for the block, then the caller's setting again."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 class GPEN(nn.Module):
@@ -25,11 +43,14 @@ class GPEN(nn.Module):
     on CUDA only) folds the FIR blurs into the neighbouring stride-2 convolutions (see ``ops/upfirdn2d.py``).
     ``cuda_graphs`` (default False) replays CUDA forwards through a captured CUDA graph (``cuda_graph.py``): much
     faster at batch 1, at the price of keeping one forward's activations allocated while the model lives.
-    ``subpixel_upsample`` (default False) runs the upsampling convolutions, blur folded in, as 3x3 convolutions with
-    four output phases at the input resolution (``ops/upfirdn2d.transposed_to_subpixel``), the pixel shuffle done
-    by the epilogue that writes the result anyway. ``fused_kernels`` (default False) writes each StyledConv's
-    activated concatenation with one Triton kernel on CUDA (``ops/triton_epilogue.py``; PyTorch elsewhere or when
-    Triton is missing). The last two are GPU options, off until measured on a GPU (``benchmarks/gpu_check.sh``).
+    ``subpixel_upsample`` (default None = wherever blurs are folded) runs the upsampling convolutions, blur folded in, as 3x3
+    convolutions with four output phases at the input resolution (``ops/upfirdn2d.transposed_to_subpixel``), the
+    pixel shuffle done by the epilogue that writes the result anyway. ``fused_kernels`` (default None = on CUDA
+    only) writes each StyledConv's activated concatenation with one Triton kernel (``ops/triton_epilogue.py``;
+    PyTorch where Triton is missing). ``cudnn_benchmark`` (default None = on CUDA only) lets cuDNN time its
+    algorithms for each new shape during this model's forward only (the global flag is restored afterwards;
+    ComfyUI leaves it off). Measured on an H200 (README, ``benchmarks/gpu_check.sh``): GPEN-2048 fp16 10.8 -> 9.6
+    ms per face at batch 1 and 9.2 -> 6.8 ms at batch 4 with the sub-pixel and fused forms.
     """
 
     def __init__(self, config: GPENConfig) -> None:
@@ -39,8 +60,9 @@ class GPEN(nn.Module):
         self.channels_last = True
         self.fold_blur: bool | None = None  # None: fold the FIR blurs into the convolutions on CUDA only
         self.cuda_graphs = False  # replay CUDA inputs through a captured graph (cuda_graph.py)
-        self.subpixel_upsample = False  # upsampling convs as four-phase 3x3 convs (blur folded in)
-        self.fused_kernels = False  # one Triton kernel per StyledConv epilogue on CUDA
+        self.subpixel_upsample: bool | None = None  # upsampling convs as four-phase 3x3 convs; None: when folding
+        self.fused_kernels: bool | None = None  # one Triton kernel per StyledConv epilogue; None: on CUDA
+        self.cudnn_benchmark: bool | None = None  # cuDNN autotuning inside our forward; None: on CUDA
         self._graph_runner = None
         self.derived_weights = DerivedWeights()  # folded / sub-pixel weights of the fast forward (weight_cache.py)
         self.generator = Generator(config)
@@ -67,7 +89,17 @@ class GPEN(nn.Module):
     def folds_blur(self, device: torch.device | str) -> bool:
         """Whether the fast forward on ``device`` folds the FIR blurs into the convolutions (``fold_blur``, or by
         default on CUDA only)."""
-        return self.fold_blur if self.fold_blur is not None else torch.device(device).type == "cuda"
+        return _auto(self.fold_blur, device)
+
+    def uses_subpixel(self, device: torch.device | str) -> bool:
+        """Whether the fast forward on ``device`` runs the upsampling convolutions in sub-pixel form (by default
+        wherever it folds the blurs, since the sub-pixel form is the folded convolution rearranged)."""
+        return bool(self.subpixel_upsample) if self.subpixel_upsample is not None else self.folds_blur(device)
+
+    def uses_fused_kernels(self, device: torch.device | str) -> bool:
+        """Whether the fast forward on ``device`` asks for the fused Triton epilogue (it still falls back to
+        PyTorch where Triton cannot run)."""
+        return _auto(self.fused_kernels, device)
 
     def derived_weight_bytes(self, device: torch.device | str, dtype: torch.dtype | None = None) -> int:
         """Bytes of the weights the fast forward derives and keeps on ``device`` (scaled style weights, demodulation
@@ -76,7 +108,7 @@ class GPEN(nn.Module):
         if dtype is None:
             dtype = self.final_linear[0].weight.dtype
         fold = bool(self.folds_blur(device))
-        return derived_weight_bytes(self.config, dtype, folded=fold or bool(self.subpixel_upsample), encoder=fold)
+        return derived_weight_bytes(self.config, dtype, folded=fold or self.uses_subpixel(device), encoder=fold)
 
     def encoder_layers(self) -> list[ConvLayer]:
         """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""
@@ -99,12 +131,17 @@ class GPEN(nn.Module):
         param = self.final_linear[0].weight
         x = x.to(device=param.device, dtype=param.dtype)
         if self.use_fast_path and not torch.is_grad_enabled():
-            if self.cuda_graphs and x.is_cuda:
-                if self._graph_runner is None:
-                    from .cuda_graph import CUDAGraphForward
+            if x.is_cuda:
+                with _cudnn_benchmark(_auto(self.cudnn_benchmark, x.device)):
+                    if self.cuda_graphs:
+                        if self._graph_runner is None:
+                            from .cuda_graph import CUDAGraphForward
 
-                    self._graph_runner = CUDAGraphForward(self)
-                return self._graph_runner(x)
+                            self._graph_runner = CUDAGraphForward(self)
+                        return self._graph_runner(x)
+                    from .fast_forward import fast_forward
+
+                    return fast_forward(self, x)
             from .fast_forward import fast_forward
 
             if x.device.type == "cpu" and x.shape[0] > 1:

@@ -46,7 +46,7 @@ def exact_float32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-@pytest.mark.parametrize("subpixel,fused,batch", itertools.product([False, True], [False, True], [1, 3]))
+@pytest.mark.parametrize("subpixel,fused,batch", list(itertools.product([False, True], [False, True], [1, 3])))
 def test_gpu_forms_match_the_reference(weights_and_reference, subpixel, fused, batch):
     if fused and not HAS_TRITON:
         pytest.skip("Triton is not installed: the fused epilogue falls back to PyTorch")
@@ -83,3 +83,43 @@ def test_cuda_graph_replays_the_fused_forward(weights_and_reference):
         second = model(x[1:2].cuda()).cpu()  # replay with new input
     assert (first - expected[:1]).abs().max().item() < 1e-4
     assert (second - expected[1:2]).abs().max().item() < 1e-4
+
+
+def test_cuda_graph_pads_a_partial_batch_and_runs_a_small_one_eagerly(weights_and_reference):
+    state, x, expected = weights_and_reference
+    model = load_gpen(state, device="cuda")
+    model.cuda_graphs = True
+    with torch.no_grad():
+        full = model(x.cuda()).cpu()  # captured at 3 faces
+        padded = model(x[1:3].cuda()).cpu()  # replayed in the 3-face graph
+        eager = model(x[2:3].cuda()).cpu()  # under half the graph's size: run as is
+    assert model._graph_runner.captures == 1
+    assert (full - expected).abs().max().item() < 1e-4
+    assert (padded - expected[1:3]).abs().max().item() < 1e-4
+    assert (eager - expected[2:3]).abs().max().item() < 1e-4
+
+
+def test_defaults_on_cuda_use_the_fast_forms_with_cudnn_benchmark_inside_only(weights_and_reference, monkeypatch):
+    from gpen_arch import fast_forward as fast_forward_module
+
+    state, x, expected = weights_and_reference
+    model = load_gpen(state, device="cuda")
+    inner = fast_forward_module.fast_forward
+    seen = []
+
+    def spy(m, inp):
+        seen.append(torch.backends.cudnn.benchmark)
+        return inner(m, inp)
+
+    monkeypatch.setattr(fast_forward_module, "fast_forward", spy)
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        with torch.no_grad():
+            got = model(x.cuda()).cpu()
+        assert seen == [True] and torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    assert model.uses_subpixel("cuda") and model.uses_fused_kernels("cuda")
+    assert not triton_epilogue._state["failed"] or not HAS_TRITON
+    assert (got - expected).abs().max().item() < 1e-4
