@@ -109,11 +109,12 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_gpen_model(name: str, precision: str) -> GPENModelHandle:
+def load_gpen_model(name: str, precision: str, *, cuda_graphs: bool = False) -> GPENModelHandle:
     path = gpen_file_path(name)
     device = compute_device()
     dtype = choose_dtype(precision, device)
     model = load_gpen(read_state_dict(path), device=mm.unet_offload_device(), dtype=dtype)
+    model.cuda_graphs = bool(cuda_graphs)  # used on CUDA only; the graph is dropped whenever ComfyUI moves the model
     # the folded weights the fast forward derives on the GPU live with the model: ComfyUI must make room for them too
     size = model_bytes(model) + model.derived_weight_bytes(device)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device(),

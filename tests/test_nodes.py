@@ -142,6 +142,13 @@ def test_non_gpen_file_is_a_clear_error(pack):
         os.remove(models / "gpen" / "GFPGANv1.4.pth")
 
 
+def test_cuda_graphs_option_reaches_the_model(pack):
+    loader = node(pack, "GPENLoadModel")
+    assert "cuda_graphs" in loader.INPUT_TYPES()["optional"]
+    assert loader.load("GPEN-test-256.pth", "fp32", cuda_graphs=True)[0].patcher.model.cuda_graphs is True
+    assert loader.load("GPEN-test-256.pth", "fp32")[0].patcher.model.cuda_graphs is False  # old prompts: off
+
+
 def test_precision_choices(pack):
     model = node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "bf16")[0]
     assert model.dtype == torch.bfloat16
