@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU check of the network in one run (about 6 minutes on an H100/H200), for a session that has a GPU:
+# Every GPU check of the network in one run (about 7 minutes on an H100/H200), for a session that has a GPU:
 #   1. the GPU-only forms (folded blurs, sub-pixel upsampling, compiled Triton epilogue, CUDA graphs) against the
 #      reference forward (tests/test_arch_cuda.py);
 #   2. GPEN-2048 fp16 time per face, peak VRAM and error against fp32, batch 1 and 4, for each combination of
-#      options, then bf16 and fp32 with both options, then 512 and 1024;
-#   3. a kernel profile of the fastest combination;
-#   4. with PIPELINE_DATA=DIR (holding grace_hopper.jpg and face_detection_yunet_2023mar.onnx): every pipeline stage
-#      for one face on the GPU (benchmarks/bench_pipeline.py);
+#      the GPU options (sub-pixel upsampling, fused epilogue: both on by default on CUDA, CUDA graphs: off), then
+#      bf16 and fp32 (with and without folded blurs), then 512 and 1024;
+#   3. with PIPELINE_DATA=DIR (holding grace_hopper.jpg and face_detection_yunet_2023mar.onnx): every pipeline stage
+#      for one face on the GPU (benchmarks/bench_pipeline.py), with the GPU options on, off, and with CUDA graphs;
+#   4. a kernel profile of the default forward;
 #   5. with REFERENCE=DIR (a checkout of the official GPEN code): the official network at 2048 beside ours.
 # Steps are skipped once BUDGET_S seconds (default 480) have passed, so a time-limited machine still returns a
 # complete log of what ran.
@@ -38,21 +39,25 @@ bench() { "$PY" benchmarks/bench_gpen.py --device cuda --runs 20 --warmup 5 "$@"
   "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', \
 torch.backends.cudnn.version(), torch.cuda.get_device_name())"
   step "GPU forms against the reference" "$PY" -m pytest -q -p no:cacheprovider tests/test_arch_cuda.py
-  for options in "" "--subpixel" "--fused" "--subpixel --fused" "--subpixel --fused --cuda-graphs"; do
+  for options in "--subpixel off --fused off" "--subpixel on --fused off" "--subpixel off --fused on" "" \
+      "--cuda-graphs"; do
     # shellcheck disable=SC2086
     step "2048 fp16 ${options:-(defaults)}" bench --sizes 2048 --dtypes fp16 --batches 1 4 $options
   done
-  step "2048 bf16/fp32 --subpixel --fused" bench --sizes 2048 --dtypes bf16 fp32 --batches 1 4 --subpixel --fused
-  step "profile 2048 fp16 --subpixel --fused" \
-    "$PY" benchmarks/profile_gpen.py --device cuda --size 2048 --dtype fp16 --subpixel --fused --rows 20
-  step "512/1024 fp16 --subpixel --fused" bench --sizes 512 1024 --dtypes fp16 --batches 1 4 --subpixel --fused
   if [[ -n "${PIPELINE_DATA:-}" ]]; then
-    step "pipeline stages, GPEN-2048 fp16" "$PY" benchmarks/bench_pipeline.py --device cuda --dtype fp16 --runs 10 \
-      --image "$PIPELINE_DATA/grace_hopper.jpg" --detector-dir "$PIPELINE_DATA"
+    pipeline() { "$PY" benchmarks/bench_pipeline.py --device cuda --dtype fp16 --runs 10 \
+      --image "$PIPELINE_DATA/grace_hopper.jpg" --detector-dir "$PIPELINE_DATA" "$@"; }
+    step "pipeline stages, GPEN-2048 fp16 (defaults)" pipeline
+    step "pipeline stages, GPEN-2048 fp16 (GPU options off)" pipeline --subpixel off --fused off --cudnn-benchmark off
+    step "pipeline stages, GPEN-2048 fp16 (CUDA graphs)" pipeline --cuda-graphs
   fi
+  step "2048 bf16/fp32" bench --sizes 2048 --dtypes bf16 fp32 --batches 1 4
+  step "2048 fp32 without folded blurs" bench --sizes 2048 --dtypes fp32 --batches 1 4 --fold-blur off
+  step "profile 2048 fp16" "$PY" benchmarks/profile_gpen.py --device cuda --size 2048 --dtype fp16 --rows 20
+  step "512/1024 fp16" bench --sizes 512 1024 --dtypes fp16 --batches 1 4
   if [[ -n "${REFERENCE:-}" ]]; then
     step "official beside ours, 2048 fp16/fp32 batch 1" \
-      bench --sizes 2048 --dtypes fp16 fp32 --batches 1 --subpixel --fused --reference "$REFERENCE"
+      bench --sizes 2048 --dtypes fp16 fp32 --batches 1 --reference "$REFERENCE"
   fi
   echo "=== done [t=$((SECONDS - START)) s]"
 } 2>&1 | tee "$LOG"
