@@ -1,6 +1,7 @@
 """Profile one GPEN forward and print the most expensive kernels (CPU ops, or CUDA kernels on a GPU).
 
-    python benchmarks/profile_gpen.py --size 2048 --dtype fp16 --device cuda [--subpixel on|off] [--fused on|off] [--cuda-graphs]
+    python benchmarks/profile_gpen.py --size 2048 --dtype fp16 --device cuda [--subpixel on|off] [--fused on|off]
+        [--cuda-graphs]
 """
 
 from __future__ import annotations

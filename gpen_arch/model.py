@@ -43,9 +43,9 @@ class GPEN(nn.Module):
     on CUDA only) folds the FIR blurs into the neighbouring stride-2 convolutions (see ``ops/upfirdn2d.py``).
     ``cuda_graphs`` (default False) replays CUDA forwards through a captured CUDA graph (``cuda_graph.py``): much
     faster at batch 1, at the price of keeping one forward's activations allocated while the model lives.
-    ``subpixel_upsample`` (default None = wherever blurs are folded) runs the upsampling convolutions, blur folded in, as 3x3
-    convolutions with four output phases at the input resolution (``ops/upfirdn2d.transposed_to_subpixel``), the
-    pixel shuffle done by the epilogue that writes the result anyway. ``fused_kernels`` (default None = on CUDA
+    ``subpixel_upsample`` (default None = wherever blurs are folded) runs the upsampling convolutions, blur folded
+    in, as 3x3 convolutions with four output phases at the input resolution (``ops/upfirdn2d.transposed_to_subpixel``),
+    the pixel shuffle done by the epilogue that writes the result anyway. ``fused_kernels`` (default None = on CUDA
     only) writes each StyledConv's activated concatenation with one Triton kernel (``ops/triton_epilogue.py``;
     PyTorch where Triton is missing). ``cudnn_benchmark`` (default None = on CUDA only) lets cuDNN time its
     algorithms for each new shape during this model's forward only (the global flag is restored afterwards;
