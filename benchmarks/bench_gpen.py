@@ -86,9 +86,25 @@ def _build(impl: str, size: int, sd, device, dtype, reference_dir: str | None):
     return Official(model).to(device=device, dtype=dtype)
 
 
-def _setting(choice: str) -> bool | None:
-    """auto/on/off -> None/True/False, as GPEN's GPU options take them."""
-    return {"auto": None, "on": True, "off": False}[choice]
+GPU_OPTIONS = {  # flag: (GPEN attribute, what auto means); each takes auto / on / off
+    "fold-blur": ("fold_blur", "on CUDA only"),
+    "subpixel": ("subpixel_upsample", "wherever blurs are folded"),
+    "fused": ("fused_kernels", "on CUDA only"),
+    "cudnn-benchmark": ("cudnn_benchmark", "on CUDA only"),
+}
+
+
+def add_gpu_options(parser: argparse.ArgumentParser) -> None:
+    """``--fold-blur``, ``--subpixel``, ``--fused``, ``--cudnn-benchmark``: auto / on / off."""
+    for flag, (attribute, auto) in GPU_OPTIONS.items():
+        parser.add_argument(f"--{flag}", choices=["auto", "on", "off"], default="auto",
+                            help=f"GPEN.{attribute} (auto: {auto})")
+
+
+def apply_gpu_options(model, args: argparse.Namespace) -> None:
+    """Set the model's GPU options from :func:`add_gpu_options`' arguments."""
+    for flag, (attribute, _) in GPU_OPTIONS.items():
+        setattr(model, attribute, {"auto": None, "on": True, "off": False}[getattr(args, flag.replace("-", "_"))])
 
 
 def run_worker(args: argparse.Namespace) -> dict:
@@ -107,8 +123,7 @@ def run_worker(args: argparse.Namespace) -> dict:
     if hasattr(model, "channels_last"):  # ours; the official network always runs as shipped
         model.channels_last = not args.contiguous
         model.cuda_graphs = args.cuda_graphs
-        model.fold_blur, model.subpixel_upsample, model.fused_kernels = (
-            _setting(args.fold_blur), _setting(args.subpixel), _setting(args.fused))
+        apply_gpu_options(model, args)
     if args.compile:
         model = torch.compile(model)
     x = x32.to(device=device, dtype=dtype)
@@ -171,8 +186,8 @@ def _spawn(args: argparse.Namespace, **overrides) -> dict | None:
            "--runs", str(args.runs)]
     params = {"impl": "ours", "device": args.device, "threads": args.threads,
               "contiguous": args.contiguous, "compile": args.compile,
-              "cuda_graphs": args.cuda_graphs, "fold_blur": args.fold_blur, "subpixel": args.subpixel,
-              "fused": args.fused, **overrides}
+              "cuda_graphs": args.cuda_graphs,
+              **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in GPU_OPTIONS}, **overrides}
     for key, value in params.items():
         if value is None or value is False:
             continue
@@ -202,13 +217,7 @@ def main() -> None:
                         help="run our activations in NCHW instead of channels-last (our default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (ours only)")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay our forward through a CUDA graph")
-    parser.add_argument("--fold-blur", choices=["auto", "on", "off"], default="auto",
-                        help="fold the FIR blurs into the convolutions (auto: on CUDA only)")
-    parser.add_argument("--subpixel", choices=["auto", "on", "off"], default="auto",
-                        help="upsampling convolutions as four-phase 3x3 convolutions (GPEN.subpixel_upsample; "
-                             "auto: on CUDA only)")
-    parser.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
-                        help="the fused Triton epilogue (GPEN.fused_kernels; auto: on CUDA only)")
+    add_gpu_options(parser)
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     # worker-only flags
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -234,8 +243,8 @@ def main() -> None:
               f"{'est. MB':>8} {'cache MB':>8} {'max|d| vs fp32':>15}")
     extra = "  vs official (time, memory, max|d|)" if args.reference else ""
     options = [name for name, on in [("channels-first", args.contiguous), ("compile", args.compile),
-                                     ("cuda-graphs", args.cuda_graphs), (f"fold-blur {args.fold_blur}", True),
-                                     (f"subpixel {args.subpixel}", True), (f"fused {args.fused}", True)] if on]
+                                     ("cuda-graphs", args.cuda_graphs)] if on]
+    options += [f"{flag} {getattr(args, flag.replace('-', '_'))}" for flag in GPU_OPTIONS]
     print(f"device: {args.device}  threads: {args.threads or 'default'}  runs: {args.runs} (+{args.warmup} warm-up)"
           f"  options: {', '.join(options)}")
     print(header + extra)

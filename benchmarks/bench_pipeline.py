@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import _random_state_dict, _setting  # noqa: E402
+from bench_gpen import _random_state_dict, add_gpu_options, apply_gpu_options  # noqa: E402
 
 from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
@@ -53,18 +53,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--runs", type=int, default=3)
-    for option, attribute in [("subpixel", "subpixel_upsample"), ("fused", "fused_kernels"),
-                              ("cudnn-benchmark", "cudnn_benchmark")]:
-        parser.add_argument(f"--{option}", choices=["auto", "on", "off"], default="auto",
-                            help=f"GPEN.{attribute} (auto: on CUDA only)")
+    add_gpu_options(parser)
     parser.add_argument("--cuda-graphs", action="store_true", help="GPEN.cuda_graphs")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
-    model.subpixel_upsample, model.fused_kernels = _setting(args.subpixel), _setting(args.fused)
-    model.cudnn_benchmark, model.cuda_graphs = _setting(args.cudnn_benchmark), args.cuda_graphs
+    apply_gpu_options(model, args)
+    model.cuda_graphs = args.cuda_graphs
     detector = load_detector(args.detector, weights_dir=args.detector_dir, device=device)
     image = load_image(args.image).to(device)
 
@@ -82,7 +79,8 @@ def main() -> None:
     paste_auto_s, result = timed(lambda: paste_faces(restored, scale="auto"), args.runs, device)
 
     print(f"GPEN-{args.size} {args.dtype} on {device}, image {tuple(image.shape[-2:])}, detector {args.detector}, "
-          f"subpixel {args.subpixel}, fused {args.fused}, cudnn benchmark {args.cudnn_benchmark}"
+          f"fold-blur {args.fold_blur}, subpixel {args.subpixel}, fused {args.fused}, "
+          f"cudnn-benchmark {args.cudnn_benchmark}"
           f"{', CUDA graphs' if args.cuda_graphs else ''}")
     rows = [("detect", detect_s), ("align", align_s), ("paste 1x", paste1_s),
             (f"paste auto ({result.scale}x)", paste_auto_s)]

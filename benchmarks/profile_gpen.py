@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import DTYPES, _random_state_dict, _setting  # noqa: E402
+from bench_gpen import DTYPES, _random_state_dict, add_gpu_options, apply_gpu_options  # noqa: E402
 
 from gpen_arch import load_gpen  # noqa: E402
 
@@ -30,10 +30,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--contiguous", action="store_true")
     parser.add_argument("--compile", default=None, help="torch.compile mode, e.g. default or max-autotune")
-    parser.add_argument("--subpixel", choices=["auto", "on", "off"], default="auto",
-                        help="GPEN.subpixel_upsample (auto: on CUDA only)")
-    parser.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
-                        help="GPEN.fused_kernels (Triton; auto: on CUDA only)")
+    add_gpu_options(parser)
     parser.add_argument("--cuda-graphs", action="store_true", help="GPEN.cuda_graphs")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
@@ -43,7 +40,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
     model.channels_last = not args.contiguous
-    model.subpixel_upsample, model.fused_kernels = _setting(args.subpixel), _setting(args.fused)
+    apply_gpu_options(model, args)
     model.cuda_graphs = args.cuda_graphs
     run = torch.compile(model, mode=args.compile) if args.compile else model
     x = torch.rand(args.batch, 3, args.size, args.size, device=device, dtype=dtype) * 2 - 1
