@@ -50,11 +50,11 @@ class CUDAGraphForward:
         key = (tuple(x.shape[1:]), x.dtype, x.device, self._weights_key(), self.model.channels_last,
                self.model.fold_blur, self.model.subpixel_upsample, self.model.fused_kernels)
         n, captured = x.shape[0], self.captured_batch
-        if key == self._key and 2 * n < captured:
-            self._small_calls += 1
-            if self._small_calls < self.recapture_after:
-                return fast_forward(self.model, x)  # a remainder: not worth padding to the graph's size
-        if key != self._key or n > captured or 2 * n < captured:
+        if key != self._key or not captured >= n >= captured / 2:  # the graph held cannot take this batch
+            if key == self._key and n < captured:
+                self._small_calls += 1
+                if self._small_calls < self.recapture_after:
+                    return fast_forward(self.model, x)  # a remainder: not worth padding to the graph's size
             self._capture(x, key)
         self._small_calls = 0
         self._static_in[:n].copy_(x)
