@@ -157,7 +157,7 @@ def _has_standard_skip_kernels(model) -> bool:
 def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
-    fold = bool(model.folds_blur(x.device))
+    fold = model.folds_blur(x.device)
     subpixel = model.uses_subpixel(x.device)
     fused = model.uses_fused_kernels(x.device)
     bilinear = _has_standard_skip_kernels(model)

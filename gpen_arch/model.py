@@ -107,7 +107,7 @@ class GPEN(nn.Module):
         memory."""
         if dtype is None:
             dtype = self.final_linear[0].weight.dtype
-        fold = bool(self.folds_blur(device))
+        fold = self.folds_blur(device)
         return derived_weight_bytes(self.config, dtype, folded=fold or self.uses_subpixel(device), encoder=fold)
 
     def encoder_layers(self) -> list[ConvLayer]:
