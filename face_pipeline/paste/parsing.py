@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FacePipelineError
+from ..weights_file import load_torch_weights
 from .masks import rounded_rect_mask
 
 PARSING_FILES = {
@@ -31,6 +32,10 @@ _HAIR = {"parsenet": 13, "bisenet": 17}
 
 class ParsingWeightsMissing(FacePipelineError):
     """A parsing mask was asked for, but no parsing weights are in the folder."""
+
+
+class ParsingWeightsCorrupt(FacePipelineError):
+    """The parsing weight file is there but cannot be read, or is not the parsing network's."""
 
 
 def find_parsing_weights(parsing_dir: str | Path | None) -> tuple[str, Path]:
@@ -50,10 +55,30 @@ def find_parsing_weights(parsing_dir: str | Path | None) -> tuple[str, Path]:
 def _load(kind: str, path: str, device: str, mtime: float) -> torch.nn.Module:
     from facexlib.parsing import BiSeNet, ParseNet
 
+    file_name, url = PARSING_FILES[kind]
+    state = load_torch_weights(path, download_hint=f"from {url} into {Path(path).parent}", error=ParsingWeightsCorrupt)
     model = BiSeNet(num_class=19) if kind == "bisenet" else ParseNet(in_size=512, out_size=512, parsing_ch=19)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # not a dict, or another network's tensors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ParsingWeightsCorrupt(f"{path} does not fit the {kind} parsing network ({first}); is it the right "
+                                    f"file? Delete it and download {file_name} again from {url}") from exc
     return model.eval().to(device)
+
+
+def check_parsing_weights(parsing_dir: str | Path | None, *, device: str | torch.device = "cpu") -> None:
+    """Find and load the parsing weights of ``parsing_dir`` now (kept for ``parsing_mask`` on ``device``), so a
+    missing or damaged file is reported before any work: ``ParsingWeightsMissing`` / ``ParsingWeightsCorrupt``."""
+    kind, path = find_parsing_weights(parsing_dir)
+    _load(kind, str(path), _device_key(device), path.stat().st_mtime)
+
+
+def _device_key(device: str | torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one device: one cached model
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
 
 
 def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_hair: bool,
@@ -63,7 +88,7 @@ def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_ha
     (naming the files and the folder) when neither weight file is in ``parsing_dir``; never downloads."""
     kind, path = find_parsing_weights(parsing_dir)
     device = faces.device
-    model = _load(kind, str(path), str(device), path.stat().st_mtime)
+    model = _load(kind, str(path), _device_key(device), path.stat().st_mtime)
     x = F.interpolate(faces.float(), size=(512, 512), mode="bilinear", align_corners=False, antialias=True)
     if kind == "parsenet":
         x = x * 2 - 1
