@@ -46,7 +46,8 @@ import torch
 from face_pipeline.detection import DETECTOR_NAMES, load_detector
 from face_pipeline.errors import FacePipelineError, FileLayoutError, InvalidImageError, OutputExistsError
 from face_pipeline.files import (JobSummary, OutputLock, OutputPlan, Outcome, PlannedOutput, collect_inputs,
-                                 describe_failure, is_out_of_memory, plan_outputs, run_each, write_atomically)
+                                 describe_failure, describe_os_error, is_out_of_memory, plan_outputs, run_each,
+                                 write_atomically)
 from face_pipeline.files.job import RECOVERABLE
 from face_pipeline.image import IMAGE_SUFFIXES, MAX_SIDE, ImageFile, image_size, load_image, read_image, same_format
 from face_pipeline.image import save_image
@@ -275,7 +276,11 @@ class Job:
         faces, found = find_faces(images, detector=self.detector, options=self.options)
         self.summary.faces_found += found
         if not faces[0] and self.options.scale in (1, "auto") and same_format(item.source, item.target):
-            write_atomically(item.target, item.source.read_bytes(), overwrite=self.plan.overwrite)
+            try:
+                data = item.source.read_bytes()
+            except OSError as exc:
+                raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
+            write_atomically(item.target, data, overwrite=self.plan.overwrite)
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
         result, batch = restore_and_paste(images, faces, model=self.model, options=self.options,
@@ -350,18 +355,19 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_outputs(inputs, args.output, overwrite=args.overwrite,
                         also_read=[args.inpaint_masks] if args.inpaint_masks else [])
     plan = probe_inputs(plan, args, options)
-    summary = JobSummary(images=len(plan.items))
+    summary = JobSummary(images=len(plan.items), report=lambda line: print(line, file=sys.stderr))
     summary.skip_planned(plan.items)
     start = time.perf_counter()
-    if plan.todo:
+    if not plan.todo:
+        print(f"{summary.line()}; nothing to do")
+        return summary.exit_status
+    with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
         job = Job(args, plan, options, summary)
         try:
-            with OutputLock(plan.root), tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
+            with tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
                 (job.video if args.video_frames else job.photos)(bar)
         finally:
             print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
-    else:
-        print(f"{summary.line()}; nothing to do")
     return summary.exit_status
 
 

@@ -69,7 +69,7 @@ def describe_load_error(path: Path, exc: BaseException, *, download_hint: str) -
                 f"file, so it was not loaded. Use a .safetensors version of this model, or a plain weights file "
                 f"from its official source")
     lowered = detail.lower()
-    if isinstance(exc, (EOFError, zipfile.BadZipFile)) or any(
+    if isinstance(exc, (EOFError, zipfile.BadZipFile, struct.error)) or any(
             mark in lowered for mark in ("ran out of input", "unexpected eof", "central directory", "truncated",
                                          "failed reading")):
         return (f"{path.name} is truncated or damaged ({size:,} bytes; the download or copy probably stopped "
@@ -96,5 +96,5 @@ def load_torch_file(path: str | Path, *, download_hint: str = "from its source")
     except OSError as exc:
         raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, ImportError, TypeError, KeyError) as exc:
+            AttributeError, ImportError, TypeError, KeyError, IndexError, struct.error) as exc:
         raise CheckpointReadError(describe_load_error(path, exc, download_hint=download_hint)) from exc

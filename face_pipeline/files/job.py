@@ -3,7 +3,8 @@
 ``run_each`` calls ``process(item)`` for every planned input and records what came of it in a ``JobSummary``:
 restored, unchanged (no face), skipped (an input that cannot be used, or an output that already exists) or failed
 (writing failed, out of memory, a face that cannot be restored or pasted). Any other exception ends the loop (the
-caller still prints the summary). Each skipped or failed input is logged with its reason.
+caller still prints the summary). Each skipped or failed input is reported with its reason (``JobSummary.report``, or
+the log).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class JobSummary:
     bad_inputs: int = 0  # skipped because the input cannot be used (not because its output exists)
     faces_found: int = 0
     faces_restored: int = 0
+    report: Callable[[str], None] | None = field(default=None, repr=False)  # gets each skip/fail line; None: logged
 
     def record(self, source: Path, outcome: Outcome, reason: str | None = None, *, bad_input: bool = False) -> None:
         if outcome is Outcome.RESTORED:
@@ -71,10 +73,16 @@ class JobSummary:
         elif outcome is Outcome.SKIPPED:
             self.skipped.append((source, reason or ""))
             self.bad_inputs += bad_input
-            logger.warning("skipped %s: %s", source, reason)
+            self._report(logging.WARNING, f"skipped {source}: {reason}")
         else:
             self.failed.append((source, reason or ""))
-            logger.error("failed %s: %s", source, reason)
+            self._report(logging.ERROR, f"failed {source}: {reason}")
+
+    def _report(self, level: int, line: str) -> None:
+        if self.report is not None:
+            self.report(line)
+        else:
+            logger.log(level, "%s", line)
 
     def skip_planned(self, items: Iterable[PlannedOutput]) -> None:
         """Record the inputs the plan already skips (an output that exists is not a bad input)."""
@@ -89,7 +97,7 @@ class JobSummary:
 
     def line(self) -> str:
         return (f"{self.images} image(s): {self.restored} restored, {self.unchanged} unchanged, "
-                f"{len(self.skipped)} skipped, {len(self.failed)} failed; {self.faces_found} face(s) found, "
+                f"{len(self.skipped)} skipped, {len(self.failed)} failed; faces: {self.faces_found} found, "
                 f"{self.faces_restored} restored")
 
 

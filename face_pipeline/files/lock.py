@@ -2,7 +2,8 @@
 
 The lock file (``.gpen-restore.lock`` in the output folder) holds the process id and host name of the run that owns
 it. A second run into the same folder gets ``OutputLockedError`` naming the owner and the file. A lock left behind
-by a run that no longer exists on this host (killed with SIGKILL, a crash) is taken over with a warning.
+by a run that no longer exists on this host (killed with SIGKILL, a crash) is taken over with a warning. A folder the
+lock created is removed again on release if nothing was written into it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class OutputLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._held = False
+        self._created_folder = False
 
     def _owner(self) -> tuple[int, str] | None:
         try:
@@ -58,6 +60,7 @@ class OutputLock:
 
     def acquire(self) -> None:
         try:
+            self._created_folder = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
             created = self._create()
             if not created:
@@ -80,6 +83,8 @@ class OutputLock:
         if self._held:
             self.path.unlink(missing_ok=True)
             self._held = False
+            if self._created_folder and not any(self.folder.iterdir()):
+                self.folder.rmdir()
 
     def __enter__(self) -> OutputLock:
         self.acquire()
