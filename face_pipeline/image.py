@@ -40,8 +40,10 @@ ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 METADATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
             ".tiff": "TIFF"}
-_ENCODER_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "PNG": {"compress_level": 1}, "WEBP": {"lossless": True},
-                    "BMP": {}, "TIFF": {"compression": "tiff_lzw"}}
+# WEBP: lossless, the colour under transparent pixels kept; TIFF uncompressed (libtiff's compressing writer cannot
+# write the EXIF sub-IFDs)
+_ENCODER_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "PNG": {"compress_level": 1},
+                    "WEBP": {"lossless": True, "exact": True}, "BMP": {}, "TIFF": {}}
 
 _INTEGER_MAX = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
@@ -166,6 +168,8 @@ def read_image(path: str | Path) -> ImageFile:
         raise InvalidImageError(f"{path.name} is not a readable image (empty, corrupt or an unsupported format)")
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise InvalidImageError(f"{path.name}: {image.dtype} pixels are not supported (expected 8 or 16 bit)")
+    if image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
+        image = _tiff_rgba(path, image)
     orientation, exif, icc = _metadata(path)
     if orientation in _ORIENTATIONS:
         image = _ORIENTATIONS[orientation](image)
@@ -178,6 +182,21 @@ def read_image(path: str | Path) -> ImageFile:
     if image.ndim == 3 and image.shape[2] == 3:
         image = image[:, :, ::-1]  # BGR -> RGB
     return ImageFile(to_rgb_float(np.ascontiguousarray(image)), alpha=alpha, exif=exif, icc_profile=icc)
+
+
+def _tiff_rgba(path: Path, decoded: np.ndarray) -> np.ndarray:
+    """OpenCV reads an RGBA TIFF through libtiff's RGBA interface, which multiplies the colour by the alpha; Pillow
+    reads it as stored. Returns BGRA as OpenCV would, with the colour as stored where Pillow can read the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode != "RGBA" or image.size != (decoded.shape[1], decoded.shape[0]):
+                return decoded
+            rgba = np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return decoded
+    return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]])
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -233,7 +252,7 @@ def encode_image(image: torch.Tensor, suffix: str, *, alpha: torch.Tensor | None
     (``[1, 3, H, W]`` or ``[3, H, W]`` RGB 0..1), with ``alpha`` (``[1, 1, H, W]`` or ``[1, H, W]`` 0..1, resized to
     the image if needed) where the format holds it (PNG, WEBP, TIFF) and ``exif`` / ``icc_profile`` where it holds
     them (JPEG, PNG, WEBP, TIFF); what cannot be kept is logged as a warning naming ``name``. JPEG at quality 95,
-    WEBP lossless, TIFF LZW-compressed."""
+    WEBP lossless (the colour under transparent pixels kept), TIFF uncompressed."""
     from PIL import Image
 
     suffix = suffix.lower()
@@ -259,7 +278,7 @@ def encode_image(image: torch.Tensor, suffix: str, *, alpha: torch.Tensor | None
     buffer = io.BytesIO()
     try:
         Image.fromarray(pixels, "RGBA" if alpha is not None else "RGB").save(buffer, _FORMATS[suffix], **options)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # Pillow's encoders raise all three
         raise InvalidImageError(f"could not encode {name} as {suffix}: {exc}") from exc
     return buffer.getvalue()
 

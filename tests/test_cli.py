@@ -115,3 +115,29 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path, main, capsys):
     assert f"skipped {inputs / 'broken.jpg'}: broken.jpg is not a readable image" in captured.err
     assert (tmp_path / "out" / "plain.png").read_bytes() == (inputs / "plain.png").read_bytes()  # copied, no face
     assert not (tmp_path / "out" / "broken.jpg").exists()
+
+
+def test_alpha_exif_and_icc_pass_through_and_faceless_images_are_copied(tmp_path, main, capsys, caplog):
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    photo = np.asarray(Image.open(require_shared("faces", "grace_hopper.jpg")).convert("RGB"))
+    alpha = np.tile(np.linspace(0, 255, photo.shape[1]).astype(np.uint8), (photo.shape[0], 1))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.dstack([photo, alpha]), "RGBA").save(inputs / "face.png", exif=exif.tobytes(), icc_profile=icc)
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(inputs / "wall.jpg", exif=exif.tobytes(), quality=80)
+    assert main([str(inputs), *common(tmp_path)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("2 image(s): 1 restored, 1 unchanged, 0 skipped, 0 failed")
+    assert (tmp_path / "out" / "wall.jpg").read_bytes() == (inputs / "wall.jpg").read_bytes()  # not re-encoded
+    with Image.open(tmp_path / "out" / "face.png") as restored:
+        assert restored.mode == "RGBA" and np.array_equal(np.asarray(restored)[:, :, 3], alpha)
+        assert restored.info.get("icc_profile") == icc and restored.getexif().get(0x010F) == "TestCam"
+        assert np.abs(np.asarray(restored)[:, :, :3].astype(float) - photo).mean() > 1  # the face was restored
+    status = main([str(inputs / "face.png"), *common(tmp_path)[:2], "--output", str(tmp_path / "face.jpg"),
+                   *common(tmp_path)[4:]])
+    assert status == 0 and "face.jpg: .jpg files cannot hold transparency; written without it" in caplog.text
+    with Image.open(tmp_path / "face.jpg") as flat:
+        assert flat.mode == "RGB" and flat.info.get("icc_profile") == icc
