@@ -14,8 +14,8 @@ from pathlib import Path
 def _checkpoint_file():
     # gpen_arch is this package's sibling: "gpen_arch" when the repository root is on sys.path (cli.py, the tests),
     # "<pack>.gpen_arch" inside ComfyUI, which imports the repository as one package
-    prefix = __name__.rpartition("face_pipeline.")[0]
-    return importlib.import_module(f"{prefix}gpen_arch.checkpoint_file")
+    parent = __name__.rsplit(".", 2)[0] if __name__.count(".") >= 2 else ""  # the package above face_pipeline
+    return importlib.import_module(f"{parent}.gpen_arch.checkpoint_file" if parent else "gpen_arch.checkpoint_file")
 
 
 def load_torch_weights(path: str | Path, *, download_hint: str, error: type[Exception]) -> object:
