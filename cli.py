@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import math
 import sys
@@ -44,16 +45,45 @@ from pathlib import Path
 import torch
 
 from face_pipeline.detection import DETECTOR_NAMES, load_detector
-from face_pipeline.errors import FacePipelineError, FileLayoutError, InvalidImageError, OutputExistsError
-from face_pipeline.files import (JobSummary, OutputLock, OutputPlan, Outcome, PlannedOutput, collect_inputs,
-                                 describe_failure, describe_os_error, is_out_of_memory, plan_outputs, run_each,
-                                 write_atomically)
+from face_pipeline.errors import (
+    FacePipelineError,
+    FileLayoutError,
+    InvalidImageError,
+    OutputExistsError,
+)
+from face_pipeline.files import (
+    JobSummary,
+    Outcome,
+    OutputLock,
+    OutputPlan,
+    PlannedOutput,
+    collect_inputs,
+    describe_failure,
+    describe_os_error,
+    is_out_of_memory,
+    plan_outputs,
+    run_each,
+    write_atomically,
+)
 from face_pipeline.files.job import RECOVERABLE
-from face_pipeline.image import IMAGE_SUFFIXES, MAX_SIDE, ImageFile, image_size, load_image, read_image, same_format
-from face_pipeline.image import save_image
+from face_pipeline.image import (
+    IMAGE_SUFFIXES,
+    MAX_SIDE,
+    ImageFile,
+    image_size,
+    load_image,
+    read_image,
+    same_format,
+    save_image,
+)
 from face_pipeline.paste import MASK_TYPES
 from face_pipeline.paste.parsing import check_parsing_weights
-from face_pipeline.pipeline import PipelineOptions, find_faces, restore_and_paste, stabilise_faces
+from face_pipeline.pipeline import (
+    PipelineOptions,
+    find_faces,
+    restore_and_paste,
+    stabilise_faces,
+)
 from face_pipeline.restoration import RESTORE_MODES
 from gpen_arch import GPENError, load_gpen_file
 
@@ -296,10 +326,15 @@ class Job:
     def photos(self, bar) -> None:
         run_each(self.plan.todo, self.photo, summary=self.summary, on_done=lambda _: bar.update(1))
 
+    def write_frame(self, frames_done: dict, item: PlannedOutput) -> Outcome:
+        image, loaded, faces = frames_done[item]
+        self.save(item, image, loaded)
+        return Outcome.RESTORED if faces else Outcome.UNCHANGED
+
     def video(self, bar) -> None:
         """All inputs as one frame sequence: detect everything, track and smooth over the whole sequence, then
         restore in chunks of ``FRAMES_PER_CHUNK`` frames (each frame is read twice; memory stays bounded). A frame
-        that cannot be read is skipped and left out of the sequence."""
+        that cannot be read, or whose output exists (without --overwrite), is skipped and left out of the sequence."""
         frames: list[PlannedOutput] = []
         faces_per_frame = []
         for item in self.plan.todo:
@@ -331,16 +366,10 @@ class Job:
                 bar.update(len(group))
                 continue
             self.summary.faces_restored += batch.num_faces
-            counts = [len(faces) for faces in chunk]
-            outputs = {item: (image, one, count) for item, image, one, count in zip(group, result.images, loaded,
-                                                                                    counts)}
-
-            def write(item: PlannedOutput) -> Outcome:
-                image, one, count = outputs[item]
-                self.save(item, image, one)
-                return Outcome.RESTORED if count else Outcome.UNCHANGED
-
-            run_each(group, write, summary=self.summary, on_done=lambda _: bar.update(1))
+            frames_done = {item: (image, one, len(faces))
+                           for item, image, one, faces in zip(group, result.images, loaded, chunk)}
+            run_each(group, functools.partial(self.write_frame, frames_done), summary=self.summary,
+                     on_done=lambda _: bar.update(1))
             if self.args.save_crops:
                 self.save_crops(group, batch)
 

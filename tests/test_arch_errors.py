@@ -72,15 +72,15 @@ def _bad_file(kind: str, tmp_path) -> bytes:
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("truncated zip", r"truncated\.pth is truncated: a zip checkpoint of [\d,]+ bytes without its end .*download it "
-                      r"again from its source"),
-    ("truncated legacy pickle", r"truncated\.pth is truncated or damaged \([\d,]+ bytes; the download or copy probably "
-                                r"stopped early\); delete it and download it again"),
-    ("html page", r"truncated\.pth looks like an HTML page \(\d+ bytes\), not a checkpoint: probably a failed "
-                  r"download .*download it again from its source \(README: Model files\)"),
+    ("truncated zip", (r"truncated\.pth is truncated: a zip checkpoint of [\d,]+ bytes without its end .*download it "
+                       r"again from its source")),
+    ("truncated legacy pickle", (r"truncated\.pth is truncated or damaged \([\d,]+ bytes; the download or copy probably "
+                                 r"stopped early\); delete it and download it again")),
+    ("html page", (r"truncated\.pth looks like an HTML page \(\d+ bytes\), not a checkpoint: probably a failed "
+                   r"download .*download it again from its source \(README: Model files\)")),
     ("git lfs pointer", r"truncated\.pth is a Git LFS pointer \(\d+ bytes\), not the weights"),
-    ("random bytes", r"truncated\.pth is not a checkpoint: 2,560 bytes of non-checkpoint data \(starting "
-                     r"b'\\x00\\x01.*neither a PyTorch \(zip or pickle\) nor a safetensors file"),
+    ("random bytes", (r"truncated\.pth is not a checkpoint: 2,560 bytes of non-checkpoint data \(starting "
+                      r"b'\\x00\\x01.*neither a PyTorch \(zip or pickle\) nor a safetensors file")),
 ])
 def test_files_that_are_not_checkpoints_say_which_case(tmp_path, kind, message):
     path = tmp_path / "truncated.pth"

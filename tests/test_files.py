@@ -9,9 +9,20 @@ import sys
 
 import pytest
 
-from face_pipeline.errors import FileLayoutError, OutputExistsError, OutputLockedError, OutputWriteError
-from face_pipeline.files import LOCK_NAME, OutputLock, collect_inputs, plan_outputs, write_atomically
-from face_pipeline.files import writer
+from face_pipeline.errors import (
+    FileLayoutError,
+    OutputExistsError,
+    OutputLockedError,
+    OutputWriteError,
+)
+from face_pipeline.files import (
+    LOCK_NAME,
+    OutputLock,
+    collect_inputs,
+    plan_outputs,
+    write_atomically,
+    writer,
+)
 
 
 def _tree(root, *names):
@@ -126,7 +137,8 @@ def test_lock_refuses_a_second_run_and_takes_over_a_dead_ones(tmp_path):
             OutputLock(folder).acquire()
     assert not folder.exists()  # created by the lock, nothing written: removed again
     folder.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     import socket
 
     (folder / LOCK_NAME).write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")

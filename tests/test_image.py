@@ -9,8 +9,17 @@ import torch
 from conftest import require_shared
 
 from face_pipeline.errors import InvalidImageError
-from face_pipeline.image import (MAX_SIDE, encode_image, image_size, load_image, read_image, same_format, save_image,
-                                 to_bgr_uint8, to_rgb_float)
+from face_pipeline.image import (
+    MAX_SIDE,
+    encode_image,
+    image_size,
+    load_image,
+    read_image,
+    same_format,
+    save_image,
+    to_bgr_uint8,
+    to_rgb_float,
+)
 
 RNG = np.random.default_rng(0)
 RGB8 = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)

@@ -11,7 +11,20 @@ from .plan import OutputPlan, PlannedOutput, names_a_file, plan_outputs
 from .writer import describe_os_error, write_atomically
 
 __all__ = [
-    "InputFile", "JobInputs", "JobSummary", "LOCK_NAME", "Outcome", "OutputLock", "OutputPlan", "PlannedOutput",
-    "collect_inputs", "describe_failure", "describe_os_error", "is_out_of_memory", "names_a_file", "plan_outputs",
-    "run_each", "write_atomically",
+    "LOCK_NAME",
+    "InputFile",
+    "JobInputs",
+    "JobSummary",
+    "Outcome",
+    "OutputLock",
+    "OutputPlan",
+    "PlannedOutput",
+    "collect_inputs",
+    "describe_failure",
+    "describe_os_error",
+    "is_out_of_memory",
+    "names_a_file",
+    "plan_outputs",
+    "run_each",
+    "write_atomically",
 ]

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InvalidImageError, OutputExistsError, OutputWriteError, PasteError, RestoreError
+from ..errors import (
+    InvalidImageError,
+    OutputExistsError,
+    OutputWriteError,
+    PasteError,
+    RestoreError,
+)
 from .plan import PlannedOutput
 
 logger = logging.getLogger(__name__)
