@@ -231,7 +231,7 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
         long_side = max(width, height)
         if long_side > MAX_SIDE:
             plan = plan.skipping(item, f"{width}x{height} is larger than the supported {MAX_SIDE} pixels per side")
-        elif isinstance(options.scale, int) and long_side * options.scale > options.max_output_size:
+        elif options.scale != "auto" and options.scale > 1 and long_side * options.scale > options.max_output_size:
             plan = plan.skipping(item, f"--scale {options.scale} would make it {long_side * options.scale} px on its "
                                        f"long side, above --max-output-size {options.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
