@@ -36,10 +36,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib
 import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,13 +51,13 @@ from face_pipeline.errors import (
     FacePipelineError,
     FileLayoutError,
     InvalidImageError,
-    OutputExistsError,
 )
 from face_pipeline.files import (
     JobSummary,
     Outcome,
     OutputLock,
     OutputPlan,
+    PendingWrite,
     PlannedOutput,
     collect_inputs,
     describe_failure,
@@ -63,18 +65,17 @@ from face_pipeline.files import (
     is_out_of_memory,
     plan_outputs,
     run_each,
-    write_atomically,
 )
 from face_pipeline.files.job import RECOVERABLE
 from face_pipeline.image import (
     IMAGE_SUFFIXES,
     MAX_SIDE,
     ImageFile,
+    encode_image,
     image_size,
     load_image,
     read_image,
     same_format,
-    save_image,
 )
 from face_pipeline.paste import MASK_TYPES
 from face_pipeline.paste.parsing import check_parsing_weights
@@ -150,6 +151,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video-frames", action="store_true",
                         help="the inputs are the ordered frames of one video: track faces, smooth landmarks")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
+    engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
+                                       "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
+    engine.add_argument("--engine", choices=["local", "ray"], default="local", help="where the work runs")
+    engine.add_argument("--ray-address", help="Ray cluster to join (e.g. auto on a node of it; default: start a "
+                                              "local instance for this run)")
+    engine.add_argument("--workers", type=int, default=None, help="Ray workers, each with its own model (default 1)")
+    engine.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs each Ray worker reserves (0..8; "
+                                                                            "default 0, 1 usual on a GPU cluster)")
+    engine.add_argument("--ray-batch-size", type=int, default=None,
+                        help="images per Ray batch, the unit of work that is retried (default 4)")
     return parser.parse_args(argv)
 
 
@@ -176,6 +187,29 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
         raise UsageError(f"--inpaint-masks {args.inpaint_masks}: no such folder")
+    check_engine_args(args)
+
+
+def check_engine_args(args: argparse.Namespace) -> None:
+    """The --engine ray options: in range, only with --engine ray, Ray Data installed (``UsageError``)."""
+    ray_only = {"--ray-address": args.ray_address, "--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
+                "--ray-batch-size": args.ray_batch_size}
+    given = [name for name, value in ray_only.items() if value is not None]
+    if args.engine != "ray":
+        if given:
+            raise UsageError(f"{given[0]} is only used with --engine ray")
+        return
+    _in_range("--workers", args.workers, 1, 4096, "a whole number")
+    _in_range("--gpus-per-worker", args.gpus_per_worker, 0.0, 8.0)
+    _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
+    if args.video_frames:
+        raise UsageError("--video-frames tracks faces across one sequence in order; it runs on --engine local only")
+    from face_pipeline.files.ray_engine import RayUnavailableError, require_ray
+
+    try:
+        require_ray()
+    except RayUnavailableError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def pick_device(name: str) -> torch.device:
@@ -263,8 +297,10 @@ def load_mask(folder: Path, relative: Path, shape: tuple[int, int]) -> torch.Ten
 class Job:
     """One CLI run's work: the loaded model and detector, the output plan, the summary."""
 
-    def __init__(self, args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary):
+    def __init__(self, args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary,
+                 *, sink: Callable[[PendingWrite], None] = PendingWrite.write):
         self.args, self.plan, self.options, self.summary = args, plan, options, summary
+        self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
         if options.mask_type.startswith("parsing"):
@@ -285,8 +321,9 @@ class Job:
         return torch.cat([load_mask(folder, item.relative, shape) for item in group]).to(images.device)
 
     def save(self, item: PlannedOutput, image: torch.Tensor, loaded: ImageFile) -> None:
-        save_image(image, item.target, alpha=loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
-                   overwrite=self.plan.overwrite)
+        data = encode_image(image, item.target.suffix, alpha=loaded.alpha, exif=loaded.exif,
+                            icc_profile=loaded.icc_profile, name=item.target.name)
+        self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
 
     def save_crops(self, group: list[PlannedOutput], batch) -> None:
         counters: dict[int, int] = {}
@@ -294,10 +331,8 @@ class Job:
             k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
             for kind, image in (("aligned", crop), ("restored", restored)):
                 path = self.plan.crop_path(group[face.image_index], k, kind)
-                try:
-                    save_image(image, path, overwrite=self.plan.overwrite)
-                except OutputExistsError:
-                    logger.warning("kept the existing %s (--overwrite replaces it)", path)
+                data = encode_image(image, path.suffix, name=path.name)
+                self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
 
     def photo(self, item: PlannedOutput) -> Outcome:
         """Restore one input and write its result (an image without a face is copied as it is where it can be)."""
@@ -310,7 +345,7 @@ class Job:
                 data = item.source.read_bytes()
             except OSError as exc:
                 raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
-            write_atomically(item.target, data, overwrite=self.plan.overwrite)
+            self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
         result, batch = restore_and_paste(images, faces, model=self.model, options=self.options,
@@ -379,7 +414,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     options = build_options(args)
-    pick_device(args.device)  # an unavailable device is a usage error before anything is read
+    if args.engine == "local":
+        pick_device(args.device)  # an unavailable device is a usage error before anything is read
     inputs = collect_inputs(args.inputs)
     plan = plan_outputs(inputs, args.output, overwrite=args.overwrite,
                         also_read=[args.inpaint_masks] if args.inpaint_masks else [])
@@ -391,13 +427,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.line()}; nothing to do")
         return summary.exit_status
     with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
-        job = Job(args, plan, options, summary)
         try:
             with tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
-                (job.video if args.video_frames else job.photos)(bar)
+                if args.engine == "ray":
+                    run_on_ray_engine(args, plan, options, summary, bar)
+                else:
+                    job = Job(args, plan, options, summary)
+                    (job.video if args.video_frames else job.photos)(bar)
         finally:
             print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
     return summary.exit_status
+
+
+def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary,
+                      bar) -> None:
+    """--engine ray: each Ray worker builds this module's ``Job`` (model and detector loaded once) and runs its
+    ``photo`` on the images it gets; the files it makes are written here, under this run's lock, by the same writer.
+    Paths are made absolute (the workers run elsewhere)."""
+    from face_pipeline.files.ray_engine import RayOptions, run_on_ray
+
+    absolute = {name: str(Path(value).resolve()) for name in ("model", "detector_dir", "inpaint_masks", "output")
+                if (value := getattr(args, name)) is not None}
+    worker_args = argparse.Namespace(**{**vars(args), **absolute})
+    if options.parsing_dir is not None:
+        options = dataclasses.replace(options, parsing_dir=str(Path(options.parsing_dir).resolve()))
+    ray_options = RayOptions(address=args.ray_address, workers=args.workers or 1,
+                             gpus_per_worker=args.gpus_per_worker or 0.0, batch_size=args.ray_batch_size or 4,
+                             working_dir=Path(__file__).resolve().parent)
+    # the workers import this module by name: pickled by reference, never by value from __main__
+    job_class = importlib.import_module("cli").Job if __name__ == "__main__" else Job
+    make_job = functools.partial(job_class, worker_args, dataclasses.replace(plan, root=plan.root.resolve(), items=()),
+                                 options, JobSummary())
+    run_on_ray(plan.todo, make_job, summary=summary, options=ray_options, on_done=lambda _: bar.update(1))
 
 
 def fail(exc: BaseException, status: int, prefix: str = "") -> int:

@@ -8,7 +8,7 @@ from .inputs import InputFile, JobInputs, collect_inputs
 from .job import JobSummary, Outcome, describe_failure, is_out_of_memory, run_each
 from .lock import LOCK_NAME, OutputLock
 from .plan import OutputPlan, PlannedOutput, names_a_file, plan_outputs
-from .writer import describe_os_error, write_atomically
+from .writer import PendingWrite, describe_os_error, write_atomically
 
 __all__ = [
     "LOCK_NAME",
@@ -18,6 +18,7 @@ __all__ = [
     "Outcome",
     "OutputLock",
     "OutputPlan",
+    "PendingWrite",
     "PlannedOutput",
     "collect_inputs",
     "describe_failure",

@@ -5,16 +5,23 @@ is then moved into place in one step: ``os.replace`` when replacing is allowed, 
 hard link, which fails if the name exists; ``os.rename`` on Windows, which does the same), so a file that appeared
 since the plan was made is never replaced. On any failure the temporary file is removed and ``OutputWriteError``
 names the file and the cause ("disk full", "permission denied", ...).
+
+A ``PendingWrite`` is a file to write, held as data: an engine whose workers compute in other processes (Ray) has
+them return their ``PendingWrite`` records and writes them where the run's lock is held, with this same writer.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OutputExistsError, OutputWriteError
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # bytes per write call
 
@@ -96,3 +103,23 @@ def write_atomically(path: str | Path, data: bytes, *, overwrite: bool = False) 
     finally:
         if temp is not None:
             temp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """One file to write: where, what, whether an existing file may be replaced, and whether an existing file is
+    only a warning (``keep_existing``: e.g. a crop beside its image) instead of an ``OutputExistsError``."""
+
+    path: Path
+    data: bytes
+    overwrite: bool = False
+    keep_existing: bool = False
+
+    def write(self) -> None:
+        """``write_atomically`` this file (an existing one kept with a warning when ``keep_existing``)."""
+        try:
+            write_atomically(self.path, self.data, overwrite=self.overwrite)
+        except OutputExistsError:
+            if not self.keep_existing:
+                raise
+            logger.warning("kept the existing %s (--overwrite replaces it)", self.path)

@@ -1,0 +1,181 @@
+"""cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine, a worker killed mid-run,
+a run started again after two outputs were deleted, and the command line without Ray installed.
+
+The Ray tests skip when ``ray[data]`` is not installed (CI installs it from requirements-test.txt). They use the
+compact 256 GPEN vectors and the OpenCV YuNet detector, on 12 small photos made from grace_hopper.jpg.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, require_shared
+
+from face_pipeline.files.ray_engine import CRASH_ONCE_ENV, code_runtime_env
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason='ray[data] is not installed (pip install "ray[data]"; CI installs it from '
+                                      'requirements-test.txt)')
+MODEL = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
+RESTORED = ("face_0.jpg", "face_1.jpg", "face_2.jpg", "face_3.jpg", "sub/crop_0.png", "sub/crop_1.png",
+            "sub/crop_2.png")
+UNCHANGED = ("noise.jpg", "plain_0.png", "plain_1.png", "plain_2.png")
+
+
+def make_photos(folder: Path) -> Path:
+    """12 small images: 7 with the face (resized, cropped; 3 in a subfolder), 4 without, 1 unreadable."""
+    photo = cv2.imread(str(require_shared("faces", "grace_hopper.jpg")))  # 600x512
+    h, w = photo.shape[:2]
+    (folder / "sub").mkdir(parents=True)
+    for i, size in enumerate((160, 200, 240, 280)):
+        cv2.imwrite(str(folder / f"face_{i}.jpg"), cv2.resize(photo, (size * w // h, size),
+                                                               interpolation=cv2.INTER_AREA))
+    for i, (y, x, s) in enumerate(((20, 60, 320), (40, 100, 360), (0, 0, 400))):
+        cv2.imwrite(str(folder / "sub" / f"crop_{i}.png"), cv2.resize(photo[y:y + s, x:x + s], (s // 2, s // 2)))
+    for i in range(3):
+        cv2.imwrite(str(folder / f"plain_{i}.png"), np.full((48 + 8 * i, 64, 3), 60 + 40 * i, np.uint8))
+    cv2.imwrite(str(folder / "noise.jpg"), np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8))
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    return folder
+
+
+def args(inputs: Path, output: Path, *extra: str) -> list[str]:
+    return [str(inputs), "--model", str(require_shared(*MODEL)), "--output", str(output), "--detector",
+            "yunet_opencv", "--detector-dir", str(require_shared("detectors")), "--no-download", *extra]
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return make_photos(tmp_path_factory.mktemp("ray") / "in")
+
+
+@pytest.fixture(scope="module")
+def local_reference(photos, tmp_path_factory) -> tuple[int, str, dict[str, bytes]]:
+    """The local engine's run, computing with one thread as each Ray worker does (CPU sums depend on the count)."""
+    import cli
+
+    out = tmp_path_factory.mktemp("local") / "out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status = cli.main(args(photos, out))
+    finally:
+        torch.set_num_threads(threads)
+    return status, out, files_under(out)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024, log_to_driver=False,
+             runtime_env=code_runtime_env(REPO_ROOT))  # the workers import cli and face_pipeline from it
+    yield ray
+    ray.shutdown()
+
+
+def summary_counts(out: str) -> str:
+    """The summary's counts, "12 image(s): ...; faces: ...", without the time (the last line: Ray's own notices of a
+    run may still arrive on stdout after it)."""
+    line = out.strip().splitlines()[-1]
+    return line.split("; ")[0] + "; " + line.split("; ")[1]
+
+
+@needs_ray
+def test_same_bytes_and_status_as_the_local_engine(photos, local_reference, ray_instance, tmp_path, capsys):
+    import cli
+
+    status, _, expected = local_reference
+    capsys.readouterr()
+    assert status == 2  # the unreadable image
+    assert set(expected) == set(RESTORED + UNCHANGED)
+    assert cli.main(args(photos, tmp_path / "out", "--engine", "ray", "--workers", "2", "--ray-batch-size",
+                         "3")) == status
+    captured = capsys.readouterr()
+    assert summary_counts(captured.out) == ("12 image(s): 7 restored, 4 unchanged, 1 skipped, 0 failed; faces: 7 "
+                                            "found, 7 restored")
+    assert f"skipped {photos / 'broken.jpg'}: broken.jpg is not a readable image" in captured.err
+    assert files_under(tmp_path / "out") == expected  # byte for byte, and nothing else (no lock, no .part)
+    for name in UNCHANGED:
+        assert (tmp_path / "out" / name).read_bytes() == (photos / name).read_bytes()
+
+
+@needs_ray
+def test_a_worker_that_dies_mid_batch_has_its_batch_retried(photos, local_reference, ray_instance, tmp_path,
+                                                            monkeypatch, capsys):
+    import cli
+
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    assert cli.main(args(photos, tmp_path / "out", "--engine", "ray", "--workers", "2")) == local_reference[0]
+    assert marker.is_file()  # a worker process did end itself on its first batch
+    assert summary_counts(capsys.readouterr().out).startswith("12 image(s): 7 restored, 4 unchanged, 1 skipped, "
+                                                              "0 failed")
+    assert files_under(tmp_path / "out") == local_reference[2]  # every output, correct, and no partial file
+
+
+@needs_ray
+def test_a_run_started_again_recomputes_only_the_missing_outputs(photos, local_reference, ray_instance, tmp_path,
+                                                                 capsys):
+    import cli
+
+    out = tmp_path / "out"
+    command = args(photos, out, "--engine", "ray", "--workers", "2")
+    assert cli.main(command) == 2
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    deleted = [out / "face_2.jpg", out / "plain_1.png"]
+    for path in deleted:
+        path.unlink()
+    assert cli.main(command) == 2  # the unreadable image is reported again
+    captured = capsys.readouterr()
+    assert summary_counts(captured.out) == ("12 image(s): 1 restored, 1 unchanged, 10 skipped, 0 failed; faces: 1 "
+                                            "found, 1 restored")  # 2 recomputed: 9 outputs exist + broken.jpg
+    assert captured.err.count("already exists (--overwrite replaces it)") == 9
+    assert files_under(out) == local_reference[2]
+    for path, mtime in before.items():
+        if path not in deleted:
+            assert path.stat().st_mtime_ns == mtime  # not written again
+
+
+def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, monkeypatch, capsys):
+    import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as when it is not installed
+    assert cli.main(args(photos, tmp_path / "out", "--engine", "ray")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --engine ray needs Ray Data, which is not installed")
+    assert err.rstrip().endswith('install it with: pip install "ray[data]"') and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("extra", "line"), [
+    (["--workers", "2"], "error: --workers is only used with --engine ray"),
+    (["--engine", "ray", "--workers", "0"], "error: --workers must be a whole number in 1..4096, got 0"),
+    (["--engine", "ray", "--gpus-per-worker", "nan"], "error: --gpus-per-worker must be a number in 0..8, got nan"),
+    (["--engine", "ray", "--video-frames"], ("error: --video-frames tracks faces across one sequence in order; it "
+                                             "runs on --engine local only")),
+])
+def test_engine_options_are_checked_before_any_work(photos, tmp_path, capsys, extra, line):
+    import cli
+
+    assert cli.main(args(photos, tmp_path / "out", *extra)) == 2
+    assert capsys.readouterr().err.strip() == line and not (tmp_path / "out").exists()
+
+
+def test_ray_is_not_imported_by_the_local_engine(tmp_path):
+    import subprocess
+
+    code = ("import cli, sys; status = cli.main([sys.argv[1], '--model', 'm.pth', '--output', sys.argv[2]]); "
+            "print(status, 'ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no.png"), str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=120, check=False)
+    assert out.stdout.strip() == "2 False", out.stderr
