@@ -446,6 +446,9 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
     Paths are made absolute (the workers run elsewhere)."""
     from face_pipeline.files.ray_engine import RayOptions, run_on_ray
 
+    # built once here, on the CPU, and dropped: the weights are checked (and the detector's fetched) with the local
+    # engine's errors before any worker starts, instead of failing in every worker's constructor
+    Job(argparse.Namespace(**{**vars(args), "device": "cpu", "dtype": "fp32"}), plan, options, summary)
     absolute = {name: str(Path(value).resolve()) for name in ("model", "detector_dir", "inpaint_masks", "output")
                 if (value := getattr(args, name)) is not None}
     worker_args = argparse.Namespace(**{**vars(args), **absolute})
