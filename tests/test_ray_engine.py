@@ -1,5 +1,6 @@
 """cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine, a worker killed mid-run,
-a run started again after two outputs were deleted, and the command line without Ray installed.
+a run started again after two outputs were deleted, and the command line without Ray installed. Every run saves
+the crops too (--save-crops), so they are compared as well.
 
 The Ray tests skip when ``ray[data]`` is not installed (CI installs it from requirements-test.txt). They use the
 compact 256 GPEN vectors and the OpenCV YuNet detector, on 12 small photos made from grace_hopper.jpg.
@@ -47,7 +48,7 @@ def make_photos(folder: Path) -> Path:
 
 def args(inputs: Path, output: Path, *extra: str) -> list[str]:
     return [str(inputs), "--model", str(require_shared(*MODEL)), "--output", str(output), "--detector",
-            "yunet_opencv", "--detector-dir", str(require_shared("detectors")), "--no-download", *extra]
+            "yunet_opencv", "--detector-dir", str(require_shared("detectors")), "--no-download", "--save-crops", *extra]
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -97,7 +98,8 @@ def test_same_bytes_and_status_as_the_local_engine(photos, local_reference, ray_
     status, _, expected = local_reference
     capsys.readouterr()
     assert status == 2  # the unreadable image
-    assert set(expected) == set(RESTORED + UNCHANGED)
+    crops = {f"crops/{name}_face0_{kind}.png" for name in RESTORED for kind in ("aligned", "restored")}
+    assert set(expected) == set(RESTORED + UNCHANGED) | crops
     assert cli.main(args(photos, tmp_path / "out", "--engine", "ray", "--workers", "2", "--ray-batch-size",
                          "3")) == status
     captured = capsys.readouterr()
@@ -125,7 +127,7 @@ def test_a_worker_that_dies_mid_batch_has_its_batch_retried(photos, local_refere
 
 @needs_ray
 def test_a_run_started_again_recomputes_only_the_missing_outputs(photos, local_reference, ray_instance, tmp_path,
-                                                                 capsys):
+                                                                 capsys, caplog):
     import cli
 
     out = tmp_path / "out"
@@ -141,6 +143,7 @@ def test_a_run_started_again_recomputes_only_the_missing_outputs(photos, local_r
     assert summary_counts(captured.out) == ("12 image(s): 1 restored, 1 unchanged, 10 skipped, 0 failed; faces: 1 "
                                             "found, 1 restored")  # 2 recomputed: 9 outputs exist + broken.jpg
     assert captured.err.count("already exists (--overwrite replaces it)") == 9
+    assert "kept the existing" in caplog.text and "face_2.jpg_face0_restored.png" in caplog.text  # its crops stay
     assert files_under(out) == local_reference[2]
     for path, mtime in before.items():
         if path not in deleted:
