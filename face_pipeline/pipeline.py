@@ -20,7 +20,8 @@ from .alignment import TEMPLATES, align_faces
 from .detection import FaceDetector
 from .errors import InvalidImageError
 from .image import FLOAT_TOLERANCE
-from .paste import MASK_TYPES, SCALES, paste_faces
+from .memory import DEFAULT_MEMORY, MemoryPolicy
+from .paste import MASK_TYPES, SCALES, paste_within_memory
 from .restoration import RESTORE_MODES, model_size, restore_faces
 from .selection import SELECT_MODES, SORT_ORDERS, select_faces
 from .types import DetectedFace, FaceBatch, PasteResult
@@ -176,6 +177,7 @@ def restore_and_paste(
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     timings: dict | None = None,
+    memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> tuple[PasteResult, FaceBatch]:
     """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
     detect and track over a long frame sequence first, then restore it in chunks that fit in memory."""
@@ -190,15 +192,15 @@ def restore_and_paste(
     mark = time.perf_counter()
     restored = restore_faces(model, batch, mode=options.mode, strength=options.strength,
                              batch_size=options.batch_size, inpaint_masks=inpaint_masks, on_progress=on_progress,
-                             check_interrupt=check_interrupt)
+                             check_interrupt=check_interrupt, memory=memory)
     timings["restore"] = time.perf_counter() - mark
     if check_interrupt is not None:
         check_interrupt()
     mark = time.perf_counter()
-    result = paste_faces(restored, mask_type=options.mask_type, feather=options.feather,
-                         color_correction=options.color_correction, scale=options.scale,
-                         max_output_size=options.max_output_size, background=background,
-                         parsing_dir=options.parsing_dir)
+    result = paste_within_memory(restored, memory=memory, mask_type=options.mask_type, feather=options.feather,
+                                 color_correction=options.color_correction, scale=options.scale,
+                                 max_output_size=options.max_output_size, background=background,
+                                 parsing_dir=options.parsing_dir, keep_gray=options.keep_gray)
     timings["paste"] = time.perf_counter() - mark
     return result, restored
 
@@ -213,6 +215,7 @@ def run_pipeline(
     inpaint_masks: torch.Tensor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> tuple[PasteResult, PipelineReport]:
     """Restore every selected face of ``images`` ``[B, 3, H, W]`` (float32 RGB 0..1, any device) with ``model``.
 
@@ -228,7 +231,7 @@ def run_pipeline(
     timings["detect"] = time.perf_counter() - start
     result, restored = restore_and_paste(images, selected, model=model, options=options, background=background,
                                          inpaint_masks=inpaint_masks, on_progress=on_progress,
-                                         check_interrupt=check_interrupt, timings=timings)
+                                         check_interrupt=check_interrupt, timings=timings, memory=memory)
     report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
                             seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
                             faces=restored)

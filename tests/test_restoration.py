@@ -230,7 +230,7 @@ def test_unknown_mode_and_not_a_model(batch):
 
 def test_auto_batch_size_follows_the_memory_policy_and_the_step(model):
     from face_pipeline.restoration import batching
-    from face_pipeline.restoration.batching import MemoryPolicy
+    from face_pipeline.memory import MemoryPolicy
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # cuda: only consulted for the step and the fold rule
     per_face = batching.bytes_per_face(model, 256, torch.float32)
@@ -249,7 +249,7 @@ def test_auto_batch_size_follows_the_memory_policy_and_the_step(model):
 
 
 def test_free_memory_on_the_cpu_is_real():
-    from face_pipeline.restoration.batching import free_memory_bytes
+    from face_pipeline.memory import free_memory_bytes
 
     free = free_memory_bytes(torch.device("cpu"))
     assert 64 << 20 < free < 1 << 44

@@ -16,7 +16,8 @@ import torch
 from ..alignment import realign
 from ..errors import RestoreError, RestoreOutOfMemory
 from ..types import FaceBatch
-from .batching import DEFAULT_MEMORY, MemoryPolicy, auto_batch_size
+from ..memory import DEFAULT_MEMORY, MemoryPolicy
+from .batching import auto_batch_size
 from .masks import masks_in_crop_space
 from .modes import RESTORE_MODES, finish_output, prepare_input
 
@@ -81,7 +82,7 @@ def restore_faces(
       ``batching.faces_per_step`` faces (one on the CPU). On out-of-memory the batch is halved and retried down to
       1 face; if one face does not fit, ``RestoreOutOfMemory``.
     - ``on_progress(done, total)`` after each forward; ``check_interrupt()`` before each (it may raise to cancel).
-    - ``memory``: where free memory, out-of-memory errors and cache release are decided (``batching.MemoryPolicy``;
+    - ``memory``: where free memory, out-of-memory errors and cache release are decided (``face_pipeline/memory.py``;
       ComfyUI passes its own).
     """
     if mode not in RESTORE_MODES:
