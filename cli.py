@@ -10,7 +10,7 @@ Inputs: image files and folders (a folder's images and those of its direct subfo
 --output may name the image file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
 what the input carries: transparency (PNG, WEBP, TIFF; a warning where the output format cannot hold it), EXIF (the
 orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
-byte for byte (at scale 1).
+byte for byte (at scale 1, to the same format).
 
 Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left.
 An output file that exists is NOT replaced: that input is skipped and reported (--overwrite replaces it). An output
