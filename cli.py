@@ -10,7 +10,7 @@ Inputs: image files and folders (a folder's images and those of its direct subfo
 --output may name the image file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
 what the input carries: transparency (PNG, WEBP, TIFF; a warning where the output format cannot hold it), EXIF (the
 orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
-byte for byte (at scale 1).
+byte for byte (at scale 1, to the same format).
 
 Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left.
 An output file that exists is NOT replaced: that input is skipped and reported (--overwrite replaces it). An output
@@ -78,7 +78,7 @@ from face_pipeline.image import (
     same_format,
 )
 from face_pipeline.paste import MASK_TYPES
-from face_pipeline.paste.parsing import check_parsing_weights
+from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import (
     PipelineOptions,
     find_faces,
@@ -86,6 +86,7 @@ from face_pipeline.pipeline import (
     stabilise_faces,
 )
 from face_pipeline.restoration import RESTORE_MODES
+from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import GPENError, load_gpen_file
 
 logger = logging.getLogger("gpen.cli")
@@ -136,6 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feather", type=float, default=0.1, help="mask feather, a fraction of the face size (0..0.5)")
     parser.add_argument("--parsing-dir", help="folder with parsing_parsenet.pth or parsing_bisenet.pth")
     parser.add_argument("--no-color-correction", action="store_true", help="keep the model's colours as they are")
+    parser.add_argument("--no-keep-gray", action="store_true",
+                        help="let faces in black-and-white images come out in colour (by default a black-and-white "
+                             "image stays black-and-white; colorize mode always keeps the colour)")
     parser.add_argument("--scale", choices=["1", "2", "4", "auto"], default="1",
                         help="output scale; auto: the smallest that keeps the restored faces' detail")
     parser.add_argument("--max-output-size", type=int, default=8192,
@@ -149,7 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also save the aligned and restored crops under OUTPUT/crops/ (named after the input "
                              "file, extension included)")
     parser.add_argument("--video-frames", action="store_true",
-                        help="the inputs are the ordered frames of one video: track faces, smooth landmarks")
+                        help="the inputs are the ordered frames of one video: track faces (never across a scene "
+                             "cut), fill in a face missed for up to --fill-gaps frames, smooth landmarks")
+    parser.add_argument("--fill-gaps", type=int, default=3,
+                        help="--video-frames: a face missed for at most this many frames between two frames where "
+                             "it was found is filled in and restored there too (0 = off; default %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
     engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
                                        "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
@@ -183,6 +191,7 @@ def check_args(args: argparse.Namespace) -> None:
     _in_range("--feather", args.feather, 0.0, 0.5)
     _in_range("--max-output-size", args.max_output_size, 64, MAX_OUTPUT_SIDE, "a whole number")
     _in_range("--batch-size", args.batch_size, 1, None, "a whole number")
+    _in_range("--fill-gaps", args.fill_gaps, 0, None, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
@@ -240,6 +249,7 @@ def build_options(args: argparse.Namespace) -> PipelineOptions:
             mask_type=args.mask, feather=args.feather, color_correction=not args.no_color_correction,
             scale=args.scale if args.scale == "auto" else int(args.scale), max_output_size=args.max_output_size,
             parsing_dir=args.parsing_dir, track=args.video_frames, batch_size=args.batch_size,
+            keep_gray=not args.no_keep_gray, fill_gaps=args.fill_gaps,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -304,7 +314,7 @@ class Job:
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
         if options.mask_type.startswith("parsing"):
-            check_parsing_weights(options.parsing_dir, device=self.device)
+            load_parsing_net(options.parsing_dir)
         self.model = load_gpen_file(args.model, device=self.device, dtype=self.dtype)
         logger.info("model %s: %s on %s in %s", Path(args.model).name, self.model.config, self.device, self.dtype)
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
@@ -372,6 +382,7 @@ class Job:
         that cannot be read, or whose output exists (without --overwrite), is skipped and left out of the sequence."""
         frames: list[PlannedOutput] = []
         faces_per_frame = []
+        thumbnails = []  # for the scene cuts: no face track continues across one
         for item in self.plan.todo:
             try:
                 frame = load_image(item.source).to(self.device)
@@ -382,8 +393,10 @@ class Job:
             faces, found = find_faces(frame, detector=self.detector, options=self.options)
             self.summary.faces_found += found
             faces_per_frame += faces
+            thumbnails.append(frame_thumbnails(frame))
             frames.append(item)
-        faces_per_frame = stabilise_faces(faces_per_frame, options=self.options)
+        cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
+        faces_per_frame = stabilise_faces(faces_per_frame, options=self.options, cuts=cuts)
         for start in range(0, len(frames), FRAMES_PER_CHUNK):
             group = frames[start:start + FRAMES_PER_CHUNK]
             try:

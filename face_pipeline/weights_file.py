@@ -26,3 +26,8 @@ def load_torch_weights(path: str | Path, *, download_hint: str, error: type[Exce
         return module.load_torch_file(path, download_hint=download_hint)
     except module.CheckpointReadError as exc:
         raise error(str(exc)) from exc
+
+
+def describe_failed_download(path: str | Path, *, download_hint: str) -> str | None:
+    """A message when ``path`` is an HTML page or a Git LFS pointer (what a failed download leaves), else None."""
+    return _checkpoint_file().describe_failed_download(Path(path), download_hint=download_hint)

@@ -28,20 +28,31 @@ def _head(path: Path) -> bytes:
         return handle.read(HEAD_BYTES)
 
 
-def describe_non_checkpoint(path: Path, *, download_hint: str) -> str | None:
-    """A message when ``path``'s bytes are not a zip (PyTorch), pickle (old PyTorch) or safetensors file at all,
-    or are a zip cut short; None when they look like a checkpoint. ``download_hint``: where to get the file again
-    (e.g. "from https://..."); it ends the message."""
+def describe_failed_download(path: Path, *, download_hint: str) -> str | None:
+    """A message when ``path`` holds what a failed download leaves under a weight file's name (an HTML page, a Git
+    LFS pointer), whatever the format expected; None otherwise. ``download_hint`` ends the message."""
     size = path.stat().st_size
     head = _head(path)
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in text[:200]:
-        return (f"{path.name} looks like an HTML page ({size:,} bytes), not a checkpoint: probably a failed download "
+        return (f"{path.name} looks like an HTML page ({size:,} bytes), not a weight file: probably a failed download "
                 f"(an error or login page saved under the file's name); delete it and download it again "
                 f"{download_hint}")
     if head.startswith(b"version https://git-lfs"):
         return (f"{path.name} is a Git LFS pointer ({size:,} bytes), not the weights: fetch the real file "
                 f"(git lfs pull) or delete it and download it again {download_hint}")
+    return None
+
+
+def describe_non_checkpoint(path: Path, *, download_hint: str) -> str | None:
+    """A message when ``path``'s bytes are not a zip (PyTorch), pickle (old PyTorch) or safetensors file at all
+    (``describe_failed_download`` first), or are a zip cut short; None when they look like a checkpoint.
+    ``download_hint``: where to get the file again (e.g. "from https://..."); it ends the message."""
+    failed = describe_failed_download(path, download_hint=download_hint)
+    if failed is not None:
+        return failed
+    size = path.stat().st_size
+    head = _head(path)
     if head.startswith(b"PK\x03\x04"):
         if not zipfile.is_zipfile(path):  # the central directory is at the end: a cut file has none
             return (f"{path.name} is truncated: a zip checkpoint of {size:,} bytes without its end (the download or "

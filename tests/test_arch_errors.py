@@ -76,7 +76,7 @@ def _bad_file(kind: str, tmp_path) -> bytes:
                        r"again from its source")),
     ("truncated legacy pickle", (r"truncated\.pth is truncated or damaged \([\d,]+ bytes; the download or copy probably "
                                  r"stopped early\); delete it and download it again")),
-    ("html page", (r"truncated\.pth looks like an HTML page \(\d+ bytes\), not a checkpoint: probably a failed "
+    ("html page", (r"truncated\.pth looks like an HTML page \(\d+ bytes\), not a weight file: probably a failed "
                    r"download .*download it again from its source \(README: Model files\)")),
     ("git lfs pointer", r"truncated\.pth is a Git LFS pointer \(\d+ bytes\), not the weights"),
     ("random bytes", (r"truncated\.pth is not a checkpoint: 2,560 bytes of non-checkpoint data \(starting "

@@ -141,3 +141,29 @@ def test_alpha_exif_and_icc_pass_through_and_faceless_images_are_copied(tmp_path
     assert status == 0 and "face.jpg: .jpg files cannot hold transparency; written without it" in caplog.text
     with Image.open(tmp_path / "face.jpg") as flat:
         assert flat.mode == "RGB" and flat.info.get("icc_profile") == icc
+
+
+def test_black_and_white_photos_stay_black_and_white_and_video_frames_fill_gaps(tmp_path):
+    photo = cv2.imread(str(require_shared("faces", "grace_hopper.jpg")))
+    gray = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    inputs = tmp_path / "frames"
+    inputs.mkdir()
+    for i in range(5):
+        frame = np.roll(gray, 3 * i, axis=1)
+        if i == 2:  # the face removed from the middle frame: filled in from its neighbours
+            frame = frame.copy()
+            frame[150:420, 160:360] = 128
+        cv2.imwrite(str(inputs / f"frame_{i:03d}.png"), frame)
+    out = run_cli(str(inputs), *common(tmp_path), "--video-frames", "--verbose")
+    assert out.returncode == 0, out.stderr
+    assert "5 image(s): 5 restored" in out.stdout and "1 face(s) missed by the detector filled in" in out.stderr
+    for i in range(5):
+        result = cv2.imread(str(tmp_path / "out" / f"frame_{i:03d}.png")).astype(int)
+        assert (result.max(-1) - result.min(-1)).max() <= 1, i  # still black-and-white
+    middle = cv2.imread(str(tmp_path / "out" / "frame_002.png")).astype(int)
+    assert np.abs(middle[150:420, 160:360] - 128).mean() > 5  # a face was restored where the detector saw none
+    coloured = run_cli(str(inputs / "frame_000.png"), *common(tmp_path), "--no-keep-gray", "--output",
+                       str(tmp_path / "colour"))
+    assert coloured.returncode == 0, coloured.stderr
+    result = cv2.imread(str(tmp_path / "colour" / "frame_000.png")).astype(int)
+    assert (result.max(-1) - result.min(-1)).max() > 5

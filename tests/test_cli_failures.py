@@ -186,7 +186,7 @@ CASES = [
     Case("an HTML page saved as the model",
          lambda t: ((t / "GPEN-BFR-512.pth").write_bytes(b"<html><body>404 Not Found</body></html>"),
                     cmd(t, face(t, "a.jpg"), model="GPEN-BFR-512.pth"))[-1],
-         1, r"error: GPEN-BFR-512\.pth looks like an HTML page \(\d+ bytes\), not a checkpoint: probably a failed "
+         1, r"error: GPEN-BFR-512\.pth looks like an HTML page \(\d+ bytes\), not a weight file: probably a failed "
             r"download .*; delete it and download it again from its source \(README: Model files\)", check=_no_output),
     Case("random bytes saved as the model",
          lambda t: ((t / "m.pth").write_bytes(bytes(range(7, 250)) * 40), cmd(t, face(t, "a.jpg"), model="m.pth"))[-1],

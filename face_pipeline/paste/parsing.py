@@ -10,6 +10,7 @@ masks) and multiplied by the feathered rounded rectangle so it is exactly 0 at t
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,8 +52,17 @@ def find_parsing_weights(parsing_dir: str | Path | None) -> tuple[str, Path]:
     )
 
 
+@dataclass(frozen=True)
+class ParsingNet:
+    """A loaded face-parsing network: ``kind`` ("parsenet" or "bisenet") and its module, on the CPU when loaded (a
+    host may move it; ``parsing_mask`` runs it where it is)."""
+
+    kind: str
+    module: torch.nn.Module
+
+
 @functools.lru_cache(maxsize=2)
-def _load(kind: str, path: str, device: str, mtime: float) -> torch.nn.Module:
+def _load(kind: str, path: str, mtime: float) -> ParsingNet:
     from facexlib.parsing import BiSeNet, ParseNet
 
     file_name, url = PARSING_FILES[kind]
@@ -64,31 +74,32 @@ def _load(kind: str, path: str, device: str, mtime: float) -> torch.nn.Module:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ParsingWeightsCorrupt(f"{path} does not fit the {kind} parsing network ({first}); is it the right "
                                     f"file? Delete it and download {file_name} again from {url}") from exc
-    return model.eval().to(device)
+    return ParsingNet(kind=kind, module=model.eval())
 
 
-def check_parsing_weights(parsing_dir: str | Path | None, *, device: str | torch.device = "cpu") -> None:
-    """Find and load the parsing weights of ``parsing_dir`` now (kept for ``parsing_mask`` on ``device``), so a
-    missing or damaged file is reported before any work: ``ParsingWeightsMissing`` / ``ParsingWeightsCorrupt``."""
+def load_parsing_net(parsing_dir: str | Path | None) -> ParsingNet:
+    """The parsing network from ``parsing_dir`` (cached by file and modification time), on the CPU. Raises
+    ``ParsingWeightsMissing`` (naming the files and the folder) when neither weight file is there and
+    ``ParsingWeightsCorrupt`` for a damaged one; never downloads. Call it before any work to report both early."""
     kind, path = find_parsing_weights(parsing_dir)
-    _load(kind, str(path), _device_key(device), path.stat().st_mtime)
+    return _load(kind, str(path), path.stat().st_mtime)
 
 
-def _device_key(device: str | torch.device) -> str:
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one device: one cached model
-        device = torch.device("cuda", torch.cuda.current_device())
-    return str(device)
-
-
-def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_hair: bool,
-                 feather: float = 0.1) -> torch.Tensor:
+def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None = None, keep_hair: bool,
+                 feather: float = 0.1, net: ParsingNet | None = None) -> torch.Tensor:
     """``faces``: ``[F, 3, S, S]`` RGB 0..1 (the restored crops) -> ``[F, 1, 512, 512]`` soft face masks in 0..1
-    (crop space at the parsing network's resolution; resize to S as needed). Raises ``ParsingWeightsMissing``
-    (naming the files and the folder) when neither weight file is in ``parsing_dir``; never downloads."""
-    kind, path = find_parsing_weights(parsing_dir)
+    (crop space at the parsing network's resolution; resize to S as needed), on the faces' device.
+
+    ``net``: a network from ``load_parsing_net`` that the caller placed on a device itself (ComfyUI's model
+    management); without it the network is loaded from ``parsing_dir`` and moved to the faces' device."""
+    if net is None:
+        net = load_parsing_net(parsing_dir)
+        net.module.to(faces.device)
+    kind, model = net.kind, net.module
+    out_device = faces.device
+    param = next(model.parameters(), None)
+    faces = faces.to(param.device) if param is not None else faces
     device = faces.device
-    model = _load(kind, str(path), _device_key(device), path.stat().st_mtime)
     x = F.interpolate(faces.float(), size=(512, 512), mode="bilinear", align_corners=False, antialias=True)
     if kind == "parsenet":
         x = x * 2 - 1
@@ -110,7 +121,7 @@ def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_ha
     # a blurred edge rises over about 4 sigma: spread it over the feather width (the official double blur with
     # sigma 4 at 512 is about feather 0.04)
     face = _gaussian(face, sigma=max(1.0, feather * 512 / 4))
-    return (face * rounded_rect_mask(512, feather=min(feather, 0.02), device=device)).clamp_(0, 1)
+    return (face * rounded_rect_mask(512, feather=min(feather, 0.02), device=device)).clamp_(0, 1).to(out_device)
 
 
 def _gaussian(x: torch.Tensor, *, sigma: float) -> torch.Tensor:
