@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 from safetensors.torch import save_file
 from test_arch_keys import random_state_dict
 
@@ -55,7 +55,8 @@ def test_unsupported_suffix(tmp_path):
 
 
 def test_truncated_pth(tmp_path):
-    source = require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth")
+    source = tmp_path / "whole.pth"
+    torch.save(read_state_dict(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")), source)
     data = source.read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])

@@ -1,7 +1,8 @@
 """End to end inside a real ComfyUI: runs when COMFYUI_DIR points at a ComfyUI checkout, skips otherwise.
 
 Starts ComfyUI on 127.0.0.1 (a free port, CPU) over a temporary base directory holding the pack (symlinked), the
-vector weights as a GPEN model, the OpenCV YuNet detector weights and a shared photo; checks /object_info and the
+compact vector weights as a GPEN model and a photo from tests/data, with no detector file (OpenCV YuNet comes from
+the copy shipped with the pack); checks /object_info and the
 workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
 saved image; queues a non-GPEN file and checks the error ComfyUI reports.
 """
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, require_shared
+from conftest import REPO_ROOT, SKIP_COMFYUI, data_file
 from test_workflows import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
 
 requests = pytest.importorskip("requests")
@@ -30,11 +31,12 @@ requests = pytest.importorskip("requests")
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 pytestmark = pytest.mark.skipif(
     not (COMFYUI_DIR and (Path(COMFYUI_DIR) / "main.py").is_file()),
-    reason="set COMFYUI_DIR to a ComfyUI checkout (with its requirements installed) to run the end-to-end test",
+    reason=SKIP_COMFYUI + "set COMFYUI_DIR to a ComfyUI checkout (with its requirements installed) to run the "
+                          "end-to-end test",
 )
 OUR_NODES = {"GPENLoadModel", "GPENLoadFaceDetector", "GPENDetectFaces", "GPENRestoreFaces", "GPENPasteFaces",
              "GPENFaceRestore"}
-MODEL = "gpen_256_cm1_n0.25.pth"
+MODEL = "compact_256_cm1_n0.0625_s64.safetensors"
 
 
 def free_port() -> int:
@@ -49,14 +51,13 @@ def comfy(tmp_path_factory):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "comfyui-gpen").symlink_to(REPO_ROOT, target_is_directory=True)
     for folder, source, name in [
-        ("gpen", require_shared("gpen", "vectors", MODEL), MODEL),
-        ("gpen", require_shared("detectors", "detection_mobilenet0.25_Final.pth"), "not_a_gpen.pth"),
-        ("facedetection", require_shared("detectors", "face_detection_yunet_2023mar.onnx"), None),
+        ("gpen", data_file("gpen", "compact", MODEL), MODEL),
+        ("gpen", data_file("detectors", "detection_mobilenet0.25_Final.pth"), "not_a_gpen.pth"),
     ]:
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, base / "models" / folder / (name or source.name))
+        shutil.copy(source, base / "models" / folder / name)
     (base / "input").mkdir()
-    shutil.copy(require_shared("faces", "grace_hopper.jpg"), base / "input" / "grace_hopper.jpg")
+    shutil.copy(data_file("faces", "grace_hopper.jpg"), base / "input" / "grace_hopper.jpg")
     port = free_port()
     log = open(base / "comfyui.log", "w")
     process = subprocess.Popen(

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.errors import InvalidImageError
 from face_pipeline.image import MAX_SIDE, load_image, save_image, to_bgr_uint8, to_rgb_float
@@ -104,7 +104,7 @@ def test_bad_files(tmp_path):
         save_image(EXPECTED, tmp_path / "x.gif")
 
 
-def test_a_shared_photo_loads_as_rgb():
-    image = load_image(require_shared("faces", "astronaut.png"))
+def test_a_photo_loads_as_rgb():
+    image = load_image(data_file("faces", "astronaut.jpg"))
     assert image.shape == (1, 3, 512, 512) and image.dtype == torch.float32
     assert image[0, 0].mean() > image[0, 2].mean()  # the astronaut's suit and flag: more red than blue, not BGR
