@@ -14,6 +14,7 @@ current folder is looked up in models/gpen; --detector-dir and --parsing-dir def
 default detector, yunet_opencv, ships with the pack (used when --detector-dir has no copy of its file), so it works
 offline; the other detectors' weights are downloaded into --detector-dir from their official URL on first use, unless
 --no-download is given.
+
 --video-frames treats all inputs, in name order, as the frames of one video: faces are tracked across them and their
 landmarks smoothed; detection runs over the whole sequence first, then frames are restored in chunks.
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without

@@ -115,7 +115,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.write_line("skipped by reason: " + ", ".join(f"{n} {tag}" for tag, n in sorted(counts.items())))
     if os.environ.get("GPEN_ONLY_TAGGED_SKIPS") == "1":
         for test, reason in _untagged():
-            terminalreporter.write_line(f"NOT ALLOWED to skip here: {test}: {reason}", red=True)
+            terminalreporter.write_line(f"NOT ALLOWED to skip (GPEN_ONLY_TAGGED_SKIPS=1): {test}: {reason}", red=True)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
