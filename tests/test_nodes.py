@@ -164,6 +164,16 @@ def test_detector_max_side_reaches_the_detector(pack):
     assert node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0, 0)[0].detector.max_side is None
 
 
+def test_the_default_detector_works_offline(pack):
+    """No detector file in models/facedetection, downloads off: the default detector runs from the pack's copy."""
+    module, models = pack
+    default = module.NODE_CLASS_MAPPINGS["GPENLoadFaceDetector"].INPUT_TYPES()["required"]["detector"][1]["default"]
+    assert default == "yunet_opencv" and not (models / "facedetection" / "face_detection_yunet_2023mar.onnx").exists()
+    handle = node(pack, "GPENLoadFaceDetector").load(default, False, 0.0)[0]
+    faces = handle.detector.detect(comfy_image("grace_hopper.jpg").permute(0, 3, 1, 2))
+    assert [len(f) for f in faces] == [1]
+
+
 def test_detector_missing_weights_without_download(pack):
     with pytest.raises(Exception, match="detection_Resnet50_Final.pth, which is not in"):
         node(pack, "GPENLoadFaceDetector").load("retinaface_resnet50", False, 0.0)
