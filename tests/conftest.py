@@ -37,6 +37,7 @@ BIG_DATA = (
     "faces/astronaut.png",  # lossless original of tests/data/faces/astronaut.jpg, 0.8 MB
     "faces/solvay_conference_1927.png",  # 29 small faces, 0.9 MB
     "faces/pexels_woman_large_face.jpeg",  # one very large face; its licence keeps it out of the repository
+    "gpen/onnx",  # the ONNX exports that tests/data/onnx does not repeat (1.3-1.9 MB each)
 )
 
 # Tests import ``gpen_arch``, ``face_pipeline`` and ``cli`` from the repository root, as cli.py does.
@@ -60,8 +61,10 @@ def require_shared(*parts: str) -> Path:
     """``../shared/<parts>`` for one of the ``BIG_DATA`` files; skip (or fail under CI=true) when it is missing."""
     relative = "/".join(parts)
     if not any(relative == big or relative.startswith(big + "/") for big in BIG_DATA):
-        raise ValueError(f"../shared/{relative} is not listed in BIG_DATA (tests/conftest.py): small test data "
-                         f"belongs in tests/data, with a line in tests/data/MANIFEST.md")
+        call = f"data_file({', '.join(map(repr, parts))})"
+        where = (f"it is in the repository: use {call}" if DATA.joinpath(*parts).exists() else
+                 "small test data belongs in tests/data, with a line in tests/data/MANIFEST.md")
+        raise ValueError(f"../shared/{relative} is not listed in BIG_DATA (tests/conftest.py); {where}")
     path = SHARED.joinpath(*parts)
     if not path.exists():
         message = f"{SKIP_BIG_DATA}{path} is missing: tests that need ../shared run only beside it"

@@ -1,4 +1,4 @@
-"""Alignment against the official GPEN pipeline (tests/data/alignment; the official crops are big data in
+"""Alignment against the official GPEN pipeline (tests/data/gpen/alignment; the official crops are big data in
 ../shared/gpen/alignment) and geometric round trips. docs/pipeline.md describes the template."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ PHOTOS = ("astronaut.png", "grace_hopper.jpg")
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    return json.loads(data_file("alignment", "alignment.json").read_text())
+    return json.loads(data_file("gpen", "alignment", "alignment.json").read_text())
 
 
 def _photo(name: str, lossless: bool = False) -> torch.Tensor:

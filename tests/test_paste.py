@@ -32,7 +32,7 @@ def hopper():
 
     rgb = cv2.cvtColor(cv2.imread(str(data_file("faces", "grace_hopper.jpg"))), cv2.COLOR_BGR2RGB)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    entry = json.loads(data_file("alignment", "alignment.json").read_text())["grace_hopper.jpg"]
+    entry = json.loads(data_file("gpen", "alignment", "alignment.json").read_text())["grace_hopper.jpg"]
     points = np.asarray(entry["landmarks_xy"])
     box = (*(points.min(0) - (40, 60)), *(points.max(0) + (40, 50)))
     face = DetectedFace(box=tuple(float(v) for v in box), score=0.99, image_index=0,

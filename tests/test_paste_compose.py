@@ -23,7 +23,7 @@ def astronaut() -> tuple[torch.Tensor, DetectedFace]:
 
     rgb = cv2.cvtColor(cv2.imread(str(data_file("faces", "astronaut.jpg"))), cv2.COLOR_BGR2RGB)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    points = np.asarray(json.loads(data_file("alignment", "alignment.json").read_text())
+    points = np.asarray(json.loads(data_file("gpen", "alignment", "alignment.json").read_text())
                         ["astronaut.png"]["landmarks_xy"])
     box = (*(points.min(0) - 30), *(points.max(0) + 30))
     return image, DetectedFace(box=tuple(float(v) for v in box), score=0.99, image_index=0,
