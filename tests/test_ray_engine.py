@@ -3,7 +3,7 @@ a run started again after two outputs were deleted, and the command line without
 the crops too (--save-crops), so they are compared as well.
 
 The Ray tests skip when ``ray[data]`` is not installed (CI installs it from requirements-test.txt). They use the
-compact 256 GPEN vectors and the OpenCV YuNet detector, on 12 small photos made from grace_hopper.jpg.
+compact 256 GPEN weights of tests/data and the pack's OpenCV YuNet, on 12 small photos made from grace_hopper.jpg.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, require_shared
+from conftest import REPO_ROOT, data_file
 
 from face_pipeline.files.ray_engine import CRASH_ONCE_ENV, code_runtime_env
 
@@ -31,7 +31,7 @@ UNCHANGED = ("noise.jpg", "plain_0.png", "plain_1.png", "plain_2.png")
 
 def make_photos(folder: Path) -> Path:
     """12 small images: 7 with the face (resized, cropped; 3 in a subfolder), 4 without, 1 unreadable."""
-    photo = cv2.imread(str(require_shared("faces", "grace_hopper.jpg")))  # 600x512
+    photo = cv2.imread(str(data_file("faces", "grace_hopper.jpg")))
     h, w = photo.shape[:2]
     (folder / "sub").mkdir(parents=True)
     for i, size in enumerate((160, 200, 240, 280)):
@@ -47,8 +47,8 @@ def make_photos(folder: Path) -> Path:
 
 
 def args(inputs: Path, output: Path, *extra: str) -> list[str]:
-    return [str(inputs), "--model", str(require_shared(*MODEL)), "--output", str(output), "--detector",
-            "yunet_opencv", "--detector-dir", str(require_shared("detectors")), "--no-download", "--save-crops", *extra]
+    return [str(inputs), "--model", str(data_file(*MODEL)), "--output", str(output), "--detector", "yunet_opencv",
+            "--no-download", "--save-crops", *extra]  # the pack's own copy of the OpenCV YuNet weights
 
 
 def files_under(folder: Path) -> dict[str, bytes]:

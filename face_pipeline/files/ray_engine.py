@@ -39,8 +39,8 @@ CRASH_ONCE_ENV = "GPEN_RAY_TEST_CRASH_ONCE"
 #: what a local Ray instance started by the engine may use for its object store (results travel through it)
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024 * 1024
 #: what the workers need from the repository (shipped to every node as Ray's working_dir)
-_NOT_SHIPPED = [".git", ".ci", "tests", "benchmarks", "example_workflows", "models", "__pycache__", "*.pth",
-                "*.safetensors", "*.onnx"]
+_NOT_SHIPPED = [".git", ".ci", "tests", "benchmarks", "example_workflows", "docs", "models", "__pycache__", "*.pth",
+                "*.safetensors"]  # the bundled OpenCV YuNet (.onnx) is shipped: the default detector
 
 
 class RayUnavailableError(ImportError):
