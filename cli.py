@@ -487,8 +487,9 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
     # built once here, on the CPU, and dropped: the weights are checked (and the detector's fetched) with the local
     # engine's errors before any worker starts, instead of failing in every worker's constructor
     Job(argparse.Namespace(**{**vars(args), "device": "cpu", "dtype": "fp32"}), plan, options, summary)
-    absolute = {name: str(Path(value).resolve()) for name in ("model", "detector_dir", "inpaint_masks", "output")
+    absolute = {name: str(Path(value).resolve()) for name in ("detector_dir", "inpaint_masks", "output")
                 if (value := getattr(args, name)) is not None}
+    absolute["model"] = str(resolve_model_path(args.model).resolve())  # a bare name: found here, in models/gpen
     worker_args = argparse.Namespace(**{**vars(args), **absolute})
     if options.parsing_dir is not None:
         options = dataclasses.replace(options, parsing_dir=str(Path(options.parsing_dir).resolve()))
