@@ -14,7 +14,12 @@ from pathlib import Path
 
 from .config import GPENConfig
 from .errors import GPENError
-from .loading import _check_against, canonicalize_state_dict, infer_config, read_state_dict
+from .loading import (
+    _check_against,
+    canonicalize_state_dict,
+    infer_config,
+    read_state_dict,
+)
 
 
 class ConversionError(GPENError):

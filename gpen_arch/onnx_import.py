@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import CheckpointReadError, NotAGPENCheckpoint
+from .errors import NotAGPENCheckpoint
 from .onnx_graph import Node, OnnxGraph, read_onnx_graph
 from .ops.activation import GAIN, NEGATIVE_SLOPE
 from .ops.upfirdn2d import make_blur_kernel
@@ -109,10 +109,10 @@ def _unscale(effective: np.ndarray, scale: float) -> torch.Tensor:
     if scale == 1.0:
         return torch.from_numpy(target)
     factor = np.float32(scale)  # torch multiplies a float32 tensor by a Python float in float32
-    weight = (target / np.float64(scale)).astype(np.float32)
+    weight = target / np.float32(scale)  # float32: at most an ulp from the exact quotient, nudged below
     flat_weight, flat_target = weight.reshape(-1), target.reshape(-1)
     off = np.flatnonzero(flat_weight * factor != flat_target)
-    for _ in range(2):
+    for _ in range(3):
         if off.size == 0:
             break
         low = flat_weight[off] * factor < flat_target[off]
@@ -138,13 +138,14 @@ class _Matcher:
         self._refuse_obvious_mismatches()
         self.anchor_kind: dict[int, str] = {}
         self.near: dict[str, frozenset[int]] = {n: frozenset({INPUT}) for n, _ in graph.inputs}
-        self.node_near: list[frozenset[int]] = []
+        self.fed_by: dict[frozenset[int], list[int]] = {}  # nearest anchors -> the plain nodes that depend on them
         for i, node in enumerate(graph.nodes):
             kind = self._classify(node)
             if kind is not None:
                 self.anchor_kind[i] = kind
             inputs = frozenset().union(*(self.near.get(n, frozenset()) for n in self._data_inputs(node)))
-            self.node_near.append(inputs)
+            if kind is None:
+                self.fed_by.setdefault(inputs, []).append(i)
             for out in node.outputs:
                 self.near[out] = frozenset({i}) if kind is not None else inputs
         self.sd: dict[str, torch.Tensor] = {}
@@ -240,8 +241,7 @@ class _Matcher:
                 "(input smaller than output, random noise in the extra layers) or another model; only FullGenerator "
                 "exports (input size = output size, as GPEN-BFR-256/512/1024/2048) can be loaded"
             )
-        image_inputs = [(n, d) for n, d in graph.inputs if len(d) == 4 and d[1] in (3, "?") or
-                        len(d) == 4 and isinstance(d[1], str)]
+        image_inputs = [(n, d) for n, d in graph.inputs if len(d) == 4 and (d[1] == 3 or isinstance(d[1], str))]
         if len(graph.inputs) != 1 or not image_inputs:
             hint = _looks_like(graph)
             found = ", ".join(f"{n} {d}" for n, d in graph.inputs) or "none"
@@ -371,7 +371,7 @@ class _Matcher:
         if in_dim != 16 * c4:
             raise NotGPENWiring(f"final_linear takes {in_dim} values, not the 16 x {c4} of the 4x4 encoder output")
         if not any(self.graph.nodes[i].op in ("ReduceMean", "ReduceSum", "ReduceL2")
-                   for i, near in enumerate(self.node_near) if near == {final} and i not in self.anchor_kind):
+                   for i in self.fed_by.get(frozenset({final}), [])):
             raise NotGPENWiring("no PixelNorm between final_linear and the mapping network")
         previous, layer = final, 0
         while True:
@@ -429,7 +429,7 @@ class _Matcher:
             self._check_blur(blur, gain=4.0, what=f"generator.to_rgbs.{step}")
             self._put(f"generator.to_rgbs.{step}.upsample.kernel", make_blur_kernel(gain=4.0))
             skip = frozenset({rgb, blur})
-            if not any(self.node_near[i] == skip for i in range(len(self.graph.nodes))):
+            if skip not in self.fed_by:
                 raise NotGPENWiring(f"generator.to_rgbs.{step} does not add the upsampled previous image")
             step += 1
         if step + 1 != len(features):
@@ -448,9 +448,9 @@ class _Matcher:
         if mod is None:
             raise NotGPENWiring(f"{what}: its weight is not computed from a modulation layer")
         found = []
-        for i, near in enumerate(self.node_near):
+        for i in self.fed_by.get(frozenset({mod}), []):
             node = self.graph.nodes[i]
-            if near == {mod} and node.op == "Mul" and (c := self._const_operand(node)) is not None and c[0].ndim >= 4:
+            if node.op == "Mul" and (c := self._const_operand(node)) is not None and c[0].ndim >= 4:
                 found.append(c)
         if len(found) != 1:
             raise NotGPENWiring(f"{what}: found {len(found)} style-modulated weights, expected 1")
@@ -460,8 +460,8 @@ class _Matcher:
 
     def _demodulates(self, index: int) -> bool:
         mod = self.modulation[index]
-        return any(near == {mod} and self.graph.nodes[i].op in ("ReduceSum", "ReduceSumSquare", "ReduceL2")
-                   for i, near in enumerate(self.node_near))
+        return any(self.graph.nodes[i].op in ("ReduceSum", "ReduceSumSquare", "ReduceL2")
+                   for i in self.fed_by.get(frozenset({mod}), []))
 
     def _modulated_conv(self, key: str, index: int, *, in_channels: int, kernel: int, upsample: bool,
                         demodulate: bool) -> int:
@@ -574,13 +574,3 @@ class _Matcher:
 def _same_kind(a: str, b: str) -> bool:
     """Two keys of the same role in different layers (both noise weights, both conv weights, ...)."""
     return re.sub(r"\d+", "#", a) == re.sub(r"\d+", "#", b)
-
-
-def check_onnx_available() -> None:
-    """Raise ``CheckpointReadError`` with the install hint when the ``onnx`` package is missing."""
-    from .onnx_graph import _import_onnx
-
-    _import_onnx()
-
-
-__all__ = ["read_onnx_state_dict", "CheckpointReadError", "NotAGPENCheckpoint", "check_onnx_available"]

@@ -109,7 +109,7 @@ def gpen_file_path(name: str) -> str:
         if path:
             return path
     folders = ", ".join(p for f in GPEN_FOLDERS for p in folder_paths.folder_names_and_paths.get(f, ([], None))[0])
-    raise FileNotFoundError(f"GPEN model {name!r} not found in {folders}; put the .pth/.safetensors file there")
+    raise FileNotFoundError(f"GPEN model {name!r} not found in {folders}; put the .pth/.safetensors/.onnx file there")
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -14,11 +14,17 @@ import torch
 from conftest import REPO_ROOT, _in_ci, require_shared
 from safetensors.torch import load_file
 
-from gpen_arch import CheckpointReadError, NotAGPENCheckpoint, expected_shapes, load_gpen, read_state_dict
+from gpen_arch import (
+    CheckpointReadError,
+    NotAGPENCheckpoint,
+    expected_shapes,
+    load_gpen,
+    read_state_dict,
+)
 from gpen_arch.onnx_import import _unscale
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 DATA = REPO_ROOT / "tests" / "data" / "onnx"
 LEGACY_256 = "compact_256_cm1_n0.0625_s64_legacy"
