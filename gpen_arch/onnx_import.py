@@ -25,7 +25,6 @@ import math
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,12 +54,6 @@ _LOOKALIKES = (
 
 class NotGPENWiring(NotAGPENCheckpoint):
     """Internal: a step of the structural match failed (the message says which)."""
-
-
-@dataclass(frozen=True)
-class _Anchor:
-    index: int  # position in OnnxGraph.nodes
-    kind: str  # "conv" (constant weight), "blur", "modconv", "linear", "concat"
 
 
 def read_onnx_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -392,7 +385,7 @@ class _Matcher:
         self.modulation: dict[int, int] = {}
         for mod in self._anchors("linear", {style}):
             users = [i for i in self._anchors("modconv", {mod}, port=1)]
-            self.modulation[self._one(users, "the modulated convolution of a modulation layer")] = mod
+            self.modulation[self._one(users, "modulated convolution fed by a modulation layer")] = mod
         features = encoder[::-1]  # e_4 first
         conv1 = self._one([i for i in self.anchor_kind if self.anchor_kind[i] == "modconv"
                            and not self.near.get(self.graph.nodes[i].inputs[0])],
@@ -425,7 +418,7 @@ class _Matcher:
             concat = self._styled_conv(f"generator.convs.{2 * step + 1}", second, in_channels=channels,
                                        upsample=False, feature=features[step + 1])
             rgb = self._to_rgb(f"generator.to_rgbs.{step}", concat, channels=channels)
-            blur = self._one(self._anchors("blur", skip), f"the skip upsampling of generator.to_rgbs.{step}")
+            blur = self._one(self._anchors("blur", skip), f"skip upsampling (FIR blur) of generator.to_rgbs.{step}")
             self._check_blur(blur, gain=4.0, what=f"generator.to_rgbs.{step}")
             self._put(f"generator.to_rgbs.{step}.upsample.kernel", make_blur_kernel(gain=4.0))
             skip = frozenset({rgb, blur})
@@ -496,12 +489,12 @@ class _Matcher:
         out = self._modulated_conv(key, index, in_channels=in_channels, kernel=3, upsample=upsample, demodulate=True)
         source = index
         if upsample:
-            source = self._one(self._anchors("blur", {index}), f"the blur after {key}")
+            source = self._one(self._anchors("blur", {index}), f"FIR blur after {key}")
             self._check_blur(source, gain=4.0, what=key)
             self._put(f"{key}.conv.blur.kernel", make_blur_kernel(gain=4.0))
         concat = self._one([i for i in self.anchor_kind if self.anchor_kind[i] == "concat"
                             and self._concat_parts(i) == ({source}, {feature})],
-                           f"the concatenation of {key}'s output with its encoder feature")
+                           f"concatenation of {key}'s output with its encoder feature")
         noise = self._noise_weight(concat, feature, key)
         self._put(f"{key}.noise.weight", torch.from_numpy(noise[0].reshape(1).astype(np.float32)), noise[1])
         node = self.graph.nodes[concat]
@@ -533,7 +526,14 @@ class _Matcher:
         out = self._modulated_conv(key, rgb, in_channels=channels, kernel=1, upsample=False, demodulate=False)
         if out != 3:
             raise NotGPENWiring(f"{key} gives {out} channels, not 3 (RGB)")
-        bias = self._bias_and_activation(rgb, 3, key, activated=False)
+        node = self.graph.nodes[rgb]
+        fused = self.const.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if fused is not None:  # the bias folded into the convolution ([3]): an Add after it is optional
+            added = [found[0] for n in self._chain(rgb)
+                     if n.op == "Add" and (found := self._const_operand(n)) is not None and found[0].size == 3]
+            bias = fused.reshape(3).astype(np.float32) + (added[0].reshape(3).astype(np.float32) if added else 0)
+        else:
+            bias = self._bias_and_activation(rgb, 3, key, activated=False)
         self._put(f"{key}.bias", torch.from_numpy(bias.reshape(1, 3, 1, 1)))
         return rgb
 

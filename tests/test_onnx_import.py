@@ -243,6 +243,23 @@ def node_named(graph, name):
     return next(n for n in graph.node if n.name == name)
 
 
+def test_to_rgb_bias_fused_into_the_convolution(tmp_path):
+    """The community files are said to carry the to_rgb biases as the 1x1 convolution's own [3] bias input."""
+    _, _, x, expected = compact_vector(LEGACY_256)
+
+    def edit(graph):
+        biases = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("to_rgbs.1.bias")}
+        graph.initializer.append(numpy_helper.from_array(biases["generator.to_rgbs.1.bias"].reshape(3), "rgb1_bias"))
+        node_named(graph, "/generator/to_rgbs.1/conv/Conv").input.append("rgb1_bias")
+        add = node_named(graph, "/generator/to_rgbs.1/Add")
+        add.op_type = "Identity"
+        del add.input[1:]
+
+    sd = read_state_dict(save(edited(LEGACY_256, edit), tmp_path))
+    with torch.no_grad():
+        assert (load_gpen(sd)(x) - expected).abs().max().item() <= 1e-4
+
+
 def test_rewired_to_rgb_is_refused(tmp_path):
     """Right tensors, right shapes, other wiring: to_rgbs.2 reads convs.4's output instead of convs.5's (ONNX
     Runtime would run it, and an order- or name-based mapping would accept it)."""
@@ -274,7 +291,7 @@ def test_encoder_feature_added_instead_of_concatenated_is_refused(tmp_path):
         concat.op_type = "Add"
         del concat.attribute[:]
 
-    with pytest.raises(NotAGPENCheckpoint, match=r"wiring is not GPEN's: found no the concatenation of "
+    with pytest.raises(NotAGPENCheckpoint, match=r"wiring is not GPEN's: found no concatenation of "
                                                  r"generator\.convs\.3's output"):
         read_state_dict(save(edited(LEGACY_256, edit), tmp_path))
 
