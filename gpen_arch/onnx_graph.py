@@ -22,7 +22,7 @@ from .errors import CheckpointReadError
 logger = logging.getLogger(__name__)
 
 #: Largest ONNX file (with its external data) read: the biggest GPEN (2048, float32) is about 285 MB.
-MAX_ONNX_BYTES = 2 * 1024**3
+MAX_ONNX_BYTES = 1024**3
 #: Largest tensor a constant-folding step may create (elements); bigger results stay dynamic.
 MAX_FOLD_ELEMENTS = 1 << 26
 

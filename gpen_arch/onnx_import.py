@@ -315,9 +315,12 @@ class _Matcher:
         out = weight.shape[0]
         prefix = f"ecd{i}.0." + ("0." if i == 0 else "1.")
         self._put(prefix + "weight", _unscale(weight, 1 / math.sqrt(in_channels * kernel * kernel)), node.inputs[1])
-        bias = self._bias_and_activation(index, out, f"ecd{i}") if len(node.inputs) < 3 or not node.inputs[2] \
-            else self.const[node.inputs[2]]
-        self._put(f"ecd{i}.0." + ("1.bias" if i == 0 else "2.bias"), torch.from_numpy(bias.astype(np.float32)))
+        fused = self.const.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if fused is not None and fused.size == out:  # an optimiser moved the activation's bias into the conv
+            bias = fused.reshape(out).astype(np.float32)
+        else:
+            bias = self._bias_and_activation(index, out, f"ecd{i}")
+        self._put(f"ecd{i}.0." + ("1.bias" if i == 0 else "2.bias"), torch.from_numpy(bias))
         if i > 0:
             self._put(f"ecd{i}.0.0.kernel", make_blur_kernel(gain=1.0))
 
