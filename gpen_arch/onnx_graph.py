@@ -66,9 +66,12 @@ def _import_onnx():
     return onnx
 
 
-def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
+def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGraph:
     """Parse ``path`` safely and fold its constants. Raises ``CheckpointReadError`` for a file that is too big,
-    truncated or corrupt, or whose external data is missing or lies outside the model's folder."""
+    truncated or corrupt, or whose external data is missing or lies outside the model's folder.
+
+    ``weights=False`` is a quick look: no tensor is converted or folded (``constants`` stays empty, every node is
+    kept), enough to see the graph's inputs, operators and names."""
     onnx = _import_onnx()
     from google.protobuf.message import DecodeError
 
@@ -97,7 +100,7 @@ def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
     folder = path.resolve().parent
     budget = [MAX_ONNX_BYTES - size]
     constants: dict[str, np.ndarray] = {}
-    for tensor in graph.initializer:
+    for tensor in graph.initializer if weights else ():
         constants[tensor.name] = _tensor_to_array(onnx, tensor, folder, path.name, budget)
     sources = {name: name for name in constants}
     initializer_names = [t.name for t in graph.initializer]
@@ -105,7 +108,9 @@ def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
     for proto in graph.node:
         attrs = {}
         for attribute in proto.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
+            if attribute.type == onnx.AttributeProto.TENSOR and not weights:
+                attrs[attribute.name] = None
+            elif attribute.type == onnx.AttributeProto.TENSOR:
                 attrs[attribute.name] = _tensor_to_array(onnx, attribute.t, folder, path.name, budget)
             elif attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
                 attrs[attribute.name] = None  # sub-graphs (If/Loop) are never evaluated
@@ -113,10 +118,10 @@ def read_onnx_graph(path: str | os.PathLike) -> OnnxGraph:
                 attrs[attribute.name] = onnx.helper.get_attribute_value(attribute)
         op = proto.op_type if proto.domain in ("", "ai.onnx") else f"{proto.domain}::{proto.op_type}"
         nodes.append(Node(op=op, name=proto.name, inputs=list(proto.input), outputs=list(proto.output), attrs=attrs))
-    initializers = set(constants)
+    initializers = set(initializer_names)
     inputs = [(v.name, _dims(v)) for v in graph.input if v.name not in initializers]
     outputs = [(v.name, _dims(v)) for v in graph.output]
-    dynamic = _fold(nodes, constants, sources)
+    dynamic = _fold(nodes, constants, sources) if weights else nodes
     return OnnxGraph(path=path, inputs=inputs, outputs=outputs, nodes=dynamic, constants=constants, sources=sources,
                      initializer_names=initializer_names, opset=opset,
                      producer=f"{model.producer_name} {model.producer_version}".strip())

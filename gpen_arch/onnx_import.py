@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .errors import NotAGPENCheckpoint
+from .errors import GPENError, NotAGPENCheckpoint
 from .onnx_graph import Node, OnnxGraph, read_onnx_graph
 from .ops.activation import GAIN, NEGATIVE_SLOPE
 from .ops.upfirdn2d import make_blur_kernel
@@ -74,6 +74,26 @@ def read_onnx_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     logger.info("%s: GPEN-%d read from ONNX (%s, opset %d)", graph.path.name, config.size, graph.producer,
                 graph.opset)
     return {k: sd[k] for k in expected}
+
+
+def onnx_not_gpen_reason(path: str | os.PathLike) -> str | None:
+    """Why the ONNX file ``path`` is surely not a GPEN export, from a quick look at its graph (inputs, operators,
+    module paths; no weights converted), or None when it may be one or cannot be read here (loading then decides and
+    explains). For model lists that leave out the other networks kept in the same folder."""
+    try:
+        graph = read_onnx_graph(path, weights=False)
+    except (GPENError, OSError):
+        return None
+    hint = _looks_like(graph)
+    dims = [d for _, d in graph.inputs]
+    if not (len(dims) == 1 and len(dims[0]) == 4 and (dims[0][1] == 3 or isinstance(dims[0][1], str))):
+        return "not a GPEN network: its inputs are " + ", ".join(f"{n} {d}" for n, d in graph.inputs) + (
+            f"; this looks like {hint}" if hint else "")
+    if hint:
+        return f"not a GPEN network: this looks like {hint}"
+    if not any(node.op == "ConvTranspose" for node in graph.nodes):
+        return "not a GPEN network: it has no transposed (upsampling) convolutions"
+    return None
 
 
 def _looks_like(graph: OnnxGraph) -> str | None:

@@ -329,3 +329,18 @@ def test_convert_command(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(source.read_bytes()[:1000])
     assert cli.main(["convert", str(tmp_path / "broken.onnx"), str(tmp_path / "y.safetensors")]) == 1
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_quick_look_for_model_lists(tmp_path):
+    from gpen_arch.onnx_import import onnx_not_gpen_reason
+
+    assert onnx_not_gpen_reason(fixture_path(LEGACY_256)) is None
+    assert onnx_not_gpen_reason(fixture_path(DYNAMO_512)) is None
+    plain = save(tiny_model(nodes=[helper.make_node("Relu", ["input"], ["output"])]), tmp_path, "plain.onnx")
+    assert onnx_not_gpen_reason(plain) == "not a GPEN network: it has no transposed (upsampling) convolutions"
+    swapper = tiny_model(inputs=(("target", [1, 3, 128, 128]), ("source", [1, 512])),
+                         nodes=[helper.make_node("Identity", ["target"], ["output"])])
+    assert "InsightFace face swapper" in onnx_not_gpen_reason(save(swapper, tmp_path, "inswapper_128.onnx"))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(fixture_path(LEGACY_256).read_bytes()[:5000])
+    assert onnx_not_gpen_reason(truncated) is None  # cannot tell: listed, and loading explains
