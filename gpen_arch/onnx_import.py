@@ -162,6 +162,7 @@ class _Matcher:
             for out in node.outputs:
                 self.near[out] = frozenset({i}) if kind is not None else inputs
         self.sd: dict[str, torch.Tensor] = {}
+        self.modulation: dict[int, int] = {}  # modulated convolution -> its modulation (linear) layer
         self.matched: set[int] = set()  # modulated convolutions placed in GPEN's decoder
         self.names: dict[str, str] = {}  # state-dict key -> the initializer it came from (the name hint)
 
@@ -405,9 +406,8 @@ class _Matcher:
         return previous
 
     def _match_decoder(self, encoder: list[int], style: int) -> None:
-        self.modulation: dict[int, int] = {}
         for mod in self._anchors("linear", {style}):
-            users = [i for i in self._anchors("modconv", {mod}, port=1)]
+            users = self._anchors("modconv", {mod}, port=1)
             self.modulation[self._one(users, "modulated convolution fed by a modulation layer")] = mod
         features = encoder[::-1]  # e_4 first
         conv1 = self._one([i for i in self.anchor_kind if self.anchor_kind[i] == "modconv"
