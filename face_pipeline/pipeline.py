@@ -1,9 +1,10 @@
 """The whole chain in one call: detect (batched) -> select -> track + smooth (frames) -> align -> restore -> paste.
 
-An image batch ``[B, 3, H, W]`` is either B independent photos of one size or B frames of a video in order; with
-``PipelineOptions.track`` (the default) and more than one image, faces are tracked across the batch and their
-landmarks smoothed over time, so crops do not jitter. Images without a face come back unchanged (resized to the
-output scale), with a log line.
+An image batch ``[B, 3, H, W]`` is B independent photos of one size unless the caller says it is B frames of a video
+in order (``PipelineOptions.track``): then faces are tracked across the batch (never across a scene cut), a face
+missed for a few frames is filled in from its neighbours, and landmarks are smoothed over time so crops do not
+jitter. Independent photos never influence each other: a batch gives the pixels each photo gives alone. Images
+without a face come back unchanged (resized to the output scale), with a log line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .paste import MASK_TYPES, SCALES, paste_faces
 from .restoration import RESTORE_MODES, model_size, restore_faces
 from .selection import SELECT_MODES, SORT_ORDERS, select_faces
 from .types import DetectedFace, FaceBatch, PasteResult
-from .video import smooth_landmarks, track_faces
+from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ class PipelineOptions:
     scale: int | str = 1  # 1, 2, 4 or "auto"
     max_output_size: int = 8192  # cap of the output's long side for scale="auto"
     parsing_dir: str | None = None  # folder of the face-parsing weights (mask_type parsing*)
-    track: bool = True  # for more than one image: track faces across the batch and smooth their landmarks
+    track: bool = False  # the batch is the frames of one video: track faces, fill short gaps, smooth landmarks
     smoothing: float = 0.3  # landmark smoothing strength 0..1 (0 = off); only when tracking
+    fill_gaps: int = 3  # when tracking: a face missed for at most this many frames is interpolated (0 = off)
+    keep_gray: bool = True  # black-and-white images (R = G = B) stay black-and-white (not in colorize mode)
     batch_size: int | None = None  # faces per forward; None = from free memory
 
     def __post_init__(self) -> None:
@@ -64,6 +67,8 @@ class PipelineOptions:
             raise ValueError(f"strength must be between 0 and 1, got {self.strength}")
         if not 0.0 <= self.smoothing <= 1.0:
             raise ValueError(f"smoothing must be between 0 and 1, got {self.smoothing}")
+        if isinstance(self.fill_gaps, bool) or not isinstance(self.fill_gaps, int) or self.fill_gaps < 0:
+            raise ValueError(f"fill_gaps must be a whole number of frames, 0 or more; got {self.fill_gaps!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {self.batch_size}")
         if self.max_faces < 0 or self.min_face_size < 0:
@@ -119,14 +124,28 @@ def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: Pipelin
     return selected, total_found
 
 
-def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions
-                    ) -> list[list[DetectedFace]]:
-    """For a frame sequence (more than one image and ``options.track``): track faces by box overlap and smooth
-    their landmarks over time (``options.smoothing``). Otherwise the faces are returned as they are."""
+def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions,
+                    cuts: tuple[int, ...] = ()) -> list[list[DetectedFace]]:
+    """For a frame sequence (``options.track`` and more than one image): track faces by box overlap (tracks end at
+    the scene ``cuts``, see ``video.scene_cuts``), fill gaps of up to ``options.fill_gaps`` frames, and smooth the
+    landmarks over time (``options.smoothing``). Otherwise the faces are returned as they are."""
     if not options.track or len(faces_per_image) < 2:
         return faces_per_image
-    tracked = track_faces(faces_per_image)
+    tracked = track_faces(faces_per_image, cuts=cuts)
+    tracked, filled = fill_gaps(tracked, max_gap=options.fill_gaps, cuts=cuts)
+    if filled:
+        logger.info("video: %d face(s) missed by the detector filled in from the frames around them", filled)
+    if cuts:
+        logger.info("video: %d scene cut(s) at frame %s: no face track continues across them", len(cuts),
+                    ", ".join(map(str, cuts[:20])))
     return smooth_landmarks(tracked, strength=options.smoothing) if options.smoothing > 0 else tracked
+
+
+def video_cuts(images: torch.Tensor, options: PipelineOptions) -> tuple[int, ...]:
+    """The scene cuts of ``images`` when they are video frames (``options.track``), else none."""
+    if not options.track or images.shape[0] < 2:
+        return ()
+    return scene_cuts(frame_thumbnails(images))
 
 
 def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
@@ -136,7 +155,7 @@ def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: P
     faces detected (before selection). ``timings``, when given, receives the seconds of "detect" and "align"."""
     start = time.perf_counter()
     selected, total_found = find_faces(images, detector=detector, options=options, check_interrupt=check_interrupt)
-    selected = stabilise_faces(selected, options=options)
+    selected = stabilise_faces(selected, options=options, cuts=video_cuts(images, options))
     detected = time.perf_counter()
     faces = [face for per_image in selected for face in per_image]
     batch = align_faces(images, faces, size=size, template=options.template)
@@ -205,7 +224,7 @@ def run_pipeline(
     start = time.perf_counter()
     timings: dict[str, float] = {}
     selected, found = find_faces(images, detector=detector, options=options, check_interrupt=check_interrupt)
-    selected = stabilise_faces(selected, options=options)
+    selected = stabilise_faces(selected, options=options, cuts=video_cuts(images, options))
     timings["detect"] = time.perf_counter() - start
     result, restored = restore_and_paste(images, selected, model=model, options=options, background=background,
                                          inpaint_masks=inpaint_masks, on_progress=on_progress,

@@ -14,7 +14,7 @@ Conventions used everywhere in this package:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -34,6 +34,7 @@ class DetectedFace:
     landmarks: tuple[tuple[float, float], ...]  # five (x, y), in LANDMARK_NAMES order
     image_index: int
     track_id: Optional[int] = None  # set by video tracking; None for single images
+    interpolated: bool = False  # video: not detected in this frame, filled in between two detections of its track
 
     def __post_init__(self) -> None:
         if len(self.landmarks) != 5:
@@ -77,7 +78,7 @@ class FaceBatch:
     size: int  # crop side in pixels
     template: str  # "gpen" or "ffhq"
     restored: Optional[torch.Tensor] = None  # [F, 3, size, size] float32 RGB 0..1 once restored
-    extra: dict = field(default_factory=dict, compare=False)  # e.g. inpainting masks; never required
+    restore_mode: Optional[str] = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
 
     @property
     def num_faces(self) -> int:

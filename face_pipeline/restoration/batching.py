@@ -8,19 +8,29 @@ The batch size is ``usable free memory // estimated bytes per face``:
 - per face: the model's own ``estimate_memory(1, dtype)`` (peak activation bytes of one forward, gpen_arch/memory.py)
   plus the face's input and output copies.
 On out-of-memory the batch is halved and retried down to 1.
+
+Where the numbers come from is a ``MemoryPolicy``: ``DEFAULT_MEMORY`` asks PyTorch and the OS as above; a host
+application with its own memory manager (ComfyUI: nodes/comfy_bridge.py) passes its own, so every decision about
+free memory, out-of-memory errors and cache release goes through one place.
+
+Batches are also cut into steps for progress and cancel: ``faces_per_step`` faces per forward at most (one on the
+CPU, where the network runs face by face anyway; a few on a GPU), so a progress bar moves per face and a cancel
+takes effect within about one face's forward.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 USABLE_FRACTION = 0.8
-MAX_BATCH = 16
+GPU_FACES_PER_STEP = 4  # faces per forward on an accelerator: progress and cancel stay within a few faces
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -67,13 +77,19 @@ def pending_weight_bytes(model: torch.nn.Module, device: torch.device) -> int:
     return max(int(total(device)) - cache.nbytes(), 0)
 
 
+def faces_per_step(device: torch.device) -> int:
+    """The most faces one forward takes, for progress and cancel granularity (see the module doc)."""
+    return 1 if device.type == "cpu" else GPU_FACES_PER_STEP
+
+
 def auto_batch_size(model: torch.nn.Module, *, size: int, dtype: torch.dtype, device: torch.device,
-                    faces: int) -> int:
-    """The largest batch (1..MAX_BATCH, at most ``faces``) that the memory estimate says fits."""
+                    faces: int, memory: "MemoryPolicy | None" = None) -> int:
+    """The largest batch (1..``faces_per_step``, at most ``faces``) that the memory estimate says fits."""
+    memory = memory or DEFAULT_MEMORY
     per_face = bytes_per_face(model, size, dtype)
-    free = free_memory_bytes(device)
+    free = memory.free_bytes(device)
     fits = int(max(free * USABLE_FRACTION - pending_weight_bytes(model, device), 0) // max(per_face, 1))
-    batch = max(1, min(fits, MAX_BATCH, max(faces, 1)))
+    batch = max(1, min(fits, faces_per_step(device), max(faces, 1)))
     logger.debug("batch size %d: %.0f MiB per face, %.0f MiB free on %s", batch, per_face / 2**20, free / 2**20,
                  device)
     return batch
@@ -95,3 +111,16 @@ def release_cached_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """Where memory decisions come from: ``free_bytes(device)`` (bytes free for new tensors), ``is_oom(exc)``
+    (does this exception mean an allocation failed), ``release(device)`` (return cached memory after one)."""
+
+    free_bytes: Callable[[torch.device], int] = free_memory_bytes
+    is_oom: Callable[[BaseException], bool] = is_out_of_memory
+    release: Callable[[torch.device], None] = release_cached_memory
+
+
+DEFAULT_MEMORY = MemoryPolicy()
