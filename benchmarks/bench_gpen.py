@@ -14,7 +14,8 @@ network exported to ONNX in this run (``torch.onnx.export``, the torch.export-ba
 runs in a process of its own and is not timed), as people who use GPEN's ONNX files run it. ``--plain`` adds our
 fast forward without strips (``fast_forward(banded=False)``, the default before ``gpen_arch/bands.py``), for a
 before/after comparison in the same run. Each comparison row shows ours relative to it (time, peak memory, largest
-output difference). Figures are printed as a table; ``--json`` adds one JSON line per row.
+output difference). ``CPU s`` is the process's CPU time per face (all threads), steadier than the wall time on a
+shared machine. Figures are printed as a table; ``--json`` adds one JSON line per row.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times = []
+    times, cpu_times = [], []
     with torch.inference_mode():
         if args.cuda_graphs and device.type == "cuda" and hasattr(model, "cuda_graphs"):
             # cuDNN picks its algorithms in an eager forward first (its trial workspaces are not the model's
@@ -170,14 +171,16 @@ def run_worker(args: argparse.Namespace) -> dict:
             if device.type == "cuda" and i == args.warmup and not args.cuda_graphs:
                 torch.cuda.reset_peak_memory_stats()
             sync()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = model(x)
             sync()
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
     result = {
         "impl": args.impl, "device": device.type, "size": args.size, "dtype": args.dtype, "batch": args.batch,
         "ms_per_face": statistics.median(times) * 1000 / args.batch, "runs": len(times),
+        "cpu_s_per_face": statistics.median(cpu_times) / args.batch,
         "peak_rss_mb": _peak_rss_bytes() / 2**20, "rss_after_load_mb": rss_loaded / 2**20,
     }
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
@@ -237,16 +240,18 @@ def run_onnx_worker(args: argparse.Namespace) -> dict:
     x = (torch.rand(args.batch, 3, args.size, args.size, generator=gen) * 2 - 1).numpy()
     session = onnxruntime.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
     rss_loaded = _peak_rss_bytes()
-    times, outputs = [], []
+    times, cpu_times, outputs = [], [], []
     for i in range(args.warmup + args.runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         outputs = [session.run(None, {"input": x[j:j + 1]})[0] for j in range(args.batch)]  # batch-1 graph
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     if args.save_output:
         torch.save(torch.from_numpy(np.concatenate(outputs)), args.save_output)
     return {"impl": "onnxruntime", "device": "cpu", "size": args.size, "dtype": args.dtype, "batch": args.batch,
             "ms_per_face": statistics.median(times) * 1000 / args.batch, "runs": len(times),
+            "cpu_s_per_face": statistics.median(cpu_times) / args.batch,
             "peak_rss_mb": _peak_rss_bytes() / 2**20, "rss_after_load_mb": rss_loaded / 2**20, "derived_mb": 0.0,
             "activations_mb": (_peak_rss_bytes() - rss_loaded) / 2**20}
 
@@ -279,11 +284,12 @@ def _row_line(label: str, row: dict, ours: dict | None = None, difference: float
     diff = row.get("max_abs_vs_fp32")
     estimate = f"{row['estimate_mb']:.0f}" if "estimate_mb" in row else "-"
     line = (f"{row['size']:>5} {row['dtype']:>5} {row['batch']:>5} {label:>11} {row['ms_per_face']:>10.1f} "
-            f"{peak:>9.0f} {row['activations_mb']:>8.0f} {estimate:>8} {row['derived_mb']:>8.0f} "
-            f"{(f'{diff:.2e}' if diff is not None else '-'):>15}")
+            f"{row['cpu_s_per_face']:>9.1f} {peak:>9.0f} {row['activations_mb']:>8.0f} {estimate:>8} "
+            f"{row['derived_mb']:>8.0f} {(f'{diff:.2e}' if diff is not None else '-'):>15}")
     if ours is not None:
         ours_peak = ours.get("peak_vram_mb", ours["peak_rss_mb"])
-        line += (f"  ours: x{ours['ms_per_face'] / row['ms_per_face']:.2f} time, x{ours_peak / peak:.2f} memory"
+        line += (f"  ours: x{ours['ms_per_face'] / row['ms_per_face']:.2f} time "
+                 f"(x{ours['cpu_s_per_face'] / row['cpu_s_per_face']:.2f} CPU time), x{ours_peak / peak:.2f} memory"
                  f"{f', max|d| {difference:.2e}' if difference is not None else ''}")
     return line
 
@@ -347,7 +353,8 @@ def main() -> None:
 
     import torch
 
-    header = (f"{'size':>5} {'dtype':>5} {'batch':>5} {'impl':>11} {'ms/face':>10} {'peak MB':>9} {'act. MB':>8} "
+    header = (f"{'size':>5} {'dtype':>5} {'batch':>5} {'impl':>11} {'ms/face':>10} {'CPU s':>9} {'peak MB':>9} "
+              f"{'act. MB':>8} "
               f"{'est. MB':>8} {'cache MB':>8} {'max|d| vs fp32':>15}")
     options = [name for name, on in [("channels-first", args.contiguous), ("compile", args.compile),
                                      ("cuda-graphs", args.cuda_graphs)] if on]

@@ -11,6 +11,8 @@ float32 and float16.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .bands import BandPlan, band_plan, band_rows
@@ -27,9 +29,16 @@ def _element_size(dtype: torch.dtype) -> int:
 def activation_elements(config: GPENConfig, *, batch_size: int = 1, banded: bool = False) -> int:
     """Peak number of activation elements alive during one fast forward of ``batch_size`` faces; ``banded``: with
     the largest layers in strips (``bands.py``; configurations it has no plan for are walked unbanded)."""
+    return _elements_per_face(config, banded) * batch_size
+
+
+@functools.lru_cache(maxsize=64)
+def _elements_per_face(config: GPENConfig, banded: bool) -> int:
+    """The walk for one face, kept per configuration: restore sizes every call's batches from it (a few
+    milliseconds of Python for the banded walk, which would otherwise land between two GPU forwards)."""
     plan = band_plan(config) if banded else None
     if plan is not None:
-        return int(_banded_elements(config, plan) * batch_size)
+        return int(_banded_elements(config, plan))
     size = config.size
     peak = 0
 
@@ -52,10 +61,10 @@ def activation_elements(config: GPENConfig, *, batch_size: int = 1, banded: bool
     for step in range(config.num_decoder_steps):
         r = 2 ** (step + 3)
         peak = max(peak, held_features + _plain_step_elements(config, r, h, skip))
-        held_features -= features[r] if r in features else 0
+        held_features -= features.get(r, 0)
         h = 2 * config.channels(r) * r * r
         skip = 3 * r * r
-    return int(peak * batch_size)
+    return int(peak)
 
 
 def _plain_step_elements(config: GPENConfig, r: int, h: int, skip: int) -> int:
