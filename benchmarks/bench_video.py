@@ -12,8 +12,10 @@ size), so the restore costs what a real model costs; the outputs are not meaning
 CUDA, fp32 on the CPU (``--dtype`` to change it).
 
 Per row: frames per second over the timed frames (after one warm-up batch that builds derived weights, tunes cuDNN
-and compiles kernels), the time per frame of each stage (on CUDA each stage ends with a synchronize, so they add up
-to the total), the network alone on the same crops at the same batch size, and the pipeline's overhead over it.
+and compiles kernels; on the CPU one warm-up frame), the time per frame of each stage (on CUDA each stage ends with
+a synchronize, so they add up to the total), the network alone per face on the same crops at the same batch size
+(on the CPU, where the network runs face by face at any batch size, once per model, one face), and the pipeline's
+overhead over it: total time / (network time x faces) - 1.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ def network_alone(model, frames: torch.Tensor, *, detector, batch: int, dtype: t
     x = (crops * 2 - 1).to(dtype)
     device = frames.device
     with torch.no_grad():
-        model(x)  # warm-up at this batch size
-        _sync(device)
+        if device.type == "cuda":
+            model(x)  # warm-up at this batch size
+            _sync(device)
         start = time.perf_counter()
         for _ in range(runs):
             model(x)
@@ -145,9 +148,12 @@ def main() -> None:
         model = load_gpen(_random_state_dict(size, 0), device=device, dtype=dtype)
         apply_gpu_options(model, args)
         model.cuda_graphs = args.cuda_graphs
+        network = None  # seconds per face of the network alone (on the CPU measured once: face by face anyway)
         for batch in args.batches:
-            frames = clip[:batch]
-            run_batch(frames, detector=detector, model=model, batch=batch, times=None)  # warm-up
+            # warm-up: on CUDA the whole batch (cuDNN tunes per shape, graphs capture per batch); on the CPU one
+            # frame (derived weights), since nothing there depends on the batch size
+            frames = clip[:batch] if device.type == "cuda" else clip[:1]
+            run_batch(frames, detector=detector, model=model, batch=batch, times=None)
             times = dict.fromkeys(STAGES, 0.0)
             done = faces = 0
             start = time.perf_counter()
@@ -157,7 +163,9 @@ def main() -> None:
                                    times=times)
                 done = stop
             total = time.perf_counter() - start
-            network = network_alone(model, clip, detector=detector, batch=batch, dtype=dtype, runs=network_runs)
+            if device.type == "cuda" or network is None:
+                network = network_alone(model, clip, detector=detector, batch=batch if device.type == "cuda" else 1,
+                                        dtype=dtype, runs=network_runs)
             per_frame = {stage: 1000 * seconds / done for stage, seconds in times.items()}
             overhead = total / (network * faces) - 1 if faces else float("nan")
             print(f"{'GPEN-' + str(size):>9} {batch:>5} {done:>6} {done / total:>9.2f} "

@@ -14,7 +14,9 @@ computed with fewer passes over the large full-resolution tensors:
   fill it (one fused Triton kernel with ``GPEN.fused_kernels``);
 - what depends on the weights alone (folded blurs, every layer's stacked modulation weights, demodulation norms) is
   derived once and kept in ``model.derived_weights`` (``weight_cache.py``), so a forward launches few small kernels;
-- encoder features are released as soon as the decoder has used them;
+- encoder features are released as soon as the decoder has used them; with ``banded`` (the CPU default from 512
+  up) the three largest resolutions run in horizontal strips with exact halos (``bands.py``), so their activations
+  never exist in full: the same outputs with under a third of the activation memory;
 - styles, modulation and demodulation are computed in float32 even when the network runs in float16/bfloat16;
 - batches share one weight (modulation as input scaling, demodulation as output scaling), see
   ``ops/modulated_conv.py``.
