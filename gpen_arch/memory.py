@@ -9,7 +9,7 @@ it came within +5..+12% of ``torch.cuda.max_memory_allocated`` minus the weights
 float32 and float16.
 
 The banded forward (``bands.py``, the CPU default from 512 up) is walked with the same row arithmetic as its code,
-strip by strip: at 2048 in float32 it estimates 0.55 GB against 1.84 GB for the plain forward, and measured (peak RSS
+strip by strip: at 2048 in float32 it estimates 0.53 GB against 1.84 GB for the plain forward, and measured (peak RSS
 minus RSS after loading, minus the derived weights) 0.60 GB against 1.95 GB. The walk is cached per configuration
 (restore sizes every call's batches from it).
 """
