@@ -168,7 +168,8 @@ def main() -> None:
                                         dtype=dtype, runs=network_runs)
             per_frame = {stage: 1000 * seconds / done for stage, seconds in times.items()}
             overhead = total / (network * faces) - 1 if faces else float("nan")
-            print(f"{'GPEN-' + str(size):>9} {batch:>5} {done:>6} {done / total:>9.2f} "
+            fps = done / total
+            print(f"{'GPEN-' + str(size):>9} {batch:>5} {done:>6} {fps:>9.{2 if fps >= 1 else 4}f} "
                   + " ".join(f"{per_frame[stage]:>10.1f}" for stage in STAGES)
                   + f" {1000 * network:>10.1f} {100 * overhead:>7.0f}%", flush=True)
             if faces != done:
