@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 from safetensors.torch import load_file
 
 from gpen_arch import RELEASED_CONFIGS, load_gpen
@@ -40,7 +40,7 @@ def max_difference(model: GPEN, x: torch.Tensor) -> float:
 
 
 def test_compact_2048_vector_banded_equals_plain_and_official():
-    folder = require_shared("gpen", "compact")
+    folder = data_file("gpen", "compact")
     name = "compact_2048_cm2_n0.125_s64"
     model = load_gpen({k: v.float() for k, v in load_file(str(folder / f"{name}.safetensors")).items()})
     io = load_file(str(folder / f"{name}_io.safetensors"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, _in_ci, require_shared
+from conftest import REPO_ROOT, _in_ci, data_file, require_shared
 from safetensors.torch import load_file
 
 from gpen_arch import (
@@ -42,7 +42,7 @@ def fixture_path(name: str) -> Path:
 def compact_vector(name: str):
     """(config json, official weights, input [1, 3, S, S] in [-1, 1], official output) of a compact vector."""
     vector = name.rsplit("_", 1)[0]
-    folder = require_shared("gpen", "compact")
+    folder = data_file("gpen", "compact")
     meta = json.loads((folder / f"{vector}.json").read_text())
     io = load_file(str(folder / f"{vector}_io.safetensors"))
     x = ((io["input_rgb_u8"].float() / 255) - 0.5) / 0.5

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.alignment import align_faces
 from face_pipeline.paste import paste_faces
@@ -20,9 +20,9 @@ from face_pipeline.types import DetectedFace
 def clip():
     """Three frames of Grace Hopper's photo, moved and dimmed a little, and her face in each (from the shared
     alignment landmarks, so no detector is needed)."""
-    rgb = cv2.cvtColor(cv2.imread(str(require_shared("faces", "grace_hopper.jpg"))), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.imread(str(data_file("faces", "grace_hopper.jpg"))), cv2.COLOR_BGR2RGB)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    entry = json.loads(require_shared("gpen", "alignment", "alignment.json").read_text())["grace_hopper.jpg"]
+    entry = json.loads(data_file("gpen", "alignment", "alignment.json").read_text())["grace_hopper.jpg"]
     points = np.asarray(entry["landmarks_xy"], dtype=np.float64)
     shifts = [(0, 0), (6, 0), (0, -4)]
     frames = torch.cat([0.9 ** i * image.roll((dy, dx), (-2, -1)) for i, (dx, dy) in enumerate(shifts)])
