@@ -446,7 +446,32 @@ def fail(exc: BaseException, status: int, prefix: str = "") -> int:
     return status
 
 
+def convert_main(argv: list[str]) -> int:
+    """``cli.py convert IN OUT.safetensors [--overwrite]``: any GPEN file this pack reads (.onnx included) written
+    once as a .safetensors state dict in the released key layout."""
+    from gpen_arch.convert import ConversionError, convert_to_safetensors
+
+    parser = argparse.ArgumentParser(prog="cli.py convert", description=convert_main.__doc__)
+    parser.add_argument("source", help="GPEN file (.onnx, .pth, .pt, .bin or .safetensors)")
+    parser.add_argument("destination", help="the .safetensors file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        config = convert_to_safetensors(args.source, args.destination, overwrite=args.overwrite)
+    except ConversionError as exc:
+        return fail(exc, 2)
+    except (GPENError, OSError) as exc:
+        return fail(exc, 1)
+    print(f"{args.source} -> {args.destination}: GPEN-{config.size} (channel_multiplier "
+          f"{config.channel_multiplier}, narrow {config.narrow:g}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:  # python cli.py convert IN.onnx OUT.safetensors
+        return convert_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:  # OpenCV's own notices (e.g. the DNN engine's target warning) would clutter the output

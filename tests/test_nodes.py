@@ -342,3 +342,27 @@ def test_bad_indices_and_a_replaced_model_file(pack):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert loader.IS_CHANGED(model_name="GPEN-test-256.pth", precision="auto") != before
     assert loader.IS_CHANGED(model_name="missing.pth", precision="auto") == ""
+
+
+def test_onnx_gpen_files_are_listed_and_load(pack):
+    """A ReActor user's GPEN-BFR-*.onnx in models/facerestore_models is offered and loads into our network."""
+    onnx = pytest.importorskip("onnx")
+    module, models = pack
+    target = models / "facerestore_models" / "GPEN-BFR-256.onnx"
+    shutil.copy(REPO_ROOT / "tests" / "data" / "onnx" / "compact_256_cm1_n0.0625_s64_legacy.onnx", target)
+    swapper = models / "facerestore_models" / "inswapper_128.onnx"  # another pack's model: not offered
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["target"], ["output"])], "g",
+        [onnx.helper.make_tensor_value_info("target", onnx.TensorProto.FLOAT, [1, 3, 128, 128]),
+         onnx.helper.make_tensor_value_info("source", onnx.TensorProto.FLOAT, [1, 512])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, None)])
+    swapper.write_bytes(onnx.helper.make_model(graph).SerializeToString())
+    try:
+        loader = module.NODE_CLASS_MAPPINGS["GPENLoadModel"]
+        offered = loader.INPUT_TYPES()["required"]["model_name"][0]
+        assert "GPEN-BFR-256.onnx" in offered and "inswapper_128.onnx" not in offered
+        handle = node(pack, "GPENLoadModel").load("GPEN-BFR-256.onnx", "fp32")[0]
+        assert handle.size == 256 and handle.patcher.model.config.narrow == 0.0625
+    finally:
+        target.unlink()
+        swapper.unlink()

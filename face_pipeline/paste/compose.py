@@ -194,8 +194,9 @@ def paste_faces(
             sub_mask = region_mask[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
             sub_fg = foreground[:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
             wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
-            sub_mask[wins] = face_mask[wins]
-            sub_fg[:, wins] = face_img[:, wins]
+            # torch.where, not boolean indexing: the same values without a host sync per face on a GPU
+            sub_mask.copy_(torch.where(wins, face_mask, sub_mask))
+            sub_fg.copy_(torch.where(wins, face_img, sub_fg))
         region = out[b, :, uy0:uy1, ux0:ux1]
         region.add_(region_mask * (foreground - region))  # background + mask * (face - background)
     return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=face_masks, scale=s)
