@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .alignment import TEMPLATES, align_faces
-from .detection import FaceDetector
+from .detection import ROTATION_MODES, FaceDetector, detect_faces
 from .errors import InvalidImageError
 from .image import FLOAT_TOLERANCE
 from .paste import MASK_TYPES, SCALES, paste_faces
@@ -34,6 +34,7 @@ class PipelineOptions:
     any work starts."""
 
     score_threshold: float | None = None  # detection score; None: the detector's own default
+    rotations: str = "when_missing"  # ROTATION_MODES: also look for faces on the image turned by 90/180/270 degrees
     select: str = "all"  # SELECT_MODES: all / largest / indices
     indices: Sequence[int] = ()  # for select="indices": positions after sorting, per image
     sort_by: str = "area"  # SORT_ORDERS
@@ -53,8 +54,8 @@ class PipelineOptions:
     batch_size: int | None = None  # faces per forward; None = from free memory
 
     def __post_init__(self) -> None:
-        choices = (("select", SELECT_MODES), ("sort_by", SORT_ORDERS), ("template", TEMPLATES),
-                   ("mode", RESTORE_MODES), ("mask_type", MASK_TYPES))
+        choices = (("rotations", ROTATION_MODES), ("select", SELECT_MODES), ("sort_by", SORT_ORDERS),
+                   ("template", TEMPLATES), ("mode", RESTORE_MODES), ("mask_type", MASK_TYPES))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -105,7 +106,7 @@ def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: Pipelin
     """Detection (the whole batch at once) and selection. Returns the selected faces per image and the number of
     faces detected before selection; logs the images without a face."""
     _check_images(images)
-    found = detector.detect(images, score_threshold=options.score_threshold)
+    found = detect_faces(detector, images, rotations=options.rotations, score_threshold=options.score_threshold)
     total_found = sum(len(per_image) for per_image in found)
     if check_interrupt is not None:
         check_interrupt()
