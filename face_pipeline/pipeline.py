@@ -1,9 +1,10 @@
 """The whole chain in one call: detect (batched) -> select -> track + smooth (frames) -> align -> restore -> paste.
 
-An image batch ``[B, 3, H, W]`` is either B independent photos of one size or B frames of a video in order; with
-``PipelineOptions.track`` (the default) and more than one image, faces are tracked across the batch and their
-landmarks smoothed over time, so crops do not jitter. Images without a face come back unchanged (resized to the
-output scale), with a log line.
+An image batch ``[B, 3, H, W]`` is B independent photos of one size unless the caller says it is B frames of a video
+in order (``PipelineOptions.track``): then faces are tracked across the batch (never across a scene cut), a face
+missed for a few frames is filled in from its neighbours, and landmarks are smoothed over time so crops do not
+jitter. Independent photos never influence each other: a batch gives the pixels each photo gives alone. Images
+without a face come back unchanged (resized to the output scale), with a log line.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from .alignment import TEMPLATES, align_faces
 from .detection import ROTATION_MODES, FaceDetector, detect_faces
 from .errors import InvalidImageError
 from .image import FLOAT_TOLERANCE
-from .paste import MASK_TYPES, SCALES, paste_faces
+from .memory import DEFAULT_MEMORY, MemoryPolicy
+from .paste import MASK_TYPES, SCALES, paste_within_memory
 from .restoration import RESTORE_MODES, model_size, restore_faces
 from .region import MIN_OVERLAP, masks_for
 from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces
 from .types import DetectedFace, FaceBatch, PasteResult
-from .video import smooth_landmarks, track_faces
+from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,10 @@ class PipelineOptions:
     scale: int | str = 1  # 1, 2, 4 or "auto"
     max_output_size: int = 8192  # cap of the output's long side for scale="auto"
     parsing_dir: str | None = None  # folder of the face-parsing weights (mask_type parsing*)
-    track: bool = True  # for more than one image: track faces across the batch and smooth their landmarks
+    track: bool = False  # the batch is the frames of one video: track faces, fill short gaps, smooth landmarks
     smoothing: float = 0.3  # landmark smoothing strength 0..1 (0 = off); only when tracking
+    fill_gaps: int = 3  # when tracking: a face missed for at most this many frames is interpolated (0 = off)
+    keep_gray: bool = True  # black-and-white images (R = G = B) stay black-and-white (not in colorize mode)
     batch_size: int | None = None  # faces per forward; None = from free memory
 
     def __post_init__(self) -> None:
@@ -68,6 +72,8 @@ class PipelineOptions:
             raise ValueError(f"strength must be between 0 and 1, got {self.strength}")
         if not 0.0 <= self.smoothing <= 1.0:
             raise ValueError(f"smoothing must be between 0 and 1, got {self.smoothing}")
+        if isinstance(self.fill_gaps, bool) or not isinstance(self.fill_gaps, int) or self.fill_gaps < 0:
+            raise ValueError(f"fill_gaps must be a whole number of frames, 0 or more; got {self.fill_gaps!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {self.batch_size}")
         if not 0.0 <= self.region_overlap <= 1.0:
@@ -146,21 +152,44 @@ def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: Pipelin
     return selected_faces(chosen), sum(len(per_image) for per_image in chosen)
 
 
-def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions
-                    ) -> list[list[DetectedFace]]:
-    """For a frame sequence (more than one image and ``options.track``): track faces by box overlap and smooth
-    their landmarks over time (``options.smoothing``). Otherwise the faces are returned as they are."""
+def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions,
+                    cuts: tuple[int, ...] = ()) -> list[list[DetectedFace]]:
+    """For a frame sequence (``options.track`` and more than one image): track faces by box overlap (tracks end at
+    the scene ``cuts``, see ``video.scene_cuts``), fill gaps of up to ``options.fill_gaps`` frames, and smooth the
+    landmarks over time (``options.smoothing``). Otherwise the faces are returned as they are."""
     if not options.track or len(faces_per_image) < 2:
         return faces_per_image
-    tracked = track_faces(faces_per_image)
+    tracked = track_faces(faces_per_image, cuts=cuts)
+    tracked, filled = fill_gaps(tracked, max_gap=options.fill_gaps, cuts=cuts)
+    if filled:
+        logger.info("video: %d face(s) missed by the detector filled in from the frames around them", filled)
+    if cuts:
+        logger.info("video: %d scene cut(s) at frame %s: no face track continues across them", len(cuts),
+                    ", ".join(map(str, cuts[:20])))
     return smooth_landmarks(tracked, strength=options.smoothing) if options.smoothing > 0 else tracked
 
 
-def stabilise_choices(choices: list[list[FaceChoice]], *, options: PipelineOptions) -> list[list[FaceChoice]]:
-    """``stabilise_faces`` on the selected faces of ``choices`` (the others are neither tracked nor smoothed)."""
-    stable = stabilise_faces(selected_faces(choices), options=options)
-    return [[dataclasses.replace(c, face=face) for c, face in zip(per_image, faces)] + per_image[len(faces):]
-            for per_image, faces in zip(choices, stable)]
+def video_cuts(images: torch.Tensor, options: PipelineOptions) -> tuple[int, ...]:
+    """The scene cuts of ``images`` when they are video frames (``options.track``), else none."""
+    if not options.track or images.shape[0] < 2:
+        return ()
+    return scene_cuts(frame_thumbnails(images))
+
+
+def stabilise_choices(choices: list[list[FaceChoice]], *, options: PipelineOptions,
+                      cuts: tuple[int, ...] = ()) -> list[list[FaceChoice]]:
+    """``stabilise_faces`` on the selected faces of ``choices`` (the others are neither tracked nor smoothed).
+    Faces filled into a gap of their track come after the selected ones of their frame, selected, without index."""
+    stable = stabilise_faces(selected_faces(choices), options=options, cuts=cuts)
+    result = []
+    for per_image, faces in zip(choices, stable):
+        picked = [c for c in per_image if c.selected]
+        others = [c for c in per_image if not c.selected]
+        tracked = [dataclasses.replace(c, face=face) for c, face in zip(picked, faces)]
+        filled = [FaceChoice(face=face, index=None, selected=True, reason="selected (filled in from the frames "
+                                                                          "around it)") for face in faces[len(picked):]]
+        result.append(tracked + filled + others)
+    return result
 
 
 def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
@@ -171,7 +200,7 @@ def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: P
     ``choices``, when given, is extended with every face found per image (``FaceChoice``, tracked)."""
     start = time.perf_counter()
     chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
-    chosen = stabilise_choices(chosen, options=options)
+    chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
     detected = time.perf_counter()
     faces = [face for per_image in selected_faces(chosen) for face in per_image]
     batch = align_faces(images, faces, size=size, template=options.template)
@@ -195,6 +224,7 @@ def restore_and_paste(
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     timings: dict | None = None,
+    memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> tuple[PasteResult, FaceBatch]:
     """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
     detect and track over a long frame sequence first, then restore it in chunks that fit in memory. ``protect``:
@@ -210,15 +240,15 @@ def restore_and_paste(
     mark = time.perf_counter()
     restored = restore_faces(model, batch, mode=options.mode, strength=options.strength,
                              batch_size=options.batch_size, inpaint_masks=inpaint_masks, on_progress=on_progress,
-                             check_interrupt=check_interrupt)
+                             check_interrupt=check_interrupt, memory=memory)
     timings["restore"] = time.perf_counter() - mark
     if check_interrupt is not None:
         check_interrupt()
     mark = time.perf_counter()
-    result = paste_faces(restored, mask_type=options.mask_type, feather=options.feather,
-                         color_correction=options.color_correction, scale=options.scale,
-                         max_output_size=options.max_output_size, background=background,
-                         parsing_dir=options.parsing_dir, protect=protect)
+    result = paste_within_memory(restored, memory=memory, mask_type=options.mask_type, feather=options.feather,
+                                 color_correction=options.color_correction, scale=options.scale,
+                                 max_output_size=options.max_output_size, background=background,
+                                 parsing_dir=options.parsing_dir, keep_gray=options.keep_gray, protect=protect)
     timings["paste"] = time.perf_counter() - mark
     return result, restored
 
@@ -235,6 +265,7 @@ def run_pipeline(
     protect: torch.Tensor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> tuple[PasteResult, PipelineReport]:
     """Restore every selected face of ``images`` ``[B, 3, H, W]`` (float32 RGB 0..1, any device) with ``model``.
 
@@ -248,12 +279,13 @@ def run_pipeline(
     start = time.perf_counter()
     timings: dict[str, float] = {}
     chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
-    chosen = stabilise_choices(chosen, options=options)
+    chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
     found = sum(len(per_image) for per_image in chosen)
     timings["detect"] = time.perf_counter() - start
     result, restored = restore_and_paste(images, selected_faces(chosen), model=model, options=options,
                                          background=background, inpaint_masks=inpaint_masks, protect=protect,
-                                         on_progress=on_progress, check_interrupt=check_interrupt, timings=timings)
+                                         on_progress=on_progress, check_interrupt=check_interrupt, timings=timings,
+                                         memory=memory)
     report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
                             seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
                             faces=restored, choices=chosen)

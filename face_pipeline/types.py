@@ -14,7 +14,7 @@ Conventions used everywhere in this package:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -37,6 +37,7 @@ class DetectedFace:
     image_index: int
     track_id: Optional[int] = None  # set by video tracking; None for single images
     rotation: int = 0  # degrees (counter-clockwise) the image was turned by when this face was found: 0, 90, 180, 270
+    interpolated: bool = False  # video: not detected in this frame, filled in between two detections of its track
 
     def __post_init__(self) -> None:
         if len(self.landmarks) != 5:
@@ -80,7 +81,7 @@ class FaceBatch:
     size: int  # crop side in pixels
     template: str  # "gpen" or "ffhq"
     restored: Optional[torch.Tensor] = None  # [F, 3, size, size] float32 RGB 0..1 once restored
-    extra: dict = field(default_factory=dict, compare=False)  # e.g. inpainting masks; never required
+    restore_mode: Optional[str] = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
 
     @property
     def num_faces(self) -> int:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from ..face_pipeline.alignment import TEMPLATES
-from ..face_pipeline.pipeline import PipelineOptions, detect_and_align
+from ..face_pipeline.pipeline import PipelineOptions
 from ..face_pipeline.restoration import model_size
 from . import comfy_bridge as bridge
+from .detection_nodes import find_and_align
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
 from .model_nodes import CATEGORY
-from .paste_nodes import PASTE_INPUTS, run_paste
+from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, run_paste
 from .restore_nodes import run_restore
 
 
 class GPENFaceRestore:
-    DESCRIPTION = ("Restores every face in an image or a batch of video frames with GPEN: detect, align, restore "
-                   "and paste back with a soft mask. The same steps as Detect Faces -> Restore Faces -> Paste "
-                   "Faces, in one node.")
+    DESCRIPTION = ("Restores every face in an image or a batch with GPEN: detect, align, restore and paste back with "
+                   "a soft mask. A batch is independent images unless video is on. The same steps as Detect Faces "
+                   "-> Restore Faces -> Paste Faces, in one node.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "MASK", "INT")
@@ -28,7 +29,8 @@ class GPENFaceRestore:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE", {"tooltip": "The image or batch of video frames."}),
+                "image": ("IMAGE", {"tooltip": "The image or batch (independent images, or video frames with video "
+                                               "on)."}),
                 "gpen_model": (GPEN_MODEL, {"tooltip": "From Load GPEN Model."}),
                 "face_detector": (GPEN_FACE_DETECTOR, {"tooltip": "From Load Face Detector."}),
                 "select": (["all", "largest"], {"default": "all",
@@ -41,19 +43,26 @@ class GPENFaceRestore:
             },
             "optional": {
                 "background": ("IMAGE", {"tooltip": "Optional background (e.g. from an upscale model)."}),
+                "video": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Off: every image of the batch is restored as if it were alone. On: the batch is the "
+                               "frames of one video: faces are tracked (never across a scene cut), a face missed "
+                               "for up to 3 frames is filled in, and landmarks are smoothed against jitter."}),
+                **PASTE_OPTIONAL,
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, mask_type):
+        return check_paste_options(mask_type)
+
     def run(self, image, gpen_model, face_detector, select, strength, template, mask_type, feather,
-            color_correction, output_scale, max_output_size, background=None):
-        images = bridge.image_to_pipeline(image)
-        options = PipelineOptions(select=select, template=template)
-        with face_detector.lock:
-            faces, _found = detect_and_align(images, detector=face_detector.detector, options=options,
-                                             size=model_size(gpen_model.patcher.model),
-                                             check_interrupt=bridge.Progress.check_interrupt)
+            color_correction, output_scale, max_output_size, background=None, video=False, keep_gray=True):
+        images = bridge.image_to_pipeline(image)  # converted once, for detection and paste
+        options = PipelineOptions(select=select, template=template, track=bool(video))
+        faces, _found = find_and_align(images, face_detector, options, model_size(gpen_model.patcher.model))
         restored = run_restore(gpen_model, faces, mode="restore", strength=strength)
-        out, mask = run_paste(image, restored, mask_type=mask_type, feather=feather,
+        out, mask = run_paste(images, restored, mask_type=mask_type, feather=feather,
                               color_correction=color_correction, output_scale=output_scale,
-                              max_output_size=max_output_size, background=background)
+                              max_output_size=max_output_size, background=background, keep_gray=keep_gray)
         return (out, mask, restored.num_faces)

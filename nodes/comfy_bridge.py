@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import zipfile
 
 import torch
 
@@ -18,8 +20,10 @@ import comfy.utils
 import folder_paths
 
 from ..face_pipeline.image import to_rgb_float
-from ..face_pipeline.restoration.batching import bytes_per_face
-from ..gpen_arch import SUPPORTED_SUFFIXES, load_gpen, model_bytes, read_state_dict
+from ..face_pipeline.memory import MemoryPolicy, is_out_of_memory
+from ..face_pipeline.restoration.batching import bytes_per_face, faces_per_step
+from ..gpen_arch import SUPPORTED_SUFFIXES, GPENError, canonicalize_state_dict, infer_config, load_gpen, model_bytes
+from ..gpen_arch import read_state_dict
 from .handles import GPENModelHandle
 
 logger = logging.getLogger(__name__)
@@ -49,15 +53,50 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[name] = (paths, set(existing) | extensions)
 
 
+_NOT_GPEN: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) -> why it is not GPEN, or None
+
+
+def not_gpen_reason(path: str) -> str | None:
+    """Why the file at ``path`` is surely not a GPEN generator (e.g. "this looks like GFPGAN"), or None when it is
+    one or cannot be told cheaply (it stays listed and loading explains). Reads the tensor names and shapes only
+    (memory-mapped, no weights read), cached by size and modification time."""
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _NOT_GPEN:
+        reason = None
+        if os.path.splitext(path)[1].lower() in (".pth", ".pt", ".bin", ".safetensors"):
+            try:
+                if path.lower().endswith(".safetensors"):
+                    state = read_state_dict(path)
+                else:
+                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                infer_config(canonicalize_state_dict(state))
+            except GPENError as exc:
+                reason = str(exc)
+            except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+                # unreadable here (legacy format, corrupt): listed, and loading it explains
+                logger.debug("could not inspect %s for the model list: %s", path, exc)
+        _NOT_GPEN[key] = reason
+    return _NOT_GPEN[key]
+
+
 def list_gpen_files() -> list[str]:
-    """GPEN checkpoints the loader can read, from every GPEN model folder."""
+    """GPEN checkpoints the loader can read, from every GPEN model folder. Files that are surely something else
+    (GFPGAN, CodeFormer, RestoreFormer, ... kept in models/facerestore_models by other packs) are left out."""
     names: set[str] = set()
     for folder in GPEN_FOLDERS:
         try:
             names.update(folder_paths.get_filename_list(folder))
         except KeyError:
             continue
-    return sorted(n for n in names if os.path.splitext(n)[1].lower() in SUPPORTED_SUFFIXES)
+    listed = []
+    for name in sorted(n for n in names if os.path.splitext(n)[1].lower() in SUPPORTED_SUFFIXES):
+        reason = not_gpen_reason(gpen_file_path(name))
+        if reason is None:
+            listed.append(name)
+        else:
+            logger.debug("not listing %s: %s", name, reason)
+    return listed
 
 
 def gpen_file_path(name: str) -> str:
@@ -70,6 +109,23 @@ def gpen_file_path(name: str) -> str:
             return path
     folders = ", ".join(p for f in GPEN_FOLDERS for p in folder_paths.folder_names_and_paths.get(f, ([], None))[0])
     raise FileNotFoundError(f"GPEN model {name!r} not found in {folders}; put the .pth/.safetensors file there")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """ComfyUI's own test where it has one, else its OOM exception type; the CPU allocator's failures (which have no
+    type of their own) as the pipeline recognises them."""
+    checker = getattr(mm, "is_oom", None)
+    if callable(checker):
+        return bool(checker(exc))
+    oom = getattr(mm, "OOM_EXCEPTION", None)
+    if isinstance(oom, type) and oom is not Exception and isinstance(exc, oom):
+        return True
+    return is_out_of_memory(exc)
+
+
+#: every memory decision of the pipeline inside ComfyUI goes through ComfyUI's model management
+MEMORY = MemoryPolicy(free_bytes=lambda device: int(mm.get_free_memory(device)), is_oom=_is_oom,
+                      release=lambda device: mm.soft_empty_cache())
 
 
 def file_signature(name: str) -> str:
@@ -123,22 +179,58 @@ def load_gpen_model(name: str, precision: str, *, cuda_graphs: bool = False) -> 
     return GPENModelHandle(patcher=patcher, file_name=name, size=model.config.size, dtype=dtype)
 
 
-RESERVED_BATCH = 4  # faces whose activations ComfyUI is asked to make room for; restoration sizes its own batches
-
-
 def model_on_device(handle: GPENModelHandle, faces: int) -> torch.nn.Module:
-    """Have ComfyUI load the model on its device, freeing memory (other models) for a batch of faces.
+    """Have ComfyUI load the model on its device, freeing memory (other models) for one restore step of faces.
 
     ``memory_required`` is the model's own activation estimate (``GPEN.estimate_memory``) plus the input/output
-    copies, for ``min(faces, RESERVED_BATCH)`` faces; the minimum is one face. ``force_full_load``: GPEN's layers
-    are plain torch modules (no ComfyUI weight casting), so a partial "lowvram" load would leave some on the CPU.
+    copies, for as many faces as one forward takes (``faces_per_step``: the batch restoration then sizes from
+    ComfyUI's free memory, ``MEMORY``); the minimum is one face. ``force_full_load``: GPEN's layers are plain torch
+    modules (no ComfyUI weight casting), so a partial "lowvram" load would leave some on the CPU.
     """
     model = handle.patcher.model
     per_face = bytes_per_face(model, handle.size, handle.dtype)
-    batch = max(1, min(faces, RESERVED_BATCH))
+    batch = max(1, min(faces, faces_per_step(handle.patcher.load_device)))
     mm.load_models_gpu([handle.patcher], memory_required=per_face * batch, minimum_memory_required=per_face,
                        force_full_load=True)
     return handle.patcher.model
+
+
+def module_patcher(module: torch.nn.Module | None) -> object | None:
+    """A ModelPatcher for a helper network (a face detector, a parsing network), built on the offload device, so
+    ComfyUI loads it to its device when a node needs it and offloads it like its other models."""
+    if module is None:
+        return None
+    module.to(mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(module, load_device=compute_device(),
+                                            offload_device=mm.unet_offload_device(), size=model_bytes(module))
+
+
+def load_on_device(patchers: list, memory_required: int = 0) -> None:
+    """Have ComfyUI load these patchers (None entries skipped) and free ``memory_required`` bytes beside them."""
+    wanted = [p for p in patchers if p is not None]
+    if wanted:
+        mm.load_models_gpu(wanted, memory_required=memory_required, force_full_load=True)
+    elif memory_required:
+        mm.free_memory(memory_required, compute_device())
+
+
+_PARSING: dict[tuple[str, float], tuple[object, object]] = {}  # (path, mtime) -> (ParsingNet, its ModelPatcher)
+
+
+def parsing_net_on_device(folder: str | None, memory_required: int = 0):
+    """The face-parsing network from ``folder`` under ComfyUI's model management, loaded to its device (with
+    ``memory_required`` more bytes freed for the paste that uses it)."""
+    from ..face_pipeline.paste.parsing import find_parsing_weights, load_parsing_net
+
+    _kind, path = find_parsing_weights(folder)
+    key = (str(path), path.stat().st_mtime)
+    if key not in _PARSING:
+        _PARSING.clear()  # a replaced file: forget the old network
+        net = load_parsing_net(folder)
+        _PARSING[key] = (net, module_patcher(net.module))
+    net, patcher = _PARSING[key]
+    load_on_device([patcher], memory_required)
+    return net
 
 
 class Progress:

@@ -14,6 +14,15 @@ from .model_nodes import CATEGORY
 CROP_SIZES = ("256", "512", "1024", "2048")
 
 
+def find_and_align(images: torch.Tensor, face_detector, options: PipelineOptions, size: int):
+    """``detect_and_align`` with the detector's network loaded by ComfyUI (``[B, 3, H, W]`` images); one run at a
+    time per detector."""
+    with face_detector.lock:
+        bridge.load_on_device([face_detector.patcher])
+        return detect_and_align(images, detector=face_detector.detector, options=options, size=size,
+                                check_interrupt=bridge.Progress.check_interrupt)
+
+
 def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
     """ComfyUI previews cannot show an empty batch: with no face, one black ``size`` x ``size`` image."""
     if crops.shape[0] == 0:
@@ -22,8 +31,10 @@ def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class GPENDetectFaces:
-    DESCRIPTION = ("Finds the faces in an image (or every frame of a batch), selects which to restore, and aligns "
-                   "each to GPEN's template. Connect the faces to Restore Faces, then Paste Faces.")
+    DESCRIPTION = ("Finds the faces in every image of a batch, selects which to restore, and aligns each to GPEN's "
+                   "template. A batch is independent images unless video_smoothing is above 0 (then it is the "
+                   "frames of a video: faces are tracked, short misses filled in, landmarks smoothed). Connect the "
+                   "faces to Restore Faces, then Paste Faces.")
     CATEGORY = CATEGORY
     FUNCTION = "detect"
     RETURN_TYPES = (GPEN_FACES, "IMAGE", "INT")
@@ -56,21 +67,26 @@ class GPENDetectFaces:
                 "default": "512", "tooltip": "Size of the preview crops. Restore Faces re-crops from the source at "
                                              "the model's own size, so nothing is lost."}),
             "video_smoothing": ("FLOAT", {
-                "default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05,
-                "tooltip": "For frame batches: track faces and smooth their landmarks over time against jitter "
-                           "and flicker (0 = off)."}),
+                "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                "tooltip": "0: the batch is independent images (each is handled as if alone). Above 0: the batch "
+                           "is the frames of one video: faces are tracked (never across a scene cut), a face "
+                           "missed for a few frames is filled in, and landmarks are smoothed over time this much "
+                           "against jitter (0.3 is a good start)."}),
+        }, "optional": {  # optional, so prompts saved before it existed still validate
+            "fill_gaps": ("INT", {
+                "default": 3, "min": 0, "max": 30,
+                "tooltip": "Video only: a face the detector missed for at most this many frames between two frames "
+                           "where it was found is filled in from them and restored there too (0 = off)."}),
         }}
 
     def detect(self, image, face_detector, select, indices, sort_by, min_face_size, max_faces, template, crop_size,
-               video_smoothing):
+               video_smoothing, fill_gaps=3):
         images = bridge.image_to_pipeline(image)
         options = PipelineOptions(
             select=select, indices=parse_indices(indices) if select == "indices" else (), sort_by=sort_by,
             min_face_size=float(min_face_size), max_faces=int(max_faces), template=template,
-            track=video_smoothing > 0, smoothing=float(video_smoothing),
+            track=video_smoothing > 0, smoothing=float(video_smoothing), fill_gaps=int(fill_gaps),
         )
-        with face_detector.lock:
-            batch, _found = detect_and_align(images, detector=face_detector.detector, options=options,
-                                             size=int(crop_size), check_interrupt=bridge.Progress.check_interrupt)
+        batch, _found = find_and_align(images, face_detector, options, int(crop_size))
         crops = crops_or_placeholder(batch.crops, int(crop_size))
         return (batch, bridge.image_to_comfy(crops), batch.num_faces)

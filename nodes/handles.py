@@ -29,4 +29,5 @@ class DetectorHandle:
     allow_download: bool
     score_threshold: float | None
     detector: object = field(compare=False, repr=False)  # face_pipeline.detection.FaceDetector
+    patcher: object = field(default=None, compare=False, repr=False)  # ModelPatcher of its network (None: OpenCV)
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)

@@ -83,8 +83,9 @@ class GPENLoadFaceDetector:
     def load(self, detector: str, allow_download: bool, score_threshold: float, max_side: int = 0):
         folder = bridge.find_in_detector_folders(WEIGHT_FILES[detector].file_name) or bridge.detector_folder()
         threshold = score_threshold if score_threshold > 0 else None
-        built = load_detector(detector, weights_dir=folder, allow_download=allow_download,
-                              device=bridge.compute_device() if detector != "yunet_opencv" else "cpu",
+        built = load_detector(detector, weights_dir=folder, allow_download=allow_download, device="cpu",
                               score_threshold=threshold, max_side=max_side or None)
+        # the network goes under ComfyUI's model management: loaded to the GPU for detection, offloaded when other
+        # models need the room (detection follows wherever it is)
         return (DetectorHandle(name=detector, weights_dir=folder, allow_download=allow_download,
-                               score_threshold=threshold, detector=built),)
+                               score_threshold=threshold, detector=built, patcher=bridge.module_patcher(built.module)),)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from ..face_pipeline.paste import MASK_TYPES, PARSING_FILES, paste_faces
+from ..face_pipeline.errors import PasteError
+from ..face_pipeline.paste import MASK_TYPES, PARSING_FILES, paste_bytes, paste_within_memory
+from ..face_pipeline.paste.parsing import ParsingWeightsMissing, find_parsing_weights
 from . import comfy_bridge as bridge
 from .handles import GPEN_FACES
 from .model_nodes import CATEGORY
@@ -20,16 +20,38 @@ def parsing_folder() -> str | None:
     return bridge.detector_folder()
 
 
-def run_paste(image, faces, *, mask_type, feather, color_correction, output_scale, max_output_size,
-              background=None):
+def check_paste_options(mask_type: str) -> str | bool:
+    """ComfyUI's VALIDATE_INPUTS answer for the paste options, before anything in the prompt runs: True, or what is
+    wrong (e.g. the parsing weights missing, which would otherwise surface only after every face was restored)."""
+    if mask_type not in MASK_TYPES:
+        return f"mask_type must be one of {', '.join(MASK_TYPES)}, got {mask_type!r}"
+    if mask_type.startswith("parsing"):
+        try:
+            find_parsing_weights(parsing_folder())
+        except ParsingWeightsMissing as exc:
+            return f"mask_type {mask_type}: {exc}"
+    return True
+
+
+def run_paste(images, faces, *, mask_type, feather, color_correction, output_scale, max_output_size,
+              background=None, keep_gray=True):
+    """Paste ``faces`` onto ``images`` (``[B, 3, H, W]``, the pipeline's layout; ``background`` a ComfyUI IMAGE),
+    with room made by ComfyUI first and the out-of-memory fallback of ``paste_within_memory``."""
+    if faces.restored is None:
+        raise PasteError("these faces have not been restored yet: connect Restore Faces before Paste Faces")
     device = bridge.compute_device()
-    images = bridge.image_to_pipeline(image)
+    scale = output_scale if output_scale == "auto" else int(output_scale)
+    needed = paste_bytes(faces, scale=scale, max_output_size=max_output_size)
+    parsing_net = None
+    if mask_type.startswith("parsing"):
+        parsing_net = bridge.parsing_net_on_device(parsing_folder(), memory_required=needed)
+    else:
+        bridge.load_on_device([], memory_required=needed)
     bg = bridge.image_to_pipeline(background).to(device) if background is not None else None
-    on_device = dataclasses.replace(faces, images=faces.images.to(device))
-    result = paste_faces(on_device, images=images.to(device), mask_type=mask_type, feather=feather,
-                         color_correction=color_correction,
-                         scale=output_scale if output_scale == "auto" else int(output_scale),
-                         max_output_size=max_output_size, background=bg, parsing_dir=parsing_folder())
+    result = paste_within_memory(faces, images=images.to(device), memory=bridge.MEMORY, mask_type=mask_type,
+                                 feather=feather, color_correction=color_correction, scale=scale,
+                                 max_output_size=max_output_size, background=bg, parsing_dir=parsing_folder(),
+                                 parsing_net=parsing_net, keep_gray=keep_gray)
     return bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask)
 
 
@@ -48,6 +70,14 @@ PASTE_INPUTS = {
                                    "resolution."}),
     "max_output_size": ("INT", {"default": 8192, "min": 512, "max": 16384, "step": 64,
                                 "tooltip": "With output_scale auto: the output's longest side stays within this."}),
+}
+
+#: optional paste inputs (optional, so prompts saved before they existed still validate)
+PASTE_OPTIONAL = {
+    "keep_gray": ("BOOLEAN", {
+        "default": True, "tooltip": "Black-and-white images (R = G = B) stay black-and-white: the restored faces "
+                                    "are made gray too. Off: faces keep the colour the model gives them. Faces "
+                                    "restored in colorize mode always keep their colour."}),
 }
 
 
@@ -73,10 +103,16 @@ class GPENPasteFaces:
             "optional": {
                 "background": ("IMAGE", {"tooltip": "Optional background (e.g. from an upscale model), resized to "
                                                     "the output size if needed."}),
+                **PASTE_OPTIONAL,
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, mask_type):
+        return check_paste_options(mask_type)
+
     def paste(self, image, faces, mask_type, feather, color_correction, output_scale, max_output_size,
-              background=None):
-        return run_paste(image, faces, mask_type=mask_type, feather=feather, color_correction=color_correction,
-                         output_scale=output_scale, max_output_size=max_output_size, background=background)
+              background=None, keep_gray=True):
+        return run_paste(bridge.image_to_pipeline(image), faces, mask_type=mask_type, feather=feather,
+                         color_correction=color_correction, output_scale=output_scale,
+                         max_output_size=max_output_size, background=background, keep_gray=keep_gray)

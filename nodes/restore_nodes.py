@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..face_pipeline.restoration import RESTORE_MODES, restore_faces
 from . import comfy_bridge as bridge
 from .detection_nodes import crops_or_placeholder
 from .handles import GPEN_FACES, GPEN_MODEL
 from .model_nodes import CATEGORY
 
+logger = logging.getLogger(__name__)
+
+#: words in a file name that say which GPEN generator it is (the weights cannot tell: same shapes)
+MODE_HINTS = {"colorize": "coloriz", "inpaint": "inpaint"}
+
+
+def check_mode(gpen_model, mode: str, inpaint_mask) -> None:
+    """Before any face is restored: the inpaint mask the mode needs, and a warning when the model's file name says it
+    was made for another mode (GPEN-BFR for colorize/inpaint, or the reverse)."""
+    if mode == "inpaint" and inpaint_mask is None:
+        raise ValueError("mode 'inpaint' needs the inpaint_mask input connected (a MASK of the image's size, white = "
+                         "damaged); for an image whose damage is already painted white, connect an empty mask")
+    name = gpen_model.file_name.lower()
+    made_for = next((m for m, hint in MODE_HINTS.items() if hint in name), "restore")
+    if made_for != mode:
+        logger.warning("Restore Faces: mode %r with %s, which looks like a model for %r by its name; expect poor "
+                       "results (GPEN-BFR: restore, GPEN-Colorization: colorize, GPEN-Inpainting: inpaint)",
+                       mode, gpen_model.file_name, made_for)
+
 
 def run_restore(gpen_model, faces, *, mode: str, strength: float, inpaint_mask=None):
+    """Restore ``faces`` (a FaceBatch) on ComfyUI's model management, with progress and Cancel per face."""
+    check_mode(gpen_model, mode, inpaint_mask)
     if faces.num_faces == 0:  # nothing to restore: do not move the model to the GPU for it
         model = gpen_model.patcher.model
     else:
         model = bridge.model_on_device(gpen_model, faces.num_faces)
     progress = bridge.Progress(faces.num_faces)
     return restore_faces(model, faces, mode=mode, strength=strength, inpaint_masks=inpaint_mask,
-                         on_progress=progress, check_interrupt=progress.check_interrupt)
+                         on_progress=progress, check_interrupt=progress.check_interrupt, memory=bridge.MEMORY)
 
 
 class GPENRestoreFaces:
@@ -40,8 +63,8 @@ class GPENRestoreFaces:
                                                      "(keeps the photo's brightness). inpaint: GPEN-Inpainting, "
                                                      "with inpaint_mask marking the damage."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
-                                       "tooltip": "Blend of restored (1) and original (0) face. The official "
-                                                  "2048 setting is 0.8."}),
+                                       "tooltip": "Blend of restored (1) and original (0) face. Lower it (e.g. "
+                                                  "0.7) to keep more of the original look."}),
             },
             "optional": {
                 "inpaint_mask": ("MASK", {"tooltip": "inpaint mode: white where the image is damaged (same size "

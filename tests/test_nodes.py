@@ -276,7 +276,7 @@ def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
     inside = (colored > 0.01) & (colored < 0.99)  # where no channel was clamped, the photo's luminance is kept
     same = (luma(colored.permute(0, 3, 1, 2)) - luma(faces.crops)).abs()[:, 0]
     assert same[inside.all(-1)].max() < 1e-4
-    with pytest.raises(ValueError, match="inpaint mode needs inpaint_masks"):
+    with pytest.raises(ValueError, match="mode 'inpaint' needs the inpaint_mask input connected"):
         node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "inpaint", 1.0)
     mask = torch.zeros((1, 512, 512))
     mask[:, 200:260, 200:260] = 1

@@ -135,7 +135,7 @@ class _StandInParser(torch.nn.Module):
 
 def test_parsing_labels_hair_and_feather(monkeypatch, tmp_path):
     (tmp_path / "parsing_parsenet.pth").write_bytes(b"stand-in")
-    monkeypatch.setattr(parsing, "_load", lambda *args: _StandInParser())
+    monkeypatch.setattr(parsing, "_load", lambda *args: parsing.ParsingNet(kind="parsenet", module=_StandInParser()))
     faces = torch.rand(2, 3, 256, 256)
     with_hair = crop_masks(faces, mask_type="parsing", feather=0.05, parsing_dir=tmp_path)
     no_hair = crop_masks(faces, mask_type="parsing_no_hair", feather=0.05, parsing_dir=tmp_path)

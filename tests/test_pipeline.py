@@ -45,7 +45,8 @@ def test_three_frames_through_detect_align_restore_paste(model, photo):
     frames = torch.cat([photo, torch.roll(photo, 6, dims=-1), torch.roll(photo, 12, dims=-1)])  # a slow pan
     detector = load_detector("retinaface_mobile0.25", weights_dir=require_shared("detectors"))
     progress = []
-    options = PipelineOptions(batch_size=2, color_correction=False)  # colour correction would shift the face
+    options = PipelineOptions(batch_size=2, color_correction=False, track=True)  # a video; colour correction
+    # would shift the face
     result, report = run_pipeline(frames, model=model, detector=detector, options=options,
                                   on_progress=lambda done, total: progress.append((done, total)))
     assert report.images == 3 and report.faces_found == 3 and report.faces_restored == 3 and report.scale == 1

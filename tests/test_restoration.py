@@ -119,16 +119,16 @@ def test_other_errors_are_not_swallowed(batch):
     bad = Stand_in()
     bad.forward = lambda x: x[:, :1]
     with pytest.raises(RestoreError, match=r"the model returned \[2, 1, 256, 256\], expected \[2, 3, 256, 256\]"):
-        restore_faces(bad, batch)
+        restore_faces(bad, batch, batch_size=2)
     nan = Stand_in()
     nan.forward = lambda x: x * float("nan")
     with pytest.raises(RestoreError, match="NaN/inf for faces 0..1 in float32; try fp32 or bf16"):
-        restore_faces(nan, batch)
+        restore_faces(nan, batch, batch_size=2)
 
 
 def test_pre_and_post_processing(batch):
     stand_in = Stand_in()
-    out = restore_faces(stand_in, batch).restored
+    out = restore_faces(stand_in, batch, batch_size=2).restored
     assert torch.equal(stand_in.inputs[0], (batch.crops - 0.5) / 0.5)  # RGB, [-1, 1]
     expected = ((stand_in.inputs[0] * stand_in.weight.detach()).flip(-1) * 1.3 * 0.5 + 0.5).clamp(0, 1)
     assert torch.allclose(out, expected, atol=1e-7) and out.min() == 0 and out.max() == 1
@@ -184,7 +184,7 @@ def test_no_faces(batch):
 
 def test_colorize_feeds_gray_and_keeps_the_luminance(model, batch):
     stand_in = Stand_in()
-    out = restore_faces(stand_in, batch, mode="colorize").restored
+    out = restore_faces(stand_in, batch, mode="colorize", batch_size=2).restored
     fed = stand_in.inputs[0] * 0.5 + 0.5
     assert torch.allclose(fed, luma(batch.crops).expand_as(fed), atol=1e-6)  # 3-channel gray
     inside = ((out > 0.001) & (out < 0.999)).all(1, keepdim=True)  # where the final clamp did not cut
@@ -200,12 +200,12 @@ def test_inpaint_paints_the_damage_white(batch):
     with pytest.raises(ValueError, match="inpaint mode needs inpaint_masks"):
         restore_faces(Stand_in(), batch, mode="inpaint")
     as_is = Stand_in()  # an all-zero mask: the crops go in as they are (damage already painted white)
-    restore_faces(as_is, batch, mode="inpaint", inpaint_masks=torch.zeros(1, 512, 512))
+    restore_faces(as_is, batch, mode="inpaint", inpaint_masks=torch.zeros(1, 512, 512), batch_size=2)
     assert torch.allclose(as_is.inputs[0], (batch.crops - 0.5) / 0.5, atol=1e-6)
     masks = torch.zeros(2, 512, 512)  # ComfyUI's MASK layout: [B, H, W], image space
     masks[:, 90:115, 190:260] = 1  # damage over the eyes
     stand_in = Stand_in()
-    out = restore_faces(stand_in, batch, mode="inpaint", inpaint_masks=masks)
+    out = restore_faces(stand_in, batch, mode="inpaint", inpaint_masks=masks, batch_size=2)
     crop_masks = masks_in_crop_space(batch, masks)
     assert crop_masks.shape == (2, 1, 256, 256) and 0.02 < crop_masks.mean() < 0.2
     # the left eye (crop template point ~(101, 121) at 256) is damaged, the mouth (~(106, 183)) is not
@@ -228,37 +228,28 @@ def test_unknown_mode_and_not_a_model(batch):
         restore_faces(torch.nn.Linear(2, 2), batch)
 
 
-def test_auto_batch_size_follows_free_memory(model, monkeypatch):
+def test_auto_batch_size_follows_the_memory_policy_and_the_step(model):
     from face_pipeline.restoration import batching
+    from face_pipeline.memory import MemoryPolicy
 
-    cpu = torch.device("cpu")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # cuda: only consulted for the step and the fold rule
     per_face = batching.bytes_per_face(model, 256, torch.float32)
     assert per_face > model.estimate_memory(1, torch.float32)
-    pending = batching.pending_weight_bytes(model, cpu)  # the style tables its first forward derives
-    free = int((per_face * 5 + pending) / batching.USABLE_FRACTION) + 64
-    monkeypatch.setattr(batching, "free_memory_bytes", lambda device: free)
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cpu, faces=100) == 5
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cpu, faces=2) == 2
-    monkeypatch.setattr(batching, "free_memory_bytes", lambda device: 1)
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cpu, faces=100) == 1
-    monkeypatch.setattr(batching, "free_memory_bytes", lambda device: 1 << 50)
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cpu, faces=100) == batching.MAX_BATCH
-
-
-def test_auto_batch_size_leaves_room_for_weights_still_to_be_folded(model, monkeypatch):
-    from face_pipeline.restoration import batching
-
-    per_face = batching.bytes_per_face(model, 256, torch.float32)
-    monkeypatch.setattr(batching, "free_memory_bytes", lambda device: int(per_face * 5 / batching.USABLE_FRACTION) + 64)
-    cuda = torch.device("cuda")  # only consulted for the fold rule and the (patched) free memory
-    pending = batching.pending_weight_bytes(model, cuda)
-    assert pending > model.derived_weight_bytes("cpu") - model.derived_weights.nbytes()  # the folded weights
-    expected = max(1, int((per_face * 5 + 64 * batching.USABLE_FRACTION - pending) // per_face))
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=100) == expected < 5
+    plenty = MemoryPolicy(free_bytes=lambda device: 1 << 50)
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cpu, faces=100, memory=plenty) == 1
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=100,
+                           memory=plenty) == batching.GPU_FACES_PER_STEP
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=2, memory=plenty) == 2
+    pending = batching.pending_weight_bytes(model, cuda)  # the folded weights its first CUDA forward derives
+    assert pending > model.derived_weight_bytes("cpu") - model.derived_weights.nbytes()
+    two = MemoryPolicy(free_bytes=lambda device: int((per_face * 2 + pending) / batching.USABLE_FRACTION) + 64)
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=100, memory=two) == 2
+    none = MemoryPolicy(free_bytes=lambda device: 1)
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=100, memory=none) == 1
 
 
 def test_free_memory_on_the_cpu_is_real():
-    from face_pipeline.restoration.batching import free_memory_bytes
+    from face_pipeline.memory import free_memory_bytes
 
     free = free_memory_bytes(torch.device("cpu"))
     assert 64 << 20 < free < 1 << 44

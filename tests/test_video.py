@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from face_pipeline.types import DetectedFace
-from face_pipeline.video import smooth_landmarks, track_faces
+from face_pipeline.video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
 BASE = np.array([[40.0, 50.0], [60.0, 50.0], [50.0, 60.0], [42.0, 70.0], [58.0, 70.0]])
 
@@ -48,3 +48,44 @@ def test_smoothing_reduces_jitter():
     assert smooth_landmarks(tracked, strength=0.0) == [list(f) for f in tracked]
     with pytest.raises(ValueError, match="between 0 and 1"):
         smooth_landmarks(tracked, strength=2.0)
+
+
+def test_a_face_missed_for_a_frame_is_filled_in_between_its_neighbours():
+    frames = [[face(0, frame=0)], [face(2, frame=1)], [], [face(6, frame=3)], [face(8, frame=4)]]
+    tracked = track_faces(frames)
+    filled, added = fill_gaps(tracked, max_gap=3)
+    assert added == 1 and len(filled[2]) == 1
+    gap = filled[2][0]
+    assert gap.interpolated and gap.image_index == 2 and gap.track_id == tracked[1][0].track_id
+    assert np.allclose(gap.landmarks_array(), BASE + (4, 0)) and np.allclose(gap.box, (34, 35, 74, 80))
+    assert not any(f.interpolated for i, fr in enumerate(filled) if i != 2 for f in fr)
+    assert fill_gaps(tracked, max_gap=0) == ([list(f) for f in tracked], 0)
+
+
+def test_gaps_longer_than_the_limit_or_across_a_cut_stay_empty():
+    long_gap = track_faces([[face(0, frame=0)], [], [], [face(3, frame=3)]])
+    assert fill_gaps(long_gap, max_gap=1)[1] == 0 and fill_gaps(long_gap, max_gap=2)[1] == 2
+    frames = [[face(0, frame=0)], [], [face(2, frame=2)]]
+    assert fill_gaps(track_faces(frames), max_gap=3, cuts=(2,))[1] == 0
+    with pytest.raises(ValueError, match="max_gap must be 0 or more"):
+        fill_gaps(frames, max_gap=-1)
+
+
+def test_no_track_continues_across_a_scene_cut_or_between_faces_that_overlap_little():
+    tracked = track_faces([[face(0, frame=0)], [face(1, frame=1)], [face(2, frame=2)]], cuts=(2,))
+    assert tracked[0][0].track_id == tracked[1][0].track_id != tracked[2][0].track_id
+    # two different photos whose face boxes overlap with IoU ~0.38 (the case users hit) are not one track
+    moved = track_faces([[face(0, frame=0)], [face(18, 0, frame=1)]])
+    assert moved[0][0].track_id != moved[1][0].track_id
+
+
+def test_scene_cuts_are_found_from_the_frames():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    shot_a = torch.rand(1, 3, 64, 80, generator=gen)
+    shot_b = torch.rand(1, 3, 64, 80, generator=gen).mul(0.5)
+    pan = [torch.roll(shot_a, 2 * i, dims=-1) for i in range(3)]  # a slow pan: one shot
+    frames = torch.cat(pan + [shot_b, torch.roll(shot_b, 1, dims=-1), shot_a])
+    assert scene_cuts(frame_thumbnails(frames)) == (3, 5)
+    assert scene_cuts(frame_thumbnails(frames[:1])) == ()

@@ -146,6 +146,19 @@ def test_examples_ask_for_the_right_models():
     assert widgets("gpen_basic_restore_2048", "GPENLoadModel")[0][0] == "GPEN-BFR-2048.pth"
     assert widgets("gpen_colorize_old_photo", "GPENLoadModel")[0][0] == "GPEN-Colorization-1024.pth"
     assert widgets("gpen_colorize_old_photo", "GPENRestoreFaces")[0][0] == "colorize"
-    assert widgets("gpen_video_frames", "GPENDetectFaces")[0][-1] > 0  # landmark smoothing over the frames
+    assert widgets("gpen_video_frames", "GPENDetectFaces")[0][7] > 0  # video: tracking and landmark smoothing
+    assert widgets("gpen_step_by_step", "GPENDetectFaces")[0][7] == 0  # one photo: no video mode
     swap = load(REPO_ROOT / "example_workflows" / "gpen_after_face_swap.json")
     assert any("placeholder" in g["title"].lower() for g in swap["groups"])
+
+
+def test_examples_use_the_small_detector_and_say_where_it_comes_from():
+    """The missing-models dialog of ComfyUI's frontend reads ``properties.models`` (name, url, directory)."""
+    for path in WORKFLOWS:
+        for node in load(path)["nodes"]:
+            if node["type"] == "GPENLoadFaceDetector":
+                assert node["widgets_values"][0] == "yunet_opencv", path.name
+                (model,) = node["properties"]["models"]
+                assert model["name"] == "face_detection_yunet_2023mar.onnx" and model["directory"] == "facedetection"
+                assert model["url"].startswith("https://github.com/opencv/opencv_zoo/") and \
+                    model["url"].endswith("/" + model["name"])

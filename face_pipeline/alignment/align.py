@@ -86,4 +86,4 @@ def realign(batch: FaceBatch, *, size: int, interpolation: str = "bicubic") -> F
     inverses[:, :, :2] /= factor  # crop -> image: crop coordinates shrink back by the factor
     crops = crop_faces(batch.images, batch.faces, affines, size, interpolation=interpolation)
     return FaceBatch(images=batch.images, faces=batch.faces, crops=crops, affines=affines, inverse_affines=inverses,
-                     size=size, template=batch.template, extra=dict(batch.extra))
+                     size=size, template=batch.template)

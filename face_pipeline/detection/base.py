@@ -31,13 +31,16 @@ class FaceDetector(ABC):
     """A face detector backend: ``detect(images)`` -> one list of ``DetectedFace`` per image.
 
     Subclasses set ``name``, ``default_score_threshold``, ``default_max_side`` (long side of the first working copy)
-    and ``reliable_face`` (the largest face, in working pixels, the network places correctly).
+    and ``reliable_face`` (the largest face, in working pixels, the network places correctly), and ``module``: the
+    torch network, which a host application may move between devices (ComfyUI's model management offloads it when
+    other models need the memory); detection always runs where the network is at that moment.
     """
 
     name: str = "detector"
     default_score_threshold: float = 0.5
     default_max_side: int = 1280
     reliable_face: float = 450.0
+    module: torch.nn.Module | None = None  # None: no torch network (OpenCV's YuNet runs on the CPU)
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class FaceDetector(ABC):
         no faces. Raises ``InvalidImageError`` (a ``ValueError``) for a wrong shape, dtype, NaN/inf or 0..255 values.
         """
         images = self.check_images(images)
+        self._follow_module()
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"score_threshold must be in 0..1, got {threshold}")
@@ -109,7 +113,18 @@ class FaceDetector(ABC):
                 f"detect() expects RGB in 0..1, found values in {low:.3g}..{high:.3g}; divide 0..255 images by 255")
         return images.float()  # slight overshoot is clamped on the working copies
 
+    def _follow_module(self) -> None:
+        """Run where the network is now: a host may have moved it (loaded to the GPU, offloaded) since the last call."""
+        param = next(self.module.parameters(), None) if self.module is not None else None
+        if param is not None and param.device != self.device:
+            logger.debug("%s: the network is now on %s (was %s)", self.name, param.device, self.device)
+            self.device = param.device
+            self._moved_to(param.device)
+
     # ------------------------------------------------------------ subclasses
+    def _moved_to(self, device: torch.device) -> None:
+        """Move what the backend keeps outside its network's parameters and buffers (nothing by default)."""
+
     @abstractmethod
     def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
         """Detect on ``images`` ``[b, 3, h, w]`` float32 RGB 0..1 (on ``self.device``), at their own resolution.

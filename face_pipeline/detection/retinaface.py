@@ -48,7 +48,12 @@ class RetinaFaceDetector(FaceDetector):
             warnings.simplefilter("ignore", UserWarning)
             model = RetinaFace(network_name=NETWORKS[name], half=False, device=self.device)
         load_strict(model, state, path=weights, what=name)
-        self.model = model.to(self.device).eval()
+        self.model = self.module = model.to(self.device).eval()
+
+    def _moved_to(self, device: torch.device) -> None:
+        # facexlib keeps its device and the mean colour as plain attributes, outside the module's buffers
+        self.model.device = device
+        self.model.mean_tensor = self.model.mean_tensor.to(device)
 
     def first_side(self, long_side: int) -> int:
         if self.max_side is not None:

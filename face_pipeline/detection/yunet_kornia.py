@@ -65,7 +65,7 @@ class KorniaYuNetDetector(FaceDetector):
         state = read_state_dict(weights, what="YuNet (kornia)")
         network = YuNet("test", pretrained=False)
         load_strict(network, state, path=weights, what="kornia YuNet")
-        self.detector = _kornia_detector(network).to(self.device).eval()
+        self.detector = self.module = _kornia_detector(network).to(self.device).eval()
 
     def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
         self.detector.confidence_threshold = threshold

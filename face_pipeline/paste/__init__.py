@@ -1,15 +1,18 @@
 """Paste-back: soft masks, colour correction, output scaling, and compositing restored faces into the images.
 
 ``masks.py`` (analytic rounded-rectangle and ellipse masks), ``parsing.py`` (face-parsing masks from facexlib's
-networks), ``color.py`` (colour correction), ``scale.py`` (output scale), ``compose.py`` (``paste_faces``).
+networks), ``color.py`` (colour correction, black-and-white images), ``scale.py`` (output scale), ``compose.py``
+(``paste_faces``), ``budget.py`` (its memory estimate and out-of-memory fallback).
 """
 
-from .color import match_color
+from .budget import paste_bytes, paste_within_memory
+from .color import gray_images, match_color, to_gray
 from .compose import MASK_TYPES, crop_masks, paste_faces
 from .masks import ANALYTIC_MASKS, ellipse_mask, mask_at, rounded_rect_mask
-from .parsing import PARSING_FILES, ParsingWeightsMissing, parsing_mask
+from .parsing import PARSING_FILES, ParsingNet, ParsingWeightsMissing, load_parsing_net, parsing_mask
 from .scale import SCALES, choose_scale, face_zoom
 
-__all__ = ["MASK_TYPES", "SCALES", "ANALYTIC_MASKS", "paste_faces", "choose_scale", "crop_masks", "face_zoom",
-           "match_color", "mask_at", "rounded_rect_mask", "ellipse_mask", "parsing_mask", "PARSING_FILES",
+__all__ = ["MASK_TYPES", "SCALES", "ANALYTIC_MASKS", "paste_faces", "paste_within_memory", "paste_bytes",
+           "gray_images", "to_gray", "choose_scale", "crop_masks", "face_zoom",
+           "match_color", "mask_at", "rounded_rect_mask", "ellipse_mask", "parsing_mask", "PARSING_FILES", "ParsingNet", "load_parsing_net",
            "ParsingWeightsMissing"]

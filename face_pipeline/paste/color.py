@@ -46,3 +46,18 @@ def match_color(restored: torch.Tensor, original: torch.Tensor, mask: torch.Tens
     offset = (inverse @ (mean_o - gain * mean_r)[..., None])[..., 0]  # [F, 3]
     out = torch.einsum("fij,fjhw->fihw", matrix, restored.float()) + offset[..., None, None]
     return out.clamp_(0, 1)
+
+
+GRAY_TOLERANCE = 2.5 / 255  # channel spread still counted as gray (JPEG rounding of a black-and-white photo)
+
+
+def gray_images(images: torch.Tensor, *, tolerance: float = GRAY_TOLERANCE) -> torch.Tensor:
+    """``[B]`` bool: which images of ``[B, 3, H, W]`` are black-and-white (R = G = B within ``tolerance``)."""
+    spread = images.amax(1) - images.amin(1)  # [B, H, W]
+    return spread.flatten(1).amax(1) <= tolerance
+
+
+def to_gray(faces: torch.Tensor) -> torch.Tensor:
+    """``[F, 3, S, S]`` RGB -> the same shape with every channel the BT.601 luma (so R = G = B exactly)."""
+    weights = _RGB_TO_YCBCR[0].to(device=faces.device, dtype=faces.dtype).view(1, 3, 1, 1)
+    return (faces * weights).sum(1, keepdim=True).clamp_(0, 1).expand_as(faces).contiguous()

@@ -23,9 +23,9 @@ from ..alignment.warp import sampling_thetas
 from ..errors import InvalidImageError, PasteError
 from ..region import masks_for
 from ..types import FaceBatch, PasteResult
-from .color import STATS_SIZE, match_color
+from .color import STATS_SIZE, gray_images, match_color, to_gray
 from .masks import ANALYTIC_MASKS, mask_at
-from .parsing import parsing_mask
+from .parsing import ParsingNet, parsing_mask
 from .protect import keep_weights
 from .scale import choose_scale, face_zoom
 
@@ -43,14 +43,16 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def crop_masks(faces: torch.Tensor, *, mask_type: str, feather: float,
-               parsing_dir: str | Path | None = None, size: int | None = None) -> torch.Tensor:
+               parsing_dir: str | Path | None = None, size: int | None = None,
+               parsing_net: ParsingNet | None = None) -> torch.Tensor:
     """``[F, 1, s, s]`` masks in crop space for the restored ``faces`` ``[F, 3, S, S]`` (``s = size or S``)."""
     side = size or faces.shape[-1]
     if mask_type in ANALYTIC_MASKS:
         c = (torch.arange(side, device=faces.device, dtype=torch.float32) + 0.5) / side
         return mask_at(mask_type, c[None, :], c[:, None], feather=feather).expand(len(faces), 1, side, side)
     if mask_type in ("parsing", "parsing_no_hair"):
-        masks = parsing_mask(faces, parsing_dir=parsing_dir, keep_hair=mask_type == "parsing", feather=feather)
+        masks = parsing_mask(faces, parsing_dir=parsing_dir, keep_hair=mask_type == "parsing", feather=feather,
+                             net=parsing_net)
         if side != masks.shape[-1]:
             masks = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
         return masks
@@ -102,6 +104,8 @@ def paste_faces(
     background: torch.Tensor | None = None,
     parsing_dir: str | Path | None = None,
     protect: torch.Tensor | None = None,
+    keep_gray: bool = True,
+    parsing_net: ParsingNet | None = None,
 ) -> PasteResult:
     """Paste ``batch.restored`` ``[F, 3, S, S]`` (RGB 0..1) onto ``images`` (default ``batch.images``, which it must
     match in shape) at output scale ``scale`` (1, 2, 4 or ``"auto"``, see ``scale.py``).
@@ -141,12 +145,17 @@ def paste_faces(
     faces = batch.restored.to(device=device, dtype=torch.float32)
     size = faces.shape[-1]
     analytic = mask_type in ANALYTIC_MASKS
-    masks = None if analytic else crop_masks(faces, mask_type=mask_type, feather=feather, parsing_dir=parsing_dir)
+    masks = None if analytic else crop_masks(faces, mask_type=mask_type, feather=feather, parsing_dir=parsing_dir,
+                                             parsing_net=parsing_net)
     if color_correction:
         originals = batch.crops.to(device=device, dtype=torch.float32)
         stats_masks = masks if masks is not None else crop_masks(
             faces, mask_type=mask_type, feather=feather, size=min(STATS_SIZE, size))
         faces = match_color(faces, originals, stats_masks)
+    if keep_gray and batch.restore_mode != "colorize":
+        gray = gray_images(images)[torch.as_tensor(batch.image_indices, device=device)]  # [F]
+        if gray.any():
+            faces = torch.where(gray[:, None, None, None], to_gray(faces), faces)
 
     to_output = _pixel_rescale(s)  # input pixels -> output pixels: s * x + (s - 1) / 2
     from_restored = _pixel_rescale(batch.size / size)  # restored-crop pixels -> stored-crop pixels

@@ -10,6 +10,7 @@ masks) and multiplied by the feathered rounded rectangle so it is exactly 0 at t
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,24 +47,47 @@ def find_parsing_weights(parsing_dir: str | Path | None) -> tuple[str, Path]:
     )
 
 
+@dataclass(frozen=True)
+class ParsingNet:
+    """A loaded face-parsing network: ``kind`` ("parsenet" or "bisenet") and its module, on the CPU when loaded (a
+    host may move it; ``parsing_mask`` runs it where it is)."""
+
+    kind: str
+    module: torch.nn.Module
+
+
 @functools.lru_cache(maxsize=2)
-def _load(kind: str, path: str, device: str, mtime: float) -> torch.nn.Module:
+def _load(kind: str, path: str, mtime: float) -> ParsingNet:
     from facexlib.parsing import BiSeNet, ParseNet
 
     model = BiSeNet(num_class=19) if kind == "bisenet" else ParseNet(in_size=512, out_size=512, parsing_ch=19)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
-    return model.eval().to(device)
+    return ParsingNet(kind=kind, module=model.eval())
 
 
-def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_hair: bool,
-                 feather: float = 0.1) -> torch.Tensor:
-    """``faces``: ``[F, 3, S, S]`` RGB 0..1 (the restored crops) -> ``[F, 1, 512, 512]`` soft face masks in 0..1
-    (crop space at the parsing network's resolution; resize to S as needed). Raises ``ParsingWeightsMissing``
-    (naming the files and the folder) when neither weight file is in ``parsing_dir``; never downloads."""
+def load_parsing_net(parsing_dir: str | Path | None) -> ParsingNet:
+    """The parsing network from ``parsing_dir`` (cached by file and modification time), on the CPU. Raises
+    ``ParsingWeightsMissing`` (naming the files and the folder) when neither weight file is there; never downloads."""
     kind, path = find_parsing_weights(parsing_dir)
+    return _load(kind, str(path), path.stat().st_mtime)
+
+
+def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None = None, keep_hair: bool,
+                 feather: float = 0.1, net: ParsingNet | None = None) -> torch.Tensor:
+    """``faces``: ``[F, 3, S, S]`` RGB 0..1 (the restored crops) -> ``[F, 1, 512, 512]`` soft face masks in 0..1
+    (crop space at the parsing network's resolution; resize to S as needed), on the faces' device.
+
+    ``net``: a network from ``load_parsing_net`` that the caller placed on a device itself (ComfyUI's model
+    management); without it the network is loaded from ``parsing_dir`` and moved to the faces' device."""
+    if net is None:
+        net = load_parsing_net(parsing_dir)
+        net.module.to(faces.device)
+    kind, model = net.kind, net.module
+    out_device = faces.device
+    param = next(model.parameters(), None)
+    faces = faces.to(param.device) if param is not None else faces
     device = faces.device
-    model = _load(kind, str(path), str(device), path.stat().st_mtime)
     x = F.interpolate(faces.float(), size=(512, 512), mode="bilinear", align_corners=False, antialias=True)
     if kind == "parsenet":
         x = x * 2 - 1
@@ -85,7 +109,7 @@ def parsing_mask(faces: torch.Tensor, *, parsing_dir: str | Path | None, keep_ha
     # a blurred edge rises over about 4 sigma: spread it over the feather width (the official double blur with
     # sigma 4 at 512 is about feather 0.04)
     face = _gaussian(face, sigma=max(1.0, feather * 512 / 4))
-    return (face * rounded_rect_mask(512, feather=min(feather, 0.02), device=device)).clamp_(0, 1)
+    return (face * rounded_rect_mask(512, feather=min(feather, 0.02), device=device)).clamp_(0, 1).to(out_device)
 
 
 def _gaussian(x: torch.Tensor, *, sigma: float) -> torch.Tensor:

@@ -16,7 +16,8 @@ import torch
 from ..alignment import realign
 from ..errors import RestoreError, RestoreOutOfMemory
 from ..types import FaceBatch
-from .batching import auto_batch_size, is_out_of_memory, release_cached_memory
+from ..memory import DEFAULT_MEMORY, MemoryPolicy
+from .batching import auto_batch_size
 from .masks import masks_in_crop_space
 from .modes import RESTORE_MODES, finish_output, prepare_input
 
@@ -64,6 +65,7 @@ def restore_faces(
     inpaint_masks: torch.Tensor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> FaceBatch:
     """Restore every crop of ``batch``; returns a copy with ``restored`` ``[F, 3, S, S]`` float32 RGB 0..1 on the
     crops' device, S the model's size (``model.config.size``). When ``batch.size != S`` the crops are re-made at S
@@ -76,10 +78,12 @@ def restore_faces(
     - ``strength`` in 0..1 blends restored (1) with the original crop (0); at 0 the model is not run.
     - ``device`` / ``dtype``: where and in which precision the forward runs; default the model's own. If they differ
       from the model's, the model is moved for the call and moved back afterwards.
-    - ``batch_size``: faces per forward; None sizes it from free memory and ``model.estimate_memory``
-      (``batching.py``). On out-of-memory the batch is halved and retried down to 1 face; if one face does not fit,
-      ``RestoreOutOfMemory``.
-    - ``on_progress(done, total)`` after each batch; ``check_interrupt()`` before each (it may raise to cancel).
+    - ``batch_size``: faces per forward; None sizes it from free memory and ``model.estimate_memory``, at most
+      ``batching.faces_per_step`` faces (one on the CPU). On out-of-memory the batch is halved and retried down to
+      1 face; if one face does not fit, ``RestoreOutOfMemory``.
+    - ``on_progress(done, total)`` after each forward; ``check_interrupt()`` before each (it may raise to cancel).
+    - ``memory``: where free memory, out-of-memory errors and cache release are decided (``face_pipeline/memory.py``;
+      ComfyUI passes its own).
     """
     if mode not in RESTORE_MODES:
         raise ValueError(f"unknown restore mode {mode!r}; choose one of {', '.join(RESTORE_MODES)}")
@@ -97,12 +101,13 @@ def restore_faces(
     total = batch.num_faces
     masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" else None
     if total == 0:
-        return dataclasses.replace(batch, restored=batch.crops.new_zeros((0, 3, size, size), dtype=torch.float32))
+        return dataclasses.replace(batch, restored=batch.crops.new_zeros((0, 3, size, size), dtype=torch.float32),
+                                   restore_mode=mode)
     if strength == 0.0:
         logger.info("strength 0: the %d faces keep their original crops (model not run)", total)
         if on_progress is not None:
             on_progress(total, total)
-        return dataclasses.replace(batch, restored=batch.crops.float().clone())
+        return dataclasses.replace(batch, restored=batch.crops.float().clone(), restore_mode=mode)
 
     own_device, own_dtype = model_device_dtype(model)
     device = torch.device(device) if device is not None else own_device
@@ -115,28 +120,30 @@ def restore_faces(
         model.to(device=device, dtype=dtype)
     try:
         restored = _run_batches(model, batch, mode=mode, masks=masks, device=device, dtype=dtype,
-                                batch_size=batch_size, on_progress=on_progress, check_interrupt=check_interrupt)
+                                batch_size=batch_size, on_progress=on_progress, check_interrupt=check_interrupt,
+                                memory=memory)
     finally:
         if moved:
             model.to(device=own_device, dtype=own_dtype)
     if strength < 1.0:
         restored = torch.lerp(batch.crops.float(), restored, strength)
-    return dataclasses.replace(batch, restored=restored)
+    return dataclasses.replace(batch, restored=restored, restore_mode=mode)
 
 
 def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | None, device: torch.device,
-                 dtype: torch.dtype, batch_size: int | None, on_progress, check_interrupt) -> torch.Tensor:
+                 dtype: torch.dtype, batch_size: int | None, on_progress, check_interrupt,
+                 memory: MemoryPolicy) -> torch.Tensor:
     size, total = batch.size, batch.num_faces
     try:
         restored = torch.empty((total, 3, size, size), dtype=torch.float32, device=batch.crops.device)
     except (RuntimeError, MemoryError) as exc:
-        if not is_out_of_memory(exc):
+        if not memory.is_oom(exc):
             raise
         raise RestoreOutOfMemory(
             f"no room for the {total} restored {size}x{size} faces ({total * 3 * size * size * 4 / 2**30:.2f} GiB "
             f"float32) on {batch.crops.device}: restore fewer images at once or keep the images on the CPU"
         ) from exc
-    step = batch_size or auto_batch_size(model, size=size, dtype=dtype, device=device, faces=total)
+    step = batch_size or auto_batch_size(model, size=size, dtype=dtype, device=device, faces=total, memory=memory)
     done = 0
     while done < total:
         if check_interrupt is not None:
@@ -148,7 +155,7 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
         try:
             out = _forward(model, prepare_input(crops, mode, chunk_masks), device=device, dtype=dtype)
         except (RuntimeError, MemoryError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
-            if not is_out_of_memory(exc):
+            if not memory.is_oom(exc):
                 raise
             if step == 1:
                 raise RestoreOutOfMemory(
@@ -158,7 +165,7 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
                 ) from exc
             out_of_memory = f"{type(exc).__name__}"
         if out_of_memory is not None:  # outside the except block, so the traceback's activations are freed
-            release_cached_memory(device)
+            memory.release(device)
             step = max(1, step // 2)
             logger.warning("out of memory (%s) restoring %d faces at once on %s; retrying with %d",
                            out_of_memory, stop - done, device, step)

@@ -20,15 +20,22 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-12)
 
 
-def track_faces(faces_per_image: list[list[DetectedFace]], *, iou_threshold: float = 0.3,
-                max_gap: int = 5) -> list[list[DetectedFace]]:
+TRACK_IOU = 0.5  # the same face in neighbouring frames overlaps far more; unrelated faces can reach 0.4
+
+
+def track_faces(faces_per_image: list[list[DetectedFace]], *, iou_threshold: float = TRACK_IOU,
+                max_gap: int = 5, cuts: tuple[int, ...] = ()) -> list[list[DetectedFace]]:
     """Give every face a ``track_id``: a face continues the track whose last box (seen at most ``max_gap`` frames
     ago) overlaps it most (IoU >= ``iou_threshold``), matched greedily by IoU; otherwise it starts a new track.
+    No track continues across a scene cut (``cuts``: the frames that start a new scene, see ``scenes.py``).
     Frames without faces simply contribute nothing."""
     tracks: dict[int, tuple[int, np.ndarray]] = {}  # id -> (frame of last sighting, box)
     next_id = 0
     result: list[list[DetectedFace]] = []
+    cut_set = set(cuts)
     for frame, faces in enumerate(faces_per_image):
+        if frame in cut_set:
+            tracks.clear()
         live = [(tid, box) for tid, (seen, box) in tracks.items() if frame - seen <= max_gap]
         assigned: dict[int, int] = {}
         if faces and live:

@@ -1,0 +1,98 @@
+"""Paste-back within the memory there is: an estimate of what ``paste_faces`` allocates, and a fallback when it runs
+out.
+
+``paste_faces`` holds the output images, the combined mask and one full-size mask per face at the output scale, so at
+4x a batch of frames needs far more than the restore did. ``paste_within_memory`` tries the whole batch where the
+images are; on out-of-memory it pastes image by image (gathering the results on the CPU), and if even one image does
+not fit on an accelerator, image by image on the CPU. Only when one image does not fit on the CPU either is it an
+error, saying what to lower.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from ..errors import PasteError
+from ..memory import DEFAULT_MEMORY, MemoryPolicy
+from ..types import FaceBatch, PasteResult
+from .compose import paste_faces
+from .scale import choose_scale
+
+logger = logging.getLogger(__name__)
+
+
+def paste_bytes(batch: FaceBatch, *, scale: int | str = 1, max_output_size: int = 8192) -> int:
+    """Bytes ``paste_faces`` allocates for ``batch`` at ``scale`` (float32 output, masks and per-face masks, plus one
+    face's working copies)."""
+    s = choose_scale(batch, scale, max_output_size=max_output_size)
+    height, width = batch.image_size
+    pixels = height * width * s * s
+    faces = batch.restored.shape[-1] ** 2 if batch.restored is not None else batch.size ** 2
+    return 4 * (pixels * (batch.num_images * 4 + batch.num_faces) + faces * 3 * 4)
+
+
+def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.device) -> tuple[FaceBatch, torch.Tensor]:
+    """The faces of image ``index`` alone, as a one-image batch on ``device``."""
+    members = [i for i, face in enumerate(batch.faces) if face.image_index == index]
+    take = torch.as_tensor(members, dtype=torch.long)
+    one = dataclasses.replace(
+        batch, images=batch.images[index:index + 1].to(device),
+        faces=tuple(dataclasses.replace(batch.faces[i], image_index=0) for i in members),
+        crops=batch.crops[take.to(batch.crops.device)].to(device),
+        affines=batch.affines[take], inverse_affines=batch.inverse_affines[take],
+        restored=batch.restored[take.to(batch.restored.device)].to(device))
+    return one, images[index:index + 1].to(device)
+
+
+def paste_within_memory(batch: FaceBatch, *, images: torch.Tensor | None = None, memory: MemoryPolicy = DEFAULT_MEMORY,
+                        background: torch.Tensor | None = None, **options) -> PasteResult:
+    """``paste_faces(batch, images=..., background=..., **options)`` with the fallback of the module doc. The result
+    is on the images' device, or on the CPU after a fallback."""
+    images = batch.images if images is None else images
+    try:
+        return paste_faces(batch, images=images, background=background, **options)
+    except (RuntimeError, MemoryError) as exc:
+        if not memory.is_oom(exc):
+            raise
+        first = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+    device = images.device
+    memory.release(device)
+    # "auto" must give the whole batch one scale: fix it from all the faces before splitting them up
+    options = dict(options, scale=choose_scale(batch, options.get("scale", 1),
+                                               max_output_size=options.get("max_output_size", 8192)))
+    logger.warning("out of memory pasting %d image(s) at once on %s (%s): pasting them one by one",
+                   batch.num_images, device, first)
+    for target in dict.fromkeys([device, torch.device("cpu")]):  # the images' device, then the CPU
+        try:
+            return _one_by_one(batch, images, background, target, options)
+        except (RuntimeError, MemoryError) as exc:
+            if not memory.is_oom(exc):
+                raise
+            memory.release(target)
+            if target.type != "cpu":
+                logger.warning("out of memory pasting one image on %s: pasting on the CPU", target)
+                continue
+            raise PasteError(
+                f"not enough memory to paste even one {batch.image_size[1]}x{batch.image_size[0]} image on the CPU "
+                f"at this output scale ({type(exc).__name__}); lower output_scale or max_output_size, or paste "
+                f"fewer images at once") from exc
+    raise AssertionError("unreachable: the CPU attempt returns or raises")
+
+
+def _one_by_one(batch: FaceBatch, images: torch.Tensor, background: torch.Tensor | None, device: torch.device,
+                options: dict) -> PasteResult:
+    parts = []
+    for index in range(batch.num_images):
+        one, image = _select(batch, images, index, device)
+        bg = background[index:index + 1].to(device) if background is not None else None
+        protect = options.get("protect")
+        if protect is not None and protect.dim() >= 3 and protect.shape[0] > 1:  # one protect mask per image
+            options = dict(options, protect=protect[index:index + 1])
+        result = paste_faces(one, images=image, background=bg, **options)
+        parts.append(dataclasses.replace(result, images=result.images.cpu(), mask=result.mask.cpu(),
+                                         face_masks=result.face_masks.cpu()))
+    return PasteResult(images=torch.cat([p.images for p in parts]), mask=torch.cat([p.mask for p in parts]),
+                       face_masks=torch.cat([p.face_masks for p in parts]), scale=parts[0].scale)
