@@ -58,8 +58,9 @@ _NOT_GPEN: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) ->
 
 def not_gpen_reason(path: str) -> str | None:
     """Why the file at ``path`` is surely not a GPEN generator (e.g. "this looks like GFPGAN"), or None when it is
-    one or cannot be told cheaply (it stays listed and loading explains). Reads the tensor names and shapes only
-    (memory-mapped, no weights read), cached by size and modification time."""
+    one or cannot be told (it stays listed and loading explains). Reads the tensor names and shapes (memory-mapped for
+    the zip format, so no weights are read; the legacy format is read whole once), cached by size and modification
+    time."""
     stat = os.stat(path)
     key = (path, stat.st_size, stat.st_mtime_ns)
     if key not in _NOT_GPEN:
@@ -69,7 +70,7 @@ def not_gpen_reason(path: str) -> str | None:
                 if path.lower().endswith(".safetensors"):
                     state = read_state_dict(path)
                 else:
-                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
                 infer_config(canonicalize_state_dict(state))
             except GPENError as exc:
                 reason = str(exc)

@@ -3,7 +3,9 @@
 Starts ComfyUI on 127.0.0.1 (a free port, CPU) over a temporary base directory holding the pack (symlinked), the
 vector weights as a GPEN model, the OpenCV YuNet detector weights and a shared photo; checks /object_info and the
 workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
-saved image; queues a non-GPEN file and checks the error ComfyUI reports.
+saved image; checks that a batch of two unrelated photos gives each photo the pixels it gets alone; checks that a
+non-GPEN file is not offered; loads a torch detector under ComfyUI's model management and checks that ComfyUI
+offloads it.
 """
 
 from __future__ import annotations
@@ -52,16 +54,19 @@ def comfy(tmp_path_factory):
         ("gpen", require_shared("gpen", "vectors", MODEL), MODEL),
         ("gpen", require_shared("detectors", "detection_mobilenet0.25_Final.pth"), "not_a_gpen.pth"),
         ("facedetection", require_shared("detectors", "face_detection_yunet_2023mar.onnx"), None),
+        ("facedetection", require_shared("detectors", "detection_mobilenet0.25_Final.pth"), None),
     ]:
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         shutil.copy(source, base / "models" / folder / (name or source.name))
     (base / "input").mkdir()
-    shutil.copy(require_shared("faces", "grace_hopper.jpg"), base / "input" / "grace_hopper.jpg")
+    for photo in ("grace_hopper.jpg", "astronaut.png"):
+        shutil.copy(require_shared("faces", photo), base / "input" / photo)
     port = free_port()
     log = open(base / "comfyui.log", "w")
     process = subprocess.Popen(
         [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-         str(base), "--disable-auto-launch"],
+         str(base), "--disable-auto-launch", "--verbose", "DEBUG",
+         "--database-url", f"sqlite:///{base / 'comfyui.db'}"],
         cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -140,7 +145,7 @@ def run_prompt(url: str, prompt: dict, timeout: float = 240) -> dict:
 def test_object_info_lists_every_node(object_info):
     assert OUR_NODES <= set(object_info)
     assert all(object_info[name]["category"].startswith("image/restoration/GPEN") for name in OUR_NODES)
-    assert object_info["GPENLoadModel"]["input"]["required"]["model_name"][0] == [MODEL, "not_a_gpen.pth"]
+    assert object_info["GPENLoadModel"]["input"]["required"]["model_name"][0] == [MODEL]  # the RetinaFace file: not
     for name, (sockets, _count, outputs) in CORE_NODES.items():  # the core-node table the workflow test uses
         info = object_info[name]
         assert info["output"] == outputs, name
@@ -184,22 +189,67 @@ def test_step_by_step_workflow_restores_and_saves(comfy, object_info):
     assert via_http.ok and via_http.content == path.read_bytes()
 
 
-def test_a_non_gpen_file_is_a_readable_error(comfy, object_info):
+def test_a_non_gpen_file_is_not_offered_and_refused_before_running(comfy, object_info):
     url, _ = comfy
+    prompt = restore_prompt(["grace_hopper.jpg"])
+    prompt["model"]["inputs"]["model_name"] = "not_a_gpen.pth"
+    response = requests.post(url + "/prompt", json={"prompt": prompt, "client_id": uuid.uuid4().hex}, timeout=30)
+    assert response.status_code == 400 and "not_a_gpen.pth" in response.text
+
+
+def restore_prompt(images: list[str], detector: str = "yunet_opencv") -> dict:
+    """LoadImage (each of ``images``, scaled to 448x512 and batched in order) -> GPEN Face Restore -> SaveImage."""
     prompt = {
-        "1": {"class_type": "GPENLoadModel", "inputs": {"model_name": "not_a_gpen.pth", "precision": "auto"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "grace_hopper.jpg"}},
-        "3": {"class_type": "GPENLoadFaceDetector",
-              "inputs": {"detector": "yunet_opencv", "allow_download": False, "score_threshold": 0.0}},
-        "4": {"class_type": "GPENFaceRestore", "inputs": {
-            "image": ["2", 0], "gpen_model": ["1", 0], "face_detector": ["3", 0], "select": "all", "strength": 1.0,
-            "template": "gpen", "mask_type": "rounded_rect", "feather": 0.1, "color_correction": True,
-            "output_scale": "1", "max_output_size": 8192}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+        "model": {"class_type": "GPENLoadModel", "inputs": {"model_name": MODEL, "precision": "auto"}},
+        "detector": {"class_type": "GPENLoadFaceDetector",
+                     "inputs": {"detector": detector, "allow_download": False, "score_threshold": 0.0}},
     }
-    result = run_prompt(url, prompt)
-    assert result["status"]["status_str"] == "error"
-    errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
-    assert errors and errors[0]["node_type"] == "GPENLoadModel"
-    assert errors[0]["exception_message"].startswith("not a GPEN checkpoint")
-    assert "RetinaFace" in errors[0]["exception_message"]
+    last = None
+    for i, name in enumerate(images):
+        prompt[f"load{i}"] = {"class_type": "LoadImage", "inputs": {"image": name}}
+        prompt[f"scale{i}"] = {"class_type": "ImageScale", "inputs": {
+            "image": [f"load{i}", 0], "upscale_method": "bilinear", "width": 448, "height": 512, "crop": "disabled"}}
+        if last is None:
+            last = [f"scale{i}", 0]
+        else:
+            prompt[f"batch{i}"] = {"class_type": "ImageBatch", "inputs": {"image1": last, "image2": [f"scale{i}", 0]}}
+            last = [f"batch{i}", 0]
+    prompt["restore"] = {"class_type": "GPENFaceRestore", "inputs": {
+        "image": last, "gpen_model": ["model", 0], "face_detector": ["detector", 0], "select": "all",
+        "strength": 1.0, "template": "gpen", "mask_type": "rounded_rect", "feather": 0.1, "color_correction": True,
+        "output_scale": "1", "max_output_size": 8192}}
+    prompt["save"] = {"class_type": "SaveImage", "inputs": {"images": ["restore", 0],
+                                                            "filename_prefix": "e2e/" + "_".join(images)}}
+    return prompt
+
+
+def saved_images(base: Path, result: dict) -> list[np.ndarray]:
+    return [np.asarray(Image.open(base / "output" / s["subfolder"] / s["filename"]).convert("RGB"))
+            for s in result["outputs"]["save"]["images"]]
+
+
+def test_a_batch_of_two_photos_gives_each_photo_its_own_pixels(comfy):
+    url, base = comfy
+    outputs = {}
+    for images in (["grace_hopper.jpg", "astronaut.png"], ["grace_hopper.jpg"], ["astronaut.png"]):
+        result = run_prompt(url, restore_prompt(images))
+        assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+        outputs[tuple(images)] = saved_images(base, result)
+    batch = outputs[("grace_hopper.jpg", "astronaut.png")]
+    assert len(batch) == 2
+    assert np.array_equal(batch[0], outputs[("grace_hopper.jpg",)][0])
+    assert np.array_equal(batch[1], outputs[("astronaut.png",)][0])
+
+
+def test_the_detector_lives_on_comfyuis_model_management(comfy):
+    url, base = comfy
+    result = run_prompt(url, restore_prompt(["grace_hopper.jpg"], detector="retinaface_mobile0.25"))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    assert requests.post(url + "/free", json={"unload_models": True, "free_memory": True}, timeout=10).ok
+    log = base / "comfyui.log"
+    deadline = time.monotonic() + 30
+    while "Unloading RetinaFace" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = log.read_text()
+    assert "Requested to load RetinaFace" in text  # loaded through load_models_gpu like any ComfyUI model
+    assert "Unloading RetinaFace" in text  # ... and offloaded by ComfyUI when it frees memory
