@@ -32,7 +32,16 @@ from face_pipeline.detection import DETECTOR_NAMES, load_detector
 from face_pipeline.errors import FacePipelineError, InvalidImageError
 from face_pipeline.image import IMAGE_SUFFIXES, load_image, save_image
 from face_pipeline.paste import MASK_TYPES
-from face_pipeline.pipeline import PipelineOptions, find_faces, restore_and_paste, stabilise_faces
+from face_pipeline.annotate import annotate_faces
+from face_pipeline.detection import ROTATION_MODES
+from face_pipeline.face_report import faces_json, faces_report
+from face_pipeline.pipeline import (
+    PipelineOptions,
+    find_choices,
+    restore_and_paste,
+    selected_faces,
+    stabilise_choices,
+)
 from face_pipeline.restoration import RESTORE_MODES
 from gpen_arch import GPENError, load_gpen_file
 
@@ -60,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-max-side", type=int, default=None,
                         help="long side of the downscaled copy large images are searched on (default: the "
                              "detector's own); raise it to find small faces in big frames")
+    parser.add_argument("--rotations", choices=ROTATION_MODES, default="when_missing",
+                        help="faces on their side or upside down: look on the image turned by 90/180/270 degrees "
+                             "when no upright face is found (when_missing, default), always, or never (none)")
     parser.add_argument("--select", choices=["all", "largest"], default="all", help="faces to restore per image")
     parser.add_argument("--max-faces", type=int, default=0, help="at most this many faces per image (0 = no limit)")
     parser.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (pixels)")
@@ -81,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="faces per forward (default: from free memory)")
     parser.add_argument("--save-crops", action="store_true",
                         help="also save the aligned and restored crops under OUTPUT/crops/")
+    parser.add_argument("--save-annotated", action="store_true",
+                        help="also save each input with its faces drawn (box, index, score, track) as "
+                             "OUTPUT/annotated/<input name>.png")
+    parser.add_argument("--save-json", action="store_true",
+                        help="also write OUTPUT/faces.json: every face found, where, and restored or skipped and why")
     parser.add_argument("--video-frames", action="store_true",
                         help="the inputs are the ordered frames of one video: track faces, smooth landmarks")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
@@ -145,6 +162,7 @@ def build_options(args: argparse.Namespace) -> PipelineOptions:
             mask_type=args.mask, feather=args.feather, color_correction=not args.no_color_correction,
             scale=args.scale if args.scale == "auto" else int(args.scale), max_output_size=args.max_output_size,
             parsing_dir=args.parsing_dir, track=args.video_frames, batch_size=args.batch_size,
+            rotations=args.rotations,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -181,6 +199,7 @@ class Run:
                                       max_side=args.detector_max_side)
         self.found = self.restored = 0
         self.failed: list[str] = []
+        self.face_records: list[dict] = []  # --save-json: one record per image written
 
     def masks(self, group: list[tuple[Path, Path]], images: torch.Tensor) -> torch.Tensor | None:
         if self.options.mode != "inpaint":
@@ -190,13 +209,15 @@ class Run:
         shape = tuple(images.shape[-2:])
         return torch.cat([load_mask(Path(self.args.inpaint_masks), rel, shape) for _, rel in group]).to(images.device)
 
-    def finish(self, group: list[tuple[Path, Path]], faces_per_image, images: torch.Tensor) -> None:
-        """Align, restore, paste and save ``images`` (one group of inputs) with their selected faces."""
-        result, batch = restore_and_paste(images, faces_per_image, model=self.model, options=self.options,
+    def finish(self, group: list[tuple[Path, Path]], choices, images: torch.Tensor) -> None:
+        """Align, restore, paste and save ``images`` (one group of inputs) with their selected faces (``choices``:
+        every face found per image, ``pipeline.find_choices``)."""
+        result, batch = restore_and_paste(images, selected_faces(choices), model=self.model, options=self.options,
                                           inpaint_masks=self.masks(group, images))
         self.restored += batch.num_faces
         for (source, relative), image in zip(group, result.images):
             save_image(image, self.output / relative)
+        self.describe(group, choices, images, result.scale)
         if self.args.save_crops:
             counters: dict[int, int] = {}
             for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
@@ -204,6 +225,28 @@ class Run:
                 stem = group[face.image_index][1].with_suffix("")
                 save_image(crop, self.output / "crops" / f"{stem}_face{k}_aligned.png")
                 save_image(restored, self.output / "crops" / f"{stem}_face{k}_restored.png")
+
+    def describe(self, group: list[tuple[Path, Path]], choices, images: torch.Tensor, scale: int) -> None:
+        """--save-annotated: each image with its faces drawn; --save-json: their records, written at the end."""
+        if self.args.save_annotated:
+            for (_, relative), image in zip(group, annotate_faces(images, choices)):
+                save_image(image, self.output / "annotated" / relative.parent / f"{relative.name}.png")
+        if self.args.save_json:
+            report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
+                                  model_size=self.model.config.size, output_scale=scale,
+                                  first_image=len(self.face_records))
+            for (_, relative), record in zip(group, report["images"]):
+                self.face_records.append({"file": relative.as_posix(), "output_scale": scale, **record})
+
+    def write_json(self) -> None:
+        """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name."""
+        scales = {record["output_scale"] for record in self.face_records}
+        report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
+                              output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
+                              rotations=self.options.rotations)
+        report["images"] = self.face_records
+        self.output.mkdir(parents=True, exist_ok=True)
+        (self.output / "faces.json").write_text(faces_json(report) + "\n", encoding="utf-8")
 
     def photos(self, bar) -> None:
         """Each input on its own; an unreadable image is reported and skipped."""
@@ -215,11 +258,11 @@ class Run:
                 self.failed.append(str(item[0]))
                 bar.update(1)
                 continue
-            faces, found = find_faces(images, detector=self.detector, options=self.options)
-            self.found += found
-            if not faces[0]:
+            choices = find_choices(images, detector=self.detector, options=self.options)
+            self.found += len(choices[0])
+            if not selected_faces(choices)[0]:
                 logger.warning("no face in %s: saved unchanged", item[0].name)
-            self.finish([item], faces, images)
+            self.finish([item], choices, images)
             bar.update(1)
 
     def video(self, bar) -> None:
@@ -233,15 +276,15 @@ class Run:
                 raise UsageError(f"--video-frames needs frames of one size: {source.name} is "
                                  f"{frame.shape[-1]}x{frame.shape[-2]}, the first {shape[-1]}x{shape[-2]}")
             shape = frame.shape
-            faces, found = find_faces(frame, detector=self.detector, options=self.options)
-            self.found += found
-            faces_per_frame += faces
-        faces_per_frame = stabilise_faces(faces_per_frame, options=self.options)
+            choices = find_choices(frame, detector=self.detector, options=self.options)
+            self.found += len(choices[0])
+            faces_per_frame += choices
+        faces_per_frame = stabilise_choices(faces_per_frame, options=self.options)
         for start in range(0, len(self.files), FRAMES_PER_CHUNK):
             group = self.files[start:start + FRAMES_PER_CHUNK]
             images = torch.cat([load_image(source) for source, _ in group]).to(self.device)
-            chunk = [[dataclasses.replace(face, image_index=i) for face in faces_per_frame[start + i]]
-                     for i in range(len(group))]
+            chunk = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
+                      for c in faces_per_frame[start + i]] for i in range(len(group))]
             self.finish(group, chunk, images)
             bar.update(len(group))
 
@@ -256,6 +299,8 @@ def run(args: argparse.Namespace) -> int:
     job = Run(args, files)
     with tqdm(total=len(files), unit="image", disable=None, file=sys.stderr) as bar:
         (job.video if args.video_frames else job.photos)(bar)
+    if args.save_json:
+        job.write_json()
     seconds = time.perf_counter() - start
     done = len(files) - len(job.failed)
     print(f"{done} image(s), {job.found} face(s) found, {job.restored} restored, {seconds:.1f} s -> {job.output}")

@@ -50,7 +50,7 @@ class FaceChoice:
     face: DetectedFace
     index: Optional[int]  # position after filtering and sorting (what ``indices`` refers to); None if filtered out
     selected: bool
-    reason: str  # "selected", or why not (e.g. "smaller than min_face_size (12 < 20 px)")
+    reason: str  # "selected", or why not (e.g. "smaller than min_face_size (12.4 < 20 px)")
 
 
 def choose_faces(
@@ -96,9 +96,9 @@ def choose_faces(
         kept = []
         for k, f in enumerate(faces):
             if f.score < score_threshold:
-                why = f"score below the threshold ({f.score:.2f} < {score_threshold:.2f})"
+                why = f"score below the threshold ({f.score:.3f} < {score_threshold:g})"
             elif min(f.width, f.height) < min_size:
-                why = f"smaller than min_face_size ({min(f.width, f.height):.0f} < {min_size:g} px)"
+                why = f"smaller than min_face_size ({min(f.width, f.height):.1f} < {min_size:g} px)"
             elif covered is not None and covered[image][k] < min_overlap:
                 why = f"outside the region mask ({covered[image][k]:.0%} of its box covered < {min_overlap:.0%})"
             else:

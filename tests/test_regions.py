@@ -68,7 +68,7 @@ def test_choose_faces_says_why_a_face_is_left_out():
     assert [(x.face, x.index, x.selected) for x in chosen] == [
         (c, 2, True), (b, 0, True), (a, 1, False), (weak, None, False)]
     assert [x.reason for x in chosen] == ["selected", "selected", "its index is not in indices",
-                                          "score below the threshold (0.40 < 0.50)"]
+                                          "score below the threshold (0.400 < 0.5)"]
     region = torch.zeros(1, 400, 500)
     region[0, :, :200] = 1  # covers b (left) and c, not a
     chosen = choose_faces([[a, b, c]], region=region, max_faces=1)[0]
@@ -79,7 +79,7 @@ def test_choose_faces_says_why_a_face_is_left_out():
     assert select_faces([[a, b, c]], region=region, min_overlap=0.0) == [[b, a, c]]
     largest = choose_faces([[a, b, c]], mode="largest", min_size=30)[0]
     assert [(x.index, x.reason) for x in largest] == [
-        (0, "selected"), (1, "not the largest face"), (None, "smaller than min_face_size (20 < 30 px)")]
+        (0, "selected"), (1, "not the largest face"), (None, "smaller than min_face_size (20.0 < 30 px)")]
     with pytest.raises(ValueError, match="the region overlap must be between 0 and 1, got 1.5"):
         choose_faces([[a]], min_overlap=1.5)
 
