@@ -200,6 +200,7 @@ def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: P
     ``choices``, when given, is extended with every face found per image (``FaceChoice``, tracked)."""
     start = time.perf_counter()
     chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
+    found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
     chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
     detected = time.perf_counter()
     faces = [face for per_image in selected_faces(chosen) for face in per_image]
@@ -209,7 +210,7 @@ def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: P
         timings["align"] = time.perf_counter() - detected
     if choices is not None:
         choices.extend(chosen)
-    return batch, sum(len(per_image) for per_image in chosen)
+    return batch, found
 
 
 def restore_and_paste(
@@ -279,8 +280,8 @@ def run_pipeline(
     start = time.perf_counter()
     timings: dict[str, float] = {}
     chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
+    found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
     chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
-    found = sum(len(per_image) for per_image in chosen)
     timings["detect"] = time.perf_counter() - start
     result, restored = restore_and_paste(images, selected_faces(chosen), model=model, options=options,
                                          background=background, inpaint_masks=inpaint_masks, protect=protect,

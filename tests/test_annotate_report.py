@@ -120,3 +120,22 @@ def test_bad_arguments(solvay):
         annotate_faces(torch.cat([image, image]), choices)
     with pytest.raises(ValueError, match=r"expects images \[B, 3, H, W\]"):
         annotate_faces(image[0], choices)
+
+
+def test_a_face_filled_into_a_video_gap_is_reported_as_restored():
+    from face_pipeline.selection import choose_faces
+    from face_pipeline.types import DetectedFace
+
+    def at(frame, x):
+        return DetectedFace(box=(x, 10, x + 40, 50), score=0.9, image_index=frame,
+                            landmarks=((x + 10, 20), (x + 30, 20), (x + 20, 30), (x + 12, 40), (x + 28, 40)))
+
+    options = PipelineOptions(track=True, smoothing=0.0, fill_gaps=3)
+    chosen = choose_faces([[at(0, 10)], [], [at(2, 14)]])
+    stable = stabilise_choices(chosen, options=options)
+    (filled,) = stable[1]
+    assert filled.selected and filled.index is None and filled.face.interpolated and filled.face.box[0] == 12
+    report = faces_report(stable, image_size=(64, 64), restored=True, model_size=256, output_scale=1)
+    (record,) = report["images"][1]["faces"]
+    assert record["status"] == "restored" and record["interpolated"] and record["track_id"] == 0
+    assert record["reason"] == "selected (filled in from the frames around it)"
