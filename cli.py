@@ -28,13 +28,12 @@ from pathlib import Path
 
 import torch
 
-from face_pipeline.detection import DETECTOR_NAMES, load_detector
+from face_pipeline.annotate import annotate_faces
+from face_pipeline.detection import DETECTOR_NAMES, ROTATION_MODES, load_detector
 from face_pipeline.errors import FacePipelineError, InvalidImageError
+from face_pipeline.face_report import faces_json, faces_report
 from face_pipeline.image import IMAGE_SUFFIXES, load_image, save_image
 from face_pipeline.paste import MASK_TYPES
-from face_pipeline.annotate import annotate_faces
-from face_pipeline.detection import ROTATION_MODES
-from face_pipeline.face_report import faces_json, faces_report
 from face_pipeline.pipeline import (
     PipelineOptions,
     find_choices,

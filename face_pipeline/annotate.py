@@ -43,10 +43,10 @@ def label_rect(choice: FaceChoice, height: int, width: int) -> tuple[int, int, i
     no room above; clipped to the image."""
     import cv2
 
-    thickness, scale, stroke = _style(height, width)
+    _, scale, stroke = _style(height, width)
     (text_w, text_h), baseline = cv2.getTextSize(label_text(choice), cv2.FONT_HERSHEY_SIMPLEX, scale, stroke)
-    x0 = int(round(choice.face.box[0]))
-    top = int(round(choice.face.box[1]))
+    x0 = round(choice.face.box[0])
+    top = round(choice.face.box[1])
     label_h = text_h + baseline + 2
     y0 = top - label_h if top - label_h >= 0 else top
     return max(0, x0), max(0, y0), min(width, x0 + text_w + 2), min(height, y0 + label_h)
@@ -74,12 +74,12 @@ def _draw(layer: np.ndarray, alpha: np.ndarray, choice: FaceChoice) -> None:
     height, width = alpha.shape
     thickness, scale, stroke = _style(height, width)
     color = SELECTED if choice.selected else LEFT_OUT if choice.index is not None else FILTERED
-    x1, y1, x2, y2 = (int(round(v)) for v in choice.face.box)
+    x1, y1, x2, y2 = (round(v) for v in choice.face.box)
     for canvas, ink in ((layer, color), (alpha, 255)):
         if choice.selected:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), ink, thickness)
             for x, y in choice.face.landmarks:
-                cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, ink, -1)
+                cv2.circle(canvas, (round(x), round(y)), thickness + 1, ink, -1)
         else:
             _dashed_rectangle(canvas, (x1, y1), (x2, y2), ink, thickness)
     lx0, ly0, lx1, ly1 = label_rect(choice, height, width)

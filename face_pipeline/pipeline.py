@@ -23,8 +23,8 @@ from .errors import InvalidImageError
 from .image import FLOAT_TOLERANCE
 from .memory import DEFAULT_MEMORY, MemoryPolicy
 from .paste import MASK_TYPES, SCALES, paste_within_memory
-from .restoration import RESTORE_MODES, model_size, restore_faces
 from .region import MIN_OVERLAP, masks_for
+from .restoration import RESTORE_MODES, model_size, restore_faces
 from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces
 from .types import DetectedFace, FaceBatch, PasteResult
 from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces

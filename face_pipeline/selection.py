@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -48,7 +47,7 @@ class FaceChoice:
     """What selection decided about one detected face."""
 
     face: DetectedFace
-    index: Optional[int]  # position after filtering and sorting (what ``indices`` refers to); None if filtered out
+    index: int | None  # position after filtering and sorting (what ``indices`` refers to); None if filtered out
     selected: bool
     reason: str  # "selected", or why not (e.g. "smaller than min_face_size (12.4 < 20 px)")
 

@@ -53,11 +53,11 @@ FINDING_OPTIONAL = {
         "tooltip": "With region_mask: the share of a face's box the mask must cover for the face to count."}),
 }
 #: outputs shared with the all-in-one node, appended after the original ones so saved links keep their slots
-FINDING_OUTPUTS = (("IMAGE", "annotated", "Every face found, drawn on the image: box, index in the current sort "
-                    "order, score, track id in video mode; selected faces solid green, the others dashed (orange: "
-                    "not picked, gray: filtered out)."),
-                   ("STRING", "faces_json", "Every face as JSON: box, landmarks, score, index, track id, model "
-                    "size, output scale, restored or skipped and why."))
+FINDING_OUTPUTS = (("IMAGE", "annotated", ("Every face found, drawn on the image: box, index in the current sort "
+                                          "order, score, track id in video mode; selected faces solid green, the "
+                                          "others dashed (orange: not picked, gray: filtered out).")),
+                   ("STRING", "faces_json", ("Every face as JSON: box, landmarks, score, index, track id, model "
+                                             "size, output scale, restored or skipped and why.")))
 
 
 def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:

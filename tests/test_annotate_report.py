@@ -54,7 +54,7 @@ def test_the_preview_differs_from_the_input_only_around_the_faces(solvay):
     assert not (changed & ~allowed).any()  # nothing drawn anywhere else
     dashed = []
     for choice in choices[0]:  # each face's box in its colour: solid green, dashed orange or gray for the others
-        x1, y1, x2, y2 = (round(v) for v in choice.face.box)
+        x1, _, x2, y2 = (round(v) for v in choice.face.box)
         colour = torch.tensor(SELECTED if choice.selected else LEFT_OUT if choice.index is not None else FILTERED) / 255
         edge = preview[0, :, y2, x1:x2 + 1]  # the bottom line (labels of the faces below may cover some)
         share = ((edge - colour[:, None]).abs().max(0).values < 1e-6).float().mean().item()

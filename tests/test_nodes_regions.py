@@ -34,8 +34,8 @@ def test_detect_faces_on_a_turned_photo(pack, detector):
     turned = torch.rot90(comfy_image("grace_hopper.jpg"), 1, dims=(1, 2))  # [1, 512, 600, 3]
     _, _, none, *_ = node(pack, "GPENDetectFaces").detect(image=turned, face_detector=detector, rotations="none",
                                                           **DETECT)
-    faces, crops, count, annotated, text = node(pack, "GPENDetectFaces").detect(image=turned, face_detector=detector,
-                                                                                **DETECT)
+    faces, _, count, annotated, text = node(pack, "GPENDetectFaces").detect(image=turned, face_detector=detector,
+                                                                            **DETECT)
     assert none == 0 and count == 1 and faces.faces[0].rotation == 270
     (record,) = json.loads(text)["images"][0]["faces"]
     assert record["rotation"] == 270 and record["status"] == "selected" and record["index"] == 0

@@ -31,7 +31,7 @@ import torch
 
 from ..types import DetectedFace
 from .base import FaceDetector
-from .multiscale import IOU_DUPLICATE, INSIDE_DUPLICATE, box_iou, intersection_over_smaller
+from .multiscale import INSIDE_DUPLICATE, IOU_DUPLICATE, box_iou, intersection_over_smaller
 
 logger = logging.getLogger(__name__)
 
