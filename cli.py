@@ -1,27 +1,43 @@
 """Restore the faces in images or folders with a GPEN model, without ComfyUI.
 
     python cli.py photo.jpg --model models/gpen/GPEN-BFR-2048.pth --output restored/
+    python cli.py photo.jpg --model GPEN-BFR-512.pth --output photo_restored.jpg
     python cli.py photos/ --model GPEN-BFR-512.pth --output out/ --detector yunet_opencv --scale auto
     python cli.py frames/ --model GPEN-BFR-512.pth --output out/ --video-frames --scale 2
 
 Inputs: image files and folders (a folder's images and those of its direct subfolders; .png .jpg .jpeg .webp .bmp
-.tif .tiff). Output files keep the input's name and extension (and subfolder) under --output; they are 8-bit (a 16-bit
-input gives an 8-bit output). Detector weights are looked up in --detector-dir (default: models/facedetection beside
-this file, the folder ComfyUI uses) and downloaded there from their official URL unless --no-download is given.
+.tif .tiff). Output files keep the input's name and extension (and subfolder) under --output; for a single input,
+--output may name the image file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
+what the input carries: transparency (PNG, WEBP, TIFF; a warning where the output format cannot hold it), EXIF (the
+orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
+byte for byte (at scale 1, to the same format).
+
+Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left.
+An output file that exists is NOT replaced: that input is skipped and reported (--overwrite replaces it). An output
+that would land on an input, or an output folder inside an input folder, is refused before any work; two runs into
+one output folder at once are refused by a lock file (.gpen-restore.lock) there.
+
+Detector weights are looked up in --detector-dir (default: models/facedetection beside this file, the folder
+ComfyUI uses) and downloaded there from their official URL unless --no-download is given.
 --video-frames treats all inputs, in name order, as the frames of one video: faces are tracked across them and their
 landmarks smoothed; detection runs over the whole sequence first, then frames are restored in chunks.
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without
 it, expects the damage already painted white in the image, as the official demo does.
 
-Exit status: 0 done; 2 usage error or bad input (missing or unreadable images, bad values); 1 any other error (model or
-detector weights, out of memory). Known errors print one line, without a traceback (--verbose adds details).
+Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable,
+an output format that cannot be written, too large for --scale) is skipped with its reason and the others go on.
+A summary of restored / unchanged / skipped / failed inputs is always printed.
+Exit status: 0 done; 2 usage error or an input that could not be used; 1 any other error (model or detector weights,
+out of memory, a file that could not be written). Errors print one line, without a traceback (--verbose adds it).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,10 +46,40 @@ import torch
 
 from face_pipeline.annotate import annotate_faces
 from face_pipeline.detection import DETECTOR_NAMES, ROTATION_MODES, load_detector
-from face_pipeline.errors import FacePipelineError, InvalidImageError
+from face_pipeline.errors import (
+    FacePipelineError,
+    FileLayoutError,
+    InvalidImageError,
+    OutputExistsError,
+)
+from face_pipeline.files import (
+    JobSummary,
+    Outcome,
+    OutputLock,
+    OutputPlan,
+    PlannedOutput,
+    collect_inputs,
+    describe_failure,
+    describe_os_error,
+    is_out_of_memory,
+    plan_outputs,
+    run_each,
+    write_atomically,
+)
+from face_pipeline.files.job import RECOVERABLE
+from face_pipeline.image import (
+    IMAGE_SUFFIXES,
+    MAX_SIDE,
+    ImageFile,
+    image_size,
+    load_image,
+    read_image,
+    same_format,
+    save_image,
+)
 from face_pipeline.face_report import faces_json, faces_report
-from face_pipeline.image import IMAGE_SUFFIXES, load_image, save_image
 from face_pipeline.paste import MASK_TYPES
+from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import (
     PipelineOptions,
     find_choices,
@@ -42,23 +88,36 @@ from face_pipeline.pipeline import (
     stabilise_choices,
 )
 from face_pipeline.restoration import RESTORE_MODES
+from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import GPENError, load_gpen_file
 
 logger = logging.getLogger("gpen.cli")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_DETECTOR_DIR = Path(__file__).resolve().parent / "models" / "facedetection"
 FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
+MAX_OUTPUT_SIDE = 4 * MAX_SIDE  # --max-output-size upper bound
 
 
 class UsageError(Exception):
     """A bad command line or input: exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (python cli.py --help lists the options)\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
     parser.add_argument("--model", required=True, help="GPEN checkpoint (.pth/.pt/.bin/.safetensors)")
-    parser.add_argument("--output", required=True, help="output folder (created if needed)")
+    parser.add_argument("--output", required=True,
+                        help="output folder (created if needed), or for a single input the image file to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that exist (default: keep them, skip those inputs and report "
+                             "them)")
     parser.add_argument("--detector", choices=DETECTOR_NAMES, default="retinaface_resnet50",
                         help="face detector (default: %(default)s, as the official GPEN pipeline)")
     parser.add_argument("--detector-dir", default=str(DEFAULT_DETECTOR_DIR),
@@ -66,8 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-download", action="store_true", help="never download detector weights")
     parser.add_argument("--threshold", type=float, default=None, help="detection score threshold (0..1)")
     parser.add_argument("--detector-max-side", type=int, default=None,
-                        help="long side of the downscaled copy large images are searched on (default: the "
-                             "detector's own); raise it to find small faces in big frames")
+                        help=f"long side of the downscaled copy large images are searched on (64..{MAX_SIDE}; "
+                             f"default: the detector's own); raise it to find small faces in big frames")
     parser.add_argument("--rotations", choices=ROTATION_MODES, default="when_missing",
                         help="faces on their side or upside down: look on the image turned by 90/180/270 degrees "
                              "when no upright face is found (when_missing, default), always, or never (none)")
@@ -80,55 +139,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inpaint-masks", help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
     parser.add_argument("--strength", type=float, default=1.0, help="blend of restored (1) and original (0) face")
     parser.add_argument("--mask", choices=MASK_TYPES, default="rounded_rect", help="paste mask")
-    parser.add_argument("--feather", type=float, default=0.1, help="mask feather, a fraction of the face size")
+    parser.add_argument("--feather", type=float, default=0.1, help="mask feather, a fraction of the face size (0..0.5)")
     parser.add_argument("--parsing-dir", help="folder with parsing_parsenet.pth or parsing_bisenet.pth")
     parser.add_argument("--no-color-correction", action="store_true", help="keep the model's colours as they are")
+    parser.add_argument("--no-keep-gray", action="store_true",
+                        help="let faces in black-and-white images come out in colour (by default a black-and-white "
+                             "image stays black-and-white; colorize mode always keeps the colour)")
     parser.add_argument("--scale", choices=["1", "2", "4", "auto"], default="1",
                         help="output scale; auto: the smallest that keeps the restored faces' detail")
-    parser.add_argument("--max-output-size", type=int, default=8192, help="cap of the output's long side (auto)")
+    parser.add_argument("--max-output-size", type=int, default=8192,
+                        help=f"cap of the output's long side (64..{MAX_OUTPUT_SIDE}): auto picks a scale within "
+                             f"it, an explicit scale beyond it skips that input")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="faces per forward (default: from free memory)")
-    parser.add_argument("--save-crops", action="store_true",
-                        help="also save the aligned and restored crops under OUTPUT/crops/")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "
                              "OUTPUT/annotated/<input name>.png")
     parser.add_argument("--save-json", action="store_true",
                         help="also write OUTPUT/faces.json: every face found, where, and restored or skipped and why")
+    parser.add_argument("--save-crops", action="store_true",
+                        help="also save the aligned and restored crops under OUTPUT/crops/ (named after the input "
+                             "file, extension included)")
     parser.add_argument("--video-frames", action="store_true",
-                        help="the inputs are the ordered frames of one video: track faces, smooth landmarks")
+                        help="the inputs are the ordered frames of one video: track faces (never across a scene "
+                             "cut), fill in a face missed for up to --fill-gaps frames, smooth landmarks")
+    parser.add_argument("--fill-gaps", type=int, default=3,
+                        help="--video-frames: a face missed for at most this many frames between two frames where "
+                             "it was found is filled in and restored there too (0 = off; default %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
     return parser.parse_args(argv)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+# ------------------------------------------------------------------------------------------ checks before any work
+def _in_range(name: str, value: float | None, low: float, high: float | None, what: str = "a number") -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        bounds = f"in {low:g}..{high:g}" if high is not None else f"at least {low:g}"
+        raise UsageError(f"{name} must be {what} {bounds}, got {value:g}")
 
 
-def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(input file, output path relative to --output) for every image: files as they are, folders with their images
-    and those of their direct subfolders (kept as subfolders of the output)."""
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += [(p, Path(p.name)) for p in _images_in(path)]
-            for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-                found += [(p, Path(sub.name) / p.name) for p in _images_in(sub)]
-        elif path.is_file():
-            found.append((path, Path(path.name)))
-        else:
-            raise UsageError(f"input not found: {path}")
-    if not found:
-        raise UsageError(f"no images ({' '.join(IMAGE_SUFFIXES)}) in {', '.join(inputs)}")
-    seen: dict[Path, Path] = {}
-    for source, relative in found:
-        if relative in seen:
-            raise UsageError(f"{seen[relative]} and {source} would both be written as {relative}; rename one")
-        seen[relative] = source
-    return found
+def check_args(args: argparse.Namespace) -> None:
+    """Every numeric option in its range (NaN and inf refused), and the option combinations; ``UsageError``."""
+    _in_range("--threshold", args.threshold, 0.0, 1.0)
+    _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
+    _in_range("--max-faces", args.max_faces, 0, None, "a whole number")
+    _in_range("--min-face-size", args.min_face_size, 0.0, None)
+    _in_range("--strength", args.strength, 0.0, 1.0)
+    _in_range("--feather", args.feather, 0.0, 0.5)
+    _in_range("--max-output-size", args.max_output_size, 64, MAX_OUTPUT_SIDE, "a whole number")
+    _in_range("--batch-size", args.batch_size, 1, None, "a whole number")
+    _in_range("--fill-gaps", args.fill_gaps, 0, None, "a whole number")
+    if args.inpaint_masks and args.mode != "inpaint":
+        raise UsageError("--inpaint-masks is only used with --mode inpaint")
+    if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
+        raise UsageError(f"--inpaint-masks {args.inpaint_masks}: no such folder")
 
 
 def pick_device(name: str) -> torch.device:
@@ -152,8 +219,6 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
         return PipelineOptions(
             score_threshold=args.threshold, select=args.select, min_face_size=args.min_face_size,
@@ -162,80 +227,116 @@ def build_options(args: argparse.Namespace) -> PipelineOptions:
             scale=args.scale if args.scale == "auto" else int(args.scale), max_output_size=args.max_output_size,
             parsing_dir=args.parsing_dir, track=args.video_frames, batch_size=args.batch_size,
             rotations=args.rotations,
+            keep_gray=not args.no_keep_gray, fill_gaps=args.fill_gaps,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
 
-def load_mask(folder: Path, relative: Path, shape: tuple[int, int]) -> torch.Tensor:
-    """``[1, H, W]`` 0..1 inpainting mask named like the input (any image suffix), white = damaged."""
+def mask_path(folder: Path, relative: Path) -> Path | None:
+    """The inpainting mask named like the input (any image suffix) in ``folder``, or None."""
     candidates = [folder / relative] + [(folder / relative).with_suffix(s) for s in IMAGE_SUFFIXES]
-    path = next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOptions) -> OutputPlan:
+    """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
+    too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
+    frames of different sizes are a ``UsageError``."""
+    sizes: dict[tuple[int, int], Path] = {}
+    for item in plan.todo:
+        try:
+            width, height = image_size(item.source)
+        except InvalidImageError as exc:
+            plan = plan.skipping(item, str(exc))
+            continue
+        long_side = max(width, height)
+        if long_side > MAX_SIDE:
+            plan = plan.skipping(item, f"{width}x{height} is larger than the supported {MAX_SIDE} pixels per side")
+        elif options.scale != "auto" and options.scale > 1 and long_side * options.scale > options.max_output_size:
+            plan = plan.skipping(item, f"--scale {options.scale} would make it {long_side * options.scale} px on its "
+                                       f"long side, above --max-output-size {options.max_output_size}; use --scale "
+                                       f"auto or raise --max-output-size")
+        elif args.inpaint_masks and mask_path(Path(args.inpaint_masks), item.relative) is None:
+            plan = plan.skipping(item, f"no inpainting mask for {item.relative} in {args.inpaint_masks}")
+        else:
+            sizes.setdefault((width, height), item.source)
+    if args.video_frames and len(sizes) > 1:
+        (w0, h0), first = next(iter(sizes.items()))
+        (w1, h1), other = list(sizes.items())[1]
+        raise UsageError(f"--video-frames needs frames of one size: {other.name} is {w1}x{h1}, {first.name} "
+                         f"{w0}x{h0}")
+    return plan
+
+
+def load_mask(folder: Path, relative: Path, shape: tuple[int, int]) -> torch.Tensor:
+    """``[1, H, W]`` 0..1 inpainting mask named like the input, white = damaged."""
+    path = mask_path(folder, relative)
     if path is None:
-        raise UsageError(f"no inpainting mask for {relative} in {folder}")
+        raise InvalidImageError(f"no inpainting mask for {relative} in {folder}")
     mask = load_image(path)[:, 0]
     if tuple(mask.shape[-2:]) != shape:
-        raise UsageError(f"mask {path.name} is {mask.shape[-1]}x{mask.shape[-2]}, its image {shape[1]}x{shape[0]}")
+        raise InvalidImageError(f"mask {path.name} is {mask.shape[-1]}x{mask.shape[-2]}, its image "
+                                f"{shape[1]}x{shape[0]}")
     return mask
 
 
-class Run:
-    """One CLI run: the loaded model and detector, counters for the summary."""
+# ------------------------------------------------------------------------------------------------------- the job
+class Job:
+    """One CLI run's work: the loaded model and detector, the output plan, the summary."""
 
-    def __init__(self, args: argparse.Namespace, files: list[tuple[Path, Path]]):
-        self.args, self.files = args, files
-        self.options = build_options(args)
-        self.output = Path(args.output)
-        for source, relative in files:
-            if (self.output / relative).resolve() == source.resolve():
-                raise UsageError(f"--output would overwrite the input {source}; choose another folder")
+    def __init__(self, args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary):
+        self.args, self.plan, self.options, self.summary = args, plan, options, summary
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
+        if options.mask_type.startswith("parsing"):
+            load_parsing_net(options.parsing_dir)
         self.model = load_gpen_file(args.model, device=self.device, dtype=self.dtype)
         logger.info("model %s: %s on %s in %s", Path(args.model).name, self.model.config, self.device, self.dtype)
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
                                       allow_download=not args.no_download, device=self.device,
                                       max_side=args.detector_max_side)
-        self.found = self.restored = 0
-        self.failed: list[str] = []
-        self.face_records: list[dict] = []  # --save-json: one record per image written
+        self.face_records: list[dict] = []  # --save-json: one record per image
 
-    def masks(self, group: list[tuple[Path, Path]], images: torch.Tensor) -> torch.Tensor | None:
+    def masks(self, group: list[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
         if self.options.mode != "inpaint":
             return None
         if not self.args.inpaint_masks:  # the damage is already painted white in the images (the official demo)
             return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
         shape = tuple(images.shape[-2:])
-        return torch.cat([load_mask(Path(self.args.inpaint_masks), rel, shape) for _, rel in group]).to(images.device)
+        folder = Path(self.args.inpaint_masks)
+        return torch.cat([load_mask(folder, item.relative, shape) for item in group]).to(images.device)
 
-    def finish(self, group: list[tuple[Path, Path]], choices, images: torch.Tensor) -> None:
-        """Align, restore, paste and save ``images`` (one group of inputs) with their selected faces (``choices``:
-        every face found per image, ``pipeline.find_choices``)."""
-        result, batch = restore_and_paste(images, selected_faces(choices), model=self.model, options=self.options,
-                                          inpaint_masks=self.masks(group, images))
-        self.restored += batch.num_faces
-        for (source, relative), image in zip(group, result.images):
-            save_image(image, self.output / relative)
-        self.describe(group, choices, images, result.scale)
-        if self.args.save_crops:
-            counters: dict[int, int] = {}
-            for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
-                k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
-                stem = group[face.image_index][1].with_suffix("")
-                save_image(crop, self.output / "crops" / f"{stem}_face{k}_aligned.png")
-                save_image(restored, self.output / "crops" / f"{stem}_face{k}_restored.png")
+    def save(self, item: PlannedOutput, image: torch.Tensor, loaded: ImageFile) -> None:
+        save_image(image, item.target, alpha=loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
+                   overwrite=self.plan.overwrite)
 
-    def describe(self, group: list[tuple[Path, Path]], choices, images: torch.Tensor, scale: int) -> None:
+    def save_crops(self, group: list[PlannedOutput], batch) -> None:
+        counters: dict[int, int] = {}
+        for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
+            k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
+            for kind, image in (("aligned", crop), ("restored", restored)):
+                path = self.plan.crop_path(group[face.image_index], k, kind)
+                try:
+                    save_image(image, path, overwrite=self.plan.overwrite)
+                except OutputExistsError:
+                    logger.warning("kept the existing %s (--overwrite replaces it)", path)
+
+    def describe(self, group: list[PlannedOutput], choices, images: torch.Tensor, scale: int) -> None:
         """--save-annotated: each image with its faces drawn; --save-json: their records, written at the end."""
-        if self.args.save_annotated:
-            for (_, relative), image in zip(group, annotate_faces(images, choices)):
-                save_image(image, self.output / "annotated" / relative.parent / f"{relative.name}.png")
+        if self.args.save_annotated and any(choices):
+            for item, image in zip(group, annotate_faces(images, choices)):
+                path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
+                try:
+                    save_image(image, path, overwrite=self.plan.overwrite)
+                except OutputExistsError:
+                    logger.warning("kept the existing %s (--overwrite replaces it)", path)
         if self.args.save_json:
             report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
                                   model_size=self.model.config.size, output_scale=scale,
                                   first_image=len(self.face_records))
-            for (_, relative), record in zip(group, report["images"]):
-                self.face_records.append({"file": relative.as_posix(), "output_scale": scale, **record})
+            for item, record in zip(group, report["images"]):
+                self.face_records.append({"file": item.relative.as_posix(), "output_scale": scale, **record})
 
     def write_json(self) -> None:
         """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name."""
@@ -244,76 +345,127 @@ class Run:
                               output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
                               rotations=self.options.rotations)
         report["images"] = self.face_records
-        self.output.mkdir(parents=True, exist_ok=True)
-        (self.output / "faces.json").write_text(faces_json(report) + "\n", encoding="utf-8")
+        write_atomically(self.plan.root / "faces.json", (faces_json(report) + "\n").encode("utf-8"),
+                         overwrite=self.plan.overwrite)
+
+    def photo(self, item: PlannedOutput) -> Outcome:
+        """Restore one input and write its result (an image without a face is copied as it is where it can be)."""
+        loaded = read_image(item.source)
+        images = loaded.pixels.to(self.device)
+        choices = find_choices(images, detector=self.detector, options=self.options)
+        faces = selected_faces(choices)
+        self.summary.faces_found += len(choices[0])
+        if not faces[0]:
+            self.describe([item], choices, images, 1 if self.options.scale == "auto" else self.options.scale)
+        if not faces[0] and self.options.scale in (1, "auto") and same_format(item.source, item.target):
+            try:
+                data = item.source.read_bytes()
+            except OSError as exc:
+                raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
+            write_atomically(item.target, data, overwrite=self.plan.overwrite)
+            logger.warning("no face in %s: copied unchanged", item.source.name)
+            return Outcome.UNCHANGED
+        result, batch = restore_and_paste(images, faces, model=self.model, options=self.options,
+                                          inpaint_masks=self.masks([item], images))
+        self.save(item, result.images[0], loaded)
+        self.summary.faces_restored += batch.num_faces
+        if faces[0]:
+            self.describe([item], choices, images, result.scale)
+        if self.args.save_crops:
+            self.save_crops([item], batch)
+        if not batch.num_faces:
+            logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
+        return Outcome.RESTORED if batch.num_faces else Outcome.UNCHANGED
 
     def photos(self, bar) -> None:
-        """Each input on its own; an unreadable image is reported and skipped."""
-        for item in self.files:
-            try:
-                images = load_image(item[0]).to(self.device)
-            except InvalidImageError as exc:
-                logger.error("skipped: %s", exc)
-                self.failed.append(str(item[0]))
-                bar.update(1)
-                continue
-            choices = find_choices(images, detector=self.detector, options=self.options)
-            self.found += len(choices[0])
-            if not selected_faces(choices)[0]:
-                logger.warning("no face in %s: saved unchanged", item[0].name)
-            self.finish([item], choices, images)
-            bar.update(1)
+        run_each(self.plan.todo, self.photo, summary=self.summary, on_done=lambda _: bar.update(1))
+
+    def write_frame(self, frames_done: dict, item: PlannedOutput) -> Outcome:
+        image, loaded, faces = frames_done[item]
+        self.save(item, image, loaded)
+        return Outcome.RESTORED if faces else Outcome.UNCHANGED
 
     def video(self, bar) -> None:
         """All inputs as one frame sequence: detect everything, track and smooth over the whole sequence, then
-        restore in chunks of ``FRAMES_PER_CHUNK`` frames (each frame is read twice; memory stays bounded)."""
-        shape = None
+        restore in chunks of ``FRAMES_PER_CHUNK`` frames (each frame is read twice; memory stays bounded). A frame
+        that cannot be read, or whose output exists (without --overwrite), is skipped and left out of the sequence."""
+        frames: list[PlannedOutput] = []
         faces_per_frame = []
-        for source, _ in self.files:
-            frame = load_image(source).to(self.device)
-            if shape is not None and frame.shape != shape:
-                raise UsageError(f"--video-frames needs frames of one size: {source.name} is "
-                                 f"{frame.shape[-1]}x{frame.shape[-2]}, the first {shape[-1]}x{shape[-2]}")
-            shape = frame.shape
+        thumbnails = []  # for the scene cuts: no face track continues across one
+        for item in self.plan.todo:
+            try:
+                frame = load_image(item.source).to(self.device)
+            except InvalidImageError as exc:
+                self.summary.record(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
+                bar.update(1)
+                continue
             choices = find_choices(frame, detector=self.detector, options=self.options)
-            self.found += len(choices[0])
+            self.summary.faces_found += len(choices[0])
             faces_per_frame += choices
-        faces_per_frame = stabilise_choices(faces_per_frame, options=self.options)
-        for start in range(0, len(self.files), FRAMES_PER_CHUNK):
-            group = self.files[start:start + FRAMES_PER_CHUNK]
-            images = torch.cat([load_image(source) for source, _ in group]).to(self.device)
-            chunk = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
-                      for c in faces_per_frame[start + i]] for i in range(len(group))]
-            self.finish(group, chunk, images)
-            bar.update(len(group))
+            thumbnails.append(frame_thumbnails(frame))
+            frames.append(item)
+        cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
+        faces_per_frame = stabilise_choices(faces_per_frame, options=self.options, cuts=cuts)
+        for start in range(0, len(frames), FRAMES_PER_CHUNK):
+            group = frames[start:start + FRAMES_PER_CHUNK]
+            try:
+                loaded = [read_image(item.source) for item in group]
+                images = torch.cat([one.pixels for one in loaded]).to(self.device)
+                choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
+                            for c in faces_per_frame[start + i]] for i in range(len(group))]
+                chunk = selected_faces(choices)
+                result, batch = restore_and_paste(images, chunk, model=self.model, options=self.options,
+                                                  inpaint_masks=self.masks(group, images))
+            except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
+                    raise
+                for item in group:
+                    self.summary.record(item.source, Outcome.FAILED, describe_failure(exc))
+                bar.update(len(group))
+                continue
+            self.summary.faces_restored += batch.num_faces
+            frames_done = {item: (image, one, len(faces))
+                           for item, image, one, faces in zip(group, result.images, loaded, chunk)}
+            run_each(group, functools.partial(self.write_frame, frames_done), summary=self.summary,
+                     on_done=lambda _: bar.update(1))
+            if self.args.save_crops:
+                self.save_crops(group, batch)
+            self.describe(group, choices, images, result.scale)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    files = collect_inputs(args.inputs)
-    if args.inpaint_masks and args.mode != "inpaint":
-        raise UsageError("--inpaint-masks is only used with --mode inpaint")
+    check_args(args)
+    options = build_options(args)
+    pick_device(args.device)  # an unavailable device is a usage error before anything is read
+    inputs = collect_inputs(args.inputs)
+    plan = plan_outputs(inputs, args.output, overwrite=args.overwrite,
+                        also_read=[args.inpaint_masks] if args.inpaint_masks else [])
+    plan = probe_inputs(plan, args, options)
+    summary = JobSummary(images=len(plan.items), report=lambda line: print(line, file=sys.stderr))
+    summary.skip_planned(plan.items)
     start = time.perf_counter()
-    job = Run(args, files)
-    with tqdm(total=len(files), unit="image", disable=None, file=sys.stderr) as bar:
-        (job.video if args.video_frames else job.photos)(bar)
-    if args.save_json:
-        job.write_json()
-    seconds = time.perf_counter() - start
-    done = len(files) - len(job.failed)
-    print(f"{done} image(s), {job.found} face(s) found, {job.restored} restored, {seconds:.1f} s -> {job.output}")
-    if job.failed:
-        print(f"{len(job.failed)} image(s) could not be read: {', '.join(job.failed)}", file=sys.stderr)
-        return 2
-    return 0
+    if not plan.todo:
+        print(f"{summary.line()}; nothing to do")
+        return summary.exit_status
+    with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
+        job = Job(args, plan, options, summary)
+        try:
+            with tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
+                (job.video if args.video_frames else job.photos)(bar)
+            if args.save_json:
+                job.write_json()
+        finally:
+            print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
+    return summary.exit_status
 
 
-def fail(exc: BaseException, status: int) -> int:
+def fail(exc: BaseException, status: int, prefix: str = "") -> int:
     """One line on stderr (the traceback only with --verbose); returns the exit status."""
     logger.debug("details", exc_info=exc)
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    print(f"error: {text}", file=sys.stderr)
+    text = describe_failure(exc)
+    print(f"error: {prefix}{text}", file=sys.stderr)
     return status
 
 
@@ -326,13 +478,17 @@ def main(argv: list[str] | None = None) -> int:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         return run(args)
-    except (UsageError, InvalidImageError) as exc:
+    except (UsageError, FileLayoutError, InvalidImageError) as exc:
         return fail(exc, 2)
-    except (GPENError, FacePipelineError, OSError) as exc:
+    except (GPENError, FacePipelineError, OSError, MemoryError) as exc:
         return fail(exc, 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, the traceback with -v
+        if is_out_of_memory(exc):
+            return fail(exc, 1)
+        return fail(exc, 1, prefix=f"unexpected {type(exc).__name__} (--verbose shows where): ")
 
 
 if __name__ == "__main__":

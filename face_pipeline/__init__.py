@@ -4,11 +4,13 @@ Folders by stage: ``detection/`` (RetinaFace, YuNet; turned faces in ``rotations
 ``region.py``: user masks), ``alignment/`` (templates, similarity transforms, warps), ``restoration/`` (batched model
 runs), ``paste/`` (masks, colour, protected regions, compositing at 1x/2x/4x), ``video/`` (tracking and smoothing
 across frames), ``pipeline.py`` (the whole chain), ``annotate.py`` and ``face_report.py`` (what was found, drawn and
-as JSON), ``image.py`` (conversion and files). Records that travel between stages are in ``types.py``; images are ``[B, 3, H, W]`` float32 RGB in 0..1
-throughout.
+as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile), ``files/`` (file jobs:
+output plan, safe writing, lock, summary). Records that travel between stages are in ``types.py``; images are
+``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
 
 The model is duck-typed (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]), so this package imports nothing
-from ``gpen_arch`` or ComfyUI. Importing it loads only torch and numpy; OpenCV, facexlib and kornia are imported by
+from ``gpen_arch`` or ComfyUI, except gpen_arch's safe checkpoint reader when a detector or parsing weight file is read
+(``weights_file.py``). Importing it loads only torch and numpy; OpenCV, facexlib and kornia are imported by
 the functions that need them.
 """
 
@@ -20,12 +22,16 @@ from .errors import (
     DetectorWeightsCorrupt,
     DetectorWeightsMissing,
     FacePipelineError,
+    FileLayoutError,
     InvalidImageError,
+    OutputExistsError,
+    OutputLockedError,
+    OutputWriteError,
     PasteError,
     RestoreError,
     RestoreOutOfMemory,
 )
-from .image import IMAGE_SUFFIXES, load_image, save_image, to_rgb_float
+from .image import IMAGE_SUFFIXES, ImageFile, load_image, read_image, save_image, to_rgb_float
 from .paste import MASK_TYPES, paste_faces
 from .pipeline import PipelineOptions, PipelineReport, detect_and_align, find_choices, run_pipeline
 from .restoration import RESTORE_MODES, restore_faces
@@ -44,7 +50,8 @@ __all__ = [
     "track_faces", "smooth_landmarks",
     "PipelineOptions", "PipelineReport", "detect_and_align", "find_choices", "run_pipeline",
     "annotate_faces", "faces_report", "faces_json",
-    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image",
+    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
-    "RestoreError", "RestoreOutOfMemory", "PasteError",
+    "RestoreError", "RestoreOutOfMemory", "PasteError", "FileLayoutError", "OutputExistsError", "OutputWriteError",
+    "OutputLockedError",
 ]

@@ -33,3 +33,20 @@ class RestoreOutOfMemory(RestoreError):
 
 class PasteError(FacePipelineError, ValueError):
     """Faces cannot be pasted onto the given images."""
+
+
+class FileLayoutError(FacePipelineError, ValueError):
+    """The inputs and the output of a file job do not fit together: a missing input, no images, two inputs that
+    would be written under one name, an output that would land on an input or inside a folder being read."""
+
+
+class OutputExistsError(FacePipelineError, FileExistsError):
+    """An output file is already there and replacing it was not asked for."""
+
+
+class OutputWriteError(FacePipelineError, OSError):
+    """An output file could not be written (disk full, no permission, ...); nothing is left under its name."""
+
+
+class OutputLockedError(FacePipelineError):
+    """Another run is writing into the same output folder."""

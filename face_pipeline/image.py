@@ -7,14 +7,19 @@ uint16 (/65535) or float in 0..1. Alpha is dropped. Float values a little outsid
 e.g. resampling ringing) are clamped; anything else (NaN/inf, 0..255 floats, -1..1, empty or oversized images, other
 dtypes) is an ``InvalidImageError`` that says what was found.
 
-Files go through OpenCV's codecs from bytes (``np.fromfile`` / ``tofile``), so paths with any characters work on
-every OS. 8- and 16-bit files are read (EXIF orientation applied); files are always written as 8-bit (16-bit in, 8-bit
-out), rounded, JPEG at quality 95.
+Files: ``read_image`` decodes with OpenCV from bytes (``np.fromfile``), so paths with any characters work on every
+OS; 8- and 16-bit files are read, the EXIF orientation applied (for every format, from Pillow's reading of the tags),
+and what the file carries is kept beside the pixels: its alpha channel (unless fully opaque), its EXIF (orientation
+reset, thumbnail dropped) and ICC profile. ``encode_image`` / ``save_image`` write 8-bit files with Pillow (16-bit
+in, 8-bit out), rounded, JPEG at quality 95, with the alpha (PNG, WEBP, TIFF), EXIF and ICC profile (JPEG, PNG, WEBP,
+TIFF) handed back; what a format cannot hold is a warning. ``save_image`` writes atomically (``files.writer``).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,15 @@ MAX_SIDE = 16384
 #: float inputs may overshoot 0..1 by this much (resampling ringing) and are clamped; beyond it they are rejected
 FLOAT_TOLERANCE = 0.05
 JPEG_QUALITY = 95
+#: formats that hold an alpha channel, and those that hold EXIF and an ICC profile (as Pillow writes them)
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+METADATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+            ".tiff": "TIFF"}
+# WEBP: lossless, the colour under transparent pixels kept; TIFF uncompressed (libtiff's compressing writer cannot
+# write the EXIF sub-IFDs)
+_ENCODER_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "PNG": {"compress_level": 1},
+                    "WEBP": {"lossless": True, "exact": True}, "BMP": {}, "TIFF": {}}
 
 _INTEGER_MAX = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
@@ -89,9 +103,56 @@ def to_rgb_float(image, *, channels_last: bool = True) -> torch.Tensor:
     return tensor.contiguous()
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file (8- or 16-bit, gray, RGB or RGBA; any path, unicode included) as ``[1, 3, H, W]`` float32
-    RGB 0..1 on the CPU."""
+# ------------------------------------------------------------------------------------------------------ image files
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file as read: its pixels and what else it carries, to be written back with the result."""
+
+    pixels: torch.Tensor  # [1, 3, H, W] float32 RGB 0..1, EXIF orientation applied
+    alpha: torch.Tensor | None = None  # [1, 1, H, W] float32 0..1; None: the image is opaque
+    exif: bytes | None = None  # EXIF to write back: orientation reset to 1, thumbnail and file-layout tags dropped
+    icc_profile: bytes | None = None
+
+
+#: EXIF orientation -> the numpy view that shows the image upright (checked against Pillow's exif_transpose)
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, -1)[::-1], 8: lambda a: np.rot90(a, 1),
+}
+#: the EXIF tags kept from the first IFD (descriptive ones; the file-layout tags of a TIFF are not)
+_KEPT_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
+_SUB_IFDS = (0x8769, 0x8825)  # Exif and GPS
+
+
+def _metadata(path: Path) -> tuple[int, bytes | None, bytes | None]:
+    """(EXIF orientation, EXIF to write back, ICC profile) of a file, read with Pillow; (1, None, None) for a file
+    Pillow cannot open."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            icc = image.info.get("icc_profile") or None
+            exif = image.getexif()
+            orientation = int(exif.get(0x0112, 1) or 1)
+            kept = Image.Exif()
+            for tag in _KEPT_TAGS:
+                if tag in exif:
+                    kept[tag] = exif[tag]
+            for tag in _SUB_IFDS:
+                if tag in exif:
+                    kept.get_ifd(tag).update(exif.get_ifd(tag))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:  # Pillow's parsers raise these
+        logger.debug("%s: no metadata read (%s)", path.name, exc)
+        return 1, None, None
+    if 0x0112 in kept:
+        kept[0x0112] = 1  # the pixels are turned upright on reading
+    return orientation, (kept.tobytes() if len(kept) else None), icc
+
+
+def read_image(path: str | Path) -> ImageFile:
+    """Read an image file (8- or 16-bit, gray, RGB or RGBA; any path, unicode included) with what it carries: the
+    pixels as ``[1, 3, H, W]`` float32 RGB 0..1 on the CPU (EXIF orientation applied), its alpha channel unless
+    fully opaque, its EXIF and ICC profile (JPEG, PNG, WEBP, TIFF)."""
     import cv2
 
     path = Path(path)
@@ -99,47 +160,136 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise InvalidImageError(f"image not found: {path}")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # cv2.imread cannot open some unicode paths on Windows
-        # ANYCOLOR|ANYDEPTH: gray or BGR, 8 or 16 bit, EXIF orientation applied (UNCHANGED would skip it); alpha,
-        # which the pipeline drops anyway, is not decoded
-        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+        # UNCHANGED: gray, BGR or BGRA, 8 or 16 bit, as stored (the orientation is applied below, for every format)
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except (OSError, cv2.error) as exc:
         raise InvalidImageError(f"{path.name} could not be read: {exc}") from exc
     if image is None:
         raise InvalidImageError(f"{path.name} is not a readable image (empty, corrupt or an unsupported format)")
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise InvalidImageError(f"{path.name}: {image.dtype} pixels are not supported (expected 8 or 16 bit)")
+    if image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
+        image = _tiff_rgba(path, image)
+    orientation, exif, icc = _metadata(path)
+    if orientation in _ORIENTATIONS:
+        image = _ORIENTATIONS[orientation](image)
+    alpha = None
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        alpha = to_rgb_float(np.ascontiguousarray(image[:, :, -1]))[:, :1]  # [1, 1, H, W]
+        if bool((alpha >= 1).all()):
+            alpha = None  # fully opaque: nothing to keep
+        image = image[:, :, :-1]
     if image.ndim == 3 and image.shape[2] == 3:
         image = image[:, :, ::-1]  # BGR -> RGB
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, [2, 1, 0, 3]]  # BGRA -> RGBA
-    return to_rgb_float(np.ascontiguousarray(image))
+    return ImageFile(to_rgb_float(np.ascontiguousarray(image)), alpha=alpha, exif=exif, icc_profile=icc)
+
+
+def _tiff_rgba(path: Path, decoded: np.ndarray) -> np.ndarray:
+    """OpenCV reads an RGBA TIFF through libtiff's RGBA interface, which multiplies the colour by the alpha; Pillow
+    reads it as stored. Returns BGRA as OpenCV would, with the colour as stored where Pillow can read the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode != "RGBA" or image.size != (decoded.shape[1], decoded.shape[0]):
+                return decoded
+            rgba = np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return decoded
+    return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]])
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """``read_image(path).pixels``: ``[1, 3, H, W]`` float32 RGB 0..1 on the CPU."""
+    return read_image(path).pixels
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file as ``read_image`` returns it (orientation applied), from its header where
+    Pillow can read it (no decoding), else by decoding it. Raises ``InvalidImageError`` for an unreadable file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = int(image.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)
+        return (height, width) if turned else (width, height)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        pixels = load_image(path)
+        return int(pixels.shape[-1]), int(pixels.shape[-2])
+
+
+def same_format(a: str | Path, b: str | Path) -> bool:
+    """Whether two file names have the same image format (``.jpg`` and ``.jpeg`` alike, case ignored)."""
+    return _FORMATS.get(Path(a).suffix.lower()) == _FORMATS.get(Path(b).suffix.lower()) is not None
 
 
 def to_bgr_uint8(image: torch.Tensor) -> np.ndarray:
     """``[3, H, W]`` 0..1 RGB tensor -> ``[H, W, 3]`` uint8 BGR array, rounded (OpenCV's layout)."""
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise InvalidImageError(f"expected one RGB image [3, H, W], got {list(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(array[:, :, ::-1])
+    return np.ascontiguousarray(_to_uint8(image)[:, :, ::-1])
 
 
-def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """Write ``[1, 3, H, W]`` or ``[3, H, W]`` RGB 0..1 as an 8-bit file; the suffix picks the format (one of
-    ``IMAGE_SUFFIXES``). The folder is created if needed."""
-    import cv2
+def _to_uint8(image: torch.Tensor, channels: int = 3) -> np.ndarray:
+    """``[C, H, W]`` 0..1 -> ``[H, W, C]`` uint8, rounded; NaN/inf is an error, not black."""
+    if image.dim() != 3 or image.shape[0] != channels:
+        what = "RGB image [3, H, W]" if channels == 3 else "alpha channel [1, H, W]"
+        raise InvalidImageError(f"expected one {what}, got {list(image.shape)}")
+    image = image.detach().float()
+    if not bool(torch.isfinite(image).all()):
+        raise InvalidImageError("the image to save contains NaN or infinite values (a failed restoration?); "
+                                "not written")
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _single(image: torch.Tensor) -> torch.Tensor:
+    return image[0] if image.dim() == 4 and image.shape[0] == 1 else image
+
+
+def encode_image(image: torch.Tensor, suffix: str, *, alpha: torch.Tensor | None = None, exif: bytes | None = None,
+                 icc_profile: bytes | None = None, name: str = "image") -> bytes:
+    """The bytes of an 8-bit image file of format ``suffix`` (one of ``IMAGE_SUFFIXES``) holding ``image``
+    (``[1, 3, H, W]`` or ``[3, H, W]`` RGB 0..1), with ``alpha`` (``[1, 1, H, W]`` or ``[1, H, W]`` 0..1, resized to
+    the image if needed) where the format holds it (PNG, WEBP, TIFF) and ``exif`` / ``icc_profile`` where it holds
+    them (JPEG, PNG, WEBP, TIFF); what cannot be kept is logged as a warning naming ``name``. JPEG at quality 95,
+    WEBP lossless (the colour under transparent pixels kept), TIFF uncompressed."""
+    from PIL import Image
+
+    suffix = suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InvalidImageError(f"cannot save {name}: the suffix must be one of {', '.join(IMAGE_SUFFIXES)}")
+    pixels = _to_uint8(_single(image))
+    if alpha is not None and suffix not in ALPHA_SUFFIXES:
+        logger.warning("%s: %s files cannot hold transparency; written without it (use .png, .webp or .tif to "
+                       "keep it)", name, suffix)
+        alpha = None
+    if alpha is not None:
+        alpha = _single(alpha).float()
+        if alpha.shape[-2:] != image.shape[-2:]:
+            alpha = torch.nn.functional.interpolate(alpha[None], size=tuple(image.shape[-2:]), mode="bilinear",
+                                                    align_corners=False)[0]
+        pixels = np.concatenate([pixels, _to_uint8(alpha, channels=1)], axis=2)
+    if (exif or icc_profile) and suffix not in METADATA_SUFFIXES:
+        logger.warning("%s: %s files cannot hold EXIF or an ICC profile; written without them", name, suffix)
+        exif = icc_profile = None
+    options: dict = {"exif": exif, "icc_profile": icc_profile}
+    options.update(_ENCODER_OPTIONS[_FORMATS[suffix]])
+    options = {k: v for k, v in options.items() if v is not None}
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(pixels, "RGBA" if alpha is not None else "RGB").save(buffer, _FORMATS[suffix], **options)
+    except (OSError, ValueError, RuntimeError) as exc:  # Pillow's encoders raise all three
+        raise InvalidImageError(f"could not encode {name} as {suffix}: {exc}") from exc
+    return buffer.getvalue()
+
+
+def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | None = None,
+               exif: bytes | None = None, icc_profile: bytes | None = None, overwrite: bool = True) -> None:
+    """Write ``image`` (see ``encode_image``; the suffix picks the format) to ``path`` atomically: a temporary file
+    in the same folder (created if needed) renamed into place, so a failed write leaves nothing under ``path``.
+    ``overwrite=False`` keeps an existing file (``OutputExistsError``); a failed write is ``OutputWriteError``."""
+    from .files.writer import write_atomically
 
     path = Path(path)
-    if image.dim() == 4 and image.shape[0] == 1:
-        image = image[0]
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise InvalidImageError(f"cannot save {path.name}: the suffix must be one of {', '.join(IMAGE_SUFFIXES)}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix in (".jpg", ".jpeg") else []
-    try:
-        ok, encoded = cv2.imencode(suffix, to_bgr_uint8(image), params)
-    except cv2.error as exc:
-        raise InvalidImageError(f"could not encode {path.name}: {exc}") from exc
-    if not ok:
-        raise InvalidImageError(f"could not encode {path.name} as {suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encoded.tofile(str(path))
+    data = encode_image(image, path.suffix, alpha=alpha, exif=exif, icc_profile=icc_profile, name=path.name)
+    write_atomically(path, data, overwrite=overwrite)

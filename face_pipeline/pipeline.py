@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,34 +34,49 @@ from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, tr
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_OUTPUT_SIZE = 8192
+MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE = 64, 65536  # bounds of max_output_size (pixels of the output's long side)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(name: str, value, low: float, high: float | None = None, *, whole: bool = False) -> None:
+    """``ValueError`` unless ``value`` is a finite number (a whole one if ``whole``) in ``low..high``."""
+    kind = "a whole number" if whole else "a number"
+    bounds = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+    if not _is_number(value) or (whole and value != int(value)) or value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """Every choice of the pipeline, with the defaults a user gets. Invalid values raise ``ValueError`` here, before
-    any work starts."""
+    """Every choice of the pipeline, with the defaults a user gets. Invalid values (out of range, NaN/inf, wrong
+    type) raise ``ValueError`` here, before any work starts; ``max_output_size=0`` means the default (8192)."""
 
-    score_threshold: float | None = None  # detection score; None: the detector's own default
+    score_threshold: float | None = None  # detection score 0..1; None: the detector's own default
     rotations: str = "when_missing"  # ROTATION_MODES: also look for faces on the image turned by 90/180/270 degrees
     select: str = "all"  # SELECT_MODES: all / largest / indices
-    indices: Sequence[int] = ()  # for select="indices": positions after sorting, per image
+    indices: Sequence[int] = ()  # for select="indices": positions after sorting, per image (0 or more)
     sort_by: str = "area"  # SORT_ORDERS
-    min_face_size: float = 0.0  # pixels (box side)
-    max_faces: int = 0  # per image; 0 = no limit
+    min_face_size: float = 0.0  # pixels (box side), 0 or more; 0 = no minimum
+    max_faces: int = 0  # per image, 0 or more; 0 = no limit
     region_overlap: float = MIN_OVERLAP  # with a region mask: share of a face's box it must cover (0..1)
     template: str = "gpen"  # TEMPLATES
     mode: str = "restore"  # RESTORE_MODES
     strength: float = 1.0  # 0..1, restored vs original face
     mask_type: str = "rounded_rect"  # MASK_TYPES
-    feather: float = 0.1  # fraction of the face size
+    feather: float = 0.1  # 0..0.5, fraction of the face size
     color_correction: bool = True
     scale: int | str = 1  # 1, 2, 4 or "auto"
-    max_output_size: int = 8192  # cap of the output's long side for scale="auto"
+    max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # cap of the output's long side, 64..65536; 0 = the default
     parsing_dir: str | None = None  # folder of the face-parsing weights (mask_type parsing*)
     track: bool = False  # the batch is the frames of one video: track faces, fill short gaps, smooth landmarks
     smoothing: float = 0.3  # landmark smoothing strength 0..1 (0 = off); only when tracking
-    fill_gaps: int = 3  # when tracking: a face missed for at most this many frames is interpolated (0 = off)
+    fill_gaps: int = 3  # when tracking: a face missed for at most this many frames is interpolated (0 or more)
     keep_gray: bool = True  # black-and-white images (R = G = B) stay black-and-white (not in colorize mode)
-    batch_size: int | None = None  # faces per forward; None = from free memory
+    batch_size: int | None = None  # faces per forward, 1 or more; None = from free memory
 
     def __post_init__(self) -> None:
         choices = (("rotations", ROTATION_MODES), ("select", SELECT_MODES), ("sort_by", SORT_ORDERS),
@@ -68,19 +86,28 @@ class PipelineOptions:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.scale != "auto" and (isinstance(self.scale, bool) or self.scale not in SCALES):
             raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))} or 'auto'; got {self.scale!r}")
-        if not 0.0 <= self.strength <= 1.0:
-            raise ValueError(f"strength must be between 0 and 1, got {self.strength}")
-        if not 0.0 <= self.smoothing <= 1.0:
-            raise ValueError(f"smoothing must be between 0 and 1, got {self.smoothing}")
-        if isinstance(self.fill_gaps, bool) or not isinstance(self.fill_gaps, int) or self.fill_gaps < 0:
-            raise ValueError(f"fill_gaps must be a whole number of frames, 0 or more; got {self.fill_gaps!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {self.batch_size}")
-        if not 0.0 <= self.region_overlap <= 1.0:
-            raise ValueError(f"region_overlap must be between 0 and 1, got {self.region_overlap}")
-        if self.max_faces < 0 or self.min_face_size < 0:
-            raise ValueError(f"max_faces and min_face_size must not be negative, got {self.max_faces} and "
-                             f"{self.min_face_size}")
+        if self.score_threshold is not None:
+            _check_range("score_threshold", self.score_threshold, 0.0, 1.0)
+        if isinstance(self.indices, (str, bytes)) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in self.indices):
+            raise ValueError(f"indices must be whole numbers of at least 0, got {self.indices!r}")
+        _check_range("min_face_size", self.min_face_size, 0.0)
+        _check_range("max_faces", self.max_faces, 0, whole=True)
+        _check_range("strength", self.strength, 0.0, 1.0)
+        _check_range("feather", self.feather, 0.0, 0.5)
+        _check_range("smoothing", self.smoothing, 0.0, 1.0)
+        _check_range("fill_gaps", self.fill_gaps, 0, whole=True)
+        _check_range("region_overlap", self.region_overlap, 0.0, 1.0)
+        if self.max_output_size == 0:
+            object.__setattr__(self, "max_output_size", DEFAULT_MAX_OUTPUT_SIZE)
+        _check_range("max_output_size", self.max_output_size, MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE, whole=True)
+        if self.batch_size is not None:
+            _check_range("batch_size", self.batch_size, 1, whole=True)
+        for name in ("color_correction", "track", "keep_gray"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.parsing_dir is not None and not isinstance(self.parsing_dir, (str, os.PathLike)):
+            raise ValueError(f"parsing_dir must be a folder path or None, got {type(self.parsing_dir).__name__}")
 
 
 @dataclass(frozen=True)
@@ -101,8 +128,10 @@ def _check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         found = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InvalidImageError(f"images must be a [B, 3, H, W] tensor (RGB 0..1; see image.to_rgb_float), got {found}")
-    if not images.is_floating_point():
-        raise InvalidImageError(f"images must be float RGB in 0..1, got {images.dtype} (see image.to_rgb_float)")
+    if images.dtype not in (torch.float32, torch.float64):
+        hint = " (half precision is too coarse for alignment: use images.float())" if images.is_floating_point() else ""
+        raise InvalidImageError(f"images must be float32 RGB in 0..1, got {images.dtype}{hint} (see "
+                                f"image.to_rgb_float)")
     if images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
         raise InvalidImageError(f"the image batch is empty: {list(images.shape)}")
     low, high = torch.aminmax(images)  # one pass; NaN and inf show up in the extremes

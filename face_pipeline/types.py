@@ -14,6 +14,7 @@ Conventions used everywhere in this package:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -42,6 +43,10 @@ class DetectedFace:
     def __post_init__(self) -> None:
         if len(self.landmarks) != 5:
             raise ValueError(f"a face needs 5 landmarks, got {len(self.landmarks)}")
+        numbers = (*self.box, self.score, *(v for point in self.landmarks for v in point))
+        if not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"a face's box, score and landmarks must be finite numbers; got box {self.box}, score "
+                             f"{self.score}, landmarks {self.landmarks}")
 
     @property
     def width(self) -> float:

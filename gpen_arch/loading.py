@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from .checkpoint_file import describe_non_checkpoint, load_torch_file
 from .config import GPENConfig
 from .errors import CheckpointReadError, ConfigError, NotAGPENCheckpoint
 from .model import GPEN
@@ -68,10 +67,17 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     )
 
 
+#: where a bad GPEN file should be fetched again (the end of the checkpoint error messages)
+DOWNLOAD_HINT = "from its source (README: Model files)"
+
+
 def _read_safetensors(path: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    problem = describe_non_checkpoint(path, download_hint=DOWNLOAD_HINT)
+    if problem is not None:
+        raise CheckpointReadError(problem)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -79,27 +85,10 @@ def _read_safetensors(path: Path) -> dict:
 
 
 def _read_torch(path: Path, size: int) -> dict:
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know: the payload is never executed
-        raise CheckpointReadError(
-            f"{path.name} was refused: it contains Python objects or code, not only tensors, and is not loaded for "
-            f"safety. If you trust it, re-save its state_dict as .safetensors. Detail: {_first_line(exc)}"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointReadError(
-            f"{path.name} ({size:,} bytes) could not be read: the file is truncated or corrupt "
-            f"(re-download it). Detail: {_first_line(exc)}"
-        ) from exc
+    loaded = load_torch_file(path, download_hint=DOWNLOAD_HINT)  # weights_only; says why a bad file is bad
     if not isinstance(loaded, Mapping):
         raise NotAGPENCheckpoint(f"{path.name} holds a {type(loaded).__name__}, not a state dict (a dict of tensors)")
     return dict(loaded)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------- recognising weights
@@ -213,11 +202,18 @@ def load_gpen(
 ) -> GPEN:
     """Build an eval-mode GPEN from a state dict (wrapped or not), its config inferred from the tensor shapes.
 
-    The weights are loaded strictly (every key, every shape). ``dtype`` defaults to float32 whatever the file stores.
+    The weights are loaded strictly (every key, every shape); NaN or infinite weights are a ``CheckpointReadError``.
+    ``dtype`` defaults to float32 whatever the file stores.
     """
     sd = canonicalize_state_dict(state_dict)
     config = infer_config(sd)
     sd = _check_against(sd, config)
+    broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointReadError(
+            f"{len(broken)} weight tensor(s) hold NaN or infinite values (first: {broken[0]}): the file is damaged or "
+            f"comes from a training run that diverged; download it again from its source"
+        )
     floating = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     with torch.device("meta"):
         model = GPEN(config)
@@ -233,7 +229,8 @@ def load_gpen_file(
     path: str | os.PathLike, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> GPEN:
     """``load_gpen(read_state_dict(path))`` with the file name in any error message."""
+    state_dict = read_state_dict(path)
     try:
-        return load_gpen(read_state_dict(path), device=device, dtype=dtype)
-    except NotAGPENCheckpoint as exc:
-        raise NotAGPENCheckpoint(f"{Path(path).name}: {exc}") from exc
+        return load_gpen(state_dict, device=device, dtype=dtype)
+    except (NotAGPENCheckpoint, CheckpointReadError) as exc:
+        raise type(exc)(f"{Path(path).name}: {exc}") from exc

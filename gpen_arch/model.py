@@ -35,6 +35,7 @@ class GPEN(nn.Module):
 
     ``forward(x)``: ``x`` is ``[N, 3, S, S]`` RGB in [-1, 1] (float32, float16 or bfloat16, the model's dtype);
     returns the raw restored image ``[N, 3, S, S]`` in the input's dtype, nominally in [-1, 1] but **not clamped**.
+    A wrong shape or dtype, or NaN/inf in ``x``, raises ``ValueError``.
 
     Attribute names reproduce the released keys: ``generator.*``, then ``ecd0 .. ecd{L-2}``, then ``final_linear``.
     ``use_fast_path`` (default True) selects the optimised inference forward (``fast_forward.py``); False runs the
@@ -125,6 +126,9 @@ class GPEN(nn.Module):
             )
         if not x.is_floating_point():
             raise ValueError(f"GPEN expects a floating-point tensor in [-1, 1], got dtype {x.dtype}")
+        if not bool(torch.isfinite(x).all()):  # one reduction (and on CUDA one sync) per forward
+            raise ValueError("GPEN input contains NaN or infinite values; expected finite RGB in [-1, 1] (check the "
+                             "crops or the image they come from)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -54,20 +54,56 @@ def test_unsupported_suffix(tmp_path):
         read_state_dict(path)
 
 
-def test_truncated_pth(tmp_path):
-    source = require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth")
-    data = source.read_bytes()
+def _bad_file(kind: str, tmp_path) -> bytes:
+    if kind == "truncated zip":
+        data = require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth").read_bytes()
+        return data[: len(data) // 2]
+    if kind == "truncated legacy pickle":
+        path = tmp_path / "legacy.pth"
+        torch.save({"a": torch.zeros(1000)}, path, _use_new_zipfile_serialization=False)
+        return path.read_bytes()[:-100]
+    if kind == "html page":
+        return b"\n<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n"
+    if kind == "git lfs pointer":
+        return b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 1000\n"
+    if kind == "random bytes":
+        return bytes(range(256)) * 10
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated zip", (r"truncated\.pth is truncated: a zip checkpoint of [\d,]+ bytes without its end .*download it "
+                       r"again from its source")),
+    ("truncated legacy pickle", (r"truncated\.pth is truncated or damaged \([\d,]+ bytes; the download or copy probably "
+                                 r"stopped early\); delete it and download it again")),
+    ("html page", (r"truncated\.pth looks like an HTML page \(\d+ bytes\), not a weight file: probably a failed "
+                   r"download .*download it again from its source \(README: Model files\)")),
+    ("git lfs pointer", r"truncated\.pth is a Git LFS pointer \(\d+ bytes\), not the weights"),
+    ("random bytes", (r"truncated\.pth is not a checkpoint: 2,560 bytes of non-checkpoint data \(starting "
+                      r"b'\\x00\\x01.*neither a PyTorch \(zip or pickle\) nor a safetensors file")),
+])
+def test_files_that_are_not_checkpoints_say_which_case(tmp_path, kind, message):
     path = tmp_path / "truncated.pth"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointReadError, match="truncated or corrupt"):
+    path.write_bytes(_bad_file(kind, tmp_path))
+    with pytest.raises(CheckpointReadError, match=message) as info:
         read_state_dict(path)
+    assert "weights_only" not in str(info.value) and "trust" not in str(info.value)
+    if kind == "html page":  # the same diagnosis under a .safetensors name
+        path.rename(tmp_path / "page.safetensors")
+        with pytest.raises(CheckpointReadError, match="page.safetensors looks like an HTML page"):
+            read_state_dict(tmp_path / "page.safetensors")
 
 
-def test_garbage_pth(tmp_path):
-    path = tmp_path / "garbage.pth"
-    path.write_bytes(bytes(range(256)) * 10)
-    with pytest.raises(CheckpointReadError, match="truncated or corrupt|refused"):
-        read_state_dict(path)
+def test_nan_weights_are_refused(tmp_path):
+    sd = random_state_dict(256)
+    key = next(k for k in sd if k.endswith("weight"))
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[3] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointReadError, match=rf"diverged\.pth: 1 weight tensor\(s\) hold NaN or infinite values "
+                                                  rf"\(first: {key}\): the file is damaged"):
+        load_gpen_file(path)
 
 
 def test_corrupt_safetensors(tmp_path):
@@ -91,12 +127,14 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "GPEN-BFR-512.pth"
     torch.save({"generator.input.input": torch.zeros(1), "evil": _Payload(str(marker))}, path)
-    with pytest.raises(CheckpointReadError, match="refused: it contains Python objects or code"):
+    with pytest.raises(CheckpointReadError, match=r"GPEN-BFR-512\.pth was refused: besides tensors it holds Python "
+                                                  r"objects \(shutil\.copyfile\) whose loading would run code") as info:
         read_state_dict(path)
+    assert "weights_only" not in str(info.value) and "If you trust" not in str(info.value)
     assert not marker.exists()
     raw = tmp_path / "raw_pickle.pth"  # an old-style (non-zip) pickle
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(CheckpointReadError):
+    with pytest.raises(CheckpointReadError, match="raw_pickle.pth was refused: besides tensors it holds Python objects"):
         read_state_dict(raw)
     assert not marker.exists()
 
@@ -175,3 +213,8 @@ def test_forward_rejects_wrong_shapes():
         model(torch.zeros(3, 32, 32))
     with pytest.raises(ValueError, match="floating-point"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    for bad in (float("nan"), float("inf")):
+        x = torch.zeros(1, 3, 32, 32)
+        x[0, 1, 5, 7] = bad
+        with pytest.raises(ValueError, match="GPEN input contains NaN or infinite values"):
+            model(x)

@@ -32,15 +32,16 @@ def test_restores_a_folder_at_2x(tmp_path):
     cv2.imwrite(str(inputs / "more" / "wall.png"), np.full((40, 50), 90, np.uint8))  # a subfolder, no face
     out = run_cli(str(inputs), *common(tmp_path), "--scale", "2", "--save-crops")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("3 image(s), 2 face(s) found, 2 restored, ") and out.stdout.count("\n") == 1
-    assert "no face in wall.png: saved unchanged" in out.stderr and "[ WARN" not in out.stderr
+    assert out.stdout.startswith("3 image(s): 2 restored, 1 unchanged, 0 skipped, 0 failed; faces: 2 found, 2 "
+                                 "restored; ") and out.stdout.count("\n") == 1
+    assert "no face in wall.png: saved at scale 2, nothing restored" in out.stderr and "[ WARN" not in out.stderr
     restored = cv2.imread(str(tmp_path / "out" / "astronaut.png"))
     assert restored.shape == (1024, 1024, 3)
     assert cv2.imread(str(tmp_path / "out" / "grace_hopper.jpg")).shape == (1200, 1024, 3)
     wall = cv2.imread(str(tmp_path / "out" / "more" / "wall.png"))
     assert wall.shape == (80, 100, 3) and (wall == 90).all()
-    assert (tmp_path / "out" / "crops" / "grace_hopper_face0_restored.png").is_file()
-    assert cv2.imread(str(tmp_path / "out" / "crops" / "astronaut_face0_aligned.png")).shape == (256, 256, 3)
+    assert (tmp_path / "out" / "crops" / "grace_hopper.jpg_face0_restored.png").is_file()
+    assert cv2.imread(str(tmp_path / "out" / "crops" / "astronaut.png_face0_aligned.png")).shape == (256, 256, 3)
     original = cv2.resize(cv2.imread(str(inputs / "astronaut.png")), (1024, 1024), interpolation=cv2.INTER_CUBIC)
     face = np.abs(restored[300:480, 380:520].astype(float) - original[300:480, 380:520]).mean()
     corner = np.abs(restored[:150, 800:].astype(float) - original[:150, 800:]).mean()
@@ -55,7 +56,7 @@ def test_video_frames_keep_names_and_order(tmp_path):
         cv2.imwrite(str(inputs / f"frame_{i:03d}.png"), np.roll(photo, 4 * i, axis=1))
     out = run_cli(str(inputs), *common(tmp_path), "--video-frames", "--strength", "0.5", "--dtype", "fp32")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("3 image(s), 3 face(s) found, 3 restored")
+    assert out.stdout.startswith("3 image(s): 3 restored, 0 unchanged, 0 skipped, 0 failed; faces: 3 found, 3 restored")
     for i in range(3):
         frame = cv2.imread(str(tmp_path / "out" / f"frame_{i:03d}.png"))
         assert frame.shape == photo.shape and not np.array_equal(frame, np.roll(photo, 4 * i, axis=1))
@@ -93,12 +94,14 @@ def test_bad_input_is_status_2(tmp_path, main, capsys):
     assert "error: no images (.png .jpg .jpeg .webp .bmp .tif .tiff) in" in capsys.readouterr().err
     photo = str(require_shared("faces", "astronaut.png"))
     assert main([photo, "--model", model, "--output", str(tmp_path / "o"), "--strength", "1.5"]) == 2
-    assert capsys.readouterr().err.strip() == "error: strength must be between 0 and 1, got 1.5"
+    assert capsys.readouterr().err.strip() == "error: --strength must be a number in 0..1, got 1.5"
     assert main([photo, "--model", model, "--output", str(require_shared("faces"))]) == 2
-    assert "--output would overwrite the input" in capsys.readouterr().err
+    assert "would overwrite the input" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
         main(["--model", "x.pth"])
-    assert usage.value.code == 2 and "usage:" in capsys.readouterr().err
+    assert usage.value.code == 2
+    assert capsys.readouterr().err == ("error: the following arguments are required: inputs, --output (python cli.py "
+                                       "--help lists the options)\n")
 
 
 def test_an_unreadable_image_is_skipped_and_reported(tmp_path, main, capsys):
@@ -108,6 +111,59 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path, main, capsys):
     cv2.imwrite(str(inputs / "plain.png"), np.full((30, 30, 3), 200, np.uint8))
     status = main([str(inputs), *common(tmp_path)])
     captured = capsys.readouterr()
-    assert status == 2 and captured.out.startswith("1 image(s), 0 face(s) found, 0 restored")
-    assert "1 image(s) could not be read: " in captured.err and "broken.jpg" in captured.err
-    assert (tmp_path / "out" / "plain.png").is_file() and not (tmp_path / "out" / "broken.jpg").exists()
+    assert status == 2 and captured.out.startswith("2 image(s): 0 restored, 1 unchanged, 1 skipped, 0 failed")
+    assert f"skipped {inputs / 'broken.jpg'}: broken.jpg is not a readable image" in captured.err
+    assert (tmp_path / "out" / "plain.png").read_bytes() == (inputs / "plain.png").read_bytes()  # copied, no face
+    assert not (tmp_path / "out" / "broken.jpg").exists()
+
+
+def test_alpha_exif_and_icc_pass_through_and_faceless_images_are_copied(tmp_path, main, capsys, caplog):
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    photo = np.asarray(Image.open(require_shared("faces", "grace_hopper.jpg")).convert("RGB"))
+    alpha = np.tile(np.linspace(0, 255, photo.shape[1]).astype(np.uint8), (photo.shape[0], 1))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.dstack([photo, alpha]), "RGBA").save(inputs / "face.png", exif=exif.tobytes(), icc_profile=icc)
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(inputs / "wall.jpg", exif=exif.tobytes(), quality=80)
+    assert main([str(inputs), *common(tmp_path)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("2 image(s): 1 restored, 1 unchanged, 0 skipped, 0 failed")
+    assert (tmp_path / "out" / "wall.jpg").read_bytes() == (inputs / "wall.jpg").read_bytes()  # not re-encoded
+    with Image.open(tmp_path / "out" / "face.png") as restored:
+        assert restored.mode == "RGBA" and np.array_equal(np.asarray(restored)[:, :, 3], alpha)
+        assert restored.info.get("icc_profile") == icc and restored.getexif().get(0x010F) == "TestCam"
+        assert np.abs(np.asarray(restored)[:, :, :3].astype(float) - photo).mean() > 1  # the face was restored
+    status = main([str(inputs / "face.png"), *common(tmp_path)[:2], "--output", str(tmp_path / "face.jpg"),
+                   *common(tmp_path)[4:]])
+    assert status == 0 and "face.jpg: .jpg files cannot hold transparency; written without it" in caplog.text
+    with Image.open(tmp_path / "face.jpg") as flat:
+        assert flat.mode == "RGB" and flat.info.get("icc_profile") == icc
+
+
+def test_black_and_white_photos_stay_black_and_white_and_video_frames_fill_gaps(tmp_path):
+    photo = cv2.imread(str(require_shared("faces", "grace_hopper.jpg")))
+    gray = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    inputs = tmp_path / "frames"
+    inputs.mkdir()
+    for i in range(5):
+        frame = np.roll(gray, 3 * i, axis=1)
+        if i == 2:  # the face removed from the middle frame: filled in from its neighbours
+            frame = frame.copy()
+            frame[150:420, 160:360] = 128
+        cv2.imwrite(str(inputs / f"frame_{i:03d}.png"), frame)
+    out = run_cli(str(inputs), *common(tmp_path), "--video-frames", "--verbose")
+    assert out.returncode == 0, out.stderr
+    assert "5 image(s): 5 restored" in out.stdout and "1 face(s) missed by the detector filled in" in out.stderr
+    for i in range(5):
+        result = cv2.imread(str(tmp_path / "out" / f"frame_{i:03d}.png")).astype(int)
+        assert (result.max(-1) - result.min(-1)).max() <= 1, i  # still black-and-white
+    middle = cv2.imread(str(tmp_path / "out" / "frame_002.png")).astype(int)
+    assert np.abs(middle[150:420, 160:360] - 128).mean() > 5  # a face was restored where the detector saw none
+    coloured = run_cli(str(inputs / "frame_000.png"), *common(tmp_path), "--no-keep-gray", "--output",
+                       str(tmp_path / "colour"))
+    assert coloured.returncode == 0, coloured.stderr
+    result = cv2.imread(str(tmp_path / "colour" / "frame_000.png")).astype(int)
+    assert (result.max(-1) - result.min(-1)).max() > 5

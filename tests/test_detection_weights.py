@@ -125,8 +125,11 @@ def test_corrupt_weights_have_their_own_message(tmp_path, detector, content):
     else:
         data = b"<html>404: Not Found</html>"
     (tmp_path / WEIGHT_FILES[detector].file_name).write_bytes(data)
-    with pytest.raises(DetectorWeightsCorrupt, match="delete it and download it again"):
+    with pytest.raises(DetectorWeightsCorrupt, match="delete it and download it again") as info:
         load_detector(detector, weights_dir=tmp_path)
+    assert "weights_only" not in str(info.value) and "trust" not in str(info.value)
+    if content == "text":  # a failed download: said so, with where to download the file
+        assert "looks like an HTML page" in str(info.value) and WEIGHT_FILES[detector].url in str(info.value)
 
 
 @pytest.mark.parametrize("detector", ["retinaface_resnet50", "yunet"])

@@ -9,7 +9,17 @@ import torch
 from conftest import require_shared
 
 from face_pipeline.errors import InvalidImageError
-from face_pipeline.image import MAX_SIDE, load_image, save_image, to_bgr_uint8, to_rgb_float
+from face_pipeline.image import (
+    MAX_SIDE,
+    encode_image,
+    image_size,
+    load_image,
+    read_image,
+    same_format,
+    save_image,
+    to_bgr_uint8,
+    to_rgb_float,
+)
 
 RNG = np.random.default_rng(0)
 RGB8 = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)
@@ -102,9 +112,103 @@ def test_bad_files(tmp_path):
         load_image(tmp_path / "empty.png")
     with pytest.raises(InvalidImageError, match=r"cannot save x\.gif: the suffix must be one of \.png"):
         save_image(EXPECTED, tmp_path / "x.gif")
+    broken = EXPECTED.clone()
+    broken[0, 1, 2, 3] = float("nan")
+    with pytest.raises(InvalidImageError, match="the image to save contains NaN or infinite values"):
+        save_image(broken, tmp_path / "nan.png")
+    assert not (tmp_path / "nan.png").exists()
 
 
 def test_a_shared_photo_loads_as_rgb():
     image = load_image(require_shared("faces", "astronaut.png"))
     assert image.shape == (1, 3, 512, 512) and image.dtype == torch.float32
     assert image[0, 0].mean() > image[0, 2].mean()  # the astronaut's suit and flag: more red than blue, not BGR
+
+
+# ------------------------------------------------------------------------- what an image file carries, kept
+def _profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _exif(orientation: int = 1) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # Make
+    exif[0x0112] = orientation
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:06 07:08:09"  # DateTimeOriginal
+    return exif.tobytes()
+
+
+ALPHA = np.linspace(0, 255, 12 * 16).reshape(12, 16).astype(np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".tif", ".tiff"])
+def test_alpha_exif_and_icc_survive_a_round_trip(tmp_path, suffix):
+    from PIL import Image
+
+    source = tmp_path / f"in{suffix}"
+    Image.fromarray(np.dstack([RGB8, ALPHA]), "RGBA").save(source, exif=_exif(), icc_profile=_profile(),
+                                                           **({"lossless": True, "exact": True} if suffix == ".webp" else {}))
+    loaded = read_image(source)
+    assert torch.equal(loaded.pixels, EXPECTED)
+    assert torch.equal((loaded.alpha[0, 0] * 255).round().byte(), torch.from_numpy(ALPHA))
+    assert loaded.icc_profile == _profile()
+    save_image(loaded.pixels, tmp_path / f"out{suffix}", alpha=loaded.alpha, exif=loaded.exif,
+               icc_profile=loaded.icc_profile)
+    with Image.open(tmp_path / f"out{suffix}") as written:
+        assert written.mode == "RGBA" and np.array_equal(np.asarray(written)[:, :, 3], ALPHA)
+        assert np.array_equal(np.asarray(written)[:, :, :3], RGB8)
+        assert written.info.get("icc_profile") == _profile()
+        exif = written.getexif()
+        assert exif.get(0x010F) == "TestCam" and exif.get_ifd(0x8769).get(0x9003) == "2024:05:06 07:08:09"
+
+
+def test_jpeg_keeps_exif_and_icc_and_warns_about_alpha(tmp_path, caplog):
+    from PIL import Image
+
+    source = tmp_path / "in.jpg"
+    Image.fromarray(RGB8).save(source, quality=100, exif=_exif(orientation=6), icc_profile=_profile())
+    loaded = read_image(source)
+    assert loaded.pixels.shape == (1, 3, 16, 12) and loaded.alpha is None  # orientation 6: turned upright
+    assert image_size(source) == (12, 16)
+    save_image(loaded.pixels, tmp_path / "out.jpg", alpha=torch.full((1, 1, 16, 12), 0.5), exif=loaded.exif,
+               icc_profile=loaded.icc_profile)
+    assert "out.jpg: .jpg files cannot hold transparency; written without it" in caplog.text
+    with Image.open(tmp_path / "out.jpg") as written:
+        assert written.size == (12, 16) and written.mode == "RGB"
+        assert written.getexif().get(0x0112) == 1 and written.getexif().get(0x010F) == "TestCam"  # upright now
+        assert written.info.get("icc_profile") == _profile()
+    assert encode_image(loaded.pixels, ".bmp", exif=loaded.exif, name="x.bmp")[:2] == b"BM"
+    assert "x.bmp: .bmp files cannot hold EXIF or an ICC profile" in caplog.text
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_as_pillow_applies_it(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    path = tmp_path / "o.png"
+    Image.fromarray(RGB8).save(path, exif=_exif(orientation))
+    with Image.open(path) as image:
+        upright = np.asarray(ImageOps.exif_transpose(image))
+    expected = torch.from_numpy(upright.copy()).permute(2, 0, 1)[None].float() / 255
+    assert torch.equal(load_image(path), expected)
+    assert image_size(path) == (expected.shape[-1], expected.shape[-2])
+
+
+def test_opaque_alpha_is_not_kept_and_16_bit_alpha_is(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.dstack([RGB8, np.full((12, 16), 255, np.uint8)]), "RGBA").save(tmp_path / "opaque.png")
+    assert read_image(tmp_path / "opaque.png").alpha is None
+    wide = np.dstack([RGB8.astype(np.uint16) * 257, ALPHA.astype(np.uint16) * 257])
+    cv2.imencode(".png", wide[:, :, [2, 1, 0, 3]])[1].tofile(str(tmp_path / "wide.png"))
+    loaded = read_image(tmp_path / "wide.png")
+    assert torch.equal(loaded.pixels, EXPECTED) and torch.equal(loaded.alpha[0, 0], torch.from_numpy(ALPHA) / 255.0)
+
+
+def test_same_format():
+    assert same_format("a.JPG", "b.jpeg") and same_format("a.tif", "b.TIFF") and not same_format("a.png", "a.jpg")
+    assert not same_format("a", "b") and not same_format("a.gif", "b.gif")

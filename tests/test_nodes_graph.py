@@ -4,10 +4,17 @@ gray): with the ComfyUI test double, keyword arguments throughout."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
 from test_nodes import comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
+
+def bridge():
+    """The pack's comfy_bridge; its ``mm`` and ``comfy`` are the ComfyUI modules the pack really uses (another test
+    module's fixture may have imported a fresh copy of the test double since)."""
+    return sys.modules["comfyui-gpen-under-test.nodes.comfy_bridge"]
+
 
 PASTE = dict(mask_type="rounded_rect", feather=0.1, color_correction=True, output_scale="1", max_output_size=8192)
 DETECT = dict(select="all", indices="0", sort_by="area", min_face_size=0, max_faces=0, template="gpen",
@@ -80,8 +87,7 @@ class CountingModel(torch.nn.Module):
         self.cancel_after = cancel_after
 
     def forward(self, x):
-        import comfy.model_management as mm
-
+        mm = bridge().mm
         self.forwards.append(x.shape[0])
         if self.cancel_after is not None and len(self.forwards) == self.cancel_after:
             mm.interrupt = True  # what pressing Cancel does, seen by the next check
@@ -89,12 +95,8 @@ class CountingModel(torch.nn.Module):
 
 
 def counting_handle(model):
-    import sys
-
-    import comfy.model_patcher
-
     handles = sys.modules["comfyui-gpen-under-test.nodes.handles"]
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+    patcher = bridge().comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"), size=4)
     return handles.GPENModelHandle(patcher=patcher, file_name="GPEN-BFR-256.pth", size=256, dtype=torch.float32)
 
@@ -110,36 +112,35 @@ def sixteen_faces(pack, detector):
 
 
 def test_cancel_stops_within_a_face_and_progress_moves_per_face(pack, sixteen_faces):
-    import comfy.model_management as mm
-    import comfy.utils
+    mm, utils = bridge().mm, bridge().comfy.utils
 
     model = CountingModel(cancel_after=1)
     with pytest.raises(mm.InterruptProcessingException):
         node(pack, "GPENRestoreFaces").restore(gpen_model=counting_handle(model), faces=sixteen_faces,
                                                mode="restore", strength=1.0)
     assert model.forwards == [1]  # stopped before the second face, far before the third
-    comfy.utils.updates.clear()
+    utils.updates.clear()
     model = CountingModel()
     node(pack, "GPENRestoreFaces").restore(gpen_model=counting_handle(model), faces=sixteen_faces, mode="restore",
                                            strength=1.0)
     assert model.forwards == [1] * 16
-    assert comfy.utils.updates == [(i, 16) for i in range(1, 17)]  # one update per face
+    assert utils.updates == [(i, 16) for i in range(1, 17)]  # one update per face
 
 
 def test_memory_decisions_follow_comfyui(pack, sixteen_faces, monkeypatch):
-    import comfy.model_management as mm
+    mm = bridge().mm
 
     from face_pipeline.restoration import auto_batch_size, bytes_per_face, restore_faces
 
-    bridge = pack[0].nodes.comfy_bridge
+    memory = bridge().MEMORY
     model = CountingModel()
     per_face = bytes_per_face(model, 256, torch.float32)
     gpu = torch.device("cuda")  # a stand-in: only the step size and the policy's answer are consulted
     monkeypatch.setattr(mm, "free_bytes", int(3 * per_face / 0.8) + 16)
-    assert bridge.MEMORY.free_bytes(gpu) == mm.free_bytes
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=gpu, faces=16, memory=bridge.MEMORY) == 3
+    assert memory.free_bytes(gpu) == mm.free_bytes
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=gpu, faces=16, memory=memory) == 3
     monkeypatch.setattr(mm, "free_bytes", 1)
-    assert auto_batch_size(model, size=256, dtype=torch.float32, device=gpu, faces=16, memory=bridge.MEMORY) == 1
+    assert auto_batch_size(model, size=256, dtype=torch.float32, device=gpu, faces=16, memory=memory) == 1
 
     class OutOfMemoryAbove2(CountingModel):
         def forward(self, x):
@@ -150,18 +151,16 @@ def test_memory_decisions_follow_comfyui(pack, sixteen_faces, monkeypatch):
 
     before = mm.soft_empty_calls
     limited = OutOfMemoryAbove2()
-    restore_faces(limited, sixteen_faces, batch_size=4, memory=bridge.MEMORY)
+    restore_faces(limited, sixteen_faces, batch_size=4, memory=memory)
     assert limited.forwards[:2] == [-4, 2] and sum(n for n in limited.forwards if n > 0) == 16
     assert mm.soft_empty_calls == before + 1  # the cache released through ComfyUI after the out-of-memory
-    assert bridge.MEMORY.is_oom(torch.cuda.OutOfMemoryError("x")) and not bridge.MEMORY.is_oom(ValueError("x"))
-    assert bridge.MEMORY.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"))
+    assert memory.is_oom(torch.cuda.OutOfMemoryError("x")) and not memory.is_oom(ValueError("x"))
+    assert memory.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"))
 
 
 def test_paste_reserves_memory_and_falls_back_on_out_of_memory(pack, gpen_model, detector, two_photos,
                                                                monkeypatch):
-    import sys
-
-    import comfy.model_management as mm
+    mm = bridge().mm
 
     budget = sys.modules[f"{pack[0].__name__}.face_pipeline.paste.budget"]  # the module the nodes use
     batch = torch.cat(two_photos)
@@ -191,7 +190,7 @@ def test_paste_reserves_memory_and_falls_back_on_out_of_memory(pack, gpen_model,
 
 
 def test_the_detector_is_under_model_management_and_follows_its_network(pack):
-    import comfy.model_management as mm
+    mm = bridge().mm
 
     handle = node(pack, "GPENLoadFaceDetector").load(detector="retinaface_mobile0.25", allow_download=False,
                                                      score_threshold=0.0)[0]

@@ -174,7 +174,7 @@ def test_bad_values_and_options_are_rejected_clearly(model, detector):
         PipelineOptions(mask_type="square")
     with pytest.raises(ValueError, match=r"scale must be one of 1, 2, 4 or 'auto'; got 3"):
         PipelineOptions(scale=3)
-    with pytest.raises(ValueError, match="strength must be between 0 and 1"):
+    with pytest.raises(ValueError, match="strength must be a number from 0 to 1, got 2"):
         PipelineOptions(strength=2)
 
 

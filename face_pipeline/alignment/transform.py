@@ -15,6 +15,9 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"similarity_transform needs two [K, 2] point sets with K >= 2, got {src.shape}, {dst.shape}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("the landmarks contain NaN or infinite values: no transform can be estimated (check the "
+                         "detector's output or the faces given)")
     src_mean, dst_mean = src.mean(0), dst.mean(0)
     src_c, dst_c = src - src_mean, dst - dst_mean
     covariance = dst_c.T @ src_c / len(src)

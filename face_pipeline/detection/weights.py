@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DetectorError, DetectorWeightsCorrupt, DetectorWeightsMissing
+from ..weights_file import load_torch_weights
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +140,10 @@ def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_down
 def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     """Read a plain torch state dict safely (``weights_only=True``), ``module.`` prefixes stripped.
 
-    A damaged, truncated or foreign file raises ``DetectorWeightsCorrupt``."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise DetectorWeightsCorrupt(
-            f"{path} is not a readable {what} weight file ({type(exc).__name__}: {first_line}); "
-            f"it is damaged or incomplete: delete it and download it again"
-        ) from exc
+    A damaged, truncated or foreign file raises ``DetectorWeightsCorrupt`` saying which it is."""
+    url = next((spec.url for spec in WEIGHT_FILES.values() if spec.file_name == path.name), None)
+    hint = f"from {url} into {path.parent}" if url else f"into {path.parent}"
+    state = load_torch_weights(path, download_hint=hint, error=DetectorWeightsCorrupt)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

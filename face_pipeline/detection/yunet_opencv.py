@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DetectorWeightsCorrupt
+from ..weights_file import describe_failed_download
 from .base import FaceDetector
 from .multiscale import empty_rows
 
@@ -31,6 +32,12 @@ class OpenCVYuNetDetector(FaceDetector):
         super().__init__(score_threshold=score_threshold, device="cpu", max_side=max_side)
         import cv2
 
+        from .weights import WEIGHT_FILES
+
+        failed = describe_failed_download(weights, download_hint=f"from {WEIGHT_FILES['yunet_opencv'].url} into "
+                                                                 f"{weights.parent}")
+        if failed is not None:
+            raise DetectorWeightsCorrupt(failed)
         try:
             self.detector = cv2.FaceDetectorYN.create(str(weights), "", (320, 320), 0.6, NMS_THRESHOLD, TOP_K)
             self.detector.setInputSize((32, 32))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FacePipelineError
+from ..weights_file import load_torch_weights
 from .masks import rounded_rect_mask
 
 PARSING_FILES = {
@@ -32,6 +33,10 @@ _HAIR = {"parsenet": 13, "bisenet": 17}
 
 class ParsingWeightsMissing(FacePipelineError):
     """A parsing mask was asked for, but no parsing weights are in the folder."""
+
+
+class ParsingWeightsCorrupt(FacePipelineError):
+    """The parsing weight file is there but cannot be read, or is not the parsing network's."""
 
 
 def find_parsing_weights(parsing_dir: str | Path | None) -> tuple[str, Path]:
@@ -60,15 +65,22 @@ class ParsingNet:
 def _load(kind: str, path: str, mtime: float) -> ParsingNet:
     from facexlib.parsing import BiSeNet, ParseNet
 
+    file_name, url = PARSING_FILES[kind]
+    state = load_torch_weights(path, download_hint=f"from {url} into {Path(path).parent}", error=ParsingWeightsCorrupt)
     model = BiSeNet(num_class=19) if kind == "bisenet" else ParseNet(in_size=512, out_size=512, parsing_ch=19)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # not a dict, or another network's tensors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ParsingWeightsCorrupt(f"{path} does not fit the {kind} parsing network ({first}); is it the right "
+                                    f"file? Delete it and download {file_name} again from {url}") from exc
     return ParsingNet(kind=kind, module=model.eval())
 
 
 def load_parsing_net(parsing_dir: str | Path | None) -> ParsingNet:
     """The parsing network from ``parsing_dir`` (cached by file and modification time), on the CPU. Raises
-    ``ParsingWeightsMissing`` (naming the files and the folder) when neither weight file is there; never downloads."""
+    ``ParsingWeightsMissing`` (naming the files and the folder) when neither weight file is there and
+    ``ParsingWeightsCorrupt`` for a damaged one; never downloads. Call it before any work to report both early."""
     kind, path = find_parsing_weights(parsing_dir)
     return _load(kind, str(path), path.stat().st_mtime)
 

@@ -1,0 +1,60 @@
+"""The image files of a file job: files as given, folders with their images and those of their direct subfolders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FileLayoutError
+from ..image import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One image to process: where it is read, and its name under the output folder (subfolder kept)."""
+
+    source: Path
+    relative: Path
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """Every input file, in order, and the folders they were gathered from (an output must not land in those)."""
+
+    files: tuple[InputFile, ...]
+    folders: tuple[Path, ...]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
+    """Gather the images of ``items`` (files as they are, whatever their suffix; folders with their images of
+    ``IMAGE_SUFFIXES`` and those of their direct subfolders, kept as subfolders of the output).
+
+    Raises ``FileLayoutError`` for a missing input, no image at all, or two inputs that would get one output name.
+    """
+    found: list[InputFile] = []
+    folders: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            folders.append(path)
+            found += [InputFile(p, Path(p.name)) for p in _images_in(path)]
+            for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+                found += [InputFile(p, Path(sub.name) / p.name) for p in _images_in(sub)]
+        elif path.is_file():
+            found.append(InputFile(path, Path(path.name)))
+        else:
+            raise FileLayoutError(f"input not found: {path}")
+    if not found:
+        raise FileLayoutError(f"no images ({' '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, items))}")
+    seen: dict[Path, Path] = {}
+    for entry in found:
+        if entry.relative in seen:
+            raise FileLayoutError(f"{seen[entry.relative]} and {entry.source} would both be written as "
+                                  f"{entry.relative}; rename one")
+        seen[entry.relative] = entry.source
+    return JobInputs(files=tuple(found), folders=tuple(folders))

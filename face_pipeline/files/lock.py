@@ -1,0 +1,94 @@
+"""One run at a time per output folder: a lock file created exclusively, removed when the run ends.
+
+The lock file (``.gpen-restore.lock`` in the output folder) holds the process id and host name of the run that owns
+it. A second run into the same folder gets ``OutputLockedError`` naming the owner and the file. A lock left behind
+by a run that no longer exists on this host (killed with SIGKILL, a crash) is taken over with a warning. A folder the
+lock created is removed again on release if nothing was written into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from ..errors import OutputLockedError, OutputWriteError
+from .writer import describe_os_error
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".gpen-restore.lock"
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there: assume it lives
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class OutputLock:
+    """``with OutputLock(folder):`` holds ``folder``'s lock for the block (the folder is created if needed)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._held = False
+        self._created_folder = False
+
+    def _owner(self) -> tuple[int, str] | None:
+        try:
+            pid, host = self.path.read_text(encoding="utf-8").split()[:2]
+            return int(pid), host
+        except (OSError, ValueError):  # being written, or unreadable: treat as held
+            return None
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return True
+
+    def acquire(self) -> None:
+        try:
+            self._created_folder = not self.folder.exists()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            created = self._create()
+            if not created:
+                owner = self._owner()
+                if owner is not None and owner[1] == socket.gethostname() and not _alive(owner[0]):
+                    logger.warning("taking over %s, left by process %d which no longer runs", self.path, owner[0])
+                    self.path.unlink(missing_ok=True)
+                    created = self._create()
+        except OSError as exc:
+            raise OutputWriteError(f"could not create the lock file {self.path}: {describe_os_error(exc)}") from exc
+        if not created:
+            owner = self._owner()
+            who = f"process {owner[0]} on {owner[1]}" if owner else "another process"
+            raise OutputLockedError(
+                f"another run ({who}) is writing into {self.folder} (lock file {self.path}); wait for it to end, "
+                f"or delete the lock file if no run is active")
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+            if self._created_folder and not any(self.folder.iterdir()):
+                self.folder.rmdir()
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

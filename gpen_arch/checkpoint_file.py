@@ -1,0 +1,111 @@
+"""Why a checkpoint file cannot be read: not a checkpoint at all, truncated, or a pickle that wants to run code.
+
+``torch.load(weights_only=True)`` reports all three as errors whose text ends in advice to load with
+``weights_only=False``, which would run whatever code the file holds. This module looks at the file's bytes instead
+and says which case it is, and what to do (download it again; use a .safetensors version), never passing that advice
+on. ``load_torch_file`` is the one place this package calls ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointReadError
+
+HEAD_BYTES = 512
+_PICKLE_PROTOCOLS = range(2, 6)
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # torch names the first global it refused
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def describe_failed_download(path: Path, *, download_hint: str) -> str | None:
+    """A message when ``path`` holds what a failed download leaves under a weight file's name (an HTML page, a Git
+    LFS pointer), whatever the format expected; None otherwise. ``download_hint`` ends the message."""
+    size = path.stat().st_size
+    head = _head(path)
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in text[:200]:
+        return (f"{path.name} looks like an HTML page ({size:,} bytes), not a weight file: probably a failed download "
+                f"(an error or login page saved under the file's name); delete it and download it again "
+                f"{download_hint}")
+    if head.startswith(b"version https://git-lfs"):
+        return (f"{path.name} is a Git LFS pointer ({size:,} bytes), not the weights: fetch the real file "
+                f"(git lfs pull) or delete it and download it again {download_hint}")
+    return None
+
+
+def describe_non_checkpoint(path: Path, *, download_hint: str) -> str | None:
+    """A message when ``path``'s bytes are not a zip (PyTorch), pickle (old PyTorch) or safetensors file at all
+    (``describe_failed_download`` first), or are a zip cut short; None when they look like a checkpoint.
+    ``download_hint``: where to get the file again (e.g. "from https://..."); it ends the message."""
+    failed = describe_failed_download(path, download_hint=download_hint)
+    if failed is not None:
+        return failed
+    size = path.stat().st_size
+    head = _head(path)
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):  # the central directory is at the end: a cut file has none
+            return (f"{path.name} is truncated: a zip checkpoint of {size:,} bytes without its end (the download or "
+                    f"copy stopped early); delete it and download it again {download_hint}")
+        return None
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
+        return None  # PyTorch's legacy format (a pickle)
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
+        return None  # safetensors: a little-endian header length, then JSON
+    return (f"{path.name} is not a checkpoint: {size:,} bytes of non-checkpoint data (starting {head[:12]!r}), "
+            f"neither a PyTorch (zip or pickle) nor a safetensors file; delete it and download it again "
+            f"{download_hint}")
+
+
+def describe_load_error(path: Path, exc: BaseException, *, download_hint: str) -> str:
+    """The message for ``torch.load(path, weights_only=True)`` having raised ``exc``: code refused, truncated, or
+    damaged; torch's own text is passed on only where it carries no loading advice."""
+    size = path.stat().st_size
+    detail = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and ("weights_only" in detail or "Unsupported global" in detail
+                                                    or "GLOBAL" in detail):
+        match = _GLOBAL.search(detail)
+        what = f"Python objects ({match.group(1)})" if match else "Python objects"
+        return (f"{path.name} was refused: besides tensors it holds {what} whose loading would run code from the "
+                f"file, so it was not loaded. Use a .safetensors version of this model, or a plain weights file "
+                f"from its official source")
+    lowered = detail.lower()
+    if isinstance(exc, (EOFError, zipfile.BadZipFile, struct.error)) or any(
+            mark in lowered for mark in ("ran out of input", "unexpected eof", "central directory", "truncated",
+                                         "failed reading")):
+        return (f"{path.name} is truncated or damaged ({size:,} bytes; the download or copy probably stopped "
+                f"early); delete it and download it again {download_hint}")
+    first = (detail.strip().splitlines() or [type(exc).__name__])[0][:200]
+    if "weights_only" in first or "trust" in first:
+        first = type(exc).__name__
+    return (f"{path.name} ({size:,} bytes) is damaged: it is not a readable checkpoint ({first}); delete it and "
+            f"download it again {download_hint}")
+
+
+def load_torch_file(path: str | Path, *, download_hint: str = "from its source") -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, with ``CheckpointReadError`` saying why a file
+    cannot be read (see the module doc). Nothing in the file is ever executed."""
+    path = Path(path)
+    try:
+        problem = describe_non_checkpoint(path, download_hint=download_hint)
+    except OSError as exc:
+        raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
+    if problem is not None:
+        raise CheckpointReadError(problem)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, ImportError, TypeError, KeyError, IndexError, struct.error) as exc:
+        raise CheckpointReadError(describe_load_error(path, exc, download_hint=download_hint)) from exc

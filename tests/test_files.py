@@ -1,0 +1,147 @@
+"""face_pipeline.files: the output plan's clash checks, the atomic writer, the output-folder lock."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from face_pipeline.errors import (
+    FileLayoutError,
+    OutputExistsError,
+    OutputLockedError,
+    OutputWriteError,
+)
+from face_pipeline.files import (
+    LOCK_NAME,
+    OutputLock,
+    collect_inputs,
+    plan_outputs,
+    write_atomically,
+    writer,
+)
+
+
+def _tree(root, *names):
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"image " + name.encode())
+    return root
+
+
+def test_collect_keeps_subfolders_and_refuses_name_clashes(tmp_path):
+    _tree(tmp_path, "in/a.jpg", "in/sub/b.png", "in/sub/deeper/c.png", "in/notes.txt", "other/a.jpg")
+    found = collect_inputs([tmp_path / "in"])
+    assert [(f.source.name, str(f.relative)) for f in found.files] == [("a.jpg", "a.jpg"), ("b.png", "sub/b.png")]
+    assert found.folders == (tmp_path / "in",)
+    with pytest.raises(FileLayoutError, match=r"in/a\.jpg and .*other/a\.jpg would both be written as a\.jpg; rename"):
+        collect_inputs([tmp_path / "in", tmp_path / "other" / "a.jpg"])
+    with pytest.raises(FileLayoutError, match="input not found: .*missing"):
+        collect_inputs([tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("output, message", [
+    ("in", r"the output folder .*in is the input folder .*in, whose images"),
+    ("in/sub", r"the output folder .*in/sub is inside the input folder .*in, whose images"),
+    ("in/new/deeper", r"the output folder .*in/new/deeper is inside the input folder .*in"),
+    ("masks/out", r"the output folder .*masks/out is inside the input folder .*masks"),
+])
+def test_output_folder_inside_a_folder_being_read(tmp_path, output, message):
+    _tree(tmp_path, "in/a.jpg", "in/sub/a.jpg", "masks/a.png")
+    with pytest.raises(FileLayoutError, match=message):
+        plan_outputs(collect_inputs([tmp_path / "in"]), tmp_path / output, also_read=[tmp_path / "masks"])
+    assert not (tmp_path / "in" / "new").exists()  # nothing created
+
+
+def test_output_equal_to_an_input_even_through_a_hard_link(tmp_path):
+    _tree(tmp_path, "in/a.jpg", "out/x.jpg")
+    with pytest.raises(FileLayoutError, match=r"the output .*in/a\.jpg would overwrite the input .*in/a\.jpg"):
+        plan_outputs(collect_inputs([tmp_path / "in" / "a.jpg"]), tmp_path / "in")
+    os.link(tmp_path / "in" / "a.jpg", tmp_path / "out" / "a.jpg")  # the output's name is the input's file
+    with pytest.raises(FileLayoutError, match=r"the output .*out/a\.jpg would overwrite the input .*in/a\.jpg"):
+        plan_outputs(collect_inputs([tmp_path / "in" / "a.jpg"]), tmp_path / "out", overwrite=True)
+
+
+def test_plan_marks_what_it_skips_and_names_crops_apart(tmp_path):
+    _tree(tmp_path, "in/a.jpg", "in/a.png", "x.gif", "noext", "out/a.png")
+    inputs = collect_inputs([tmp_path / "in", tmp_path / "x.gif", tmp_path / "noext"])
+    plan = plan_outputs(inputs, tmp_path / "out")
+    skips = {item.source.name: (item.skip, item.exists) for item in plan.items}
+    assert skips["a.jpg"] == (None, False)
+    assert skips["a.png"] == (f"{tmp_path / 'out' / 'a.png'} already exists (--overwrite replaces it)", True)
+    assert skips["x.gif"][0].startswith(".gif files cannot be written (output formats: .png")
+    assert skips["noext"][0].startswith("files without a suffix cannot be written")
+    assert [i.source.name for i in plan_outputs(inputs, tmp_path / "out", overwrite=True).todo] == ["a.jpg", "a.png"]
+    a_jpg, a_png = plan.items[:2]
+    assert plan.crop_path(a_jpg, 0, "aligned") == tmp_path / "out" / "crops" / "a.jpg_face0_aligned.png"
+    assert plan.crop_path(a_png, 0, "aligned") == tmp_path / "out" / "crops" / "a.png_face0_aligned.png"
+
+
+def test_single_output_file(tmp_path):
+    _tree(tmp_path, "a.png", "b.png")
+    plan = plan_outputs(collect_inputs([tmp_path / "a.png"]), tmp_path / "res" / "x.jpg")
+    assert plan.root == tmp_path / "res" and plan.items[0].target == tmp_path / "res" / "x.jpg"
+    with pytest.raises(FileLayoutError, match=r"--output .*x\.jpg names one image file, but 2 images are given"):
+        plan_outputs(collect_inputs([tmp_path / "a.png", tmp_path / "b.png"]), tmp_path / "x.jpg")
+    (tmp_path / "taken.jpg").mkdir()  # an existing folder with an image-like name stays a folder
+    assert plan_outputs(collect_inputs([tmp_path / "a.png"]), tmp_path / "taken.jpg").root == tmp_path / "taken.jpg"
+    (tmp_path / "notes").write_bytes(b"")
+    with pytest.raises(FileLayoutError, match=r"--output .*notes is an existing file; give a folder"):
+        plan_outputs(collect_inputs([tmp_path / "b.png"]), tmp_path / "notes")
+
+
+def test_atomic_write_never_replaces_unasked(tmp_path):
+    target = tmp_path / "sub" / "a.jpg"
+    write_atomically(target, b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(OutputExistsError, match=r"a\.jpg already exists .*it was kept as it is"):
+        write_atomically(target, b"second")
+    assert target.read_bytes() == b"first"
+    write_atomically(target, b"third", overwrite=True)
+    assert target.read_bytes() == b"third"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.jpg"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def full_disk(fd, chunk):
+        calls.append(1)
+        if len(calls) == 1:
+            return os.write(fd, chunk[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "_write_chunk", full_disk)
+    with pytest.raises(OutputWriteError, match=r"could not write .*g3\.jpg: disk full"):
+        write_atomically(tmp_path / "g3.jpg", b"x" * 93350)
+    (tmp_path / "old.jpg").write_bytes(b"old")
+    with pytest.raises(OutputWriteError, match="disk full"):
+        write_atomically(tmp_path / "old.jpg", b"new", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.jpg"] and (tmp_path / "old.jpg").read_bytes() == b"old"
+    (tmp_path / "file").write_bytes(b"")
+    monkeypatch.undo()
+    with pytest.raises(OutputWriteError, match=r"could not write .*file/a\.jpg: "):
+        write_atomically(tmp_path / "file" / "a.jpg", b"x")  # its folder is a file
+
+
+def test_lock_refuses_a_second_run_and_takes_over_a_dead_ones(tmp_path):
+    folder = tmp_path / "out"
+    with OutputLock(folder):
+        assert (folder / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+        with pytest.raises(OutputLockedError, match=rf"another run \(process {os.getpid()} on .+\) is writing into "
+                                                    rf".*out \(lock file .*{LOCK_NAME}\); wait for it to end"):
+            OutputLock(folder).acquire()
+    assert not folder.exists()  # created by the lock, nothing written: removed again
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    import socket
+
+    (folder / LOCK_NAME).write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")
+    with OutputLock(folder):  # its owner is gone: taken over
+        (folder / "result.png").write_bytes(b"x")
+    assert sorted(p.name for p in folder.iterdir()) == ["result.png"]  # the folder stays, the lock is gone
