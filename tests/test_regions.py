@@ -99,7 +99,7 @@ def test_a_region_mask_restores_only_the_face_it_covers(detector, two_faces):
     small = torch.nn.functional.interpolate(region[None], size=(60, 102))[0]  # any size: resized to the image's
     _, again = run_pipeline(two_faces, model=Gray(), detector=detector, options=options, region=small)
     assert again.faces_restored == 1 and again.faces.faces[0].box == report.faces.faces[0].box
-    with pytest.raises(ValueError, match="region_overlap must be between 0 and 1, got -0.1"):
+    with pytest.raises(ValueError, match="region_overlap must be a number from 0 to 1, got -0.1"):
         PipelineOptions(region_overlap=-0.1)
 
 
