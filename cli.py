@@ -1,6 +1,6 @@
 """Restore the faces in images or folders with a GPEN model, without ComfyUI.
 
-    python cli.py photo.jpg --model models/gpen/GPEN-BFR-2048.pth --output restored/
+    python cli.py photo.jpg --model GPEN-BFR-2048.pth --output restored/
     python cli.py photo.jpg --model GPEN-BFR-512.pth --output photo_restored.jpg
     python cli.py photos/ --model GPEN-BFR-512.pth --output out/ --detector yunet_opencv --scale auto
     python cli.py frames/ --model GPEN-BFR-512.pth --output out/ --video-frames --scale 2
@@ -17,8 +17,12 @@ An output file that exists is NOT replaced: that input is skipped and reported (
 that would land on an input, or an output folder inside an input folder, is refused before any work; two runs into
 one output folder at once are refused by a lock file (.gpen-restore.lock) there.
 
-Detector weights are looked up in --detector-dir (default: models/facedetection beside this file, the folder
-ComfyUI uses) and downloaded there from their official URL unless --no-download is given.
+Paths: every file or folder you type is used as typed (absolute, or relative to the current folder). The models live
+beside this file, in the folders ComfyUI uses: --model given as a bare file name (no folder part) that is not in the
+current folder is looked up in models/gpen; --detector-dir and --parsing-dir default to models/facedetection. The
+default detector, yunet_opencv, ships with the pack (used when --detector-dir has no copy of its file), so it works
+offline; the other detectors' weights are downloaded into --detector-dir from their official URL on first use, unless
+--no-download is given.
 --video-frames treats all inputs, in name order, as the frames of one video: faces are tracked across them and their
 landmarks smoothed; detection runs over the whole sequence first, then frames are restored in chunks.
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without
@@ -45,7 +49,7 @@ from pathlib import Path
 import torch
 
 from face_pipeline.annotate import annotate_faces
-from face_pipeline.detection import DETECTOR_NAMES, ROTATION_MODES, load_detector
+from face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES, ROTATION_MODES, load_detector
 from face_pipeline.errors import (
     FacePipelineError,
     FileLayoutError,
@@ -89,11 +93,12 @@ from face_pipeline.pipeline import (
 )
 from face_pipeline.restoration import RESTORE_MODES
 from face_pipeline.video import frame_thumbnails, scene_cuts
-from gpen_arch import GPENError, load_gpen_file
+from gpen_arch import CheckpointReadError, GPENError, load_gpen_file
 
 logger = logging.getLogger("gpen.cli")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEFAULT_DETECTOR_DIR = Path(__file__).resolve().parent / "models" / "facedetection"
+MODELS_DIR = Path(__file__).resolve().parent / "models"  # the layout of ComfyUI's models folder
+DEFAULT_DETECTOR_DIR = MODELS_DIR / "facedetection"
 FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
 MAX_OUTPUT_SIDE = 4 * MAX_SIDE  # --max-output-size upper bound
 
@@ -112,14 +117,17 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--model", required=True, help="GPEN checkpoint (.pth/.pt/.bin/.safetensors)")
+    parser.add_argument("--model", required=True,
+                        help="GPEN checkpoint (.pth/.pt/.bin/.safetensors): a path, or a bare file name in "
+                             "models/gpen beside cli.py")
     parser.add_argument("--output", required=True,
                         help="output folder (created if needed), or for a single input the image file to write")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist (default: keep them, skip those inputs and report "
                              "them)")
-    parser.add_argument("--detector", choices=DETECTOR_NAMES, default="retinaface_resnet50",
-                        help="face detector (default: %(default)s, as the official GPEN pipeline)")
+    parser.add_argument("--detector", choices=DETECTOR_NAMES, default=DEFAULT_DETECTOR,
+                        help="face detector (default: %(default)s, shipped with the pack; retinaface_resnet50 is the "
+                             "official GPEN detector, a 104 MB download)")
     parser.add_argument("--detector-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder of detector weights (default: models/facedetection beside cli.py)")
     parser.add_argument("--no-download", action="store_true", help="never download detector weights")
@@ -140,7 +148,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strength", type=float, default=1.0, help="blend of restored (1) and original (0) face")
     parser.add_argument("--mask", choices=MASK_TYPES, default="rounded_rect", help="paste mask")
     parser.add_argument("--feather", type=float, default=0.1, help="mask feather, a fraction of the face size (0..0.5)")
-    parser.add_argument("--parsing-dir", help="folder with parsing_parsenet.pth or parsing_bisenet.pth")
+    parser.add_argument("--parsing-dir", default=str(DEFAULT_DETECTOR_DIR),
+                        help="folder with parsing_parsenet.pth or parsing_bisenet.pth (default: models/facedetection "
+                             "beside cli.py)")
     parser.add_argument("--no-color-correction", action="store_true", help="keep the model's colours as they are")
     parser.add_argument("--no-keep-gray", action="store_true",
                         help="let faces in black-and-white images come out in colour (by default a black-and-white "
@@ -196,6 +206,20 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
         raise UsageError(f"--inpaint-masks {args.inpaint_masks}: no such folder")
+
+
+def resolve_model_path(value: str) -> Path:
+    """--model: a path is used as typed; a bare file name (no folder part) is taken from the current folder when it
+    is there, else from models/gpen beside cli.py. Raises ``CheckpointReadError`` naming both places if neither has
+    it."""
+    path = Path(value)
+    if path.exists() or any(sep in value for sep in ("/", "\\")):
+        return path
+    beside = MODELS_DIR / "gpen" / value
+    if beside.exists():
+        return beside
+    raise CheckpointReadError(f"checkpoint not found: {value} is neither in the current folder nor in {beside.parent}; "
+                              f"put the file there or give its path")
 
 
 def pick_device(name: str) -> torch.device:
@@ -291,8 +315,9 @@ class Job:
         self.dtype = pick_dtype(args.dtype, self.device)
         if options.mask_type.startswith("parsing"):
             load_parsing_net(options.parsing_dir)
-        self.model = load_gpen_file(args.model, device=self.device, dtype=self.dtype)
-        logger.info("model %s: %s on %s in %s", Path(args.model).name, self.model.config, self.device, self.dtype)
+        model_path = resolve_model_path(args.model)
+        self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
+        logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
                                       allow_download=not args.no_download, device=self.device,
                                       max_side=args.detector_max_side)

@@ -1,9 +1,10 @@
 """Time each stage of the face pipeline for one face, against the restore itself.
 
-    python benchmarks/bench_pipeline.py --size 2048 --detector yunet_opencv --detector-dir ../shared/detectors
+    python benchmarks/bench_pipeline.py --size 2048 --detector yunet_opencv
 
 Uses full-size random GPEN weights (the released configuration for --size) so the restore costs what a real model
-costs; the photo defaults to ../shared/faces/grace_hopper.jpg. Prints the median over --runs of detection,
+costs; the photo defaults to tests/data/faces/grace_hopper.jpg and the detector weights to tests/data/detectors (OpenCV
+YuNet from the copy shipped with the pack). Prints the median over --runs of detection,
 alignment, restore and paste-back (at 1x and at the auto scale), and their share of the restore time.
 """
 
@@ -47,9 +48,9 @@ def timed(fn, runs: int, device: torch.device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2048, choices=[256, 512, 1024, 2048])
-    parser.add_argument("--image", default=str(REPO_ROOT.parent / "shared" / "faces" / "grace_hopper.jpg"))
+    parser.add_argument("--image", default=str(REPO_ROOT / "tests" / "data" / "faces" / "grace_hopper.jpg"))
     parser.add_argument("--detector", default="yunet_opencv")
-    parser.add_argument("--detector-dir", default=str(REPO_ROOT.parent / "shared" / "detectors"))
+    parser.add_argument("--detector-dir", default=str(REPO_ROOT / "tests" / "data" / "detectors"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--runs", type=int, default=3)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-#: Base channel counts per resolution before ``channel_multiplier`` and ``narrow`` (SPEC section 2.1).
+#: Base channel counts per resolution before ``channel_multiplier`` and ``narrow`` (docs/network.md, channel table).
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512}
 _MULTIPLIED_BASE = {64: 256, 128: 128, 256: 64, 512: 32, 1024: 16, 2048: 8}
 
@@ -74,7 +74,7 @@ class GPENConfig:
         return self.log_size - 2
 
 
-#: The configurations the official entry points build for the released GPEN-BFR checkpoints (SPEC section 1).
+#: The configurations the official entry points build for the released GPEN-BFR checkpoints (docs/network.md).
 RELEASED_CONFIGS = {
     256: GPENConfig(size=256, channel_multiplier=1, narrow=0.5),
     512: GPENConfig(size=512, channel_multiplier=2, narrow=1.0),

@@ -1,8 +1,8 @@
 """The building blocks of GPEN, with attribute names that reproduce the released checkpoint keys exactly.
 
-Each module's ``forward`` is the plain reference form of SPEC section 2.2 (equalized learning rate: stored weights
-are N(0, 1)-scale and multiplied by ``scale`` at run time). The fast inference path in ``fast_forward.py`` reads the
-same parameters and buffers and computes the same maths with fewer passes over memory.
+Each module's ``forward`` is the plain reference form described in docs/network.md (equalized learning rate: stored
+weights are N(0, 1)-scale and multiplied by ``scale`` at run time). The fast inference path in ``fast_forward.py`` reads
+the same parameters and buffers and computes the same maths with fewer passes over memory.
 """
 
 from __future__ import annotations

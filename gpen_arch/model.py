@@ -155,7 +155,7 @@ class GPEN(nn.Module):
         return self._graph_runner
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The literal forward of SPEC section 2 (also used when gradients are needed)."""
+        """The literal forward described in docs/network.md (also used when gradients are needed)."""
         features = []
         out = x
         for layer in self.encoder_layers():

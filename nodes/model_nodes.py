@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..face_pipeline.detection import DETECTOR_NAMES, WEIGHT_FILES, load_detector
+from ..face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES, WEIGHT_FILES, load_detector
 from . import comfy_bridge as bridge
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, DetectorHandle
 
@@ -61,8 +61,9 @@ class GPENLoadFaceDetector:
     def INPUT_TYPES(cls):
         return {"required": {
             "detector": (list(DETECTOR_NAMES), {
-                "default": "retinaface_resnet50",
-                "tooltip": "Which detector. Weight files: " + "; ".join(
+                "default": DEFAULT_DETECTOR,
+                "tooltip": "Which detector. yunet_opencv (the default) ships with the pack and works offline; the "
+                           "others are downloaded on first use. Weight files: " + "; ".join(
                     f"{k}: {v.file_name}" for k, v in WEIGHT_FILES.items())}),
             "allow_download": ("BOOLEAN", {
                 "default": True,

@@ -11,11 +11,12 @@ import itertools
 
 import pytest
 import torch
+from conftest import SKIP_CUDA
 
 from gpen_arch import GPEN, GPENConfig, load_gpen
 from gpen_arch.ops import triton_epilogue
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=SKIP_CUDA + "needs a CUDA device")
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 CONFIG = GPENConfig(size=256, channel_multiplier=2, narrow=0.5)  # every kind of layer, small enough to be quick
@@ -49,7 +50,7 @@ def exact_float32():
 @pytest.mark.parametrize("subpixel,fused,batch", list(itertools.product([False, True], [False, True], [1, 3])))
 def test_gpu_forms_match_the_reference(weights_and_reference, subpixel, fused, batch):
     if fused and not HAS_TRITON:
-        pytest.skip("Triton is not installed: the fused epilogue falls back to PyTorch")
+        pytest.skip(SKIP_CUDA + "Triton is not installed: the fused epilogue falls back to PyTorch")
     state, x, expected = weights_and_reference
     model = load_gpen(state, device="cuda")
     model.subpixel_upsample, model.fused_kernels = subpixel, fused

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 from safetensors.torch import save_file
 from test_arch_keys import random_state_dict
 
@@ -56,7 +56,9 @@ def test_unsupported_suffix(tmp_path):
 
 def _bad_file(kind: str, tmp_path) -> bytes:
     if kind == "truncated zip":
-        data = require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth").read_bytes()
+        whole = tmp_path / "whole.pth"
+        torch.save(read_state_dict(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")), whole)
+        data = whole.read_bytes()
         return data[: len(data) // 2]
     if kind == "truncated legacy pickle":
         path = tmp_path / "legacy.pth"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 from safetensors.torch import save_file
 
 from gpen_arch import RELEASED_CONFIGS, GPEN, expected_shapes, infer_config, load_gpen, read_state_dict
 
 
 def released_keys(size: int) -> list[tuple[str, tuple[int, ...]]]:
-    path = require_shared("gpen", "keys", f"keys_{size}.txt")
+    path = data_file("gpen", "keys", f"keys_{size}.txt")
     rows = []
     for line in path.read_text().splitlines():
         if line.strip():

@@ -13,10 +13,10 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT, require_shared
+from conftest import REPO_ROOT, SKIP_CUDA
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                reason="Triton is not installed (it ships with CUDA builds of PyTorch)")
+                                reason=SKIP_CUDA + "Triton is not installed (it ships with CUDA builds of PyTorch)")
 
 
 def run_interpreted(code: str) -> str:
@@ -60,14 +60,14 @@ def test_fused_epilogue_matches_pytorch():
 
 
 def test_whole_network_with_fused_kernels_matches_the_official_output():
-    require_shared("gpen", "vectors")
     out = run_interpreted("""
         import torch
         from gpen_arch import load_gpen, read_state_dict
         from gpen_arch.fast_forward import fast_forward
         from gpen_arch.ops import triton_epilogue
-        from test_arch_vectors import load_vector
-        path, _, x, expected, tolerance = load_vector("gpen_256_cm1_n0.25")
+        from test_arch_vectors import load_compact
+        path, _, x, checks = load_compact("compact_256_cm1_n0.0625_s64")
+        expected = checks["output"][1]
         model = load_gpen(read_state_dict(path))
         calls = []
         original = triton_epilogue.concat_epilogue

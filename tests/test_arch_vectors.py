@@ -1,4 +1,5 @@
-"""The network reproduces the official outputs on the reference vectors (SPEC section 10)."""
+"""The network reproduces the official outputs: on the compact vectors in tests/data (every one of them, reduced
+width and style size 64) and on the full-width vectors in ../shared (big data). docs/network.md describes it."""
 
 from __future__ import annotations
 
@@ -6,26 +7,71 @@ import json
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import DATA, data_file, require_shared
 from safetensors.torch import load_file
 
-from gpen_arch import load_gpen, read_state_dict
+from gpen_arch import infer_config, load_gpen, read_state_dict
 from gpen_arch.fast_forward import fast_forward
 
 VECTORS = ["gpen_256_cm1_n0.25", "gpen_512_cm2_n0.25", "gpen_2048_cm2_n0.125"]
+COMPACT = sorted(p.stem for p in (DATA / "gpen" / "compact").glob("*.json"))
+
+
+def to_input(rgb_u8: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+    """``[S, S, 3]`` uint8 RGB -> ``[1, 3, S * repeat, S * repeat]`` in [-1, 1] (nearest repeat, as the vectors say)."""
+    x = ((rgb_u8.float() / 255) - 0.5) / 0.5
+    x = x.permute(2, 0, 1).unsqueeze(0)
+    return x.repeat_interleave(repeat, dim=2).repeat_interleave(repeat, dim=3).contiguous()
 
 
 def load_vector(name: str):
     folder = require_shared("gpen", "vectors")
     meta = json.loads((folder / f"{name}.json").read_text())
     io = load_file(str(folder / f"{name}_io.safetensors"))
-    x = ((io["input_rgb_u8"].float() / 255) - 0.5) / 0.5
-    x = x.permute(2, 0, 1).unsqueeze(0).contiguous()  # [1, 3, S, S] RGB in [-1, 1]
+    x = to_input(io["input_rgb_u8"])  # [1, 3, S, S] RGB in [-1, 1]
     if "output" in io:
         expected, tolerance = io["output"], 1e-4
     else:
         expected, tolerance = io["output_fp16"].float(), 2e-3
     return folder / f"{name}.pth", meta, x, expected, tolerance
+
+
+def load_compact(name: str):
+    """(weights path, meta, input, {what: (how to take it from the output, official values)}) of a compact vector."""
+    meta = json.loads(data_file("gpen", "compact", f"{name}.json").read_text())
+    io = load_file(str(data_file("gpen", "compact", f"{name}_io.safetensors")))
+    if "output" in io:
+        x = to_input(io["input_rgb_u8"])
+        checks = {"output": (lambda out: out, io["output"].unsqueeze(0))}
+    else:  # 2048: the input is the stored 256 one repeated 8x; every 8th output pixel and the central 128x128 kept
+        x = to_input(io["input_rgb_u8"], repeat=meta["size"] // io["input_rgb_u8"].shape[0])
+        centre = slice(meta["size"] // 2 - 64, meta["size"] // 2 + 64)
+        checks = {"every_8th": (lambda out: out[0, :, ::8, ::8], io["output_every_8th"]),
+                  "centre_128": (lambda out: out[0, :, centre, centre], io["output_center_128"])}
+    return data_file("gpen", "compact", f"{name}.safetensors"), meta, x, checks
+
+
+def test_every_compact_vector_is_checked():
+    assert COMPACT == ["compact_2048_cm2_n0.125_s64", "compact_256_cm1_n0.0625_s64", "compact_512_cm2_n0.0625_s64"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("name", COMPACT)
+def test_reproduces_the_compact_official_outputs(name, fast):
+    path, meta, x, checks = load_compact(name)
+    state = read_state_dict(path)
+    config = infer_config(state)  # every hyper-parameter from the shapes: style_dim is 64 here, not the usual 512
+    assert (config.size, config.channel_multiplier, config.style_dim, config.n_mlp) == (
+        meta["size"], meta["channel_multiplier"], meta["style_dim"], meta["n_mlp"])
+    assert config.narrow == pytest.approx(meta["narrow"])
+    model = load_gpen(state)  # stored as float16, run in float32
+    model.use_fast_path = fast
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 3, meta["size"], meta["size"]) and out.dtype == torch.float32
+    for what, (take, expected) in checks.items():
+        error = (take(out) - expected).abs().max().item()
+        assert error <= 1e-4, f"{name} {what}: max abs error {error:.3g} > 1e-4"
 
 
 @pytest.fixture(scope="module", params=VECTORS)
@@ -49,7 +95,8 @@ def test_reproduces_official_output(vector, fast):
 
 
 def test_fast_path_matches_reference_on_a_batch():
-    path, _, x, expected, _ = load_vector("gpen_256_cm1_n0.25")
+    path, _, x, checks = load_compact("compact_256_cm1_n0.0625_s64")
+    expected = checks["output"][1]
     model = load_gpen(read_state_dict(path))
     batch = torch.cat([x, x.flip(-1), 0.5 * x])
     with torch.no_grad():
@@ -74,7 +121,7 @@ def with_attributes(model, **attributes):
 
 
 def test_gradients_use_the_reference_path():
-    path, _, x, _, _ = load_vector("gpen_256_cm1_n0.25")
+    path, _, x, _ = load_compact("compact_256_cm1_n0.0625_s64")
     model = load_gpen(read_state_dict(path))
     x = x.clone().requires_grad_(True)
     model(x).mean().backward()

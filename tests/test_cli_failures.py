@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, require_shared
+from conftest import REPO_ROOT, data_file
 
 from face_pipeline.files import LOCK_NAME
 
-MODEL_256 = ("gpen", "vectors", "gpen_256_cm1_n0.25.pth")
+MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 DEFAULT = object()  # a row that loads the real (tiny) model and the OpenCV detector
 
 
@@ -33,9 +33,9 @@ def face(tmp: Path, name: str) -> Path:
     path = tmp / "in" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        shutil.copy(require_shared("faces", "grace_hopper.jpg"), path)
+        shutil.copy(data_file("faces", "grace_hopper.jpg"), path)
     else:
-        cv2.imencode(path.suffix or ".png", cv2.imread(str(require_shared("faces", "grace_hopper.jpg"))))[1].tofile(
+        cv2.imencode(path.suffix or ".png", cv2.imread(str(data_file("faces", "grace_hopper.jpg"))))[1].tofile(
             str(path))
     return path
 
@@ -49,9 +49,9 @@ def plain(tmp: Path, name: str, suffix: str = ".png") -> Path:
 
 
 def cmd(tmp: Path, *inputs, model=DEFAULT, output: str | Path | None = None, detector_dir=None) -> list[str]:
-    model_path = str(require_shared(*MODEL_256)) if model is DEFAULT else str(tmp / model)
+    model_path = str(data_file(*MODEL_256)) if model is DEFAULT else str(tmp / model)
     return [*map(str, inputs), "--model", model_path, "--output", str(output or tmp / "out"), "--detector",
-            "yunet_opencv", "--detector-dir", str(detector_dir or require_shared("detectors")), "--no-download"]
+            "yunet_opencv", "--detector-dir", str(detector_dir or tmp / "no-detectors"), "--no-download"]
 
 
 def files_under(folder: Path) -> dict[str, bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.detection import load_detector
 from face_pipeline.errors import InvalidImageError
@@ -15,7 +15,7 @@ BACKENDS = ["retinaface_mobile0.25", "yunet", "yunet_opencv"]
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def detector(request):
-    return load_detector(request.param, weights_dir=require_shared("detectors"))
+    return load_detector(request.param, weights_dir=data_file("detectors"))
 
 
 def test_tiny_and_empty_images_have_no_faces(detector):
@@ -64,4 +64,4 @@ def test_threshold_is_checked(detector):
     with pytest.raises(ValueError, match="score_threshold must be in 0..1, got 2"):
         detector.detect(torch.rand(1, 3, 64, 64), score_threshold=2)
     with pytest.raises(ValueError, match="max_side must be at least 64"):
-        load_detector(detector.name, weights_dir=require_shared("detectors"), max_side=10)
+        load_detector(detector.name, weights_dir=data_file("detectors"), max_side=10)

@@ -1,4 +1,5 @@
-"""Detector weight files: the table, lookup in a folder, verified download (no network), damaged files."""
+"""Detector weight files: the table, lookup in a folder, the bundled YuNet, verified download (no network), damaged
+files."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import warnings
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.detection import DETECTOR_NAMES, WEIGHT_FILES, load_detector, weights
 from face_pipeline.errors import DetectorError, DetectorWeightsCorrupt, DetectorWeightsMissing
 
-SHARED_FILES = ["retinaface_mobile0.25", "yunet", "yunet_opencv"]
+SMALL_FILES = ["retinaface_mobile0.25", "yunet", "yunet_opencv"]  # in tests/data/detectors, or bundled with the pack
+
+
+def small_file(detector: str):
+    """The real weight file of a small detector: the pack's own copy of OpenCV YuNet, the others from tests/data."""
+    return weights.bundled_weights(detector) or data_file("detectors", WEIGHT_FILES[detector].file_name)
 
 
 def test_table_covers_every_detector():
@@ -24,10 +30,11 @@ def test_table_covers_every_detector():
     assert WEIGHT_FILES["yunet"].url == "https://github.com/kornia/data/raw/main/yunet_final.pth"
 
 
-@pytest.mark.parametrize("detector", SHARED_FILES)
-def test_shared_files_match_the_table(detector):
+@pytest.mark.parametrize("detector", SMALL_FILES)
+def test_real_files_match_the_table(detector):
     spec = WEIGHT_FILES[detector]
-    path = require_shared("detectors", spec.file_name)
+    path = small_file(detector)
+    assert path.name == spec.file_name
     assert path.stat().st_size == spec.size_bytes
     assert weights.sha256_of(path) == spec.sha256
 
@@ -74,8 +81,31 @@ def test_unknown_detector(tmp_path):
         load_detector("mtcnn", weights_dir=tmp_path)
 
 
+def test_the_bundled_yunet_is_the_fallback_for_its_own_file_only(tmp_path, monkeypatch):
+    def no_network(url, destination):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(weights, "_fetch", no_network)
+    bundled = weights.bundled_weights("yunet_opencv")
+    assert weights.BUNDLED_DETECTORS == ("yunet_opencv",) and bundled.parent.name == "bundled"
+    assert "MIT License\n\nCopyright (c) 2020 Shiqi Yu" in (bundled.parent / "LICENSE-yunet.txt").read_text()
+    for allow_download in (False, True):  # the shipped copy is used before any download
+        assert weights.resolve_weights("yunet_opencv", weights_dir=tmp_path / "none",
+                                       allow_download=allow_download) == bundled
+    det = load_detector("yunet_opencv", weights_dir=tmp_path / "none")
+    assert det.name == "yunet_opencv" and not (tmp_path / "none").exists()
+    user = tmp_path / "user"  # the user's folder comes first: their copy (here an empty, broken one) is the one read
+    user.mkdir()
+    (user / "face_detection_yunet_2023mar.onnx").write_bytes(b"")
+    with pytest.raises(DetectorWeightsCorrupt, match="is an empty file"):
+        load_detector("yunet_opencv", weights_dir=user)
+    assert weights.bundled_weights("yunet") is None  # the other detectors are never taken from the pack
+    with pytest.raises(DetectorWeightsMissing, match="yunet_final.pth, which is not in"):
+        load_detector("yunet", weights_dir=tmp_path / "none")
+
+
 def test_download_is_verified(tmp_path, monkeypatch):
-    source = require_shared("detectors", "yunet_final.pth")
+    source = data_file("detectors", "yunet_final.pth")
     calls = []
 
     def fake_fetch(url, destination):
@@ -91,8 +121,8 @@ def test_download_is_verified(tmp_path, monkeypatch):
 
     monkeypatch.setattr(weights, "_fetch", lambda url, dest: dest.write_bytes(b"not the file"))
     wrong = hashlib.sha256(b"not the file").hexdigest()
-    with pytest.raises(DetectorWeightsCorrupt, match=f"has sha256 {wrong}, expected 8f2383e4.*discarded"):
-        load_detector("yunet_opencv", weights_dir=tmp_path / "bad", allow_download=True)
+    with pytest.raises(DetectorWeightsCorrupt, match=f"has sha256 {wrong}, expected 2979b33f.*discarded"):
+        load_detector("retinaface_mobile0.25", weights_dir=tmp_path / "bad", allow_download=True)
     assert list((tmp_path / "bad").iterdir()) == []  # the partial download is gone
 
 
@@ -110,11 +140,11 @@ def test_offline_download_names_file_url_and_folder(tmp_path, monkeypatch):
 
 
 def _truncated(name: str, fraction: float = 0.5) -> bytes:
-    data = require_shared("detectors", WEIGHT_FILES[name].file_name).read_bytes()
+    data = small_file(name).read_bytes()
     return data[: int(len(data) * fraction)]
 
 
-@pytest.mark.parametrize("detector", SHARED_FILES + ["retinaface_resnet50"])
+@pytest.mark.parametrize("detector", SMALL_FILES + ["retinaface_resnet50"])
 @pytest.mark.parametrize("content", ["random", "truncated", "text"])
 def test_corrupt_weights_have_their_own_message(tmp_path, detector, content):
     if content == "random":
@@ -136,7 +166,7 @@ def test_corrupt_weights_have_their_own_message(tmp_path, detector, content):
 def test_wrong_network_file(tmp_path, detector):
     # a readable state dict of another network under this detector's name
     (tmp_path / WEIGHT_FILES[detector].file_name).write_bytes(
-        require_shared("detectors", WEIGHT_FILES["retinaface_mobile0.25"].file_name).read_bytes())
+        small_file("retinaface_mobile0.25").read_bytes())
     with pytest.raises(DetectorWeightsCorrupt, match="does not fit .* is it the right file"):
         load_detector(detector, weights_dir=tmp_path)
 

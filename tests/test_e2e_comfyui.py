@@ -1,8 +1,8 @@
 """End to end inside a real ComfyUI: runs when COMFYUI_DIR points at a ComfyUI checkout, skips otherwise.
 
 Starts ComfyUI on 127.0.0.1 (a free port, CPU) over a temporary base directory holding the pack (symlinked), the
-vector weights as a GPEN model, the OpenCV YuNet detector weights and a shared photo; checks /object_info and the
-workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
+compact vector weights as a GPEN model, the RetinaFace MobileNet weights and two photos from tests/data (OpenCV
+YuNet comes from the copy shipped with the pack); checks /object_info and the workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
 saved image; checks that a batch of two unrelated photos gives each photo the pixels it gets alone; checks that a
 non-GPEN file is not offered; loads a torch detector under ComfyUI's model management and checks that ComfyUI
 offloads it.
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, require_shared
+from conftest import REPO_ROOT, SKIP_COMFYUI, data_file
 from test_workflows import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
 
 requests = pytest.importorskip("requests")
@@ -32,11 +32,13 @@ requests = pytest.importorskip("requests")
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 pytestmark = pytest.mark.skipif(
     not (COMFYUI_DIR and (Path(COMFYUI_DIR) / "main.py").is_file()),
-    reason="set COMFYUI_DIR to a ComfyUI checkout (with its requirements installed) to run the end-to-end test",
+    reason=SKIP_COMFYUI + "set COMFYUI_DIR to a ComfyUI checkout (with its requirements installed) to run the "
+                          "end-to-end test",
 )
 OUR_NODES = {"GPENLoadModel", "GPENLoadFaceDetector", "GPENDetectFaces", "GPENRestoreFaces", "GPENPasteFaces",
              "GPENFaceRestore"}
-MODEL = "gpen_256_cm1_n0.25.pth"
+MODEL = "compact_256_cm1_n0.0625_s64.safetensors"
+MOBILENET = "detection_mobilenet0.25_Final.pth"
 
 
 def free_port() -> int:
@@ -51,16 +53,15 @@ def comfy(tmp_path_factory):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "comfyui-gpen").symlink_to(REPO_ROOT, target_is_directory=True)
     for folder, source, name in [
-        ("gpen", require_shared("gpen", "vectors", MODEL), MODEL),
-        ("gpen", require_shared("detectors", "detection_mobilenet0.25_Final.pth"), "not_a_gpen.pth"),
-        ("facedetection", require_shared("detectors", "face_detection_yunet_2023mar.onnx"), None),
-        ("facedetection", require_shared("detectors", "detection_mobilenet0.25_Final.pth"), None),
+        ("gpen", data_file("gpen", "compact", MODEL), MODEL),
+        ("gpen", data_file("detectors", MOBILENET), "not_a_gpen.pth"),
+        ("facedetection", data_file("detectors", MOBILENET), MOBILENET),
     ]:
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, base / "models" / folder / (name or source.name))
+        shutil.copy(source, base / "models" / folder / name)
     (base / "input").mkdir()
-    for photo in ("grace_hopper.jpg", "astronaut.png"):
-        shutil.copy(require_shared("faces", photo), base / "input" / photo)
+    for photo in ("grace_hopper.jpg", "astronaut.jpg"):
+        shutil.copy(data_file("faces", photo), base / "input" / photo)
     port = free_port()
     log = open(base / "comfyui.log", "w")
     process = subprocess.Popen(
@@ -231,14 +232,14 @@ def saved_images(base: Path, result: dict) -> list[np.ndarray]:
 def test_a_batch_of_two_photos_gives_each_photo_its_own_pixels(comfy):
     url, base = comfy
     outputs = {}
-    for images in (["grace_hopper.jpg", "astronaut.png"], ["grace_hopper.jpg"], ["astronaut.png"]):
+    for images in (["grace_hopper.jpg", "astronaut.jpg"], ["grace_hopper.jpg"], ["astronaut.jpg"]):
         result = run_prompt(url, restore_prompt(images))
         assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
         outputs[tuple(images)] = saved_images(base, result)
-    batch = outputs[("grace_hopper.jpg", "astronaut.png")]
+    batch = outputs[("grace_hopper.jpg", "astronaut.jpg")]
     assert len(batch) == 2
     assert np.array_equal(batch[0], outputs[("grace_hopper.jpg",)][0])
-    assert np.array_equal(batch[1], outputs[("astronaut.png",)][0])
+    assert np.array_equal(batch[1], outputs[("astronaut.jpg",)][0])
 
 
 def test_the_detector_lives_on_comfyuis_model_management(comfy):

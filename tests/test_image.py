@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.errors import InvalidImageError
 from face_pipeline.image import (
@@ -119,8 +119,8 @@ def test_bad_files(tmp_path):
     assert not (tmp_path / "nan.png").exists()
 
 
-def test_a_shared_photo_loads_as_rgb():
-    image = load_image(require_shared("faces", "astronaut.png"))
+def test_a_photo_loads_as_rgb():
+    image = load_image(data_file("faces", "astronaut.jpg"))
     assert image.shape == (1, 3, 512, 512) and image.dtype == torch.float32
     assert image[0, 0].mean() > image[0, 2].mean()  # the astronaut's suit and flag: more red than blue, not BGR
 

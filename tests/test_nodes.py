@@ -10,21 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, import_pack, require_shared
+from conftest import REPO_ROOT, data_file, import_pack
+from safetensors.torch import load_file
 
 DOUBLE = Path(__file__).resolve().parent / "comfy_double"
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    """The pack imported the way ComfyUI imports it, over a temporary models folder holding the vector weights
-    (as a GPEN model) and the shared detector weights."""
+    """The pack imported the way ComfyUI imports it, over a temporary models folder holding a compact vector's weights
+    (as a GPEN .pth model) and the small detector weights of tests/data; OpenCV YuNet is not there, so the node uses
+    the copy shipped with the pack."""
     models = tmp_path_factory.mktemp("models")
     (models / "gpen").mkdir()
-    shutil.copy(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth"), models / "gpen" / "GPEN-test-256.pth")
+    compact = load_file(str(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")))
+    torch.save(compact, models / "gpen" / "GPEN-test-256.pth")
     (models / "facedetection").mkdir()
-    for name in ("face_detection_yunet_2023mar.onnx", "detection_mobilenet0.25_Final.pth", "yunet_final.pth"):
-        shutil.copy(require_shared("detectors", name), models / "facedetection" / name)
+    for name in ("detection_mobilenet0.25_Final.pth", "yunet_final.pth"):
+        shutil.copy(data_file("detectors", name), models / "facedetection" / name)
     (models / "facerestore_models").mkdir()
     (models / "facerestore_models" / "notes.txt").write_text("not a model")
     sys.path.insert(0, str(DOUBLE))
@@ -41,7 +44,7 @@ def pack(tmp_path_factory):
 def comfy_image(name: str, size: tuple[int, int] | None = None) -> torch.Tensor:
     from face_pipeline.image import load_image
 
-    image = load_image(require_shared("faces", name))
+    image = load_image(data_file("faces", name))
     if size is not None:
         image = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
     return image.permute(0, 2, 3, 1).contiguous()  # [1, H, W, 3]
@@ -161,6 +164,16 @@ def test_detector_max_side_reaches_the_detector(pack):
     assert node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0, 0)[0].detector.max_side is None
 
 
+def test_the_default_detector_works_offline(pack):
+    """No detector file in models/facedetection, downloads off: the default detector runs from the pack's copy."""
+    module, models = pack
+    default = module.NODE_CLASS_MAPPINGS["GPENLoadFaceDetector"].INPUT_TYPES()["required"]["detector"][1]["default"]
+    assert default == "yunet_opencv" and not (models / "facedetection" / "face_detection_yunet_2023mar.onnx").exists()
+    handle = node(pack, "GPENLoadFaceDetector").load(default, False, 0.0)[0]
+    faces = handle.detector.detect(comfy_image("grace_hopper.jpg").permute(0, 3, 1, 2))
+    assert [len(f) for f in faces] == [1]
+
+
 def test_detector_missing_weights_without_download(pack):
     with pytest.raises(Exception, match="detection_Resnet50_Final.pth, which is not in"):
         node(pack, "GPENLoadFaceDetector").load("retinaface_resnet50", False, 0.0)
@@ -181,7 +194,8 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
     (patchers, required, minimum, full), = mm.load_calls
     assert patchers == [gpen_model.patcher] and full is True
     one_face = gpen_model.patcher.model.estimate_memory(1, torch.float32)
-    assert required == minimum and one_face < required < one_face * 1.2  # one face: its activations and I/O
+    io = 2 * 3 * 256 * 256 * (4 + 4)  # the input and output of one face, in the model's dtype and in float32
+    assert required == minimum == one_face + io  # one face: its activations and I/O
     assert comfy.utils.updates[-1] == (1, 1)
     out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "rounded_rect", 0.1, True, "2", 8192)
     assert out.shape == (1, 1200, 1024, 3) and mask.shape == (1, 1200, 1024)
@@ -190,7 +204,7 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
 
 
 def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
-    image = comfy_image("astronaut.png")
+    image = comfy_image("astronaut.jpg")
     rgba = torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)  # a 4-channel IMAGE: alpha is dropped
     batch = torch.cat([rgba, rgba.flip(2)])
     out, mask, count, *_ = node(pack, "GPENFaceRestore").run(batch, gpen_model, detector, "all", 1.0, "gpen",
@@ -215,7 +229,7 @@ def test_faces_pasted_onto_another_image_is_an_error(pack, gpen_model, detector)
     faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "largest", "0", "area", 0, 0, "gpen",
                                                        "256", 0.0)
     restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
-    other = comfy_image("astronaut.png")
+    other = comfy_image("astronaut.jpg")
     with pytest.raises(ValueError, match="these faces were detected on a batch of 1 images of 512x600"):
         node(pack, "GPENPasteFaces").paste(other, restored, "rounded_rect", 0.1, True, "1", 8192)
 
@@ -270,7 +284,7 @@ def test_strength_zero_gives_back_the_aligned_crops(pack, gpen_model, detector):
 def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
     from face_pipeline.restoration.modes import luma
 
-    image = comfy_image("astronaut.png")
+    image = comfy_image("astronaut.jpg")
     faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     _, colored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "colorize", 1.0)
     inside = (colored > 0.01) & (colored < 0.99)  # where no channel was clamped, the photo's luminance is kept
@@ -285,7 +299,7 @@ def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
 
 
 def test_background_is_used_outside_the_faces(pack, gpen_model, detector):
-    image = comfy_image("astronaut.png")
+    image = comfy_image("astronaut.jpg")
     background = torch.zeros((1, 1024, 1024, 3))
     background[..., 2] = 1.0  # blue, at the output size (2x)
     faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
@@ -308,7 +322,7 @@ def test_all_in_one_on_frames_without_faces_is_unchanged(pack, gpen_model, detec
 
 
 def test_video_frames_are_tracked(pack, detector):
-    frame = comfy_image("astronaut.png")
+    frame = comfy_image("astronaut.jpg")
     frames = torch.cat([frame, frame.roll(4, dims=2), frame.roll(8, dims=2)])
     faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(frames, detector, "all", "0", "area", 0, 0, "gpen",
                                                                "256", 0.5)

@@ -24,7 +24,7 @@ DETECT = dict(select="all", indices="0", sort_by="area", min_face_size=0, max_fa
 @pytest.fixture(scope="module")
 def two_photos():
     """Two unrelated photos of one size, as KSampler or ImageBatch would batch them."""
-    return comfy_image("grace_hopper.jpg", size=(512, 448)), comfy_image("astronaut.png", size=(512, 448))
+    return comfy_image("grace_hopper.jpg", size=(512, 448)), comfy_image("astronaut.jpg", size=(512, 448))
 
 
 def all_in_one(pack, gpen_model, detector, image, **options):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.alignment import align_faces, warp_images
 from face_pipeline.errors import PasteError
@@ -21,9 +21,9 @@ from face_pipeline.types import DetectedFace
 def astronaut() -> tuple[torch.Tensor, DetectedFace]:
     import cv2
 
-    rgb = cv2.cvtColor(cv2.imread(str(require_shared("faces", "astronaut.png"))), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.imread(str(data_file("faces", "astronaut.jpg"))), cv2.COLOR_BGR2RGB)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    points = np.asarray(json.loads(require_shared("gpen", "alignment", "alignment.json").read_text())
+    points = np.asarray(json.loads(data_file("gpen", "alignment", "alignment.json").read_text())
                         ["astronaut.png"]["landmarks_xy"])
     box = (*(points.min(0) - 30), *(points.max(0) + 30))
     return image, DetectedFace(box=tuple(float(v) for v in box), score=0.99, image_index=0,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_shared
+from conftest import data_file, require_shared
 
 from face_pipeline.detection import load_detector
 from face_pipeline.errors import InvalidImageError
@@ -19,17 +19,17 @@ from gpen_arch import load_gpen_file
 
 @pytest.fixture(scope="module")
 def model():
-    return load_gpen_file(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth"))
+    return load_gpen_file(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors"))
 
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector("yunet_opencv", weights_dir=require_shared("detectors"))
+    return load_detector("yunet_opencv", weights_dir=data_file("detectors"))
 
 
 @pytest.fixture(scope="module")
 def photo():
-    return load_image(require_shared("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512], one face
+    return load_image(data_file("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512], one face
 
 
 class Gray(torch.nn.Module):
@@ -43,7 +43,7 @@ class Gray(torch.nn.Module):
 
 def test_three_frames_through_detect_align_restore_paste(model, photo):
     frames = torch.cat([photo, torch.roll(photo, 6, dims=-1), torch.roll(photo, 12, dims=-1)])  # a slow pan
-    detector = load_detector("retinaface_mobile0.25", weights_dir=require_shared("detectors"))
+    detector = load_detector("retinaface_mobile0.25", weights_dir=data_file("detectors"))
     progress = []
     options = PipelineOptions(batch_size=2, color_correction=False, track=True)  # a video; colour correction
     # would shift the face
@@ -128,7 +128,7 @@ def test_awkward_images(model, detector, photo, kind):
 
 def test_8k_frame(photo):
     big = F.interpolate(photo, size=(4320, 7680), mode="bilinear", align_corners=False)
-    detector = load_detector("yunet_opencv", weights_dir=require_shared("detectors"))
+    detector = load_detector("yunet_opencv", weights_dir=data_file("detectors"))
     result, report = run_pipeline(big, model=Gray(), detector=detector,
                                   options=PipelineOptions(color_correction=False))
     assert report.faces_restored == 1 and result.images.shape == big.shape

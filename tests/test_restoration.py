@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file
 
 from face_pipeline.alignment import align_faces, realign
 from face_pipeline.errors import RestoreError, RestoreOutOfMemory
@@ -17,19 +17,19 @@ from face_pipeline.restoration.modes import luma
 from face_pipeline.types import DetectedFace
 from gpen_arch import load_gpen_file
 
-POINTS = ((203.7, 102.8), (245.0, 104.2), (224.4, 129.1), (202.7, 139.0), (244.8, 140.1))  # astronaut.png
+POINTS = ((203.7, 102.8), (245.0, 104.2), (224.4, 129.1), (202.7, 139.0), (244.8, 140.1))  # astronaut.jpg
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_gpen_file(require_shared("gpen", "vectors", "gpen_256_cm1_n0.25.pth"))
+    return load_gpen_file(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors"))
 
 
 @pytest.fixture(scope="module")
 def batch():
     from face_pipeline.image import load_image
 
-    image = load_image(require_shared("faces", "astronaut.png"))
+    image = load_image(data_file("faces", "astronaut.jpg"))
     faces = [DetectedFace(box=(180, 70, 270, 170), score=1.0, landmarks=POINTS, image_index=0),
              DetectedFace(box=(180, 70, 270, 170), score=1.0, image_index=1,
                           landmarks=tuple((x + 3, y + 2) for x, y in POINTS))]

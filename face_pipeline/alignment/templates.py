@@ -1,7 +1,7 @@
 """Five-point alignment templates, at any crop size.
 
-``gpen``: the official GPEN reference points (SPEC section 6.3): the 96x112 ArcFace template made square (x + 8),
-padded by 28 px on every side to 168x168, scaled to S, cast to float32 as the official code does.
+``gpen``: the official GPEN reference points (docs/pipeline.md, Alignment): the 96x112 ArcFace template made square
+(x + 8), padded by 28 px on every side to 168x168, scaled to S, cast to float32 as the official code does.
 ``ffhq``: the FFHQ-512 five-point template of facexlib, which ReActor and FaceFusion use, scaled to S; it frames the
 face more tightly (eyes 0.246 S apart against GPEN's 0.21 S).
 """

@@ -43,7 +43,7 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     scale fixed to 1/scale. For a similarity that fit has rotation R^T and translation
     ``mean_src - R^T mean_dst / s``, which is algebraically the inverse of ``[sR | t]`` because the forward fit puts
     ``t = mean_dst - s R mean_src``; so the two differ only by rounding (measured: < 4e-5 against the recorded
-    ``tfm_inv`` of the shared photos, whose landmarks are float32).
+    ``tfm_inv`` of the test photos, whose landmarks are float32).
     """
     full = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
     return np.linalg.inv(full)[:2]

@@ -8,7 +8,7 @@ How: every output pixel's centre is sent back through ``M^-1`` into the input an
 (``u = (2x + 1) / W - 1``) are folded into one ``[2, 3]`` matrix ``theta`` computed in float64 on the CPU, and the
 grid itself is built on the device by ``affine_grid`` (no float64 on the device, so MPS works too). Bicubic uses
 the Keys kernel with a = -0.75 and zero padding, as OpenCV's INTER_CUBIC with a constant 0 border; measured on the
-shared photos, 8-bit results differ from ``cv2.warpAffine`` by at most 1 level.
+test photos, 8-bit results differ from ``cv2.warpAffine`` by at most 1 level.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 Files: ``base.py`` (the ``FaceDetector`` interface, input checks, working resolutions), ``multiscale.py`` (the
 resolution pyramid and the merge of its passes), ``rotations.py`` (faces on their side: ``detect_faces`` retries
 on the image turned by 90/180/270 degrees), ``weights.py`` (weight files: table, lookup, verified download),
-one file per backend. Backend libraries are imported only when a detector is built.
+one file per backend, ``bundled/`` (the OpenCV YuNet weights shipped with the pack, and their licence). Backend
+libraries are imported only when a detector is built.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 from ..errors import DetectorError, DetectorWeightsCorrupt, DetectorWeightsMissing
 from .base import FaceDetector
 from .rotations import ROTATION_MODES, detect_faces
-from .weights import WEIGHT_FILES, WeightFile, resolve_weights
+from .weights import BUNDLED_DETECTORS, WEIGHT_FILES, WeightFile, bundled_weights, resolve_weights
 
 DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25", "yunet", "yunet_opencv")
+#: The default of the CLI and the nodes: its weights ship with the pack, so it works offline with nothing downloaded.
+DEFAULT_DETECTOR = "yunet_opencv"
 
 
 def load_detector(
@@ -32,7 +35,8 @@ def load_detector(
     score_threshold: float | None = None,
     max_side: int | None = None,
 ) -> FaceDetector:
-    """Build detector ``name`` (one of ``DETECTOR_NAMES``) with its weight file from ``weights_dir``.
+    """Build detector ``name`` (one of ``DETECTOR_NAMES``) with its weight file from ``weights_dir`` (the OpenCV YuNet
+    file falls back to the copy shipped with the pack when ``weights_dir`` does not have it).
 
     ``allow_download``: fetch a missing file from its official URL into ``weights_dir`` (sha256-checked).
     ``device``: where the torch backends run (OpenCV's YuNet always runs on the CPU).
@@ -60,6 +64,8 @@ def load_detector(
 
 
 __all__ = [
+    "BUNDLED_DETECTORS",
+    "DEFAULT_DETECTOR",
     "DETECTOR_NAMES",
     "WEIGHT_FILES",
     "WeightFile",
@@ -69,6 +75,7 @@ __all__ = [
     "DetectorError",
     "DetectorWeightsMissing",
     "DetectorWeightsCorrupt",
+    "bundled_weights",
     "load_detector",
     "resolve_weights",
 ]

@@ -25,7 +25,7 @@ LANDMARK_MARGIN = 0.1  # landmarks further than this (fraction of the box) outsi
 def plausible(rows: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows whose five landmarks lie in their box (grown by ``LANDMARK_MARGIN`` on each side).
 
-    Real faces have them well inside (at most ~0.93 of the box on the shared photos); kornia's YuNet's false
+    Real faces have them well inside (at most ~0.93 of the box on the test photos); kornia's YuNet's false
     detections on black or smooth frames put the mouth below the box."""
     rows = np.asarray(rows, np.float32).reshape(-1, ROW_WIDTH)
     size = np.maximum(rows[:, 2:4] - rows[:, 0:2], 1e-6)  # [N, 2] box w, h

@@ -1,8 +1,11 @@
 """Detector weight files: where they come from, how they are checked, and where they are looked up.
 
 Weights are looked up by file name in a folder the caller gives (ComfyUI's ``models/facedetection``; the CLI's
-``--detector-dir``). A missing file is downloaded from its official URL into that folder only when the caller allows
-it, with a progress bar, and kept only if its sha256 matches. Nothing is ever written into site-packages.
+``--detector-dir``). The OpenCV YuNet file (0.2 MB, MIT) also ships inside the pack, in ``bundled/`` beside this file
+with its licence notice: when the caller's folder does not have it, that copy is used, so the default detector works
+on a fresh machine with no download. Any other missing file is downloaded from its official URL into the caller's
+folder only when the caller allows it, with a progress bar, and kept only if its sha256 matches. Nothing is ever
+written into the pack's own folders or site-packages.
 """
 
 from __future__ import annotations
@@ -60,6 +63,19 @@ WEIGHT_FILES: dict[str, WeightFile] = {
 }
 
 
+#: Weight files shipped with the pack (the user's folder comes first; these are the fallback for their own file only).
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_DETECTORS = ("yunet_opencv",)
+
+
+def bundled_weights(detector: str) -> Path | None:
+    """The pack's own copy of ``detector``'s weight file, or None when the pack does not ship one."""
+    if detector not in BUNDLED_DETECTORS:
+        return None
+    path = BUNDLED_DIR / WEIGHT_FILES[detector].file_name
+    return path if path.is_file() else None
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -84,7 +100,8 @@ def _fetch(url: str, destination: Path) -> None:
 
 
 def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_download: bool = False) -> Path:
-    """The path of ``detector``'s weight file in ``weights_dir``, downloading it there first if allowed.
+    """The path of ``detector``'s weight file: in ``weights_dir`` if it is there, else the pack's bundled copy (see
+    ``BUNDLED_DETECTORS``), else downloaded into ``weights_dir`` first if allowed.
 
     Raises ``DetectorWeightsMissing`` (naming the file, its URL and the folder) when the file is absent and may not or
     could not be downloaded, ``DetectorWeightsCorrupt`` when it is empty or a download has the wrong sha256 (the
@@ -100,6 +117,10 @@ def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_down
             raise DetectorWeightsCorrupt(
                 f"{path} is an empty file: delete it and download {spec.url} into {folder} again")
         return path
+    bundled = bundled_weights(detector)
+    if bundled is not None:
+        logger.debug("%s is not in %s: using the copy shipped with the pack, %s", spec.file_name, folder, bundled)
+        return bundled
     if not allow_download:
         raise DetectorWeightsMissing(
             f"the {detector} detector needs {spec.file_name}, which is not in {folder}. Download it from {spec.url} "

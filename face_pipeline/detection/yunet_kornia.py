@@ -52,7 +52,7 @@ class KorniaYuNetDetector(FaceDetector):
 
     name = "yunet"
     # real faces score above 0.99 with these weights, while black, noisy or smooth frames give false faces of up
-    # to 0.85 (measured on the shared photos): 0.9 keeps the first and drops the second
+    # to 0.85 (measured on the test photos): 0.9 keeps the first and drops the second
     default_score_threshold = 0.9
     default_max_side = 1280
     reliable_face = 300.0

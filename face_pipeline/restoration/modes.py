@@ -1,4 +1,4 @@
-"""What the model is fed and how its output is used, per mode (the official GPEN scripts; SPEC section 5).
+"""What the model is fed and how its output is used, per mode (the official GPEN scripts; docs/pipeline.md).
 
 - ``restore`` (GPEN-BFR): the RGB crop; the output is the restored face.
 - ``colorize`` (GPEN-Colorization-1024): the crop as 3-channel gray (BT.601 luma, as OpenCV's BGR2GRAY; the

@@ -1,8 +1,8 @@
 """``restore_faces``: aligned crops through a GPEN model in memory-sized batches, with out-of-memory fallback.
 
-Pre- and post-processing are the official FaceGAN's (SPEC section 5) in float: RGB crop in 0..1 -> ``(x - 0.5) / 0.5``
--> model -> ``y * 0.5 + 0.5`` clamped to 0..1. The official pipeline then truncates to uint8; here the result stays
-float32 so paste-back and ComfyUI keep the precision (quantise only when saving a file).
+Pre- and post-processing are the official FaceGAN's (docs/pipeline.md, Restoration) in float: RGB crop in 0..1
+-> ``(x - 0.5) / 0.5`` -> model -> ``y * 0.5 + 0.5`` clamped to 0..1. The official pipeline then truncates to uint8;
+here the result stays float32 so paste-back and ComfyUI keep the precision (quantise only when saving a file).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """StyleGAN2's modulated convolution, in a reference form and a fast form.
 
-Maths (SPEC section 2.2): ``W' = (scale * W) * s`` with ``s`` the per-sample style of the input channels,
-``W'' = W' * rsqrt(sum_{in,kh,kw} W'^2 + 1e-8)`` when demodulating, then a convolution with ``W''`` (padding ``k // 2``)
-or, when upsampling, a stride-2 transposed convolution with ``W''`` followed by the gain-4 blur with pads (1, 1).
+Maths (docs/network.md, building blocks): ``W' = (scale * W) * s`` with ``s`` the per-sample style of the input
+channels, ``W'' = W' * rsqrt(sum_{in,kh,kw} W'^2 + 1e-8)`` when demodulating, then a convolution with ``W''`` (padding
+``k // 2``) or, when upsampling, a stride-2 transposed convolution with ``W''`` followed by the gain-4 blur with pads
+(1, 1).
 
 Shapes: ``x`` ``[N, I, H, W]``; ``weight`` ``[1, O, I, k, k]``; ``styles`` ``[N, I]``. Output ``[N, O, H, W]``
 (``[N, O, 2H, 2W]`` when upsampling).

@@ -1,8 +1,9 @@
 """FIR filtering with up/down-sampling (``upfirdn2d``), in a reference form and two fast special cases.
 
-The reference form follows the definition literally (SPEC section 2.2): per channel, insert ``up - 1`` zeros after each
-sample, pad by ``(p0, p1)`` on both axes, convolve with the (flipped) 4x4 kernel, keep every ``down``-th sample.
-It folds channels into the batch (``[N*C, 1, H, W]``), which is simple and exact but slow on large maps.
+The reference form follows the definition literally (docs/network.md, building blocks): per channel, insert ``up - 1``
+zeros after each sample, pad by ``(p0, p1)`` on both axes, convolve with the (flipped) 4x4 kernel, keep every
+``down``-th sample. It folds channels into the batch (``[N*C, 1, H, W]``), which is simple and exact but slow on large
+maps.
 
 The fast forms compute the same maths as one depthwise (grouped) convolution, never materialising the zero-inserted
 map; tests hold them to the reference.
