@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file, require_shared
 
 from face_pipeline.annotate import FILTERED, LEFT_OUT, SELECTED, annotate_faces, label_rect, label_text
 from face_pipeline.detection import load_detector
@@ -21,7 +21,7 @@ FIELDS = {"image", "index", "box", "score", "landmarks", "track_id", "rotation",
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector("yunet_opencv", weights_dir=require_shared("detectors"))
+    return load_detector("yunet_opencv", weights_dir=data_file("detectors"))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_labels_name_index_score_track_and_angle(solvay):
 
 
 def test_video_track_ids_in_labels_and_report(detector):
-    photo = load_image(require_shared("faces", "grace_hopper.jpg"))
+    photo = load_image(data_file("faces", "grace_hopper.jpg"))
     frames = torch.cat([photo, torch.roll(photo, 4, dims=-1)])
     options = PipelineOptions(track=True, smoothing=0.3)
     choices = stabilise_choices(find_choices(frames, detector=detector, options=options), options=options)

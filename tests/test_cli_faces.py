@@ -6,7 +6,7 @@ import json
 
 import cv2
 import numpy as np
-from conftest import require_shared
+from conftest import data_file, require_shared
 
 from cli import main
 
@@ -15,14 +15,14 @@ MODEL_256 = ("gpen", "vectors", "gpen_256_cm1_n0.25.pth")
 
 def arguments(tmp_path, *extra: str) -> list[str]:
     return [str(tmp_path / "in"), "--model", str(require_shared(*MODEL_256)), "--output", str(tmp_path / "out"),
-            "--detector", "yunet_opencv", "--detector-dir", str(require_shared("detectors")), "--no-download",
+            "--detector", "yunet_opencv", "--detector-dir", str(data_file("detectors")), "--no-download",
             *extra]
 
 
 def inputs(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    photo = cv2.imread(str(require_shared("faces", "grace_hopper.jpg")))
+    photo = cv2.imread(str(data_file("faces", "grace_hopper.jpg")))
     cv2.imwrite(str(folder / "turned.png"), np.ascontiguousarray(np.rot90(photo)))  # 600 wide, 512 high
     cv2.imwrite(str(folder / "wall.png"), np.full((40, 50, 3), 90, np.uint8))
     return folder

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file, require_shared
 
 from face_pipeline.alignment import align_faces
 from face_pipeline.detection import detect_faces, load_detector
@@ -26,13 +26,13 @@ SOLVAY = "solvay_conference_1927.png"
 
 @pytest.fixture(scope="module")
 def detectors():
-    return {name: load_detector(name, weights_dir=require_shared("detectors"))
+    return {name: load_detector(name, weights_dir=data_file("detectors"))
             for name in ("retinaface_mobile0.25", "yunet_opencv")}
 
 
 @pytest.fixture(scope="module")
 def hopper():
-    return load_image(require_shared("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512]
+    return load_image(data_file("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512]
 
 
 @pytest.mark.parametrize("angle", [90, 180, 270])

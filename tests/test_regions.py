@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import require_shared
+from conftest import data_file, require_shared
 
 from face_pipeline.alignment import align_faces
 from face_pipeline.detection import load_detector
@@ -38,12 +38,12 @@ class Gray(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector("yunet_opencv", weights_dir=require_shared("detectors"))
+    return load_detector("yunet_opencv", weights_dir=data_file("detectors"))
 
 
 @pytest.fixture(scope="module")
 def two_faces():
-    hopper = load_image(require_shared("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512]
+    hopper = load_image(data_file("faces", "grace_hopper.jpg"))  # [1, 3, 600, 512]
     return torch.cat([hopper, hopper.flip(-1)], dim=-1)  # [1, 3, 600, 1024]: one face in each half
 
 
