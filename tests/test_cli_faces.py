@@ -10,11 +10,11 @@ from conftest import data_file, require_shared
 
 from cli import main
 
-MODEL_256 = ("gpen", "vectors", "gpen_256_cm1_n0.25.pth")
+MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 
 
 def arguments(tmp_path, *extra: str) -> list[str]:
-    return [str(tmp_path / "in"), "--model", str(require_shared(*MODEL_256)), "--output", str(tmp_path / "out"),
+    return [str(tmp_path / "in"), "--model", str(data_file(*MODEL_256)), "--output", str(tmp_path / "out"),
             "--detector", "yunet_opencv", "--detector-dir", str(data_file("detectors")), "--no-download",
             *extra]
 
