@@ -50,12 +50,20 @@ from pathlib import Path
 
 import torch
 
-from face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES, load_detector
+from face_pipeline.annotate import annotate_faces
+from face_pipeline.detection import (
+    DEFAULT_DETECTOR,
+    DETECTOR_NAMES,
+    ROTATION_MODES,
+    load_detector,
+)
 from face_pipeline.errors import (
     FacePipelineError,
     FileLayoutError,
     InvalidImageError,
+    OutputExistsError,
 )
+from face_pipeline.face_report import faces_json, faces_report
 from face_pipeline.files import (
     JobSummary,
     Outcome,
@@ -69,6 +77,7 @@ from face_pipeline.files import (
     is_out_of_memory,
     plan_outputs,
     run_each,
+    write_atomically,
 )
 from face_pipeline.files.job import RECOVERABLE
 from face_pipeline.image import (
@@ -80,14 +89,16 @@ from face_pipeline.image import (
     load_image,
     read_image,
     same_format,
+    save_image,
 )
 from face_pipeline.paste import MASK_TYPES
 from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import (
     PipelineOptions,
-    find_faces,
+    find_choices,
     restore_and_paste,
-    stabilise_faces,
+    selected_faces,
+    stabilise_choices,
 )
 from face_pipeline.restoration import RESTORE_MODES
 from face_pipeline.video import frame_thumbnails, scene_cuts
@@ -133,6 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-max-side", type=int, default=None,
                         help=f"long side of the downscaled copy large images are searched on (64..{MAX_SIDE}; "
                              f"default: the detector's own); raise it to find small faces in big frames")
+    parser.add_argument("--rotations", choices=ROTATION_MODES, default="when_missing",
+                        help="faces on their side or upside down: look on the image turned by 90/180/270 degrees "
+                             "when no upright face is found (when_missing, default), always, or never (none)")
     parser.add_argument("--select", choices=["all", "largest"], default="all", help="faces to restore per image")
     parser.add_argument("--max-faces", type=int, default=0, help="at most this many faces per image (0 = no limit)")
     parser.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (pixels)")
@@ -159,6 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="faces per forward (default: from free memory)")
+    parser.add_argument("--save-annotated", action="store_true",
+                        help="also save each input with its faces drawn (box, index, score, track) as "
+                             "OUTPUT/annotated/<input name>.png")
+    parser.add_argument("--save-json", action="store_true",
+                        help="also write OUTPUT/faces.json: every face found, where, and restored or skipped and why")
     parser.add_argument("--save-crops", action="store_true",
                         help="also save the aligned and restored crops under OUTPUT/crops/ (named after the input "
                              "file, extension included)")
@@ -223,6 +242,8 @@ def check_engine_args(args: argparse.Namespace) -> None:
     _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
     if args.video_frames:
         raise UsageError("--video-frames tracks faces across one sequence in order; it runs on --engine local only")
+    if args.save_json or args.save_annotated:
+        raise UsageError("--save-json and --save-annotated run on --engine local only")
     from face_pipeline.files.ray_engine import RayUnavailableError, require_ray
 
     try:
@@ -273,6 +294,7 @@ def build_options(args: argparse.Namespace) -> PipelineOptions:
             mask_type=args.mask, feather=args.feather, color_correction=not args.no_color_correction,
             scale=args.scale if args.scale == "auto" else int(args.scale), max_output_size=args.max_output_size,
             parsing_dir=args.parsing_dir, track=args.video_frames, batch_size=args.batch_size,
+            rotations=args.rotations,
             keep_gray=not args.no_keep_gray, fill_gaps=args.fill_gaps,
         )
     except ValueError as exc:
@@ -345,6 +367,7 @@ class Job:
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
                                       allow_download=not args.no_download, device=self.device,
                                       max_side=args.detector_max_side)
+        self.face_records: list[dict] = []  # --save-json: one record per image
 
     def masks(self, group: list[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
         if self.options.mode != "inpaint":
@@ -369,12 +392,41 @@ class Job:
                 data = encode_image(image, path.suffix, name=path.name)
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
 
+    def describe(self, group: list[PlannedOutput], choices, images: torch.Tensor, scale: int) -> None:
+        """--save-annotated: each image with its faces drawn; --save-json: their records, written at the end."""
+        if self.args.save_annotated and any(choices):
+            for item, image in zip(group, annotate_faces(images, choices)):
+                path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
+                try:
+                    save_image(image, path, overwrite=self.plan.overwrite)
+                except OutputExistsError:
+                    logger.warning("kept the existing %s (--overwrite replaces it)", path)
+        if self.args.save_json:
+            report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
+                                  model_size=self.model.config.size, output_scale=scale,
+                                  first_image=len(self.face_records))
+            for item, record in zip(group, report["images"]):
+                self.face_records.append({"file": item.relative.as_posix(), "output_scale": scale, **record})
+
+    def write_json(self) -> None:
+        """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name."""
+        scales = {record["output_scale"] for record in self.face_records}
+        report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
+                              output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
+                              rotations=self.options.rotations)
+        report["images"] = self.face_records
+        write_atomically(self.plan.root / "faces.json", (faces_json(report) + "\n").encode("utf-8"),
+                         overwrite=self.plan.overwrite)
+
     def photo(self, item: PlannedOutput) -> Outcome:
         """Restore one input and write its result (an image without a face is copied as it is where it can be)."""
         loaded = read_image(item.source)
         images = loaded.pixels.to(self.device)
-        faces, found = find_faces(images, detector=self.detector, options=self.options)
-        self.summary.faces_found += found
+        choices = find_choices(images, detector=self.detector, options=self.options)
+        faces = selected_faces(choices)
+        self.summary.faces_found += len(choices[0])
+        if not faces[0]:
+            self.describe([item], choices, images, 1 if self.options.scale == "auto" else self.options.scale)
         if not faces[0] and self.options.scale in (1, "auto") and same_format(item.source, item.target):
             try:
                 data = item.source.read_bytes()
@@ -387,6 +439,8 @@ class Job:
                                           inpaint_masks=self.masks([item], images))
         self.save(item, result.images[0], loaded)
         self.summary.faces_restored += batch.num_faces
+        if faces[0]:
+            self.describe([item], choices, images, result.scale)
         if self.args.save_crops:
             self.save_crops([item], batch)
         if not batch.num_faces:
@@ -415,20 +469,21 @@ class Job:
                 self.summary.record(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
                 bar.update(1)
                 continue
-            faces, found = find_faces(frame, detector=self.detector, options=self.options)
-            self.summary.faces_found += found
-            faces_per_frame += faces
+            choices = find_choices(frame, detector=self.detector, options=self.options)
+            self.summary.faces_found += len(choices[0])
+            faces_per_frame += choices
             thumbnails.append(frame_thumbnails(frame))
             frames.append(item)
         cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
-        faces_per_frame = stabilise_faces(faces_per_frame, options=self.options, cuts=cuts)
+        faces_per_frame = stabilise_choices(faces_per_frame, options=self.options, cuts=cuts)
         for start in range(0, len(frames), FRAMES_PER_CHUNK):
             group = frames[start:start + FRAMES_PER_CHUNK]
             try:
                 loaded = [read_image(item.source) for item in group]
                 images = torch.cat([one.pixels for one in loaded]).to(self.device)
-                chunk = [[dataclasses.replace(face, image_index=i) for face in faces_per_frame[start + i]]
-                         for i in range(len(group))]
+                choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
+                            for c in faces_per_frame[start + i]] for i in range(len(group))]
+                chunk = selected_faces(choices)
                 result, batch = restore_and_paste(images, chunk, model=self.model, options=self.options,
                                                   inpaint_masks=self.masks(group, images))
             except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
@@ -445,6 +500,7 @@ class Job:
                      on_done=lambda _: bar.update(1))
             if self.args.save_crops:
                 self.save_crops(group, batch)
+            self.describe(group, choices, images, result.scale)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -465,13 +521,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.line()}; nothing to do")
         return summary.exit_status
     with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
+        job = Job(args, plan, options, summary) if args.engine == "local" else None  # ray: a Job per worker
         try:
             with tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
-                if args.engine == "ray":
+                if job is None:
                     run_on_ray_engine(args, plan, options, summary, bar)
                 else:
-                    job = Job(args, plan, options, summary)
                     (job.video if args.video_frames else job.photos)(bar)
+            if args.save_json and job is not None:
+                job.write_json()
         finally:
             print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
     return summary.exit_status
@@ -511,7 +569,32 @@ def fail(exc: BaseException, status: int, prefix: str = "") -> int:
     return status
 
 
+def convert_main(argv: list[str]) -> int:
+    """``cli.py convert IN OUT.safetensors [--overwrite]``: any GPEN file this pack reads (.onnx included) written
+    once as a .safetensors state dict in the released key layout."""
+    from gpen_arch.convert import ConversionError, convert_to_safetensors
+
+    parser = argparse.ArgumentParser(prog="cli.py convert", description=convert_main.__doc__)
+    parser.add_argument("source", help="GPEN file (.onnx, .pth, .pt, .bin or .safetensors)")
+    parser.add_argument("destination", help="the .safetensors file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        config = convert_to_safetensors(args.source, args.destination, overwrite=args.overwrite)
+    except ConversionError as exc:
+        return fail(exc, 2)
+    except (GPENError, OSError) as exc:
+        return fail(exc, 1)
+    print(f"{args.source} -> {args.destination}: GPEN-{config.size} (channel_multiplier "
+          f"{config.channel_multiplier}, narrow {config.narrow:g}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:  # python cli.py convert IN.onnx OUT.safetensors
+        return convert_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:  # OpenCV's own notices (e.g. the DNN engine's target warning) would clutter the output

@@ -6,6 +6,9 @@ Uses full-size random GPEN weights (the released configuration for --size) so th
 costs; the photo defaults to tests/data/faces/grace_hopper.jpg and the detector weights to tests/data/detectors (OpenCV
 YuNet from the copy shipped with the pack). Prints the median over --runs of detection,
 alignment, restore and paste-back (at 1x and at the auto scale), and their share of the restore time.
+``--profile`` adds what the restore call runs beyond the network's own forward (``torch.profiler``, one call each):
+the operators whose count or time differ, with their CPU and device time, to account for a restore slower than
+the network alone.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     add_gpu_options(parser)
     parser.add_argument("--cuda-graphs", action="store_true", help="GPEN.cuda_graphs")
+    parser.add_argument("--profile", action="store_true", help="list what restore_faces adds to the forward")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -90,6 +94,38 @@ def main() -> None:
         print(f"{name:>18}: {seconds * 1000:9.1f} ms  ({100 * seconds / restore_s:5.1f}% of the restore)")
     overhead = detect_s + align_s + paste1_s
     print(f"{'overhead (1x)':>18}: {overhead * 1000:9.1f} ms  ({100 * overhead / restore_s:5.1f}% of the restore)")
+    fixed_s, _ = timed(lambda: restore_faces(model, batch, batch_size=1), args.runs, device)
+    print(f"{'restore batch 1':>18}: {fixed_s * 1000:9.1f} ms  (batch size given: no free-memory query)")
+    if args.profile:
+        with torch.no_grad():
+            profile_difference(lambda: restore_faces(model, batch), lambda: model(x), device)
+
+
+def _operator_totals(fn, device: torch.device) -> dict[str, tuple[int, float, float]]:
+    """``{operator: (calls, self CPU us, self device us)}`` of one call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return {event.key: (event.count, event.self_cpu_time_total,
+                        getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+            for event in prof.key_averages()}
+
+
+def profile_difference(restore, network, device: torch.device) -> None:
+    """Print the operators whose calls or time differ between one ``restore`` call and one ``network`` call."""
+    ours, alone = _operator_totals(restore, device), _operator_totals(network, device)
+    rows = []
+    for key, (calls, cpu, dev) in ours.items():
+        base_calls, base_cpu, base_dev = alone.get(key, (0, 0.0, 0.0))
+        if calls != base_calls or abs(cpu - base_cpu) > 200 or abs(dev - base_dev) > 50:
+            rows.append((cpu - base_cpu + dev - base_dev, key, calls - base_calls, cpu - base_cpu, dev - base_dev))
+    print(f"restore minus network, by operator ({'CPU and device' if device.type == 'cuda' else 'CPU'} time, us):")
+    for _, key, calls, cpu, dev in sorted(rows, reverse=True)[:25]:
+        print(f"  {key[:60]:<60} calls {calls:+4d}  cpu {cpu:+10.0f}  device {dev:+9.0f}")
 
 
 if __name__ == "__main__":

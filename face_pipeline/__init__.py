@@ -1,10 +1,12 @@
 """face_pipeline: detect, align, restore and paste back faces, independent of ComfyUI.
 
-Folders by stage: ``detection/`` (RetinaFace, YuNet), ``selection.py``, ``alignment/`` (templates, similarity
-transforms, warps), ``restoration/`` (batched model runs), ``paste/`` (masks, colour, compositing at 1x/2x/4x),
-``video/`` (tracking and smoothing across frames), ``pipeline.py`` (the whole chain), ``image.py`` (conversion and
-image files with their alpha, EXIF and ICC profile), ``files/`` (file jobs: output plan, safe writing, lock, summary).
-Records that travel between stages are in ``types.py``; images are ``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
+Folders by stage: ``detection/`` (RetinaFace, YuNet; turned faces in ``rotations.py``), ``selection.py`` (with
+``region.py``: user masks), ``alignment/`` (templates, similarity transforms, warps), ``restoration/`` (batched model
+runs), ``paste/`` (masks, colour, protected regions, compositing at 1x/2x/4x), ``video/`` (tracking and smoothing
+across frames), ``pipeline.py`` (the whole chain), ``annotate.py`` and ``face_report.py`` (what was found, drawn and
+as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile), ``files/`` (file jobs:
+output plan, safe writing, lock, summary). Records that travel between stages are in ``types.py``; images are
+``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
 
 The model is duck-typed (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]), so this package imports nothing
 from ``gpen_arch`` or ComfyUI, except gpen_arch's safe checkpoint reader when a detector or parsing weight file is read
@@ -13,7 +15,8 @@ the functions that need them.
 """
 
 from .alignment import TEMPLATES, align_faces, realign, similarity_transform, template_points, warp_images
-from .detection import DETECTOR_NAMES, WEIGHT_FILES, FaceDetector, load_detector
+from .annotate import annotate_faces
+from .detection import DETECTOR_NAMES, ROTATION_MODES, WEIGHT_FILES, FaceDetector, detect_faces, load_detector
 from .errors import (
     DetectorError,
     DetectorWeightsCorrupt,
@@ -30,21 +33,23 @@ from .errors import (
 )
 from .image import IMAGE_SUFFIXES, ImageFile, load_image, read_image, save_image, to_rgb_float
 from .paste import MASK_TYPES, paste_faces
-from .pipeline import PipelineOptions, PipelineReport, detect_and_align, run_pipeline
+from .pipeline import PipelineOptions, PipelineReport, detect_and_align, find_choices, run_pipeline
 from .restoration import RESTORE_MODES, restore_faces
-from .selection import SELECT_MODES, SORT_ORDERS, parse_indices, select_faces
+from .face_report import faces_json, faces_report
+from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices, select_faces
 from .types import LANDMARK_NAMES, DetectedFace, FaceBatch, PasteResult
 from .video import smooth_landmarks, track_faces
 
 __all__ = [
     "LANDMARK_NAMES", "DetectedFace", "FaceBatch", "PasteResult",
-    "DETECTOR_NAMES", "WEIGHT_FILES", "FaceDetector", "load_detector",
-    "SELECT_MODES", "SORT_ORDERS", "select_faces", "parse_indices",
+    "DETECTOR_NAMES", "WEIGHT_FILES", "FaceDetector", "load_detector", "ROTATION_MODES", "detect_faces",
+    "SELECT_MODES", "SORT_ORDERS", "select_faces", "parse_indices", "FaceChoice", "choose_faces",
     "TEMPLATES", "template_points", "similarity_transform", "warp_images", "align_faces", "realign",
     "RESTORE_MODES", "restore_faces",
     "MASK_TYPES", "paste_faces",
     "track_faces", "smooth_landmarks",
-    "PipelineOptions", "PipelineReport", "detect_and_align", "run_pipeline",
+    "PipelineOptions", "PipelineReport", "detect_and_align", "find_choices", "run_pipeline",
+    "annotate_faces", "faces_report", "faces_json",
     "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
     "RestoreError", "RestoreOutOfMemory", "PasteError", "FileLayoutError", "OutputExistsError", "OutputWriteError",

@@ -9,6 +9,7 @@ without a face come back unchanged (resized to the output scale), with a log lin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import numbers
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .alignment import TEMPLATES, align_faces
-from .detection import FaceDetector
+from .detection import ROTATION_MODES, FaceDetector, detect_faces
 from .errors import InvalidImageError
 from .image import FLOAT_TOLERANCE
 from .memory import DEFAULT_MEMORY, MemoryPolicy
 from .paste import MASK_TYPES, SCALES, paste_within_memory
+from .region import MIN_OVERLAP, masks_for
 from .restoration import RESTORE_MODES, model_size, restore_faces
-from .selection import SELECT_MODES, SORT_ORDERS, select_faces
+from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces
 from .types import DetectedFace, FaceBatch, PasteResult
 from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
@@ -54,11 +56,13 @@ class PipelineOptions:
     type) raise ``ValueError`` here, before any work starts; ``max_output_size=0`` means the default (8192)."""
 
     score_threshold: float | None = None  # detection score 0..1; None: the detector's own default
+    rotations: str = "when_missing"  # ROTATION_MODES: also look for faces on the image turned by 90/180/270 degrees
     select: str = "all"  # SELECT_MODES: all / largest / indices
     indices: Sequence[int] = ()  # for select="indices": positions after sorting, per image (0 or more)
     sort_by: str = "area"  # SORT_ORDERS
     min_face_size: float = 0.0  # pixels (box side), 0 or more; 0 = no minimum
     max_faces: int = 0  # per image, 0 or more; 0 = no limit
+    region_overlap: float = MIN_OVERLAP  # with a region mask: share of a face's box it must cover (0..1)
     template: str = "gpen"  # TEMPLATES
     mode: str = "restore"  # RESTORE_MODES
     strength: float = 1.0  # 0..1, restored vs original face
@@ -75,8 +79,8 @@ class PipelineOptions:
     batch_size: int | None = None  # faces per forward, 1 or more; None = from free memory
 
     def __post_init__(self) -> None:
-        choices = (("select", SELECT_MODES), ("sort_by", SORT_ORDERS), ("template", TEMPLATES),
-                   ("mode", RESTORE_MODES), ("mask_type", MASK_TYPES))
+        choices = (("rotations", ROTATION_MODES), ("select", SELECT_MODES), ("sort_by", SORT_ORDERS),
+                   ("template", TEMPLATES), ("mode", RESTORE_MODES), ("mask_type", MASK_TYPES))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -93,6 +97,7 @@ class PipelineOptions:
         _check_range("feather", self.feather, 0.0, 0.5)
         _check_range("smoothing", self.smoothing, 0.0, 1.0)
         _check_range("fill_gaps", self.fill_gaps, 0, whole=True)
+        _check_range("region_overlap", self.region_overlap, 0.0, 1.0)
         if self.max_output_size == 0:
             object.__setattr__(self, "max_output_size", DEFAULT_MAX_OUTPUT_SIZE)
         _check_range("max_output_size", self.max_output_size, MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE, whole=True)
@@ -116,6 +121,7 @@ class PipelineReport:
     scale: int = 1  # the output scale used
     stage_seconds: dict = field(default_factory=dict, compare=False)  # "detect", "align", "restore", "paste"
     faces: FaceBatch | None = field(default=None, repr=False, compare=False)  # the restored batch, crops included
+    choices: list | None = field(default=None, repr=False, compare=False)  # per image, every face found: FaceChoice
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -136,23 +142,43 @@ def _check_images(images: torch.Tensor) -> None:
                                 f"(was it 0..255 or -1..1?)")
 
 
-def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions,
-               check_interrupt: Callable[[], None] | None = None) -> tuple[list[list[DetectedFace]], int]:
-    """Detection (the whole batch at once) and selection. Returns the selected faces per image and the number of
-    faces detected before selection; logs the images without a face."""
+def find_choices(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions,
+                 region: torch.Tensor | None = None,
+                 check_interrupt: Callable[[], None] | None = None) -> list[list[FaceChoice]]:
+    """Detection (the whole batch at once, at the angles ``options.rotations`` asks for) and selection: per image,
+    every face found with what selection decided (``selection.choose_faces``: the selected ones first, in restore
+    order). ``region``: optional ``[N, H, W]`` 0..1 mask (one per image or one for all, any size): only faces whose
+    box it covers by at least ``options.region_overlap`` are selected."""
     _check_images(images)
-    found = detector.detect(images, score_threshold=options.score_threshold)
-    total_found = sum(len(per_image) for per_image in found)
+    masks = None
+    if region is not None:  # checked before the detector runs
+        masks = masks_for(region, batch=int(images.shape[0]), size=tuple(images.shape[-2:]), what="region mask")
+    found = detect_faces(detector, images, rotations=options.rotations, score_threshold=options.score_threshold)
     if check_interrupt is not None:
         check_interrupt()
-    selected = select_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
-                            min_size=options.min_face_size, max_faces=options.max_faces)
-    empty = [i for i, per_image in enumerate(selected) if not per_image]
+    chosen = choose_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
+                          min_size=options.min_face_size, max_faces=options.max_faces,
+                          region=None if masks is None else masks.cpu(), min_overlap=options.region_overlap)
+    empty = [i for i, per_image in enumerate(chosen) if not any(c.selected for c in per_image)]
     if empty:
         shown = ", ".join(map(str, empty[:20])) + (" ..." if len(empty) > 20 else "")
         logger.info("no face found in %d of %d image(s) (index %s): returned unchanged", len(empty),
                     images.shape[0], shown)
-    return selected, total_found
+    return chosen
+
+
+def selected_faces(choices: list[list[FaceChoice]]) -> list[list[DetectedFace]]:
+    """The selected faces of ``find_choices``' result, per image in restore order."""
+    return [[c.face for c in per_image if c.selected] for per_image in choices]
+
+
+def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions,
+               region: torch.Tensor | None = None,
+               check_interrupt: Callable[[], None] | None = None) -> tuple[list[list[DetectedFace]], int]:
+    """``find_choices``, shortened: the selected faces per image and the number of faces detected before
+    selection."""
+    chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
+    return selected_faces(chosen), sum(len(per_image) for per_image in chosen)
 
 
 def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions,
@@ -179,21 +205,41 @@ def video_cuts(images: torch.Tensor, options: PipelineOptions) -> tuple[int, ...
     return scene_cuts(frame_thumbnails(images))
 
 
+def stabilise_choices(choices: list[list[FaceChoice]], *, options: PipelineOptions,
+                      cuts: tuple[int, ...] = ()) -> list[list[FaceChoice]]:
+    """``stabilise_faces`` on the selected faces of ``choices`` (the others are neither tracked nor smoothed).
+    Faces filled into a gap of their track come after the selected ones of their frame, selected, without index."""
+    stable = stabilise_faces(selected_faces(choices), options=options, cuts=cuts)
+    result = []
+    for per_image, faces in zip(choices, stable):
+        picked = [c for c in per_image if c.selected]
+        others = [c for c in per_image if not c.selected]
+        tracked = [dataclasses.replace(c, face=face) for c, face in zip(picked, faces)]
+        filled = [FaceChoice(face=face, index=None, selected=True, reason="selected (filled in from the frames "
+                                                                          "around it)") for face in faces[len(picked):]]
+        result.append(tracked + filled + others)
+    return result
+
+
 def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
-                     check_interrupt: Callable[[], None] | None = None,
-                     timings: dict | None = None) -> tuple[FaceBatch, int]:
-    """``find_faces``, ``stabilise_faces`` and alignment at ``size``. Returns the aligned batch and the number of
-    faces detected (before selection). ``timings``, when given, receives the seconds of "detect" and "align"."""
+                     region: torch.Tensor | None = None, check_interrupt: Callable[[], None] | None = None,
+                     timings: dict | None = None, choices: list | None = None) -> tuple[FaceBatch, int]:
+    """``find_choices``, ``stabilise_choices`` and alignment at ``size``. Returns the aligned batch and the number
+    of faces detected (before selection). ``timings``, when given, receives the seconds of "detect" and "align";
+    ``choices``, when given, is extended with every face found per image (``FaceChoice``, tracked)."""
     start = time.perf_counter()
-    selected, total_found = find_faces(images, detector=detector, options=options, check_interrupt=check_interrupt)
-    selected = stabilise_faces(selected, options=options, cuts=video_cuts(images, options))
+    chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
+    found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
+    chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
     detected = time.perf_counter()
-    faces = [face for per_image in selected for face in per_image]
+    faces = [face for per_image in selected_faces(chosen) for face in per_image]
     batch = align_faces(images, faces, size=size, template=options.template)
     if timings is not None:
         timings["detect"] = detected - start
         timings["align"] = time.perf_counter() - detected
-    return batch, total_found
+    if choices is not None:
+        choices.extend(chosen)
+    return batch, found
 
 
 def restore_and_paste(
@@ -204,13 +250,15 @@ def restore_and_paste(
     options: PipelineOptions = PipelineOptions(),
     background: torch.Tensor | None = None,
     inpaint_masks: torch.Tensor | None = None,
+    protect: torch.Tensor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     timings: dict | None = None,
     memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> tuple[PasteResult, FaceBatch]:
     """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
-    detect and track over a long frame sequence first, then restore it in chunks that fit in memory."""
+    detect and track over a long frame sequence first, then restore it in chunks that fit in memory. ``protect``:
+    optional ``[N, H, W]`` 0..1 mask of pixels the paste leaves untouched (``paste_faces``)."""
     _check_images(images)
     timings = {} if timings is None else timings
     mark = time.perf_counter()
@@ -230,7 +278,7 @@ def restore_and_paste(
     result = paste_within_memory(restored, memory=memory, mask_type=options.mask_type, feather=options.feather,
                                  color_correction=options.color_correction, scale=options.scale,
                                  max_output_size=options.max_output_size, background=background,
-                                 parsing_dir=options.parsing_dir, keep_gray=options.keep_gray)
+                                 parsing_dir=options.parsing_dir, keep_gray=options.keep_gray, protect=protect)
     timings["paste"] = time.perf_counter() - mark
     return result, restored
 
@@ -243,6 +291,8 @@ def run_pipeline(
     options: PipelineOptions = PipelineOptions(),
     background: torch.Tensor | None = None,
     inpaint_masks: torch.Tensor | None = None,
+    region: torch.Tensor | None = None,
+    protect: torch.Tensor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     memory: MemoryPolicy = DEFAULT_MEMORY,
@@ -251,20 +301,24 @@ def run_pipeline(
 
     Returns the ``PasteResult`` (images ``[B, 3, H*s, W*s]`` at the output scale s, masks) and a ``PipelineReport``.
     ``background``: optional ``[B, 3, h, w]`` image for the output (e.g. from an upscaler; resized if needed).
-    ``inpaint_masks``: for ``mode="inpaint"``, image-space ``[B, H, W]`` (1 = damaged). ``on_progress(done, total)``
-    counts restored faces; ``check_interrupt()`` runs between stages and between restore batches (it may raise).
+    ``inpaint_masks``: for ``mode="inpaint"``, image-space ``[B, H, W]`` (1 = damaged). ``region``: only faces this
+    ``[N, H, W]`` 0..1 mask covers (``find_choices``); ``protect``: pixels the paste never changes
+    (``paste_faces``). ``on_progress(done, total)`` counts restored faces; ``check_interrupt()`` runs between stages
+    and between restore batches (it may raise).
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
-    selected, found = find_faces(images, detector=detector, options=options, check_interrupt=check_interrupt)
-    selected = stabilise_faces(selected, options=options, cuts=video_cuts(images, options))
+    chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
+    found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
+    chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
     timings["detect"] = time.perf_counter() - start
-    result, restored = restore_and_paste(images, selected, model=model, options=options, background=background,
-                                         inpaint_masks=inpaint_masks, on_progress=on_progress,
-                                         check_interrupt=check_interrupt, timings=timings, memory=memory)
+    result, restored = restore_and_paste(images, selected_faces(chosen), model=model, options=options,
+                                         background=background, inpaint_masks=inpaint_masks, protect=protect,
+                                         on_progress=on_progress, check_interrupt=check_interrupt, timings=timings,
+                                         memory=memory)
     report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
                             seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
-                            faces=restored)
+                            faces=restored, choices=chosen)
     logger.debug("%d image(s), %d face(s) found, %d restored in %.2f s (%s)", report.images, found,
                  report.faces_restored, report.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return result, report

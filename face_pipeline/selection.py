@@ -1,10 +1,15 @@
-"""Which detected faces to restore: all, the largest, or some by index; sorted, filtered and capped."""
+"""Which detected faces to restore: all, the largest, or some by index; filtered (score, size, a region mask),
+sorted and capped. ``choose_faces`` also says why each face not restored was left out."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
+
+from .region import MIN_OVERLAP, coverages
 from .types import DetectedFace
 
 SELECT_MODES = ("all", "largest", "indices")
@@ -37,6 +42,90 @@ def parse_indices(text: str) -> tuple[int, ...]:
     return tuple(sorted(indices))
 
 
+@dataclass(frozen=True)
+class FaceChoice:
+    """What selection decided about one detected face."""
+
+    face: DetectedFace
+    index: int | None  # position after filtering and sorting (what ``indices`` refers to); None if filtered out
+    selected: bool
+    reason: str  # "selected", or why not (e.g. "smaller than min_face_size (12.4 < 20 px)")
+
+
+def choose_faces(
+    faces_per_image: list[list[DetectedFace]],
+    *,
+    mode: str = "all",
+    indices: Sequence[int] = (),
+    sort_by: str = "area",
+    min_size: float = 0.0,
+    max_faces: int = 0,
+    score_threshold: float = 0.0,
+    region: torch.Tensor | None = None,
+    min_overlap: float = MIN_OVERLAP,
+) -> list[list[FaceChoice]]:
+    """Decide for every detected face whether it is restored, and why not; ``select_faces`` gives the same faces.
+
+    ``faces_per_image`` has one list per image (as ``FaceDetector.detect`` returns). Per image: faces scoring
+    below ``score_threshold``, smaller than ``min_size`` pixels (the box's shorter side) or, when a ``region`` mask
+    is given (``[N, H, W]`` 0..1, one per image or one for all, see ``region.py``), whose box it covers less than
+    ``min_overlap`` (0..1), are filtered out; the others are sorted by ``sort_by`` (one of ``SORT_ORDERS``: area
+    and score descending, positions by box centre) and numbered (``index``); then all / the largest / the given
+    ``indices`` (in the given order; out-of-range ones are skipped, repeats ignored) are kept, at most
+    ``max_faces`` of them (0 = no limit). Returns per image every face: the selected ones first, in the order they
+    are restored, then the others by index (filtered-out ones last). Raises ``ValueError`` for an unknown mode or
+    order, negative limits or an overlap outside 0..1."""
+    if mode not in SELECT_MODES:
+        raise ValueError(f"unknown face selection {mode!r}; choose one of {', '.join(SELECT_MODES)}")
+    if sort_by not in SORT_ORDERS:
+        raise ValueError(f"unknown sort order {sort_by!r}; choose one of {', '.join(SORT_ORDERS)}")
+    if max_faces < 0 or min_size < 0:
+        raise ValueError("max_faces and min_size must not be negative")
+    if not 0.0 <= min_overlap <= 1.0:
+        raise ValueError(f"the region overlap must be between 0 and 1, got {min_overlap}")
+    covered = None
+    if region is not None:
+        if region.dim() != 3 or region.shape[0] != len(faces_per_image):
+            raise ValueError(f"the region must be [{len(faces_per_image)}, H, W] at the images' size (see "
+                             f"region.masks_for), got {list(region.shape)}")
+        covered = coverages(faces_per_image, region)
+    chosen = []
+    for image, faces in enumerate(faces_per_image):
+        dropped: list[FaceChoice] = []
+        kept = []
+        for k, f in enumerate(faces):
+            if f.score < score_threshold:
+                why = f"score below the threshold ({f.score:.3f} < {score_threshold:g})"
+            elif min(f.width, f.height) < min_size:
+                why = f"smaller than min_face_size ({min(f.width, f.height):.1f} < {min_size:g} px)"
+            elif covered is not None and covered[image][k] < min_overlap:
+                why = f"outside the region mask ({covered[image][k]:.0%} of its box covered < {min_overlap:.0%})"
+            else:
+                kept.append(f)
+                continue
+            dropped.append(FaceChoice(face=f, index=None, selected=False, reason=why))
+        kept.sort(key=_SORT_KEYS[sort_by])
+        picked = list(range(len(kept)))  # positions in `kept`, in restore order
+        why_not = {}
+        if mode == "largest":
+            largest = min(range(len(kept)), key=lambda i: _SORT_KEYS["area"](kept[i]), default=None)
+            picked = [] if largest is None else [largest]
+            why_not = dict.fromkeys(range(len(kept)), "not the largest face")
+        elif mode == "indices":
+            wanted = dict.fromkeys(int(i) for i in indices)  # unique, in the given order
+            picked = [i for i in wanted if 0 <= i < len(kept)]
+            why_not = dict.fromkeys(range(len(kept)), "its index is not in indices")
+        if max_faces and len(picked) > max_faces:
+            for i in picked[max_faces:]:
+                why_not[i] = f"beyond max_faces ({max_faces})"
+            picked = picked[:max_faces]
+        others = [FaceChoice(face=kept[i], index=i, selected=False, reason=why_not[i])
+                  for i in range(len(kept)) if i not in picked]
+        chosen.append([FaceChoice(face=kept[i], index=i, selected=True, reason="selected") for i in picked]
+                      + others + dropped)
+    return chosen
+
+
 def select_faces(
     faces_per_image: list[list[DetectedFace]],
     *,
@@ -46,31 +135,11 @@ def select_faces(
     min_size: float = 0.0,
     max_faces: int = 0,
     score_threshold: float = 0.0,
+    region: torch.Tensor | None = None,
+    min_overlap: float = MIN_OVERLAP,
 ) -> list[list[DetectedFace]]:
-    """Choose faces per image: ``faces_per_image`` has one list per image (as ``FaceDetector.detect`` returns);
-    the result has the same length.
-
-    Per image: drop faces scoring below ``score_threshold`` or smaller than ``min_size`` pixels (the box's shorter
-    side), sort by ``sort_by`` (one of ``SORT_ORDERS``: area and score descending, positions by box centre), then
-    keep all / the largest / the given ``indices`` (positions after sorting, in the given order; out-of-range ones
-    are skipped, repeats ignored), and at most ``max_faces`` of them (0 = no limit). Raises ``ValueError`` for an
-    unknown mode or order, or negative limits."""
-    if mode not in SELECT_MODES:
-        raise ValueError(f"unknown face selection {mode!r}; choose one of {', '.join(SELECT_MODES)}")
-    if sort_by not in SORT_ORDERS:
-        raise ValueError(f"unknown sort order {sort_by!r}; choose one of {', '.join(SORT_ORDERS)}")
-    if max_faces < 0 or min_size < 0:
-        raise ValueError("max_faces and min_size must not be negative")
-    selected = []
-    for faces in faces_per_image:
-        kept = [f for f in faces if f.score >= score_threshold and min(f.width, f.height) >= min_size]
-        kept.sort(key=_SORT_KEYS[sort_by])
-        if mode == "largest":
-            kept = sorted(kept, key=_SORT_KEYS["area"])[:1]
-        elif mode == "indices":
-            wanted = dict.fromkeys(int(i) for i in indices)  # unique, in the given order
-            kept = [kept[i] for i in wanted if 0 <= i < len(kept)]
-        if max_faces:
-            kept = kept[:max_faces]
-        selected.append(kept)
-    return selected
+    """The faces ``choose_faces`` selects, per image in the order they are restored (same arguments)."""
+    chosen = choose_faces(faces_per_image, mode=mode, indices=indices, sort_by=sort_by, min_size=min_size,
+                          max_faces=max_faces, score_threshold=score_threshold, region=region,
+                          min_overlap=min_overlap)
+    return [[c.face for c in choices if c.selected] for choices in chosen]

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 #: Landmark order used by every detector backend: the eye on the image's left, the eye on the image's right,
-#: the nose tip, the mouth corner on the image's left, the mouth corner on the image's right.
+#: the nose tip, the mouth corner on the image's left, the mouth corner on the image's right, as seen on the upright
+#: face (for a face found on a turned copy of the image, ``rotation`` > 0, "left" is the left of the face as it
+#: appears upright there, which need not be the left of the original image; see detection/rotations.py).
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
@@ -35,6 +37,7 @@ class DetectedFace:
     landmarks: tuple[tuple[float, float], ...]  # five (x, y), in LANDMARK_NAMES order
     image_index: int
     track_id: Optional[int] = None  # set by video tracking; None for single images
+    rotation: int = 0  # degrees (counter-clockwise) the image was turned by when this face was found: 0, 90, 180, 270
     interpolated: bool = False  # video: not detected in this frame, filled in between two detections of its track
 
     def __post_init__(self) -> None:

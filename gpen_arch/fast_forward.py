@@ -14,7 +14,9 @@ computed with fewer passes over the large full-resolution tensors:
   fill it (one fused Triton kernel with ``GPEN.fused_kernels``);
 - what depends on the weights alone (folded blurs, every layer's stacked modulation weights, demodulation norms) is
   derived once and kept in ``model.derived_weights`` (``weight_cache.py``), so a forward launches few small kernels;
-- encoder features are released as soon as the decoder has used them;
+- encoder features are released as soon as the decoder has used them; with ``banded`` (the CPU default from 512
+  up) the three largest resolutions run in horizontal strips with exact halos (``bands.py``), so their activations
+  never exist in full: the same outputs with under a third of the activation memory;
 - styles, modulation and demodulation are computed in float32 even when the network runs in float16/bfloat16;
 - batches share one weight (modulation as input scaling, demodulation as output scaling), see
   ``ops/modulated_conv.py``.
@@ -25,6 +27,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .bands import (
+    DecoderStep,
+    band_plan,
+    band_rows,
+    decoder_group_in_bands,
+    encoder_layer_in_bands,
+    uses_bands,
+)
 from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
 from .ops.activation import GAIN, leaky_relu_unscaled_
 from .ops.epilogue import styled_concat
@@ -154,23 +164,44 @@ def _has_standard_skip_kernels(model) -> bool:
 
 
 @torch.no_grad()
-def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
-    """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``."""
+def fast_forward(model, x: torch.Tensor, *, banded: bool | None = None) -> torch.Tensor:
+    """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``.
+
+    ``banded``: run the largest layers in strips (``bands.py``; the same results with far less activation memory);
+    None: :func:`uses_bands`."""
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     fold = model.folds_blur(x.device)
     subpixel = model.uses_subpixel(x.device)
     fused = model.uses_fused_kernels(x.device)
     bilinear = _has_standard_skip_kernels(model)
-    features: list[torch.Tensor] = []  # encoder outputs / sqrt(2), from S x S down to 4 x 4
-    out = x.contiguous(memory_format=memory_format)
-    gain = 1.0
-    for layer in model.encoder_layers():
-        out = _encoder_layer(model, layer, out, gain, fold)
-        features.append(out)
-        gain = GAIN
-    del out, x
+    plan = band_plan(model.config) if (uses_bands(model.config, x.device) if banded is None else banded) else None
+    size = model.config.size
+    layers = model.encoder_layers()
 
-    code = _linear_fp32(model, model.final_linear[0], features[-1].reshape(features[-1].shape[0], -1) * GAIN)
+    x = x.contiguous(memory_format=memory_format)
+    features: dict[int, torch.Tensor] = {}  # encoder outputs / sqrt(2) by resolution, from S x S down to 4 x 4
+
+    def recompute_ecd0(a: int, b: int) -> torch.Tensor:  # rows [a, b) of the S x S feature, from the input
+        return _encoder_layer(model, layers[0], x[:, :, a:b], 1.0, fold)
+
+    out = x if plan is not None else _encoder_layer(model, layers[0], x, 1.0, fold)
+    if plan is None:
+        features[size] = out
+    for i, layer in enumerate(layers[1:], start=1):
+        if plan is not None and i in plan.encoder_layers:
+            source = recompute_ecd0 if i == 1 else (lambda a, b, full=out: full[:, :, a:b])
+            channels = model.config.channels(size >> i)
+            out = encoder_layer_in_bands(lambda strip, layer=layer: _encoder_layer(model, layer, strip, GAIN, fold),
+                                         source, in_height=size >> (i - 1),
+                                         rows=band_rows(size >> i, channels, size >> i))
+        else:
+            out = _encoder_layer(model, layer, out, GAIN, fold)
+        features[size >> i] = out
+    del out
+
+    smallest = features[4]
+    code = _linear_fp32(model, model.final_linear[0], smallest.reshape(smallest.shape[0], -1) * GAIN)
+    del smallest
     gen = model.generator
     w = gen.style[0](code)  # PixelNorm
     for layer in gen.style[1:]:
@@ -189,12 +220,39 @@ def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
                             fold_blur=fold, subpixel=subpixel, fused=fused)
 
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
-    h = styled(gen.conv1, h, features.pop(), 1.0)
+    h = styled(gen.conv1, h, features.pop(4), 1.0)
     skip = _to_rgb(gen.to_rgb1, h, styles(gen.to_rgb1), None, input_gain=GAIN, bilinear=bilinear)
-    for step, to_rgb in enumerate(gen.to_rgbs):
-        feature = features.pop()  # released after this step
+    last_plain = plan.first_banded_step if plan is not None else len(gen.to_rgbs)
+    for step, to_rgb in enumerate(gen.to_rgbs[:last_plain]):
+        feature = features.pop(2 ** (step + 3))  # released after this step
         h = styled(gen.convs[2 * step], h, feature, GAIN)
         h = styled(gen.convs[2 * step + 1], h, feature, GAIN)
         del feature
         skip = _to_rgb(to_rgb, h, styles(to_rgb), skip, input_gain=GAIN, bilinear=bilinear)
+    if plan is None:
+        return skip
+
+    def decoder_step(step: int) -> DecoderStep:
+        resolution = 2 ** (step + 3)
+        conv_up, conv, to_rgb = gen.convs[2 * step], gen.convs[2 * step + 1], gen.to_rgbs[step]
+        stored = features.get(resolution)
+        return DecoderStep(
+            resolution=resolution,
+            upsample_conv=lambda strip, feature: styled(conv_up, strip, feature, GAIN),
+            conv=lambda strip, feature: styled(conv, strip, feature, GAIN),
+            to_rgb=lambda strip: _to_rgb(to_rgb, strip, styles(to_rgb), None, input_gain=GAIN, bilinear=bilinear),
+            upsample_skip=(upsample2x_bilinear if bilinear
+                           else lambda strip: upsample2x(strip, to_rgb.upsample.kernel)),
+            feature=recompute_ecd0 if stored is None else (lambda a, b: stored[:, :, a:b]),
+        )
+
+    for group in plan.decoder_groups:
+        steps = [decoder_step(step) for step in group]
+        for step in group:
+            features.pop(2 ** (step + 3), None)  # held by the steps' closures until the group is done
+        top = steps[-1].resolution
+        final = group[-1] == len(gen.to_rgbs) - 1
+        h, skip = decoder_group_in_bands(steps, (h, skip), keep_h=not final,
+                                         rows=band_rows(top, 2 * model.config.channels(top), top))
+        del steps
     return skip

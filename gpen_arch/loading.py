@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
-SUPPORTED_SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES
+ONNX_SUFFIXES = (".onnx",)  # GPEN-BFR-*.onnx exports, read by structure (onnx_import.py; needs the onnx package)
+SUPPORTED_SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES + ONNX_SUFFIXES
 
 #: Wrapper keys that hold the generator's state dict, in order of preference (EMA weights first).
 WRAPPER_KEYS = ("g_ema", "params_ema", "params", "state_dict")
@@ -62,6 +63,10 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         return _read_safetensors(path)
     if suffix in TORCH_SUFFIXES:
         return _read_torch(path, size)
+    if suffix in ONNX_SUFFIXES:
+        from .onnx_import import read_onnx_state_dict
+
+        return read_onnx_state_dict(path)
     raise CheckpointReadError(
         f"{path.name}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
     )

@@ -7,6 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
+from .bands import uses_bands
 from .config import GPENConfig
 from .generator import Generator
 from .layers import ConvLayer, EqualLinear
@@ -165,7 +166,10 @@ class GPEN(nn.Module):
         return self.generator(code, features[::-1])  # features from 4x4 up to S x S
 
     def estimate_memory(self, batch_size: int, dtype: torch.dtype | None = None) -> int:
-        """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces."""
+        """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces, on the
+        device the model is on (on the CPU the largest layers run in strips: ``bands.py``)."""
+        param = self.final_linear[0].weight
         if dtype is None:
-            dtype = self.final_linear[0].weight.dtype
-        return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype)
+            dtype = param.dtype
+        return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype,
+                                       banded=uses_bands(self.config, param.device))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ..face_pipeline.alignment import TEMPLATES
 from ..face_pipeline.pipeline import PipelineOptions
+from ..face_pipeline.region import MIN_OVERLAP
 from ..face_pipeline.restoration import model_size
 from . import comfy_bridge as bridge
-from .detection_nodes import find_and_align
+from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, find_and_align, preview_and_report
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
 from .model_nodes import CATEGORY
 from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, run_paste
@@ -19,11 +20,12 @@ class GPENFaceRestore:
                    "-> Restore Faces -> Paste Faces, in one node.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE", "MASK", "INT")
-    RETURN_NAMES = ("image", "face_mask", "face_count")
+    RETURN_TYPES = ("IMAGE", "MASK", "INT", *(kind for kind, _, _ in FINDING_OUTPUTS))
+    RETURN_NAMES = ("image", "face_mask", "face_count", *(name for _, name, _ in FINDING_OUTPUTS))
     OUTPUT_TOOLTIPS = ("The image with restored faces (unchanged where no face was found).",
                        "Where faces were pasted (0..1).",
-                       "How many faces were restored over the whole batch.")
+                       "How many faces were restored over the whole batch.",
+                       *(tip for _, _, tip in FINDING_OUTPUTS))
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -49,6 +51,7 @@ class GPENFaceRestore:
                                "frames of one video: faces are tracked (never across a scene cut), a face missed "
                                "for up to 3 frames is filled in, and landmarks are smoothed against jitter."}),
                 **PASTE_OPTIONAL,
+                **FINDING_OPTIONAL,
             },
         }
 
@@ -57,12 +60,20 @@ class GPENFaceRestore:
         return check_paste_options(mask_type)
 
     def run(self, image, gpen_model, face_detector, select, strength, template, mask_type, feather,
-            color_correction, output_scale, max_output_size, background=None, video=False, keep_gray=True):
+            color_correction, output_scale, max_output_size, background=None, video=False, keep_gray=True,
+            protect_mask=None, rotations="when_missing", region_mask=None, region_overlap=MIN_OVERLAP):
         images = bridge.image_to_pipeline(image)  # converted once, for detection and paste
-        options = PipelineOptions(select=select, template=template, track=bool(video))
-        faces, _found = find_and_align(images, face_detector, options, model_size(gpen_model.patcher.model))
+        options = PipelineOptions(select=select, template=template, track=bool(video), rotations=rotations,
+                                  region_overlap=float(region_overlap))
+        size = model_size(gpen_model.patcher.model)
+        choices: list = []
+        faces, _found = find_and_align(images, face_detector, options, size, region=region_mask, choices=choices)
         restored = run_restore(gpen_model, faces, mode="restore", strength=strength)
         out, mask = run_paste(images, restored, mask_type=mask_type, feather=feather,
                               color_correction=color_correction, output_scale=output_scale,
-                              max_output_size=max_output_size, background=background, keep_gray=keep_gray)
-        return (out, mask, restored.num_faces)
+                              max_output_size=max_output_size, background=background, keep_gray=keep_gray,
+                              protect_mask=protect_mask)
+        annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options,
+                                               restored=True, model_size=size,
+                                               output_scale=int(out.shape[1]) // int(images.shape[-2]))
+        return (out, mask, restored.num_faces, annotated, report)

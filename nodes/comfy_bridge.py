@@ -24,6 +24,7 @@ from ..face_pipeline.memory import MemoryPolicy, is_out_of_memory
 from ..face_pipeline.restoration.batching import bytes_per_face, faces_per_step
 from ..gpen_arch import SUPPORTED_SUFFIXES, GPENError, canonicalize_state_dict, infer_config, load_gpen, model_bytes
 from ..gpen_arch import read_state_dict
+from ..gpen_arch.onnx_import import onnx_not_gpen_reason
 from .handles import GPENModelHandle
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def not_gpen_reason(path: str) -> str | None:
             except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
                 # unreadable here (legacy format, corrupt): listed, and loading it explains
                 logger.debug("could not inspect %s for the model list: %s", path, exc)
+        if path.lower().endswith(".onnx"):  # a quick look at the graph, no weights converted
+            reason = onnx_not_gpen_reason(path)
         _NOT_GPEN[key] = reason
     return _NOT_GPEN[key]
 
@@ -109,7 +112,7 @@ def gpen_file_path(name: str) -> str:
         if path:
             return path
     folders = ", ".join(p for f in GPEN_FOLDERS for p in folder_paths.folder_names_and_paths.get(f, ([], None))[0])
-    raise FileNotFoundError(f"GPEN model {name!r} not found in {folders}; put the .pth/.safetensors file there")
+    raise FileNotFoundError(f"GPEN model {name!r} not found in {folders}; put the .pth/.safetensors/.onnx file there")
 
 
 def _is_oom(exc: BaseException) -> bool:

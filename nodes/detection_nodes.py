@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..face_pipeline.alignment import TEMPLATES
+from ..face_pipeline.annotate import annotate_faces
+from ..face_pipeline.detection import ROTATION_MODES
+from ..face_pipeline.face_report import faces_json, faces_report
 from ..face_pipeline.pipeline import PipelineOptions, detect_and_align
+from ..face_pipeline.region import MIN_OVERLAP
 from ..face_pipeline.selection import SORT_ORDERS, parse_indices
 from . import comfy_bridge as bridge
 from .handles import GPEN_FACE_DETECTOR, GPEN_FACES
@@ -14,13 +18,46 @@ from .model_nodes import CATEGORY
 CROP_SIZES = ("256", "512", "1024", "2048")
 
 
-def find_and_align(images: torch.Tensor, face_detector, options: PipelineOptions, size: int):
+def find_and_align(images: torch.Tensor, face_detector, options: PipelineOptions, size: int, *,
+                   region: torch.Tensor | None = None, choices: list | None = None):
     """``detect_and_align`` with the detector's network loaded by ComfyUI (``[B, 3, H, W]`` images); one run at a
-    time per detector."""
+    time per detector. ``region``: a ComfyUI MASK of the faces to consider; ``choices`` receives every face found."""
     with face_detector.lock:
         bridge.load_on_device([face_detector.patcher])
-        return detect_and_align(images, detector=face_detector.detector, options=options, size=size,
-                                check_interrupt=bridge.Progress.check_interrupt)
+        return detect_and_align(images, detector=face_detector.detector, options=options, size=size, region=region,
+                                check_interrupt=bridge.Progress.check_interrupt, choices=choices)
+
+
+def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, options: PipelineOptions,
+                       restored: bool, model_size: int | None = None, output_scale: int | None = None):
+    """The annotated preview (ComfyUI IMAGE) and the JSON face report of a run."""
+    report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=restored, model_size=model_size,
+                          output_scale=output_scale, detector=face_detector.detector.name,
+                          rotations=options.rotations)
+    return bridge.image_to_comfy(annotate_faces(images, choices)), faces_json(report)
+
+
+#: optional inputs shared with the all-in-one node (optional, so prompts saved before they existed still validate)
+FINDING_OPTIONAL = {
+    "rotations": (list(ROTATION_MODES), {
+        "default": "when_missing",
+        "tooltip": "Faces on their side or upside down: none = upright faces only (a face turned 90 degrees is "
+                   "missed); when_missing = if no upright face is found in an image, look again on it turned by "
+                   "90/180/270 degrees (no cost on images with faces); always = every image at all four angles "
+                   "(4x the detection time, for pictures mixing upright and turned faces)."}),
+    "region_mask": ("MASK", {
+        "tooltip": "Optional: only faces this mask covers are restored (e.g. the mask of a face swap or a "
+                   "segmentation). One mask for all images or one per image; any size."}),
+    "region_overlap": ("FLOAT", {
+        "default": MIN_OVERLAP, "min": 0.0, "max": 1.0, "step": 0.05,
+        "tooltip": "With region_mask: the share of a face's box the mask must cover for the face to count."}),
+}
+#: outputs shared with the all-in-one node, appended after the original ones so saved links keep their slots
+FINDING_OUTPUTS = (("IMAGE", "annotated", ("Every face found, drawn on the image: box, index in the current sort "
+                                          "order, score, track id in video mode; selected faces solid green, the "
+                                          "others dashed (orange: not picked, gray: filtered out).")),
+                   ("STRING", "faces_json", ("Every face as JSON: box, landmarks, score, index, track id, model "
+                                             "size, output scale, restored or skipped and why.")))
 
 
 def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
@@ -37,12 +74,13 @@ class GPENDetectFaces:
                    "faces to Restore Faces, then Paste Faces.")
     CATEGORY = CATEGORY
     FUNCTION = "detect"
-    RETURN_TYPES = (GPEN_FACES, "IMAGE", "INT")
-    RETURN_NAMES = ("faces", "aligned_crops", "face_count")
+    RETURN_TYPES = (GPEN_FACES, "IMAGE", "INT", *(kind for kind, _, _ in FINDING_OUTPUTS))
+    RETURN_NAMES = ("faces", "aligned_crops", "face_count", *(name for _, name, _ in FINDING_OUTPUTS))
     OUTPUT_TOOLTIPS = (
         "The selected faces with their alignment (and a reference to the source images).",
         "The aligned face crops, for preview (one black image when no face was found).",
         "How many faces were selected, over the whole batch.",
+        *(tip for _, _, tip in FINDING_OUTPUTS),
     )
 
     @classmethod
@@ -77,16 +115,23 @@ class GPENDetectFaces:
                 "default": 3, "min": 0, "max": 30,
                 "tooltip": "Video only: a face the detector missed for at most this many frames between two frames "
                            "where it was found is filled in from them and restored there too (0 = off)."}),
+            **FINDING_OPTIONAL,
         }}
 
     def detect(self, image, face_detector, select, indices, sort_by, min_face_size, max_faces, template, crop_size,
-               video_smoothing, fill_gaps=3):
+               video_smoothing, fill_gaps=3, rotations="when_missing", region_mask=None,
+               region_overlap=MIN_OVERLAP):
         images = bridge.image_to_pipeline(image)
         options = PipelineOptions(
             select=select, indices=parse_indices(indices) if select == "indices" else (), sort_by=sort_by,
             min_face_size=float(min_face_size), max_faces=int(max_faces), template=template,
             track=video_smoothing > 0, smoothing=float(video_smoothing), fill_gaps=int(fill_gaps),
+            rotations=rotations, region_overlap=float(region_overlap),
         )
-        batch, _found = find_and_align(images, face_detector, options, int(crop_size))
+        choices: list = []
+        batch, _found = find_and_align(images, face_detector, options, int(crop_size), region=region_mask,
+                                       choices=choices)
         crops = crops_or_placeholder(batch.crops, int(crop_size))
-        return (batch, bridge.image_to_comfy(crops), batch.num_faces)
+        annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options,
+                                               restored=False)
+        return (batch, bridge.image_to_comfy(crops), batch.num_faces, annotated, report)

@@ -34,9 +34,10 @@ def check_paste_options(mask_type: str) -> str | bool:
 
 
 def run_paste(images, faces, *, mask_type, feather, color_correction, output_scale, max_output_size,
-              background=None, keep_gray=True):
-    """Paste ``faces`` onto ``images`` (``[B, 3, H, W]``, the pipeline's layout; ``background`` a ComfyUI IMAGE),
-    with room made by ComfyUI first and the out-of-memory fallback of ``paste_within_memory``."""
+              background=None, keep_gray=True, protect_mask=None):
+    """Paste ``faces`` onto ``images`` (``[B, 3, H, W]``, the pipeline's layout; ``background`` a ComfyUI IMAGE,
+    ``protect_mask`` a ComfyUI MASK of pixels to leave untouched), with room made by ComfyUI first and the
+    out-of-memory fallback of ``paste_within_memory``."""
     if faces.restored is None:
         raise PasteError("these faces have not been restored yet: connect Restore Faces before Paste Faces")
     device = bridge.compute_device()
@@ -51,7 +52,8 @@ def run_paste(images, faces, *, mask_type, feather, color_correction, output_sca
     result = paste_within_memory(faces, images=images.to(device), memory=bridge.MEMORY, mask_type=mask_type,
                                  feather=feather, color_correction=color_correction, scale=scale,
                                  max_output_size=max_output_size, background=bg, parsing_dir=parsing_folder(),
-                                 parsing_net=parsing_net, keep_gray=keep_gray)
+                                 parsing_net=parsing_net, keep_gray=keep_gray,
+                                 protect=None if protect_mask is None else protect_mask.to(device))
     return bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask)
 
 
@@ -78,6 +80,10 @@ PASTE_OPTIONAL = {
         "default": True, "tooltip": "Black-and-white images (R = G = B) stay black-and-white: the restored faces "
                                     "are made gray too. Off: faces keep the colour the model gives them. Faces "
                                     "restored in colorize mode always keep their colour."}),
+    "protect_mask": ("MASK", {
+        "tooltip": "Optional: pixels under this mask are never changed by the paste (hands, a microphone, hair in "
+                   "front of a face, e.g. from a segmentation node); its edge fades out like the face mask's. One "
+                   "mask for all images or one per image; any size."}),
 }
 
 
@@ -112,7 +118,8 @@ class GPENPasteFaces:
         return check_paste_options(mask_type)
 
     def paste(self, image, faces, mask_type, feather, color_correction, output_scale, max_output_size,
-              background=None, keep_gray=True):
+              background=None, keep_gray=True, protect_mask=None):
         return run_paste(bridge.image_to_pipeline(image), faces, mask_type=mask_type, feather=feather,
                          color_correction=color_correction, output_scale=output_scale,
-                         max_output_size=max_output_size, background=background, keep_gray=keep_gray)
+                         max_output_size=max_output_size, background=background, keep_gray=keep_gray,
+                         protect_mask=protect_mask)

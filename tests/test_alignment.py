@@ -193,3 +193,18 @@ def test_faces_of_several_images_come_from_their_own_image(reference):
     batch = align_faces(frames, [_face(face.landmarks, image_index=1), face], size=256)
     assert batch.crops[1].abs().max() == 0 and batch.crops[0].mean() > 0.1
     torch.testing.assert_close(batch.crops[0], align_faces(image, [face], size=256).crops[0])
+
+
+def test_one_face_per_frame_is_one_batched_warp_equal_to_frame_by_frame(reference):
+    """A video with one face per frame takes the batched warp (no per-frame launches); each crop equals the crop
+    of its frame aligned alone."""
+    image = _photo("astronaut.png")
+    landmarks = np.asarray(reference["astronaut.png"]["landmarks_xy"])
+    frames = torch.cat([image, image.roll(7, -1), 0.8 * image.roll(-5, -2)])
+    faces = [_face(landmarks, image_index=0), _face(landmarks + [7, 0], image_index=1),
+             _face(landmarks * 1.01 + [0, -5], image_index=2)]
+    batch = align_faces(frames, faces, size=256)
+    for i, face in enumerate(faces):
+        alone = align_faces(frames[i:i + 1], [_face(face.landmarks, image_index=0)], size=256)
+        torch.testing.assert_close(batch.crops[i], alone.crops[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(batch.affines[i], alone.affines[0], rtol=0, atol=0)

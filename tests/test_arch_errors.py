@@ -48,9 +48,9 @@ def test_empty_file(tmp_path):
 
 
 def test_unsupported_suffix(tmp_path):
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"\x08\x07onnx")
-    with pytest.raises(CheckpointReadError, match=r"unsupported file type \.onnx"):
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(b"\x08\x07ckpt")
+    with pytest.raises(CheckpointReadError, match=r"unsupported file type \.ckpt"):
         read_state_dict(path)
 
 

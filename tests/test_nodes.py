@@ -184,7 +184,7 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
     import comfy.utils
 
     image = comfy_image("grace_hopper.jpg")
-    faces, crops, count = node(pack, "GPENDetectFaces").detect(
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(
         image, detector, "all", "0", "area", 0, 0, "gpen", "512", 0.3)
     assert count == 1 and crops.shape == (1, 512, 512, 3)
     mm.load_calls.clear()
@@ -207,7 +207,7 @@ def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
     image = comfy_image("astronaut.jpg")
     rgba = torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)  # a 4-channel IMAGE: alpha is dropped
     batch = torch.cat([rgba, rgba.flip(2)])
-    out, mask, count = node(pack, "GPENFaceRestore").run(batch, gpen_model, detector, "all", 1.0, "gpen",
+    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(batch, gpen_model, detector, "all", 1.0, "gpen",
                                                          "ellipse", 0.1, True, "1", 8192)
     assert count == 2 and out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
     away = mask[0] == 0
@@ -216,7 +216,7 @@ def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
 
 def test_no_face_returns_unchanged_images(pack, gpen_model, detector):
     image = torch.full((2, 64, 96, 3), 0.5)
-    faces, crops, count = node(pack, "GPENDetectFaces").detect(
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(
         image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     assert count == 0 and crops.shape == (1, 256, 256, 3)
     restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
@@ -226,7 +226,7 @@ def test_no_face_returns_unchanged_images(pack, gpen_model, detector):
 
 def test_faces_pasted_onto_another_image_is_an_error(pack, gpen_model, detector):
     image = comfy_image("grace_hopper.jpg")
-    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "largest", "0", "area", 0, 0, "gpen",
+    faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "largest", "0", "area", 0, 0, "gpen",
                                                        "256", 0.0)
     restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
     other = comfy_image("astronaut.jpg")
@@ -237,13 +237,13 @@ def test_faces_pasted_onto_another_image_is_an_error(pack, gpen_model, detector)
 def test_options_take_effect_on_the_next_run(pack, gpen_model, detector):
     image = comfy_image("grace_hopper.jpg")
     detect = node(pack, "GPENDetectFaces").detect
-    _, crops_gpen, _ = detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
-    _, crops_ffhq, _ = detect(image, detector, "all", "0", "area", 0, 0, "ffhq", "256", 0.0)
+    _, crops_gpen, _, *_ = detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    _, crops_ffhq, _, *_ = detect(image, detector, "all", "0", "area", 0, 0, "ffhq", "256", 0.0)
     assert not torch.allclose(crops_gpen, crops_ffhq)
-    faces, _, count = detect(image, detector, "all", "0", "area", 10_000, 0, "gpen", "256", 0.0)
+    faces, _, count, *_ = detect(image, detector, "all", "0", "area", 10_000, 0, "gpen", "256", 0.0)
     assert count == 0  # min_face_size applied
     strict = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.999)[0]
-    _, _, count = detect(image, strict, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    _, _, count, *_ = detect(image, strict, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     assert count == 0
 
 
@@ -251,7 +251,7 @@ def test_cancel_stops_restoration(pack, gpen_model, detector):
     import comfy.model_management as mm
 
     image = comfy_image("grace_hopper.jpg")
-    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen",
+    faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen",
                                                        "256", 0.0)
     mm.interrupt = True
     with pytest.raises(mm.InterruptProcessingException):
@@ -273,7 +273,7 @@ def test_root_init_is_harmless_outside_comfyui():
 
 def test_strength_zero_gives_back_the_aligned_crops(pack, gpen_model, detector):
     image = comfy_image("grace_hopper.jpg")
-    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     _, original = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 0.0)
     _, restored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
     crops = faces.crops.permute(0, 2, 3, 1)
@@ -285,7 +285,7 @@ def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
     from face_pipeline.restoration.modes import luma
 
     image = comfy_image("astronaut.jpg")
-    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     _, colored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "colorize", 1.0)
     inside = (colored > 0.01) & (colored < 0.99)  # where no channel was clamped, the photo's luminance is kept
     same = (luma(colored.permute(0, 3, 1, 2)) - luma(faces.crops)).abs()[:, 0]
@@ -302,7 +302,7 @@ def test_background_is_used_outside_the_faces(pack, gpen_model, detector):
     image = comfy_image("astronaut.jpg")
     background = torch.zeros((1, 1024, 1024, 3))
     background[..., 2] = 1.0  # blue, at the output size (2x)
-    faces, _, _ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
     out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "ellipse", 0.1, True, "2", 8192, background)
     assert out.shape == (1, 1024, 1024, 3)
@@ -315,7 +315,7 @@ def test_all_in_one_on_frames_without_faces_is_unchanged(pack, gpen_model, detec
 
     frames = torch.rand((3, 96, 128, 3), generator=torch.Generator().manual_seed(0))
     mm.load_calls.clear()
-    out, mask, count = node(pack, "GPENFaceRestore").run(frames, gpen_model, detector, "all", 1.0, "gpen",
+    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(frames, gpen_model, detector, "all", 1.0, "gpen",
                                                          "rounded_rect", 0.1, True, "1", 8192)
     assert count == 0 and torch.equal(out, frames) and mask.sum() == 0
     assert mm.load_calls == []  # no face: the model is not loaded onto the device for nothing
@@ -324,7 +324,7 @@ def test_all_in_one_on_frames_without_faces_is_unchanged(pack, gpen_model, detec
 def test_video_frames_are_tracked(pack, detector):
     frame = comfy_image("astronaut.jpg")
     frames = torch.cat([frame, frame.roll(4, dims=2), frame.roll(8, dims=2)])
-    faces, crops, count = node(pack, "GPENDetectFaces").detect(frames, detector, "all", "0", "area", 0, 0, "gpen",
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(frames, detector, "all", "0", "area", 0, 0, "gpen",
                                                                "256", 0.5)
     assert count == 3 and crops.shape == (3, 256, 256, 3)
     assert faces.image_indices == (0, 1, 2) and len({f.track_id for f in faces.faces}) == 1
@@ -342,3 +342,27 @@ def test_bad_indices_and_a_replaced_model_file(pack):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert loader.IS_CHANGED(model_name="GPEN-test-256.pth", precision="auto") != before
     assert loader.IS_CHANGED(model_name="missing.pth", precision="auto") == ""
+
+
+def test_onnx_gpen_files_are_listed_and_load(pack):
+    """A ReActor user's GPEN-BFR-*.onnx in models/facerestore_models is offered and loads into our network."""
+    onnx = pytest.importorskip("onnx")
+    module, models = pack
+    target = models / "facerestore_models" / "GPEN-BFR-256.onnx"
+    shutil.copy(REPO_ROOT / "tests" / "data" / "onnx" / "compact_256_cm1_n0.0625_s64_legacy.onnx", target)
+    swapper = models / "facerestore_models" / "inswapper_128.onnx"  # another pack's model: not offered
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["target"], ["output"])], "g",
+        [onnx.helper.make_tensor_value_info("target", onnx.TensorProto.FLOAT, [1, 3, 128, 128]),
+         onnx.helper.make_tensor_value_info("source", onnx.TensorProto.FLOAT, [1, 512])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, None)])
+    swapper.write_bytes(onnx.helper.make_model(graph).SerializeToString())
+    try:
+        loader = module.NODE_CLASS_MAPPINGS["GPENLoadModel"]
+        offered = loader.INPUT_TYPES()["required"]["model_name"][0]
+        assert "GPEN-BFR-256.onnx" in offered and "inswapper_128.onnx" not in offered
+        handle = node(pack, "GPENLoadModel").load("GPEN-BFR-256.onnx", "fp32")[0]
+        assert handle.size == 256 and handle.patcher.model.config.narrow == 0.0625
+    finally:
+        target.unlink()
+        swapper.unlink()

@@ -33,7 +33,7 @@ def all_in_one(pack, gpen_model, detector, image, **options):
 
 
 def step_by_step(pack, gpen_model, detector, image, **detect_options):
-    faces, _crops, _count = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector,
+    faces, _crops, _count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector,
                                                                  **{**DETECT, **detect_options})
     restored, _preview = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
                                                                 strength=1.0)
@@ -60,7 +60,7 @@ def test_a_face_missed_in_a_video_frame_is_filled_in_and_restored(pack, gpen_mod
     face = node(pack, "GPENDetectFaces").detect(image=frames[2:3], face_detector=detector, **DETECT)[0].faces[0]
     x1, y1, x2, y2 = (round(v) for v in face.box)
     frames[2, y1 - 10:y2 + 10, x1 - 10:x2 + 10] = 0.5  # the face removed from the middle frame
-    faces, _, count = node(pack, "GPENDetectFaces").detect(image=frames, face_detector=detector,
+    faces, _, count, *_ = node(pack, "GPENDetectFaces").detect(image=frames, face_detector=detector,
                                                            **{**DETECT, "video_smoothing": 0.3})
     assert count == 5 and faces.image_indices == (0, 1, 2, 3, 4)
     assert [f.interpolated for f in faces.faces] == [False, False, True, False, False]
@@ -105,7 +105,7 @@ def counting_handle(model):
 def sixteen_faces(pack, detector):
     with torch.inference_mode():
         frame = comfy_image("grace_hopper.jpg", size=(300, 256))
-        faces, _, count = node(pack, "GPENDetectFaces").detect(image=frame.repeat(16, 1, 1, 1),
+        faces, _, count, *_ = node(pack, "GPENDetectFaces").detect(image=frame.repeat(16, 1, 1, 1),
                                                                face_detector=detector, **DETECT)
     assert count == 16
     return faces
@@ -176,7 +176,7 @@ def test_paste_reserves_memory_and_falls_back_on_out_of_memory(pack, gpen_model,
 
     monkeypatch.setattr(budget, "paste_faces", paste_one_image_at_a_time)
     mm.free_calls.clear()
-    out, mask, _count = all_in_one(pack, gpen_model, detector, batch)
+    out, mask, _count, *_ = all_in_one(pack, gpen_model, detector, batch)
     assert attempts == [2, 1, 1] and torch.equal(out, expected) and mask.shape == (2, 512, 448)
     (required, _device), = mm.free_calls  # ComfyUI was asked to make room for the paste first
     assert required >= 2 * 512 * 448 * 4 * 4
@@ -197,7 +197,7 @@ def test_the_detector_is_under_model_management_and_follows_its_network(pack):
     assert handle.patcher is not None and handle.patcher.model is handle.detector.module
     image = comfy_image("grace_hopper.jpg")
     mm.load_calls.clear()
-    _faces, _crops, count = node(pack, "GPENDetectFaces").detect(image=image, face_detector=handle, **DETECT)
+    _faces, _crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=handle, **DETECT)
     assert count == 1 and mm.load_calls[0][0] == [handle.patcher] and mm.load_calls[0][3] is True
     mm.unload_all_models()  # ComfyUI offloads it when another model needs the room
     assert handle.patcher in mm.unloaded
@@ -214,7 +214,7 @@ def test_the_detector_is_under_model_management_and_follows_its_network(pack):
 def test_gray_stays_gray(pack, gpen_model, detector):
     photo = comfy_image("grace_hopper.jpg")
     gray = (photo * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True).expand_as(photo).contiguous()
-    out, mask, count = all_in_one(pack, gpen_model, detector, gray)
+    out, mask, count, *_ = all_in_one(pack, gpen_model, detector, gray)
     assert count == 1 and mask.amax() == 1
     assert (out.amax(-1) - out.amin(-1)).max() <= 1 / 255
     coloured = all_in_one(pack, gpen_model, detector, gray, keep_gray=False)[0]

@@ -14,7 +14,7 @@ import torch
 from ..types import DetectedFace, FaceBatch
 from .templates import TEMPLATES, template_points
 from .transform import invert_affine, similarity_transform
-from .warp import warp_from_one_image
+from .warp import warp_from_one_image, warp_images
 
 MIN_SIZE, MAX_SIZE = 16, 4096
 
@@ -34,6 +34,10 @@ def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: tor
                interpolation: str = "bicubic") -> torch.Tensor:
     """``[F, 3, size, size]`` crops of ``images`` ``[B, 3, H, W]`` by ``affines`` ``[F, 2, 3]`` (image -> crop),
     grouped by ``image_index`` so each image is sampled once; clamped to 0..1 (bicubic overshoots a little)."""
+    if len(faces) > 1 and [f.image_index for f in faces] == list(range(images.shape[0])):
+        # one face per image, in image order (a video with one face per frame): one batched warp of the images
+        # as they are, no per-image launches or index copies; grid_sample samples each pair alone, as below
+        return warp_images(images, affines, (size, size), interpolation=interpolation).float().clamp_(0, 1)
     crops = torch.empty((len(faces), images.shape[1], size, size), dtype=torch.float32, device=images.device)
     for index in sorted({f.image_index for f in faces}):
         members = [i for i, f in enumerate(faces) if f.image_index == index]

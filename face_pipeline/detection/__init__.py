@@ -4,7 +4,8 @@
     faces_per_image = detector.detect(images)  # images: [B, 3, H, W] RGB 0..1 -> B lists of DetectedFace
 
 Files: ``base.py`` (the ``FaceDetector`` interface, input checks, working resolutions), ``multiscale.py`` (the
-resolution pyramid and the merge of its passes), ``weights.py`` (weight files: table, lookup, verified download),
+resolution pyramid and the merge of its passes), ``rotations.py`` (faces on their side: ``detect_faces`` retries
+on the image turned by 90/180/270 degrees), ``weights.py`` (weight files: table, lookup, verified download),
 one file per backend, ``bundled/`` (the OpenCV YuNet weights shipped with the pack, and their licence). Backend
 libraries are imported only when a detector is built.
 """
@@ -17,6 +18,7 @@ import torch
 
 from ..errors import DetectorError, DetectorWeightsCorrupt, DetectorWeightsMissing
 from .base import FaceDetector
+from .rotations import ROTATION_MODES, detect_faces
 from .weights import BUNDLED_DETECTORS, WEIGHT_FILES, WeightFile, bundled_weights, resolve_weights
 
 DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25", "yunet", "yunet_opencv")
@@ -68,6 +70,8 @@ __all__ = [
     "WEIGHT_FILES",
     "WeightFile",
     "FaceDetector",
+    "ROTATION_MODES",
+    "detect_faces",
     "DetectorError",
     "DetectorWeightsMissing",
     "DetectorWeightsCorrupt",

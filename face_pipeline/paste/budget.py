@@ -88,6 +88,9 @@ def _one_by_one(batch: FaceBatch, images: torch.Tensor, background: torch.Tensor
     for index in range(batch.num_images):
         one, image = _select(batch, images, index, device)
         bg = background[index:index + 1].to(device) if background is not None else None
+        protect = options.get("protect")
+        if protect is not None and protect.dim() >= 3 and protect.shape[0] > 1:  # one protect mask per image
+            options = dict(options, protect=protect[index:index + 1])
         result = paste_faces(one, images=image, background=bg, **options)
         parts.append(dataclasses.replace(result, images=result.images.cpu(), mask=result.mask.cpu(),
                                          face_masks=result.face_masks.cpu()))

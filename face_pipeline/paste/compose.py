@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from ..alignment.warp import sampling_thetas
-from ..errors import PasteError
+from ..errors import InvalidImageError, PasteError
+from ..region import masks_for
 from ..types import FaceBatch, PasteResult
 from .color import STATS_SIZE, gray_images, match_color, to_gray
 from .masks import ANALYTIC_MASKS, mask_at
 from .parsing import ParsingNet, parsing_mask
+from .protect import keep_weights
 from .scale import choose_scale, face_zoom
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def paste_faces(
     max_output_size: int = 8192,
     background: torch.Tensor | None = None,
     parsing_dir: str | Path | None = None,
+    protect: torch.Tensor | None = None,
     keep_gray: bool = True,
     parsing_net: ParsingNet | None = None,
 ) -> PasteResult:
@@ -111,7 +114,9 @@ def paste_faces(
     (0..0.5); ``color_correction``: match the restored faces' colour statistics to the original crops' inside the
     mask (``color.py``); ``background``: optional ``[B, 3, h, w]`` 0..1 images (e.g. from an upscale model) used
     instead of the bicubic-resized input, resized to the output size if needed; ``parsing_dir``: the folder holding
-    ``parsing_parsenet.pth`` or ``parsing_bisenet.pth`` for the parsing masks.
+    ``parsing_parsenet.pth`` or ``parsing_bisenet.pth`` for the parsing masks; ``protect``: optional ``[N, H, W]``
+    0..1 mask (one per image or one for all, any size, resized to the output): where it is 1 the output keeps the
+    background exactly (byte-identical), and its edge fades outwards over the face mask's feather (``protect.py``).
     Returns images ``[B, 3, H*s, W*s]`` float32, the combined mask ``[B, H*s, W*s]``, the per-face masks
     ``[F, H*s, W*s]`` and ``s``, all on the images' device.
     """
@@ -127,6 +132,11 @@ def paste_faces(
         out = _resize(background.to(device), (out_h, out_w))
     else:
         out = _resize(images, (out_h, out_w))
+    if protect is not None:
+        try:
+            protect = masks_for(protect, batch=batch.num_images, size=(out_h, out_w), what="protect mask").to(device)
+        except InvalidImageError as exc:
+            raise PasteError(str(exc)) from exc
     full_mask = torch.zeros((batch.num_images, out_h, out_w), device=device)
     face_masks = torch.zeros((batch.num_faces, out_h, out_w), device=device)
     if batch.num_faces == 0:
@@ -180,7 +190,10 @@ def paste_faces(
                 face_mask = mask_at(mask_type, (grid[0, ..., 0] + 1) / 2, (grid[0, ..., 1] + 1) / 2, feather=feather)
             else:
                 face_mask = F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
-            face_masks[i, y0:y1, x0:x1] = face_mask.clamp_(0, 1)
+            face_mask = face_mask.clamp_(0, 1)
+            if protect is not None:  # the fade of the protected region: as wide as the face mask's
+                face_mask = face_mask * keep_weights(protect[b], box, feather * side * float(np.hypot(*matrix[0, :2])))
+            face_masks[i, y0:y1, x0:x1] = face_mask
             placed.append((i, face_img.clamp_(0, 1), box))
         if not placed:
             continue
@@ -194,8 +207,9 @@ def paste_faces(
             sub_mask = region_mask[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
             sub_fg = foreground[:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
             wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
-            sub_mask[wins] = face_mask[wins]
-            sub_fg[:, wins] = face_img[:, wins]
+            # torch.where, not boolean indexing: the same values without a host sync per face on a GPU
+            sub_mask.copy_(torch.where(wins, face_mask, sub_mask))
+            sub_fg.copy_(torch.where(wins, face_img, sub_fg))
         region = out[b, :, uy0:uy1, ux0:ux1]
         region.add_(region_mask * (foreground - region))  # background + mask * (face - background)
     return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=face_masks, scale=s)

@@ -1,0 +1,132 @@
+"""Faces lying on their side or upside down: detection retried on the image turned by 90, 180 and 270 degrees.
+
+Every detector we ship is trained on upright faces and misses a face rolled by about 90 degrees (the shared photos
+turned by 90 degrees give no face at all). ``detect_faces`` runs the detector on the upright images and, depending
+on ``rotations``, also on copies turned by 90, 180 and 270 degrees (``torch.rot90``, counter-clockwise), maps the
+boxes and landmarks found there back into the original pixels, and merges the angles (``merge_angles``): a box
+overlapping a face already kept is the same face seen again and is dropped.
+
+``rotations``:
+- ``none``: upright only (a face turned by 90 degrees is not found);
+- ``when_missing`` (default): the turned copies only for images where no face was found upright, or a face was
+  found rolled by more than ``UPRIGHT_ROLL`` (RetinaFace finds some faces on their side, with rough landmarks);
+  this costs nothing on images with upright faces and three extra detections on the others;
+- ``always``: every image at all four angles (four detections), for pictures that mix upright and rolled faces.
+
+Landmark order: a turned copy shows the rolled face upright, so the detector names its landmarks as on an upright
+face (``left_eye`` = the eye on the left of the upright face, i.e. the subject's right eye, and so on). Turning the
+points back is a rotation, never a mirror, so the names keep meaning the same parts of the face; they are no longer
+"on the image's left" in the original frame, and need not be. Alignment maps these five points onto the template
+with a similarity transform, which undoes any roll: the aligned crop comes out upright and not mirrored.
+Boxes found on a turned copy are turned back as boxes (the same rectangle), so they stay axis-aligned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+
+from ..types import DetectedFace
+from .base import FaceDetector
+from .multiscale import INSIDE_DUPLICATE, IOU_DUPLICATE, box_iou, intersection_over_smaller
+
+logger = logging.getLogger(__name__)
+
+ROTATION_MODES = ("none", "when_missing", "always")
+ANGLES = (90, 180, 270)  # counter-clockwise, as torch.rot90 turns an image [.., H, W] with k = angle // 90
+UPRIGHT_ROLL = 45.0  # degrees: a face found rolled further than this is looked for on the turned copies too
+
+
+def unrotate_points(points: np.ndarray, angle: int, height: int, width: int) -> np.ndarray:
+    """Map ``[..., 2]`` (x, y) points found on ``torch.rot90(image, angle // 90, dims=(-2, -1))`` back to ``image``
+    (``height`` x ``width`` pixels, pixel centres at integers)."""
+    points = np.asarray(points, np.float64)
+    x, y = points[..., 0], points[..., 1]
+    if angle == 0:
+        back = (x, y)
+    elif angle == 90:  # the turned copy is width x height: its (x, y) is (y, W - 1 - x) of the original
+        back = (width - 1 - y, x)
+    elif angle == 180:
+        back = (width - 1 - x, height - 1 - y)
+    elif angle == 270:
+        back = (y, height - 1 - x)
+    else:
+        raise ValueError(f"angle must be 0, 90, 180 or 270, got {angle}")
+    return np.stack(back, axis=-1)
+
+
+def unrotate_face(face: DetectedFace, angle: int, height: int, width: int) -> DetectedFace:
+    """A face found on the image turned by ``angle`` degrees, in the original ``height`` x ``width`` pixels (the
+    landmarks keep their names: see the module doc). ``rotation`` records the angle it was found at."""
+    x1, y1, x2, y2 = face.box
+    corners = unrotate_points(np.array([[x1, y1], [x2, y2]]), angle, height, width)  # opposite corners stay opposite
+    low, high = corners.min(0), corners.max(0)
+    landmarks = unrotate_points(face.landmarks_array(), angle, height, width)
+    return dataclasses.replace(face, box=(float(low[0]), float(low[1]), float(high[0]), float(high[1])),
+                               landmarks=tuple((float(x), float(y)) for x, y in landmarks), rotation=angle)
+
+
+def apparent_roll(face: DetectedFace) -> float:
+    """How far ``face`` is rolled in the image it was found on, in degrees (0 upright, 180 upside down; the
+    absolute angle between straight down and the line from the eyes' midpoint to the mouth's)."""
+    points = face.landmarks_array()
+    down = (points[3] + points[4]) / 2 - (points[0] + points[1]) / 2
+    return abs(float(np.degrees(np.arctan2(-down[0], down[1]))))
+
+
+def merge_angles(candidates: list[tuple[DetectedFace, float]]) -> list[DetectedFace]:
+    """Faces of one image found at several angles -> one face per person.
+
+    ``candidates``: (face in the original pixels, its ``apparent_roll`` in the copy it was found on). A face is
+    often found at two angles: upright-ish in one copy, and rolled by 90 degrees in the next (RetinaFace then places
+    its landmarks roughly; YuNet even calls a face on its side upright, landmarks made up). Faces seen within
+    ``UPRIGHT_ROLL`` of upright are kept first, then by descending score (the made-up sightings score lower than
+    the real ones); a face whose box overlaps a kept one (IoU above ``IOU_DUPLICATE``, or lying mostly inside it)
+    is dropped. The result is sorted by descending score, like ``FaceDetector.detect``."""
+    order = sorted(candidates, key=lambda c: (c[1] > UPRIGHT_ROLL, -c[0].score))
+    kept: list[DetectedFace] = []
+    for face, _roll in order:
+        if kept:
+            boxes = np.array([k.box for k in kept])
+            box = np.array([face.box])
+            if (box_iou(box, boxes) > IOU_DUPLICATE).any() or \
+                    (intersection_over_smaller(box, boxes) > INSIDE_DUPLICATE).any():
+                continue
+        kept.append(face)
+    return sorted(kept, key=lambda f: -f.score)
+
+
+def detect_faces(detector: FaceDetector, images: torch.Tensor, *, rotations: str = "when_missing",
+                 score_threshold: float | None = None) -> list[list[DetectedFace]]:
+    """``detector.detect(images)`` (``[B, 3, H, W]`` RGB 0..1) with faces at other angles found as ``rotations``
+    says (one of ``ROTATION_MODES``, see the module doc). Returns ``B`` lists of ``DetectedFace`` in the input's
+    pixels, sorted by descending score; faces found on a turned copy have ``rotation`` set to its angle."""
+    if rotations not in ROTATION_MODES:
+        raise ValueError(f"rotations must be one of {', '.join(ROTATION_MODES)}; got {rotations!r}")
+    found = detector.detect(images, score_threshold=score_threshold)
+    if rotations == "none" or not found:
+        return found
+    if rotations == "always":
+        todo = list(range(len(found)))
+    else:  # no face, or one the detector saw rolled (its landmarks are rough): try the turned copies
+        todo = [i for i, faces in enumerate(found) if not faces or any(apparent_roll(f) > UPRIGHT_ROLL for f in faces)]
+    if not todo:
+        return found
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    subset = images if len(todo) == len(found) else images[todo]
+    candidates = {i: [(f, apparent_roll(f)) for f in found[i]] for i in todo}
+    for angle in ANGLES:
+        turned = torch.rot90(subset, angle // 90, dims=(-2, -1))  # [b, 3, W, H] for 90 and 270
+        for slot, faces in enumerate(detector.detect(turned, score_threshold=score_threshold)):
+            index = todo[slot]
+            candidates[index] += [(unrotate_face(dataclasses.replace(f, image_index=index), angle, height, width),
+                                   apparent_roll(f)) for f in faces]
+    result = [list(faces) for faces in found]
+    for index, faces in candidates.items():
+        result[index] = merge_angles(faces)
+        logger.debug("image %d: %d face(s) over four angles (%s)", index, len(result[index]),
+                     ", ".join(f"{f.rotation} deg" for f in result[index]))
+    return result
