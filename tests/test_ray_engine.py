@@ -166,6 +166,7 @@ def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, m
     (["--engine", "ray", "--gpus-per-worker", "nan"], "error: --gpus-per-worker must be a number in 0..8, got nan"),
     (["--engine", "ray", "--video-frames"], ("error: --video-frames tracks faces across one sequence in order; it "
                                              "runs on --engine local only")),
+    (["--engine", "ray", "--save-json"], "error: --save-json and --save-annotated run on --engine local only"),
 ])
 def test_engine_options_are_checked_before_any_work(photos, tmp_path, capsys, extra, line):
     import cli
