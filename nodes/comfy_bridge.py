@@ -57,11 +57,23 @@ def register_model_folders() -> None:
 _NOT_GPEN: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) -> why it is not GPEN, or None
 
 
+def _safetensors_shapes(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file as shape-only (meta) tensors: its header is all that is read. A file
+    safetensors cannot open goes through ``read_state_dict``, which names what is wrong with it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+    except SafetensorError:
+        return read_state_dict(path)
+
+
 def not_gpen_reason(path: str) -> str | None:
     """Why the file at ``path`` is surely not a GPEN generator (e.g. "this looks like GFPGAN"), or None when it is
-    one or cannot be told (it stays listed and loading explains). Reads the tensor names and shapes (memory-mapped for
-    the zip format, so no weights are read; the legacy format is read whole once), cached by size and modification
-    time."""
+    one or cannot be told (it stays listed and loading explains). Reads the tensor names and shapes only (the
+    safetensors header; memory-mapped for the zip format; the legacy format is read whole once), cached by size and
+    modification time."""
     stat = os.stat(path)
     key = (path, stat.st_size, stat.st_mtime_ns)
     if key not in _NOT_GPEN:
@@ -69,7 +81,7 @@ def not_gpen_reason(path: str) -> str | None:
         if os.path.splitext(path)[1].lower() in (".pth", ".pt", ".bin", ".safetensors"):
             try:
                 if path.lower().endswith(".safetensors"):
-                    state = read_state_dict(path)
+                    state = _safetensors_shapes(path)
                 else:
                     state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
                 infer_config(canonicalize_state_dict(state))

@@ -6,7 +6,7 @@ import json
 
 import cv2
 import numpy as np
-from conftest import data_file, require_shared
+from conftest import data_file
 
 from cli import main
 
