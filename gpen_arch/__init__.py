@@ -11,6 +11,7 @@ torch, numpy and safetensors; knows nothing of ComfyUI.
 
 from .config import RELEASED_CONFIGS, GPENConfig
 from .errors import CheckpointReadError, ConfigError, GPENError, NotAGPENCheckpoint
+from .fast_plan import FastOptions, FastPlan, resolve_plan
 from .loading import (
     SUPPORTED_SUFFIXES,
     canonicalize_state_dict,
@@ -26,6 +27,9 @@ from .model import GPEN
 __all__ = [
     "GPEN",
     "GPENConfig",
+    "FastOptions",
+    "FastPlan",
+    "resolve_plan",
     "RELEASED_CONFIGS",
     "GPENError",
     "CheckpointReadError",

@@ -4,22 +4,25 @@ Same maths as ``GPEN.reference_forward`` (tests hold the two within 1e-4 of each
 computed with fewer passes over the large full-resolution tensors:
 
 - every FIR blur is one depthwise convolution, never a reshape to one channel with zero-insertion copies; on GPUs
-  (``GPEN.fold_blur``) the blurs are folded into the neighbouring stride-2 convolutions instead, which costs more
+  (``FastPlan.fold_blur``) the blurs are folded into the neighbouring stride-2 convolutions instead, which costs more
   multiply-adds but runs on tensor cores and saves a pass over the largest maps;
 - biases ride along in the convolutions (``conv2d(bias=...)``, the blur's depthwise conv), so the fused lrelu is a
   single in-place ``leaky_relu_``; its ``sqrt(2)`` gain is folded into the weights of whatever consumes the
   activation (``input_gain``), so activations here are the true values divided by ``sqrt(2)``;
 - the "noise" concat is written into one preallocated tensor by the convolution's epilogue (``ops/epilogue.py``):
   bias, demodulation scale, activation and, for sub-pixel upsampling, the pixel shuffle ride along in the passes that
-  fill it (one fused Triton kernel with ``GPEN.fused_kernels``);
+  fill it (one fused Triton kernel with ``FastPlan.fused_kernels``);
 - what depends on the weights alone (folded blurs, every layer's stacked modulation weights, demodulation norms) is
-  derived once and kept in ``model.derived_weights`` (``weight_cache.py``), so a forward launches few small kernels;
-- encoder features are released as soon as the decoder has used them; with ``banded`` (the CPU default from 512
-  up) the three largest resolutions run in horizontal strips with exact halos (``bands.py``), so their activations
-  never exist in full: the same outputs with under a third of the activation memory;
+  derived once and kept in ``model.fast_path.derived`` (``weight_cache.py``), so a forward launches few small kernels;
+- encoder features are released as soon as the decoder has used them; with ``FastPlan.banded`` (the CPU default
+  from 512 up) the three largest resolutions run in horizontal strips with exact halos (``bands.py``), so their
+  activations never exist in full: the same outputs with under a third of the activation memory;
 - styles, modulation and demodulation are computed in float32 even when the network runs in float16/bfloat16;
 - batches share one weight (modulation as input scaling, demodulation as output scaling), see
   ``ops/modulated_conv.py``.
+
+Every choice comes from the ``FastPlan`` passed in (``fast_plan.py``), resolved once by the caller; nothing here
+reads the model's options.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from .bands import (
     band_rows,
     decoder_group_in_bands,
     encoder_layer_in_bands,
-    uses_bands,
 )
+from .fast_plan import FastPlan
 from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
 from .ops.activation import GAIN, leaky_relu_unscaled_
 from .ops.epilogue import styled_concat
@@ -50,7 +53,7 @@ from .ops.upfirdn2d import (
 
 def _memo(model, layer: torch.nn.Module, source: torch.Tensor):
     """The ``cache`` argument of ``modulated_conv2d`` for one layer: derived weights kept in ``model``."""
-    cache = model.derived_weights
+    cache = model.fast_path.derived
     return lambda form, build: cache.get((id(layer), form), source, build)
 
 
@@ -95,12 +98,14 @@ def _style_table(model) -> tuple[dict[int, tuple[int, int]], torch.Tensor, torch
     """The modulation linears of every StyledConv and ToRGB stacked, so that one ``addmm`` gives all their styles:
     ``{id(layer): (start, end)}`` columns of the product, the stacked weights ``[sum I, style_dim]`` and biases
     ``[sum I]`` (float32), and each StyledConv's feature gain ``alpha * sqrt(2)`` (one-element float32 tensors).
-    The stacks are derived once (``model.derived_weights``): per forward, one kernel instead of a handful per layer."""
+    The stacks are derived once (``model.fast_path.derived``): per forward, one kernel instead of a handful per
+    layer."""
     layers = _modulated_layers(model)
     styled = [layer for layer in layers if isinstance(layer, StyledConv)]
     sources = [t for layer in layers for t in (layer.conv.modulation.weight, layer.conv.modulation.bias)]
     sources += [layer.noise.weight for layer in styled]
-    stamp = model.derived_weights.stamp(*sources)
+    cache = model.fast_path.derived
+    stamp = cache.stamp(*sources)
 
     def stacked_weights() -> torch.Tensor:  # [sum I, style_dim] float32, EqualLinear's scale applied
         return torch.cat([layer.conv.modulation.weight.float() * layer.conv.modulation.scale for layer in layers])
@@ -111,7 +116,6 @@ def _style_table(model) -> tuple[dict[int, tuple[int, int]], torch.Tensor, torch
     def alphas() -> torch.Tensor:  # the features arrive divided by sqrt(2)
         return torch.cat([layer.noise.weight.float().reshape(1) * GAIN for layer in styled])
 
-    cache = model.derived_weights
     weights = cache.get("style weights", stamp, stacked_weights)
     biases = cache.get("style biases", stamp, stacked_biases)
     gains = cache.get("feature gains", stamp, alphas)
@@ -153,28 +157,29 @@ def _to_rgb(
 
 
 def _has_standard_skip_kernels(model) -> bool:
-    """Whether every ToRGB upsampler holds the standard gain-4 [1, 3, 3, 1] kernel (checked once per model)."""
-    cached = model.__dict__.get("_standard_skip_kernels")
-    if cached is None:
+    """Whether every ToRGB upsampler holds the standard gain-4 [1, 3, 3, 1] kernel (a derived fact, checked again
+    when the kernels change). Meta tensors (a shape-only run, ``memory.py``) have no values: the general form
+    serves them (the same shapes, and far quicker there than bilinear interpolation's Python meta kernel)."""
+    kernels = [rgb.upsample.kernel for rgb in model.generator.to_rgbs]
+    if any(k.is_meta for k in kernels):
+        return False
+
+    def check() -> bool:
         standard = make_blur_kernel(gain=4.0)
-        cached = all(torch.allclose(rgb.upsample.kernel.detach().float().cpu(), standard)
-                     for rgb in model.generator.to_rgbs)
-        model.__dict__["_standard_skip_kernels"] = cached
-    return cached
+        return all(torch.allclose(k.detach().float().cpu(), standard) for k in kernels)
+
+    return model.fast_path.derived.get("standard skip kernels", model.fast_path.derived.stamp(*kernels), check)
 
 
 @torch.no_grad()
-def fast_forward(model, x: torch.Tensor, *, banded: bool | None = None) -> torch.Tensor:
-    """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device. Returns ``[N, 3, S, S]``.
-
-    ``banded``: run the largest layers in strips (``bands.py``; the same results with far less activation memory);
-    None: :func:`uses_bands`."""
-    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
-    fold = model.folds_blur(x.device)
-    subpixel = model.uses_subpixel(x.device)
-    fused = model.uses_fused_kernels(x.device)
+def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
+    """``model``: a GPEN; ``x``: ``[N, 3, S, S]`` in the model's dtype and device; ``plan``: the decisions to run
+    from (``model.plan(device, dtype)``); its ``fast``, ``per_face``, ``cudnn_benchmark`` and ``cuda_graphs`` are the
+    caller's business (``GPEN.forward``). Returns ``[N, 3, S, S]``."""
+    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+    fold, subpixel, fused = plan.fold_blur, plan.subpixel, plan.fused_kernels
     bilinear = _has_standard_skip_kernels(model)
-    plan = band_plan(model.config) if (uses_bands(model.config, x.device) if banded is None else banded) else None
+    bands = band_plan(model.config) if plan.banded else None
     size = model.config.size
     layers = model.encoder_layers()
 
@@ -184,11 +189,11 @@ def fast_forward(model, x: torch.Tensor, *, banded: bool | None = None) -> torch
     def recompute_ecd0(a: int, b: int) -> torch.Tensor:  # rows [a, b) of the S x S feature, from the input
         return _encoder_layer(model, layers[0], x[:, :, a:b], 1.0, fold)
 
-    out = x if plan is not None else _encoder_layer(model, layers[0], x, 1.0, fold)
-    if plan is None:
+    out = x if bands is not None else _encoder_layer(model, layers[0], x, 1.0, fold)
+    if bands is None:
         features[size] = out
     for i, layer in enumerate(layers[1:], start=1):
-        if plan is not None and i in plan.encoder_layers:
+        if bands is not None and i in bands.encoder_layers:
             source = recompute_ecd0 if i == 1 else (lambda a, b, full=out: full[:, :, a:b])
             channels = model.config.channels(size >> i)
             out = encoder_layer_in_bands(lambda strip, layer=layer: _encoder_layer(model, layer, strip, GAIN, fold),
@@ -222,14 +227,14 @@ def fast_forward(model, x: torch.Tensor, *, banded: bool | None = None) -> torch
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
     h = styled(gen.conv1, h, features.pop(4), 1.0)
     skip = _to_rgb(gen.to_rgb1, h, styles(gen.to_rgb1), None, input_gain=GAIN, bilinear=bilinear)
-    last_plain = plan.first_banded_step if plan is not None else len(gen.to_rgbs)
+    last_plain = bands.first_banded_step if bands is not None else len(gen.to_rgbs)
     for step, to_rgb in enumerate(gen.to_rgbs[:last_plain]):
         feature = features.pop(2 ** (step + 3))  # released after this step
         h = styled(gen.convs[2 * step], h, feature, GAIN)
         h = styled(gen.convs[2 * step + 1], h, feature, GAIN)
         del feature
         skip = _to_rgb(to_rgb, h, styles(to_rgb), skip, input_gain=GAIN, bilinear=bilinear)
-    if plan is None:
+    if bands is None:
         return skip
 
     def decoder_step(step: int) -> DecoderStep:
@@ -246,7 +251,7 @@ def fast_forward(model, x: torch.Tensor, *, banded: bool | None = None) -> torch
             feature=recompute_ecd0 if stored is None else (lambda a, b: stored[:, :, a:b]),
         )
 
-    for group in plan.decoder_groups:
+    for group in bands.decoder_groups:
         steps = [decoder_step(step) for step in group]
         for step in group:
             features.pop(2 ** (step + 3), None)  # held by the steps' closures until the group is done

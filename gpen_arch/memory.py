@@ -22,6 +22,7 @@ import torch
 
 from .bands import BandPlan, band_plan, band_rows
 from .config import GPENConfig
+from .fast_plan import FastPlan
 
 #: Allocator slack (fragmentation, convolution workspaces) on top of the tensors the walk counts.
 OVERHEAD = 1.15
@@ -169,33 +170,22 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
-def derived_weight_bytes(config: GPENConfig, dtype: torch.dtype, *, folded: bool = False, encoder: bool = True) -> int:
-    """Bytes of the weights the fast forward derives once and keeps (``weight_cache.py``).
+def derived_weight_bytes(config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> int:
+    """Bytes of the weights the fast forward derives once and keeps (``weight_cache.py``) when it runs ``plan`` for
+    a model of ``config`` in ``dtype``: the fast forward itself, run on a shape-only (meta-device) model of that
+    configuration, builds them, and their sizes are summed; there is no second description of what it caches.
+    Kept per (configuration, plan, dtype)."""
+    return _derived_weight_bytes(config, plan.fold_blur, plan.subpixel, dtype)
 
-    Always, in float32: the mapping network's and final linear's scaled weights and biases, the stacked modulation
-    weights and biases of every StyledConv and ToRGB with the feature gains, and every StyledConv's demodulation
-    norms ``[O, I]``. With ``folded``, in ``dtype``: every upsampling convolution's 3x3 weight folded to 6x6 (or its
-    four 3x3 phases: as many numbers), and with ``encoder`` every downsampling encoder convolution folded likewise.
-    """
-    f32 = 4
-    dim = config.style_dim
-    c4 = config.channels(4)
-    total = config.n_mlp * (dim * dim + dim) * f32 + (c4 * 16 * dim + dim) * f32  # mapping + final linear
-    modulation_inputs = c4 + 2 * c4  # conv1, to_rgb1
-    styled = [(c4, c4)]  # (out, in) of every StyledConv
-    previous = c4
-    for step in range(config.num_decoder_steps):
-        channels = config.channels(2 ** (step + 3))
-        styled += [(channels, 2 * previous), (channels, 2 * channels)]
-        modulation_inputs += 2 * previous + 2 * channels + 2 * channels  # two StyledConvs and a ToRGB
-        previous = channels
-    total += modulation_inputs * (dim + 1) * f32 + len(styled) * f32  # style table, feature gains
-    total += sum(out_ch * in_ch for out_ch, in_ch in styled) * f32  # demodulation norms
-    if folded:
-        element = _element_size(dtype)
-        total += sum(out_ch * in_ch for out_ch, in_ch in styled[1::2]) * 36 * element  # the upsampling convs
-        if encoder:
-            for i in range(1, config.num_encoder_layers):
-                resolution = config.size >> i
-                total += config.channels(resolution) * config.channels(2 * resolution) * 36 * element
-    return total
+
+@functools.lru_cache(maxsize=64)
+def _derived_weight_bytes(config: GPENConfig, fold_blur: bool, subpixel: bool, dtype: torch.dtype) -> int:
+    from .fast_forward import fast_forward
+    from .model import GPEN
+
+    with torch.device("meta"):
+        model = GPEN(config).to(dtype)
+        x = torch.empty((1, 3, config.size, config.size), dtype=dtype)
+    # only the folding decisions change what is derived; strips and kernels change how activations are computed
+    fast_forward(model, x, FastPlan(fold_blur=fold_blur, subpixel=subpixel))
+    return model.fast_path.derived.nbytes()

@@ -1,50 +1,90 @@
-"""Weights the fast forward derives from the parameters (FIR blurs folded into convolutions, sub-pixel layouts,
-squared norms for demodulation), computed once instead of on every forward.
+"""The fast forward's state beside the parameters: weights derived from them (FIR blurs folded into convolutions,
+sub-pixel layouts, squared norms for demodulation, stacked style tables), computed once instead of on every forward,
+and the CUDA graph replaying the forward (``cuda_graph.py``). :class:`FastPath` holds both; ``GPEN`` keeps one and
+resets it whenever the model moves (``.to()``, ``.half()``, ComfyUI moving the model between devices) or
+``load_state_dict`` loads new weights, so nothing derived outlives the weights it came from.
 
-Each entry remembers the storage and version counter of the parameter it came from, so loading new weights into
-the model (in place or not) rebuilds it; inference tensors have no version counter, so for a model built under
-``torch.inference_mode()`` only new storage counts. ``GPEN._apply`` (``.to()``, ``.half()``, ComfyUI moving the model between
-devices) empties the cache, so no derived tensor stays behind on a device the model has left.
+Each derived entry also remembers the storage and version counter of the parameters it came from, so weights
+changed in place by other means (``param.copy_()``) rebuild it too; inference tensors have no version counter, so
+for a model built under ``torch.inference_mode()`` only new storage or a ``load_state_dict`` counts. Every rebuild
+bumps :attr:`DerivedWeights.generation`, which the CUDA graph keys on: a graph captured with old derived weights is
+never replayed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 import torch
 
 
+def stamp(*sources: torch.Tensor) -> tuple:
+    """What identifies the current contents of ``sources``: storage, version counter, dtype, device, shape.
+
+    Inference tensors (a model built under ``torch.inference_mode()``, as ComfyUI's nodes run) keep no version
+    counter: for them only a new storage (new weights loaded by assignment, ``.to()``) is seen."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, t.device, tuple(t.shape))
+                 for t in sources)
+
+
 class DerivedWeights:
-    """``cache.get(key, source, build)``: ``build()``'s tensor, rebuilt only when ``source`` changed."""
+    """``cache.get(key, source, build)``: ``build()``'s value, rebuilt only when ``source`` changed."""
 
     def __init__(self) -> None:
-        self._entries: dict[Hashable, tuple[tuple, torch.Tensor]] = {}
+        self._entries: dict[Hashable, tuple[tuple, Any]] = {}
+        self.generation = 0  # bumped whenever an entry is (re)built or the cache is emptied
 
-    @staticmethod
-    def stamp(*sources: torch.Tensor) -> tuple:
-        """What identifies the current contents of ``sources``: storage, version counter, dtype, device, shape.
+    stamp = staticmethod(stamp)
 
-        Inference tensors (a model built under ``torch.inference_mode()``, as ComfyUI's nodes run) keep no version
-        counter: for them only a new storage (new weights loaded by assignment, ``.to()``) is seen."""
-        return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, t.device, tuple(t.shape))
-                     for t in sources)
-
-    def get(self, key: Hashable, source: torch.Tensor | tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``source``: the tensor the entry is derived from, or a :meth:`stamp` of several."""
-        stamp = source if isinstance(source, tuple) else self.stamp(source)
+    def get(self, key: Hashable, source: torch.Tensor | tuple, build: Callable[[], Any]) -> Any:
+        """``source``: the tensor the entry is derived from, or a :func:`stamp` of several."""
+        mark = source if isinstance(source, tuple) else stamp(source)
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == stamp:
+        if entry is not None and entry[0] == mark:
             return entry[1]
         value = build()
-        self._entries[key] = (stamp, value)
+        self._entries[key] = (mark, value)
+        self.generation += 1
         return value
 
     def clear(self) -> None:
+        if self._entries:
+            self.generation += 1
         self._entries.clear()
 
     def nbytes(self) -> int:
         """Bytes held by the cached tensors."""
-        return sum(value.numel() * value.element_size() for _, value in self._entries.values())
+        return sum(value.numel() * value.element_size() for _, value in self._entries.values()
+                   if isinstance(value, torch.Tensor))
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class FastPath:
+    """Everything the fast forward keeps between calls: the derived weights, the CUDA graph runner and the stamp of
+    the parameters that the graph was checked against. ``reset()`` drops it all."""
+
+    def __init__(self) -> None:
+        self.derived = DerivedWeights()
+        self.graph_runner = None  # cuda_graph.CUDAGraphForward, made on the first graphed forward
+        self._weights_stamp: tuple | None = None
+        self._weights_generation = 0
+
+    def reset(self) -> None:
+        """Forget every derived weight and free the captured graph (the model moved or loaded new weights)."""
+        self.derived.clear()
+        if self.graph_runner is not None:
+            self.graph_runner.reset()
+        self._weights_stamp = None
+        self._weights_generation += 1
+
+    def generation(self, tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
+        """A counter pair that changes whenever a derived weight is rebuilt or any of ``tensors`` (the model's
+        parameters and buffers) changed storage or was written in place since the last call."""
+        current = stamp(*tensors)
+        if current != self._weights_stamp:
+            self._weights_stamp = current
+            self._weights_generation += 1
+        return self._weights_generation, self.derived.generation

@@ -12,6 +12,7 @@ from gpen_arch import bands as bands_module
 from gpen_arch.bands import band_plan, band_rows, uses_bands
 from gpen_arch.config import GPENConfig
 from gpen_arch.fast_forward import fast_forward
+from gpen_arch.fast_plan import FastOptions, FastPlan
 from gpen_arch.memory import estimate_forward_memory
 from gpen_arch.model import GPEN
 
@@ -33,8 +34,8 @@ def random_model(config: GPENConfig, seed: int = 0) -> GPEN:
 
 def max_difference(model: GPEN, x: torch.Tensor) -> float:
     with torch.no_grad():
-        plain = fast_forward(model, x, banded=False)
-        banded = fast_forward(model, x, banded=True)
+        plain = fast_forward(model, x, model.plan("cpu").replace(banded=False))
+        banded = fast_forward(model, x, model.plan("cpu").replace(banded=True))
     assert banded.shape == plain.shape
     return (banded - plain).abs().max().item()
 
@@ -47,8 +48,8 @@ def test_compact_2048_vector_banded_equals_plain_and_official():
     small = io["input_rgb_u8"].float() / 255  # [256, 256, 3], repeated 8x along H and W
     x = ((small.repeat_interleave(8, 0).repeat_interleave(8, 1) - 0.5) / 0.5).permute(2, 0, 1)[None].contiguous()
     with torch.no_grad():
-        plain = fast_forward(model, x, banded=False)
-        banded = fast_forward(model, x, banded=True)
+        plain = fast_forward(model, x, FastPlan(banded=False))
+        banded = fast_forward(model, x, FastPlan(banded=True))
     assert (banded - plain).abs().max().item() <= TOLERANCE
     assert (banded[0, :, ::8, ::8] - io["output_every_8th"]).abs().max().item() <= 1e-4
     assert (banded[0, :, 960:1088, 960:1088] - io["output_center_128"]).abs().max().item() <= 1e-4
@@ -68,8 +69,7 @@ def test_many_thin_strips_equal_plain(monkeypatch, options):
     and on one face: every halo is exercised, edges and interior."""
     monkeypatch.setattr(bands_module, "BAND_ELEMENTS", 1)
     model = random_model(GPENConfig(size=128, channel_multiplier=2, narrow=0.0625))
-    for name, value in options.items():
-        setattr(model, name, value)
+    model.fast_options = FastOptions(**options)
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2)) * 2 - 1
     assert band_rows(128, 8, 128) == bands_module.MIN_BAND_ROWS
     assert max_difference(model, x) <= TOLERANCE

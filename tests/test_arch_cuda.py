@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import SKIP_CUDA
 
-from gpen_arch import GPEN, GPENConfig, load_gpen
+from gpen_arch import GPEN, FastOptions, GPENConfig, load_gpen
 from gpen_arch.ops import triton_epilogue
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=SKIP_CUDA + "needs a CUDA device")
@@ -33,7 +33,7 @@ def weights_and_reference():
             value.normal_(0.0, 0.1)
     x = torch.rand(3, 3, CONFIG.size, CONFIG.size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     reference = load_gpen(state)
-    reference.use_fast_path = False
+    reference.fast_options = FastOptions(use_fast_path=False)
     with torch.no_grad():
         expected = reference(x)
     return state, x, expected
@@ -53,7 +53,7 @@ def test_gpu_forms_match_the_reference(weights_and_reference, subpixel, fused, b
         pytest.skip(SKIP_CUDA + "Triton is not installed: the fused epilogue falls back to PyTorch")
     state, x, expected = weights_and_reference
     model = load_gpen(state, device="cuda")
-    model.subpixel_upsample, model.fused_kernels = subpixel, fused
+    model.fast_options = FastOptions(subpixel_upsample=subpixel, fused_kernels=fused)
     with torch.no_grad():
         got = model(x[:batch].cuda()).cpu()
     assert not triton_epilogue._state["failed"], "the fused kernel failed and fell back"
@@ -67,7 +67,7 @@ def test_fused_half_precision_close_to_float32(weights_and_reference, dtype):
     model = load_gpen(state, device="cuda", dtype=dtype)
     with torch.no_grad():
         plain = model(x.cuda()).float().cpu()
-        model.subpixel_upsample = model.fused_kernels = True
+        model.fast_options = FastOptions(subpixel_upsample=True, fused_kernels=True)
         fused = model(x.cuda()).float().cpu()
     bound = 5e-2 if dtype == torch.float16 else 2.5e-1  # bf16 keeps 8 bits of mantissa
     assert (plain - expected).abs().max().item() < bound
@@ -78,7 +78,7 @@ def test_fused_half_precision_close_to_float32(weights_and_reference, dtype):
 def test_cuda_graph_replays_the_fused_forward(weights_and_reference):
     state, x, expected = weights_and_reference
     model = load_gpen(state, device="cuda")
-    model.subpixel_upsample = model.fused_kernels = model.cuda_graphs = True
+    model.fast_options = FastOptions(subpixel_upsample=True, fused_kernels=True, cuda_graphs=True)
     with torch.no_grad():
         first = model(x[:1].cuda()).cpu()
         second = model(x[1:2].cuda()).cpu()  # replay with new input
@@ -89,12 +89,12 @@ def test_cuda_graph_replays_the_fused_forward(weights_and_reference):
 def test_cuda_graph_pads_a_partial_batch_and_runs_a_small_one_eagerly(weights_and_reference):
     state, x, expected = weights_and_reference
     model = load_gpen(state, device="cuda")
-    model.cuda_graphs = True
+    model.fast_options = FastOptions(cuda_graphs=True)
     with torch.no_grad():
         full = model(x.cuda()).cpu()  # captured at 3 faces
         padded = model(x[1:3].cuda()).cpu()  # replayed in the 3-face graph
         eager = model(x[2:3].cuda()).cpu()  # under half the graph's size: run as is
-    assert model._graph_runner.captures == 1
+    assert model.fast_path.graph_runner.captures == 1
     assert (full - expected).abs().max().item() < 1e-4
     assert (padded - expected[1:3]).abs().max().item() < 1e-4
     assert (eager - expected[2:3]).abs().max().item() < 1e-4
@@ -108,9 +108,9 @@ def test_defaults_on_cuda_use_the_fast_forms_with_cudnn_benchmark_inside_only(we
     inner = fast_forward_module.fast_forward
     seen = []
 
-    def spy(m, inp):
+    def spy(m, inp, plan):
         seen.append(torch.backends.cudnn.benchmark)
-        return inner(m, inp)
+        return inner(m, inp, plan)
 
     monkeypatch.setattr(fast_forward_module, "fast_forward", spy)
     saved = torch.backends.cudnn.benchmark
@@ -121,6 +121,7 @@ def test_defaults_on_cuda_use_the_fast_forms_with_cudnn_benchmark_inside_only(we
         assert seen == [True] and torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = saved
-    assert model.uses_subpixel("cuda") and model.uses_fused_kernels("cuda")
+    plan = model.plan("cuda")
+    assert plan.subpixel and plan.fused_kernels and plan.fold_blur
     assert not triton_epilogue._state["failed"] or not HAS_TRITON
     assert (got - expected).abs().max().item() < 1e-4

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_arch_vectors import load_compact
 
-from gpen_arch import load_gpen, read_state_dict
+from gpen_arch import FastOptions, load_gpen, read_state_dict
 
 # Measured on the full-width 256 vector (CPU, torch 2.14.1): fp16 max abs 2.0e-3 (mean 2.3e-4), bf16 max abs 2.0e-2
 # (mean 2.3e-3), against an output range of about [-1.2, 1.3]. On the compact 256 vector of tests/data, used here:
@@ -21,8 +21,8 @@ def test_half_precision_close_to_float32(dtype, form):
     path, _, x, checks = load_compact("compact_256_cm1_n0.0625_s64")
     expected = checks["output"][1]
     model = load_gpen(read_state_dict(path), dtype=dtype)
-    model.fold_blur = True if form != "default" else None
-    model.subpixel_upsample = form == "subpixel"
+    model.fast_options = FastOptions(fold_blur=True if form != "default" else None,
+                                     subpixel_upsample=form == "subpixel")
     assert model.final_linear[0].weight.dtype == dtype
     assert all(b.dtype == dtype for b in model.buffers())
     with torch.no_grad():

@@ -64,6 +64,7 @@ def test_whole_network_with_fused_kernels_matches_the_official_output():
         import torch
         from gpen_arch import load_gpen, read_state_dict
         from gpen_arch.fast_forward import fast_forward
+        from gpen_arch.fast_plan import FastPlan
         from gpen_arch.ops import triton_epilogue
         from test_arch_vectors import load_compact
         path, _, x, checks = load_compact("compact_256_cm1_n0.0625_s64")
@@ -73,10 +74,10 @@ def test_whole_network_with_fused_kernels_matches_the_official_output():
         original = triton_epilogue.concat_epilogue
         triton_epilogue.concat_epilogue = lambda *a: calls.append(original(*a)) or calls[-1]
         for subpixel in (False, True):
-            model.fused_kernels, model.subpixel_upsample = True, subpixel
-            got = fast_forward(model, torch.cat([x, x.flip(-1)]))  # the batch path: scale and bias pending
+            plan = FastPlan(fused_kernels=True, subpixel=subpixel)
+            got = fast_forward(model, torch.cat([x, x.flip(-1)]), plan)  # the batch path: scale and bias pending
             assert (got[:1] - expected).abs().max().item() < 1e-4
-            got = fast_forward(model, x)
+            got = fast_forward(model, x, plan)
             assert (got - expected).abs().max().item() < 1e-4
         assert calls and all(calls), calls
         print("ok", len(calls))

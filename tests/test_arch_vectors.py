@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from gpen_arch import infer_config, load_gpen, read_state_dict
 from gpen_arch.fast_forward import fast_forward
+from gpen_arch.fast_plan import FastOptions, FastPlan
 
 VECTORS = ["gpen_256_cm1_n0.25", "gpen_512_cm2_n0.25", "gpen_2048_cm2_n0.125"]
 COMPACT = sorted(p.stem for p in (DATA / "gpen" / "compact").glob("*.json"))
@@ -65,7 +66,7 @@ def test_reproduces_the_compact_official_outputs(name, fast):
         meta["size"], meta["channel_multiplier"], meta["style_dim"], meta["n_mlp"])
     assert config.narrow == pytest.approx(meta["narrow"])
     model = load_gpen(state)  # stored as float16, run in float32
-    model.use_fast_path = fast
+    model.fast_options = FastOptions(use_fast_path=fast)
     with torch.no_grad():
         out = model(x)
     assert out.shape == (1, 3, meta["size"], meta["size"]) and out.dtype == torch.float32
@@ -86,7 +87,7 @@ def test_reproduces_official_output(vector, fast):
     assert model.config.size == meta["size"]
     assert model.config.channel_multiplier == meta["channel_multiplier"]
     assert model.config.narrow == pytest.approx(meta["narrow"])
-    model.use_fast_path = fast
+    model.fast_options = FastOptions(use_fast_path=fast)
     with torch.no_grad():
         out = model(x)
     assert out.shape == expected.shape
@@ -101,23 +102,17 @@ def test_fast_path_matches_reference_on_a_batch():
     batch = torch.cat([x, x.flip(-1), 0.5 * x])
     with torch.no_grad():
         face_by_face = model(batch)  # on the CPU a batch runs face by face
-        shared = fast_forward(model, batch)  # the GPU's batch path: three faces share one weight
-        folded = fast_forward(with_attributes(model, fold_blur=True), batch)  # and its folded blurs
-        subpixel = fast_forward(with_attributes(model, subpixel_upsample=True, fused_kernels=True), batch)
-        single = fast_forward(model, batch[:1])  # batch 1 with sub-pixel upsampling
-        with_attributes(model, fold_blur=None, subpixel_upsample=False, fused_kernels=False)
-        model.use_fast_path = False
+        shared = fast_forward(model, batch, model.plan("cpu"))  # the GPU's batch path: three faces share one weight
+        folded = fast_forward(model, batch, FastPlan(fold_blur=True))  # and its folded blurs
+        subpixel_plan = FastPlan(fold_blur=True, subpixel=True, fused_kernels=True)
+        subpixel = fast_forward(model, batch, subpixel_plan)
+        single = fast_forward(model, batch[:1], subpixel_plan)  # batch 1 with sub-pixel upsampling
+        model.fast_options = FastOptions(use_fast_path=False)
         reference = model(batch)
     assert (single - reference[:1]).abs().max().item() < 1e-4
     for fast in (face_by_face, shared, folded, subpixel):
         assert (fast - reference).abs().max().item() < 1e-4
         assert (fast[:1] - expected).abs().max().item() < 1e-4
-
-
-def with_attributes(model, **attributes):
-    for name, value in attributes.items():
-        setattr(model, name, value)
-    return model
 
 
 def test_gradients_use_the_reference_path():

@@ -3,8 +3,10 @@ output (undoing a sub-pixel layout on the fly) and the encoder feature once, and
 ``[conv * scale + b1 | alpha * feature + b2]`` concatenation once. The PyTorch form needs three strided passes.
 
 Triton is optional: it is imported on first use only, and :func:`concat_epilogue` returns False (the caller then
-runs the PyTorch form) when Triton is missing, the tensors are not on a CUDA device or not channels-last
-contiguous, or the kernel failed once (a warning says so; it is not tried again in this process). With
+runs the PyTorch form) when Triton is missing, the tensors are not on a CUDA device, not in a dtype it takes or not
+channels-last contiguous, or the kernel failed once (it is not tried again in this process). Each such fallback is
+logged once, as a warning with its reason: asking for the fused kernel and silently not getting it would hide a slow
+path. With
 ``TRITON_INTERPRET=1`` the kernel also runs, slowly, on CPU tensors: that is how the tests check it without a GPU.
 Arithmetic is float32 with one rounding to the output dtype.
 """
@@ -12,14 +14,17 @@ Arithmetic is float32 with one rounding to the output dtype.
 from __future__ import annotations
 
 import functools
+import logging
 import os
-import warnings
 
 import torch
 
 from .activation import NEGATIVE_SLOPE
 
-_state = {"failed": False}
+logger = logging.getLogger(__name__)
+
+_state: dict = {"failed": None}  # why the kernel is off for this process (Triton unusable, or it failed once)
+_reported: set[str] = set()  # fallback reasons already logged
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -78,19 +83,35 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
 
 
+def report_fallback(reason: str) -> None:
+    """Log, once per distinct ``reason``, that the fused epilogue was asked for and the PyTorch form runs instead."""
+    if reason not in _reported:
+        _reported.add(reason)
+        logger.warning("GPEN: the fused Triton epilogue cannot run (%s); using the PyTorch form", reason)
+
+
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the fused kernel can take these tensors (device, dtype, Triton present, not failed before)."""
+    """Whether the fused kernel can take these tensors (device, dtype, Triton present, not failed before); when not,
+    the reason is logged once (:func:`report_fallback`)."""
     if _state["failed"]:
+        report_fallback(_state["failed"])
         return False
     device = tensors[0].device
-    if any(t.device != device or t.dtype not in _DTYPES for t in tensors):
+    if any(t.device != device for t in tensors):
+        report_fallback("its tensors are on different devices")
+        return False
+    dtypes = sorted({str(t.dtype) for t in tensors if t.dtype not in _DTYPES})
+    if dtypes:
+        report_fallback(f"it takes float32, float16 and bfloat16, not {', '.join(dtypes)}")
         return False
     if device.type != "cuda" and not _interpreting():
+        report_fallback(f"Triton runs on CUDA devices, not {device.type}")
         return False
     try:
         _kernel()
-    except Exception:  # ImportError, or a Triton too old for this kernel
-        _state["failed"] = True
+    except Exception as exc:  # ImportError, or a Triton too old for this kernel: off for the process
+        _state["failed"] = f"Triton is not usable here: {type(exc).__name__}: {exc}"
+        report_fallback(_state["failed"])
         return False
     return True
 
@@ -100,9 +121,14 @@ def concat_epilogue(result, feature: torch.Tensor, alpha: torch.Tensor, noise_bi
     """Write ``epilogue.styled_concat``'s output into ``out`` (``[N, 2*O, H, W]`` channels-last). Returns False,
     touching nothing, when the kernel cannot run here."""
     raw, out_ch = result.raw, result.out_channels
-    if not (_channels_last(raw) and _channels_last(feature) and _channels_last(out)):
+    if not usable(raw, feature, out):
         return False
-    if tuple(feature.shape) != tuple(result.shape) or not usable(raw, feature, out):
+    if not (_channels_last(raw) and _channels_last(feature) and _channels_last(out)):
+        report_fallback("it takes channels-last tensors only (FastOptions.channels_last is off, or a layout was "
+                        "refused)")
+        return False
+    if tuple(feature.shape) != tuple(result.shape):
+        report_fallback(f"the feature's shape {list(feature.shape)} is not the output's {list(result.shape)}")
         return False
     n, _, height, width = out.shape
     scale = result.scale.contiguous() if result.scale is not None else raw
@@ -118,8 +144,7 @@ def concat_epilogue(result, feature: torch.Tensor, alpha: torch.Tensor, noise_bi
                      NEGATIVE_SLOPE, SUBPIXEL=result.subpixel, HAS_SCALE=result.scale is not None,
                      HAS_BIAS=result.bias is not None, BLOCK_P=block_p, BLOCK_C=block_c)
     except Exception as exc:  # a compiler or driver problem: fall back for good, but say so once
-        _state["failed"] = True
-        warnings.warn(f"GPEN: the fused Triton epilogue failed ({type(exc).__name__}: {exc}); using the PyTorch "
-                      f"form from now on", RuntimeWarning, stacklevel=2)
+        _state["failed"] = f"it failed: {type(exc).__name__}: {exc}; not tried again in this process"
+        report_fallback(_state["failed"])
         return False
     return True
