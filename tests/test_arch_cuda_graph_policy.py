@@ -11,8 +11,11 @@ import contextlib
 import pytest
 import torch
 
-from gpen_arch import cuda_graph
+from gpen_arch import GPEN, FastOptions, FastPlan, GPENConfig, cuda_graph
 from gpen_arch import fast_forward as fast_forward_module
+from gpen_arch.weight_cache import FastPath
+
+PLAN = FastPlan(cuda_graphs=True)
 
 
 class FakeGraph:
@@ -39,14 +42,13 @@ class Model(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.ones(1))
-        self.channels_last = True
-        self.fold_blur = self.subpixel_upsample = self.fused_kernels = None
+        self.fast_path = FastPath()
         self.eager_batches: list[int] = []
 
 
 @pytest.fixture
 def runner(monkeypatch):
-    def forward(model, x):
+    def forward(model, x, plan):
         out = x * 2
         if FakeGraph.capturing is not None:
             FakeGraph.capturing.recorded = (x, out)
@@ -73,49 +75,49 @@ def batch(n: int, start: float = 0.0) -> torch.Tensor:
 
 def test_same_batch_replays_without_recapture(runner):
     for start in (0.0, 10.0, 20.0):
-        assert torch.equal(runner(batch(4, start)), batch(4, start) * 2)
+        assert torch.equal(runner(batch(4, start), PLAN), batch(4, start) * 2)
     assert runner.captures == 1 and runner.captured_batch == 4
 
 
 def test_partial_batch_is_padded_into_the_graph(runner):
-    runner(batch(4))
-    out = runner(batch(3, 100.0))
+    runner(batch(4), PLAN)
+    out = runner(batch(3, 100.0), PLAN)
     assert out.shape[0] == 3 and torch.equal(out, batch(3, 100.0) * 2)
-    out = runner(batch(2, 50.0))  # half the captured size still pads
+    out = runner(batch(2, 50.0), PLAN)  # half the captured size still pads
     assert torch.equal(out, batch(2, 50.0) * 2)
     assert runner.captures == 1
 
 
 def test_small_remainder_runs_eagerly_then_recaptures_if_it_persists(runner):
-    runner(batch(4))
+    runner(batch(4), PLAN)
     runner.model.eager_batches.clear()  # the capture's own warm-up
-    assert torch.equal(runner(batch(1, 7.0)), batch(1, 7.0) * 2)
+    assert torch.equal(runner(batch(1, 7.0), PLAN), batch(1, 7.0) * 2)
     assert runner.captures == 1 and runner.model.eager_batches == [1]
-    runner(batch(4))  # back to the full size: the graph is still there
+    runner(batch(4), PLAN)  # back to the full size: the graph is still there
     assert runner.captures == 1
     for _ in range(3):  # the batch size really changed
-        assert torch.equal(runner(batch(1, 3.0)), batch(1, 3.0) * 2)
+        assert torch.equal(runner(batch(1, 3.0), PLAN), batch(1, 3.0) * 2)
     assert runner.captures == 2 and runner.captured_batch == 1
 
 
 def test_larger_batch_or_new_shape_recaptures(runner):
-    runner(batch(2))
-    runner(batch(4))
+    runner(batch(2), PLAN)
+    runner(batch(4), PLAN)
     assert runner.captures == 2 and runner.captured_batch == 4
-    out = runner(torch.ones(4, 1, 2, 2))
+    out = runner(torch.ones(4, 1, 2, 2), PLAN)
     assert runner.captures == 3 and torch.equal(out, torch.full((4, 1, 2, 2), 2.0))
 
 
-def test_gpu_options_default_to_cuda_only():
-    from gpen_arch import GPEN, GPENConfig
-
-    model = GPEN(GPENConfig(size=64, channel_multiplier=1, narrow=0.25))
-    assert (model.uses_subpixel("cuda"), model.uses_fused_kernels("cuda"), model.folds_blur("cuda")) == (True,) * 3
-    assert (model.uses_subpixel("cpu"), model.uses_fused_kernels("cpu"), model.folds_blur("cpu")) == (False,) * 3
-    model.fold_blur = False  # no folding: no sub-pixel form either, unless asked for
-    assert not model.uses_subpixel("cuda") and model.uses_fused_kernels("cuda")
-    model.subpixel_upsample, model.fused_kernels = True, False  # explicit settings win on every device
-    assert model.uses_subpixel("cpu") and not model.uses_fused_kernels("cuda")
+def test_another_plan_or_changed_weights_recapture(runner):
+    runner(batch(2), PLAN)
+    runner(batch(2), PLAN.replace(subpixel=True))
+    assert runner.captures == 2
+    with torch.no_grad():
+        runner.model.weight.mul_(1.0)  # written in place: the version counter moves
+    runner(batch(2), PLAN.replace(subpixel=True))
+    assert runner.captures == 3
+    runner(batch(2), PLAN.replace(subpixel=True))
+    assert runner.captures == 3
 
 
 def test_cudnn_benchmark_is_restored_after_the_forward_even_on_error():
@@ -130,3 +132,121 @@ def test_cudnn_benchmark_is_restored_after_the_forward_even_on_error():
         assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = saved
+
+
+# ---------------------------------------------------------------- a real GPEN through a stood-in graph, on the CPU
+class ReplayGraph:
+    """A CUDA graph stood in for: ``replay`` runs the captured forward again on its static input, reading the derived
+    weights as they were at capture (a real graph's kernels read those tensors' fixed addresses and never rebuild
+    them) and the parameters as they are now (same addresses, maybe new contents)."""
+
+    capturing: ReplayGraph | None = None
+
+    def __init__(self) -> None:
+        self.recorded = None
+
+    def replay(self) -> None:
+        model, static_in, plan, static_out, entries = self.recorded
+        cache = model.fast_path.derived
+        live_get = cache.get
+        cache.get = lambda key, source, build: entries[key][1] if key in entries else live_get(key, source, build)
+        try:
+            static_out.copy_(REAL_FAST_FORWARD(model, static_in, plan))
+        finally:
+            del cache.get
+
+
+REAL_FAST_FORWARD = fast_forward_module.fast_forward
+CONFIG = GPENConfig(size=32, channel_multiplier=1, narrow=0.125)
+GRAPHED = FastPlan(fold_blur=True, subpixel=True, cuda_graphs=True)
+
+
+@contextlib.contextmanager
+def replay_capture(graph: ReplayGraph):
+    ReplayGraph.capturing = graph
+    try:
+        yield
+    finally:
+        ReplayGraph.capturing = None
+
+
+@pytest.fixture
+def graphed(monkeypatch):
+    """A GPEN whose fast path holds a graph runner working through :class:`ReplayGraph`."""
+
+    def forward(model, x, plan):
+        out = REAL_FAST_FORWARD(model, x, plan)
+        if ReplayGraph.capturing is not None:
+            ReplayGraph.capturing.recorded = (model, x, plan, out, dict(model.fast_path.derived._entries))
+        return out
+
+    class Stream:
+        def wait_stream(self, other) -> None:
+            pass
+
+    monkeypatch.setattr(fast_forward_module, "fast_forward", forward)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", ReplayGraph)
+    monkeypatch.setattr(torch.cuda, "graph", replay_capture)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    models = [random_gpen(seed) for seed in (0, 1)]
+    runner = cuda_graph.CUDAGraphForward(models[0], warmup=1)
+    models[0].fast_path.graph_runner = runner
+    return models, runner, torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def random_gpen(seed: int) -> GPEN:
+    torch.manual_seed(seed)
+    model = GPEN(CONFIG).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("noise.weight") or (name.endswith("bias") and "modulation" not in name):
+                param.uniform_(0.1, 0.5)
+    return model
+
+
+def reference(model: GPEN, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.reference_forward(x)
+
+
+def test_in_place_load_state_dict_recaptures_the_graph(graphed):
+    (model, other), runner, x = graphed
+    first = runner(x, GRAPHED)
+    assert (runner(x, GRAPHED) - first).abs().max() == 0 and runner.captures == 1  # replayed
+    model.load_state_dict(other.state_dict())  # in place: the same addresses, new values
+    after = runner(x, GRAPHED)
+    assert runner.captures == 2
+    assert (after - reference(other, x)).abs().max() < 1e-4
+    assert (after - first).abs().max() > 1e-3
+
+
+def test_weights_written_in_place_recapture_the_graph(graphed):
+    (model, other), runner, x = graphed
+    runner(x, GRAPHED)
+    with torch.no_grad():  # no load_state_dict, no hook: only the version counters say it
+        for mine, theirs in zip(model.parameters(), other.parameters()):
+            mine.copy_(theirs)
+    assert (runner(x, GRAPHED) - reference(other, x)).abs().max() < 1e-4
+    assert runner.captures == 2
+
+
+def test_the_stand_in_replays_stale_derived_weights_when_the_key_misses_the_change(graphed, monkeypatch):
+    """What a graph keyed on addresses alone did (the stand-in reproduces it, so the tests above can fail)."""
+    (model, other), runner, x = graphed
+    model.fast_path.graph_runner = None  # the load hook cannot reach this runner
+    monkeypatch.setattr(runner, "_key", lambda x, plan: (tuple(x.shape), plan))
+    first = runner(x, GRAPHED)
+    model.load_state_dict(other.state_dict())
+    stale = runner(x, GRAPHED)
+    assert runner.captures == 1
+    assert (stale - reference(other, x)).abs().max() > 1e-3
+
+
+def test_model_forward_uses_its_graph_runner_on_cuda_only(graphed):
+    (model, _), runner, x = graphed
+    model.fast_options = FastOptions(cuda_graphs=True)
+    with torch.no_grad():
+        model(x)  # on the CPU the plan has no graphs
+    assert runner.captures == 0
