@@ -103,9 +103,9 @@ from face_pipeline.pipeline import (
 from face_pipeline.restoration import RESTORE_MODES
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import CheckpointReadError, GPENError, load_gpen_file
+from gpen_arch.precision import DTYPES, choose_dtype
 
 logger = logging.getLogger("gpen.cli")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # the layout of ComfyUI's models folder
 DEFAULT_DETECTOR_DIR = MODELS_DIR / "facedetection"
 FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
@@ -281,9 +281,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name != "auto":
-        return DTYPES[name]
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    return choose_dtype(name, device)  # auto: fp16 on cuda/mps, fp32 elsewhere (gpen_arch/precision.py)
 
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:

@@ -12,7 +12,7 @@ full-size (every parameter drawn so that every path contributes), identical for 
 from there at run time (nothing of it is part of this project). ``--onnxruntime`` adds ONNX Runtime (CPU) running our
 network exported to ONNX in this run (``torch.onnx.export``, the torch.export-based exporter, batch 1; the export
 runs in a process of its own and is not timed), as people who use GPEN's ONNX files run it. ``--plain`` adds our
-fast forward without strips (``fast_forward(banded=False)``, the default before ``gpen_arch/bands.py``), for a
+fast forward without strips (``FastOptions(banded=False)``, the default before ``gpen_arch/bands.py``), for a
 before/after comparison in the same run. Each comparison row shows ours relative to it (time, peak memory, largest
 output difference). ``CPU s`` is the process's CPU time per face (all threads), steadier than the wall time on a
 shared machine. Figures are printed as a table; ``--json`` adds one JSON line per row.
@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+sys.path.insert(0, str(REPO_ROOT))
+from gpen_arch.fast_plan import FastOptions  # noqa: E402
+from gpen_arch.precision import DTYPES  # noqa: E402  (fp32 / fp16 / bf16, as the CLI and the nodes name them)
 
 
 # ------------------------------------------------------------------------------------------------------- worker
@@ -67,26 +69,15 @@ def _build(impl: str, size: int, sd, device, dtype, reference_dir: str | None):
         return load_gpen(sd, device=device, dtype=dtype)
     if impl == "ours-plain":  # the fast forward without strips
         from gpen_arch import load_gpen
-        from gpen_arch.fast_forward import fast_forward
 
-        inner = load_gpen(sd, device=device, dtype=dtype)
-
-        class Plain(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                if x.device.type != "cpu":
-                    return fast_forward(self.model, x, banded=False)
-                return torch.cat([fast_forward(self.model, x[i:i + 1], banded=False) for i in range(x.shape[0])])
-
-        return Plain(inner)
+        model = load_gpen(sd, device=device, dtype=dtype)
+        model.fast_options = FastOptions(banded=False)
+        return model
     if impl == "ours-reference":
         from gpen_arch import load_gpen
 
         model = load_gpen(sd, device=device, dtype=dtype)
-        model.use_fast_path = False
+        model.fast_options = FastOptions(use_fast_path=False)
         return model
     sys.path.insert(0, str(Path(reference_dir) / "face_model"))
     from gpen_model import FullGenerator  # the official network, imported from the user's checkout
@@ -109,25 +100,37 @@ def _build(impl: str, size: int, sd, device, dtype, reference_dir: str | None):
     return Official(model).to(device=device, dtype=dtype)
 
 
-GPU_OPTIONS = {  # flag: (GPEN attribute, what auto means); each takes auto / on / off
+GPU_OPTIONS = {  # flag: (FastOptions field, what auto means); each takes auto / on / off
     "fold-blur": ("fold_blur", "on CUDA only"),
     "subpixel": ("subpixel_upsample", "wherever blurs are folded"),
     "fused": ("fused_kernels", "on CUDA only"),
     "cudnn-benchmark": ("cudnn_benchmark", "on CUDA only"),
 }
+SWITCHES = {  # store_true flag (where a script has it): (FastOptions field, the value it sets)
+    "contiguous": ("channels_last", False),
+    "cuda_graphs": ("cuda_graphs", True),
+}
 
 
 def add_gpu_options(parser: argparse.ArgumentParser) -> None:
     """``--fold-blur``, ``--subpixel``, ``--fused``, ``--cudnn-benchmark``: auto / on / off."""
-    for flag, (attribute, auto) in GPU_OPTIONS.items():
+    for flag, (field, auto) in GPU_OPTIONS.items():
         parser.add_argument(f"--{flag}", choices=["auto", "on", "off"], default="auto",
-                            help=f"GPEN.{attribute} (auto: {auto})")
+                            help=f"FastOptions.{field} (auto: {auto})")
+
+
+def fast_options(args: argparse.Namespace, base: FastOptions | None = None) -> FastOptions:
+    """``base`` (default: the defaults) with what the flags of :data:`GPU_OPTIONS` and :data:`SWITCHES` ask for."""
+    changes = {field: {"auto": None, "on": True, "off": False}[getattr(args, flag.replace("-", "_"))]
+               for flag, (field, _) in GPU_OPTIONS.items()}
+    changes.update({field: value for name, (field, value) in SWITCHES.items() if getattr(args, name, False)})
+    return (base or FastOptions()).replace(**changes)
 
 
 def apply_gpu_options(model, args: argparse.Namespace) -> None:
-    """Set the model's GPU options from :func:`add_gpu_options`' arguments."""
-    for flag, (attribute, _) in GPU_OPTIONS.items():
-        setattr(model, attribute, {"auto": None, "on": True, "off": False}[getattr(args, flag.replace("-", "_"))])
+    """Set the model's ``fast_options`` from :func:`add_gpu_options`' arguments (and ``--contiguous`` /
+    ``--cuda-graphs`` where the script has them), on top of what it already has."""
+    model.fast_options = fast_options(args, model.fast_options)
 
 
 def run_worker(args: argparse.Namespace) -> dict:
@@ -136,17 +139,15 @@ def run_worker(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
     torch.set_num_threads(args.threads or torch.get_num_threads())
     device = torch.device(args.device)
-    dtype = getattr(torch, DTYPES[args.dtype])
+    dtype = DTYPES[args.dtype]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     sd = _random_state_dict(args.size, args.seed)
     gen = torch.Generator().manual_seed(args.seed + 1)
     x32 = torch.rand(args.batch, 3, args.size, args.size, generator=gen) * 2 - 1
     model = _build(args.impl, args.size, sd, device, dtype, args.reference)
-    ours = model.model if args.impl == "ours-plain" else model
-    if hasattr(ours, "channels_last"):  # ours; the official network always runs as shipped
-        ours.channels_last = not args.contiguous
-        ours.cuda_graphs = args.cuda_graphs
+    ours = model if hasattr(model, "fast_options") else None  # the official network always runs as shipped
+    if ours is not None:
         apply_gpu_options(ours, args)
     if args.compile:
         model = torch.compile(model)
@@ -159,12 +160,13 @@ def run_worker(args: argparse.Namespace) -> dict:
 
     times, cpu_times = [], []
     with torch.inference_mode():
-        if args.cuda_graphs and device.type == "cuda" and hasattr(model, "cuda_graphs"):
+        if args.cuda_graphs and device.type == "cuda" and ours is not None:
             # cuDNN picks its algorithms in an eager forward first (its trial workspaces are not the model's
             # memory); the peak then counts the graph's capture, whose pool stays allocated while the graph lives
-            model.cuda_graphs = False
+            graphed = ours.fast_options
+            ours.fast_options = graphed.replace(cuda_graphs=False)
             model(x)
-            model.cuda_graphs = True
+            ours.fast_options = graphed
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         for i in range(args.warmup + args.runs):
@@ -184,21 +186,16 @@ def run_worker(args: argparse.Namespace) -> dict:
         "peak_rss_mb": _peak_rss_bytes() / 2**20, "rss_after_load_mb": rss_loaded / 2**20,
     }
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    derived = getattr(ours, "derived_weights", None)  # folded weights cached by our fast forward
-    result["derived_mb"] = derived.nbytes() / 2**20 if derived is not None else 0.0
+    # folded weights cached by our fast forward
+    result["derived_mb"] = ours.fast_path.derived.nbytes() / 2**20 if ours is not None else 0.0
     weights_mb += result["derived_mb"]
     if device.type == "cuda":
         result["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["activations_mb"] = result["peak_vram_mb"] - weights_mb
     else:
         result["activations_mb"] = result["peak_rss_mb"] - result["rss_after_load_mb"] - result["derived_mb"]
-    if args.impl == "ours-plain":
-        from gpen_arch.memory import estimate_forward_memory
-
-        result["estimate_mb"] = estimate_forward_memory(ours.config, batch_size=args.batch, dtype=dtype,
-                                                        banded=False) / 2**20
-    elif hasattr(model, "estimate_memory"):
-        result["estimate_mb"] = model.estimate_memory(args.batch, dtype) / 2**20
+    if ours is not None:  # the estimate for the plan it ran (ours-plain: without strips)
+        result["estimate_mb"] = ours.estimate_memory(args.batch, dtype) / 2**20
     out = out.float().cpu()
     if args.save_output:
         torch.save(out, args.save_output)
@@ -219,7 +216,7 @@ def export_onnx(args: argparse.Namespace) -> None:
     from gpen_arch import load_gpen
 
     model = load_gpen(_random_state_dict(args.size, args.seed), device="cpu", dtype=torch.float32)
-    model.use_fast_path = False  # the plain layer-by-layer graph, as the ONNX files in circulation have it
+    model.fast_options = FastOptions(use_fast_path=False)  # the plain layer-by-layer graph, as ONNX files have it
     x = torch.zeros(1, 3, args.size, args.size)
     torch.onnx.export(model, (x,), args.export_onnx, dynamo=True, opset_version=18, input_names=["input"],
                       output_names=["output"], external_data=True)
@@ -315,7 +312,7 @@ def main() -> None:
     parser.add_argument("--onnxruntime", action="store_true",
                         help="compare against ONNX Runtime (CPU, fp32) running our network exported to ONNX")
     parser.add_argument("--plain", action="store_true",
-                        help="compare against our fast forward without strips (fast_forward(banded=False))")
+                        help="compare against our fast forward without strips (FastOptions(banded=False))")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)

@@ -33,6 +33,7 @@ from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
 from face_pipeline.restoration import restore_faces  # noqa: E402
 from gpen_arch import load_gpen  # noqa: E402
+from gpen_arch.precision import DTYPES  # noqa: E402
 
 
 def timed(fn, runs: int, device: torch.device):
@@ -55,18 +56,17 @@ def main() -> None:
     parser.add_argument("--detector", default="yunet_opencv")
     parser.add_argument("--detector-dir", default=str(REPO_ROOT / "tests" / "data" / "detectors"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--runs", type=int, default=3)
     add_gpu_options(parser)
-    parser.add_argument("--cuda-graphs", action="store_true", help="GPEN.cuda_graphs")
+    parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
     parser.add_argument("--profile", action="store_true", help="list what restore_faces adds to the forward")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
-    apply_gpu_options(model, args)
-    model.cuda_graphs = args.cuda_graphs
+    apply_gpu_options(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
     detector = load_detector(args.detector, weights_dir=args.detector_dir, device=device)
     image = load_image(args.image).to(device)
 

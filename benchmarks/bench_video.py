@@ -41,9 +41,9 @@ from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
 from face_pipeline.restoration import restore_faces  # noqa: E402
 from gpen_arch import load_gpen  # noqa: E402
+from gpen_arch.precision import DTYPES, choose_dtype  # noqa: E402
 
 STAGES = ("detect", "align", "restore", "paste")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def make_clip(photo: torch.Tensor, frames: int, *, height: int = 1080, width: int = 1920,
@@ -118,18 +118,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--frames", type=int, default=None,
                         help="timed frames per row (default: 64 on CUDA, the largest batch on the CPU)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="default: auto (fp16 on CUDA and MPS, fp32 on the CPU: gpen_arch/precision.py)")
     parser.add_argument("--image", default=str(REPO_ROOT.parent / "shared" / "faces" / "grace_hopper.jpg"))
     parser.add_argument("--detector", default=None,
                         help="default: yunet (kornia, on the device) on CUDA, yunet_opencv (faster there) on the CPU")
     parser.add_argument("--detector-dir", default=str(REPO_ROOT.parent / "shared" / "detectors"))
     parser.add_argument("--network-runs", type=int, default=None, help="runs of the network-alone timing")
-    parser.add_argument("--cuda-graphs", action="store_true", help="GPEN.cuda_graphs")
+    parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
     add_gpu_options(parser)
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+    dtype = choose_dtype(args.dtype or "auto", device)
     frames_wanted = args.frames or (64 if device.type == "cuda" else max(args.batches))
     network_runs = args.network_runs or (10 if device.type == "cuda" else 1)
     args.detector = args.detector or ("yunet" if device.type == "cuda" else "yunet_opencv")
@@ -146,8 +147,7 @@ def main() -> None:
           + f" {'network ms':>10} {'overhead':>8}")
     for size in args.sizes:
         model = load_gpen(_random_state_dict(size, 0), device=device, dtype=dtype)
-        apply_gpu_options(model, args)
-        model.cuda_graphs = args.cuda_graphs
+        apply_gpu_options(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
         network = None  # seconds per face of the network alone (on the CPU measured once: face by face anyway)
         for batch in args.batches:
             # warm-up: on CUDA the whole batch (cuDNN tunes per shape, graphs capture per batch); on the CPU one

@@ -31,17 +31,15 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true")
     parser.add_argument("--compile", default=None, help="torch.compile mode, e.g. default or max-autotune")
     add_gpu_options(parser)
-    parser.add_argument("--cuda-graphs", action="store_true", help="GPEN.cuda_graphs")
+    parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    dtype = getattr(torch, DTYPES[args.dtype])
+    dtype = DTYPES[args.dtype]
     torch.backends.cudnn.benchmark = True
     model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
-    model.channels_last = not args.contiguous
-    apply_gpu_options(model, args)
-    model.cuda_graphs = args.cuda_graphs
+    apply_gpu_options(model, args)  # --contiguous, --cuda-graphs and the auto / on / off flags: one table
     run = torch.compile(model, mode=args.compile) if args.compile else model
     x = torch.rand(args.batch, 3, args.size, args.size, device=device, dtype=dtype) * 2 - 1
     with torch.inference_mode():

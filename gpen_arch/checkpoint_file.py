@@ -3,7 +3,8 @@
 ``torch.load(weights_only=True)`` reports all three as errors whose text ends in advice to load with
 ``weights_only=False``, which would run whatever code the file holds. This module looks at the file's bytes instead
 and says which case it is, and what to do (download it again; use a .safetensors version), never passing that advice
-on. ``load_torch_file`` is the one place this package calls ``torch.load``.
+on. ``load_torch_file`` and ``peek_torch_file`` (names and shapes for a model list) are the one place this package
+calls ``torch.load``.
 """
 
 from __future__ import annotations
@@ -109,3 +110,10 @@ def load_torch_file(path: str | Path, *, download_hint: str = "from its source")
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             AttributeError, ImportError, TypeError, KeyError, IndexError, struct.error) as exc:
         raise CheckpointReadError(describe_load_error(path, exc, download_hint=download_hint)) from exc
+
+
+def peek_torch_file(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` for a quick look at tensor names and shapes: memory-mapped where the
+    file is a zip (nothing is read but what is touched), whole for the legacy format. Raises what ``torch.load``
+    raises (the model list treats a file it cannot look into as "cannot tell"; loading it explains)."""
+    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))

@@ -24,15 +24,16 @@ from ..face_pipeline.memory import MemoryPolicy, is_out_of_memory
 from ..face_pipeline.restoration.batching import bytes_per_face, faces_per_step
 from ..gpen_arch import SUPPORTED_SUFFIXES, GPENError, canonicalize_state_dict, infer_config, load_gpen, model_bytes
 from ..gpen_arch import read_state_dict
+from ..gpen_arch.checkpoint_file import peek_torch_file
 from ..gpen_arch.onnx_import import onnx_not_gpen_reason
+from ..gpen_arch.precision import PRECISIONS  # noqa: F401  (the loader node's choices)
+from ..gpen_arch.precision import choose_dtype as _choose_dtype
 from .handles import GPENModelHandle
 
 logger = logging.getLogger(__name__)
 
 GPEN_FOLDERS = ("gpen", "facerestore_models")  # facerestore_models: where ReActor/facerestore_cf users keep GPEN
 DETECTOR_FOLDER = "facedetection"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def register_model_folders() -> None:
@@ -83,7 +84,7 @@ def not_gpen_reason(path: str) -> str | None:
                 if path.lower().endswith(".safetensors"):
                     state = _safetensors_shapes(path)
                 else:
-                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+                    state = peek_torch_file(path)
                 infer_config(canonicalize_state_dict(state))
             except GPENError as exc:
                 reason = str(exc)
@@ -173,12 +174,8 @@ def compute_device() -> torch.device:
 def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     """``auto`` follows ComfyUI's choice for the device: fp16 where it would use fp16, else bf16, else fp32."""
     if precision != "auto":
-        return _DTYPES[precision]
-    if mm.should_use_fp16(device):
-        return torch.float16
-    if mm.should_use_bf16(device):
-        return torch.bfloat16
-    return torch.float32
+        return _choose_dtype(precision, device)
+    return _choose_dtype(precision, device, fp16=mm.should_use_fp16(device), bf16=mm.should_use_bf16(device))
 
 
 def load_gpen_model(name: str, precision: str, *, cuda_graphs: bool = False) -> GPENModelHandle:
@@ -186,7 +183,8 @@ def load_gpen_model(name: str, precision: str, *, cuda_graphs: bool = False) -> 
     device = compute_device()
     dtype = choose_dtype(precision, device)
     model = load_gpen(read_state_dict(path), device=mm.unet_offload_device(), dtype=dtype)
-    model.cuda_graphs = bool(cuda_graphs)  # used on CUDA only; the graph is dropped whenever ComfyUI moves the model
+    # graphs run on CUDA only; the graph is dropped whenever ComfyUI moves the model
+    model.fast_options = model.fast_options.replace(cuda_graphs=bool(cuda_graphs))
     # the folded weights the fast forward derives on the GPU live with the model: ComfyUI must make room for them too
     size = model_bytes(model) + model.derived_weight_bytes(device)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device(),

@@ -125,3 +125,14 @@ def test_defaults_on_cuda_use_the_fast_forms_with_cudnn_benchmark_inside_only(we
     assert plan.subpixel and plan.fused_kernels and plan.fold_blur
     assert not triton_epilogue._state["failed"] or not HAS_TRITON
     assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_non_finite_input_on_cuda_raises_after_the_forward(weights_and_reference):
+    state, x, expected = weights_and_reference
+    model = load_gpen(state, device="cuda")
+    bad = x[:1].clone().cuda()
+    bad[0, 1, 5, 7] = float("nan")
+    with torch.no_grad(), pytest.raises(ValueError, match="GPEN input contains NaN or infinite values"):
+        model(bad)  # the answer is read from pinned host memory behind an event, after the forward is queued
+    with torch.no_grad():
+        assert (model(x[:1].cuda()).cpu() - expected[:1]).abs().max().item() < 1e-4

@@ -148,8 +148,8 @@ def test_non_gpen_file_is_a_clear_error(pack):
 def test_cuda_graphs_option_reaches_the_model(pack):
     loader = node(pack, "GPENLoadModel")
     assert "cuda_graphs" in loader.INPUT_TYPES()["optional"]
-    assert loader.load("GPEN-test-256.pth", "fp32", cuda_graphs=True)[0].patcher.model.cuda_graphs is True
-    assert loader.load("GPEN-test-256.pth", "fp32")[0].patcher.model.cuda_graphs is False  # old prompts: off
+    assert loader.load("GPEN-test-256.pth", "fp32", cuda_graphs=True)[0].patcher.model.fast_options.cuda_graphs is True
+    assert loader.load("GPEN-test-256.pth", "fp32")[0].patcher.model.fast_options.cuda_graphs is False  # old prompts
 
 
 def test_precision_choices(pack):

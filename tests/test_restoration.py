@@ -241,7 +241,7 @@ def test_auto_batch_size_follows_the_memory_policy_and_the_step(model):
                            memory=plenty) == batching.GPU_FACES_PER_STEP
     assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=2, memory=plenty) == 2
     pending = batching.pending_weight_bytes(model, cuda)  # the folded weights its first CUDA forward derives
-    assert pending > model.derived_weight_bytes("cpu") - model.derived_weights.nbytes()
+    assert pending > model.derived_weight_bytes("cpu") - model.fast_path.derived.nbytes()
     two = MemoryPolicy(free_bytes=lambda device: int((per_face * 2 + pending) / batching.USABLE_FRACTION) + 64)
     assert auto_batch_size(model, size=256, dtype=torch.float32, device=cuda, faces=100, memory=two) == 2
     none = MemoryPolicy(free_bytes=lambda device: 1)

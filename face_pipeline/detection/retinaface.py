@@ -16,7 +16,7 @@ import torch
 
 from .base import FaceDetector
 from .multiscale import empty_rows
-from .weights import load_strict, read_state_dict
+from .weights import load_strict, read_detector_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RetinaFaceDetector(FaceDetector):
         if name not in NETWORKS:
             raise ValueError(f"not a RetinaFace detector: {name!r}; choose one of {', '.join(NETWORKS)}")
         self.name = name
-        state = read_state_dict(weights, what=name)
+        state = read_detector_state_dict(weights, what=name)
         with warnings.catch_warnings():  # torchvision's resnet50(pretrained=False) deprecation notice
             warnings.simplefilter("ignore", UserWarning)
             model = RetinaFace(network_name=NETWORKS[name], half=False, device=self.device)

@@ -158,7 +158,7 @@ def resolve_weights(detector: str, *, weights_dir: str | os.PathLike, allow_down
     return path
 
 
-def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
+def read_detector_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     """Read a plain torch state dict safely (``weights_only=True``), ``module.`` prefixes stripped.
 
     A damaged, truncated or foreign file raises ``DetectorWeightsCorrupt`` saying which it is."""

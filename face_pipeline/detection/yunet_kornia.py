@@ -14,7 +14,7 @@ import torch
 
 from .base import FaceDetector
 from .multiscale import empty_rows
-from .weights import load_strict, read_state_dict
+from .weights import load_strict, read_detector_state_dict
 
 #: settings of kornia's ``FaceDetector`` (its defaults; the confidence threshold is set per call)
 TOP_K, NMS_THRESHOLD, KEEP_TOP_K = 5000, 0.3, 750
@@ -62,7 +62,7 @@ class KorniaYuNetDetector(FaceDetector):
         super().__init__(score_threshold=score_threshold, device=device, max_side=max_side)
         from kornia.models.yunet.model import YuNet
 
-        state = read_state_dict(weights, what="YuNet (kornia)")
+        state = read_detector_state_dict(weights, what="YuNet (kornia)")
         network = YuNet("test", pretrained=False)
         load_strict(network, state, path=weights, what="kornia YuNet")
         self.detector = self.module = _kornia_detector(network).to(self.device).eval()

@@ -41,10 +41,10 @@ def pending_weight_bytes(model: torch.nn.Module, device: torch.device) -> int:
     """Bytes of derived weights (folded blurs, gpen_arch/weight_cache.py) the model will build on its first forward
     on ``device`` and has not built yet: they come out of the same free memory as the batch."""
     total = getattr(model, "derived_weight_bytes", None)
-    cache = getattr(model, "derived_weights", None)
-    if total is None or cache is None:
+    fast_path = getattr(model, "fast_path", None)
+    if total is None or fast_path is None:
         return 0
-    return max(int(total(device)) - cache.nbytes(), 0)
+    return max(int(total(device)) - fast_path.derived.nbytes(), 0)
 
 
 def faces_per_step(device: torch.device) -> int:
