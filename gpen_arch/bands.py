@@ -40,11 +40,11 @@ from .config import GPENConfig
 from .ops.epilogue import memory_format_of
 
 #: Elements (per face) of one strip of a group's top step's concatenation buffer, which sets the strip height: at
-#: 2048 that is 32 rows of 2048 x 32 channels. Each strip recomputes a few halo rows (about 20% more work in the two
-#: fused steps, a few percent of the forward, which the smaller working set pays back: on one CPU thread at 2048,
-#: 17.4 s of CPU time with 64-row strips, 17.3 s with 128, 18.4 s without). Taller strips save little time and cost
-#: more than their size in RSS on the CPU: strips of 16-32 MB fall under glibc's adaptive mmap threshold and stay in
-#: the heap (64 rows at 2048: 0.72 GB of activations measured against 0.60 GB at 32 rows).
+#: 2048 that is 32 rows of 2048 x 32 channels. Each strip recomputes a few halo rows (more work in the two fused
+#: steps, a few percent of the forward, which the smaller working set pays back on the CPU). Taller strips save
+#: little time and cost more than their size in RSS on the CPU: strips of 16-32 MB fall under glibc's adaptive mmap
+#: threshold and stay in the heap. The README's benchmark table and ``benchmarks/bench_gpen.py --plain`` give the
+#: figures.
 BAND_ELEMENTS = 1 << 21
 
 #: Smallest strip height: below it the halo rows would cost more than the strip itself.

@@ -1,17 +1,16 @@
 """How much memory one inference forward needs, so callers can size batches before they run out.
 
-The estimate walks the fast forward (``fast_forward.py``) layer by layer and adds up the tensors alive at each point:
-the encoder features still waiting for the decoder, the layer's input, its intermediate results and its output.
-The peak over the walk is the estimate, and a batch of N needs N times that (measured: the batched path's scaled
-input copies are short-lived and do not raise the peak). It counts activations only; the weights (``model_bytes``)
-come on top. ``benchmarks/bench_gpen.py`` prints it beside the measured peak (``act. MB`` / ``est. MB``): on an H100
-it came within +5..+12% of ``torch.cuda.max_memory_allocated`` minus the weights for S = 512/1024/2048, batch 1 and 4,
-float32 and float16.
+The activation estimate walks the fast forward (``fast_forward.py``) layer by layer and adds up the tensors alive at
+each point: the encoder features still waiting for the decoder, the layer's input, its intermediate results and its
+output. The peak over the walk is the estimate, and a batch of N needs N times that (the batched path's scaled input
+copies are short-lived and do not raise the peak). It counts activations only; the weights (``model_bytes``) and the
+derived weights (below) come on top. ``benchmarks/bench_gpen.py`` prints it beside the measured peak (``act. MB`` /
+``est. MB``; the README's table has the figures). The banded forward (``bands.py``, the CPU default from 512 up) is
+walked with the same row arithmetic as its code, strip by strip. The walk is cached per configuration (restore sizes
+every call's batches from it).
 
-The banded forward (``bands.py``, the CPU default from 512 up) is walked with the same row arithmetic as its code,
-strip by strip: at 2048 in float32 it estimates 0.53 GB against 1.84 GB for the plain forward, and measured (peak RSS
-minus RSS after loading, minus the derived weights) 0.60 GB against 1.95 GB. The walk is cached per configuration
-(restore sizes every call's batches from it).
+The derived weights (``derived_weight_bytes``) are not described here at all: the fast forward runs on a shape-only
+(meta-device) model and what its own builders cached is summed.
 """
 
 from __future__ import annotations

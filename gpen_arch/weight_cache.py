@@ -28,6 +28,16 @@ def stamp(*sources: torch.Tensor) -> tuple:
                  for t in sources)
 
 
+def _contents_stamp(tensors: Iterable[torch.Tensor]) -> tuple:
+    """A lighter :func:`stamp` for checking every parameter on every graphed forward: storage and version counter
+    only (a new dtype, device or shape always comes with new storage)."""
+    tensors = list(tensors)
+    try:
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+    except RuntimeError:  # inference tensors keep no version counter
+        return tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
+
+
 class DerivedWeights:
     """``cache.get(key, source, build)``: ``build()``'s value, rebuilt only when ``source`` changed."""
 
@@ -83,7 +93,7 @@ class FastPath:
     def generation(self, tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
         """A counter pair that changes whenever a derived weight is rebuilt or any of ``tensors`` (the model's
         parameters and buffers) changed storage or was written in place since the last call."""
-        current = stamp(*tensors)
+        current = _contents_stamp(tensors)
         if current != self._weights_stamp:
             self._weights_stamp = current
             self._weights_generation += 1
