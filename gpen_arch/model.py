@@ -146,6 +146,8 @@ class GPEN(nn.Module):
     def _fast_forward(self, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
         from .fast_forward import fast_forward
 
+        if plan.per_face and x.shape[0] > 1:  # the CPU default: faster there, and a fraction of the memory
+            return torch.cat([self._fast_forward(x[i:i + 1], plan) for i in range(x.shape[0])])
         if x.is_cuda:
             with _cudnn_benchmark(plan.cudnn_benchmark):
                 if plan.cuda_graphs:
@@ -155,8 +157,6 @@ class GPEN(nn.Module):
                         self.fast_path.graph_runner = CUDAGraphForward(self)
                     return self.fast_path.graph_runner(x, plan)
                 return fast_forward(self, x, plan)
-        if plan.per_face and x.shape[0] > 1:  # the CPU default: faster there, and a fraction of the memory
-            return torch.cat([fast_forward(self, x[i:i + 1], plan) for i in range(x.shape[0])])
         return fast_forward(self, x, plan)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:

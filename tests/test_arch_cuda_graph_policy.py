@@ -237,7 +237,7 @@ def test_the_stand_in_replays_stale_derived_weights_when_the_key_misses_the_chan
     (model, other), runner, x = graphed
     model.fast_path.graph_runner = None  # the load hook cannot reach this runner
     monkeypatch.setattr(runner, "_key", lambda x, plan: (tuple(x.shape), plan))
-    first = runner(x, GRAPHED)
+    runner(x, GRAPHED)
     model.load_state_dict(other.state_dict())
     stale = runner(x, GRAPHED)
     assert runner.captures == 1

@@ -33,3 +33,20 @@ def test_half_precision_close_to_float32(dtype, form):
     assert torch.isfinite(out).all()
     assert diff.max().item() < max_bound, f"max abs {diff.max().item():.3g}"
     assert diff.mean().item() < mean_bound, f"mean abs {diff.mean().item():.3g}"
+
+
+def test_one_precision_table_and_auto_rule():
+    from gpen_arch.precision import DTYPES, PRECISIONS, choose_dtype
+
+    assert PRECISIONS == ("auto", "fp32", "fp16", "bf16")
+    assert {name: choose_dtype(name, "cuda") for name in DTYPES} == {
+        "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    # without the host's knowledge (the CLI, the benchmarks): fp16 on CUDA and MPS, fp32 elsewhere
+    assert choose_dtype("auto", torch.device("cuda")) == choose_dtype("auto", "mps") == torch.float16
+    assert choose_dtype("auto", "cpu") == torch.float32
+    # with it (ComfyUI's should_use_fp16 / should_use_bf16, the nodes): fp16, else bf16, else fp32
+    assert choose_dtype("auto", "cpu", fp16=True, bf16=True) == torch.float16
+    assert choose_dtype("auto", "cuda", fp16=False, bf16=True) == torch.bfloat16
+    assert choose_dtype("auto", "cuda", fp16=False, bf16=False) == torch.float32
+    with pytest.raises(ValueError, match=r"precision must be one of auto, fp32, fp16, bf16, got 'half'"):
+        choose_dtype("half", "cpu")
