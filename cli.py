@@ -93,12 +93,15 @@ from face_pipeline.image import (
 )
 from face_pipeline.paste import MASK_TYPES
 from face_pipeline.paste.parsing import load_parsing_net
+from face_pipeline.fields import spec
 from face_pipeline.pipeline import (
+    DetectOptions,
+    PasteOptions,
+    Pipeline,
     PipelineOptions,
-    find_choices,
-    restore_and_paste,
+    RestoreOptions,
+    VideoOptions,
     selected_faces,
-    stabilise_choices,
 )
 from face_pipeline.restoration import RESTORE_MODES
 from face_pipeline.video import frame_thumbnails, scene_cuts
@@ -210,17 +213,20 @@ def _in_range(name: str, value: float | None, low: float, high: float | None, wh
         raise UsageError(f"{name} must be {what} {bounds}, got {value:g}")
 
 
+#: numeric flags -> the stage option they set (its range comes from the option record's field)
+RANGED_FLAGS = {"--threshold": (DetectOptions, "score_threshold"), "--max-faces": (DetectOptions, "max_faces"),
+                "--min-face-size": (DetectOptions, "min_face_size"), "--strength": (RestoreOptions, "strength"),
+                "--feather": (PasteOptions, "feather"), "--max-output-size": (PasteOptions, "max_output_size"),
+                "--batch-size": (RestoreOptions, "batch_size"), "--fill-gaps": (VideoOptions, "fill_gaps")}
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Every numeric option in its range (NaN and inf refused), and the option combinations; ``UsageError``."""
-    _in_range("--threshold", args.threshold, 0.0, 1.0)
+    for flag, (record, name) in RANGED_FLAGS.items():
+        bounds = spec(record, name)
+        _in_range(flag, getattr(args, flag[2:].replace("-", "_")), bounds.low, bounds.high,
+                  "a whole number" if bounds.whole else "a number")
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
-    _in_range("--max-faces", args.max_faces, 0, None, "a whole number")
-    _in_range("--min-face-size", args.min_face_size, 0.0, None)
-    _in_range("--strength", args.strength, 0.0, 1.0)
-    _in_range("--feather", args.feather, 0.0, 0.5)
-    _in_range("--max-output-size", args.max_output_size, 64, MAX_OUTPUT_SIDE, "a whole number")
-    _in_range("--batch-size", args.batch_size, 1, None, "a whole number")
-    _in_range("--fill-gaps", args.fill_gaps, 0, None, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
@@ -288,7 +294,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
     try:
-        return PipelineOptions(
+        return PipelineOptions.of(
             score_threshold=args.threshold, select=args.select, min_face_size=args.min_face_size,
             max_faces=args.max_faces, template=args.template, mode=args.mode, strength=args.strength,
             mask_type=args.mask, feather=args.feather, color_correction=not args.no_color_correction,
@@ -312,6 +318,7 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
     too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
     frames of different sizes are a ``UsageError``."""
     sizes: dict[tuple[int, int], Path] = {}
+    paste = options.paste
     for item in plan.todo:
         try:
             width, height = image_size(item.source)
@@ -321,9 +328,9 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
         long_side = max(width, height)
         if long_side > MAX_SIDE:
             plan = plan.skipping(item, f"{width}x{height} is larger than the supported {MAX_SIDE} pixels per side")
-        elif options.scale != "auto" and options.scale > 1 and long_side * options.scale > options.max_output_size:
-            plan = plan.skipping(item, f"--scale {options.scale} would make it {long_side * options.scale} px on its "
-                                       f"long side, above --max-output-size {options.max_output_size}; use --scale "
+        elif paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
+            plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
+                                       f"long side, above --max-output-size {paste.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
         elif args.inpaint_masks and mask_path(Path(args.inpaint_masks), item.relative) is None:
             plan = plan.skipping(item, f"no inpainting mask for {item.relative} in {args.inpaint_masks}")
@@ -359,18 +366,19 @@ class Job:
         self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
-        if options.mask_type.startswith("parsing"):
-            load_parsing_net(options.parsing_dir)
+        if options.paste.mask_type.startswith("parsing"):
+            load_parsing_net(options.paste.parsing_dir)
         model_path = resolve_model_path(args.model)
         self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
         logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
                                       allow_download=not args.no_download, device=self.device,
                                       max_side=args.detector_max_side)
+        self.pipeline = Pipeline(model=self.model, detector=self.detector, options=options)  # the one assembly
         self.face_records: list[dict] = []  # --save-json: one record per image
 
     def masks(self, group: list[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
-        if self.options.mode != "inpaint":
+        if self.options.restore.mode != "inpaint":
             return None
         if not self.args.inpaint_masks:  # the damage is already painted white in the images (the official demo)
             return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
@@ -413,7 +421,7 @@ class Job:
         scales = {record["output_scale"] for record in self.face_records}
         report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
                               output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
-                              rotations=self.options.rotations)
+                              rotations=self.options.detect.rotations)
         report["images"] = self.face_records
         write_atomically(self.plan.root / "faces.json", (faces_json(report) + "\n").encode("utf-8"),
                          overwrite=self.plan.overwrite)
@@ -422,12 +430,13 @@ class Job:
         """Restore one input and write its result (an image without a face is copied as it is where it can be)."""
         loaded = read_image(item.source)
         images = loaded.pixels.to(self.device)
-        choices = find_choices(images, detector=self.detector, options=self.options)
+        choices = self.pipeline.find(images)
         faces = selected_faces(choices)
         self.summary.faces_found += len(choices[0])
+        scale = self.options.paste.scale
         if not faces[0]:
-            self.describe([item], choices, images, 1 if self.options.scale == "auto" else self.options.scale)
-        if not faces[0] and self.options.scale in (1, "auto") and same_format(item.source, item.target):
+            self.describe([item], choices, images, 1 if scale == "auto" else scale)
+        if not faces[0] and scale in (1, "auto") and same_format(item.source, item.target):
             try:
                 data = item.source.read_bytes()
             except OSError as exc:
@@ -435,8 +444,7 @@ class Job:
             self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
-        result, batch = restore_and_paste(images, faces, model=self.model, options=self.options,
-                                          inpaint_masks=self.masks([item], images))
+        result, batch = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images))
         self.save(item, result.images[0], loaded)
         self.summary.faces_restored += batch.num_faces
         if faces[0]:
@@ -469,13 +477,13 @@ class Job:
                 self.summary.record(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
                 bar.update(1)
                 continue
-            choices = find_choices(frame, detector=self.detector, options=self.options)
+            choices = self.pipeline.find(frame)
             self.summary.faces_found += len(choices[0])
             faces_per_frame += choices
             thumbnails.append(frame_thumbnails(frame))
             frames.append(item)
         cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
-        faces_per_frame = stabilise_choices(faces_per_frame, options=self.options, cuts=cuts)
+        faces_per_frame = self.pipeline.stabilise(faces_per_frame, cuts=cuts)
         for start in range(0, len(frames), FRAMES_PER_CHUNK):
             group = frames[start:start + FRAMES_PER_CHUNK]
             try:
@@ -484,8 +492,8 @@ class Job:
                 choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
                             for c in faces_per_frame[start + i]] for i in range(len(group))]
                 chunk = selected_faces(choices)
-                result, batch = restore_and_paste(images, chunk, model=self.model, options=self.options,
-                                                  inpaint_masks=self.masks(group, images))
+                result, batch = self.pipeline.restore_and_paste(images, chunk,
+                                                                inpaint_masks=self.masks(group, images))
             except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
                     raise
@@ -549,8 +557,9 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
                 if (value := getattr(args, name)) is not None}
     absolute["model"] = str(resolve_model_path(args.model).resolve())  # a bare name: found here, in models/gpen
     worker_args = argparse.Namespace(**{**vars(args), **absolute})
-    if options.parsing_dir is not None:
-        options = dataclasses.replace(options, parsing_dir=str(Path(options.parsing_dir).resolve()))
+    if options.paste.parsing_dir is not None:
+        paste = dataclasses.replace(options.paste, parsing_dir=str(Path(options.paste.parsing_dir).resolve()))
+        options = dataclasses.replace(options, paste=paste)
     ray_options = RayOptions(address=args.ray_address, workers=args.workers or 1,
                              gpus_per_worker=args.gpus_per_worker or 0.0, batch_size=args.ray_batch_size or 4,
                              working_dir=Path(__file__).resolve().parent)

@@ -130,7 +130,7 @@ def test_cancel_stops_within_a_face_and_progress_moves_per_face(pack, sixteen_fa
 def test_memory_decisions_follow_comfyui(pack, sixteen_faces, monkeypatch):
     mm = bridge().mm
 
-    from face_pipeline.restoration import auto_batch_size, bytes_per_face, restore_faces
+    from face_pipeline.restoration import RestoreOptions, auto_batch_size, bytes_per_face, restore_faces
 
     memory = bridge().MEMORY
     model = CountingModel()
@@ -151,7 +151,7 @@ def test_memory_decisions_follow_comfyui(pack, sixteen_faces, monkeypatch):
 
     before = mm.soft_empty_calls
     limited = OutOfMemoryAbove2()
-    restore_faces(limited, sixteen_faces, batch_size=4, memory=memory)
+    restore_faces(limited, sixteen_faces, options=RestoreOptions(batch_size=4), memory=memory)
     assert limited.forwards[:2] == [-4, 2] and sum(n for n in limited.forwards if n > 0) == 16
     assert mm.soft_empty_calls == before + 1  # the cache released through ComfyUI after the out-of-memory
     assert memory.is_oom(torch.cuda.OutOfMemoryError("x")) and not memory.is_oom(ValueError("x"))
