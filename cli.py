@@ -54,7 +54,6 @@ from face_pipeline.annotate import annotate_faces
 from face_pipeline.detection import (
     DEFAULT_DETECTOR,
     DETECTOR_NAMES,
-    ROTATION_MODES,
     load_detector,
 )
 from face_pipeline.errors import (
@@ -64,6 +63,7 @@ from face_pipeline.errors import (
     OutputExistsError,
 )
 from face_pipeline.face_report import faces_json, faces_report
+from face_pipeline.fields import spec
 from face_pipeline.files import (
     JobSummary,
     Outcome,
@@ -91,10 +91,9 @@ from face_pipeline.image import (
     same_format,
     save_image,
 )
-from face_pipeline.paste import MASK_TYPES
 from face_pipeline.paste.parsing import load_parsing_net
-from face_pipeline.fields import spec
 from face_pipeline.pipeline import (
+    AlignOptions,
     DetectOptions,
     PasteOptions,
     Pipeline,
@@ -103,7 +102,6 @@ from face_pipeline.pipeline import (
     VideoOptions,
     selected_faces,
 )
-from face_pipeline.restoration import RESTORE_MODES
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import CheckpointReadError, GPENError, load_gpen_file
 
@@ -126,6 +124,39 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (python cli.py --help lists the options)\n")
 
 
+#: flags that set one stage option each: type, default, choices, range and help come from the record's field
+#: (``fields.option``), so a new option with a flag is its record field, its use, and one line here
+OPTION_FLAGS = {
+    "--threshold": (DetectOptions, "score_threshold"), "--rotations": (DetectOptions, "rotations"),
+    "--select": (DetectOptions, "select"), "--max-faces": (DetectOptions, "max_faces"),
+    "--min-face-size": (DetectOptions, "min_face_size"), "--template": (AlignOptions, "template"),
+    "--mode": (RestoreOptions, "mode"), "--strength": (RestoreOptions, "strength"),
+    "--mask": (PasteOptions, "mask_type"), "--feather": (PasteOptions, "feather"), "--scale": (PasteOptions, "scale"),
+    "--max-output-size": (PasteOptions, "max_output_size"), "--batch-size": (RestoreOptions, "batch_size"),
+    "--fill-gaps": (VideoOptions, "fill_gaps"),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def add_option_flag(parser: argparse.ArgumentParser, flag: str, **overrides) -> None:
+    """``flag`` (one of ``OPTION_FLAGS``) with the default, type or choices, and help of its stage option."""
+    record, name = OPTION_FLAGS[flag]
+    default = next(f.default for f in dataclasses.fields(record) if f.name == name)
+    option_spec = spec(record, name)
+    if option_spec.choices:  # typed as text, as the user gives it (--scale 2)
+        kwargs = {"choices": [str(c) for c in option_spec.choices], "default": str(default)}
+    else:
+        kwargs = {"type": int if option_spec.whole else float, "default": default}
+    bounds = ""
+    if option_spec.low is not None:
+        bounds = f" ({option_spec.low:g}..{option_spec.high:g})" if option_spec.high is not None else ""
+    kwargs["help"] = option_spec.help + bounds
+    parser.add_argument(flag, **{**kwargs, **overrides})
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
@@ -143,23 +174,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder of detector weights (default: models/facedetection beside cli.py)")
     parser.add_argument("--no-download", action="store_true", help="never download detector weights")
-    parser.add_argument("--threshold", type=float, default=None, help="detection score threshold (0..1)")
+    add_option_flag(parser, "--threshold")
     parser.add_argument("--detector-max-side", type=int, default=None,
                         help=f"long side of the downscaled copy large images are searched on (64..{MAX_SIDE}; "
                              f"default: the detector's own); raise it to find small faces in big frames")
-    parser.add_argument("--rotations", choices=ROTATION_MODES, default="when_missing",
-                        help="faces on their side or upside down: look on the image turned by 90/180/270 degrees "
-                             "when no upright face is found (when_missing, default), always, or never (none)")
-    parser.add_argument("--select", choices=["all", "largest"], default="all", help="faces to restore per image")
-    parser.add_argument("--max-faces", type=int, default=0, help="at most this many faces per image (0 = no limit)")
-    parser.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (pixels)")
-    parser.add_argument("--template", choices=["gpen", "ffhq"], default="gpen", help="alignment template")
-    parser.add_argument("--mode", choices=RESTORE_MODES, default="restore",
-                        help="restore (GPEN-BFR), colorize (GPEN-Colorization), inpaint (GPEN-Inpainting)")
+    add_option_flag(parser, "--rotations")
+    add_option_flag(parser, "--select", choices=["all", "largest"])  # indices: the nodes only
+    add_option_flag(parser, "--max-faces")
+    add_option_flag(parser, "--min-face-size")
+    add_option_flag(parser, "--template")
+    add_option_flag(parser, "--mode")
     parser.add_argument("--inpaint-masks", help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
-    parser.add_argument("--strength", type=float, default=1.0, help="blend of restored (1) and original (0) face")
-    parser.add_argument("--mask", choices=MASK_TYPES, default="rounded_rect", help="paste mask")
-    parser.add_argument("--feather", type=float, default=0.1, help="mask feather, a fraction of the face size (0..0.5)")
+    add_option_flag(parser, "--strength")
+    add_option_flag(parser, "--mask")
+    add_option_flag(parser, "--feather")
     parser.add_argument("--parsing-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder with parsing_parsenet.pth or parsing_bisenet.pth (default: models/facedetection "
                              "beside cli.py)")
@@ -167,15 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-keep-gray", action="store_true",
                         help="let faces in black-and-white images come out in colour (by default a black-and-white "
                              "image stays black-and-white; colorize mode always keeps the colour)")
-    parser.add_argument("--scale", choices=["1", "2", "4", "auto"], default="1",
-                        help="output scale; auto: the smallest that keeps the restored faces' detail")
-    parser.add_argument("--max-output-size", type=int, default=8192,
-                        help=f"cap of the output's long side (64..{MAX_OUTPUT_SIDE}): auto picks a scale within "
-                             f"it, an explicit scale beyond it skips that input")
+    add_option_flag(parser, "--scale")
+    add_option_flag(parser, "--max-output-size", help=f"cap of the output's long side (64..{MAX_OUTPUT_SIDE}): auto "
+                                                      f"picks a scale within it, an explicit scale beyond it skips "
+                                                      f"that input")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
-    parser.add_argument("--batch-size", type=int, default=None, help="faces per forward (default: from free memory)")
+    add_option_flag(parser, "--batch-size")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "
                              "OUTPUT/annotated/<input name>.png")
@@ -187,9 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video-frames", action="store_true",
                         help="the inputs are the ordered frames of one video: track faces (never across a scene "
                              "cut), fill in a face missed for up to --fill-gaps frames, smooth landmarks")
-    parser.add_argument("--fill-gaps", type=int, default=3,
-                        help="--video-frames: a face missed for at most this many frames between two frames where "
-                             "it was found is filled in and restored there too (0 = off; default %(default)s)")
+    add_option_flag(parser, "--fill-gaps",
+                    help="--video-frames: a face missed for at most this many frames between two frames where it "
+                         "was found is filled in and restored there too (0 = off; default %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
     engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
                                        "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
@@ -213,19 +240,13 @@ def _in_range(name: str, value: float | None, low: float, high: float | None, wh
         raise UsageError(f"{name} must be {what} {bounds}, got {value:g}")
 
 
-#: numeric flags -> the stage option they set (its range comes from the option record's field)
-RANGED_FLAGS = {"--threshold": (DetectOptions, "score_threshold"), "--max-faces": (DetectOptions, "max_faces"),
-                "--min-face-size": (DetectOptions, "min_face_size"), "--strength": (RestoreOptions, "strength"),
-                "--feather": (PasteOptions, "feather"), "--max-output-size": (PasteOptions, "max_output_size"),
-                "--batch-size": (RestoreOptions, "batch_size"), "--fill-gaps": (VideoOptions, "fill_gaps")}
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Every numeric option in its range (NaN and inf refused), and the option combinations; ``UsageError``."""
-    for flag, (record, name) in RANGED_FLAGS.items():
+    for flag, (record, name) in OPTION_FLAGS.items():
         bounds = spec(record, name)
-        _in_range(flag, getattr(args, flag[2:].replace("-", "_")), bounds.low, bounds.high,
-                  "a whole number" if bounds.whole else "a number")
+        if bounds.low is not None:  # the range of the stage option the flag sets
+            _in_range(flag, getattr(args, _dest(flag)), bounds.low, bounds.high,
+                      "a whole number" if bounds.whole else "a number")
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
@@ -294,15 +315,11 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
     try:
-        return PipelineOptions.of(
-            score_threshold=args.threshold, select=args.select, min_face_size=args.min_face_size,
-            max_faces=args.max_faces, template=args.template, mode=args.mode, strength=args.strength,
-            mask_type=args.mask, feather=args.feather, color_correction=not args.no_color_correction,
-            scale=args.scale if args.scale == "auto" else int(args.scale), max_output_size=args.max_output_size,
-            parsing_dir=args.parsing_dir, track=args.video_frames, batch_size=args.batch_size,
-            rotations=args.rotations,
-            keep_gray=not args.no_keep_gray, fill_gaps=args.fill_gaps,
-        )
+        values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
+        values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
+        return PipelineOptions.of(**values, color_correction=not args.no_color_correction,
+                                  keep_gray=not args.no_keep_gray, parsing_dir=args.parsing_dir,
+                                  track=args.video_frames)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 

@@ -29,17 +29,17 @@ __all__ = ["DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "P
 class DetectOptions:
     """Which faces are found and which of them are restored (``pipeline.find_choices``)."""
 
-    score_threshold: float | None = option(None, "detection score threshold (None: the detector's own default)",
+    score_threshold: float | None = option(None, "detection score threshold (default: the detector's own)",
                                            low=0.0, high=1.0, optional=True)
-    rotations: str = option("when_missing", "also look for faces on the image turned by 90/180/270 degrees",
-                            choices=ROTATION_MODES)
+    rotations: str = option("when_missing", "faces on their side or upside down: look on the image turned by "
+                            "90/180/270 degrees when no upright face is found (when_missing, default), always, or "
+                            "never (none)", choices=ROTATION_MODES)
     select: str = option("all", "faces to restore per image", choices=SELECT_MODES)
     indices: Sequence[int] = option((), "with select='indices': positions after sorting, per image")
     sort_by: str = option("area", "order of the faces in each image", choices=SORT_ORDERS)
-    min_face_size: float = option(0.0, "skip faces smaller than this (pixels of the box side; 0: no minimum)",
-                                  low=0.0)
-    max_faces: int = option(0, "at most this many faces per image (0: no limit)", low=0, whole=True)
-    region_overlap: float = option(MIN_OVERLAP, "with a region mask: share of a face's box it must cover",
+    min_face_size: float = option(0.0, "skip faces smaller than this (pixels of the box side)", low=0.0)
+    max_faces: int = option(0, "at most this many faces per image (0 = no limit)", low=0, whole=True)
+    region_overlap: float = option(MIN_OVERLAP, "with a region mask: the share of a face's box it must cover",
                                    low=0.0, high=1.0)
 
     def __post_init__(self) -> None:

@@ -214,8 +214,14 @@ def test_black_and_white_photos_stay_black_and_white_and_video_frames_fill_gaps(
 def test_the_cli_runs_the_one_pipeline_assembly_with_the_records_of_its_flags(tmp_path, main, monkeypatch):
     """The flags become the stages' records, and a photo goes through ``Pipeline`` (find, then restore_and_paste)."""
     import cli
-    from face_pipeline.pipeline import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions
-    from face_pipeline.pipeline import VideoOptions
+    from face_pipeline.pipeline import (
+        AlignOptions,
+        DetectOptions,
+        PasteOptions,
+        PipelineOptions,
+        RestoreOptions,
+        VideoOptions,
+    )
 
     calls = []
     real_find, real_restore_and_paste = cli.Pipeline.find, cli.Pipeline.restore_and_paste

@@ -201,3 +201,47 @@ def test_the_package_works_under_another_name_and_imports_cheaply():
     assert importlib.util.find_spec("face_pipeline") is not None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_stage_owns_a_frozen_validated_record():
+    """The records: validated once when built, frozen, picklable (the Ray engine ships them), composed by
+    ``PipelineOptions``; ``of`` routes each option name to its stage's record."""
+    import dataclasses
+    import inspect
+    import pickle
+
+    from face_pipeline.fields import spec
+    from face_pipeline.paste import paste_faces
+    from face_pipeline.pipeline import DetectOptions, PasteOptions, RestoreOptions, VideoOptions
+
+    options = PipelineOptions.of(strength=0.5, mask_type="ellipse", track=True, max_faces=2, template="ffhq")
+    assert options.restore == RestoreOptions(strength=0.5) and options.paste == PasteOptions(mask_type="ellipse")
+    assert options.video == VideoOptions(track=True) and options.detect == DetectOptions(max_faces=2)
+    assert options.align.template == "ffhq"
+    assert pickle.loads(pickle.dumps(options)) == options
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.restore.strength = 1.0
+    with pytest.raises(TypeError, match="'sharpness' is not an option of any stage"):
+        PipelineOptions.of(sharpness=1)
+    with pytest.raises(ValueError, match="restore must be a RestoreOptions, got PasteOptions"):
+        PipelineOptions(restore=PasteOptions())
+    with pytest.raises(ValueError, match="fill_gaps must be a whole number of at least 0, got 1.5"):
+        VideoOptions(fill_gaps=1.5)
+    with pytest.raises(ValueError, match="select must be one of all, largest, indices; got 'first'"):
+        DetectOptions(select="first")
+    assert spec(PasteOptions, "feather").high == 0.5 and spec(RestoreOptions, "mode").choices[0] == "restore"
+    # every paste option is a paste_faces argument of the same name: the record and its use are all there is
+    assert set(PasteOptions().paste_kwargs()) <= set(inspect.signature(paste_faces).parameters)
+
+
+def test_the_cli_flags_take_their_defaults_and_choices_from_the_records():
+    import cli
+
+    defaults = cli.build_options(cli.parse_args(["photo.jpg", "--model", "m.pth", "--output", "out"]))
+    assert defaults == PipelineOptions.of(parsing_dir=str(cli.DEFAULT_DETECTOR_DIR))
+    args = cli.parse_args(["p.jpg", "--model", "m.pth", "--output", "o", "--scale", "auto", "--mask", "parsing",
+                           "--threshold", "0.5", "--fill-gaps", "0", "--no-color-correction"])
+    options = cli.build_options(args)
+    assert options.paste.scale == "auto" and options.paste.mask_type == "parsing"
+    assert options.detect.score_threshold == 0.5 and options.video.fill_gaps == 0
+    assert options.paste.color_correction is False

@@ -14,6 +14,5 @@ from .options import RestoreOptions
 from .restore import model_device_dtype, model_size, restore_faces
 
 __all__ = ["RESTORE_MODES", "RestoreOptions", "restore_faces", "model_size", "model_device_dtype",
-           "masks_in_crop_space", "auto_batch_size", "bytes_per_face", "free_memory_bytes", "is_out_of_memory", "MemoryPolicy",
-           "DEFAULT_MEMORY", "RestoreError",
-           "RestoreOutOfMemory"]
+           "masks_in_crop_space", "auto_batch_size", "bytes_per_face", "free_memory_bytes", "is_out_of_memory",
+           "MemoryPolicy", "DEFAULT_MEMORY", "RestoreError", "RestoreOutOfMemory"]

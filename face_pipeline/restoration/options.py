@@ -15,7 +15,7 @@ class RestoreOptions:
     mode: str = option("restore", "restore (GPEN-BFR), colorize (GPEN-Colorization), inpaint (GPEN-Inpainting)",
                        choices=RESTORE_MODES)
     strength: float = option(1.0, "blend of restored (1) and original (0) face", low=0.0, high=1.0)
-    batch_size: int | None = option(None, "faces per forward (None: from free memory)", low=1, whole=True,
+    batch_size: int | None = option(None, "faces per forward (default: from free memory)", low=1, whole=True,
                                     optional=True)
 
     def __post_init__(self) -> None:
