@@ -104,7 +104,7 @@ def check_unit_range(images: torch.Tensor) -> None:
     if not (torch.isfinite(low) and torch.isfinite(high)):
         raise InvalidImageError("the images contain NaN or infinite values")
     if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
-        raise InvalidImageError(f"images must hold values in 0..1; found {low.item():.3g}..{high.item():.3g} "
+        raise InvalidImageError(f"float images must hold values in 0..1; found {low.item():.3g}..{high.item():.3g} "
                                 f"(was it 0..255 or -1..1?)")
 
 
