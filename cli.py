@@ -54,7 +54,6 @@ from face_pipeline.annotate import annotate_faces
 from face_pipeline.detection import (
     DEFAULT_DETECTOR,
     DETECTOR_NAMES,
-    ROTATION_MODES,
     load_detector,
 )
 from face_pipeline.errors import (
@@ -64,6 +63,7 @@ from face_pipeline.errors import (
     OutputExistsError,
 )
 from face_pipeline.face_report import faces_json, faces_report
+from face_pipeline.fields import spec
 from face_pipeline.files import (
     JobSummary,
     Outcome,
@@ -91,16 +91,17 @@ from face_pipeline.image import (
     same_format,
     save_image,
 )
-from face_pipeline.paste import MASK_TYPES
 from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import (
+    AlignOptions,
+    DetectOptions,
+    PasteOptions,
+    Pipeline,
     PipelineOptions,
-    find_choices,
-    restore_and_paste,
+    RestoreOptions,
+    VideoOptions,
     selected_faces,
-    stabilise_choices,
 )
-from face_pipeline.restoration import RESTORE_MODES
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import CheckpointReadError, GPENError, load_gpen_file
 from gpen_arch.precision import DTYPES, choose_dtype
@@ -123,6 +124,39 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (python cli.py --help lists the options)\n")
 
 
+#: flags that set one stage option each: type, default, choices, range and help come from the record's field
+#: (``fields.option``), so a new option with a flag is its record field, its use, and one line here
+OPTION_FLAGS = {
+    "--threshold": (DetectOptions, "score_threshold"), "--rotations": (DetectOptions, "rotations"),
+    "--select": (DetectOptions, "select"), "--max-faces": (DetectOptions, "max_faces"),
+    "--min-face-size": (DetectOptions, "min_face_size"), "--template": (AlignOptions, "template"),
+    "--mode": (RestoreOptions, "mode"), "--strength": (RestoreOptions, "strength"),
+    "--mask": (PasteOptions, "mask_type"), "--feather": (PasteOptions, "feather"), "--scale": (PasteOptions, "scale"),
+    "--max-output-size": (PasteOptions, "max_output_size"), "--batch-size": (RestoreOptions, "batch_size"),
+    "--fill-gaps": (VideoOptions, "fill_gaps"),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def add_option_flag(parser: argparse.ArgumentParser, flag: str, **overrides) -> None:
+    """``flag`` (one of ``OPTION_FLAGS``) with the default, type or choices, and help of its stage option."""
+    record, name = OPTION_FLAGS[flag]
+    default = next(f.default for f in dataclasses.fields(record) if f.name == name)
+    option_spec = spec(record, name)
+    if option_spec.choices:  # typed as text, as the user gives it (--scale 2)
+        kwargs = {"choices": [str(c) for c in option_spec.choices], "default": str(default)}
+    else:
+        kwargs = {"type": int if option_spec.whole else float, "default": default}
+    bounds = ""
+    if option_spec.low is not None:
+        bounds = f" ({option_spec.low:g}..{option_spec.high:g})" if option_spec.high is not None else ""
+    kwargs["help"] = option_spec.help + bounds
+    parser.add_argument(flag, **{**kwargs, **overrides})
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
@@ -140,23 +174,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder of detector weights (default: models/facedetection beside cli.py)")
     parser.add_argument("--no-download", action="store_true", help="never download detector weights")
-    parser.add_argument("--threshold", type=float, default=None, help="detection score threshold (0..1)")
+    add_option_flag(parser, "--threshold")
     parser.add_argument("--detector-max-side", type=int, default=None,
                         help=f"long side of the downscaled copy large images are searched on (64..{MAX_SIDE}; "
                              f"default: the detector's own); raise it to find small faces in big frames")
-    parser.add_argument("--rotations", choices=ROTATION_MODES, default="when_missing",
-                        help="faces on their side or upside down: look on the image turned by 90/180/270 degrees "
-                             "when no upright face is found (when_missing, default), always, or never (none)")
-    parser.add_argument("--select", choices=["all", "largest"], default="all", help="faces to restore per image")
-    parser.add_argument("--max-faces", type=int, default=0, help="at most this many faces per image (0 = no limit)")
-    parser.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (pixels)")
-    parser.add_argument("--template", choices=["gpen", "ffhq"], default="gpen", help="alignment template")
-    parser.add_argument("--mode", choices=RESTORE_MODES, default="restore",
-                        help="restore (GPEN-BFR), colorize (GPEN-Colorization), inpaint (GPEN-Inpainting)")
+    add_option_flag(parser, "--rotations")
+    add_option_flag(parser, "--select", choices=["all", "largest"])  # indices: the nodes only
+    add_option_flag(parser, "--max-faces")
+    add_option_flag(parser, "--min-face-size")
+    add_option_flag(parser, "--template")
+    add_option_flag(parser, "--mode")
     parser.add_argument("--inpaint-masks", help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
-    parser.add_argument("--strength", type=float, default=1.0, help="blend of restored (1) and original (0) face")
-    parser.add_argument("--mask", choices=MASK_TYPES, default="rounded_rect", help="paste mask")
-    parser.add_argument("--feather", type=float, default=0.1, help="mask feather, a fraction of the face size (0..0.5)")
+    add_option_flag(parser, "--strength")
+    add_option_flag(parser, "--mask")
+    add_option_flag(parser, "--feather")
     parser.add_argument("--parsing-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder with parsing_parsenet.pth or parsing_bisenet.pth (default: models/facedetection "
                              "beside cli.py)")
@@ -164,15 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-keep-gray", action="store_true",
                         help="let faces in black-and-white images come out in colour (by default a black-and-white "
                              "image stays black-and-white; colorize mode always keeps the colour)")
-    parser.add_argument("--scale", choices=["1", "2", "4", "auto"], default="1",
-                        help="output scale; auto: the smallest that keeps the restored faces' detail")
-    parser.add_argument("--max-output-size", type=int, default=8192,
-                        help=f"cap of the output's long side (64..{MAX_OUTPUT_SIDE}): auto picks a scale within "
-                             f"it, an explicit scale beyond it skips that input")
+    add_option_flag(parser, "--scale")
+    add_option_flag(parser, "--max-output-size", help=f"cap of the output's long side (64..{MAX_OUTPUT_SIDE}): auto "
+                                                      f"picks a scale within it, an explicit scale beyond it skips "
+                                                      f"that input")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
-    parser.add_argument("--batch-size", type=int, default=None, help="faces per forward (default: from free memory)")
+    add_option_flag(parser, "--batch-size")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "
                              "OUTPUT/annotated/<input name>.png")
@@ -184,9 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video-frames", action="store_true",
                         help="the inputs are the ordered frames of one video: track faces (never across a scene "
                              "cut), fill in a face missed for up to --fill-gaps frames, smooth landmarks")
-    parser.add_argument("--fill-gaps", type=int, default=3,
-                        help="--video-frames: a face missed for at most this many frames between two frames where "
-                             "it was found is filled in and restored there too (0 = off; default %(default)s)")
+    add_option_flag(parser, "--fill-gaps",
+                    help="--video-frames: a face missed for at most this many frames between two frames where it "
+                         "was found is filled in and restored there too (0 = off; default %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
     engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
                                        "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
@@ -212,15 +242,12 @@ def _in_range(name: str, value: float | None, low: float, high: float | None, wh
 
 def check_args(args: argparse.Namespace) -> None:
     """Every numeric option in its range (NaN and inf refused), and the option combinations; ``UsageError``."""
-    _in_range("--threshold", args.threshold, 0.0, 1.0)
+    for flag, (record, name) in OPTION_FLAGS.items():
+        bounds = spec(record, name)
+        if bounds.low is not None:  # the range of the stage option the flag sets
+            _in_range(flag, getattr(args, _dest(flag)), bounds.low, bounds.high,
+                      "a whole number" if bounds.whole else "a number")
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
-    _in_range("--max-faces", args.max_faces, 0, None, "a whole number")
-    _in_range("--min-face-size", args.min_face_size, 0.0, None)
-    _in_range("--strength", args.strength, 0.0, 1.0)
-    _in_range("--feather", args.feather, 0.0, 0.5)
-    _in_range("--max-output-size", args.max_output_size, 64, MAX_OUTPUT_SIDE, "a whole number")
-    _in_range("--batch-size", args.batch_size, 1, None, "a whole number")
-    _in_range("--fill-gaps", args.fill_gaps, 0, None, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
@@ -286,15 +313,11 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
     try:
-        return PipelineOptions(
-            score_threshold=args.threshold, select=args.select, min_face_size=args.min_face_size,
-            max_faces=args.max_faces, template=args.template, mode=args.mode, strength=args.strength,
-            mask_type=args.mask, feather=args.feather, color_correction=not args.no_color_correction,
-            scale=args.scale if args.scale == "auto" else int(args.scale), max_output_size=args.max_output_size,
-            parsing_dir=args.parsing_dir, track=args.video_frames, batch_size=args.batch_size,
-            rotations=args.rotations,
-            keep_gray=not args.no_keep_gray, fill_gaps=args.fill_gaps,
-        )
+        values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
+        values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
+        return PipelineOptions.of(**values, color_correction=not args.no_color_correction,
+                                  keep_gray=not args.no_keep_gray, parsing_dir=args.parsing_dir,
+                                  track=args.video_frames)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -310,6 +333,7 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
     too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
     frames of different sizes are a ``UsageError``."""
     sizes: dict[tuple[int, int], Path] = {}
+    paste = options.paste
     for item in plan.todo:
         try:
             width, height = image_size(item.source)
@@ -319,9 +343,9 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
         long_side = max(width, height)
         if long_side > MAX_SIDE:
             plan = plan.skipping(item, f"{width}x{height} is larger than the supported {MAX_SIDE} pixels per side")
-        elif options.scale != "auto" and options.scale > 1 and long_side * options.scale > options.max_output_size:
-            plan = plan.skipping(item, f"--scale {options.scale} would make it {long_side * options.scale} px on its "
-                                       f"long side, above --max-output-size {options.max_output_size}; use --scale "
+        elif paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
+            plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
+                                       f"long side, above --max-output-size {paste.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
         elif args.inpaint_masks and mask_path(Path(args.inpaint_masks), item.relative) is None:
             plan = plan.skipping(item, f"no inpainting mask for {item.relative} in {args.inpaint_masks}")
@@ -357,18 +381,19 @@ class Job:
         self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
-        if options.mask_type.startswith("parsing"):
-            load_parsing_net(options.parsing_dir)
+        if options.paste.mask_type.startswith("parsing"):
+            load_parsing_net(options.paste.parsing_dir)
         model_path = resolve_model_path(args.model)
         self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
         logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
         self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
                                       allow_download=not args.no_download, device=self.device,
                                       max_side=args.detector_max_side)
+        self.pipeline = Pipeline(model=self.model, detector=self.detector, options=options)  # the one assembly
         self.face_records: list[dict] = []  # --save-json: one record per image
 
     def masks(self, group: list[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
-        if self.options.mode != "inpaint":
+        if self.options.restore.mode != "inpaint":
             return None
         if not self.args.inpaint_masks:  # the damage is already painted white in the images (the official demo)
             return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
@@ -411,7 +436,7 @@ class Job:
         scales = {record["output_scale"] for record in self.face_records}
         report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
                               output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
-                              rotations=self.options.rotations)
+                              rotations=self.options.detect.rotations)
         report["images"] = self.face_records
         write_atomically(self.plan.root / "faces.json", (faces_json(report) + "\n").encode("utf-8"),
                          overwrite=self.plan.overwrite)
@@ -420,12 +445,13 @@ class Job:
         """Restore one input and write its result (an image without a face is copied as it is where it can be)."""
         loaded = read_image(item.source)
         images = loaded.pixels.to(self.device)
-        choices = find_choices(images, detector=self.detector, options=self.options)
+        choices = self.pipeline.find(images)
         faces = selected_faces(choices)
         self.summary.faces_found += len(choices[0])
+        scale = self.options.paste.scale
         if not faces[0]:
-            self.describe([item], choices, images, 1 if self.options.scale == "auto" else self.options.scale)
-        if not faces[0] and self.options.scale in (1, "auto") and same_format(item.source, item.target):
+            self.describe([item], choices, images, 1 if scale == "auto" else scale)
+        if not faces[0] and scale in (1, "auto") and same_format(item.source, item.target):
             try:
                 data = item.source.read_bytes()
             except OSError as exc:
@@ -433,8 +459,7 @@ class Job:
             self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
-        result, batch = restore_and_paste(images, faces, model=self.model, options=self.options,
-                                          inpaint_masks=self.masks([item], images))
+        result, batch = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images))
         self.save(item, result.images[0], loaded)
         self.summary.faces_restored += batch.num_faces
         if faces[0]:
@@ -467,13 +492,13 @@ class Job:
                 self.summary.record(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
                 bar.update(1)
                 continue
-            choices = find_choices(frame, detector=self.detector, options=self.options)
+            choices = self.pipeline.find(frame)
             self.summary.faces_found += len(choices[0])
             faces_per_frame += choices
             thumbnails.append(frame_thumbnails(frame))
             frames.append(item)
         cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
-        faces_per_frame = stabilise_choices(faces_per_frame, options=self.options, cuts=cuts)
+        faces_per_frame = self.pipeline.stabilise(faces_per_frame, cuts=cuts)
         for start in range(0, len(frames), FRAMES_PER_CHUNK):
             group = frames[start:start + FRAMES_PER_CHUNK]
             try:
@@ -482,8 +507,8 @@ class Job:
                 choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
                             for c in faces_per_frame[start + i]] for i in range(len(group))]
                 chunk = selected_faces(choices)
-                result, batch = restore_and_paste(images, chunk, model=self.model, options=self.options,
-                                                  inpaint_masks=self.masks(group, images))
+                result, batch = self.pipeline.restore_and_paste(images, chunk,
+                                                                inpaint_masks=self.masks(group, images))
             except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
                     raise
@@ -547,8 +572,9 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
                 if (value := getattr(args, name)) is not None}
     absolute["model"] = str(resolve_model_path(args.model).resolve())  # a bare name: found here, in models/gpen
     worker_args = argparse.Namespace(**{**vars(args), **absolute})
-    if options.parsing_dir is not None:
-        options = dataclasses.replace(options, parsing_dir=str(Path(options.parsing_dir).resolve()))
+    if options.paste.parsing_dir is not None:
+        paste = dataclasses.replace(options.paste, parsing_dir=str(Path(options.paste.parsing_dir).resolve()))
+        options = dataclasses.replace(options, paste=paste)
     ray_options = RayOptions(address=args.ray_address, workers=args.workers or 1,
                              gpus_per_worker=args.gpus_per_worker or 0.0, batch_size=args.ray_batch_size or 4,
                              working_dir=Path(__file__).resolve().parent)

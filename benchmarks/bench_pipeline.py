@@ -31,7 +31,7 @@ from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
 from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
-from face_pipeline.restoration import restore_faces  # noqa: E402
+from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
 from gpen_arch import load_gpen  # noqa: E402
 from gpen_arch.precision import DTYPES  # noqa: E402
 
@@ -94,7 +94,7 @@ def main() -> None:
         print(f"{name:>18}: {seconds * 1000:9.1f} ms  ({100 * seconds / restore_s:5.1f}% of the restore)")
     overhead = detect_s + align_s + paste1_s
     print(f"{'overhead (1x)':>18}: {overhead * 1000:9.1f} ms  ({100 * overhead / restore_s:5.1f}% of the restore)")
-    fixed_s, _ = timed(lambda: restore_faces(model, batch, batch_size=1), args.runs, device)
+    fixed_s, _ = timed(lambda: restore_faces(model, batch, options=RestoreOptions(batch_size=1)), args.runs, device)
     print(f"{'restore batch 1':>18}: {fixed_s * 1000:9.1f} ms  (batch size given: no free-memory query)")
     if args.profile:
         with torch.no_grad():

@@ -39,7 +39,7 @@ from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
 from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
-from face_pipeline.restoration import restore_faces  # noqa: E402
+from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
 from gpen_arch import load_gpen  # noqa: E402
 from gpen_arch.precision import DTYPES, choose_dtype  # noqa: E402
 
@@ -81,7 +81,7 @@ def run_batch(frames: torch.Tensor, *, detector, model, batch: int, times: dict 
     aligned = align_faces(frames, faces, size=model.config.size)
     _sync(device)
     marks.append(time.perf_counter())
-    restored = restore_faces(model, aligned, batch_size=batch)
+    restored = restore_faces(model, aligned, options=RestoreOptions(batch_size=batch))
     _sync(device)
     marks.append(time.perf_counter())
     paste_faces(restored, scale=1)

@@ -33,7 +33,8 @@ from .errors import (
 )
 from .image import IMAGE_SUFFIXES, ImageFile, load_image, read_image, save_image, to_rgb_float
 from .paste import MASK_TYPES, paste_faces
-from .pipeline import PipelineOptions, PipelineReport, detect_and_align, find_choices, run_pipeline
+from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
+from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
 from .restoration import RESTORE_MODES, restore_faces
 from .face_report import faces_json, faces_report
 from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices, select_faces
@@ -48,7 +49,8 @@ __all__ = [
     "RESTORE_MODES", "restore_faces",
     "MASK_TYPES", "paste_faces",
     "track_faces", "smooth_landmarks",
-    "PipelineOptions", "PipelineReport", "detect_and_align", "find_choices", "run_pipeline",
+    "Pipeline", "PipelineOptions", "DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "PasteOptions",
+    "PipelineReport", "find_choices", "run_pipeline",
     "annotate_faces", "faces_report", "faces_json",
     "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",

@@ -92,15 +92,20 @@ def to_rgb_float(image, *, channels_last: bool = True) -> torch.Tensor:
     tensor = tensor.float()
     tensor = tensor[:, :1].expand(b, 3, h, w) if c in (1, 2) else tensor[:, :3]  # gray -> RGB; alpha dropped
     if not was_integer:
-        if not torch.isfinite(tensor).all():
-            raise InvalidImageError("the image contains NaN or infinite values")
-        low, high = tensor.min().item(), tensor.max().item()
-        if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
-            raise InvalidImageError(
-                f"float images must hold values in 0..1; found {low:.3g}..{high:.3g} (was it 0..255 or -1..1?)"
-            )
+        check_unit_range(tensor)
         tensor = tensor.clamp(0, 1)
     return tensor.contiguous()
+
+
+def check_unit_range(images: torch.Tensor) -> None:
+    """``InvalidImageError`` unless every value of the float tensor ``images`` is finite and in 0..1, give or take
+    ``FLOAT_TOLERANCE`` (the one check of "RGB in 0..1" for the whole pack; callers clamp what they keep)."""
+    low, high = torch.aminmax(images)  # one pass; NaN and inf show up in the extremes
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise InvalidImageError("the images contain NaN or infinite values")
+    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+        raise InvalidImageError(f"float images must hold values in 0..1; found {low.item():.3g}..{high.item():.3g} "
+                                f"(was it 0..255 or -1..1?)")
 
 
 # ------------------------------------------------------------------------------------------------------ image files

@@ -1,7 +1,14 @@
-"""The whole chain in one call: detect (batched) -> select -> track + smooth (frames) -> align -> restore -> paste.
+"""The pipeline, assembled once: detect (batched) -> select -> track + smooth (frames) -> align -> restore -> paste.
+
+``Pipeline`` is the one assembly the CLI, the ComfyUI nodes and the tests run: ``run`` does every stage, and the
+stage methods (``find``, ``stabilise``, ``align``, ``restore``, ``paste``, and ``detect_and_align`` /
+``restore_and_paste`` for callers that split the work, such as the CLI's video chunks and the step nodes) are the
+same code. Each stage takes its own frozen options record (``options.py``); a host adapts the pipeline to its
+memory and model management by overriding the hooks (``detecting``, ``model_for``, ``progress_for``,
+``prepare_paste``), as the nodes do.
 
 An image batch ``[B, 3, H, W]`` is B independent photos of one size unless the caller says it is B frames of a video
-in order (``PipelineOptions.track``): then faces are tracked across the batch (never across a scene cut), a face
+in order (``VideoOptions.track``): then faces are tracked across the batch (never across a scene cut), a face
 missed for a few frames is filled in from its neighbours, and landmarks are smoothed over time so crops do not
 jitter. Independent photos never influence each other: a batch gives the pixels each photo gives alone. Images
 without a face come back unchanged (resized to the output scale), with a log line.
@@ -9,105 +16,41 @@ without a face come back unchanged (resized to the output scale), with a log lin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import math
-import numbers
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from .alignment import TEMPLATES, align_faces
-from .detection import ROTATION_MODES, FaceDetector, detect_faces
+from .alignment import align_faces
+from .detection import FaceDetector, detect_faces
 from .errors import InvalidImageError
-from .image import FLOAT_TOLERANCE
+from .image import check_unit_range
 from .memory import DEFAULT_MEMORY, MemoryPolicy
-from .paste import MASK_TYPES, SCALES, paste_within_memory
-from .region import MIN_OVERLAP, masks_for
-from .restoration import RESTORE_MODES, model_size, restore_faces
-from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces
+from .options import (
+    AlignOptions,
+    DetectOptions,
+    PasteOptions,
+    PipelineOptions,
+    RestoreOptions,
+    VideoOptions,
+)
+from .paste import paste_within_memory
+from .paste.parsing import ParsingNet
+from .region import masks_for
+from .restoration import model_size, restore_faces
+from .selection import FaceChoice, choose_faces
 from .types import DetectedFace, FaceBatch, PasteResult
 from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_OUTPUT_SIZE = 8192
-MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE = 64, 65536  # bounds of max_output_size (pixels of the output's long side)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_range(name: str, value, low: float, high: float | None = None, *, whole: bool = False) -> None:
-    """``ValueError`` unless ``value`` is a finite number (a whole one if ``whole``) in ``low..high``."""
-    kind = "a whole number" if whole else "a number"
-    bounds = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
-    if not _is_number(value) or (whole and value != int(value)) or value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Every choice of the pipeline, with the defaults a user gets. Invalid values (out of range, NaN/inf, wrong
-    type) raise ``ValueError`` here, before any work starts; ``max_output_size=0`` means the default (8192)."""
-
-    score_threshold: float | None = None  # detection score 0..1; None: the detector's own default
-    rotations: str = "when_missing"  # ROTATION_MODES: also look for faces on the image turned by 90/180/270 degrees
-    select: str = "all"  # SELECT_MODES: all / largest / indices
-    indices: Sequence[int] = ()  # for select="indices": positions after sorting, per image (0 or more)
-    sort_by: str = "area"  # SORT_ORDERS
-    min_face_size: float = 0.0  # pixels (box side), 0 or more; 0 = no minimum
-    max_faces: int = 0  # per image, 0 or more; 0 = no limit
-    region_overlap: float = MIN_OVERLAP  # with a region mask: share of a face's box it must cover (0..1)
-    template: str = "gpen"  # TEMPLATES
-    mode: str = "restore"  # RESTORE_MODES
-    strength: float = 1.0  # 0..1, restored vs original face
-    mask_type: str = "rounded_rect"  # MASK_TYPES
-    feather: float = 0.1  # 0..0.5, fraction of the face size
-    color_correction: bool = True
-    scale: int | str = 1  # 1, 2, 4 or "auto"
-    max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # cap of the output's long side, 64..65536; 0 = the default
-    parsing_dir: str | None = None  # folder of the face-parsing weights (mask_type parsing*)
-    track: bool = False  # the batch is the frames of one video: track faces, fill short gaps, smooth landmarks
-    smoothing: float = 0.3  # landmark smoothing strength 0..1 (0 = off); only when tracking
-    fill_gaps: int = 3  # when tracking: a face missed for at most this many frames is interpolated (0 or more)
-    keep_gray: bool = True  # black-and-white images (R = G = B) stay black-and-white (not in colorize mode)
-    batch_size: int | None = None  # faces per forward, 1 or more; None = from free memory
-
-    def __post_init__(self) -> None:
-        choices = (("rotations", ROTATION_MODES), ("select", SELECT_MODES), ("sort_by", SORT_ORDERS),
-                   ("template", TEMPLATES), ("mode", RESTORE_MODES), ("mask_type", MASK_TYPES))
-        for name, allowed in choices:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if self.scale != "auto" and (isinstance(self.scale, bool) or self.scale not in SCALES):
-            raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))} or 'auto'; got {self.scale!r}")
-        if self.score_threshold is not None:
-            _check_range("score_threshold", self.score_threshold, 0.0, 1.0)
-        if isinstance(self.indices, (str, bytes)) or not all(
-                isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in self.indices):
-            raise ValueError(f"indices must be whole numbers of at least 0, got {self.indices!r}")
-        _check_range("min_face_size", self.min_face_size, 0.0)
-        _check_range("max_faces", self.max_faces, 0, whole=True)
-        _check_range("strength", self.strength, 0.0, 1.0)
-        _check_range("feather", self.feather, 0.0, 0.5)
-        _check_range("smoothing", self.smoothing, 0.0, 1.0)
-        _check_range("fill_gaps", self.fill_gaps, 0, whole=True)
-        _check_range("region_overlap", self.region_overlap, 0.0, 1.0)
-        if self.max_output_size == 0:
-            object.__setattr__(self, "max_output_size", DEFAULT_MAX_OUTPUT_SIZE)
-        _check_range("max_output_size", self.max_output_size, MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE, whole=True)
-        if self.batch_size is not None:
-            _check_range("batch_size", self.batch_size, 1, whole=True)
-        for name in ("color_correction", "track", "keep_gray"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.parsing_dir is not None and not isinstance(self.parsing_dir, (str, os.PathLike)):
-            raise ValueError(f"parsing_dir must be a folder path or None, got {type(self.parsing_dir).__name__}")
+__all__ = ["Pipeline", "PipelineOptions", "PipelineReport", "DetectOptions", "VideoOptions", "AlignOptions",
+           "RestoreOptions", "PasteOptions", "run_pipeline", "find_choices", "find_faces", "selected_faces",
+           "stabilise_faces", "stabilise_choices", "video_cuts", "check_images"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +67,8 @@ class PipelineReport:
     choices: list | None = field(default=None, repr=False, compare=False)  # per image, every face found: FaceChoice
 
 
-def _check_images(images: torch.Tensor) -> None:
+def check_images(images: torch.Tensor) -> None:
+    """``InvalidImageError`` unless ``images`` is a non-empty ``[B, 3, H, W]`` float32/64 tensor of RGB in 0..1."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         found = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InvalidImageError(f"images must be a [B, 3, H, W] tensor (RGB 0..1; see image.to_rgb_float), got {found}")
@@ -134,22 +78,18 @@ def _check_images(images: torch.Tensor) -> None:
                                 f"image.to_rgb_float)")
     if images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
         raise InvalidImageError(f"the image batch is empty: {list(images.shape)}")
-    low, high = torch.aminmax(images)  # one pass; NaN and inf show up in the extremes
-    if not (torch.isfinite(low) and torch.isfinite(high)):
-        raise InvalidImageError("the images contain NaN or infinite values")
-    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
-        raise InvalidImageError(f"images must hold values in 0..1; found {low.item():.3g}..{high.item():.3g} "
-                                f"(was it 0..255 or -1..1?)")
+    check_unit_range(images)
 
 
-def find_choices(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions,
+# ---------------------------------------------------------------------------------------------- stage functions
+def find_choices(images: torch.Tensor, *, detector: FaceDetector, options: DetectOptions,
                  region: torch.Tensor | None = None,
                  check_interrupt: Callable[[], None] | None = None) -> list[list[FaceChoice]]:
     """Detection (the whole batch at once, at the angles ``options.rotations`` asks for) and selection: per image,
     every face found with what selection decided (``selection.choose_faces``: the selected ones first, in restore
     order). ``region``: optional ``[N, H, W]`` 0..1 mask (one per image or one for all, any size): only faces whose
     box it covers by at least ``options.region_overlap`` are selected."""
-    _check_images(images)
+    check_images(images)
     masks = None
     if region is not None:  # checked before the detector runs
         masks = masks_for(region, batch=int(images.shape[0]), size=tuple(images.shape[-2:]), what="region mask")
@@ -172,7 +112,7 @@ def selected_faces(choices: list[list[FaceChoice]]) -> list[list[DetectedFace]]:
     return [[c.face for c in per_image if c.selected] for per_image in choices]
 
 
-def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions,
+def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: DetectOptions,
                region: torch.Tensor | None = None,
                check_interrupt: Callable[[], None] | None = None) -> tuple[list[list[DetectedFace]], int]:
     """``find_choices``, shortened: the selected faces per image and the number of faces detected before
@@ -181,7 +121,7 @@ def find_faces(images: torch.Tensor, *, detector: FaceDetector, options: Pipelin
     return selected_faces(chosen), sum(len(per_image) for per_image in chosen)
 
 
-def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: PipelineOptions,
+def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: VideoOptions,
                     cuts: tuple[int, ...] = ()) -> list[list[DetectedFace]]:
     """For a frame sequence (``options.track`` and more than one image): track faces by box overlap (tracks end at
     the scene ``cuts``, see ``video.scene_cuts``), fill gaps of up to ``options.fill_gaps`` frames, and smooth the
@@ -198,14 +138,14 @@ def stabilise_faces(faces_per_image: list[list[DetectedFace]], *, options: Pipel
     return smooth_landmarks(tracked, strength=options.smoothing) if options.smoothing > 0 else tracked
 
 
-def video_cuts(images: torch.Tensor, options: PipelineOptions) -> tuple[int, ...]:
+def video_cuts(images: torch.Tensor, options: VideoOptions) -> tuple[int, ...]:
     """The scene cuts of ``images`` when they are video frames (``options.track``), else none."""
     if not options.track or images.shape[0] < 2:
         return ()
     return scene_cuts(frame_thumbnails(images))
 
 
-def stabilise_choices(choices: list[list[FaceChoice]], *, options: PipelineOptions,
+def stabilise_choices(choices: list[list[FaceChoice]], *, options: VideoOptions,
                       cuts: tuple[int, ...] = ()) -> list[list[FaceChoice]]:
     """``stabilise_faces`` on the selected faces of ``choices`` (the others are neither tracked nor smoothed).
     Faces filled into a gap of their track come after the selected ones of their frame, selected, without index."""
@@ -221,104 +161,152 @@ def stabilise_choices(choices: list[list[FaceChoice]], *, options: PipelineOptio
     return result
 
 
-def detect_and_align(images: torch.Tensor, *, detector: FaceDetector, options: PipelineOptions, size: int,
-                     region: torch.Tensor | None = None, check_interrupt: Callable[[], None] | None = None,
-                     timings: dict | None = None, choices: list | None = None) -> tuple[FaceBatch, int]:
-    """``find_choices``, ``stabilise_choices`` and alignment at ``size``. Returns the aligned batch and the number
-    of faces detected (before selection). ``timings``, when given, receives the seconds of "detect" and "align";
-    ``choices``, when given, is extended with every face found per image (``FaceChoice``, tracked)."""
-    start = time.perf_counter()
-    chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
-    found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
-    chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
-    detected = time.perf_counter()
-    faces = [face for per_image in selected_faces(chosen) for face in per_image]
-    batch = align_faces(images, faces, size=size, template=options.template)
-    if timings is not None:
-        timings["detect"] = detected - start
-        timings["align"] = time.perf_counter() - detected
-    if choices is not None:
-        choices.extend(chosen)
-    return batch, found
 
 
-def restore_and_paste(
-    images: torch.Tensor,
-    faces_per_image: list[list[DetectedFace]],
-    *,
-    model: torch.nn.Module,
-    options: PipelineOptions = PipelineOptions(),
-    background: torch.Tensor | None = None,
-    inpaint_masks: torch.Tensor | None = None,
-    protect: torch.Tensor | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    check_interrupt: Callable[[], None] | None = None,
-    timings: dict | None = None,
-    memory: MemoryPolicy = DEFAULT_MEMORY,
-) -> tuple[PasteResult, FaceBatch]:
-    """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
-    detect and track over a long frame sequence first, then restore it in chunks that fit in memory. ``protect``:
-    optional ``[N, H, W]`` 0..1 mask of pixels the paste leaves untouched (``paste_faces``)."""
-    _check_images(images)
-    timings = {} if timings is None else timings
-    mark = time.perf_counter()
-    faces = [face for per_image in faces_per_image for face in per_image]
-    batch = align_faces(images, faces, size=model_size(model), template=options.template)
-    timings["align"] = timings.get("align", 0.0) + time.perf_counter() - mark
-    if check_interrupt is not None:
-        check_interrupt()
-    mark = time.perf_counter()
-    restored = restore_faces(model, batch, mode=options.mode, strength=options.strength,
-                             batch_size=options.batch_size, inpaint_masks=inpaint_masks, on_progress=on_progress,
-                             check_interrupt=check_interrupt, memory=memory)
-    timings["restore"] = time.perf_counter() - mark
-    if check_interrupt is not None:
-        check_interrupt()
-    mark = time.perf_counter()
-    result = paste_within_memory(restored, memory=memory, mask_type=options.mask_type, feather=options.feather,
-                                 color_correction=options.color_correction, scale=options.scale,
-                                 max_output_size=options.max_output_size, background=background,
-                                 parsing_dir=options.parsing_dir, keep_gray=options.keep_gray, protect=protect)
-    timings["paste"] = time.perf_counter() - mark
-    return result, restored
+# ------------------------------------------------------------------------------------------------- the assembly
+class Pipeline:
+    """The pipeline for one ``model``, ``detector`` and ``options`` (``PipelineOptions``: one record per stage).
 
-
-def run_pipeline(
-    images: torch.Tensor,
-    *,
-    model: torch.nn.Module,
-    detector: FaceDetector,
-    options: PipelineOptions = PipelineOptions(),
-    background: torch.Tensor | None = None,
-    inpaint_masks: torch.Tensor | None = None,
-    region: torch.Tensor | None = None,
-    protect: torch.Tensor | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    check_interrupt: Callable[[], None] | None = None,
-    memory: MemoryPolicy = DEFAULT_MEMORY,
-) -> tuple[PasteResult, PipelineReport]:
-    """Restore every selected face of ``images`` ``[B, 3, H, W]`` (float32 RGB 0..1, any device) with ``model``.
-
-    Returns the ``PasteResult`` (images ``[B, 3, H*s, W*s]`` at the output scale s, masks) and a ``PipelineReport``.
-    ``background``: optional ``[B, 3, h, w]`` image for the output (e.g. from an upscaler; resized if needed).
-    ``inpaint_masks``: for ``mode="inpaint"``, image-space ``[B, H, W]`` (1 = damaged). ``region``: only faces this
-    ``[N, H, W]`` 0..1 mask covers (``find_choices``); ``protect``: pixels the paste never changes
-    (``paste_faces``). ``on_progress(done, total)`` counts restored faces; ``check_interrupt()`` runs between stages
-    and between restore batches (it may raise).
+    ``memory`` decides free memory, out-of-memory errors and cache release (``memory.py``; ComfyUI passes its own);
+    ``on_progress(done, total)`` counts restored faces; ``check_interrupt()`` runs between stages and between restore
+    batches (it may raise). ``model`` may be None for a pipeline that only detects, ``detector`` None for one that
+    only restores and pastes. The hooks below are where a host (ComfyUI) puts its model management.
     """
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
-    chosen = find_choices(images, detector=detector, options=options, region=region, check_interrupt=check_interrupt)
-    found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
-    chosen = stabilise_choices(chosen, options=options, cuts=video_cuts(images, options))
-    timings["detect"] = time.perf_counter() - start
-    result, restored = restore_and_paste(images, selected_faces(chosen), model=model, options=options,
-                                         background=background, inpaint_masks=inpaint_masks, protect=protect,
-                                         on_progress=on_progress, check_interrupt=check_interrupt, timings=timings,
-                                         memory=memory)
-    report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
-                            seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
-                            faces=restored, choices=chosen)
-    logger.debug("%d image(s), %d face(s) found, %d restored in %.2f s (%s)", report.images, found,
-                 report.faces_restored, report.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return result, report
+
+    def __init__(self, *, model: torch.nn.Module | None = None, detector: FaceDetector | None = None,
+                 options: PipelineOptions = PipelineOptions(), memory: MemoryPolicy = DEFAULT_MEMORY,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 check_interrupt: Callable[[], None] | None = None) -> None:
+        if not isinstance(options, PipelineOptions):
+            raise TypeError(f"options must be a PipelineOptions, got {type(options).__name__}")
+        self.model, self.detector, self.options, self.memory = model, detector, options, memory
+        self.on_progress, self.check_interrupt = on_progress, check_interrupt
+
+    # ------------------------------------------------------------------------------ hooks (a host overrides them)
+    def detecting(self) -> contextlib.AbstractContextManager:
+        """Held while the detector runs (ComfyUI: the detector's lock, its network loaded on the device)."""
+        return contextlib.nullcontext()
+
+    def model_for(self, faces: int) -> torch.nn.Module:
+        """The model to restore ``faces`` faces with, where it should run (ComfyUI: loaded with room for them)."""
+        return self.model
+
+    def progress_for(self, faces: int) -> Callable[[int, int], None] | None:
+        """The ``on_progress`` of a restore of ``faces`` faces (ComfyUI: a progress bar of that length)."""
+        return self.on_progress
+
+    def prepare_paste(self, batch: FaceBatch, images: torch.Tensor, background: torch.Tensor | None,
+                      protect: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                             torch.Tensor | None, ParsingNet | None]:
+        """Images, background and protect mask where the paste runs, and a loaded parsing network or None (loaded
+        by the paste from ``PasteOptions.parsing_dir``). ComfyUI: memory made for the paste, all on its device."""
+        return images, background, protect, None
+
+    def _interrupt(self) -> None:
+        if self.check_interrupt is not None:
+            self.check_interrupt()
+
+    # -------------------------------------------------------------------------------------------------- stages
+    def find(self, images: torch.Tensor, *, region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
+        """Detection and selection (``find_choices`` with ``options.detect``)."""
+        with self.detecting():
+            return find_choices(images, detector=self.detector, options=self.options.detect, region=region,
+                                check_interrupt=self.check_interrupt)
+
+    def stabilise(self, choices: list[list[FaceChoice]], *, cuts: tuple[int, ...] = ()) -> list[list[FaceChoice]]:
+        """Tracking and smoothing of a frame sequence (``stabilise_choices`` with ``options.video``)."""
+        return stabilise_choices(choices, options=self.options.video, cuts=cuts)
+
+    def align(self, images: torch.Tensor, faces_per_image: list[list[DetectedFace]], *,
+              size: int | None = None) -> FaceBatch:
+        """The faces' crops at ``size`` (default: the model's) with ``options.align``."""
+        faces = [face for per_image in faces_per_image for face in per_image]
+        size = model_size(self.model) if size is None else size
+        return align_faces(images, faces, size=size, template=self.options.align.template)
+
+    def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None) -> FaceBatch:
+        """``restore_faces`` with ``options.restore`` on ``model_for(faces)``."""
+        return restore_faces(self.model_for(batch.num_faces), batch, options=self.options.restore,
+                             inpaint_masks=inpaint_masks, on_progress=self.progress_for(batch.num_faces),
+                             check_interrupt=self.check_interrupt, memory=self.memory)
+
+    def paste(self, batch: FaceBatch, *, images: torch.Tensor | None = None, background: torch.Tensor | None = None,
+              protect: torch.Tensor | None = None) -> PasteResult:
+        """``paste_within_memory`` with ``options.paste`` (images default ``batch.images``)."""
+        images = batch.images if images is None else images
+        images, background, protect, parsing_net = self.prepare_paste(batch, images, background, protect)
+        return paste_within_memory(batch, options=self.options.paste, images=images, memory=self.memory,
+                                   background=background, protect=protect, parsing_net=parsing_net)
+
+    # ------------------------------------------------------------------------------------------ stages chained
+    def detect_and_align(self, images: torch.Tensor, *, size: int | None = None, region: torch.Tensor | None = None,
+                         timings: dict | None = None) -> tuple[FaceBatch, list[list[FaceChoice]]]:
+        """``find``, ``stabilise`` (cuts from ``images``) and ``align`` at ``size``. Returns the aligned batch and
+        every face found per image (``FaceChoice``, tracked). ``timings``, when given, receives the seconds of
+        "detect" and "align"."""
+        start = time.perf_counter()
+        chosen = self.stabilise(self.find(images, region=region), cuts=video_cuts(images, self.options.video))
+        detected = time.perf_counter()
+        batch = self.align(images, selected_faces(chosen), size=size)
+        if timings is not None:
+            timings["detect"] = detected - start
+            timings["align"] = time.perf_counter() - detected
+        return batch, chosen
+
+    def restore_and_paste(self, images: torch.Tensor, faces_per_image: list[list[DetectedFace]], *,
+                          background: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None,
+                          protect: torch.Tensor | None = None,
+                          timings: dict | None = None) -> tuple[PasteResult, FaceBatch]:
+        """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
+        detect and track over a long frame sequence first, then restore it in chunks that fit in memory."""
+        check_images(images)
+        timings = {} if timings is None else timings
+        mark = time.perf_counter()
+        batch = self.align(images, faces_per_image)
+        timings["align"] = timings.get("align", 0.0) + time.perf_counter() - mark
+        self._interrupt()
+        mark = time.perf_counter()
+        restored = self.restore(batch, inpaint_masks=inpaint_masks)
+        timings["restore"] = time.perf_counter() - mark
+        self._interrupt()
+        mark = time.perf_counter()
+        result = self.paste(restored, images=images, background=background, protect=protect)
+        timings["paste"] = time.perf_counter() - mark
+        return result, restored
+
+    def run(self, images: torch.Tensor, *, background: torch.Tensor | None = None,
+            inpaint_masks: torch.Tensor | None = None, region: torch.Tensor | None = None,
+            protect: torch.Tensor | None = None) -> tuple[PasteResult, PipelineReport]:
+        """Restore every selected face of ``images`` ``[B, 3, H, W]`` (float32 RGB 0..1, any device).
+
+        Returns the ``PasteResult`` (images ``[B, 3, H*s, W*s]`` at the output scale s, masks) and a
+        ``PipelineReport``. ``background``: optional ``[B, 3, h, w]`` image for the output (e.g. from an upscaler;
+        resized if needed). ``inpaint_masks``: for mode inpaint, image-space ``[B, H, W]`` (1 = damaged).
+        ``region``: only faces this ``[N, H, W]`` 0..1 mask covers (``find_choices``); ``protect``: pixels the paste
+        never changes (``paste_faces``).
+        """
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        chosen = self.find(images, region=region)
+        found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
+        chosen = self.stabilise(chosen, cuts=video_cuts(images, self.options.video))
+        timings["detect"] = time.perf_counter() - start
+        result, restored = self.restore_and_paste(images, selected_faces(chosen), background=background,
+                                                  inpaint_masks=inpaint_masks, protect=protect, timings=timings)
+        report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
+                                seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
+                                faces=restored, choices=chosen)
+        logger.debug("%d image(s), %d face(s) found, %d restored in %.2f s (%s)", report.images, found,
+                     report.faces_restored, report.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+        return result, report
+
+
+def run_pipeline(images: torch.Tensor, *, model: torch.nn.Module, detector: FaceDetector,
+                 options: PipelineOptions = PipelineOptions(), memory: MemoryPolicy = DEFAULT_MEMORY,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 check_interrupt: Callable[[], None] | None = None,
+                 **inputs) -> tuple[PasteResult, PipelineReport]:
+    """``Pipeline(model=..., detector=..., options=...).run(images, **inputs)`` (``inputs``: background,
+    inpaint_masks, region, protect)."""
+    return Pipeline(model=model, detector=detector, options=options, memory=memory, on_progress=on_progress,
+                    check_interrupt=check_interrupt).run(images, **inputs)

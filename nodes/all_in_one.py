@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from ..face_pipeline.alignment import TEMPLATES
-from ..face_pipeline.pipeline import PipelineOptions
+from ..face_pipeline.pipeline import AlignOptions, DetectOptions, PipelineOptions, RestoreOptions, VideoOptions
 from ..face_pipeline.region import MIN_OVERLAP
-from ..face_pipeline.restoration import model_size
 from . import comfy_bridge as bridge
-from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, find_and_align, preview_and_report
+from .comfy_pipeline import ComfyPipeline
+from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, preview_and_report
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
 from .model_nodes import CATEGORY
-from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, run_paste
-from .restore_nodes import run_restore
+from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, paste_options
+from .restore_nodes import check_mode
 
 
 class GPENFaceRestore:
@@ -63,17 +63,18 @@ class GPENFaceRestore:
             color_correction, output_scale, max_output_size, background=None, video=False, keep_gray=True,
             protect_mask=None, rotations="when_missing", region_mask=None, region_overlap=MIN_OVERLAP):
         images = bridge.image_to_pipeline(image)  # converted once, for detection and paste
-        options = PipelineOptions(select=select, template=template, track=bool(video), rotations=rotations,
-                                  region_overlap=float(region_overlap))
-        size = model_size(gpen_model.patcher.model)
-        choices: list = []
-        faces, _found = find_and_align(images, face_detector, options, size, region=region_mask, choices=choices)
-        restored = run_restore(gpen_model, faces, mode="restore", strength=strength)
-        out, mask = run_paste(images, restored, mask_type=mask_type, feather=feather,
-                              color_correction=color_correction, output_scale=output_scale,
-                              max_output_size=max_output_size, background=background, keep_gray=keep_gray,
-                              protect_mask=protect_mask)
-        annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options,
-                                               restored=True, model_size=size,
-                                               output_scale=int(out.shape[1]) // int(images.shape[-2]))
-        return (out, mask, restored.num_faces, annotated, report)
+        options = PipelineOptions(
+            detect=DetectOptions(select=select, rotations=rotations, region_overlap=float(region_overlap)),
+            video=VideoOptions(track=bool(video)), align=AlignOptions(template=template),
+            restore=RestoreOptions(mode="restore", strength=strength),
+            paste=paste_options(mask_type=mask_type, feather=feather, color_correction=color_correction,
+                                output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray))
+        check_mode(gpen_model, "restore", None)
+        pipeline = ComfyPipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
+        result, report = pipeline.run(images, region=region_mask, protect=protect_mask,
+                                      background=None if background is None else bridge.image_to_pipeline(background))
+        annotated, faces_json = preview_and_report(images, report.choices, face_detector=face_detector,
+                                                   options=options.detect, restored=True, model_size=gpen_model.size,
+                                                   output_scale=result.scale)
+        return (bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask), report.faces_restored,
+                annotated, faces_json)

@@ -8,27 +8,18 @@ from ..face_pipeline.alignment import TEMPLATES
 from ..face_pipeline.annotate import annotate_faces
 from ..face_pipeline.detection import ROTATION_MODES
 from ..face_pipeline.face_report import faces_json, faces_report
-from ..face_pipeline.pipeline import PipelineOptions, detect_and_align
+from ..face_pipeline.pipeline import AlignOptions, DetectOptions, PipelineOptions, VideoOptions
 from ..face_pipeline.region import MIN_OVERLAP
 from ..face_pipeline.selection import SORT_ORDERS, parse_indices
 from . import comfy_bridge as bridge
+from .comfy_pipeline import ComfyPipeline
 from .handles import GPEN_FACE_DETECTOR, GPEN_FACES
 from .model_nodes import CATEGORY
 
 CROP_SIZES = ("256", "512", "1024", "2048")
 
 
-def find_and_align(images: torch.Tensor, face_detector, options: PipelineOptions, size: int, *,
-                   region: torch.Tensor | None = None, choices: list | None = None):
-    """``detect_and_align`` with the detector's network loaded by ComfyUI (``[B, 3, H, W]`` images); one run at a
-    time per detector. ``region``: a ComfyUI MASK of the faces to consider; ``choices`` receives every face found."""
-    with face_detector.lock:
-        bridge.load_on_device([face_detector.patcher])
-        return detect_and_align(images, detector=face_detector.detector, options=options, size=size, region=region,
-                                check_interrupt=bridge.Progress.check_interrupt, choices=choices)
-
-
-def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, options: PipelineOptions,
+def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, options: DetectOptions,
                        restored: bool, model_size: int | None = None, output_scale: int | None = None):
     """The annotated preview (ComfyUI IMAGE) and the JSON face report of a run."""
     report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=restored, model_size=model_size,
@@ -123,15 +114,15 @@ class GPENDetectFaces:
                region_overlap=MIN_OVERLAP):
         images = bridge.image_to_pipeline(image)
         options = PipelineOptions(
-            select=select, indices=parse_indices(indices) if select == "indices" else (), sort_by=sort_by,
-            min_face_size=float(min_face_size), max_faces=int(max_faces), template=template,
-            track=video_smoothing > 0, smoothing=float(video_smoothing), fill_gaps=int(fill_gaps),
-            rotations=rotations, region_overlap=float(region_overlap),
+            detect=DetectOptions(select=select, indices=parse_indices(indices) if select == "indices" else (),
+                                 sort_by=sort_by, min_face_size=float(min_face_size), max_faces=int(max_faces),
+                                 rotations=rotations, region_overlap=float(region_overlap)),
+            video=VideoOptions(track=video_smoothing > 0, smoothing=float(video_smoothing), fill_gaps=int(fill_gaps)),
+            align=AlignOptions(template=template),
         )
-        choices: list = []
-        batch, _found = find_and_align(images, face_detector, options, int(crop_size), region=region_mask,
-                                       choices=choices)
+        pipeline = ComfyPipeline(face_detector=face_detector, options=options)
+        batch, choices = pipeline.detect_and_align(images, size=int(crop_size), region=region_mask)
         crops = crops_or_placeholder(batch.crops, int(crop_size))
-        annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options,
+        annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options.detect,
                                                restored=False)
         return (batch, bridge.image_to_comfy(crops), batch.num_faces, annotated, report)

@@ -22,12 +22,8 @@ class GPENModelHandle:
 
 @dataclass(frozen=True)
 class DetectorHandle:
-    """A face detector and every option it was built with (a changed option makes a new handle)."""
+    """A face detector (its name and options are its own: ``detector.name``) under ComfyUI's model management."""
 
-    name: str
-    weights_dir: str
-    allow_download: bool
-    score_threshold: float | None
-    detector: object = field(compare=False, repr=False)  # face_pipeline.detection.FaceDetector
-    patcher: object = field(default=None, compare=False, repr=False)  # ModelPatcher of its network (None: OpenCV)
+    detector: object = field(repr=False)  # face_pipeline.detection.FaceDetector
+    patcher: object = field(default=None, repr=False)  # ModelPatcher of its network (None: OpenCV)
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)

@@ -33,9 +33,9 @@ class GPENLoadModel:
             "cuda_graphs": ("BOOLEAN", {
                 "default": False,
                 "tooltip": "NVIDIA GPUs: replay the network as a captured CUDA graph, which removes the per-layer "
-                           "launch cost (GPEN-2048 fp16 on an H200: 9.6 -> 7.2 ms per face at batch 1). The graph "
-                           "keeps one batch's working memory reserved while the model stays on the GPU (about 0.9 "
-                           "GB per face at 2048 fp16) and ComfyUI does not see it: leave off when VRAM is tight."}),
+                           "launch cost (faster at small batches; figures in the README's Performance table). The "
+                           "graph keeps one batch's working memory reserved while the model stays on the GPU and "
+                           "ComfyUI does not see it: leave off when VRAM is tight."}),
         }}
 
     @classmethod
@@ -88,5 +88,4 @@ class GPENLoadFaceDetector:
                               score_threshold=threshold, max_side=max_side or None)
         # the network goes under ComfyUI's model management: loaded to the GPU for detection, offloaded when other
         # models need the room (detection follows wherever it is)
-        return (DetectorHandle(name=detector, weights_dir=folder, allow_download=allow_download,
-                               score_threshold=threshold, detector=built, patcher=bridge.module_patcher(built.module)),)
+        return (DetectorHandle(detector=built, patcher=bridge.module_patcher(built.module)),)

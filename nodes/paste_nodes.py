@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from ..face_pipeline.errors import PasteError
-from ..face_pipeline.paste import MASK_TYPES, PARSING_FILES, paste_bytes, paste_within_memory
+from ..face_pipeline.fields import check_value, spec
+from ..face_pipeline.paste import MASK_TYPES, PARSING_FILES
 from ..face_pipeline.paste.parsing import ParsingWeightsMissing, find_parsing_weights
+from ..face_pipeline.pipeline import PasteOptions, PipelineOptions
 from . import comfy_bridge as bridge
+from .comfy_pipeline import ComfyPipeline
 from .handles import GPEN_FACES
 from .model_nodes import CATEGORY
 
@@ -23,8 +26,10 @@ def parsing_folder() -> str | None:
 def check_paste_options(mask_type: str) -> str | bool:
     """ComfyUI's VALIDATE_INPUTS answer for the paste options, before anything in the prompt runs: True, or what is
     wrong (e.g. the parsing weights missing, which would otherwise surface only after every face was restored)."""
-    if mask_type not in MASK_TYPES:
-        return f"mask_type must be one of {', '.join(MASK_TYPES)}, got {mask_type!r}"
+    try:
+        check_value("mask_type", mask_type, spec(PasteOptions, "mask_type"))
+    except ValueError as exc:
+        return str(exc)
     if mask_type.startswith("parsing"):
         try:
             find_parsing_weights(parsing_folder())
@@ -33,28 +38,12 @@ def check_paste_options(mask_type: str) -> str | bool:
     return True
 
 
-def run_paste(images, faces, *, mask_type, feather, color_correction, output_scale, max_output_size,
-              background=None, keep_gray=True, protect_mask=None):
-    """Paste ``faces`` onto ``images`` (``[B, 3, H, W]``, the pipeline's layout; ``background`` a ComfyUI IMAGE,
-    ``protect_mask`` a ComfyUI MASK of pixels to leave untouched), with room made by ComfyUI first and the
-    out-of-memory fallback of ``paste_within_memory``."""
-    if faces.restored is None:
-        raise PasteError("these faces have not been restored yet: connect Restore Faces before Paste Faces")
-    device = bridge.compute_device()
-    scale = output_scale if output_scale == "auto" else int(output_scale)
-    needed = paste_bytes(faces, scale=scale, max_output_size=max_output_size)
-    parsing_net = None
-    if mask_type.startswith("parsing"):
-        parsing_net = bridge.parsing_net_on_device(parsing_folder(), memory_required=needed)
-    else:
-        bridge.load_on_device([], memory_required=needed)
-    bg = bridge.image_to_pipeline(background).to(device) if background is not None else None
-    result = paste_within_memory(faces, images=images.to(device), memory=bridge.MEMORY, mask_type=mask_type,
-                                 feather=feather, color_correction=color_correction, scale=scale,
-                                 max_output_size=max_output_size, background=bg, parsing_dir=parsing_folder(),
-                                 parsing_net=parsing_net, keep_gray=keep_gray,
-                                 protect=None if protect_mask is None else protect_mask.to(device))
-    return bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask)
+def paste_options(*, mask_type, feather, color_correction, output_scale, max_output_size,
+                  keep_gray=True) -> PasteOptions:
+    """The paste record from the node inputs (``output_scale`` is a string: "1", "2", "4" or "auto")."""
+    return PasteOptions(mask_type=mask_type, feather=feather, color_correction=color_correction,
+                        scale=output_scale if output_scale == "auto" else int(output_scale),
+                        max_output_size=max_output_size, parsing_dir=parsing_folder(), keep_gray=keep_gray)
 
 
 PASTE_INPUTS = {
@@ -119,7 +108,11 @@ class GPENPasteFaces:
 
     def paste(self, image, faces, mask_type, feather, color_correction, output_scale, max_output_size,
               background=None, keep_gray=True, protect_mask=None):
-        return run_paste(bridge.image_to_pipeline(image), faces, mask_type=mask_type, feather=feather,
-                         color_correction=color_correction, output_scale=output_scale,
-                         max_output_size=max_output_size, background=background, keep_gray=keep_gray,
-                         protect_mask=protect_mask)
+        if faces.restored is None:
+            raise PasteError("these faces have not been restored yet: connect Restore Faces before Paste Faces")
+        options = paste_options(mask_type=mask_type, feather=feather, color_correction=color_correction,
+                                output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray)
+        result = ComfyPipeline(options=PipelineOptions(paste=options)).paste(
+            faces, images=bridge.image_to_pipeline(image),
+            background=None if background is None else bridge.image_to_pipeline(background), protect=protect_mask)
+        return bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask)

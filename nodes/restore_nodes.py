@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ..face_pipeline.restoration import RESTORE_MODES, restore_faces
+from ..face_pipeline.pipeline import PipelineOptions, RestoreOptions
+from ..face_pipeline.restoration import RESTORE_MODES
 from . import comfy_bridge as bridge
+from .comfy_pipeline import ComfyPipeline
 from .detection_nodes import crops_or_placeholder
 from .handles import GPEN_FACES, GPEN_MODEL
 from .model_nodes import CATEGORY
@@ -28,18 +30,6 @@ def check_mode(gpen_model, mode: str, inpaint_mask) -> None:
         logger.warning("Restore Faces: mode %r with %s, which looks like a model for %r by its name; expect poor "
                        "results (GPEN-BFR: restore, GPEN-Colorization: colorize, GPEN-Inpainting: inpaint)",
                        mode, gpen_model.file_name, made_for)
-
-
-def run_restore(gpen_model, faces, *, mode: str, strength: float, inpaint_mask=None):
-    """Restore ``faces`` (a FaceBatch) on ComfyUI's model management, with progress and Cancel per face."""
-    check_mode(gpen_model, mode, inpaint_mask)
-    if faces.num_faces == 0:  # nothing to restore: do not move the model to the GPU for it
-        model = gpen_model.patcher.model
-    else:
-        model = bridge.model_on_device(gpen_model, faces.num_faces)
-    progress = bridge.Progress(faces.num_faces)
-    return restore_faces(model, faces, mode=mode, strength=strength, inpaint_masks=inpaint_mask,
-                         on_progress=progress, check_interrupt=progress.check_interrupt, memory=bridge.MEMORY)
 
 
 class GPENRestoreFaces:
@@ -73,6 +63,8 @@ class GPENRestoreFaces:
         }
 
     def restore(self, gpen_model, faces, mode, strength, inpaint_mask=None):
-        restored = run_restore(gpen_model, faces, mode=mode, strength=strength, inpaint_mask=inpaint_mask)
+        check_mode(gpen_model, mode, inpaint_mask)
+        options = PipelineOptions(restore=RestoreOptions(mode=mode, strength=strength))
+        restored = ComfyPipeline(gpen_model=gpen_model, options=options).restore(faces, inpaint_masks=inpaint_mask)
         preview = crops_or_placeholder(restored.restored, restored.size)
         return (restored, bridge.image_to_comfy(preview))

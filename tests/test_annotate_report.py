@@ -27,8 +27,8 @@ def detector():
 @pytest.fixture(scope="module")
 def solvay(detector):
     image = load_image(require_shared("faces", "solvay_conference_1927.png"))
-    options = PipelineOptions(select="indices", indices=(0, 3), sort_by="left_to_right", min_face_size=34)
-    return image, find_choices(image, detector=detector, options=options)
+    options = PipelineOptions.of(select="indices", indices=(0, 3), sort_by="left_to_right", min_face_size=34)
+    return image, find_choices(image, detector=detector, options=options.detect)
 
 
 def allowed_region(image: torch.Tensor, choices) -> torch.Tensor:
@@ -77,8 +77,9 @@ def test_labels_name_index_score_track_and_angle(solvay):
 def test_video_track_ids_in_labels_and_report(detector):
     photo = load_image(data_file("faces", "grace_hopper.jpg"))
     frames = torch.cat([photo, torch.roll(photo, 4, dims=-1)])
-    options = PipelineOptions(track=True, smoothing=0.3)
-    choices = stabilise_choices(find_choices(frames, detector=detector, options=options), options=options)
+    options = PipelineOptions.of(track=True, smoothing=0.3)
+    choices = stabilise_choices(find_choices(frames, detector=detector, options=options.detect),
+                                options=options.video)
     assert [c.face.track_id for per in choices for c in per] == [0, 0]
     assert label_text(choices[1][0]).endswith(" id 0")
     report = faces_report(choices, image_size=(600, 512), restored=True, model_size=512, output_scale=1)
@@ -130,9 +131,9 @@ def test_a_face_filled_into_a_video_gap_is_reported_as_restored():
         return DetectedFace(box=(x, 10, x + 40, 50), score=0.9, image_index=frame,
                             landmarks=((x + 10, 20), (x + 30, 20), (x + 20, 30), (x + 12, 40), (x + 28, 40)))
 
-    options = PipelineOptions(track=True, smoothing=0.0, fill_gaps=3)
+    options = PipelineOptions.of(track=True, smoothing=0.0, fill_gaps=3)
     chosen = choose_faces([[at(0, 10)], [], [at(2, 14)]])
-    stable = stabilise_choices(chosen, options=options)
+    stable = stabilise_choices(chosen, options=options.video)
     (filled,) = stable[1]
     assert filled.selected and filled.index is None and filled.face.interpolated and filled.face.box[0] == 12
     report = faces_report(stable, image_size=(64, 64), restored=True, model_size=256, output_scale=1)

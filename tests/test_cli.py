@@ -209,3 +209,39 @@ def test_black_and_white_photos_stay_black_and_white_and_video_frames_fill_gaps(
     assert coloured.returncode == 0, coloured.stderr
     result = cv2.imread(str(tmp_path / "colour" / "frame_000.png")).astype(int)
     assert (result.max(-1) - result.min(-1)).max() > 5
+
+
+def test_the_cli_runs_the_one_pipeline_assembly_with_the_records_of_its_flags(tmp_path, main, monkeypatch):
+    """The flags become the stages' records, and a photo goes through ``Pipeline`` (find, then restore_and_paste)."""
+    import cli
+    from face_pipeline.pipeline import (
+        AlignOptions,
+        DetectOptions,
+        PasteOptions,
+        PipelineOptions,
+        RestoreOptions,
+        VideoOptions,
+    )
+
+    calls = []
+    real_find, real_restore_and_paste = cli.Pipeline.find, cli.Pipeline.restore_and_paste
+
+    def find(self, images, **kwargs):
+        calls.append(("find", self.options))
+        return real_find(self, images, **kwargs)
+
+    def restore_and_paste(self, images, faces, **kwargs):
+        calls.append(("restore_and_paste", self.options))
+        return real_restore_and_paste(self, images, faces, **kwargs)
+
+    monkeypatch.setattr(cli.Pipeline, "find", find)
+    monkeypatch.setattr(cli.Pipeline, "restore_and_paste", restore_and_paste)
+    status = main([str(data_file("faces", "grace_hopper.jpg")), *common(tmp_path), "--strength", "0.5", "--mask",
+                   "ellipse", "--feather", "0.2", "--scale", "2", "--max-faces", "1", "--template", "ffhq",
+                   "--batch-size", "2", "--no-keep-gray", "--parsing-dir", str(tmp_path)])
+    assert status == 0
+    expected = PipelineOptions(
+        detect=DetectOptions(max_faces=1), video=VideoOptions(), align=AlignOptions(template="ffhq"),
+        restore=RestoreOptions(strength=0.5, batch_size=2),
+        paste=PasteOptions(mask_type="ellipse", feather=0.2, scale=2, parsing_dir=str(tmp_path), keep_gray=False))
+    assert calls == [("find", expected), ("restore_and_paste", expected)]

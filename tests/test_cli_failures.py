@@ -83,16 +83,16 @@ def fail_first_write_midway(monkeypatch):
 def out_of_memory_once(monkeypatch):
     import cli
 
-    real, calls = cli.restore_and_paste, []
+    real, calls = cli.Pipeline.restore_and_paste, []
 
-    def restore(*args, **kwargs):
+    def restore(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: "
                                "you tried to allocate 81604378624 bytes.")
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "restore_and_paste", restore)
+    monkeypatch.setattr(cli.Pipeline, "restore_and_paste", restore)
 
 
 def truncated_parsing(tmp: Path) -> Path:

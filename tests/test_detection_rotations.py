@@ -146,7 +146,7 @@ def test_a_turned_face_is_restored_by_the_pipeline(detectors, hopper):
             return torch.zeros_like(x)
 
     turned = torch.rot90(hopper, 1, dims=(-2, -1))
-    options = PipelineOptions(color_correction=False)
+    options = PipelineOptions.of(color_correction=False)
     result, report = run_pipeline(turned, model=Gray(), detector=detectors["yunet_opencv"], options=options)
     assert report.faces_found == 1 and report.faces_restored == 1
     inside = result.mask[0] > 0.99
@@ -154,7 +154,7 @@ def test_a_turned_face_is_restored_by_the_pipeline(detectors, hopper):
     torch.testing.assert_close(result.images[0][:, inside], torch.full_like(result.images[0][:, inside], 0.5),
                                atol=0.02, rtol=0)  # the gray face, pasted over the turned face
     none, report = run_pipeline(turned, model=Gray(), detector=detectors["yunet_opencv"],
-                                options=PipelineOptions(rotations="none"))
+                                options=PipelineOptions.of(rotations="none"))
     assert report.faces_found == 0 and torch.equal(none.images, turned)
     with pytest.raises(ValueError, match="rotations must be one of none, when_missing, always; got 'yes'"):
-        PipelineOptions(rotations="yes")
+        PipelineOptions.of(rotations="yes")

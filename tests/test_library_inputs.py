@@ -9,7 +9,7 @@ import torch
 
 from face_pipeline.alignment.transform import similarity_transform
 from face_pipeline.errors import InvalidImageError
-from face_pipeline.pipeline import PipelineOptions, find_faces, restore_and_paste
+from face_pipeline.pipeline import DetectOptions, Pipeline, PipelineOptions, find_faces
 from face_pipeline.types import DetectedFace
 
 NAN, INF = float("nan"), float("inf")
@@ -40,13 +40,13 @@ NAN, INF = float("nan"), float("inf")
 ])
 def test_every_documented_option_is_checked(field, value, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
-        PipelineOptions(**{field: value})
+        PipelineOptions.of(**{field: value})
 
 
 def test_zero_max_output_size_means_the_default_and_numpy_numbers_pass():
-    assert PipelineOptions(max_output_size=0).max_output_size == 8192
-    options = PipelineOptions(strength=np.float32(0.5), feather=np.float64(0.2), max_faces=np.int64(2))
-    assert options.strength == 0.5 and options.max_faces == 2
+    assert PipelineOptions.of(max_output_size=0).paste.max_output_size == 8192
+    options = PipelineOptions.of(strength=np.float32(0.5), feather=np.float64(0.2), max_faces=np.int64(2))
+    assert options.restore.strength == 0.5 and options.detect.max_faces == 2
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -54,9 +54,9 @@ def test_half_precision_images_are_refused_before_alignment(dtype):
     images = torch.rand(1, 3, 32, 32).to(dtype)
     message = rf"images must be float32 RGB in 0\.\.1, got {dtype} \(half precision is too coarse for alignment"
     with pytest.raises(InvalidImageError, match=message):
-        find_faces(images, detector=None, options=PipelineOptions())
+        find_faces(images, detector=None, options=DetectOptions())
     with pytest.raises(InvalidImageError, match=message):
-        restore_and_paste(images, [[]], model=None)
+        Pipeline(model=None).restore_and_paste(images, [[]])
 
 
 @pytest.mark.parametrize("bad", [NAN, INF])
@@ -64,7 +64,7 @@ def test_nan_or_inf_images_are_refused(bad):
     images = torch.rand(1, 3, 32, 32)
     images[0, 2, 3, 4] = bad
     with pytest.raises(InvalidImageError, match="the images contain NaN or infinite values"):
-        find_faces(images, detector=None, options=PipelineOptions())
+        find_faces(images, detector=None, options=DetectOptions())
 
 
 def test_nan_landmarks_are_refused_with_our_message():

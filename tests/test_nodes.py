@@ -64,12 +64,13 @@ def like_comfyui():
 @pytest.fixture(scope="module")
 def gpen_model(pack):
     with torch.inference_mode():  # as ComfyUI loads it: the parameters are inference tensors
-        return node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "auto")[0]
+        return node(pack, "GPENLoadModel").load(model_name="GPEN-test-256.pth", precision="auto")[0]
 
 
 @pytest.fixture(scope="module")
 def detector(pack):
-    return node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0)[0]
+    return node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
+                                                   score_threshold=0.0)[0]
 
 
 def test_mappings_and_prefixes(pack):
@@ -131,7 +132,7 @@ def test_load_model(pack, gpen_model):
     assert gpen_model.size == 256 and gpen_model.dtype == torch.float32
     assert gpen_model.patcher.model.config.size == 256
     with pytest.raises(FileNotFoundError, match="GPEN model 'missing.pth' not found in .*gpen"):
-        node(pack, "GPENLoadModel").load("missing.pth", "auto")
+        node(pack, "GPENLoadModel").load(model_name="missing.pth", precision="auto")
 
 
 def test_non_gpen_file_is_a_clear_error(pack):
@@ -140,7 +141,7 @@ def test_non_gpen_file_is_a_clear_error(pack):
                models / "gpen" / "GFPGANv1.4.pth")
     try:
         with pytest.raises(Exception, match="this looks like a GFPGAN"):
-            node(pack, "GPENLoadModel").load("GFPGANv1.4.pth", "fp32")
+            node(pack, "GPENLoadModel").load(model_name="GFPGANv1.4.pth", precision="fp32")
     finally:
         os.remove(models / "gpen" / "GFPGANv1.4.pth")
 
@@ -148,20 +149,24 @@ def test_non_gpen_file_is_a_clear_error(pack):
 def test_cuda_graphs_option_reaches_the_model(pack):
     loader = node(pack, "GPENLoadModel")
     assert "cuda_graphs" in loader.INPUT_TYPES()["optional"]
-    assert loader.load("GPEN-test-256.pth", "fp32", cuda_graphs=True)[0].patcher.model.fast_options.cuda_graphs is True
-    assert loader.load("GPEN-test-256.pth", "fp32")[0].patcher.model.fast_options.cuda_graphs is False  # old prompts
+    assert loader.load(model_name="GPEN-test-256.pth", precision="fp32",
+                       cuda_graphs=True)[0].patcher.model.fast_options.cuda_graphs is True
+    assert loader.load(model_name="GPEN-test-256.pth",
+                       precision="fp32")[0].patcher.model.fast_options.cuda_graphs is False  # old prompts: off
 
 
 def test_precision_choices(pack):
-    model = node(pack, "GPENLoadModel").load("GPEN-test-256.pth", "bf16")[0]
+    model = node(pack, "GPENLoadModel").load(model_name="GPEN-test-256.pth", precision="bf16")[0]
     assert model.dtype == torch.bfloat16
     assert model.patcher.model.final_linear[0].weight.dtype == torch.bfloat16
 
 
 def test_detector_max_side_reaches_the_detector(pack):
-    handle = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0, 3840)[0]
+    handle = node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
+                                                     score_threshold=0.0, max_side=3840)[0]
     assert handle.detector.max_side == 3840
-    assert node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0, 0)[0].detector.max_side is None
+    assert node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False, score_threshold=0.0,
+                                                   max_side=0)[0].detector.max_side is None
 
 
 def test_the_default_detector_works_offline(pack):
@@ -169,14 +174,15 @@ def test_the_default_detector_works_offline(pack):
     module, models = pack
     default = module.NODE_CLASS_MAPPINGS["GPENLoadFaceDetector"].INPUT_TYPES()["required"]["detector"][1]["default"]
     assert default == "yunet_opencv" and not (models / "facedetection" / "face_detection_yunet_2023mar.onnx").exists()
-    handle = node(pack, "GPENLoadFaceDetector").load(default, False, 0.0)[0]
+    handle = node(pack, "GPENLoadFaceDetector").load(detector=default, allow_download=False, score_threshold=0.0)[0]
     faces = handle.detector.detect(comfy_image("grace_hopper.jpg").permute(0, 3, 1, 2))
     assert [len(f) for f in faces] == [1]
 
 
 def test_detector_missing_weights_without_download(pack):
     with pytest.raises(Exception, match="detection_Resnet50_Final.pth, which is not in"):
-        node(pack, "GPENLoadFaceDetector").load("retinaface_resnet50", False, 0.0)
+        node(pack, "GPENLoadFaceDetector").load(detector="retinaface_resnet50", allow_download=False,
+                                                score_threshold=0.0)
 
 
 def test_detect_restore_paste_chain(pack, gpen_model, detector):
@@ -184,12 +190,15 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
     import comfy.utils
 
     image = comfy_image("grace_hopper.jpg")
-    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(
-        image, detector, "all", "0", "area", 0, 0, "gpen", "512", 0.3)
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all",
+                                                                   indices="0", sort_by="area", min_face_size=0,
+                                                                   max_faces=0, template="gpen", crop_size="512",
+                                                                   video_smoothing=0.3)
     assert count == 1 and crops.shape == (1, 512, 512, 3)
     mm.load_calls.clear()
     comfy.utils.updates.clear()
-    restored, preview = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    restored, preview = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
+                                                               strength=1.0)
     assert preview.shape == (1, 256, 256, 3)  # re-cropped at the model's size
     (patchers, required, minimum, full), = mm.load_calls
     assert patchers == [gpen_model.patcher] and full is True
@@ -197,7 +206,8 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
     io = 2 * 3 * 256 * 256 * (4 + 4)  # the input and output of one face, in the model's dtype and in float32
     assert required == minimum == one_face + io  # one face: its activations and I/O
     assert comfy.utils.updates[-1] == (1, 1)
-    out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "rounded_rect", 0.1, True, "2", 8192)
+    out, mask = node(pack, "GPENPasteFaces").paste(image=image, faces=restored, mask_type="rounded_rect", feather=0.1,
+                                                   color_correction=True, output_scale="2", max_output_size=8192)
     assert out.shape == (1, 1200, 1024, 3) and mask.shape == (1, 1200, 1024)
     assert 0 < mask.mean().item() < 0.5
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
@@ -207,8 +217,11 @@ def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
     image = comfy_image("astronaut.jpg")
     rgba = torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)  # a 4-channel IMAGE: alpha is dropped
     batch = torch.cat([rgba, rgba.flip(2)])
-    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(batch, gpen_model, detector, "all", 1.0, "gpen",
-                                                         "ellipse", 0.1, True, "1", 8192)
+    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(image=batch, gpen_model=gpen_model,
+                                                             face_detector=detector, select="all", strength=1.0,
+                                                             template="gpen", mask_type="ellipse", feather=0.1,
+                                                             color_correction=True, output_scale="1",
+                                                             max_output_size=8192)
     assert count == 2 and out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
     away = mask[0] == 0
     assert torch.allclose(out[0][away], image[0][away], atol=1e-6)
@@ -216,22 +229,29 @@ def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
 
 def test_no_face_returns_unchanged_images(pack, gpen_model, detector):
     image = torch.full((2, 64, 96, 3), 0.5)
-    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(
-        image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all",
+                                                                   indices="0", sort_by="area", min_face_size=0,
+                                                                   max_faces=0, template="gpen", crop_size="256",
+                                                                   video_smoothing=0.0)
     assert count == 0 and crops.shape == (1, 256, 256, 3)
-    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
-    out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "rounded_rect", 0.1, True, "1", 8192)
+    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
+                                                         strength=1.0)
+    out, mask = node(pack, "GPENPasteFaces").paste(image=image, faces=restored, mask_type="rounded_rect", feather=0.1,
+                                                   color_correction=True, output_scale="1", max_output_size=8192)
     assert torch.equal(out, image) and mask.sum() == 0
 
 
 def test_faces_pasted_onto_another_image_is_an_error(pack, gpen_model, detector):
     image = comfy_image("grace_hopper.jpg")
-    faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "largest", "0", "area", 0, 0, "gpen",
-                                                       "256", 0.0)
-    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="largest",
+                                                           indices="0", sort_by="area", min_face_size=0, max_faces=0,
+                                                           template="gpen", crop_size="256", video_smoothing=0.0)
+    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
+                                                         strength=1.0)
     other = comfy_image("astronaut.jpg")
     with pytest.raises(ValueError, match="these faces were detected on a batch of 1 images of 512x600"):
-        node(pack, "GPENPasteFaces").paste(other, restored, "rounded_rect", 0.1, True, "1", 8192)
+        node(pack, "GPENPasteFaces").paste(image=other, faces=restored, mask_type="rounded_rect", feather=0.1,
+                                           color_correction=True, output_scale="1", max_output_size=8192)
 
 
 def test_options_take_effect_on_the_next_run(pack, gpen_model, detector):
@@ -242,7 +262,8 @@ def test_options_take_effect_on_the_next_run(pack, gpen_model, detector):
     assert not torch.allclose(crops_gpen, crops_ffhq)
     faces, _, count, *_ = detect(image, detector, "all", "0", "area", 10_000, 0, "gpen", "256", 0.0)
     assert count == 0  # min_face_size applied
-    strict = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.999)[0]
+    strict = node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
+                                                     score_threshold=0.999)[0]
     _, _, count, *_ = detect(image, strict, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
     assert count == 0
 
@@ -251,11 +272,12 @@ def test_cancel_stops_restoration(pack, gpen_model, detector):
     import comfy.model_management as mm
 
     image = comfy_image("grace_hopper.jpg")
-    faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen",
-                                                       "256", 0.0)
+    faces, _, _, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all",
+                                                           indices="0", sort_by="area", min_face_size=0, max_faces=0,
+                                                           template="gpen", crop_size="256", video_smoothing=0.0)
     mm.interrupt = True
     with pytest.raises(mm.InterruptProcessingException):
-        node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+        node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore", strength=1.0)
     assert mm.interrupt is False
 
 
@@ -273,9 +295,13 @@ def test_root_init_is_harmless_outside_comfyui():
 
 def test_strength_zero_gives_back_the_aligned_crops(pack, gpen_model, detector):
     image = comfy_image("grace_hopper.jpg")
-    faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
-    _, original = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 0.0)
-    _, restored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all", indices="0",
+                                                     sort_by="area", min_face_size=0, max_faces=0, template="gpen",
+                                                     crop_size="256", video_smoothing=0.0)
+    _, original = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
+                                                         strength=0.0)
+    _, restored = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
+                                                         strength=1.0)
     crops = faces.crops.permute(0, 2, 3, 1)
     assert torch.allclose(original, crops, atol=1e-6)
     assert (restored - crops).abs().mean() > 0.05  # strength 1 really changed them
@@ -285,16 +311,20 @@ def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
     from face_pipeline.restoration.modes import luma
 
     image = comfy_image("astronaut.jpg")
-    faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
-    _, colored = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "colorize", 1.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all", indices="0",
+                                                     sort_by="area", min_face_size=0, max_faces=0, template="gpen",
+                                                     crop_size="256", video_smoothing=0.0)
+    _, colored = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="colorize",
+                                                        strength=1.0)
     inside = (colored > 0.01) & (colored < 0.99)  # where no channel was clamped, the photo's luminance is kept
     same = (luma(colored.permute(0, 3, 1, 2)) - luma(faces.crops)).abs()[:, 0]
     assert same[inside.all(-1)].max() < 1e-4
     with pytest.raises(ValueError, match="mode 'inpaint' needs the inpaint_mask input connected"):
-        node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "inpaint", 1.0)
+        node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="inpaint", strength=1.0)
     mask = torch.zeros((1, 512, 512))
     mask[:, 200:260, 200:260] = 1
-    _, painted = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "inpaint", 1.0, inpaint_mask=mask)
+    _, painted = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="inpaint",
+                                                        strength=1.0, inpaint_mask=mask)
     assert painted.shape == (1, 256, 256, 3) and torch.isfinite(painted).all()
 
 
@@ -302,9 +332,14 @@ def test_background_is_used_outside_the_faces(pack, gpen_model, detector):
     image = comfy_image("astronaut.jpg")
     background = torch.zeros((1, 1024, 1024, 3))
     background[..., 2] = 1.0  # blue, at the output size (2x)
-    faces, *_ = node(pack, "GPENDetectFaces").detect(image, detector, "all", "0", "area", 0, 0, "gpen", "256", 0.0)
-    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model, faces, "restore", 1.0)
-    out, mask = node(pack, "GPENPasteFaces").paste(image, restored, "ellipse", 0.1, True, "2", 8192, background)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all", indices="0",
+                                                     sort_by="area", min_face_size=0, max_faces=0, template="gpen",
+                                                     crop_size="256", video_smoothing=0.0)
+    restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
+                                                         strength=1.0)
+    out, mask = node(pack, "GPENPasteFaces").paste(image=image, faces=restored, mask_type="ellipse", feather=0.1,
+                                                   color_correction=True, output_scale="2", max_output_size=8192,
+                                                   background=background)
     assert out.shape == (1, 1024, 1024, 3)
     away = mask[0] == 0
     assert torch.equal(out[0][away], background[0][away])
@@ -315,8 +350,11 @@ def test_all_in_one_on_frames_without_faces_is_unchanged(pack, gpen_model, detec
 
     frames = torch.rand((3, 96, 128, 3), generator=torch.Generator().manual_seed(0))
     mm.load_calls.clear()
-    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(frames, gpen_model, detector, "all", 1.0, "gpen",
-                                                         "rounded_rect", 0.1, True, "1", 8192)
+    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(image=frames, gpen_model=gpen_model,
+                                                             face_detector=detector, select="all", strength=1.0,
+                                                             template="gpen", mask_type="rounded_rect", feather=0.1,
+                                                             color_correction=True, output_scale="1",
+                                                             max_output_size=8192)
     assert count == 0 and torch.equal(out, frames) and mask.sum() == 0
     assert mm.load_calls == []  # no face: the model is not loaded onto the device for nothing
 
@@ -324,17 +362,22 @@ def test_all_in_one_on_frames_without_faces_is_unchanged(pack, gpen_model, detec
 def test_video_frames_are_tracked(pack, detector):
     frame = comfy_image("astronaut.jpg")
     frames = torch.cat([frame, frame.roll(4, dims=2), frame.roll(8, dims=2)])
-    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(frames, detector, "all", "0", "area", 0, 0, "gpen",
-                                                               "256", 0.5)
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=frames, face_detector=detector, select="all",
+                                                                   indices="0", sort_by="area", min_face_size=0,
+                                                                   max_faces=0, template="gpen", crop_size="256",
+                                                                   video_smoothing=0.5)
     assert count == 3 and crops.shape == (3, 256, 256, 3)
     assert faces.image_indices == (0, 1, 2) and len({f.track_id for f in faces.faces}) == 1
 
 
 def test_bad_indices_and_a_replaced_model_file(pack):
     image = comfy_image("grace_hopper.jpg")
-    detector = node(pack, "GPENLoadFaceDetector").load("yunet_opencv", False, 0.0)[0]
+    detector = node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
+                                                       score_threshold=0.0)[0]
     with pytest.raises(ValueError, match="face indices must look like .0,2. or .0-3."):
-        node(pack, "GPENDetectFaces").detect(image, detector, "indices", "two", "area", 0, 0, "gpen", "256", 0.0)
+        node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="indices", indices="two",
+                                             sort_by="area", min_face_size=0, max_faces=0, template="gpen",
+                                             crop_size="256", video_smoothing=0.0)
     module, models = pack
     loader = module.NODE_CLASS_MAPPINGS["GPENLoadModel"]
     before = loader.IS_CHANGED(model_name="GPEN-test-256.pth", precision="auto")
@@ -361,7 +404,7 @@ def test_onnx_gpen_files_are_listed_and_load(pack):
         loader = module.NODE_CLASS_MAPPINGS["GPENLoadModel"]
         offered = loader.INPUT_TYPES()["required"]["model_name"][0]
         assert "GPEN-BFR-256.onnx" in offered and "inswapper_128.onnx" not in offered
-        handle = node(pack, "GPENLoadModel").load("GPEN-BFR-256.onnx", "fp32")[0]
+        handle = node(pack, "GPENLoadModel").load(model_name="GPEN-BFR-256.onnx", precision="fp32")[0]
         assert handle.size == 256 and handle.patcher.model.config.narrow == 0.0625
     finally:
         target.unlink()

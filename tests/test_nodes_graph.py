@@ -130,7 +130,7 @@ def test_cancel_stops_within_a_face_and_progress_moves_per_face(pack, sixteen_fa
 def test_memory_decisions_follow_comfyui(pack, sixteen_faces, monkeypatch):
     mm = bridge().mm
 
-    from face_pipeline.restoration import auto_batch_size, bytes_per_face, restore_faces
+    from face_pipeline.restoration import RestoreOptions, auto_batch_size, bytes_per_face, restore_faces
 
     memory = bridge().MEMORY
     model = CountingModel()
@@ -151,7 +151,7 @@ def test_memory_decisions_follow_comfyui(pack, sixteen_faces, monkeypatch):
 
     before = mm.soft_empty_calls
     limited = OutOfMemoryAbove2()
-    restore_faces(limited, sixteen_faces, batch_size=4, memory=memory)
+    restore_faces(limited, sixteen_faces, options=RestoreOptions(batch_size=4), memory=memory)
     assert limited.forwards[:2] == [-4, 2] and sum(n for n in limited.forwards if n > 0) == 16
     assert mm.soft_empty_calls == before + 1  # the cache released through ComfyUI after the out-of-memory
     assert memory.is_oom(torch.cuda.OutOfMemoryError("x")) and not memory.is_oom(ValueError("x"))
@@ -252,3 +252,36 @@ def test_other_packs_files_are_not_listed(pack):
         assert files == ["GPEN-test-256.pth"]
     finally:
         (models / "facerestore_models" / "GFPGANv1.4.pth").unlink()
+
+
+def test_the_nodes_run_the_one_pipeline_assembly_with_the_records_of_their_inputs(pack, gpen_model, detector,
+                                                                                monkeypatch):
+    """All-in-one runs ``Pipeline.run``; the step nodes run its stages (detect_and_align, restore, paste), each with
+    the records built from the node's inputs."""
+    pipeline = sys.modules[f"{pack[0].__name__}.face_pipeline.pipeline"]  # the module the nodes use
+    calls = []
+    for stage in ("run", "detect_and_align", "restore", "paste"):
+        real = getattr(pipeline.Pipeline, stage)
+
+        def spy(self, *args, _real=real, _stage=stage, **kwargs):
+            calls.append((_stage, self.options))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.Pipeline, stage, spy)
+    image = comfy_image("grace_hopper.jpg")
+    all_in_one(pack, gpen_model, detector, image, video=True, keep_gray=False, rotations="none")
+    assert [stage for stage, _ in calls] == ["run", "restore", "paste"]  # run calls its own stage methods
+    options = calls[0][1]
+    paste = pipeline.PasteOptions(parsing_dir=options.paste.parsing_dir, keep_gray=False)  # PASTE's values
+    assert options == pipeline.PipelineOptions(
+        detect=pipeline.DetectOptions(rotations="none"), video=pipeline.VideoOptions(track=True),
+        restore=pipeline.RestoreOptions(strength=1.0), paste=paste)
+    assert options.paste.parsing_dir.endswith("facedetection")
+    calls.clear()
+    step_by_step(pack, gpen_model, detector, image, select="largest", video_smoothing=0.5)
+    assert [stage for stage, _ in calls] == ["detect_and_align", "restore", "paste"]
+    detect, restore, paste_step = (options for _, options in calls)
+    assert detect.detect == pipeline.DetectOptions(select="largest")
+    assert detect.video == pipeline.VideoOptions(track=True, smoothing=0.5)
+    assert restore.restore == pipeline.RestoreOptions(mode="restore", strength=1.0)
+    assert paste_step.paste == paste.__class__(parsing_dir=paste.parsing_dir)

@@ -45,7 +45,7 @@ def test_three_frames_through_detect_align_restore_paste(model, photo):
     frames = torch.cat([photo, torch.roll(photo, 6, dims=-1), torch.roll(photo, 12, dims=-1)])  # a slow pan
     detector = load_detector("retinaface_mobile0.25", weights_dir=data_file("detectors"))
     progress = []
-    options = PipelineOptions(batch_size=2, color_correction=False, track=True)  # a video; colour correction
+    options = PipelineOptions.of(batch_size=2, color_correction=False, track=True)  # a video; colour correction
     # would shift the face
     result, report = run_pipeline(frames, model=model, detector=detector, options=options,
                                   on_progress=lambda done, total: progress.append((done, total)))
@@ -93,7 +93,7 @@ def test_no_face_comes_back_unchanged_with_a_log_line(model, detector, caplog):
     assert report.faces_found == 0 and report.faces_restored == 0 and torch.equal(result.images, image)
     assert "no face found in 2 of 2 image(s) (index 0, 1): returned unchanged" in caplog.text
     assert result.mask.abs().sum() == 0
-    result, _ = run_pipeline(image, model=model, detector=detector, options=PipelineOptions(scale=2))
+    result, _ = run_pipeline(image, model=model, detector=detector, options=PipelineOptions.of(scale=2))
     assert result.images.shape == (2, 3, 128, 160) and (result.images - 0.3).abs().max() < 1e-5
 
 
@@ -130,7 +130,7 @@ def test_8k_frame(photo):
     big = F.interpolate(photo, size=(4320, 7680), mode="bilinear", align_corners=False)
     detector = load_detector("yunet_opencv", weights_dir=data_file("detectors"))
     result, report = run_pipeline(big, model=Gray(), detector=detector,
-                                  options=PipelineOptions(color_correction=False))
+                                  options=PipelineOptions.of(color_correction=False))
     assert report.faces_restored == 1 and result.images.shape == big.shape
     face = report.faces.faces[0]
     assert face.width > 1000  # found on the downscaled copy, coordinates in the 8K frame
@@ -142,7 +142,7 @@ def test_8k_frame(photo):
 def test_solvay_group_photo_at_auto_scale(detector):
     image = load_image(require_shared("faces", "solvay_conference_1927.png"))
     result, report = run_pipeline(image, model=Gray(), detector=detector,
-                                  options=PipelineOptions(scale="auto", max_output_size=3000, batch_size=8))
+                                  options=PipelineOptions.of(scale="auto", max_output_size=3000, batch_size=8))
     assert report.faces_found >= 27 and report.faces_restored == report.faces_found
     assert result.scale == 2 and result.images.shape[-2:] == (1136, 2656)
     assert result.face_masks.shape[0] == report.faces_restored
@@ -151,9 +151,9 @@ def test_solvay_group_photo_at_auto_scale(detector):
 def test_selection_options(detector):
     image = load_image(require_shared("faces", "solvay_conference_1927.png"))
     _, report = run_pipeline(image, model=Gray(), detector=detector,
-                             options=PipelineOptions(select="largest", strength=0.0))
+                             options=PipelineOptions.of(select="largest", strength=0.0))
     assert report.faces_found >= 27 and report.faces_restored == 1
-    _, report = run_pipeline(image, model=Gray(), detector=detector, options=PipelineOptions(max_faces=5, strength=0.0))
+    _, report = run_pipeline(image, model=Gray(), detector=detector, options=PipelineOptions.of(max_faces=5, strength=0.0))
     assert report.faces_restored == 5
 
 
@@ -171,11 +171,11 @@ def test_bad_values_and_options_are_rejected_clearly(model, detector):
         to_rgb_float(np.full((8, 8, 3), np.nan, np.float32))
     with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair; "
                                          "got 'square'"):
-        PipelineOptions(mask_type="square")
+        PipelineOptions.of(mask_type="square")
     with pytest.raises(ValueError, match=r"scale must be one of 1, 2, 4 or 'auto'; got 3"):
-        PipelineOptions(scale=3)
+        PipelineOptions.of(scale=3)
     with pytest.raises(ValueError, match="strength must be a number from 0 to 1, got 2"):
-        PipelineOptions(strength=2)
+        PipelineOptions.of(strength=2)
 
 
 def test_the_package_works_under_another_name_and_imports_cheaply():
@@ -201,3 +201,47 @@ def test_the_package_works_under_another_name_and_imports_cheaply():
     assert importlib.util.find_spec("face_pipeline") is not None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_stage_owns_a_frozen_validated_record():
+    """The records: validated once when built, frozen, picklable (the Ray engine ships them), composed by
+    ``PipelineOptions``; ``of`` routes each option name to its stage's record."""
+    import dataclasses
+    import inspect
+    import pickle
+
+    from face_pipeline.fields import spec
+    from face_pipeline.paste import paste_faces
+    from face_pipeline.pipeline import DetectOptions, PasteOptions, RestoreOptions, VideoOptions
+
+    options = PipelineOptions.of(strength=0.5, mask_type="ellipse", track=True, max_faces=2, template="ffhq")
+    assert options.restore == RestoreOptions(strength=0.5) and options.paste == PasteOptions(mask_type="ellipse")
+    assert options.video == VideoOptions(track=True) and options.detect == DetectOptions(max_faces=2)
+    assert options.align.template == "ffhq"
+    assert pickle.loads(pickle.dumps(options)) == options
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.restore.strength = 1.0
+    with pytest.raises(TypeError, match="'sharpness' is not an option of any stage"):
+        PipelineOptions.of(sharpness=1)
+    with pytest.raises(ValueError, match="restore must be a RestoreOptions, got PasteOptions"):
+        PipelineOptions(restore=PasteOptions())
+    with pytest.raises(ValueError, match="fill_gaps must be a whole number of at least 0, got 1.5"):
+        VideoOptions(fill_gaps=1.5)
+    with pytest.raises(ValueError, match="select must be one of all, largest, indices; got 'first'"):
+        DetectOptions(select="first")
+    assert spec(PasteOptions, "feather").high == 0.5 and spec(RestoreOptions, "mode").choices[0] == "restore"
+    # every paste option is a paste_faces argument of the same name: the record and its use are all there is
+    assert set(PasteOptions().paste_kwargs()) <= set(inspect.signature(paste_faces).parameters)
+
+
+def test_the_cli_flags_take_their_defaults_and_choices_from_the_records():
+    import cli
+
+    defaults = cli.build_options(cli.parse_args(["photo.jpg", "--model", "m.pth", "--output", "out"]))
+    assert defaults == PipelineOptions.of(parsing_dir=str(cli.DEFAULT_DETECTOR_DIR))
+    args = cli.parse_args(["p.jpg", "--model", "m.pth", "--output", "o", "--scale", "auto", "--mask", "parsing",
+                           "--threshold", "0.5", "--fill-gaps", "0", "--no-color-correction"])
+    options = cli.build_options(args)
+    assert options.paste.scale == "auto" and options.paste.mask_type == "parsing"
+    assert options.detect.score_threshold == 0.5 and options.video.fill_gaps == 0
+    assert options.paste.color_correction is False

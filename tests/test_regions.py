@@ -87,7 +87,7 @@ def test_choose_faces_says_why_a_face_is_left_out():
 def test_a_region_mask_restores_only_the_face_it_covers(detector, two_faces):
     region = torch.zeros(1, 600, 1024)
     region[0, 100:500, 600:1000] = 1.0  # over the right face only
-    options = PipelineOptions(color_correction=False)
+    options = PipelineOptions.of(color_correction=False)
     result, report = run_pipeline(two_faces, model=Gray(), detector=detector, options=options, region=region)
     assert report.faces_found == 2 and report.faces_restored == 1
     assert [c.selected for c in report.choices[0]] == [True, False]
@@ -100,7 +100,7 @@ def test_a_region_mask_restores_only_the_face_it_covers(detector, two_faces):
     _, again = run_pipeline(two_faces, model=Gray(), detector=detector, options=options, region=small)
     assert again.faces_restored == 1 and again.faces.faces[0].box == report.faces.faces[0].box
     with pytest.raises(ValueError, match="region_overlap must be a number from 0 to 1, got -0.1"):
-        PipelineOptions(region_overlap=-0.1)
+        PipelineOptions.of(region_overlap=-0.1)
 
 
 @pytest.mark.parametrize("scale", [1, 2])

@@ -12,7 +12,13 @@ from conftest import data_file
 
 from face_pipeline.alignment import align_faces, realign
 from face_pipeline.errors import RestoreError, RestoreOutOfMemory
-from face_pipeline.restoration import auto_batch_size, is_out_of_memory, masks_in_crop_space, restore_faces
+from face_pipeline.restoration import (
+    RestoreOptions,
+    auto_batch_size,
+    is_out_of_memory,
+    masks_in_crop_space,
+    restore_faces,
+)
 from face_pipeline.restoration.modes import luma
 from face_pipeline.types import DetectedFace
 from gpen_arch import load_gpen_file
@@ -69,7 +75,7 @@ def test_equals_the_direct_forward(model, batch, restored):
 
 
 def test_batch_splitting_gives_the_same_result(model, batch, restored):
-    split = restore_faces(model, batch, batch_size=1).restored
+    split = restore_faces(model, batch, options=RestoreOptions(batch_size=1)).restored
     assert (restored.restored - split).abs().max().item() < 1e-4
 
 
@@ -89,17 +95,18 @@ def test_out_of_memory_halves_the_batch(batch, error, caplog):
                                 affines=batch.affines.repeat(3, 1, 1), inverse_affines=batch.inverse_affines.repeat(3, 1, 1))
     limited = Stand_in(limit=2, error=error)
     with caplog.at_level(logging.WARNING):
-        out = restore_faces(limited, faces, batch_size=6)
+        out = restore_faces(limited, faces, options=RestoreOptions(batch_size=6))
     assert limited.calls == [6, 3, 1, 1, 1, 1, 1, 1]  # 6 fails, 3 fails, then 1 at a time (the step stays halved)
     assert "out of memory" in caplog.text and "retrying with 3" in caplog.text
-    assert torch.equal(out.restored, restore_faces(Stand_in(), faces, batch_size=6).restored)
+    again = restore_faces(Stand_in(), faces, options=RestoreOptions(batch_size=6)).restored
+    assert torch.equal(out.restored, again)
 
 
 def test_one_face_that_does_not_fit_is_a_clear_error(batch):
     limited = Stand_in(limit=0, error=torch.cuda.OutOfMemoryError("CUDA out of memory"))
     with pytest.raises(RestoreOutOfMemory, match=r"not even one 256x256 face fits in memory on cpu in float32 "
                                                  r"\(OutOfMemoryError: CUDA out of memory\)\. Try fp16/bf16"):
-        restore_faces(limited, batch, batch_size=2)
+        restore_faces(limited, batch, options=RestoreOptions(batch_size=2))
     assert limited.calls == [2, 1]
 
 
@@ -119,16 +126,16 @@ def test_other_errors_are_not_swallowed(batch):
     bad = Stand_in()
     bad.forward = lambda x: x[:, :1]
     with pytest.raises(RestoreError, match=r"the model returned \[2, 1, 256, 256\], expected \[2, 3, 256, 256\]"):
-        restore_faces(bad, batch, batch_size=2)
+        restore_faces(bad, batch, options=RestoreOptions(batch_size=2))
     nan = Stand_in()
     nan.forward = lambda x: x * float("nan")
     with pytest.raises(RestoreError, match="NaN/inf for faces 0..1 in float32; try fp32 or bf16"):
-        restore_faces(nan, batch, batch_size=2)
+        restore_faces(nan, batch, options=RestoreOptions(batch_size=2))
 
 
 def test_pre_and_post_processing(batch):
     stand_in = Stand_in()
-    out = restore_faces(stand_in, batch, batch_size=2).restored
+    out = restore_faces(stand_in, batch, options=RestoreOptions(batch_size=2)).restored
     assert torch.equal(stand_in.inputs[0], (batch.crops - 0.5) / 0.5)  # RGB, [-1, 1]
     expected = ((stand_in.inputs[0] * stand_in.weight.detach()).flip(-1) * 1.3 * 0.5 + 0.5).clamp(0, 1)
     assert torch.allclose(out, expected, atol=1e-7) and out.min() == 0 and out.max() == 1
@@ -136,7 +143,8 @@ def test_pre_and_post_processing(batch):
 
 def test_progress_and_interrupt(batch):
     seen = []
-    restore_faces(Stand_in(), batch, batch_size=1, on_progress=lambda done, total: seen.append((done, total)))
+    restore_faces(Stand_in(), batch, options=RestoreOptions(batch_size=1),
+                  on_progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 2), (2, 2)]
 
     class Cancelled(Exception):
@@ -150,28 +158,30 @@ def test_progress_and_interrupt(batch):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        restore_faces(stand_in, batch, batch_size=1, check_interrupt=cancel_second)
+        restore_faces(stand_in, batch, options=RestoreOptions(batch_size=1), check_interrupt=cancel_second)
     assert stand_in.calls == [1]  # stopped before the second batch
 
 
 def test_strength(batch):
     stand_in = Stand_in()
-    zero = restore_faces(stand_in, batch, strength=0.0).restored
+    zero = restore_faces(stand_in, batch, options=RestoreOptions(strength=0.0)).restored
     assert torch.equal(zero, batch.crops) and stand_in.calls == []  # the model is not even run
     full = restore_faces(stand_in, batch).restored
-    half = restore_faces(stand_in, batch, strength=0.5).restored
+    half = restore_faces(stand_in, batch, options=RestoreOptions(strength=0.5)).restored
     assert torch.allclose(half, (full + batch.crops) / 2, atol=1e-6)
-    with pytest.raises(ValueError, match="strength must be between 0 and 1, got 1.5"):
-        restore_faces(stand_in, batch, strength=1.5)
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        restore_faces(stand_in, batch, batch_size=0)
+    with pytest.raises(ValueError, match="strength must be a number from 0 to 1, got 1.5"):  # checked once, by
+        RestoreOptions(strength=1.5)  # the record, before any work
+    with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1, got 0"):
+        RestoreOptions(batch_size=0)
+    with pytest.raises(TypeError, match="options must be a RestoreOptions, got dict"):
+        restore_faces(stand_in, batch, options={"strength": 0.5})
 
 
-def test_dtype_runs_there_and_the_model_is_put_back(batch):
-    stand_in = Stand_in()
-    out = restore_faces(stand_in, batch, dtype=torch.bfloat16).restored
+def test_the_forward_runs_in_the_models_precision_and_the_model_stays_put(batch):
+    stand_in = Stand_in().to(torch.bfloat16)  # the caller (e.g. ComfyUI) decides where and how the model lives
+    out = restore_faces(stand_in, batch).restored
     assert stand_in.inputs[0].dtype == torch.bfloat16 and out.dtype == torch.float32
-    assert stand_in.weight.dtype == torch.float32  # moved back after the call
+    assert stand_in.weight.dtype == torch.bfloat16  # never moved or cast by the restore
     assert (out - restore_faces(Stand_in(), batch).restored).abs().max().item() < 0.02
 
 
@@ -184,28 +194,29 @@ def test_no_faces(batch):
 
 def test_colorize_feeds_gray_and_keeps_the_luminance(model, batch):
     stand_in = Stand_in()
-    out = restore_faces(stand_in, batch, mode="colorize", batch_size=2).restored
+    out = restore_faces(stand_in, batch, options=RestoreOptions(mode="colorize", batch_size=2)).restored
     fed = stand_in.inputs[0] * 0.5 + 0.5
     assert torch.allclose(fed, luma(batch.crops).expand_as(fed), atol=1e-6)  # 3-channel gray
     inside = ((out > 0.001) & (out < 0.999)).all(1, keepdim=True)  # where the final clamp did not cut
     assert inside.float().mean() > 0.3
     assert (luma(out) - luma(batch.crops))[inside].abs().max().item() < 1e-5
     assert (out[:, 0] - out[:, 2]).abs().mean() > 0.05  # and it has colour (the stand-in's)
-    real = restore_faces(model, batch, mode="colorize", batch_size=2).restored
+    real = restore_faces(model, batch, options=RestoreOptions(mode="colorize", batch_size=2)).restored
     inside = ((real > 0.001) & (real < 0.999)).all(1, keepdim=True)
     assert (luma(real) - luma(batch.crops))[inside].abs().max().item() < 1e-5
 
 
 def test_inpaint_paints_the_damage_white(batch):
     with pytest.raises(ValueError, match="inpaint mode needs inpaint_masks"):
-        restore_faces(Stand_in(), batch, mode="inpaint")
+        restore_faces(Stand_in(), batch, options=RestoreOptions(mode="inpaint"))
     as_is = Stand_in()  # an all-zero mask: the crops go in as they are (damage already painted white)
-    restore_faces(as_is, batch, mode="inpaint", inpaint_masks=torch.zeros(1, 512, 512), batch_size=2)
+    restore_faces(as_is, batch, options=RestoreOptions(mode="inpaint", batch_size=2),
+                  inpaint_masks=torch.zeros(1, 512, 512))
     assert torch.allclose(as_is.inputs[0], (batch.crops - 0.5) / 0.5, atol=1e-6)
     masks = torch.zeros(2, 512, 512)  # ComfyUI's MASK layout: [B, H, W], image space
     masks[:, 90:115, 190:260] = 1  # damage over the eyes
     stand_in = Stand_in()
-    out = restore_faces(stand_in, batch, mode="inpaint", inpaint_masks=masks, batch_size=2)
+    out = restore_faces(stand_in, batch, options=RestoreOptions(mode="inpaint", batch_size=2), inpaint_masks=masks)
     crop_masks = masks_in_crop_space(batch, masks)
     assert crop_masks.shape == (2, 1, 256, 256) and 0.02 < crop_masks.mean() < 0.2
     # the left eye (crop template point ~(101, 121) at 256) is damaged, the mouth (~(106, 183)) is not
@@ -215,15 +226,17 @@ def test_inpaint_paints_the_damage_white(batch):
     assert torch.equal(fed[damaged], torch.ones_like(fed[damaged]))
     assert torch.allclose(fed[crop_masks.expand_as(fed) == 0], batch.crops[crop_masks.expand_as(fed) == 0], atol=1e-6)
     assert out.restored.shape == (2, 3, 256, 256)
-    one = restore_faces(Stand_in(), batch, mode="inpaint", inpaint_masks=masks[:1]).restored  # one mask for all
+    one = restore_faces(Stand_in(), batch, options=RestoreOptions(mode="inpaint"),
+                        inpaint_masks=masks[:1]).restored  # one mask for all
     assert torch.equal(one[0], out.restored[0])
     with pytest.raises(ValueError, match=r"inpainting masks must be image-space \[2, 512, 512\].*got \[2, 1, 10, 10\]"):
-        restore_faces(Stand_in(), batch, mode="inpaint", inpaint_masks=torch.zeros(2, 1, 10, 10))
+        restore_faces(Stand_in(), batch, options=RestoreOptions(mode="inpaint"),
+                      inpaint_masks=torch.zeros(2, 1, 10, 10))
 
 
 def test_unknown_mode_and_not_a_model(batch):
-    with pytest.raises(ValueError, match="unknown restore mode 'sharpen'; choose one of restore, colorize, inpaint"):
-        restore_faces(Stand_in(), batch, mode="sharpen")
+    with pytest.raises(ValueError, match="mode must be one of restore, colorize, inpaint; got 'sharpen'"):
+        RestoreOptions(mode="sharpen")
     with pytest.raises(RestoreError, match="expected a GPEN model with .config.size, got Linear"):
         restore_faces(torch.nn.Linear(2, 2), batch)
 

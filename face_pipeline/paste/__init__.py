@@ -8,6 +8,7 @@ networks), ``color.py`` (colour correction, black-and-white images), ``scale.py`
 from .budget import paste_bytes, paste_within_memory
 from .color import gray_images, match_color, to_gray
 from .compose import MASK_TYPES, crop_masks, paste_faces
+from .options import PasteOptions
 from .masks import ANALYTIC_MASKS, ellipse_mask, mask_at, rounded_rect_mask
 from .parsing import PARSING_FILES, ParsingNet, ParsingWeightsMissing, load_parsing_net, parsing_mask
 from .scale import SCALES, choose_scale, face_zoom
@@ -15,4 +16,4 @@ from .scale import SCALES, choose_scale, face_zoom
 __all__ = ["MASK_TYPES", "SCALES", "ANALYTIC_MASKS", "paste_faces", "paste_within_memory", "paste_bytes",
            "gray_images", "to_gray", "choose_scale", "crop_masks", "face_zoom",
            "match_color", "mask_at", "rounded_rect_mask", "ellipse_mask", "parsing_mask", "PARSING_FILES", "ParsingNet", "load_parsing_net",
-           "ParsingWeightsMissing"]
+           "ParsingWeightsMissing", "PasteOptions"]

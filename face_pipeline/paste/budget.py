@@ -19,15 +19,17 @@ from ..errors import PasteError
 from ..memory import DEFAULT_MEMORY, MemoryPolicy
 from ..types import FaceBatch, PasteResult
 from .compose import paste_faces
+from .options import PasteOptions
+from .parsing import ParsingNet
 from .scale import choose_scale
 
 logger = logging.getLogger(__name__)
 
 
-def paste_bytes(batch: FaceBatch, *, scale: int | str = 1, max_output_size: int = 8192) -> int:
-    """Bytes ``paste_faces`` allocates for ``batch`` at ``scale`` (float32 output, masks and per-face masks, plus one
-    face's working copies)."""
-    s = choose_scale(batch, scale, max_output_size=max_output_size)
+def paste_bytes(batch: FaceBatch, *, options: PasteOptions = PasteOptions()) -> int:
+    """Bytes ``paste_faces`` allocates for ``batch`` with ``options`` (float32 output, masks and per-face masks at the
+    output scale, plus one face's working copies)."""
+    s = choose_scale(batch, options.scale, max_output_size=options.max_output_size)
     height, width = batch.image_size
     pixels = height * width * s * s
     faces = batch.restored.shape[-1] ** 2 if batch.restored is not None else batch.size ** 2
@@ -47,13 +49,19 @@ def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.de
     return one, images[index:index + 1].to(device)
 
 
-def paste_within_memory(batch: FaceBatch, *, images: torch.Tensor | None = None, memory: MemoryPolicy = DEFAULT_MEMORY,
-                        background: torch.Tensor | None = None, **options) -> PasteResult:
-    """``paste_faces(batch, images=..., background=..., **options)`` with the fallback of the module doc. The result
-    is on the images' device, or on the CPU after a fallback."""
+def paste_within_memory(batch: FaceBatch, *, options: PasteOptions = PasteOptions(),
+                        images: torch.Tensor | None = None, memory: MemoryPolicy = DEFAULT_MEMORY,
+                        background: torch.Tensor | None = None, protect: torch.Tensor | None = None,
+                        parsing_net: ParsingNet | None = None) -> PasteResult:
+    """``paste_faces`` of ``batch`` onto ``images`` (default ``batch.images``) with ``options``, ``background``,
+    ``protect`` and a loaded ``parsing_net`` (see there), with the fallback of the module doc. The result is on the
+    images' device, or on the CPU after a fallback."""
+    if not isinstance(options, PasteOptions):
+        raise TypeError(f"options must be a PasteOptions, got {type(options).__name__}")
     images = batch.images if images is None else images
+    extra = {"background": background, "protect": protect, "parsing_net": parsing_net}
     try:
-        return paste_faces(batch, images=images, background=background, **options)
+        return paste_faces(batch, images=images, **options.paste_kwargs(), **extra)
     except (RuntimeError, MemoryError) as exc:
         if not memory.is_oom(exc):
             raise
@@ -61,13 +69,13 @@ def paste_within_memory(batch: FaceBatch, *, images: torch.Tensor | None = None,
     device = images.device
     memory.release(device)
     # "auto" must give the whole batch one scale: fix it from all the faces before splitting them up
-    options = dict(options, scale=choose_scale(batch, options.get("scale", 1),
-                                               max_output_size=options.get("max_output_size", 8192)))
+    options = dataclasses.replace(options, scale=choose_scale(batch, options.scale,
+                                                              max_output_size=options.max_output_size))
     logger.warning("out of memory pasting %d image(s) at once on %s (%s): pasting them one by one",
                    batch.num_images, device, first)
     for target in dict.fromkeys([device, torch.device("cpu")]):  # the images' device, then the CPU
         try:
-            return _one_by_one(batch, images, background, target, options)
+            return _one_by_one(batch, images, target, options, extra)
         except (RuntimeError, MemoryError) as exc:
             if not memory.is_oom(exc):
                 raise
@@ -82,16 +90,19 @@ def paste_within_memory(batch: FaceBatch, *, images: torch.Tensor | None = None,
     raise AssertionError("unreachable: the CPU attempt returns or raises")
 
 
-def _one_by_one(batch: FaceBatch, images: torch.Tensor, background: torch.Tensor | None, device: torch.device,
-                options: dict) -> PasteResult:
+def _one_by_one(batch: FaceBatch, images: torch.Tensor, device: torch.device, options: PasteOptions,
+                extra: dict) -> PasteResult:
     parts = []
+    background, protect = extra["background"], extra["protect"]
     for index in range(batch.num_images):
         one, image = _select(batch, images, index, device)
         bg = background[index:index + 1].to(device) if background is not None else None
-        protect = options.get("protect")
         if protect is not None and protect.dim() >= 3 and protect.shape[0] > 1:  # one protect mask per image
-            options = dict(options, protect=protect[index:index + 1])
-        result = paste_faces(one, images=image, background=bg, **options)
+            one_protect = protect[index:index + 1]
+        else:
+            one_protect = protect
+        result = paste_faces(one, images=image, **options.paste_kwargs(),
+                             **{**extra, "background": bg, "protect": one_protect})
         parts.append(dataclasses.replace(result, images=result.images.cpu(), mask=result.mask.cpu(),
                                          face_masks=result.face_masks.cpu()))
     return PasteResult(images=torch.cat([p.images for p in parts]), mask=torch.cat([p.mask for p in parts]),

@@ -10,9 +10,9 @@ from ..memory import DEFAULT_MEMORY, MemoryPolicy, free_memory_bytes, is_out_of_
 from .batching import auto_batch_size, bytes_per_face
 from .masks import masks_in_crop_space
 from .modes import RESTORE_MODES
+from .options import RestoreOptions
 from .restore import model_device_dtype, model_size, restore_faces
 
-__all__ = ["RESTORE_MODES", "restore_faces", "model_size", "model_device_dtype", "masks_in_crop_space",
-           "auto_batch_size", "bytes_per_face", "free_memory_bytes", "is_out_of_memory", "MemoryPolicy",
-           "DEFAULT_MEMORY", "RestoreError",
-           "RestoreOutOfMemory"]
+__all__ = ["RESTORE_MODES", "RestoreOptions", "restore_faces", "model_size", "model_device_dtype",
+           "masks_in_crop_space", "auto_batch_size", "bytes_per_face", "free_memory_bytes", "is_out_of_memory",
+           "MemoryPolicy", "DEFAULT_MEMORY", "RestoreError", "RestoreOutOfMemory"]

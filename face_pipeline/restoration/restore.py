@@ -19,7 +19,8 @@ from ..types import FaceBatch
 from ..memory import DEFAULT_MEMORY, MemoryPolicy
 from .batching import auto_batch_size
 from .masks import masks_in_crop_space
-from .modes import RESTORE_MODES, finish_output, prepare_input
+from .modes import finish_output, prepare_input
+from .options import RestoreOptions
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,7 @@ def restore_faces(
     model: torch.nn.Module,
     batch: FaceBatch,
     *,
-    mode: str = "restore",
-    strength: float = 1.0,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    batch_size: int | None = None,
+    options: RestoreOptions = RestoreOptions(),
     inpaint_masks: torch.Tensor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
@@ -71,13 +68,14 @@ def restore_faces(
     crops' device, S the model's size (``model.config.size``). When ``batch.size != S`` the crops are re-made at S
     from the source images first (``alignment.realign``), so the returned batch has ``size == S``.
 
+    The forward runs where the model is, in its precision (the caller, e.g. ComfyUI, owns where the model lives).
+    ``options`` (``RestoreOptions``, validated when built):
+
     - ``mode``: ``restore`` (GPEN-BFR), ``colorize`` (GPEN-Colorization: gray in, input luminance kept) or
       ``inpaint`` (GPEN-Inpainting: ``inpaint_masks`` image-space ``[B, H, W]`` / ``[B, 1, H, W]``, 1 = damaged,
       see ``masks.py``; an all-zero mask feeds the crops as they are, for images whose damage is already white, as
       the official demo does). See ``modes.py`` for what each feeds the model.
     - ``strength`` in 0..1 blends restored (1) with the original crop (0); at 0 the model is not run.
-    - ``device`` / ``dtype``: where and in which precision the forward runs; default the model's own. If they differ
-      from the model's, the model is moved for the call and moved back afterwards.
     - ``batch_size``: faces per forward; None sizes it from free memory and ``model.estimate_memory``, at most
       ``batching.faces_per_step`` faces (one on the CPU). On out-of-memory the batch is halved and retried down to
       1 face; if one face does not fit, ``RestoreOutOfMemory``.
@@ -85,12 +83,9 @@ def restore_faces(
     - ``memory``: where free memory, out-of-memory errors and cache release are decided (``face_pipeline/memory.py``;
       ComfyUI passes its own).
     """
-    if mode not in RESTORE_MODES:
-        raise ValueError(f"unknown restore mode {mode!r}; choose one of {', '.join(RESTORE_MODES)}")
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be between 0 and 1, got {strength}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (or None for automatic), got {batch_size}")
+    if not isinstance(options, RestoreOptions):
+        raise TypeError(f"options must be a RestoreOptions, got {type(options).__name__}")
+    mode, strength = options.mode, options.strength
     if mode == "inpaint" and inpaint_masks is None:
         raise ValueError("inpaint mode needs inpaint_masks marking the damaged region (1 = damaged); for an image "
                          "whose damage is already painted white, pass an all-zero mask")
@@ -109,22 +104,10 @@ def restore_faces(
             on_progress(total, total)
         return dataclasses.replace(batch, restored=batch.crops.float().clone(), restore_mode=mode)
 
-    own_device, own_dtype = model_device_dtype(model)
-    device = torch.device(device) if device is not None else own_device
-    if device.type == "cuda" and device.index is None and own_device.type == "cuda":
-        device = own_device
-    dtype = dtype or own_dtype
-    moved = (device, dtype) != (own_device, own_dtype) and next(model.parameters(), None) is not None
-    if moved:
-        logger.info("moving the model from %s/%s to %s/%s for restoration", own_device, own_dtype, device, dtype)
-        model.to(device=device, dtype=dtype)
-    try:
-        restored = _run_batches(model, batch, mode=mode, masks=masks, device=device, dtype=dtype,
-                                batch_size=batch_size, on_progress=on_progress, check_interrupt=check_interrupt,
-                                memory=memory)
-    finally:
-        if moved:
-            model.to(device=own_device, dtype=own_dtype)
+    device, dtype = model_device_dtype(model)
+    restored = _run_batches(model, batch, mode=mode, masks=masks, device=device, dtype=dtype,
+                            batch_size=options.batch_size, on_progress=on_progress, check_interrupt=check_interrupt,
+                            memory=memory)
     if strength < 1.0:
         restored = torch.lerp(batch.crops.float(), restored, strength)
     return dataclasses.replace(batch, restored=restored, restore_mode=mode)

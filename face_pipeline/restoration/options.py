@@ -1,0 +1,22 @@
+"""``RestoreOptions``: what the restore stage (``restore_faces``) is asked to do, validated once when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..fields import check_fields, option
+from .modes import RESTORE_MODES
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """The restore stage's options. Invalid values (out of range, NaN/inf, wrong type) raise ``ValueError`` here."""
+
+    mode: str = option("restore", "restore (GPEN-BFR), colorize (GPEN-Colorization), inpaint (GPEN-Inpainting)",
+                       choices=RESTORE_MODES)
+    strength: float = option(1.0, "blend of restored (1) and original (0) face", low=0.0, high=1.0)
+    batch_size: int | None = option(None, "faces per forward (default: from free memory)", low=1, whole=True,
+                                    optional=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)

@@ -1,0 +1,49 @@
+"""The face pipeline inside ComfyUI: ``face_pipeline.pipeline.Pipeline`` with its hooks on ComfyUI's model management
+(the detector's network and the GPEN model loaded by ComfyUI, room made for the paste, progress bars, Cancel)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..face_pipeline.paste import paste_bytes
+from ..face_pipeline.pipeline import Pipeline, PipelineOptions
+from . import comfy_bridge as bridge
+
+
+class ComfyPipeline(Pipeline):
+    """A ``Pipeline`` for a GPEN model handle and a detector handle (either may be None for a step node)."""
+
+    def __init__(self, *, gpen_model=None, face_detector=None, options: PipelineOptions = PipelineOptions()):
+        super().__init__(model=gpen_model.patcher.model if gpen_model is not None else None,
+                         detector=face_detector.detector if face_detector is not None else None, options=options,
+                         memory=bridge.MEMORY, check_interrupt=bridge.Progress.check_interrupt)
+        self.gpen_model, self.face_detector = gpen_model, face_detector
+
+    @contextlib.contextmanager
+    def detecting(self):
+        """One detection at a time per detector, its network loaded by ComfyUI."""
+        with self.face_detector.lock:
+            bridge.load_on_device([self.face_detector.patcher])
+            yield
+
+    def model_for(self, faces: int) -> torch.nn.Module:
+        if faces == 0:  # nothing to restore: do not move the model to the GPU for it
+            return self.gpen_model.patcher.model
+        return bridge.model_on_device(self.gpen_model, faces)
+
+    def progress_for(self, faces: int):
+        return bridge.Progress(faces)
+
+    def prepare_paste(self, batch, images, background, protect):
+        """ComfyUI makes room for the paste (and loads the parsing network it needs); everything on its device."""
+        device = bridge.compute_device()
+        needed = paste_bytes(batch, options=self.options.paste)
+        parsing_net = None
+        if self.options.paste.mask_type.startswith("parsing"):
+            parsing_net = bridge.parsing_net_on_device(self.options.paste.parsing_dir, memory_required=needed)
+        else:
+            bridge.load_on_device([], memory_required=needed)
+        return (images.to(device), None if background is None else background.to(device),
+                None if protect is None else protect.to(device), parsing_net)
