@@ -1,6 +1,7 @@
 """cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine, a worker killed mid-run,
-a run started again after two outputs were deleted, and the command line without Ray installed. Every run saves
-the crops too (--save-crops), so they are compared as well.
+a run started again after two outputs were deleted, the photos read from an S3 bucket (moto's server,
+tests/s3_double.py) with faces.json and the annotated previews, and the command line without Ray installed. Every run
+saves the crops too (--save-crops), so they are compared as well.
 
 The Ray tests skip when ``ray[data]`` is not installed (CI installs it from requirements-test.txt). They use the
 compact 256 GPEN weights of tests/data and the pack's OpenCV YuNet, on 12 small photos made from grace_hopper.jpg.
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, data_file
+from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
 from face_pipeline.files.ray_engine import CRASH_ONCE_ENV, code_runtime_env
 
@@ -46,7 +48,7 @@ def make_photos(folder: Path) -> Path:
     return folder
 
 
-def args(inputs: Path, output: Path, *extra: str) -> list[str]:
+def args(inputs: Path | str, output: Path | str, *extra: str) -> list[str]:
     return [str(inputs), "--model", str(data_file(*MODEL)), "--output", str(output), "--detector", "yunet_opencv",
             "--no-download", "--save-crops", *extra]  # the pack's own copy of the OpenCV YuNet weights
 
@@ -60,28 +62,34 @@ def photos(tmp_path_factory) -> Path:
     return make_photos(tmp_path_factory.mktemp("ray") / "in")
 
 
-@pytest.fixture(scope="module")
-def local_reference(photos, tmp_path_factory) -> tuple[int, str, dict[str, bytes]]:
+def local_run(photos: Path, out: Path, *extra: str) -> tuple[int, Path, dict[str, bytes]]:
     """The local engine's run, computing with one thread as each Ray worker does (CPU sums depend on the count)."""
     import cli
 
-    out = tmp_path_factory.mktemp("local") / "out"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        status = cli.main(args(photos, out))
+        status = cli.main(args(photos, out, *extra))
     finally:
         torch.set_num_threads(threads)
     return status, out, files_under(out)
 
 
 @pytest.fixture(scope="module")
+def local_reference(photos, tmp_path_factory) -> tuple[int, Path, dict[str, bytes]]:
+    return local_run(photos, tmp_path_factory.mktemp("local") / "out")
+
+
+@pytest.fixture(scope="module")
 def ray_instance():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024, log_to_driver=False,
-             runtime_env=code_runtime_env(REPO_ROOT))  # the workers import cli and face_pipeline from it
-    yield ray
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CREDENTIALS.items():  # the fake S3 credentials, inherited by the local Ray's workers
+            patch.setenv(name, value)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024, log_to_driver=False,
+                 runtime_env=code_runtime_env(REPO_ROOT))  # the workers import cli and face_pipeline from it
+        yield ray
+        ray.shutdown()
 
 
 def summary_counts(out: str) -> str:
@@ -150,6 +158,40 @@ def test_a_run_started_again_recomputes_only_the_missing_outputs(photos, local_r
             assert path.stat().st_mtime_ns == mtime  # not written again
 
 
+@needs_ray
+@needs_moto
+def test_from_a_bucket_with_faces_json_and_previews_the_same_as_the_local_engine(photos, ray_instance, tmp_path,
+                                                                                capsys):
+    """Item 1 and 2 of issue 17: the workers read the objects themselves; faces.json (in input order) and the
+    annotated previews are those of the local engine's run on the folder; a run started again computes only what is
+    missing."""
+    import cli
+
+    described = ("--save-json", "--save-annotated")
+    status, _, expected = local_run(photos, tmp_path / "local", *described)
+    assert status == 2 and "faces.json" in expected
+    assert {f"annotated/{name}.png" for name in RESTORED} <= set(expected)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    with s3_server(photos, "photos") as (endpoint, _client):
+        source = s3_uri(endpoint, "photos")
+        command = args(source, out, "--engine", "ray", "--workers", "2", "--ray-batch-size", "3")
+        assert cli.main([*command, *described]) == status
+        captured = capsys.readouterr()
+        assert summary_counts(captured.out) == ("12 image(s): 7 restored, 4 unchanged, 1 skipped, 0 failed; faces: "
+                                                "7 found, 7 restored")
+        assert f"skipped s3://{BUCKET}/photos/broken.jpg: broken.jpg is not a readable image" in captured.err
+        assert files_under(out) == expected  # images, crops, previews and faces.json, byte for byte
+        deleted = [out / "face_2.jpg", out / "plain_1.png"]
+        for path in deleted:
+            path.unlink()
+        assert cli.main(command) == 2
+    captured = capsys.readouterr()
+    assert summary_counts(captured.out) == ("12 image(s): 1 restored, 1 unchanged, 10 skipped, 0 failed; faces: 1 "
+                                            "found, 1 restored")
+    assert files_under(out) == expected
+
+
 def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, monkeypatch, capsys):
     import cli
 
@@ -166,7 +208,6 @@ def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, m
     (["--engine", "ray", "--gpus-per-worker", "nan"], "error: --gpus-per-worker must be a number in 0..8, got nan"),
     (["--engine", "ray", "--video-frames"], ("error: --video-frames tracks faces across one sequence in order; it "
                                              "runs on --engine local only")),
-    (["--engine", "ray", "--save-json"], "error: --save-json and --save-annotated run on --engine local only"),
 ])
 def test_engine_options_are_checked_before_any_work(photos, tmp_path, capsys, extra, line):
     import cli

@@ -5,7 +5,10 @@ runs that job's per-image function on every image of the batches it receives. Th
 write to a sink as a ``PendingWrite``; the actor returns them, and the driver, which holds the output folder's lock
 and made the output plan, writes them with the shared writer (temporary file + rename, never replacing a file
 unasked). So both engines run one per-image function and write through one writer, a retried batch can never leave
-a half-written or doubled file, and the output folder only has to exist where the driver runs.
+a half-written or doubled file, and the output folder only has to exist where the driver runs. An input in an
+object store (``s3://...``, see ``stores``) travels as its name: the worker reads the object itself.
+The records a job keeps per image for a report (``face_records``: ``--save-json``) travel back with the image's
+files, and the driver gathers them in input order, numbered as the local engine numbers them.
 
 Faults: a worker that dies mid-batch is restarted and its batch retried by Ray (``max_restarts`` /
 ``max_task_retries`` on the actor pool); a batch that still fails after that is recorded as failed for each of its
@@ -18,6 +21,7 @@ Ray is imported only when this engine runs (``ray[data]`` is optional: ``require
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from .job import JobSummary, Outcome, run_each
 from .plan import PlannedOutput
+from .stores import StoreObject, staged
 from .writer import PendingWrite
 
 logger = logging.getLogger(__name__)
@@ -127,15 +132,19 @@ class PhotoWorker:
         return pa.Table.from_pylist(rows, schema=_result_schema())
 
     def _one(self, row: dict) -> dict:
-        item = PlannedOutput(Path(row["source"]), Path(row["relative"]), Path(row["target"]))
+        source = StoreObject(row["store"], row["source"]) if row["store"] else Path(row["source"])
+        item = PlannedOutput(source, Path(row["relative"]), Path(row["target"]))
         summary = JobSummary(images=1, report=lambda _line: None)
         self.job.summary = summary  # per image: the counts travel back with the result
         self.pending.clear()
+        records = getattr(self.job, "face_records", None)
+        if records is not None:
+            records.clear()
         collect = _Collect()
         root = logging.getLogger()
         root.addHandler(collect)
         try:
-            run_each([item], self.job.photo, summary=summary)
+            run_each([item], staged(self.job.photo), summary=summary)  # an object is read here, by this worker
         finally:
             root.removeHandler(collect)
         if summary.restored or summary.unchanged:
@@ -150,7 +159,8 @@ class PhotoWorker:
                 "paths": [str(w.path) for w in self.pending], "data": [w.data for w in self.pending],
                 "overwrite": [w.overwrite for w in self.pending],
                 "keep_existing": [w.keep_existing for w in self.pending],
-                "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines]}
+                "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines],
+                "records": json.dumps(records or [])}
 
 
 def _result_schema():
@@ -161,7 +171,7 @@ def _result_schema():
                       ("bad_input", pa.bool_()), ("faces_found", pa.int64()), ("faces_restored", pa.int64()),
                       ("paths", pa.list_(pa.string())), ("data", pa.list_(pa.large_binary())),
                       ("overwrite", pa.list_(pa.bool_())), ("keep_existing", pa.list_(pa.bool_())),
-                      ("log", pa.list_(pa.string()))])
+                      ("log", pa.list_(pa.string())), ("records", pa.string())])
 
 
 def _record(row: dict, item: PlannedOutput, summary: JobSummary) -> None:
@@ -198,7 +208,8 @@ def _test_hook_env() -> dict | None:
 
 
 def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], *, summary: JobSummary,
-               options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None) -> None:
+               options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None,
+               records: list[dict] | None = None) -> None:
     """Restore ``items`` on Ray and write their results here, recording each in ``summary``.
 
     ``make_job(sink=...)`` (picklable; called once per actor) returns an object with ``photo(item) -> Outcome`` (the
@@ -206,7 +217,9 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], 
     ``make_job`` must be absolute, and every path readable on every node (a shared file system). With no Ray running
     in this process, Ray is started locally (``options.address`` None; stopped at the end) or the cluster joined,
     with ``options.working_dir`` shipped to the workers; a Ray already running here is used as it is (its job must
-    ship the code: ``code_runtime_env``).
+    ship the code: ``code_runtime_env``). ``records``: when given, the job's per-image ``face_records`` (a list the
+    job appends one record per image to) are appended to it in the order of ``items``, their ``image`` numbers
+    counting the images with a record, as one local job numbers them.
     """
     ray = require_ray()
     started = False
@@ -222,20 +235,37 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], 
         started = True
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Ray prints its notices (a task retried...) to stdout
-            _run(ray, items, make_job, summary=summary, options=options, on_done=on_done)
+            _run(ray, items, make_job, summary=summary, options=options, on_done=on_done, records=records)
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray, items, make_job, *, summary, options, on_done) -> None:
+def _row(index: int, item: PlannedOutput) -> dict:
+    """What a worker gets of an input: names only (absolute: the workers run elsewhere), never the image's bytes."""
+    store, source = ((item.source.root, item.source.path) if isinstance(item.source, StoreObject)
+                     else ("", str(item.source.resolve())))
+    return {"index": index, "store": store, "source": source, "relative": str(item.relative),
+            "target": str(item.target.resolve())}
+
+
+def _numbered(per_image: dict[int, list[dict]]) -> list[dict]:
+    """The records of every image in input order, numbered 0, 1, ... as a local run appends them."""
+    ordered = [record for index in sorted(per_image) for record in per_image[index]]
+    for number, record in enumerate(ordered):
+        record["image"] = number
+        for face in record.get("faces", ()):
+            face["image"] = number
+    return ordered
+
+
+def _run(ray, items, make_job, *, summary, options, on_done, records) -> None:
     if not logging.getLogger().isEnabledFor(logging.INFO):  # Ray Data's notices only with --verbose
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command line has its own
     context.max_errored_blocks = -1  # a batch that fails after its retries fails its images; the others go on
-    rows = [{"index": i, "source": str(item.source.resolve()), "relative": str(item.relative),
-             "target": str(item.target.resolve())} for i, item in enumerate(items)]  # the workers run elsewhere
+    rows = [_row(i, item) for i, item in enumerate(items)]
     blocks = max(1, -(-len(rows) // options.batch_size))
     remote_args: dict = {"max_restarts": options.max_retries, "max_task_retries": options.max_retries}
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for the actors' retries: remote args it is
@@ -246,12 +276,14 @@ def _run(ray, items, make_job, *, summary, options, on_done) -> None:
             compute=ray.data.ActorPoolStrategy(size=min(options.workers, blocks)), num_gpus=options.gpus_per_worker or None,
             num_cpus=options.cpus_per_worker, runtime_env=_test_hook_env(), **remote_args)
     done: set[int] = set()
+    per_image: dict[int, list[dict]] = {}
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
         for row in batch.to_pylist():
             if row["index"] in done:  # a retried batch whose first result also arrived: written once
                 continue
             done.add(row["index"])
             item = items[row["index"]]
+            per_image[row["index"]] = json.loads(row["records"])
             _record(row, item, summary)
             if on_done is not None:
                 on_done(item)
@@ -262,3 +294,5 @@ def _run(ray, items, make_job, *, summary, options, on_done) -> None:
                            f"raised; Ray's logs say why, e.g. /tmp/ray/session_latest/logs on the nodes)")
             if on_done is not None:
                 on_done(item)
+    if records is not None:
+        records += _numbered(per_image)
