@@ -6,8 +6,9 @@
     python cli.py frames/ --model GPEN-BFR-512.pth --output out/ --video-frames --scale 2
 
 Inputs: image files and folders (a folder's images and those of its direct subfolders; .png .jpg .jpeg .webp .bmp
-.tif .tiff). Output files keep the input's name and extension (and subfolder) under --output; for a single input,
---output may name the image file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
+.tif .tiff), or the same in an object store (s3://bucket/prefix, gs://...: README "Many machines"). Output files
+keep the input's name and extension (and subfolder) under --output; for a single input, --output may name the image
+file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
 what the input carries: transparency (PNG, WEBP, TIFF; a warning where the output format cannot hold it), EXIF (the
 orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
 byte for byte (at scale 1, to the same format).
@@ -125,7 +126,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files or folders")
+    parser.add_argument("inputs", nargs="+", help="image files or folders (or object-store URIs: s3://bucket/prefix)")
     parser.add_argument("--model", required=True,
                         help="GPEN checkpoint (.pth/.pt/.bin/.safetensors): a path, or a bare file name in "
                              "models/gpen beside cli.py")
@@ -242,8 +243,6 @@ def check_engine_args(args: argparse.Namespace) -> None:
     _in_range("--workers", args.workers, 1, 4096, "a whole number")
     _in_range("--gpus-per-worker", args.gpus_per_worker, 0.0, 8.0)
     _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
-    if args.video_frames:
-        raise UsageError("--video-frames tracks faces across one sequence in order; it runs on --engine local only")
     from face_pipeline.files.ray_engine import RayUnavailableError, require_ray
 
     try:
@@ -536,10 +535,12 @@ def run(args: argparse.Namespace) -> int:
 def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary,
                       bar) -> Job:
     """--engine ray: each Ray worker builds this module's ``Job`` (model and detector loaded once) and runs its
-    ``photo`` on the images it gets; the files it makes are written here, under this run's lock, by the same writer.
+    ``photo`` on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files
+    it makes are written here, under this run's lock, by the same writer.
     Paths are made absolute (the workers run elsewhere). Returns the driver's ``Job`` (on the CPU) holding the
     workers' face records in input order (``write_json``)."""
     from face_pipeline.files.ray_engine import RayOptions, run_on_ray
+    from face_pipeline.files.ray_sequence import run_sequence_on_ray
 
     # built once here, on the CPU, and dropped: the weights are checked (and the detector's fetched) with the local
     # engine's errors before any worker starts, instead of failing in every worker's constructor
@@ -557,8 +558,9 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
     job_class = importlib.import_module("cli").Job if __name__ == "__main__" else Job
     make_job = functools.partial(job_class, worker_args, dataclasses.replace(plan, root=plan.root.resolve(), items=()),
                                  options, JobSummary())
-    run_on_ray(plan.todo, make_job, summary=summary, options=ray_options, on_done=lambda _: bar.update(1),
-               records=job.face_records)
+    run = run_sequence_on_ray if args.video_frames else run_on_ray  # a sequence: one unit of work, in order
+    run(plan.todo, make_job, summary=summary, options=ray_options, on_done=lambda _: bar.update(1),
+        records=job.face_records)
     return job
 
 

@@ -192,6 +192,40 @@ def test_from_a_bucket_with_faces_json_and_previews_the_same_as_the_local_engine
     assert files_under(out) == expected
 
 
+def make_frames(folder: Path) -> Path:
+    """6 frames of one size: the face moving right by 6 px a frame, then a frame without it (a scene cut)."""
+    photo = cv2.imread(str(data_file("faces", "grace_hopper.jpg")))
+    h, w = photo.shape[:2]
+    photo = cv2.resize(photo, (240 * w // h, 240), interpolation=cv2.INTER_AREA)
+    folder.mkdir(parents=True)
+    for i in range(5):
+        cv2.imwrite(str(folder / f"frame_{i}.png"), photo[:, 6 * i:170 + 6 * i])
+    cv2.imwrite(str(folder / "frame_5.png"), np.full((240, 170, 3), 90, np.uint8))
+    return folder
+
+
+@needs_ray
+def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(ray_instance, tmp_path, monkeypatch,
+                                                                                capsys):
+    """Item 3 of issue 17: --video-frames on Ray is one unit of work (the sequence, in order, on one actor) whose
+    files are the local engine's, even when the worker dies at its start and the sequence is run again."""
+    import cli
+
+    frames = make_frames(tmp_path / "frames")
+    described = ("--video-frames", "--save-json", "--save-annotated")
+    status, _, expected = local_run(frames, tmp_path / "local", *described)
+    assert status == 0 and "faces.json" in expected
+    assert {f"crops/frame_{i}.png_face0_restored.png" for i in range(5)} <= set(expected)
+    capsys.readouterr()
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    assert cli.main(args(frames, tmp_path / "out", *described, "--engine", "ray", "--workers", "2")) == status
+    assert marker.is_file()  # the worker did end itself once
+    assert summary_counts(capsys.readouterr().out) == ("6 image(s): 5 restored, 1 unchanged, 0 skipped, 0 failed; "
+                                                       "faces: 5 found, 5 restored")
+    assert files_under(tmp_path / "out") == expected
+
+
 def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, monkeypatch, capsys):
     import cli
 
@@ -206,8 +240,6 @@ def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, m
     (["--workers", "2"], "error: --workers is only used with --engine ray"),
     (["--engine", "ray", "--workers", "0"], "error: --workers must be a whole number in 1..4096, got 0"),
     (["--engine", "ray", "--gpus-per-worker", "nan"], "error: --gpus-per-worker must be a number in 0..8, got nan"),
-    (["--engine", "ray", "--video-frames"], ("error: --video-frames tracks faces across one sequence in order; it "
-                                             "runs on --engine local only")),
 ])
 def test_engine_options_are_checked_before_any_work(photos, tmp_path, capsys, extra, line):
     import cli

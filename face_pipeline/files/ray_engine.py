@@ -89,7 +89,7 @@ class RayOptions:
                              f"{self.gpus_per_worker}, {self.cpus_per_worker}")
 
 
-class _Collect(logging.Handler):
+class WarningCollector(logging.Handler):
     """Keeps the warnings a worker logs while it works on one image, to be logged again by the driver."""
 
     def __init__(self) -> None:
@@ -100,7 +100,7 @@ class _Collect(logging.Handler):
         self.lines.append((record.levelno, record.name, record.getMessage()))
 
 
-def _crash_once_if_asked() -> None:
+def crash_once_if_asked() -> None:
     marker = os.environ.get(CRASH_ONCE_ENV)
     if not marker:
         return
@@ -127,7 +127,7 @@ class PhotoWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        _crash_once_if_asked()
+        crash_once_if_asked()
         rows = [self._one(row) for row in batch.to_pylist()]
         return pa.Table.from_pylist(rows, schema=_result_schema())
 
@@ -140,7 +140,7 @@ class PhotoWorker:
         records = getattr(self.job, "face_records", None)
         if records is not None:
             records.clear()
-        collect = _Collect()
+        collect = WarningCollector()
         root = logging.getLogger()
         root.addHandler(collect)
         try:
@@ -221,6 +221,15 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], 
     job appends one record per image to) are appended to it in the order of ``items``, their ``image`` numbers
     counting the images with a record, as one local job numbers them.
     """
+    with ray_session(options) as ray:
+        _run(ray, items, make_job, summary=summary, options=options, on_done=on_done, records=records)
+
+
+@contextlib.contextmanager
+def ray_session(options: RayOptions):
+    """``with ray_session(options) as ray:`` Ray for one run: a Ray already running in this process as it is, else
+    a local instance (``options.address`` None) or the cluster joined, with ``options.working_dir`` shipped to the
+    workers, shut down afterwards. Ray's own notices go to stderr; Ray Data's only with INFO logging."""
     ray = require_ray()
     started = False
     if not ray.is_initialized():
@@ -234,14 +243,33 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], 
         ray.init(**init)
         started = True
     try:
+        if not logging.getLogger().isEnabledFor(logging.INFO):  # Ray Data's notices only with --verbose
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the command line has its own
+        context.max_errored_blocks = -1  # a batch that fails after its retries fails its images; the others go on
         with contextlib.redirect_stdout(sys.stderr):  # Ray prints its notices (a task retried...) to stdout
-            _run(ray, items, make_job, summary=summary, options=options, on_done=on_done, records=records)
+            yield ray
     finally:
         if started:
             ray.shutdown()
 
 
-def _row(index: int, item: PlannedOutput) -> dict:
+def mapped(ray, rows: list[dict], worker: type, make_job: Callable[..., object], *, options: RayOptions,
+           blocks: int, batch_size: int | None, actors: int):
+    """``rows`` in ``blocks`` blocks through a pool of ``actors`` actors of ``worker(make_job, threads)``, each
+    reserving ``options``' CPUs and GPUs, restarted and their batch retried ``options.max_retries`` times."""
+    remote_args: dict = {"max_restarts": options.max_retries, "max_task_retries": options.max_retries}
+    with warnings.catch_warnings():  # Ray 2.60 names no parameter for the actors' retries: remote args it is
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            worker, fn_constructor_kwargs={"make_job": make_job, "threads": max(1, int(options.cpus_per_worker))},
+            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=options.gpus_per_worker or None, num_cpus=options.cpus_per_worker, runtime_env=_test_hook_env(),
+            **remote_args)
+
+
+def input_row(index: int, item: PlannedOutput) -> dict:
     """What a worker gets of an input: names only (absolute: the workers run elsewhere), never the image's bytes."""
     store, source = ((item.source.root, item.source.path) if isinstance(item.source, StoreObject)
                      else ("", str(item.source.resolve())))
@@ -260,21 +288,10 @@ def _numbered(per_image: dict[int, list[dict]]) -> list[dict]:
 
 
 def _run(ray, items, make_job, *, summary, options, on_done, records) -> None:
-    if not logging.getLogger().isEnabledFor(logging.INFO):  # Ray Data's notices only with --verbose
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the command line has its own
-    context.max_errored_blocks = -1  # a batch that fails after its retries fails its images; the others go on
-    rows = [_row(i, item) for i, item in enumerate(items)]
+    rows = [input_row(i, item) for i, item in enumerate(items)]
     blocks = max(1, -(-len(rows) // options.batch_size))
-    remote_args: dict = {"max_restarts": options.max_retries, "max_task_retries": options.max_retries}
-    with warnings.catch_warnings():  # Ray 2.60 names no parameter for the actors' retries: remote args it is
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            PhotoWorker, fn_constructor_kwargs={"make_job": make_job, "threads": max(1, int(options.cpus_per_worker))},
-            batch_size=options.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=min(options.workers, blocks)), num_gpus=options.gpus_per_worker or None,
-            num_cpus=options.cpus_per_worker, runtime_env=_test_hook_env(), **remote_args)
+    dataset = mapped(ray, rows, PhotoWorker, make_job, options=options, blocks=blocks, batch_size=options.batch_size,
+                     actors=min(options.workers, blocks))
     done: set[int] = set()
     per_image: dict[int, list[dict]] = {}
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
@@ -287,6 +304,14 @@ def _run(ray, items, make_job, *, summary, options, on_done, records) -> None:
             _record(row, item, summary)
             if on_done is not None:
                 on_done(item)
+    fail_missing(items, done, summary=summary, options=options, on_done=on_done)
+    if records is not None:
+        records += _numbered(per_image)
+
+
+def fail_missing(items: Sequence[PlannedOutput], done: set[int], *, summary: JobSummary, options: RayOptions,
+                 on_done: Callable[[PlannedOutput], None] | None) -> None:
+    """Record every item whose index is not in ``done`` as failed: its batch failed after Ray's retries."""
     for index, item in enumerate(items):
         if index not in done:
             summary.record(item.source, Outcome.FAILED,
@@ -294,5 +319,3 @@ def _run(ray, items, make_job, *, summary, options, on_done, records) -> None:
                            f"raised; Ray's logs say why, e.g. /tmp/ray/session_latest/logs on the nodes)")
             if on_done is not None:
                 on_done(item)
-    if records is not None:
-        records += _numbered(per_image)
