@@ -10,6 +10,7 @@ compact 256 GPEN weights of tests/data and the pack's OpenCV YuNet, on 12 small 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from conftest import REPO_ROOT, data_file
 from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
+from face_pipeline.files import JobSummary, PlannedOutput, StoreObject
 from face_pipeline.files.ray_engine import CRASH_ONCE_ENV, code_runtime_env
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -224,6 +226,53 @@ def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(
     assert summary_counts(capsys.readouterr().out) == ("6 image(s): 5 restored, 1 unchanged, 0 skipped, 0 failed; "
                                                        "faces: 5 found, 5 restored")
     assert files_under(tmp_path / "out") == expected
+
+
+def test_a_sequence_sent_again_after_a_crash_is_written_and_counted_once(tmp_path):
+    """The driver's side of --video-frames on Ray, without Ray: a worker died after sending frame 0 and frame 1's
+    image (not its outcome); the sequence run again sends everything again. Each file is written once, frame 1's
+    image when its outcome arrives, and each frame counted once."""
+    from face_pipeline.files.ray_sequence import _SequenceDriver
+
+    out = tmp_path / "out"
+    items = [PlannedOutput(tmp_path / f"f{i}.png", Path(f"f{i}.png"), out / f"f{i}.png") for i in range(3)]
+    summary = JobSummary(images=3, report=lambda _line: None)
+    records: list[dict] = []
+    driver = _SequenceDriver(items, summary=summary, on_done=None, records=records)
+
+    def image(i: int, data: bytes) -> dict:
+        return {"kind": "write", "path": str(items[i].target.resolve()), "data": data, "overwrite": False,
+                "keep_existing": False}
+
+    def outcome(i: int, value: str, reason: str = "", bad_input: bool = False) -> dict:
+        return {"kind": "outcome", "index": i, "outcome": value, "reason": reason, "bad_input": bad_input}
+
+    crop = {"kind": "write", "path": str(out / "crops" / "f0.png_face0_restored.png"), "data": b"crop",
+            "overwrite": False, "keep_existing": True}
+    end = {"kind": "end", "log": ["30\tgpen.test\tno face in f2.png"], "faces_found": 2, "faces_restored": 2,
+           "records": json.dumps([{"image": 0, "file": "f0.png"}])}
+    first = [image(0, b"a0"), outcome(0, "restored"), crop, image(1, b"a1")]
+    again = [image(0, b"b0"), outcome(0, "restored"), crop, image(1, b"b1"), outcome(1, "restored"),
+             outcome(2, "skipped", "f2.png is not a readable image", True), end]
+    for row in first + again:
+        driver.take(row)
+    assert files_under(out) == {"f0.png": b"a0", "f1.png": b"b1", "crops/f0.png_face0_restored.png": b"crop"}
+    assert summary.line() == ("3 image(s): 2 restored, 0 unchanged, 1 skipped, 0 failed; faces: 2 found, 2 "
+                              "restored")
+    assert summary.skipped == [(items[2].source, "f2.png is not a readable image")] and summary.exit_status == 2
+    assert records == [{"image": 0, "file": "f0.png"}] and driver.done == {0, 1, 2}
+
+
+def test_a_worker_gets_the_names_of_its_inputs_never_their_bytes(tmp_path):
+    from face_pipeline.files.ray_engine import input_row
+
+    obj = StoreObject("s3://bucket/photos?endpoint_override=minio:9000", "bucket/photos/sub/a.jpg")
+    row = input_row(3, PlannedOutput(obj, Path("sub/a.jpg"), tmp_path / "out" / "sub" / "a.jpg"))
+    assert row == {"index": 3, "store": "s3://bucket/photos?endpoint_override=minio:9000",
+                   "source": "bucket/photos/sub/a.jpg", "relative": "sub/a.jpg",
+                   "target": str((tmp_path / "out" / "sub" / "a.jpg").resolve())}
+    local = input_row(0, PlannedOutput(Path("a.jpg"), Path("a.jpg"), tmp_path / "a.jpg"))
+    assert local["store"] == "" and local["source"] == str(Path("a.jpg").resolve())
 
 
 def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, monkeypatch, capsys):

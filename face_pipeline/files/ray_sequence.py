@@ -168,7 +168,7 @@ class _SequenceDriver:
                  on_done: Callable[[PlannedOutput], None] | None, records: list[dict] | None) -> None:
         self.items, self.summary, self.on_done, self.records = items, summary, on_done, records
         self.targets = {str(item.target.resolve()): index for index, item in enumerate(items)}
-        self.held: dict[int, list[PendingWrite]] = {}  # a frame's image, until its outcome arrives
+        self.held: dict[int, dict[str, PendingWrite]] = {}  # a frame's image, until its outcome arrives
         self.written: set[str] = set()
         self.done: set[int] = set()
         self.ended = False
@@ -198,8 +198,8 @@ class _SequenceDriver:
         if index is None:  # a crop or a preview: written now, as the local engine does
             pending.write()
             self.written.add(path)
-        elif index not in self.done:
-            self.held.setdefault(index, []).append(pending)
+        elif index not in self.done:  # sent again by a sequence run again: the later copy replaces the earlier
+            self.held.setdefault(index, {})[path] = pending
 
     def _frame(self, row: dict) -> None:
         index = row["index"]
@@ -208,7 +208,7 @@ class _SequenceDriver:
         self.done.add(index)
         item = self.items[index]
         outcome = Outcome(row["outcome"])
-        writes = self.held.pop(index, [])
+        writes = list(self.held.pop(index, {}).values())
         if outcome in (Outcome.SKIPPED, Outcome.FAILED):
             self.summary.record(item.source, outcome, row["reason"], bad_input=row["bad_input"])
         else:
