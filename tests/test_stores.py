@@ -69,6 +69,8 @@ def test_a_missing_prefix_or_an_unknown_scheme_is_a_layout_error(store):
         collect_inputs([s3_uri(endpoint, "nothing")])
     with pytest.raises(FileLayoutError, match=r"^nope://x/y cannot be read: .*Unrecognized filesystem type"):
         collect_inputs(["nope://x/y"])
+    with pytest.raises(FileLayoutError, match=r"^file:///tmp/x: give a local file or folder as its path"):
+        collect_inputs(["file:///tmp/x"])
 
 
 def test_sizes_read_from_the_objects_are_those_of_the_files(store):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
 import re
 import shutil
 import tempfile
@@ -37,8 +36,6 @@ from .writer import describe_os_error
 
 if TYPE_CHECKING:
     from .plan import PlannedOutput
-
-logger = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: bytes read to find an image's size from its header (the EXIF of a JPEG is in its first 64 KiB)
@@ -95,8 +92,12 @@ class StoreObject:
         return f"{_scheme(self.root)}://{self.path}"
 
     def read_bytes(self, limit: int | None = None) -> bytes:
-        """The object's bytes (at most ``limit``). Raises ``InvalidImageError`` naming the object and the cause."""
-        fs, _ = filesystem(self.root)
+        """The object's bytes (at most ``limit``). Raises ``InvalidImageError`` naming the object and the cause (a
+        worker without the credentials or the library the store needs gets it too: one input reported, not a crash)."""
+        try:
+            fs, _ = filesystem(self.root)
+        except FileLayoutError as exc:
+            raise InvalidImageError(f"{self} could not be read: {exc}") from exc
         try:
             with fs.open_input_stream(self.path) as stream:
                 return stream.read() if limit is None else stream.read(limit)
@@ -112,6 +113,8 @@ def list_store_images(uri: str) -> list[tuple[StoreObject, Path]]:
     """The images of ``uri`` as ``(object, name under the output folder)``: the object ``uri`` names, or for a
     folder (a prefix) its images by name, then those of each direct subfolder by name, as ``inputs.collect_inputs``
     orders a local folder's. ``FileLayoutError`` when nothing is there or the store cannot be listed."""
+    if _scheme(uri).lower() == "file":  # a local folder: the local checks (output inside an input...) apply
+        raise FileLayoutError(f"{uri}: give a local file or folder as its path, without file://")
     from pyarrow import fs as pafs
 
     store, base = filesystem(uri)
