@@ -6,8 +6,9 @@
     python cli.py frames/ --model GPEN-BFR-512.pth --output out/ --video-frames --scale 2
 
 Inputs: image files and folders (a folder's images and those of its direct subfolders; .png .jpg .jpeg .webp .bmp
-.tif .tiff). Output files keep the input's name and extension (and subfolder) under --output; for a single input,
---output may name the image file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
+.tif .tiff), or the same in an object store (s3://bucket/prefix, gs://...: README "Many machines"). Output files
+keep the input's name and extension (and subfolder) under --output; for a single input, --output may name the image
+file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
 what the input carries: transparency (PNG, WEBP, TIFF; a warning where the output format cannot hold it), EXIF (the
 orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
 byte for byte (at scale 1, to the same format).
@@ -60,7 +61,6 @@ from face_pipeline.errors import (
     FacePipelineError,
     FileLayoutError,
     InvalidImageError,
-    OutputExistsError,
 )
 from face_pipeline.face_report import faces_json, faces_report
 from face_pipeline.fields import spec
@@ -75,8 +75,11 @@ from face_pipeline.files import (
     describe_failure,
     describe_os_error,
     is_out_of_memory,
+    is_uri,
     plan_outputs,
     run_each,
+    source_size,
+    staged,
     write_atomically,
 )
 from face_pipeline.files.job import RECOVERABLE
@@ -85,11 +88,9 @@ from face_pipeline.image import (
     MAX_SIDE,
     ImageFile,
     encode_image,
-    image_size,
     load_image,
     read_image,
     same_format,
-    save_image,
 )
 from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import (
@@ -159,7 +160,7 @@ def add_option_flag(parser: argparse.ArgumentParser, flag: str, **overrides) -> 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files or folders")
+    parser.add_argument("inputs", nargs="+", help="image files or folders (or object-store URIs: s3://bucket/prefix)")
     parser.add_argument("--model", required=True,
                         help="GPEN checkpoint (.pth/.pt/.bin/.safetensors): a path, or a bare file name in "
                              "models/gpen beside cli.py")
@@ -252,6 +253,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
         raise UsageError(f"--inpaint-masks {args.inpaint_masks}: no such folder")
+    if args.video_frames and any(map(is_uri, args.inputs)):
+        raise UsageError("--video-frames reads its frames from local (or mounted) folders only; copy them there")
     check_engine_args(args)
 
 
@@ -267,10 +270,6 @@ def check_engine_args(args: argparse.Namespace) -> None:
     _in_range("--workers", args.workers, 1, 4096, "a whole number")
     _in_range("--gpus-per-worker", args.gpus_per_worker, 0.0, 8.0)
     _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
-    if args.video_frames:
-        raise UsageError("--video-frames tracks faces across one sequence in order; it runs on --engine local only")
-    if args.save_json or args.save_annotated:
-        raise UsageError("--save-json and --save-annotated run on --engine local only")
     from face_pipeline.files.ray_engine import RayUnavailableError, require_ray
 
     try:
@@ -336,7 +335,7 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
     paste = options.paste
     for item in plan.todo:
         try:
-            width, height = image_size(item.source)
+            width, height = source_size(item.source)
         except InvalidImageError as exc:
             plan = plan.skipping(item, str(exc))
             continue
@@ -420,10 +419,8 @@ class Job:
         if self.args.save_annotated and any(choices):
             for item, image in zip(group, annotate_faces(images, choices)):
                 path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
-                try:
-                    save_image(image, path, overwrite=self.plan.overwrite)
-                except OutputExistsError:
-                    logger.warning("kept the existing %s (--overwrite replaces it)", path)
+                data = encode_image(image, path.suffix, name=path.name)
+                self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
         if self.args.save_json:
             report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
                                   model_size=self.model.config.size, output_scale=scale,
@@ -471,7 +468,7 @@ class Job:
         return Outcome.RESTORED if batch.num_faces else Outcome.UNCHANGED
 
     def photos(self, bar) -> None:
-        run_each(self.plan.todo, self.photo, summary=self.summary, on_done=lambda _: bar.update(1))
+        run_each(self.plan.todo, staged(self.photo), summary=self.summary, on_done=lambda _: bar.update(1))
 
     def write_frame(self, frames_done: dict, item: PlannedOutput) -> Outcome:
         image, loaded, faces = frames_done[item]
@@ -548,10 +545,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             with tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
                 if job is None:
-                    run_on_ray_engine(args, plan, options, summary, bar)
+                    job = run_on_ray_engine(args, plan, options, summary, bar)
                 else:
                     (job.video if args.video_frames else job.photos)(bar)
-            if args.save_json and job is not None:
+            if args.save_json:
                 job.write_json()
         finally:
             print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
@@ -559,15 +556,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary,
-                      bar) -> None:
+                      bar) -> Job:
     """--engine ray: each Ray worker builds this module's ``Job`` (model and detector loaded once) and runs its
-    ``photo`` on the images it gets; the files it makes are written here, under this run's lock, by the same writer.
-    Paths are made absolute (the workers run elsewhere)."""
+    ``photo`` on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files
+    it makes are written here, under this run's lock, by the same writer.
+    Paths are made absolute (the workers run elsewhere). Returns the driver's ``Job`` (on the CPU) holding the
+    workers' face records in input order (``write_json``)."""
     from face_pipeline.files.ray_engine import RayOptions, run_on_ray
+    from face_pipeline.files.ray_sequence import run_sequence_on_ray
 
     # built once here, on the CPU, and dropped: the weights are checked (and the detector's fetched) with the local
     # engine's errors before any worker starts, instead of failing in every worker's constructor
-    Job(argparse.Namespace(**{**vars(args), "device": "cpu", "dtype": "fp32"}), plan, options, summary)
+    job = Job(argparse.Namespace(**{**vars(args), "device": "cpu", "dtype": "fp32"}), plan, options, summary)
     absolute = {name: str(Path(value).resolve()) for name in ("detector_dir", "inpaint_masks", "output")
                 if (value := getattr(args, name)) is not None}
     absolute["model"] = str(resolve_model_path(args.model).resolve())  # a bare name: found here, in models/gpen
@@ -582,7 +582,10 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
     job_class = importlib.import_module("cli").Job if __name__ == "__main__" else Job
     make_job = functools.partial(job_class, worker_args, dataclasses.replace(plan, root=plan.root.resolve(), items=()),
                                  options, JobSummary())
-    run_on_ray(plan.todo, make_job, summary=summary, options=ray_options, on_done=lambda _: bar.update(1))
+    run = run_sequence_on_ray if args.video_frames else run_on_ray  # a sequence: one unit of work, in order
+    run(plan.todo, make_job, summary=summary, options=ray_options, on_done=lambda _: bar.update(1),
+        records=job.face_records)
+    return job
 
 
 def fail(exc: BaseException, status: int, prefix: str = "") -> int:

@@ -1,6 +1,7 @@
 """cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine, a worker killed mid-run,
-a run started again after two outputs were deleted, and the command line without Ray installed. Every run saves
-the crops too (--save-crops), so they are compared as well.
+a run started again after two outputs were deleted, the photos read from an S3 bucket (moto's server,
+tests/s3_double.py) with faces.json and the annotated previews, and the command line without Ray installed. Every run
+saves the crops too (--save-crops), so they are compared as well.
 
 The Ray tests skip when ``ray[data]`` is not installed (CI installs it from requirements-test.txt). They use the
 compact 256 GPEN weights of tests/data and the pack's OpenCV YuNet, on 12 small photos made from grace_hopper.jpg.
@@ -9,6 +10,7 @@ compact 256 GPEN weights of tests/data and the pack's OpenCV YuNet, on 12 small 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, data_file
+from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
+from face_pipeline.files import JobSummary, PlannedOutput, StoreObject
 from face_pipeline.files.ray_engine import CRASH_ONCE_ENV, code_runtime_env
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -46,7 +50,7 @@ def make_photos(folder: Path) -> Path:
     return folder
 
 
-def args(inputs: Path, output: Path, *extra: str) -> list[str]:
+def args(inputs: Path | str, output: Path | str, *extra: str) -> list[str]:
     return [str(inputs), "--model", str(data_file(*MODEL)), "--output", str(output), "--detector", "yunet_opencv",
             "--no-download", "--save-crops", *extra]  # the pack's own copy of the OpenCV YuNet weights
 
@@ -60,28 +64,34 @@ def photos(tmp_path_factory) -> Path:
     return make_photos(tmp_path_factory.mktemp("ray") / "in")
 
 
-@pytest.fixture(scope="module")
-def local_reference(photos, tmp_path_factory) -> tuple[int, str, dict[str, bytes]]:
+def local_run(photos: Path, out: Path, *extra: str) -> tuple[int, Path, dict[str, bytes]]:
     """The local engine's run, computing with one thread as each Ray worker does (CPU sums depend on the count)."""
     import cli
 
-    out = tmp_path_factory.mktemp("local") / "out"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        status = cli.main(args(photos, out))
+        status = cli.main(args(photos, out, *extra))
     finally:
         torch.set_num_threads(threads)
     return status, out, files_under(out)
 
 
 @pytest.fixture(scope="module")
+def local_reference(photos, tmp_path_factory) -> tuple[int, Path, dict[str, bytes]]:
+    return local_run(photos, tmp_path_factory.mktemp("local") / "out")
+
+
+@pytest.fixture(scope="module")
 def ray_instance():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024, log_to_driver=False,
-             runtime_env=code_runtime_env(REPO_ROOT))  # the workers import cli and face_pipeline from it
-    yield ray
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CREDENTIALS.items():  # the fake S3 credentials, inherited by the local Ray's workers
+            patch.setenv(name, value)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024, log_to_driver=False,
+                 runtime_env=code_runtime_env(REPO_ROOT))  # the workers import cli and face_pipeline from it
+        yield ray
+        ray.shutdown()
 
 
 def summary_counts(out: str) -> str:
@@ -150,6 +160,121 @@ def test_a_run_started_again_recomputes_only_the_missing_outputs(photos, local_r
             assert path.stat().st_mtime_ns == mtime  # not written again
 
 
+@needs_ray
+@needs_moto
+def test_from_a_bucket_with_faces_json_and_previews_the_same_as_the_local_engine(photos, ray_instance, tmp_path,
+                                                                                capsys):
+    """Item 1 and 2 of issue 17: the workers read the objects themselves; faces.json (in input order) and the
+    annotated previews are those of the local engine's run on the folder; a run started again computes only what is
+    missing."""
+    import cli
+
+    described = ("--save-json", "--save-annotated")
+    status, _, expected = local_run(photos, tmp_path / "local", *described)
+    assert status == 2 and "faces.json" in expected
+    assert {f"annotated/{name}.png" for name in RESTORED} <= set(expected)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    with s3_server(photos, "photos") as (endpoint, _client):
+        source = s3_uri(endpoint, "photos")
+        command = args(source, out, "--engine", "ray", "--workers", "2", "--ray-batch-size", "3")
+        assert cli.main([*command, *described]) == status
+        captured = capsys.readouterr()
+        assert summary_counts(captured.out) == ("12 image(s): 7 restored, 4 unchanged, 1 skipped, 0 failed; faces: "
+                                                "7 found, 7 restored")
+        assert f"skipped s3://{BUCKET}/photos/broken.jpg: broken.jpg is not a readable image" in captured.err
+        assert files_under(out) == expected  # images, crops, previews and faces.json, byte for byte
+        deleted = [out / "face_2.jpg", out / "plain_1.png"]
+        for path in deleted:
+            path.unlink()
+        assert cli.main(command) == 2
+    captured = capsys.readouterr()
+    assert summary_counts(captured.out) == ("12 image(s): 1 restored, 1 unchanged, 10 skipped, 0 failed; faces: 1 "
+                                            "found, 1 restored")
+    assert files_under(out) == expected
+
+
+def make_frames(folder: Path) -> Path:
+    """6 frames of one size: the face moving right by 6 px a frame, then a frame without it (a scene cut)."""
+    photo = cv2.imread(str(data_file("faces", "grace_hopper.jpg")))
+    h, w = photo.shape[:2]
+    photo = cv2.resize(photo, (240 * w // h, 240), interpolation=cv2.INTER_AREA)
+    folder.mkdir(parents=True)
+    for i in range(5):
+        cv2.imwrite(str(folder / f"frame_{i}.png"), photo[:, 6 * i:170 + 6 * i])
+    cv2.imwrite(str(folder / "frame_5.png"), np.full((240, 170, 3), 90, np.uint8))
+    return folder
+
+
+@needs_ray
+def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(ray_instance, tmp_path, monkeypatch,
+                                                                                capsys):
+    """Item 3 of issue 17: --video-frames on Ray is one unit of work (the sequence, in order, on one actor) whose
+    files are the local engine's, even when the worker dies at its start and the sequence is run again."""
+    import cli
+
+    frames = make_frames(tmp_path / "frames")
+    described = ("--video-frames", "--save-json", "--save-annotated")
+    status, _, expected = local_run(frames, tmp_path / "local", *described)
+    assert status == 0 and "faces.json" in expected
+    assert {f"crops/frame_{i}.png_face0_restored.png" for i in range(5)} <= set(expected)
+    capsys.readouterr()
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    assert cli.main(args(frames, tmp_path / "out", *described, "--engine", "ray", "--workers", "2")) == status
+    assert marker.is_file()  # the worker did end itself once
+    assert summary_counts(capsys.readouterr().out) == ("6 image(s): 5 restored, 1 unchanged, 0 skipped, 0 failed; "
+                                                       "faces: 5 found, 5 restored")
+    assert files_under(tmp_path / "out") == expected
+
+
+def test_a_sequence_sent_again_after_a_crash_is_written_and_counted_once(tmp_path):
+    """The driver's side of --video-frames on Ray, without Ray: a worker died after sending frame 0 and frame 1's
+    image (not its outcome); the sequence run again sends everything again. Each file is written once, frame 1's
+    image when its outcome arrives, and each frame counted once."""
+    from face_pipeline.files.ray_sequence import _SequenceDriver
+
+    out = tmp_path / "out"
+    items = [PlannedOutput(tmp_path / f"f{i}.png", Path(f"f{i}.png"), out / f"f{i}.png") for i in range(3)]
+    summary = JobSummary(images=3, report=lambda _line: None)
+    records: list[dict] = []
+    driver = _SequenceDriver(items, summary=summary, on_done=None, records=records)
+
+    def image(i: int, data: bytes) -> dict:
+        return {"kind": "write", "path": str(items[i].target.resolve()), "data": data, "overwrite": False,
+                "keep_existing": False}
+
+    def outcome(i: int, value: str, reason: str = "", bad_input: bool = False) -> dict:
+        return {"kind": "outcome", "index": i, "outcome": value, "reason": reason, "bad_input": bad_input}
+
+    crop = {"kind": "write", "path": str(out / "crops" / "f0.png_face0_restored.png"), "data": b"crop",
+            "overwrite": False, "keep_existing": True}
+    end = {"kind": "end", "log": ["30\tgpen.test\tno face in f2.png"], "faces_found": 2, "faces_restored": 2,
+           "records": json.dumps([{"image": 0, "file": "f0.png"}])}
+    first = [image(0, b"a0"), outcome(0, "restored"), crop, image(1, b"a1")]
+    again = [image(0, b"b0"), outcome(0, "restored"), crop, image(1, b"b1"), outcome(1, "restored"),
+             outcome(2, "skipped", "f2.png is not a readable image", True), end]
+    for row in first + again:
+        driver.take(row)
+    assert files_under(out) == {"f0.png": b"a0", "f1.png": b"b1", "crops/f0.png_face0_restored.png": b"crop"}
+    assert summary.line() == ("3 image(s): 2 restored, 0 unchanged, 1 skipped, 0 failed; faces: 2 found, 2 "
+                              "restored")
+    assert summary.skipped == [(items[2].source, "f2.png is not a readable image")] and summary.exit_status == 2
+    assert records == [{"image": 0, "file": "f0.png"}] and driver.done == {0, 1, 2}
+
+
+def test_a_worker_gets_the_names_of_its_inputs_never_their_bytes(tmp_path):
+    from face_pipeline.files.ray_engine import input_row
+
+    obj = StoreObject("s3://bucket/photos?endpoint_override=minio:9000", "bucket/photos/sub/a.jpg")
+    row = input_row(3, PlannedOutput(obj, Path("sub/a.jpg"), tmp_path / "out" / "sub" / "a.jpg"))
+    assert row == {"index": 3, "store": "s3://bucket/photos?endpoint_override=minio:9000",
+                   "source": "bucket/photos/sub/a.jpg", "relative": "sub/a.jpg",
+                   "target": str((tmp_path / "out" / "sub" / "a.jpg").resolve())}
+    local = input_row(0, PlannedOutput(Path("a.jpg"), Path("a.jpg"), tmp_path / "a.jpg"))
+    assert local["store"] == "" and local["source"] == str(Path("a.jpg").resolve())
+
+
 def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, monkeypatch, capsys):
     import cli
 
@@ -164,9 +289,6 @@ def test_without_ray_the_command_line_says_how_to_install_it(photos, tmp_path, m
     (["--workers", "2"], "error: --workers is only used with --engine ray"),
     (["--engine", "ray", "--workers", "0"], "error: --workers must be a whole number in 1..4096, got 0"),
     (["--engine", "ray", "--gpus-per-worker", "nan"], "error: --gpus-per-worker must be a number in 0..8, got nan"),
-    (["--engine", "ray", "--video-frames"], ("error: --video-frames tracks faces across one sequence in order; it "
-                                             "runs on --engine local only")),
-    (["--engine", "ray", "--save-json"], "error: --save-json and --save-annotated run on --engine local only"),
 ])
 def test_engine_options_are_checked_before_any_work(photos, tmp_path, capsys, extra, line):
     import cli

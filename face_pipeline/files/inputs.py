@@ -1,4 +1,5 @@
-"""The image files of a file job: files as given, folders with their images and those of their direct subfolders."""
+"""The image files of a file job: files as given, folders with their images and those of their direct subfolders;
+the same for object-store URIs (``s3://bucket/prefix``: see ``stores``)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,22 @@ from pathlib import Path
 
 from ..errors import FileLayoutError
 from ..image import IMAGE_SUFFIXES
+from .stores import Source, is_uri, list_store_images
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """One image to process: where it is read, and its name under the output folder (subfolder kept)."""
+    """One image to process: where it is read (a local file or an object), and its name under the output folder
+    (subfolder kept)."""
 
-    source: Path
+    source: Source
     relative: Path
 
 
 @dataclass(frozen=True)
 class JobInputs:
-    """Every input file, in order, and the folders they were gathered from (an output must not land in those)."""
+    """Every input file, in order, and the local folders they were gathered from (an output must not land in
+    those)."""
 
     files: tuple[InputFile, ...]
     folders: tuple[Path, ...]
@@ -32,13 +36,17 @@ def _images_in(folder: Path) -> list[Path]:
 
 def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
     """Gather the images of ``items`` (files as they are, whatever their suffix; folders with their images of
-    ``IMAGE_SUFFIXES`` and those of their direct subfolders, kept as subfolders of the output).
+    ``IMAGE_SUFFIXES`` and those of their direct subfolders, kept as subfolders of the output). A URI
+    (``s3://bucket/prefix``) is listed the same way (``stores.list_store_images``).
 
     Raises ``FileLayoutError`` for a missing input, no image at all, or two inputs that would get one output name.
     """
     found: list[InputFile] = []
     folders: list[Path] = []
     for item in items:
+        if is_uri(item):
+            found += [InputFile(source, relative) for source, relative in list_store_images(item)]
+            continue
         path = Path(item)
         if path.is_dir():
             folders.append(path)
@@ -51,7 +59,7 @@ def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
             raise FileLayoutError(f"input not found: {path}")
     if not found:
         raise FileLayoutError(f"no images ({' '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, items))}")
-    seen: dict[Path, Path] = {}
+    seen: dict[Path, Source] = {}
     for entry in found:
         if entry.relative in seen:
             raise FileLayoutError(f"{seen[entry.relative]} and {entry.source} would both be written as "

@@ -4,7 +4,8 @@ An output is a folder (the inputs keep their names and subfolders under it) or, 
 name (``--output restored.jpg``). The plan refuses (``FileLayoutError``) an output folder that is, or is inside, a
 folder whose images are read, and any output path that is an input; it marks inputs that cannot be written (a suffix
 no encoder writes) or whose output already exists (unless ``overwrite``) as skipped, with the reason. Crops of
-``a.jpg`` and ``a.png`` get distinct names (the crop name keeps the input's full name).
+``a.jpg`` and ``a.png`` get distinct names (the crop name keeps the input's full name). Inputs may be objects in an
+object store (``stores``); the output may not (``stores.refuse_store_output`` says why).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..errors import FileLayoutError
 from ..image import IMAGE_SUFFIXES
 from .inputs import InputFile, JobInputs
+from .stores import Source, refuse_store_output
 
 #: image formats people name that no encoder here writes: an output file name with one of these is refused
 UNWRITABLE_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ico", ".svg", ".ppm", ".pgm")
@@ -27,7 +29,7 @@ CROPS_FOLDER = "crops"
 class PlannedOutput:
     """One input and its output file; ``skip`` says why it is not processed (None: it is)."""
 
-    source: Path
+    source: Source  # a local file, or an object (stores.StoreObject)
     relative: Path  # the input's name under the output folder (crops are named after it)
     target: Path
     skip: str | None = None
@@ -85,8 +87,10 @@ def plan_outputs(inputs: JobInputs, output: str | Path, *, overwrite: bool = Fal
     """The ``OutputPlan`` of ``inputs`` written to ``output`` (a folder, or an image file name for one input).
 
     ``also_read``: other folders the job reads (e.g. inpainting masks); the output folder must not be inside them
-    either. Raises ``FileLayoutError`` naming the clash; nothing is created on disk.
+    either. Raises ``FileLayoutError`` naming the clash (or an output in an object store); nothing is created on
+    disk.
     """
+    refuse_store_output(output)
     output = Path(output)
     read_folders = [*inputs.folders, *map(Path, also_read)]
     if names_a_file(output):
@@ -110,7 +114,7 @@ def plan_outputs(inputs: JobInputs, output: str | Path, *, overwrite: bool = Fal
             where = "is" if root.resolve() == folder.resolve() else "is inside"
             raise FileLayoutError(f"the output folder {root} {where} the input folder {folder}, whose images (and "
                                   f"those of its subfolders) are read: choose an output folder outside it")
-    sources = [entry.source for entry in inputs.files]
+    sources = [entry.source for entry in inputs.files if isinstance(entry.source, Path)]  # objects: not local
     items = []
     for entry, target in targets:
         clash = next((s for s in sources if _same_file(target, s)), None)

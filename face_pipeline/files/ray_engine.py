@@ -5,7 +5,10 @@ runs that job's per-image function on every image of the batches it receives. Th
 write to a sink as a ``PendingWrite``; the actor returns them, and the driver, which holds the output folder's lock
 and made the output plan, writes them with the shared writer (temporary file + rename, never replacing a file
 unasked). So both engines run one per-image function and write through one writer, a retried batch can never leave
-a half-written or doubled file, and the output folder only has to exist where the driver runs.
+a half-written or doubled file, and the output folder only has to exist where the driver runs. An input in an
+object store (``s3://...``, see ``stores``) travels as its name: the worker reads the object itself.
+The records a job keeps per image for a report (``face_records``: ``--save-json``) travel back with the image's
+files, and the driver gathers them in input order, numbered as the local engine numbers them.
 
 Faults: a worker that dies mid-batch is restarted and its batch retried by Ray (``max_restarts`` /
 ``max_task_retries`` on the actor pool); a batch that still fails after that is recorded as failed for each of its
@@ -18,6 +21,7 @@ Ray is imported only when this engine runs (``ray[data]`` is optional: ``require
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from .job import JobSummary, Outcome, run_each
 from .plan import PlannedOutput
+from .stores import StoreObject, staged
 from .writer import PendingWrite
 
 logger = logging.getLogger(__name__)
@@ -84,7 +89,7 @@ class RayOptions:
                              f"{self.gpus_per_worker}, {self.cpus_per_worker}")
 
 
-class _Collect(logging.Handler):
+class WarningCollector(logging.Handler):
     """Keeps the warnings a worker logs while it works on one image, to be logged again by the driver."""
 
     def __init__(self) -> None:
@@ -95,7 +100,7 @@ class _Collect(logging.Handler):
         self.lines.append((record.levelno, record.name, record.getMessage()))
 
 
-def _crash_once_if_asked() -> None:
+def crash_once_if_asked() -> None:
     marker = os.environ.get(CRASH_ONCE_ENV)
     if not marker:
         return
@@ -122,20 +127,24 @@ class PhotoWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        _crash_once_if_asked()
+        crash_once_if_asked()
         rows = [self._one(row) for row in batch.to_pylist()]
         return pa.Table.from_pylist(rows, schema=_result_schema())
 
     def _one(self, row: dict) -> dict:
-        item = PlannedOutput(Path(row["source"]), Path(row["relative"]), Path(row["target"]))
+        source = StoreObject(row["store"], row["source"]) if row["store"] else Path(row["source"])
+        item = PlannedOutput(source, Path(row["relative"]), Path(row["target"]))
         summary = JobSummary(images=1, report=lambda _line: None)
         self.job.summary = summary  # per image: the counts travel back with the result
         self.pending.clear()
-        collect = _Collect()
+        records = getattr(self.job, "face_records", None)
+        if records is not None:
+            records.clear()
+        collect = WarningCollector()
         root = logging.getLogger()
         root.addHandler(collect)
         try:
-            run_each([item], self.job.photo, summary=summary)
+            run_each([item], staged(self.job.photo), summary=summary)  # an object is read here, by this worker
         finally:
             root.removeHandler(collect)
         if summary.restored or summary.unchanged:
@@ -150,7 +159,8 @@ class PhotoWorker:
                 "paths": [str(w.path) for w in self.pending], "data": [w.data for w in self.pending],
                 "overwrite": [w.overwrite for w in self.pending],
                 "keep_existing": [w.keep_existing for w in self.pending],
-                "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines]}
+                "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines],
+                "records": json.dumps(records or [])}
 
 
 def _result_schema():
@@ -161,7 +171,7 @@ def _result_schema():
                       ("bad_input", pa.bool_()), ("faces_found", pa.int64()), ("faces_restored", pa.int64()),
                       ("paths", pa.list_(pa.string())), ("data", pa.list_(pa.large_binary())),
                       ("overwrite", pa.list_(pa.bool_())), ("keep_existing", pa.list_(pa.bool_())),
-                      ("log", pa.list_(pa.string()))])
+                      ("log", pa.list_(pa.string())), ("records", pa.string())])
 
 
 def _record(row: dict, item: PlannedOutput, summary: JobSummary) -> None:
@@ -198,7 +208,8 @@ def _test_hook_env() -> dict | None:
 
 
 def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], *, summary: JobSummary,
-               options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None) -> None:
+               options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None,
+               records: list[dict] | None = None) -> None:
     """Restore ``items`` on Ray and write their results here, recording each in ``summary``.
 
     ``make_job(sink=...)`` (picklable; called once per actor) returns an object with ``photo(item) -> Outcome`` (the
@@ -206,8 +217,19 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], 
     ``make_job`` must be absolute, and every path readable on every node (a shared file system). With no Ray running
     in this process, Ray is started locally (``options.address`` None; stopped at the end) or the cluster joined,
     with ``options.working_dir`` shipped to the workers; a Ray already running here is used as it is (its job must
-    ship the code: ``code_runtime_env``).
+    ship the code: ``code_runtime_env``). ``records``: when given, the job's per-image ``face_records`` (a list the
+    job appends one record per image to) are appended to it in the order of ``items``, their ``image`` numbers
+    counting the images with a record, as one local job numbers them.
     """
+    with ray_session(options) as ray:
+        _run(ray, items, make_job, summary=summary, options=options, on_done=on_done, records=records)
+
+
+@contextlib.contextmanager
+def ray_session(options: RayOptions):
+    """``with ray_session(options) as ray:`` Ray for one run: a Ray already running in this process as it is, else
+    a local instance (``options.address`` None) or the cluster joined, with ``options.working_dir`` shipped to the
+    workers, shut down afterwards. Ray's own notices go to stderr; Ray Data's only with INFO logging."""
     ray = require_ray()
     started = False
     if not ray.is_initialized():
@@ -221,40 +243,75 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], 
         ray.init(**init)
         started = True
     try:
+        if not logging.getLogger().isEnabledFor(logging.INFO):  # Ray Data's notices only with --verbose
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the command line has its own
+        context.max_errored_blocks = -1  # a batch that fails after its retries fails its images; the others go on
         with contextlib.redirect_stdout(sys.stderr):  # Ray prints its notices (a task retried...) to stdout
-            _run(ray, items, make_job, summary=summary, options=options, on_done=on_done)
+            yield ray
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray, items, make_job, *, summary, options, on_done) -> None:
-    if not logging.getLogger().isEnabledFor(logging.INFO):  # Ray Data's notices only with --verbose
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the command line has its own
-    context.max_errored_blocks = -1  # a batch that fails after its retries fails its images; the others go on
-    rows = [{"index": i, "source": str(item.source.resolve()), "relative": str(item.relative),
-             "target": str(item.target.resolve())} for i, item in enumerate(items)]  # the workers run elsewhere
-    blocks = max(1, -(-len(rows) // options.batch_size))
+def mapped(ray, rows: list[dict], worker: type, make_job: Callable[..., object], *, options: RayOptions,
+           blocks: int, batch_size: int | None, actors: int):
+    """``rows`` in ``blocks`` blocks through a pool of ``actors`` actors of ``worker(make_job, threads)``, each
+    reserving ``options``' CPUs and GPUs, restarted and their batch retried ``options.max_retries`` times."""
     remote_args: dict = {"max_restarts": options.max_retries, "max_task_retries": options.max_retries}
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for the actors' retries: remote args it is
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            PhotoWorker, fn_constructor_kwargs={"make_job": make_job, "threads": max(1, int(options.cpus_per_worker))},
-            batch_size=options.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=min(options.workers, blocks)), num_gpus=options.gpus_per_worker or None,
-            num_cpus=options.cpus_per_worker, runtime_env=_test_hook_env(), **remote_args)
+        return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            worker, fn_constructor_kwargs={"make_job": make_job, "threads": max(1, int(options.cpus_per_worker))},
+            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=options.gpus_per_worker or None, num_cpus=options.cpus_per_worker, runtime_env=_test_hook_env(),
+            **remote_args)
+
+
+def input_row(index: int, item: PlannedOutput) -> dict:
+    """What a worker gets of an input: names only (absolute: the workers run elsewhere), never the image's bytes."""
+    store, source = ((item.source.root, item.source.path) if isinstance(item.source, StoreObject)
+                     else ("", str(item.source.resolve())))
+    return {"index": index, "store": store, "source": source, "relative": str(item.relative),
+            "target": str(item.target.resolve())}
+
+
+def _numbered(per_image: dict[int, list[dict]]) -> list[dict]:
+    """The records of every image in input order, numbered 0, 1, ... as a local run appends them."""
+    ordered = [record for index in sorted(per_image) for record in per_image[index]]
+    for number, record in enumerate(ordered):
+        record["image"] = number
+        for face in record.get("faces", ()):
+            face["image"] = number
+    return ordered
+
+
+def _run(ray, items, make_job, *, summary, options, on_done, records) -> None:
+    rows = [input_row(i, item) for i, item in enumerate(items)]
+    blocks = max(1, -(-len(rows) // options.batch_size))
+    dataset = mapped(ray, rows, PhotoWorker, make_job, options=options, blocks=blocks, batch_size=options.batch_size,
+                     actors=min(options.workers, blocks))
     done: set[int] = set()
+    per_image: dict[int, list[dict]] = {}
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
         for row in batch.to_pylist():
             if row["index"] in done:  # a retried batch whose first result also arrived: written once
                 continue
             done.add(row["index"])
             item = items[row["index"]]
+            per_image[row["index"]] = json.loads(row["records"])
             _record(row, item, summary)
             if on_done is not None:
                 on_done(item)
+    fail_missing(items, done, summary=summary, options=options, on_done=on_done)
+    if records is not None:
+        records += _numbered(per_image)
+
+
+def fail_missing(items: Sequence[PlannedOutput], done: set[int], *, summary: JobSummary, options: RayOptions,
+                 on_done: Callable[[PlannedOutput], None] | None) -> None:
+    """Record every item whose index is not in ``done`` as failed: its batch failed after Ray's retries."""
     for index, item in enumerate(items):
         if index not in done:
             summary.record(item.source, Outcome.FAILED,

@@ -1,0 +1,223 @@
+"""The Ray engine for a frame sequence (``--video-frames``): the whole sequence is one unit of work, on one actor.
+
+A video's faces are tracked across its frames in order, so its frames cannot be spread over workers: one actor
+(``SequenceWorker``) runs the job's own sequence function (``job.video``: detect and track over every frame, then
+restore in chunks) exactly as the local engine does, and streams what it makes back while it works: each file to
+write, and each frame's outcome once its files are made. The driver writes the files with the shared writer (a
+frame's image only once its outcome says it was made; crops and previews as they come) and counts each frame, so
+memory stays bounded by a few chunks whatever the video's length.
+
+Faults: a worker that dies is restarted and the sequence started again by Ray (``RayOptions.max_retries``); what the
+driver already has is not written twice (frames already counted, and files already written, are passed over). A
+sequence that still fails marks the frames it had not finished as failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .job import JobSummary, Outcome, run_each
+from .plan import PlannedOutput
+from .ray_engine import (
+    RayOptions,
+    WarningCollector,
+    crash_once_if_asked,
+    fail_missing,
+    input_row,
+    mapped,
+    ray_session,
+)
+from .writer import PendingWrite
+
+logger = logging.getLogger(__name__)
+
+#: events a worker may hold before its job waits for them to be sent (a frame is one image and its crops)
+QUEUED_EVENTS = 32
+#: frames counted per result block sent back (a block is sent as soon as its frames are done)
+FRAMES_PER_BLOCK = 4
+_END = object()
+
+
+@dataclass
+class _ReportingSummary(JobSummary):
+    """A ``JobSummary`` that also hands every frame's outcome to ``emit`` as it is recorded."""
+
+    emit: Callable[[dict], None] | None = field(default=None, repr=False)
+
+    def record(self, source: Path, outcome: Outcome, reason: str | None = None, *, bad_input: bool = False) -> None:
+        super().record(source, outcome, reason, bad_input=bad_input)
+        if self.emit is not None:
+            self.emit({"kind": "outcome", "source": str(source), "outcome": outcome.value, "reason": reason or "",
+                       "bad_input": bad_input})
+
+
+class _NoBar:
+    def update(self, _n: int = 1) -> None:
+        pass
+
+
+def _event_schema():
+    import pyarrow as pa
+
+    return pa.schema([("kind", pa.string()), ("index", pa.int64()), ("path", pa.string()),
+                      ("data", pa.large_binary()), ("overwrite", pa.bool_()), ("keep_existing", pa.bool_()),
+                      ("outcome", pa.string()), ("reason", pa.string()), ("bad_input", pa.bool_()),
+                      ("faces_found", pa.int64()), ("faces_restored", pa.int64()), ("records", pa.string()),
+                      ("log", pa.list_(pa.string()))])
+
+
+class SequenceWorker:
+    """A Ray Data callable class: one job per actor, built once; a call gets a whole sequence (one row per frame, in
+    order), runs ``job.video`` on it and yields its events (files to write, frame outcomes, then the totals) in
+    blocks as they come."""
+
+    def __init__(self, make_job: Callable[..., object], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)  # CPU sums depend on it (see RayOptions.cpus_per_worker)
+        self._events: queue.Queue | None = None
+        self.job = make_job(sink=self._sink)  # loads the model and the detector
+
+    def _sink(self, pending: PendingWrite) -> None:
+        self._events.put({"kind": "write", "path": str(pending.path), "data": pending.data,
+                          "overwrite": pending.overwrite, "keep_existing": pending.keep_existing})
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        crash_once_if_asked()
+        rows = batch.to_pylist()
+        index_of = {row["source"]: row["index"] for row in rows}
+        items = tuple(PlannedOutput(Path(r["source"]), Path(r["relative"]), Path(r["target"])) for r in rows)
+        events: queue.Queue = queue.Queue(maxsize=QUEUED_EVENTS)
+        self._events = events
+        job = self.job
+        job.plan = replace(job.plan, items=items)
+        job.summary = _ReportingSummary(images=len(items), report=lambda _line: None, emit=events.put)
+        if getattr(job, "face_records", None) is not None:
+            job.face_records.clear()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                job.video(_NoBar())
+            except BaseException as exc:  # noqa: BLE001 - raised again below, in the task, for Ray to retry
+                failure.append(exc)
+            finally:
+                events.put(_END)
+
+        collect = WarningCollector()
+        logging.getLogger().addHandler(collect)
+        thread = threading.Thread(target=work, name="gpen-sequence", daemon=True)
+        thread.start()
+        try:
+            block: list[dict] = []
+            frames = 0
+            while (event := events.get()) is not _END:
+                if event["kind"] == "outcome":
+                    event["index"] = index_of[event.pop("source")]
+                    frames += 1
+                block.append(event)
+                if frames >= FRAMES_PER_BLOCK:
+                    yield pa.Table.from_pylist(block, schema=_event_schema())
+                    block, frames = [], 0
+            thread.join()
+        finally:
+            logging.getLogger().removeHandler(collect)
+        if failure:
+            raise failure[0]
+        block.append({"kind": "end", "faces_found": job.summary.faces_found,
+                      "faces_restored": job.summary.faces_restored,
+                      "records": json.dumps(getattr(job, "face_records", None) or []),
+                      "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines]})
+        yield pa.Table.from_pylist(block, schema=_event_schema())
+
+
+def run_sequence_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], *, summary: JobSummary,
+                        options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None,
+                        records: list[dict] | None = None) -> None:
+    """Restore ``items`` (the frames of one sequence, in order) on one Ray actor and write their results here,
+    recording each frame in ``summary``.
+
+    ``make_job(sink=...)`` (picklable) returns an object with ``plan`` (an ``OutputPlan``; the worker gives it
+    ``items``), ``summary``, ``video(bar)`` (the local engine's sequence function, which records each frame in
+    ``summary`` and hands every file to ``sink``) and optionally ``face_records`` (appended to ``records``). Ray is
+    started or joined as ``run_on_ray`` does (``ray_engine.ray_session``); ``options.workers`` is not used.
+    """
+    with ray_session(options) as ray:
+        rows = [input_row(i, item) for i, item in enumerate(items)]
+        dataset = mapped(ray, rows, SequenceWorker, make_job, options=options, blocks=1, batch_size=None, actors=1)
+        driver = _SequenceDriver(items, summary=summary, on_done=on_done, records=records)
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            for row in batch.to_pylist():
+                driver.take(row)
+    fail_missing(items, driver.done, summary=summary, options=options, on_done=on_done)
+
+
+class _SequenceDriver:
+    """The driver's side of a sequence: writes each file once, counts each frame once (a sequence started again
+    after a worker died sends what came before again)."""
+
+    def __init__(self, items: Sequence[PlannedOutput], *, summary: JobSummary,
+                 on_done: Callable[[PlannedOutput], None] | None, records: list[dict] | None) -> None:
+        self.items, self.summary, self.on_done, self.records = items, summary, on_done, records
+        self.targets = {str(item.target.resolve()): index for index, item in enumerate(items)}
+        self.held: dict[int, dict[str, PendingWrite]] = {}  # a frame's image, until its outcome arrives
+        self.written: set[str] = set()
+        self.done: set[int] = set()
+        self.ended = False
+
+    def take(self, row: dict) -> None:
+        kind = row["kind"]
+        if kind == "write":
+            self._file(row)
+        elif kind == "outcome":
+            self._frame(row)
+        elif not self.ended:
+            self.ended = True
+            for line in row["log"]:
+                level, name, text = line.split("\t", 2)
+                logging.getLogger(name).log(int(level), "%s", text)
+            self.summary.faces_found += row["faces_found"]
+            self.summary.faces_restored += row["faces_restored"]
+            if self.records is not None:
+                self.records += json.loads(row["records"])
+
+    def _file(self, row: dict) -> None:
+        path = row["path"]
+        if path in self.written:
+            return
+        pending = PendingWrite(Path(path), row["data"], overwrite=row["overwrite"], keep_existing=row["keep_existing"])
+        index = self.targets.get(path)
+        if index is None:  # a crop or a preview: written now, as the local engine does
+            pending.write()
+            self.written.add(path)
+        elif index not in self.done:  # sent again by a sequence run again: the later copy replaces the earlier
+            self.held.setdefault(index, {})[path] = pending
+
+    def _frame(self, row: dict) -> None:
+        index = row["index"]
+        if index in self.done:
+            return
+        self.done.add(index)
+        item = self.items[index]
+        outcome = Outcome(row["outcome"])
+        writes = list(self.held.pop(index, {}).values())
+        if outcome in (Outcome.SKIPPED, Outcome.FAILED):
+            self.summary.record(item.source, outcome, row["reason"], bad_input=row["bad_input"])
+        else:
+            def write(_item: PlannedOutput) -> Outcome:
+                for pending in writes:
+                    pending.write()
+                    self.written.add(str(pending.path))
+                return outcome
+
+            run_each([item], write, summary=self.summary)
+        if self.on_done is not None:
+            self.on_done(item)
