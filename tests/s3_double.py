@@ -33,6 +33,7 @@ def s3_server(folder: Path, prefix: str) -> Iterator[tuple[str, object]]:
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    client = None
     try:
         host, port = server.get_host_and_port()
         endpoint = f"{host}:{port}"
@@ -44,4 +45,10 @@ def s3_server(folder: Path, prefix: str) -> Iterator[tuple[str, object]]:
                                   Body=path.read_bytes())
         yield endpoint, client
     finally:
+        # moto keeps its buckets in the process, not in the server: empty them so the next server starts bare
+        if client is not None:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+                for item in page.get("Contents", []):
+                    client.delete_object(Bucket=BUCKET, Key=item["Key"])
+            client.delete_bucket(Bucket=BUCKET)
         server.stop()
