@@ -1,8 +1,10 @@
 """The detector interface: batched detection on ``[B, 3, H, W]`` RGB 0..1, coordinates in the input's pixels.
 
-A backend implements ``_detect_batch`` on a batch at one working resolution. This base class validates the input,
-picks the working resolutions (``multiscale.py``: large images are detected on a downscaled copy, very large faces on
-a further reduced one), maps coordinates back, merges the passes and builds ``DetectedFace`` records.
+A backend implements ``_detect_table`` (the torch backends: one table for the batch, kept on the device,
+``batched.py``) or ``_detect_batch`` (rows per image on the host) on a batch at one working resolution. This base
+class validates the input, picks the working resolutions (``multiscale.py``: large images are detected on a
+downscaled copy, very large faces on a further reduced one), moves the tables of every chunk and pass to the host in
+one transfer, maps coordinates back, merges the passes and builds ``DetectedFace`` records.
 """
 
 from __future__ import annotations
@@ -175,10 +177,11 @@ class FaceDetector(ABC):
                     # [b, 3, h, w] -> [b, 3, *size], each pass from the previous one (cheap on huge frames);
                     # antialiased so that a downscale keeps the faces clean
                     work = F.interpolate(work, size=size, mode="bilinear", antialias=True, align_corners=False)
+                clipped = work.clamp(0.0, 1.0)
                 with torch.no_grad():
-                    table = self._detect_table(work.clamp(0.0, 1.0), threshold)
-                    if table is None:
-                        found[level].extend(self._detect_batch(work.clamp(0.0, 1.0), threshold))
+                    table = self._detect_table(clipped, threshold)
+                    if table is None:  # a backend on the host (OpenCV): rows per image
+                        found[level].extend(self._detect_batch(clipped, threshold))
                         continue
                 table[:, 0] += start  # chunk -> batch image index
                 tables.append(F.pad(table, (1, 0), value=float(level)))  # [M, 17]

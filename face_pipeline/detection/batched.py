@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import DetectorError
 from .multiscale import ROW_WIDTH, empty_rows
 
 TABLE_WIDTH = 1 + ROW_WIDTH  # image index, then a row
@@ -71,7 +72,12 @@ def select(boxes: torch.Tensor, points: torch.Tensor, scores: torch.Tensor, *, t
     same image (IoU on the corner coordinates, ``(x2 - x1) * (y2 - y1)`` areas). Rows are ordered by descending score
     over the whole batch, so each image's rows are too.
     """
-    from torchvision.ops import nms
+    try:
+        from torchvision.ops import nms
+    except ImportError as exc:
+        raise DetectorError("the torch detectors need torchvision for their non-maximum suppression, and it is not "
+                            "installed: pip install torchvision (the build matching your torch), or use the "
+                            "yunet_opencv detector") from exc
 
     batch, count = scores.shape
     passing = scores > threshold
