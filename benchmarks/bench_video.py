@@ -2,14 +2,18 @@
 
     python benchmarks/bench_video.py --device cuda --sizes 512 2048 --batches 1 4 16 --frames 64
     python benchmarks/bench_video.py --device cpu --sizes 512 --batches 1 4 --frames 8     # keep CPU runs short
+    python benchmarks/bench_video.py --device cpu --batches 1 4 16 \
+        --weights tests/data/gpen/compact/compact_512_cm2_n0.0625_s64.safetensors     # a small real model
 
 The clip is made from one shared photo (default ../shared/faces/grace_hopper.jpg): N frames of 1920x1080, the photo
 scaled up ~1.4x and drifting a few pixels and a few percent in size from frame to frame on a grey background, one
-face per frame. The frames live on ``--device`` and every stage runs there: kornia YuNet detection batched over the
-frames (``--detector``; on the CPU the default is OpenCV YuNet, much faster there), the batched alignment warp, restore in batches of
-``--batch`` faces, paste-back at 1x. GPEN weights are random but full-size (the released configuration for each
-size), so the restore costs what a real model costs; the outputs are not meaningful images. Precision: fp16 on
-CUDA, fp32 on the CPU (``--dtype`` to change it).
+face per frame. The frames live on ``--device`` and every stage runs there: detection batched over the frames
+(``--detector``, default kornia YuNet: network, decode, score filter and one NMS for the whole batch on the device,
+one transfer of the results; ``yunet_opencv`` runs image by image on the CPU), the batched alignment warp, restore
+in batches of ``--batches`` faces, paste-back at 1x. GPEN weights are random but full-size (the released
+configuration for each size), so the restore costs what a real model costs; the outputs are not meaningful images;
+``--weights FILE`` runs a GPEN checkpoint instead (e.g. the small compact test models in tests/data/gpen/compact,
+for a quick CPU run). Precision: fp16 on CUDA, fp32 on the CPU (``--dtype`` to change it).
 
 Per row: frames per second over the timed frames (after one warm-up batch that builds derived weights, tunes cuDNN
 and compiles kernels; on the CPU one warm-up frame), the time per frame of each stage (on CUDA each stage ends with
@@ -40,7 +44,7 @@ from face_pipeline.detection import load_detector  # noqa: E402
 from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
 from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
-from gpen_arch import load_gpen  # noqa: E402
+from gpen_arch import load_gpen, load_gpen_file  # noqa: E402
 from gpen_arch.precision import DTYPES, choose_dtype  # noqa: E402
 
 STAGES = ("detect", "align", "restore", "paste")
@@ -121,8 +125,11 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: auto (fp16 on CUDA and MPS, fp32 on the CPU: gpen_arch/precision.py)")
     parser.add_argument("--image", default=str(REPO_ROOT.parent / "shared" / "faces" / "grace_hopper.jpg"))
-    parser.add_argument("--detector", default=None,
-                        help="default: yunet (kornia, on the device) on CUDA, yunet_opencv (faster there) on the CPU")
+    parser.add_argument("--detector", default="yunet",
+                        help="yunet (kornia, batched on the device; default), retinaface_mobile0.25, "
+                             "retinaface_resnet50 (batched too), yunet_opencv (image by image on the CPU)")
+    parser.add_argument("--weights", default=None,
+                        help="a GPEN checkpoint to run instead of random full-size weights (its size replaces --sizes)")
     parser.add_argument("--detector-dir", default=str(REPO_ROOT.parent / "shared" / "detectors"))
     parser.add_argument("--network-runs", type=int, default=None, help="runs of the network-alone timing")
     parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
@@ -133,20 +140,25 @@ def main() -> None:
     dtype = choose_dtype(args.dtype or "auto", device)
     frames_wanted = args.frames or (64 if device.type == "cuda" else max(args.batches))
     network_runs = args.network_runs or (10 if device.type == "cuda" else 1)
-    args.detector = args.detector or ("yunet" if device.type == "cuda" else "yunet_opencv")
     detector = load_detector(args.detector, weights_dir=args.detector_dir, device=device)
     photo = load_image(args.image)
     clip = make_clip(photo, frames_wanted + max(args.batches), device=device)  # + one warm-up batch
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; clip {frames_wanted} frames of "
-          f"{clip.shape[-1]}x{clip.shape[-2]} from {Path(args.image).name}, detector {args.detector}, "
-          f"{str(dtype).replace('torch.', '')}, random full-size GPEN weights"
+          f"{clip.shape[-1]}x{clip.shape[-2]} from {Path(args.image).name}, detector {args.detector}"
+          f" ({'batched on the device' if detector.module is not None else 'image by image on the CPU'}), "
+          f"{str(dtype).replace('torch.', '')}, "
+          f"{Path(args.weights).name if args.weights else 'random full-size GPEN weights'}"
           f"{', CUDA graphs' if args.cuda_graphs else ''}")
     print(f"{'model':>9} {'batch':>5} {'frames':>6} {'frames/s':>9} "
           + " ".join(f"{stage + ' ms':>10}" for stage in STAGES)
           + f" {'network ms':>10} {'overhead':>8}")
-    for size in args.sizes:
-        model = load_gpen(_random_state_dict(size, 0), device=device, dtype=dtype)
+    for size in [None] if args.weights else args.sizes:
+        if args.weights:
+            model = load_gpen_file(args.weights, device=device, dtype=dtype)
+            size = model.config.size
+        else:
+            model = load_gpen(_random_state_dict(size, 0), device=device, dtype=dtype)
         apply_gpu_options(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
         network = None  # seconds per face of the network alone (on the CPU measured once: face by face anyway)
         for batch in args.batches:

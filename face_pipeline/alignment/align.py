@@ -1,7 +1,9 @@
 """Aligned square crops of detected faces: landmarks -> similarity onto a template -> batched warp.
 
 Crops are ``[F, 3, S, S]`` float32 RGB 0..1 on the images' device; each image is sampled once for all of its faces
-(``warp_from_one_image``), so many faces on a large frame never copy the frame per face.
+(the K grids side by side, as ``warp_from_one_image``), so many faces on a large frame never copy the frame per face.
+The matrices are computed on the host (float64) and reach the device in one copy for the whole batch: no host sync
+per image or per face.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..types import DetectedFace, FaceBatch
 from .templates import TEMPLATES, template_points
 from .transform import invert_affine, similarity_transform
-from .warp import warp_from_one_image, warp_images
+from .warp import INTERPOLATIONS, sampling_thetas, warp_images
 
 MIN_SIZE, MAX_SIZE = 16, 4096
 
@@ -38,12 +41,30 @@ def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: tor
         # one face per image, in image order (a video with one face per frame): one batched warp of the images
         # as they are, no per-image launches or index copies; grid_sample samples each pair alone, as below
         return warp_images(images, affines, (size, size), interpolation=interpolation).float().clamp_(0, 1)
-    crops = torch.empty((len(faces), images.shape[1], size, size), dtype=torch.float32, device=images.device)
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+    if not faces:
+        return torch.empty((0, images.shape[1], size, size), dtype=torch.float32, device=images.device)
+    order = sorted(range(len(faces)), key=lambda i: faces[i].image_index)  # faces grouped by image, stable
+    matrices = affines.detach().cpu().double() if isinstance(affines, torch.Tensor) else affines  # host already
+    thetas = sampling_thetas(np.asarray(matrices, np.float64)[order], in_size=tuple(images.shape[-2:]),
+                             out_size=(size, size))  # [F, 2, 3] float64, host
+    theta = torch.as_tensor(thetas, dtype=torch.float32).to(images.device)  # the one host -> device copy
+    dtype = images.dtype if images.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
+    pieces, start = [], 0
     for index in sorted({f.image_index for f in faces}):
-        members = [i for i, f in enumerate(faces) if f.image_index == index]
-        warped = warp_from_one_image(images[index], affines[members], (size, size), interpolation=interpolation)
-        crops[members] = warped.float().clamp_(0, 1)
-    return crops
+        count = sum(1 for f in faces if f.image_index == index)
+        grid = F.affine_grid(theta[start:start + count], [count, 1, size, size], align_corners=False)  # [K, S, S, 2]
+        grid = grid.permute(1, 0, 2, 3).reshape(1, size, count * size, 2)  # the K grids side by side
+        out = F.grid_sample(images[index][None].to(dtype), grid.to(dtype), mode=interpolation, padding_mode="zeros",
+                            align_corners=False)  # [1, C, S, K*S]
+        pieces.append(out.reshape(images.shape[1], size, count, size).permute(2, 0, 1, 3))  # [K, C, S, S]
+        start += count
+    grouped = torch.cat(pieces).float().clamp_(0, 1)  # [F, C, S, S] in grouped order
+    if order == list(range(len(faces))):
+        return grouped
+    position = {face: slot for slot, face in enumerate(order)}
+    return torch.stack([grouped[position[i]] for i in range(len(faces))])  # views of the device tensor: no copy in
 
 
 def align_faces(

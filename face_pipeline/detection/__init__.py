@@ -5,7 +5,8 @@
 
 Files: ``base.py`` (the ``FaceDetector`` interface, input checks, working resolutions), ``multiscale.py`` (the
 resolution pyramid and the merge of its passes), ``rotations.py`` (faces on their side: ``detect_faces`` retries
-on the image turned by 90/180/270 degrees), ``weights.py`` (weight files: table, lookup, verified download),
+on the image turned by 90/180/270 degrees), ``batched.py`` (the torch backends' decode, score filter and NMS for a
+whole batch on its device), ``weights.py`` (weight files: table, lookup, verified download),
 one file per backend, ``bundled/`` (the OpenCV YuNet weights shipped with the pack, and their licence). Backend
 libraries are imported only when a detector is built.
 """

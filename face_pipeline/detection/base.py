@@ -1,15 +1,17 @@
 """The detector interface: batched detection on ``[B, 3, H, W]`` RGB 0..1, coordinates in the input's pixels.
 
-A backend implements ``_detect_batch`` on a batch at one working resolution. This base class validates the input,
-picks the working resolutions (``multiscale.py``: large images are detected on a downscaled copy, very large faces on
-a further reduced one), maps coordinates back, merges the passes and builds ``DetectedFace`` records.
+A backend implements ``_detect_table`` (the torch backends: one table for the batch, kept on the device,
+``batched.py``) or ``_detect_batch`` (rows per image on the host) on a batch at one working resolution. This base
+class validates the input, picks the working resolutions (``multiscale.py``: large images are detected on a
+downscaled copy, very large faces on a further reduced one), moves the tables of every chunk and pass to the host in
+one transfer, maps coordinates back, merges the passes and builds ``DetectedFace`` records.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from abc import ABC, abstractmethod
+from abc import ABC
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidImageError
 from ..types import DetectedFace
+from .batched import split_by_image
 from .multiscale import ROW_WIDTH, box_iou, empty_rows, merge_passes, pass_sides
 
 logger = logging.getLogger(__name__)
@@ -105,7 +108,7 @@ class FaceDetector(ABC):
                 f"detect() expects float images in 0..1, got {images.dtype}; convert with images.float() / 255")
         if images.numel() == 0:
             return images.float()
-        low, high = (float(v) for v in torch.aminmax(images.float()))  # NaN propagates into both
+        low, high = torch.stack(torch.aminmax(images.float())).tolist()  # one host sync; NaN propagates into both
         if not (math.isfinite(low) and math.isfinite(high)):
             raise InvalidImageError("the images contain NaN or infinite values; detection needs finite RGB in 0..1")
         if high > 1.5 or low < -0.5:
@@ -125,12 +128,26 @@ class FaceDetector(ABC):
     def _moved_to(self, device: torch.device) -> None:
         """Move what the backend keeps outside its network's parameters and buffers (nothing by default)."""
 
-    @abstractmethod
+    #: at most this many rows per image and pass (after NMS, best first); None: all
+    keep_top_k: int | None = None
+
+    def _detect_table(self, images: torch.Tensor, threshold: float) -> torch.Tensor | None:
+        """The torch backends' batched form: detect on ``images`` ``[b, 3, h, w]`` float32 RGB 0..1 (on
+        ``self.device``) and return one ``[M, 16]`` float32 table on that device (``batched.py``: image index, then
+        x1, y1, x2, y2, score, five (x, y) landmarks in the pixels of ``images``), rows in descending score, with no
+        host sync that grows with the batch. None (the default): the backend has only ``_detect_batch``."""
+        return None
+
     def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
         """Detect on ``images`` ``[b, 3, h, w]`` float32 RGB 0..1 (on ``self.device``), at their own resolution.
 
         Returns ``b`` float32 arrays ``[N, 15]``: x1, y1, x2, y2, score, then the five (x, y) landmarks in
-        ``LANDMARK_NAMES`` order, in the pixels of ``images``."""
+        ``LANDMARK_NAMES`` order, in the pixels of ``images``. Backends without ``_detect_table`` override this;
+        for the others it is ``_detect_table`` moved to the host and split by image."""
+        table = self._detect_table(images, threshold)
+        if table is None:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _detect_table nor _detect_batch")
+        return split_by_image(table.cpu().numpy(), images.shape[0], keep_top_k=self.keep_top_k)
 
     def first_side(self, long_side: int) -> int:
         """Long side of the first working copy of an image whose long side is ``long_side`` (never upscaled)."""
@@ -149,7 +166,10 @@ class FaceDetector(ABC):
             sizes.append(size)
         if not sizes:
             return [empty_rows() for _ in range(images.shape[0])]
-        found: list[list[np.ndarray]] = [[] for _ in sizes]  # [pass][image] -> rows in original pixels
+        batch = images.shape[0]
+        found: list[list[np.ndarray]] = [[] for _ in sizes]  # [pass][image] -> rows in the pass's pixels
+        tables: list[torch.Tensor] = []  # the torch backends': [M, 17] pass, image, row, all on the device
+        start = 0
         for chunk in self._chunks(images, sizes[0]):
             work = chunk.to(self.device)
             for level, size in enumerate(sizes):
@@ -157,13 +177,24 @@ class FaceDetector(ABC):
                     # [b, 3, h, w] -> [b, 3, *size], each pass from the previous one (cheap on huge frames);
                     # antialiased so that a downscale keeps the faces clean
                     work = F.interpolate(work, size=size, mode="bilinear", antialias=True, align_corners=False)
+                clipped = work.clamp(0.0, 1.0)
                 with torch.no_grad():
-                    rows = self._detect_batch(work.clamp(0.0, 1.0), threshold)
-                sx, sy = size[1] / width, size[0] / height
-                found[level].extend(self._unscale(r, sx, sy) for r in rows)
+                    table = self._detect_table(clipped, threshold)
+                    if table is None:  # a backend on the host (OpenCV): rows per image
+                        found[level].extend(self._detect_batch(clipped, threshold))
+                        continue
+                table[:, 0] += start  # chunk -> batch image index
+                tables.append(F.pad(table, (1, 0), value=float(level)))  # [M, 17]
+            start += chunk.shape[0]
+        if tables:  # one transfer to the host for every chunk and pass
+            everything = torch.cat(tables).cpu().numpy()
+            for level in range(len(sizes)):
+                found[level] = split_by_image(everything[everything[:, 0] == level, 1:], batch,
+                                              keep_top_k=self.keep_top_k)
         scales = [size[1] / width for size in sizes]
-        return [merge_passes([level[i] for level in found], scales, self.reliable_face)
-                for i in range(images.shape[0])]
+        return [merge_passes([self._unscale(level[i], size[1] / width, size[0] / height)
+                              for level, size in zip(found, sizes)], scales, self.reliable_face)
+                for i in range(batch)]
 
     @staticmethod
     def _chunks(images: torch.Tensor, size: tuple[int, int]):

@@ -2,7 +2,9 @@
 
 facexlib's ``init_detection_model`` would download into its own folder when the file is not where it looks, so the
 network is built from facexlib's ``RetinaFace`` class and our file is loaded into it with ``weights_only=True``.
-Detection goes through ``RetinaFace.batched_detect_faces``: the batch stays on the detector's device.
+Detection runs that network on the whole batch and decodes, filters and suppresses on its device (``batched.py``):
+facexlib's ``batched_detect_faces`` copies each image's boxes to the CPU for its NMS, a host sync per image, and
+rebuilds its prior boxes in Python on every call.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ import logging
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from . import batched
 from .base import FaceDetector
-from .multiscale import empty_rows
 from .weights import load_strict, read_detector_state_dict
 
 logger = logging.getLogger(__name__)
@@ -60,17 +61,23 @@ class RetinaFaceDetector(FaceDetector):
             return min(long_side, self.max_side)
         return OFFICIAL_SIDE if long_side > OFFICIAL_LIMIT else long_side
 
-    def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
-        # [b, 3, h, w] RGB 0..1 -> [b, h, w, 3] BGR 0..255 on uint8 levels, the input facexlib expects
-        frames = torch.round(images.flip(1) * 255.0).permute(0, 2, 3, 1)
-        boxes, points = self.model.batched_detect_faces(
-            frames, conf_threshold=threshold, nms_threshold=NMS_THRESHOLD, use_origin_size=True)
-        out = []
-        for box, point in zip(boxes, points):
-            if len(box) == 0:
-                out.append(empty_rows())
-                continue
-            # facexlib: box rows x1, y1, x2, y2, score; landmark rows x1, y1, ..., x5, y5 (interleaved)
-            out.append(np.concatenate([np.asarray(box, np.float32).reshape(-1, 5),
-                                       np.asarray(point, np.float32).reshape(-1, 10)], axis=1))
-        return out
+    def _detect_table(self, images: torch.Tensor, threshold: float) -> torch.Tensor:
+        # [b, 3, h, w] RGB 0..1 -> BGR on 0..255 uint8 levels minus the mean colour, facexlib's input
+        inputs = torch.round(images.flip(1) * 255.0) - self.model.mean_tensor
+        height, width = inputs.shape[-2:]
+        loc, conf, landmarks = self.model(inputs)  # [b, P, 4], [b, P, 2] (softmax), [b, P, 10]
+        loc, landmarks = loc.float(), landmarks.float()
+        priors = batched.cached(("priors", self.name, height, width), lambda: self._priors(height, width),
+                                loc.device, loc.dtype)  # [P, 4]
+        scale = batched.cached(("scale", self.name, width, height),
+                               lambda: torch.tensor([float(width), float(height)] * 5),
+                               loc.device, loc.dtype)  # [10]
+        variances = tuple(self.model.cfg["variance"])
+        boxes = batched.decode_boxes(loc, priors, variances) * scale[:4]  # [b, P, 4] pixels
+        points = batched.decode_points(landmarks, priors, variances[0]) * scale  # [b, P, 10] pixels
+        return batched.select(boxes, points, conf[..., 1].float(), threshold=threshold, nms_threshold=NMS_THRESHOLD)
+
+    def _priors(self, height: int, width: int) -> torch.Tensor:
+        from facexlib.detection.retinaface_utils import PriorBox
+
+        return PriorBox(self.model.cfg, image_size=(height, width)).forward()

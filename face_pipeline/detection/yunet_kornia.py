@@ -1,8 +1,10 @@
 """kornia's YuNet: small, pure torch, batched on the detector's device. Weights come from our folder, never torch.hub.
 
 ``kornia.contrib.FaceDetector()`` always fetches its weights through torch.hub, so the YuNet network is built with
-``pretrained=False``, our state dict is loaded into it, and kornia's detector (for its prior boxes, decoding and
-NMS) is wrapped around that network without running its own constructor.
+``pretrained=False``, our state dict is loaded into it, and kornia's detector is wrapped around that network without
+running its own constructor (it is the module a host application moves between devices, and the reference the
+tests hold our post-processing against). Detection runs the network and then ``batched.py`` on the whole batch:
+kornia's own ``postprocess`` loops over the images and its NMS over the kept boxes, a host sync in every step.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import batched
 from .base import FaceDetector
-from .multiscale import empty_rows
 from .weights import load_strict, read_detector_state_dict
 
 #: settings of kornia's ``FaceDetector`` (its defaults; the confidence threshold is set per call)
 TOP_K, NMS_THRESHOLD, KEEP_TOP_K = 5000, 0.3, 750
+MIN_SIZES = ((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))  # prior box sides per feature map
+STEPS = (8, 16, 32, 64)
+VARIANCES = (0.1, 0.2)
 MIN_NETWORK_SIDE = 64  # smaller inputs make YuNet's last pooling fail
 
 
@@ -30,9 +35,9 @@ def _kornia_detector(network: torch.nn.Module) -> torch.nn.Module:
     # The attributes kornia's constructor sets (kornia 0.9); postprocess() reads them.
     reference.top_k, reference.nms_threshold, reference.keep_top_k = TOP_K, NMS_THRESHOLD, KEEP_TOP_K
     reference.confidence_threshold = 0.6
-    reference.min_sizes = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
-    reference.steps = [8, 16, 32, 64]
-    reference.variance = [0.1, 0.2]
+    reference.min_sizes = [list(sizes) for sizes in MIN_SIZES]
+    reference.steps = list(STEPS)
+    reference.variance = list(VARIANCES)
     reference.clip = False
     reference.config = {"name": "YuNet", "min_sizes": reference.min_sizes, "steps": reference.steps,
                         "variance": reference.variance, "clip": reference.clip}
@@ -67,18 +72,29 @@ class KorniaYuNetDetector(FaceDetector):
         load_strict(network, state, path=weights, what="kornia YuNet")
         self.detector = self.module = _kornia_detector(network).to(self.device).eval()
 
-    def _detect_batch(self, images: torch.Tensor, threshold: float) -> list[np.ndarray]:
-        self.detector.confidence_threshold = threshold
+    keep_top_k = KEEP_TOP_K
+
+    def _detect_table(self, images: torch.Tensor, threshold: float) -> torch.Tensor:
         height, width = images.shape[-2:]
         if min(height, width) < MIN_NETWORK_SIDE:  # its six poolings need 64 px: pad right/bottom with black
             pad = (0, max(0, MIN_NETWORK_SIDE - width), 0, max(0, MIN_NETWORK_SIDE - height))
             images = torch.nn.functional.pad(images, pad)
-        found = self.detector(images * 255.0)  # b tensors [N, 15]: x1 y1 x2 y2, five (x, y), score
-        out = []
-        for rows in found:
-            rows = rows.detach().float().cpu().numpy()
-            if len(rows) == 0:
-                out.append(empty_rows())
-                continue
-            out.append(np.concatenate([rows[:, :4], rows[:, 14:15], rows[:, 4:14]], axis=1).astype(np.float32))
-        return out
+        height, width = images.shape[-2:]
+        # kornia's input: RGB 0..255, which its preprocess turns to BGR; the network itself takes BGR 0..255
+        out = self.detector.model((images * 255.0).flip(1))  # loc [B, P, 14], conf [B, P, 2], iou [B, P, 1]
+        loc, conf, iou = out["loc"], out["conf"], out["iou"]
+        priors = batched.cached(("priors", "yunet", height, width), lambda: self._priors(height, width),
+                                loc.device, loc.dtype)  # [P, 4]
+        scale = batched.cached(("scale", self.name, width, height),
+                               lambda: torch.tensor([float(width), float(height)] * 7),
+                               loc.device, loc.dtype)  # [14]: x, y for the box corners and five landmarks
+        boxes = batched.decode_boxes(loc[..., :4], priors, VARIANCES) * scale[:4]  # [B, P, 4] pixels
+        points = batched.decode_points(loc[..., 4:14], priors, VARIANCES[0]) * scale[4:]  # [B, P, 10] pixels
+        scores = (conf[..., 1] * iou[..., 0].clamp(0.0, 1.0)).sqrt()  # [B, P]
+        return batched.select(boxes, points, scores, threshold=threshold, nms_threshold=NMS_THRESHOLD, top_k=TOP_K)
+
+    @staticmethod
+    def _priors(height: int, width: int) -> torch.Tensor:
+        from kornia.models.yunet.processors import PriorBox
+
+        return PriorBox([list(s) for s in MIN_SIZES], list(STEPS), False, image_size=(height, width))()
