@@ -173,8 +173,8 @@ class GPEN(nn.Module):
         """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces, on the
         device the model is on, as its plan runs there (on the CPU the largest layers run in strips: ``bands.py``)."""
         dtype = self._param_dtype() if dtype is None else dtype
-        banded = self.plan(self.final_linear[0].weight.device, dtype).banded
-        return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype, banded=banded)
+        plan = self.plan(self.final_linear[0].weight.device, dtype)
+        return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype, plan=plan)
 
 
 def _raise_not_finite() -> None:

@@ -44,6 +44,7 @@ class DerivedWeights:
     def __init__(self) -> None:
         self._entries: dict[Hashable, tuple[tuple, Any]] = {}
         self.generation = 0  # bumped whenever an entry is (re)built or the cache is emptied
+        self.building = 0  # > 0 while an entry is built (memory.py tells derived weights from activations)
 
     stamp = staticmethod(stamp)
 
@@ -53,7 +54,11 @@ class DerivedWeights:
         entry = self._entries.get(key)
         if entry is not None and entry[0] == mark:
             return entry[1]
-        value = build()
+        self.building += 1
+        try:
+            value = build()
+        finally:
+            self.building -= 1
         self._entries[key] = (mark, value)
         self.generation += 1
         return value
