@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_gpen
 
 from gpen_arch import GPEN, GPENConfig
 from gpen_arch.ops import modulated_conv, upfirdn2d
 
 CONFIG = GPENConfig(size=32, channel_multiplier=1, narrow=0.125)
-
-
-def random_model(seed: int) -> GPEN:
-    torch.manual_seed(seed)
-    model = GPEN(CONFIG)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("noise.weight") or (name.endswith("bias") and "modulation" not in name):
-                param.uniform_(0.1, 0.5)
-    return model.eval()
 
 
 def folding(model: GPEN, subpixel: bool) -> GPEN:
@@ -29,7 +20,7 @@ def folding(model: GPEN, subpixel: bool) -> GPEN:
 
 @pytest.mark.parametrize("subpixel", [False, True])
 def test_built_once_and_counted(monkeypatch, subpixel):
-    model = folding(random_model(0), subpixel)
+    model = folding(random_gpen(CONFIG, seed=0), subpixel)
     folds = []
     original = upfirdn2d.fold_blur_into_transposed_conv
     for module in (upfirdn2d, modulated_conv):  # the encoder's folds and the decoder's
@@ -48,8 +39,8 @@ def test_built_once_and_counted(monkeypatch, subpixel):
 
 
 def test_rebuilt_when_weights_change_and_dropped_when_moved():
-    model = folding(random_model(0), True)
-    other = random_model(1)
+    model = folding(random_gpen(CONFIG, seed=0), True)
+    other = random_gpen(CONFIG, seed=1)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         model(x)
@@ -64,7 +55,7 @@ def test_rebuilt_when_weights_change_and_dropped_when_moved():
 
 
 def test_only_the_small_tables_where_nothing_folds():
-    model = random_model(0)
+    model = random_gpen(CONFIG, seed=0)
     with torch.no_grad():
         model(torch.zeros(1, 3, 32, 32))
     assert len(model.derived_weights) > 0  # style table, demodulation norms, scaled mapping weights
@@ -75,7 +66,7 @@ def test_only_the_small_tables_where_nothing_folds():
 def test_model_built_under_inference_mode():
     # ComfyUI runs nodes under torch.inference_mode(): its parameters are inference tensors, with no version counter
     with torch.inference_mode():
-        model = folding(random_model(0), True)
+        model = folding(random_gpen(CONFIG, seed=0), True)
         assert model.final_linear[0].weight.is_inference()
         x = torch.rand(1, 3, 32, 32) * 2 - 1
         first = model(x)
