@@ -1,7 +1,8 @@
 """What several test files (and the benchmarks) build the same way: random GPEN weights, the test photos.
 
-Tests import it as ``from helpers import ...`` (pytest puts ``tests/`` on the import path, as for ``conftest``);
-the benchmarks as ``from tests.helpers import ...`` with the repository root on the path. Importing it loads nothing.
+Tests import it as ``from helpers import ...`` (pytest puts ``tests/`` on the import path, as for ``conftest``).
+Importing it loads nothing. The benchmarks draw the same random weights with ``benchmarks/bench_gpen.py``'s
+``_random_state_dict`` (``test_helpers.py`` holds the two equal), so they run without the test suite.
 """
 
 from __future__ import annotations

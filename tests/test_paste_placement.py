@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import data_file
+from helpers import load_photo, official_landmarks
 
 from face_pipeline.alignment import align_faces
 from face_pipeline.alignment.warp import sampling_thetas
@@ -25,13 +24,9 @@ RESTORED = 256  # the restored side: twice the crops', so small faces are shrunk
 def batch():
     """Seven faces on three images (the Grace Hopper photo, a mirrored darker copy, a grey copy): moved, scaled by
     0.25 to 1.2 and rolled by -10 to 90 degrees, some overlapping; restored faces are random."""
-    import cv2
-
-    rgb = cv2.cvtColor(cv2.imread(str(data_file("faces", "grace_hopper.jpg"))), cv2.COLOR_BGR2RGB)
-    image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    image = load_photo("grace_hopper.jpg")
     images = torch.cat([image, image.flip(-1) * 0.9, image.mean(1, keepdim=True).expand(-1, 3, -1, -1)])
-    points = np.asarray(json.loads(data_file("gpen", "alignment", "alignment.json").read_text())
-                        ["grace_hopper.jpg"]["landmarks_xy"])
+    points = official_landmarks("grace_hopper.jpg")
 
     def face(index, scale, dx, dy, degrees):
         turn = np.radians(degrees)

@@ -6,7 +6,7 @@ OpenCV's YuNet start to do the same above about 550 px. Small faces, on the othe
 runs on a small pyramid: the first pass at the backend's working size (where small faces are found), then passes at
 half, a quarter, ... of it until a face filling the whole picture would be of a reliable size. Each pass vouches only
 for a band of face sizes; the merge keeps the faces of the finest pass first and drops duplicates from the others.
-The extra passes cost about a third of the first one.
+The extra passes run on smaller copies and cost less than the first one (timings: the README's benchmark table).
 
 Rows are ``[N, 15]`` float32 arrays: x1, y1, x2, y2, score, then five (x, y) landmarks.
 """
