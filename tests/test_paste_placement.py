@@ -14,7 +14,7 @@ from face_pipeline.alignment import align_faces
 from face_pipeline.alignment.warp import sampling_thetas
 from face_pipeline.paste import paste_faces
 from face_pipeline.paste import placement as placement_module
-from face_pipeline.paste.placement import chunks, place_faces, plan_placements
+from face_pipeline.paste.placement import Placement, chunks, place_faces, plan_placements
 from face_pipeline.types import DetectedFace
 
 RESTORED = 256  # the restored side: twice the crops', so small faces are shrunk before sampling at scale 1
@@ -59,7 +59,8 @@ def test_plan_covers_every_face_and_shrinks_only_the_small_ones(batch):
 
 @pytest.mark.parametrize("with_masks", [False, True])
 @pytest.mark.parametrize("scale", [1, 2])
-def test_batched_placement_equals_per_face_placement(batch, scale, with_masks):
+def test_batched_placement_equals_per_face_placement(batch, scale, with_masks, monkeypatch):
+    monkeypatch.setattr(placement_module, "MAX_PADDING", float("inf"))  # all seven faces in one chunk
     placements = plan_placements(batch, scale=scale, size=RESTORED)
     masks = crop_masks_of(batch.restored) if with_masks else None
     options = dict(mask_type="ellipse", feather=0.1, masks=masks)
@@ -79,9 +80,10 @@ def test_batched_placement_equals_per_face_placement(batch, scale, with_masks):
             assert (mask - one.mask(0)).abs().max() < 2e-5
 
 
-def test_padded_crop_is_as_close_to_the_exact_warp_as_the_crop_alone(batch):
+def test_padded_crop_is_as_close_to_the_exact_warp_as_the_crop_alone(batch, monkeypatch):
     """The rounding a padded crop picks up is of the size today's float32 sampling already has: measured against
     the same warp in float64, the batched and the per-face sampling are equally far off."""
+    monkeypatch.setattr(placement_module, "MAX_PADDING", float("inf"))
     placements = plan_placements(batch, scale=1, size=RESTORED)
     together = next(place_faces(batch.restored, placements, mask_type="ellipse", feather=0.1))
     largest = max(p.side for p in placements)
@@ -106,6 +108,7 @@ def test_one_grid_sample_per_chunk(batch, monkeypatch):
     calls = []
     original = F.grid_sample
     monkeypatch.setattr(F, "grid_sample", lambda *a, **k: calls.append(a[0].shape[0]) or original(*a, **k))
+    monkeypatch.setattr(placement_module, "MAX_PADDING", float("inf"))
     placements = plan_placements(batch, scale=2, size=RESTORED)
     list(place_faces(batch.restored, placements, mask_type="rounded_rect", feather=0.1))
     assert calls == [7]  # all seven faces in one call
@@ -124,3 +127,20 @@ def test_one_grid_sample_per_chunk(batch, monkeypatch):
     calls.clear()
     paste_faces(batch, scale=2, color_correction=False)  # paste_faces samples through the same path
     assert calls == [7]
+
+
+def test_chunks_keep_faces_of_similar_size_together(batch):
+    """Every face of a chunk is sampled over the chunk's largest footprint: a chunk's padded area stays within
+    MAX_PADDING times its faces' own pixels, so a large face does not make the small ones cost as much as itself."""
+    placements = plan_placements(batch, scale=2, size=RESTORED)
+    runs = list(chunks(placements, max_bytes=2 ** 40, with_masks=False))
+    assert [p for run in runs for p in run] == placements
+    for run in runs:
+        padded = len(run) * max(p.height for p in run) * max(p.width for p in run)
+        assert len(run) == 1 or padded <= placement_module.MAX_PADDING * sum(p.height * p.width for p in run)
+    def sized(*sides):
+        return [Placement(face=i, image=0, side=64, matrix=np.eye(3)[:2], box=(0, 0, s, s)) for i, s in enumerate(sides)]
+
+    assert [len(run) for run in chunks(sized(100, 100, 98, 101, 100), max_bytes=2 ** 40, with_masks=False)] == [5]
+    assert [len(run) for run in chunks(sized(400, 100, 100, 100, 400), max_bytes=2 ** 40, with_masks=False)] \
+        == [1, 3, 1]  # a small face next to a large one is not sampled over the large one's footprint

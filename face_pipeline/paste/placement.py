@@ -5,7 +5,8 @@ matrix from the sampled crop to the output pixels and the footprint, the output 
 than ``MAX_SHRINK`` crop pixels per output pixel is first shrunk (antialiased), so a 2048 face pasted small does not
 alias. ``place_faces`` then samples every face at its footprint with ONE bicubic ``grid_sample`` per chunk of
 faces (and one bilinear for parsing masks; analytic masks are evaluated at the output pixels directly), on the faces'
-device, without a host sync per face. Chunks hold as many faces as ``max_bytes`` allows (at least one).
+device, without a host sync per face. Chunks hold as many faces as ``max_bytes`` allows (at least one), of similar
+footprint sizes (``chunks``).
 
 Batching: the faces of a chunk are stacked on a common input side (a shrunk crop lies zero-padded in the top-left of
 the largest one) and their footprints on a common output size (each face's grid, built by ``affine_grid`` exactly as
@@ -32,6 +33,7 @@ from .scale import face_zoom
 MAX_SHRINK = 2.0  # crop pixels per output pixel above which the crop is first shrunk (antialiased)
 MIN_SHRUNK_SIDE = 16  # the smallest side a crop is shrunk to
 CHUNK_BYTES = 256 * 2 ** 20  # default working memory of one chunk of faces (stacked crops, grids, samples)
+MAX_PADDING = 1.5  # a chunk's padded footprints may cover at most this many times its faces' own pixels
 OUTSIDE = -4.0  # grid value of the padding between footprints: far outside every crop (sampled as 0, never read)
 
 
@@ -108,17 +110,20 @@ def _chunk_bytes(count: int, side: int, height: int, width: int, with_masks: boo
 
 
 def chunks(placements: Sequence[Placement], *, max_bytes: int, with_masks: bool) -> Iterator[list[Placement]]:
-    """Consecutive runs of ``placements`` whose stacked working memory stays within ``max_bytes`` (at least one
-    placement per run)."""
+    """Consecutive runs of ``placements`` (at least one each) whose stacked working memory stays within
+    ``max_bytes`` and whose padded footprints cover at most ``MAX_PADDING`` times the faces' own pixels (every face
+    is sampled over the largest footprint of its run: faces of very different sizes go to different runs)."""
     run: list[Placement] = []
-    side = height = width = 0
+    side = height = width = pixels = 0
     for p in placements:
         grown = (max(side, p.side), max(height, p.height), max(width, p.width))
-        if run and _chunk_bytes(len(run) + 1, *grown, with_masks) > max_bytes:
+        count, own = len(run) + 1, pixels + p.height * p.width
+        if run and (_chunk_bytes(count, *grown, with_masks) > max_bytes
+                    or count * grown[1] * grown[2] > MAX_PADDING * own):
             yield run
-            run, grown = [], (p.side, p.height, p.width)
+            run, grown, own = [], (p.side, p.height, p.width), p.height * p.width
         run.append(p)
-        side, height, width = grown
+        (side, height, width), pixels = grown, own
     if run:
         yield run
 
