@@ -45,14 +45,10 @@ class _Reference:
 def export(size: int, path: Path, *, seed: int = 0) -> dict:
     import torch
 
-    from gpen_arch import GPEN, RELEASED_CONFIGS
+    from bench_gpen import _random_state_dict
+    from gpen_arch import load_gpen
 
-    torch.manual_seed(seed)
-    model = GPEN(RELEASED_CONFIGS[size]).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():  # make every path contribute (the defaults zero many)
-            if name.endswith(("noise.weight", ".bias")):
-                param.normal_(0.0, 0.1)
+    model = load_gpen(_random_state_dict(size, seed), device="cpu", dtype=torch.float32).eval()
     original = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(1, 3, size, size) * 2 - 1
     start = time.perf_counter()

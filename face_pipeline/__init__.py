@@ -37,14 +37,14 @@ from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions,
 from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
 from .restoration import RESTORE_MODES, restore_faces
 from .face_report import faces_json, faces_report
-from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices, select_faces
+from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices
 from .types import LANDMARK_NAMES, DetectedFace, FaceBatch, PasteResult
 from .video import smooth_landmarks, track_faces
 
 __all__ = [
     "LANDMARK_NAMES", "DetectedFace", "FaceBatch", "PasteResult",
     "DETECTOR_NAMES", "WEIGHT_FILES", "FaceDetector", "load_detector", "ROTATION_MODES", "detect_faces",
-    "SELECT_MODES", "SORT_ORDERS", "select_faces", "parse_indices", "FaceChoice", "choose_faces",
+    "SELECT_MODES", "SORT_ORDERS", "parse_indices", "FaceChoice", "choose_faces",
     "TEMPLATES", "template_points", "similarity_transform", "warp_images", "align_faces", "realign",
     "RESTORE_MODES", "restore_faces",
     "MASK_TYPES", "paste_faces",

@@ -64,7 +64,7 @@ def choose_faces(
     region: torch.Tensor | None = None,
     min_overlap: float = MIN_OVERLAP,
 ) -> list[list[FaceChoice]]:
-    """Decide for every detected face whether it is restored, and why not; ``select_faces`` gives the same faces.
+    """Decide for every detected face whether it is restored, and why not.
 
     ``faces_per_image`` has one list per image (as ``FaceDetector.detect`` returns). Per image: faces scoring
     below ``score_threshold``, smaller than ``min_size`` pixels (the box's shorter side) or, when a ``region`` mask
@@ -125,21 +125,3 @@ def choose_faces(
                       + others + dropped)
     return chosen
 
-
-def select_faces(
-    faces_per_image: list[list[DetectedFace]],
-    *,
-    mode: str = "all",
-    indices: Sequence[int] = (),
-    sort_by: str = "area",
-    min_size: float = 0.0,
-    max_faces: int = 0,
-    score_threshold: float = 0.0,
-    region: torch.Tensor | None = None,
-    min_overlap: float = MIN_OVERLAP,
-) -> list[list[DetectedFace]]:
-    """The faces ``choose_faces`` selects, per image in the order they are restored (same arguments)."""
-    chosen = choose_faces(faces_per_image, mode=mode, indices=indices, sort_by=sort_by, min_size=min_size,
-                          max_faces=max_faces, score_threshold=score_threshold, region=region,
-                          min_overlap=min_overlap)
-    return [[c.face for c in choices if c.selected] for choices in chosen]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import data_file
+from helpers import random_gpen
 from safetensors.torch import load_file
 
 from gpen_arch import RELEASED_CONFIGS, load_gpen
@@ -17,19 +18,6 @@ from gpen_arch.memory import estimate_forward_memory
 from gpen_arch.model import GPEN
 
 TOLERANCE = 1e-5  # fp32, banded against plain
-
-
-def random_model(config: GPENConfig, seed: int = 0) -> GPEN:
-    """Every parameter drawn so that every path contributes (as benchmarks/bench_gpen.py does)."""
-    torch.manual_seed(seed)
-    model = GPEN(config).eval()
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if name.endswith("noise.weight"):
-                value.uniform_(0.2, 0.8)
-            elif name.endswith("bias") and "modulation" not in name:
-                value.normal_(0.0, 0.1)
-    return model
 
 
 def max_difference(model: GPEN, x: torch.Tensor) -> float:
@@ -56,7 +44,7 @@ def test_compact_2048_vector_banded_equals_plain_and_official():
 
 
 def test_full_width_512_banded_equals_plain():
-    model = random_model(RELEASED_CONFIGS[512])
+    model = random_gpen(RELEASED_CONFIGS[512])
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1
     assert max_difference(model, x) <= TOLERANCE
 
@@ -68,7 +56,7 @@ def test_many_thin_strips_equal_plain(monkeypatch, options):
     """Strips of the minimum height (8 rows) at every banded layer, on a batch of two (the shared-weight path)
     and on one face: every halo is exercised, edges and interior."""
     monkeypatch.setattr(bands_module, "BAND_ELEMENTS", 1)
-    model = random_model(GPENConfig(size=128, channel_multiplier=2, narrow=0.0625))
+    model = random_gpen(GPENConfig(size=128, channel_multiplier=2, narrow=0.0625))
     model.fast_options = FastOptions(**options)
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2)) * 2 - 1
     assert band_rows(128, 8, 128) == bands_module.MIN_BAND_ROWS

@@ -12,8 +12,9 @@ import itertools
 import pytest
 import torch
 from conftest import SKIP_CUDA
+from helpers import random_gpen_state
 
-from gpen_arch import GPEN, FastOptions, GPENConfig, load_gpen
+from gpen_arch import FastOptions, GPENConfig, load_gpen
 from gpen_arch.ops import triton_epilogue
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=SKIP_CUDA + "needs a CUDA device")
@@ -24,13 +25,7 @@ CONFIG = GPENConfig(size=256, channel_multiplier=2, narrow=0.5)  # every kind of
 
 @pytest.fixture(scope="module")
 def weights_and_reference():
-    torch.manual_seed(0)
-    state = GPEN(CONFIG).state_dict()
-    for key, value in state.items():  # nonzero noise weights and biases, so every path contributes
-        if key.endswith("noise.weight"):
-            value.uniform_(0.2, 0.8)
-        elif key.endswith("bias") and "modulation" not in key:
-            value.normal_(0.0, 0.1)
+    state = random_gpen_state(CONFIG, seed=0)  # nonzero noise weights and biases, so every path contributes
     x = torch.rand(3, 3, CONFIG.size, CONFIG.size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     reference = load_gpen(state)
     reference.fast_options = FastOptions(use_fast_path=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import data_file
 from safetensors.torch import save_file
-from test_arch_keys import random_state_dict
+from helpers import random_checkpoint
 
 from gpen_arch import (
     GPEN,
@@ -97,7 +97,7 @@ def test_files_that_are_not_checkpoints_say_which_case(tmp_path, kind, message):
 
 
 def test_nan_weights_are_refused(tmp_path):
-    sd = random_state_dict(256)
+    sd = random_checkpoint(256)
     key = next(k for k in sd if k.endswith("weight"))
     sd[key] = sd[key].clone()
     sd[key].view(-1)[3] = float("nan")
@@ -168,14 +168,14 @@ def test_codeformer_file_is_named():
 
 
 def test_shapes_that_do_not_fit():
-    sd = random_state_dict(256)
+    sd = random_checkpoint(256)
     sd["generator.convs.3.conv.weight"] = torch.zeros(1, 7, 7, 3, 3)
     with pytest.raises(NotAGPENCheckpoint, match=r"shape mismatch generator\.convs\.3\.conv\.weight \[1, 7, 7, 3, 3\]"):
         load_gpen(sd)
 
 
 def test_missing_and_unexpected_keys():
-    sd = random_state_dict(256)
+    sd = random_checkpoint(256)
     del sd["generator.to_rgbs.2.bias"]
     sd["generator.extra.weight"] = torch.zeros(3)
     with pytest.raises(NotAGPENCheckpoint, match=r"missing generator\.to_rgbs\.2\.bias; unexpected generator\.extra"):
@@ -183,14 +183,14 @@ def test_missing_and_unexpected_keys():
 
 
 def test_encoder_and_decoder_disagree_on_size():
-    sd = random_state_dict(256)
+    sd = random_checkpoint(256)
     sd.update({f"ecd7.0.{k}": v for k, v in [("0.kernel", torch.zeros(4, 4))]})
     with pytest.raises(NotAGPENCheckpoint, match=r"encoder and decoder disagree on the size"):
         load_gpen(sd)
 
 
 def test_gap_in_encoder_layers():
-    sd = {k: v for k, v in random_state_dict(256).items() if not k.startswith("ecd3.")}
+    sd = {k: v for k, v in random_checkpoint(256).items() if not k.startswith("ecd3.")}
     with pytest.raises(NotAGPENCheckpoint, match=r"not numbered ecd0\.\.ecdN without gaps"):
         load_gpen(sd)
 

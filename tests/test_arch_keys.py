@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import data_file
+from helpers import random_checkpoint
 from safetensors.torch import save_file
 
-from gpen_arch import RELEASED_CONFIGS, GPEN, expected_shapes, infer_config, load_gpen, read_state_dict
+from gpen_arch import RELEASED_CONFIGS, expected_shapes, infer_config, load_gpen, read_state_dict
 
 
 def released_keys(size: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -26,17 +27,10 @@ def test_keys_and_shapes_are_the_released_ones(size):
     assert ours == released_keys(size)  # same keys, same shapes, same order
 
 
-def random_state_dict(size: int) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        shapes = GPEN(RELEASED_CONFIGS[size]).state_dict()
-    gen = torch.Generator().manual_seed(size)
-    return {k: torch.randn(v.shape, generator=gen) for k, v in shapes.items()}
-
-
 @pytest.mark.parametrize("size", sorted(RELEASED_CONFIGS))
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_random_weights_round_trip(tmp_path, size, suffix):
-    sd = random_state_dict(size)
+    sd = random_checkpoint(size)
     path = tmp_path / f"weights{suffix}"
     if suffix == ".pth":
         torch.save(sd, path)
@@ -53,7 +47,7 @@ def test_random_weights_round_trip(tmp_path, size, suffix):
 
 @pytest.mark.parametrize("wrap", ["g_ema", "params_ema", "params", "state_dict", "module", "nested"])
 def test_wrapped_checkpoints_load(tmp_path, wrap):
-    sd = random_state_dict(256)
+    sd = random_checkpoint(256)
     if wrap == "module":
         stored = {f"module.{k}": v for k, v in sd.items()}
     elif wrap == "nested":
@@ -67,7 +61,7 @@ def test_wrapped_checkpoints_load(tmp_path, wrap):
 
 
 def test_the_training_wrapper_prefers_ema_weights(tmp_path):
-    ema = random_state_dict(256)
+    ema = random_checkpoint(256)
     raw = {k: v + 1 for k, v in ema.items()}
     model = load_gpen({"g": raw, "g_ema": ema, "d": {}})
     assert torch.equal(model.final_linear[0].bias, ema["final_linear.0.bias"])
@@ -76,19 +70,19 @@ def test_the_training_wrapper_prefers_ema_weights(tmp_path):
 def test_other_released_generators_share_the_network():
     # GPEN-Colorization-1024 / GPEN-Inpainting-1024 are FullGenerator(1024, cm 2, narrow 1) and GPEN-Seg2face-512 is
     # FullGenerator(512, cm 2, narrow 1): the same key sets as the BFR models of those sizes.
-    assert infer_config(random_state_dict(1024)).size == 1024
-    assert infer_config(random_state_dict(512)) == RELEASED_CONFIGS[512]
+    assert infer_config(random_checkpoint(1024)).size == 1024
+    assert infer_config(random_checkpoint(512)) == RELEASED_CONFIGS[512]
 
 
 def test_missing_blur_kernels_are_filled_with_the_constants():
-    sd = {k: v for k, v in random_state_dict(256).items() if not k.endswith(".kernel")}
+    sd = {k: v for k, v in random_checkpoint(256).items() if not k.endswith(".kernel")}
     model = load_gpen(sd)
     assert model.generator.convs[0].conv.blur.kernel.sum().item() == pytest.approx(4.0)
     assert model.ecd1[0][0].kernel.sum().item() == pytest.approx(1.0)
 
 
 def test_dtype_and_device_arguments():
-    model = load_gpen({k: v.half() for k, v in random_state_dict(256).items()})
+    model = load_gpen({k: v.half() for k, v in random_checkpoint(256).items()})
     assert model.final_linear[0].weight.dtype == torch.float32  # float32 unless asked otherwise
-    model = load_gpen(random_state_dict(256), dtype=torch.bfloat16, device="cpu")
+    model = load_gpen(random_checkpoint(256), dtype=torch.bfloat16, device="cpu")
     assert model.final_linear[0].weight.dtype == torch.bfloat16

@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_gpen
 
 from gpen_arch import GPEN, FastOptions, GPENConfig
 from gpen_arch.ops import modulated_conv, upfirdn2d
 
 CONFIG = GPENConfig(size=32, channel_multiplier=1, narrow=0.125)
-
-
-def random_model(seed: int) -> GPEN:
-    torch.manual_seed(seed)
-    model = GPEN(CONFIG)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("noise.weight") or (name.endswith("bias") and "modulation" not in name):
-                param.uniform_(0.1, 0.5)
-    return model.eval()
 
 
 def folding(model: GPEN, subpixel: bool) -> GPEN:
@@ -29,7 +20,7 @@ def folding(model: GPEN, subpixel: bool) -> GPEN:
 
 @pytest.mark.parametrize("subpixel", [False, True])
 def test_built_once_and_counted(monkeypatch, subpixel):
-    model = folding(random_model(0), subpixel)
+    model = folding(random_gpen(CONFIG, seed=0), subpixel)
     folds = []
     original = upfirdn2d.fold_blur_into_transposed_conv
     for module in (upfirdn2d, modulated_conv):  # the encoder's folds and the decoder's
@@ -48,8 +39,8 @@ def test_built_once_and_counted(monkeypatch, subpixel):
 
 
 def test_rebuilt_when_weights_change_and_dropped_when_moved():
-    model = folding(random_model(0), True)
-    other = random_model(1)
+    model = folding(random_gpen(CONFIG, seed=0), True)
+    other = random_gpen(CONFIG, seed=1)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         model(x)
@@ -64,7 +55,7 @@ def test_rebuilt_when_weights_change_and_dropped_when_moved():
 
 
 def test_only_the_small_tables_where_nothing_folds():
-    model = random_model(0)
+    model = random_gpen(CONFIG, seed=0)
     with torch.no_grad():
         model(torch.zeros(1, 3, 32, 32))
     assert len(model.fast_path.derived) > 0  # style table, demodulation norms, scaled mapping weights
@@ -75,7 +66,7 @@ def test_only_the_small_tables_where_nothing_folds():
 def test_model_built_under_inference_mode():
     # ComfyUI runs nodes under torch.inference_mode(): its parameters are inference tensors, with no version counter
     with torch.inference_mode():
-        model = folding(random_model(0), True)
+        model = folding(random_gpen(CONFIG, seed=0), True)
         assert model.final_linear[0].weight.is_inference()
         x = torch.rand(1, 3, 32, 32) * 2 - 1
         first = model(x)
@@ -95,7 +86,7 @@ def test_model_built_under_inference_mode():
 def test_estimate_is_exactly_what_a_forward_caches(options, dtype):
     """``derived_weight_bytes`` runs the fast forward's own builders on a meta model: it must match, byte for
     byte, what a real CPU forward keeps, for the CPU plan and for folded plans forced on the CPU."""
-    model = random_model(0).to(dtype)
+    model = random_gpen(CONFIG, seed=0).to(dtype)
     model.fast_options = options
     predicted = model.derived_weight_bytes("cpu")
     with torch.no_grad():
@@ -108,7 +99,7 @@ def test_estimate_is_exactly_what_a_forward_caches(options, dtype):
                          ids=["cpu-plan", "subpixel", "folded-banded"])
 def test_in_place_load_state_dict_after_a_forward_changes_the_next_output(options):
     """``load_state_dict`` copies into the same parameters (same storage): everything derived must follow."""
-    model, other = random_model(0), random_model(1)
+    model, other = random_gpen(CONFIG, seed=0), random_gpen(CONFIG, seed=1)
     model.fast_options = options
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     other.fast_options = FastOptions(use_fast_path=False)
@@ -126,7 +117,7 @@ def test_in_place_load_state_dict_after_a_forward_changes_the_next_output(option
 def test_in_place_load_under_inference_mode_is_seen():
     """Inference tensors have no version counter: the load hook is what resets the derived weights."""
     with torch.inference_mode():
-        model, other = folding(random_model(0), True), random_model(1)
+        model, other = folding(random_gpen(CONFIG, seed=0), True), random_gpen(CONFIG, seed=1)
         other.fast_options = FastOptions(use_fast_path=False)
         x = torch.rand(1, 3, 32, 32) * 2 - 1
         model(x)
@@ -135,7 +126,7 @@ def test_in_place_load_under_inference_mode_is_seen():
 
 
 def test_skip_kernel_form_is_rechecked_when_the_kernels_change():
-    model = random_model(0)
+    model = random_gpen(CONFIG, seed=0)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         model(x)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from face_pipeline.detection.multiscale import box_iou, intersection_over_smaller, merge_passes, pass_sides, plausible
+from face_pipeline.boxes import box_iou, intersection_over_smaller
+from face_pipeline.detection.multiscale import merge_passes, pass_sides, plausible
 
 
 def row(x1, y1, x2, y2, score=0.99):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import data_file
+from helpers import load_photo, official_landmarks
 
 from face_pipeline.alignment import align_faces
 from face_pipeline.errors import PasteError
@@ -25,19 +25,11 @@ from face_pipeline.types import DetectedFace
 @pytest.fixture(scope="module")
 def hopper():
     """Grace Hopper's photo and her face, built from the official alignment's landmarks (no detector needed)."""
-    import json
-
-    import cv2
-    import numpy as np
-
-    rgb = cv2.cvtColor(cv2.imread(str(data_file("faces", "grace_hopper.jpg"))), cv2.COLOR_BGR2RGB)
-    image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    entry = json.loads(data_file("gpen", "alignment", "alignment.json").read_text())["grace_hopper.jpg"]
-    points = np.asarray(entry["landmarks_xy"])
+    points = official_landmarks("grace_hopper.jpg")
     box = (*(points.min(0) - (40, 60)), *(points.max(0) + (40, 50)))
     face = DetectedFace(box=tuple(float(v) for v in box), score=0.99, image_index=0,
                         landmarks=tuple((float(x), float(y)) for x, y in points))
-    return image, face
+    return load_photo("grace_hopper.jpg"), face
 
 
 def identity(batch):

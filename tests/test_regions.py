@@ -17,7 +17,7 @@ from face_pipeline.paste import paste_faces
 from face_pipeline.paste.protect import keep_weights
 from face_pipeline.pipeline import PipelineOptions, run_pipeline
 from face_pipeline.region import box_coverage, masks_for
-from face_pipeline.selection import choose_faces, select_faces
+from face_pipeline.selection import choose_faces
 from face_pipeline.types import DetectedFace
 
 
@@ -75,8 +75,8 @@ def test_choose_faces_says_why_a_face_is_left_out():
     assert [(x.face, x.index, x.selected, x.reason) for x in chosen] == [
         (b, 0, True, "selected"), (c, 1, False, "beyond max_faces (1)"),
         (a, None, False, "outside the region mask (0% of its box covered < 30%)")]
-    assert select_faces([[a, b, c]], region=region) == [[b, c]]
-    assert select_faces([[a, b, c]], region=region, min_overlap=0.0) == [[b, a, c]]
+    assert [x.face for x in choose_faces([[a, b, c]], region=region)[0] if x.selected] == [b, c]
+    assert [x.face for x in choose_faces([[a, b, c]], region=region, min_overlap=0.0)[0] if x.selected] == [b, a, c]
     largest = choose_faces([[a, b, c]], mode="largest", min_size=30)[0]
     assert [(x.index, x.reason) for x in largest] == [
         (0, "selected"), (1, "not the largest face"), (None, "smaller than min_face_size (20.0 < 30 px)")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from face_pipeline.selection import SELECT_MODES, SORT_ORDERS, parse_indices, select_faces
+from face_pipeline.selection import SELECT_MODES, SORT_ORDERS, choose_faces, parse_indices
 from face_pipeline.types import DetectedFace
 
 
@@ -20,6 +20,11 @@ C = face(150, 100, 20, score=0.70)  # middle, small, weak
 IMAGE = [A, B, C]
 
 
+def selected_faces(faces_per_image, **kwargs):
+    """The faces ``choose_faces`` selects, per image in restore order."""
+    return [[c.face for c in choices if c.selected] for choices in choose_faces(faces_per_image, **kwargs)]
+
+
 def test_constants():
     assert SELECT_MODES == ("all", "largest", "indices")
     assert SORT_ORDERS == ("area", "left_to_right", "top_to_bottom", "score")
@@ -28,35 +33,35 @@ def test_constants():
 @pytest.mark.parametrize("sort_by, expected", [
     ("area", [B, A, C]), ("left_to_right", [B, C, A]), ("top_to_bottom", [A, C, B]), ("score", [B, A, C])])
 def test_sort_orders(sort_by, expected):
-    assert select_faces([IMAGE], sort_by=sort_by) == [expected]
+    assert selected_faces([IMAGE], sort_by=sort_by) == [expected]
 
 
 def test_largest_whatever_the_order():
     for sort_by in SORT_ORDERS:
-        assert select_faces([IMAGE, [C], []], mode="largest", sort_by=sort_by) == [[B], [C], []]
+        assert selected_faces([IMAGE, [C], []], mode="largest", sort_by=sort_by) == [[B], [C], []]
 
 
 def test_indices_refer_to_positions_after_sorting_per_image():
-    assert select_faces([IMAGE], mode="indices", indices=(0, 2), sort_by="left_to_right") == [[B, A]]
-    assert select_faces([IMAGE], mode="indices", indices=(2, 0), sort_by="left_to_right") == [[A, B]]
-    assert select_faces([IMAGE, [C]], mode="indices", indices=(1, 7)) == [[A], []]  # out of range: skipped
-    assert select_faces([IMAGE], mode="indices", indices=()) == [[]]
-    assert select_faces([IMAGE], mode="indices", indices=(1, 1, 1)) == [[A]]  # a face is never chosen twice
+    assert selected_faces([IMAGE], mode="indices", indices=(0, 2), sort_by="left_to_right") == [[B, A]]
+    assert selected_faces([IMAGE], mode="indices", indices=(2, 0), sort_by="left_to_right") == [[A, B]]
+    assert selected_faces([IMAGE, [C]], mode="indices", indices=(1, 7)) == [[A], []]  # out of range: skipped
+    assert selected_faces([IMAGE], mode="indices", indices=()) == [[]]
+    assert selected_faces([IMAGE], mode="indices", indices=(1, 1, 1)) == [[A]]  # a face is never chosen twice
 
 
 def test_filters_and_cap():
-    assert select_faces([IMAGE], min_size=30) == [[B, A]]
-    assert select_faces([IMAGE], min_size=80) == [[B]]
-    assert select_faces([IMAGE], score_threshold=0.9) == [[B, A]]
-    assert select_faces([IMAGE], max_faces=2, sort_by="top_to_bottom") == [[A, C]]
-    assert select_faces([IMAGE], max_faces=0) == [[B, A, C]]
-    assert select_faces([IMAGE], mode="largest", min_size=100) == [[]]
-    assert select_faces([], mode="all") == []
+    assert selected_faces([IMAGE], min_size=30) == [[B, A]]
+    assert selected_faces([IMAGE], min_size=80) == [[B]]
+    assert selected_faces([IMAGE], score_threshold=0.9) == [[B, A]]
+    assert selected_faces([IMAGE], max_faces=2, sort_by="top_to_bottom") == [[A, C]]
+    assert selected_faces([IMAGE], max_faces=0) == [[B, A, C]]
+    assert selected_faces([IMAGE], mode="largest", min_size=100) == [[]]
+    assert selected_faces([], mode="all") == []
 
 
 def test_input_is_not_modified():
     faces = [C, A, B]
-    select_faces([faces], sort_by="area")
+    choose_faces([faces], sort_by="area")
     assert faces == [C, A, B]
 
 
@@ -68,7 +73,7 @@ def test_input_is_not_modified():
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        select_faces([IMAGE], **kwargs)
+        choose_faces([IMAGE], **kwargs)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -6,7 +6,7 @@ OpenCV's YuNet start to do the same above about 550 px. Small faces, on the othe
 runs on a small pyramid: the first pass at the backend's working size (where small faces are found), then passes at
 half, a quarter, ... of it until a face filling the whole picture would be of a reliable size. Each pass vouches only
 for a band of face sizes; the merge keeps the faces of the finest pass first and drops duplicates from the others.
-The extra passes cost about a third of the first one.
+The extra passes run on smaller copies and cost less than the first one (timings: the README's benchmark table).
 
 Rows are ``[N, 15]`` float32 arrays: x1, y1, x2, y2, score, then five (x, y) landmarks.
 """
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..boxes import box_iou, keep_distinct
+
+__all__ = ["ROW_WIDTH", "box_iou", "empty_rows", "merge_passes", "pass_sides", "plausible"]  # box_iou: for base.py
+
 ROW_WIDTH = 15
 MIN_WORKING_SIDE = 32  # no pass runs on a copy whose shorter side is below this
-IOU_DUPLICATE = 0.4  # boxes overlapping more than this are the same face
-INSIDE_DUPLICATE = 0.6  # a box this much inside a kept box is a fragment of that face
 LANDMARK_MARGIN = 0.1  # landmarks further than this (fraction of the box) outside their box: not a face
 
 
@@ -35,29 +37,6 @@ def plausible(rows: np.ndarray) -> np.ndarray:
 
 def empty_rows() -> np.ndarray:
     return np.zeros((0, ROW_WIDTH), np.float32)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` ``[N, 4]`` against every box in ``b`` ``[M, 4]`` (x1, y1, x2, y2) -> ``[N, M]``."""
-    inter, area_a, area_b = _intersections(a, b)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection divided by the smaller of the two areas, ``[N, M]`` (1 when one box lies inside the other)."""
-    inter, area_a, area_b = _intersections(a, b)
-    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-9)
-
-
-def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter, area_a, area_b
 
 
 def pass_sides(first_side: int, reliable_face: float) -> list[int]:
@@ -78,9 +57,9 @@ def merge_passes(passes: list[np.ndarray], scales: list[float], reliable_face: f
     ``reliable_face`` (those its finer neighbour saw above 0.8 times it, so the bands overlap), the last pass also
     for anything larger. Rows outside their pass's band are dropped: a face too large for a pass is split or
     misplaced there and is found by a coarser one; a face too small for a later pass was seen better by a finer one.
-    Rows whose landmarks lie outside their box are dropped (``plausible``). Rows are then kept finest pass first, by score; a row duplicating a kept face of another pass (IoU above
-    ``IOU_DUPLICATE``, or lying mostly inside it) is dropped (within one pass the backend's own non-maximum
-    suppression already ran). The result is sorted by descending score.
+    Rows whose landmarks lie outside their box are dropped (``plausible``). Rows are then kept finest pass first, by
+    score; a row duplicating a kept face of another pass is dropped (``boxes.keep_distinct``; within one pass the
+    backend's own non-maximum suppression already ran). The result is sorted by descending score.
     """
     last = len(passes) - 1
     candidates = []
@@ -94,17 +73,6 @@ def merge_passes(passes: list[np.ndarray], scales: list[float], reliable_face: f
     if not candidates:
         return empty_rows()
     candidates.sort(key=lambda c: c[:2])
-    kept: list[np.ndarray] = []
-    kept_levels: list[int] = []
-    for level, _, row in candidates:
-        others = [k for k, kept_level in zip(kept, kept_levels) if kept_level != level]
-        if others:
-            boxes = np.stack([k[:4] for k in others])
-            if (box_iou(row[None, :4], boxes) > IOU_DUPLICATE).any():
-                continue
-            if (intersection_over_smaller(row[None, :4], boxes) > INSIDE_DUPLICATE).any():
-                continue
-        kept.append(row)
-        kept_levels.append(level)
-    rows = np.stack(kept).astype(np.float32)
+    rows = np.stack([row for _, _, row in candidates])
+    rows = rows[keep_distinct(rows, groups=[level for level, _, _ in candidates])].astype(np.float32)
     return rows[np.argsort(-rows[:, 4], kind="stable")]

@@ -29,9 +29,9 @@ import logging
 import numpy as np
 import torch
 
+from ..boxes import keep_distinct
 from ..types import DetectedFace
 from .base import FaceDetector
-from .multiscale import INSIDE_DUPLICATE, IOU_DUPLICATE, box_iou, intersection_over_smaller
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +84,9 @@ def merge_angles(candidates: list[tuple[DetectedFace, float]]) -> list[DetectedF
     often found at two angles: upright-ish in one copy, and rolled by 90 degrees in the next (RetinaFace then places
     its landmarks roughly; YuNet even calls a face on its side upright, landmarks made up). Faces seen within
     ``UPRIGHT_ROLL`` of upright are kept first, then by descending score (the made-up sightings score lower than
-    the real ones); a face whose box overlaps a kept one (IoU above ``IOU_DUPLICATE``, or lying mostly inside it)
-    is dropped. The result is sorted by descending score, like ``FaceDetector.detect``."""
+    the real ones); a face whose box duplicates a kept one is dropped (``boxes.keep_distinct``). The result is sorted by descending score, like ``FaceDetector.detect``."""
     order = sorted(candidates, key=lambda c: (c[1] > UPRIGHT_ROLL, -c[0].score))
-    kept: list[DetectedFace] = []
-    for face, _roll in order:
-        if kept:
-            boxes = np.array([k.box for k in kept])
-            box = np.array([face.box])
-            if (box_iou(box, boxes) > IOU_DUPLICATE).any() or \
-                    (intersection_over_smaller(box, boxes) > INSIDE_DUPLICATE).any():
-                continue
-        kept.append(face)
+    kept = [order[i][0] for i in keep_distinct(np.array([face.box for face, _ in order]))]
     return sorted(kept, key=lambda f: -f.score)
 
 

@@ -1,8 +1,9 @@
 """Paste-back: soft masks, colour correction, output scaling, and compositing restored faces into the images.
 
 ``masks.py`` (analytic rounded-rectangle and ellipse masks), ``parsing.py`` (face-parsing masks from facexlib's
-networks), ``color.py`` (colour correction, black-and-white images), ``scale.py`` (output scale), ``compose.py``
-(``paste_faces``), ``budget.py`` (its memory estimate and out-of-memory fallback).
+networks), ``color.py`` (colour correction, black-and-white images), ``scale.py`` (output scale), ``placement.py``
+(where each face lands, its pixels and mask there, sampled in batches), ``compose.py`` (``paste_faces``: preparation
+and compositing), ``budget.py`` (its memory estimate and out-of-memory fallback).
 """
 
 from .budget import paste_bytes, paste_within_memory

@@ -2,37 +2,38 @@
 output image, which may be 2x or 4x the input, so a 2048 face keeps its detail instead of being squeezed back
 into the input's pixels first.
 
-Per face, only its footprint (the output box its crop covers) is touched: the face is sampled there with one
-bicubic ``grid_sample`` from the restored crop (first shrunk with an antialiased filter if it has more than 2 crop
-pixels per output pixel, so a 2048 face pasted small does not alias), and its mask is evaluated there directly
-(rounded_rect, ellipse) or warped bilinearly (parsing). Overlapping faces: the larger mask value wins per pixel and
-brings its face (the official rule). Output = background + mask * (face - background), computed only inside the
-faces' boxes; frames without faces are the background (the resized input or the caller's background).
+Per face, only its footprint (the output box its crop covers) is touched: ``placement.py`` samples the faces there,
+all faces of a chunk in one bicubic ``grid_sample`` from the restored crops (first shrunk with an antialiased filter
+if a crop has more than 2 crop pixels per output pixel, so a 2048 face pasted small does not alias), with their
+masks evaluated there directly (rounded_rect, ellipse) or warped bilinearly (parsing). This module prepares the
+crops (colour correction, black-and-white images) and composites: overlapping faces, the larger mask value wins per
+pixel and brings its face (the official rule); a protect mask holds faces off; output = background + mask *
+(face - background), computed only inside the faces' boxes; frames without faces are the background (the resized
+input or the caller's background).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..alignment.warp import sampling_thetas
 from ..errors import InvalidImageError, PasteError
 from ..region import masks_for
 from ..types import FaceBatch, PasteResult
 from .color import STATS_SIZE, gray_images, match_color, to_gray
 from .masks import ANALYTIC_MASKS, mask_at
 from .parsing import ParsingNet, parsing_mask
+from .placement import PlacedFaces, Placement, place_faces, plan_placements
 from .protect import keep_weights
-from .scale import choose_scale, face_zoom
+from .scale import choose_scale
 
 logger = logging.getLogger(__name__)
 
 MASK_TYPES = ("rounded_rect", "ellipse", "parsing", "parsing_no_hair")
-MAX_SHRINK = 2.0  # crop pixels per output pixel above which the crop is first shrunk (antialiased)
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -57,21 +58,6 @@ def crop_masks(faces: torch.Tensor, *, mask_type: str, feather: float,
             masks = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
         return masks
     raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
-
-
-def _pixel_rescale(k: float) -> np.ndarray:
-    """``[3, 3]``: ``x -> k x + (k - 1) / 2``, pixels of an image -> pixels of the same picture resampled k times
-    larger (pixel-centre convention; pixel edges scale exactly by k)."""
-    return np.array([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0.0, 0.0, 1.0]])
-
-
-def _footprint(matrix: np.ndarray, size: int, out_h: int, out_w: int) -> tuple[int, int, int, int] | None:
-    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1], [size - 0.5, size - 0.5, 1]])
-    pts = corners @ matrix.T
-    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
-    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
 
 
 def _check_inputs(batch: FaceBatch, images: torch.Tensor, mask_type: str, feather: float) -> None:
@@ -137,6 +123,8 @@ def paste_faces(
             protect = masks_for(protect, batch=batch.num_images, size=(out_h, out_w), what="protect mask").to(device)
         except InvalidImageError as exc:
             raise PasteError(str(exc)) from exc
+        if not bool(protect.any()):  # nothing protected (one sync per call): the masks stay as they are
+            protect = None
     full_mask = torch.zeros((batch.num_images, out_h, out_w), device=device)
     face_masks = torch.zeros((batch.num_faces, out_h, out_w), device=device)
     if batch.num_faces == 0:
@@ -157,59 +145,46 @@ def paste_faces(
         if gray.any():
             faces = torch.where(gray[:, None, None, None], to_gray(faces), faces)
 
-    to_output = _pixel_rescale(s)  # input pixels -> output pixels: s * x + (s - 1) / 2
-    from_restored = _pixel_rescale(batch.size / size)  # restored-crop pixels -> stored-crop pixels
-    zooms = face_zoom(batch)
-    for b in range(batch.num_images):
-        members = [i for i, face in enumerate(batch.faces) if face.image_index == b]
-        placed = []
-        for i in members:
-            face = faces[i:i + 1]  # [1, 3, S, S]
-            mask = masks[i:i + 1] if masks is not None else None
-            shrink = zooms[i] / s  # restored-crop pixels per output pixel
-            side = size
-            if shrink > MAX_SHRINK:
-                side = max(16, round(size / shrink))
-                face = F.interpolate(face, size=(side, side), mode="bicubic", align_corners=False, antialias=True)
-                if mask is not None:
-                    mask = F.interpolate(mask, size=(side, side), mode="bilinear", align_corners=False,
-                                         antialias=True)
-            inverse = np.vstack([batch.inverse_affines[i].detach().cpu().numpy(), [0.0, 0.0, 1.0]])
-            matrix = (to_output @ inverse @ from_restored @ _pixel_rescale(size / side))[:2]  # face px -> output px
-            box = _footprint(matrix, side, out_h, out_w)
-            if box is None:
-                continue
-            x0, y0, x1, y1 = box
-            local = matrix.copy()
-            local[:, 2] -= (x0, y0)
-            theta = torch.as_tensor(sampling_thetas(local[None], in_size=(side, side), out_size=(y1 - y0, x1 - x0)),
-                                    dtype=torch.float32).to(device)
-            grid = F.affine_grid(theta, [1, 1, y1 - y0, x1 - x0], align_corners=False)  # [1, h, w, 2] in -1..1
-            face_img = F.grid_sample(face, grid, mode="bicubic", padding_mode="zeros", align_corners=False)[0]
-            if mask is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)
-                face_mask = mask_at(mask_type, (grid[0, ..., 0] + 1) / 2, (grid[0, ..., 1] + 1) / 2, feather=feather)
-            else:
-                face_mask = F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
-            face_mask = face_mask.clamp_(0, 1)
-            if protect is not None:  # the fade of the protected region: as wide as the face mask's
-                face_mask = face_mask * keep_weights(protect[b], box, feather * side * float(np.hypot(*matrix[0, :2])))
-            face_masks[i, y0:y1, x0:x1] = face_mask
-            placed.append((i, face_img.clamp_(0, 1), box))
-        if not placed:
-            continue
-        # union of the boxes of this image's faces: per-pixel max of the masks, the winner's face underneath
-        ux0, uy0 = min(p[2][0] for p in placed), min(p[2][1] for p in placed)
-        ux1, uy1 = max(p[2][2] for p in placed), max(p[2][3] for p in placed)
-        region_mask = full_mask[b, uy0:uy1, ux0:ux1]
-        foreground = torch.zeros((3, uy1 - uy0, ux1 - ux0), device=device)
-        for i, face_img, (x0, y0, x1, y1) in placed:
-            face_mask = face_masks[i, y0:y1, x0:x1]
-            sub_mask = region_mask[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
-            sub_fg = foreground[:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
-            wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
-            # torch.where, not boolean indexing: the same values without a host sync per face on a GPU
-            sub_mask.copy_(torch.where(wins, face_mask, sub_mask))
-            sub_fg.copy_(torch.where(wins, face_img, sub_fg))
-        region = out[b, :, uy0:uy1, ux0:ux1]
-        region.add_(region_mask * (foreground - region))  # background + mask * (face - background)
+    placements = plan_placements(batch, scale=s, size=faces.shape[-1])
+    _composite(out, full_mask, face_masks, placements,
+               place_faces(faces, placements, mask_type=mask_type, feather=feather, masks=masks),
+               protect=protect, feather=feather)
     return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=face_masks, scale=s)
+
+
+def _composite(out: torch.Tensor, full_mask: torch.Tensor, face_masks: torch.Tensor, placements: list[Placement],
+               placed: Iterable[PlacedFaces], *, protect: torch.Tensor | None, feather: float) -> None:
+    """Blend the placed faces into ``out`` ``[B, 3, H, W]`` in place, filling ``full_mask`` ``[B, H, W]`` and
+    ``face_masks`` ``[F, H, W]``.
+
+    Per image, over the union of its faces' footprints: the larger mask value wins per pixel and brings its face
+    (the official rule; the first face wins a tie), then ``out = background + mask * (face - background)``. A
+    ``protect`` mask ``[B, H, W]`` scales each face's mask down near and inside the protected region."""
+    device = out.device
+    last = {p.image: p.face for p in placements}  # the last face of each image: its composite is then complete
+    unions: dict[int, tuple[int, int, int, int]] = {}
+    for p in placements:
+        x0, y0, x1, y1 = unions.get(p.image, p.box)
+        unions[p.image] = (min(x0, p.box[0]), min(y0, p.box[1]), max(x1, p.box[2]), max(y1, p.box[3]))
+    foregrounds: dict[int, torch.Tensor] = {}  # per image being composited: [3, h, w] over its union
+    for chunk in placed:
+        for k, p in enumerate(chunk.placements):  # device work only: no host sync per face
+            b, (x0, y0, x1, y1) = p.image, p.box
+            face_mask = chunk.mask(k)
+            if protect is not None:  # the fade of the protected region: as wide as the face mask's
+                face_mask = face_mask * keep_weights(protect[b], p.box,
+                                                     feather * p.side * p.output_pixels_per_crop_pixel)
+            face_masks[p.face, y0:y1, x0:x1] = face_mask
+            face_mask = face_masks[p.face, y0:y1, x0:x1]
+            ux0, uy0, ux1, uy1 = unions[b]
+            if b not in foregrounds:
+                foregrounds[b] = torch.zeros((3, uy1 - uy0, ux1 - ux0), device=device)
+            sub_mask = full_mask[b, y0:y1, x0:x1]
+            sub_fg = foregrounds[b][:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
+            wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
+            # torch.where, not boolean indexing: the same values without a host sync on a GPU
+            sub_mask.copy_(torch.where(wins, face_mask, sub_mask))
+            sub_fg.copy_(torch.where(wins, chunk.face(k), sub_fg))
+            if last[b] == p.face:
+                region = out[b, :, uy0:uy1, ux0:ux1]
+                region.add_(full_mask[b, uy0:uy1, ux0:ux1] * (foregrounds.pop(b) - region))

@@ -33,12 +33,8 @@ def keep_weights(protect: torch.Tensor, box: tuple[int, int, int, int], width: f
     margin = 2 * radius
     ex0, ey0 = max(0, x0 - margin), max(0, y0 - margin)
     ex1, ey1 = min(full_width, x1 + margin), min(height, y1 + margin)
-    local = protect[ey0:ey1, ex0:ex1]
-    if not bool(local.any()):
-        return torch.ones((y1 - y0, x1 - x0), device=protect.device)
-    soft = local[None, None]
+    soft = protect[ey0:ey1, ex0:ex1][None, None]  # no early exit on an empty region: that would sync per face
     if radius > 0:
         soft = torch.maximum(soft, _box_blur(_box_blur(soft, radius), radius))
     keep = (1 - soft[0, 0, y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]).clamp_(0, 1)
-    keep[keep < EXACT] = 0
-    return keep
+    return keep.masked_fill_(keep < EXACT, 0)

@@ -6,18 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from ..boxes import box_iou
 from ..types import DetectedFace
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``a`` ``[N, 4]`` and ``b`` ``[M, 4]`` (x1, y1, x2, y2) -> ``[N, M]``."""
-    a, b = np.asarray(a, dtype=np.float64)[:, None, :4], np.asarray(b, dtype=np.float64)[None, :, :4]
-    w = (np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])).clip(min=0)
-    h = (np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])).clip(min=0)
-    inter = w * h
-    area_a = (a[..., 2] - a[..., 0]).clip(min=0) * (a[..., 3] - a[..., 1]).clip(min=0)
-    area_b = (b[..., 2] - b[..., 0]).clip(min=0) * (b[..., 3] - b[..., 1]).clip(min=0)
-    return inter / np.maximum(area_a + area_b - inter, 1e-12)
 
 
 TRACK_IOU = 0.5  # the same face in neighbouring frames overlaps far more; unrelated faces can reach 0.4

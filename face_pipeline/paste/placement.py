@@ -1,0 +1,203 @@
+"""Placing restored faces in the output image: where each face lands (its footprint) and its pixels and mask there.
+
+``plan_placements`` works on the host from the faces' matrices (one transfer for the whole batch): per face, the
+matrix from the sampled crop to the output pixels and the footprint, the output box its crop covers. A crop with more
+than ``MAX_SHRINK`` crop pixels per output pixel is first shrunk (antialiased), so a 2048 face pasted small does not
+alias. ``place_faces`` then samples every face at its footprint with ONE bicubic ``grid_sample`` per chunk of
+faces (and one bilinear for parsing masks; analytic masks are evaluated at the output pixels directly), on the faces'
+device, without a host sync per face. Chunks hold as many faces as ``max_bytes`` allows (at least one), of similar
+footprint sizes (``chunks``).
+
+Batching: the faces of a chunk are stacked on a common input side (a shrunk crop lies zero-padded in the top-left of
+the largest one) and their footprints on a common output size (each face's grid, built by ``affine_grid`` exactly as
+for that face alone, lies in the top-left; the rest is never read). ``grid_sample`` treats every output pixel on its
+own, so a face sampled in a chunk equals the face sampled alone, bit for bit, when its crop is not padded; a padded
+(shrunk) crop is addressed through its canvas, whose normalised coordinates round differently in float32: the
+values differ by at most about 1e-6 from sampling it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..alignment.warp import sampling_thetas
+from ..types import FaceBatch
+from .masks import mask_at
+from .scale import face_zoom
+
+MAX_SHRINK = 2.0  # crop pixels per output pixel above which the crop is first shrunk (antialiased)
+MIN_SHRUNK_SIDE = 16  # the smallest side a crop is shrunk to
+CHUNK_BYTES = 256 * 2 ** 20  # default working memory of one chunk of faces (stacked crops, grids, samples)
+MAX_PADDING = 1.5  # a chunk's padded footprints may cover at most this many times its faces' own pixels
+OUTSIDE = -4.0  # grid value of the padding between footprints: far outside every crop (sampled as 0, never read)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one face of a ``FaceBatch`` lands in the output image."""
+
+    face: int  # index of the face in the batch
+    image: int  # index of its image
+    side: int  # side of the crop that is sampled: the restored side, or smaller when first shrunk
+    matrix: np.ndarray  # [2, 3] float64, sampled-crop pixels -> output pixels
+    box: tuple[int, int, int, int]  # footprint in output pixels: x0, y0, x1, y1 (exclusive)
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def output_pixels_per_crop_pixel(self) -> float:
+        """Output pixels per sampled-crop pixel (the scale of ``matrix``)."""
+        return float(np.hypot(*self.matrix[0, :2]))
+
+
+def pixel_rescale(k: float) -> np.ndarray:
+    """``[3, 3]``: ``x -> k x + (k - 1) / 2``, pixels of an image -> pixels of the same picture resampled k times
+    larger (pixel-centre convention; pixel edges scale exactly by k)."""
+    return np.array([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def footprint(matrix: np.ndarray, side: int, out_h: int, out_w: int) -> tuple[int, int, int, int] | None:
+    """The output box (x0, y0, x1, y1) a ``side`` x ``side`` crop covers under ``matrix`` (crop -> output pixels),
+    grown by a pixel for the bicubic taps and clipped to the output; None when it falls outside."""
+    corners = np.array([[-0.5, -0.5, 1], [side - 0.5, -0.5, 1], [-0.5, side - 0.5, 1], [side - 0.5, side - 0.5, 1]])
+    pts = corners @ matrix.T
+    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def plan_placements(batch: FaceBatch, *, scale: int, size: int) -> list[Placement]:
+    """Placements of the faces of ``batch`` restored at ``size`` pixels, pasted at output ``scale``: image by image,
+    each image's faces in batch order (the order the overlap rule sees them). Faces whose crop falls outside the
+    output have none. Host only: the inverse matrices cross to the CPU once."""
+    height, width = batch.image_size
+    out_h, out_w = height * scale, width * scale
+    inverses = batch.inverse_affines.detach().cpu().double().numpy()  # [F, 2, 3] crop -> image, one transfer
+    to_output = pixel_rescale(scale)  # input pixels -> output pixels
+    from_restored = pixel_rescale(batch.size / size)  # restored-crop pixels -> stored-crop pixels
+    zooms = face_zoom(batch)
+    placements = []
+    for b in range(batch.num_images):
+        for i, face in enumerate(batch.faces):
+            if face.image_index != b:
+                continue
+            shrink = zooms[i] / scale  # restored-crop pixels per output pixel
+            side = max(MIN_SHRUNK_SIDE, round(size / shrink)) if shrink > MAX_SHRINK else size
+            inverse = np.vstack([inverses[i], [0.0, 0.0, 1.0]])
+            matrix = (to_output @ inverse @ from_restored @ pixel_rescale(size / side))[:2]  # face px -> output px
+            box = footprint(matrix, side, out_h, out_w)
+            if box is not None:
+                placements.append(Placement(face=i, image=b, side=side, matrix=matrix, box=box))
+    return placements
+
+
+def _chunk_bytes(count: int, side: int, height: int, width: int, with_masks: bool) -> int:
+    """Working bytes of a chunk: stacked crops (and masks), grids, sampled faces and masks, mask temporaries."""
+    channels = 4 if with_masks else 3
+    return 4 * count * (channels * side * side + (2 + 3 + 1 + 4) * height * width)
+
+
+def chunks(placements: Sequence[Placement], *, max_bytes: int, with_masks: bool) -> Iterator[list[Placement]]:
+    """Consecutive runs of ``placements`` (at least one each) whose stacked working memory stays within
+    ``max_bytes`` and whose padded footprints cover at most ``MAX_PADDING`` times the faces' own pixels (every face
+    is sampled over the largest footprint of its run: faces of very different sizes go to different runs)."""
+    run: list[Placement] = []
+    side = height = width = pixels = 0
+    for p in placements:
+        grown = (max(side, p.side), max(height, p.height), max(width, p.width))
+        count, own = len(run) + 1, pixels + p.height * p.width
+        if run and (_chunk_bytes(count, *grown, with_masks) > max_bytes
+                    or count * grown[1] * grown[2] > MAX_PADDING * own):
+            yield run
+            run, grown, own = [], (p.side, p.height, p.width), p.height * p.width
+        run.append(p)
+        (side, height, width), pixels = grown, own
+    if run:
+        yield run
+
+
+def _shrunk(values: torch.Tensor, side: int, mode: str) -> torch.Tensor:
+    """``values`` ``[1, C, S, S]`` at ``side`` x ``side`` (antialiased), or as they are at their own size."""
+    if values.shape[-1] == side:
+        return values
+    return F.interpolate(values, size=(side, side), mode=mode, align_corners=False, antialias=True)
+
+
+@dataclass(frozen=True)
+class PlacedFaces:
+    """A chunk of faces sampled at their footprints; face ``k``'s values lie in the top-left
+    ``[placements[k].height, placements[k].width]`` of each row."""
+
+    placements: tuple[Placement, ...]
+    faces: torch.Tensor  # [n, 3, h, w] float32 0..1 (h, w: the largest footprint of the chunk)
+    masks: torch.Tensor  # [n, h, w] float32 0..1
+
+    def face(self, k: int) -> torch.Tensor:
+        """``[3, height, width]``: face ``k``'s pixels at its footprint."""
+        p = self.placements[k]
+        return self.faces[k, :, :p.height, :p.width]
+
+    def mask(self, k: int) -> torch.Tensor:
+        """``[height, width]``: face ``k``'s mask at its footprint."""
+        p = self.placements[k]
+        return self.masks[k, :p.height, :p.width]
+
+
+def place_faces(faces: torch.Tensor, placements: Sequence[Placement], *, mask_type: str, feather: float,
+                masks: torch.Tensor | None = None, max_bytes: int = CHUNK_BYTES) -> Iterator[PlacedFaces]:
+    """Sample ``faces`` ``[F, 3, S, S]`` (float32 0..1, on the device to work on) at their ``placements``, chunk by
+    chunk (see the module doc), in the placements' order.
+
+    Masks: ``masks`` ``[F, 1, S, S]`` (crop space, e.g. parsing masks) are warped bilinearly with the faces; without
+    them the analytic ``mask_type`` (``masks.ANALYTIC_MASKS``) is evaluated at each output pixel. Faces are sampled
+    bicubically with zero padding; both are clamped to 0..1."""
+    for run in chunks(placements, max_bytes=max_bytes, with_masks=masks is not None):
+        yield _place_chunk(faces, run, mask_type=mask_type, feather=feather, masks=masks)
+
+
+def _place_chunk(faces: torch.Tensor, run: list[Placement], *, mask_type: str, feather: float,
+                 masks: torch.Tensor | None) -> PlacedFaces:
+    device = faces.device
+    side = max(p.side for p in run)
+    height, width = max(p.height for p in run), max(p.width for p in run)
+    stack = faces.new_zeros((len(run), 3, side, side))  # [n, 3, side, side]: crops, shrunk ones zero-padded
+    mask_stack = None if masks is None else faces.new_zeros((len(run), 1, side, side))
+    grid = torch.full((len(run), height, width, 2), OUTSIDE, device=device)  # [n, h, w, 2] in -1..1
+    thetas = torch.as_tensor(np.stack([sampling_thetas(_local(p)[None], in_size=(p.side, p.side),
+                                                       out_size=(p.height, p.width))[0] for p in run]),
+                             dtype=torch.float32).to(device)  # [n, 2, 3], one transfer
+    for k, p in enumerate(run):  # device work only: no host sync per face
+        stack[k, :, :p.side, :p.side] = _shrunk(faces[p.face:p.face + 1], p.side, "bicubic")[0]
+        if mask_stack is not None:
+            mask_stack[k, :, :p.side, :p.side] = _shrunk(masks[p.face:p.face + 1], p.side, "bilinear")[0]
+        grid[k, :p.height, :p.width] = F.affine_grid(thetas[k:k + 1], [1, 1, p.height, p.width],
+                                                     align_corners=False)[0]
+    if mask_stack is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)
+        placed_masks = mask_at(mask_type, (grid[..., 0] + 1) / 2, (grid[..., 1] + 1) / 2, feather=feather)
+    padded = [k for k, p in enumerate(run) if p.side < side]
+    for k in padded:  # address a padded crop through its canvas: the same pixels, normalised to the larger side
+        grid[k] = (grid[k] + 1) * (run[k].side / side) - 1
+    placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+    if mask_stack is not None:
+        placed_masks = F.grid_sample(mask_stack, grid, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False)[:, 0]
+    return PlacedFaces(placements=tuple(run), faces=placed.clamp_(0, 1), masks=placed_masks.clamp_(0, 1))
+
+
+def _local(p: Placement) -> np.ndarray:
+    """``p.matrix`` with its footprint's corner as the origin: sampled-crop pixels -> footprint pixels."""
+    local = p.matrix.copy()
+    local[:, 2] -= p.box[:2]
+    return local

@@ -1,0 +1,65 @@
+"""What several test files (and the benchmarks) build the same way: random GPEN weights, the test photos.
+
+Tests import it as ``from helpers import ...`` (pytest puts ``tests/`` on the import path, as for ``conftest``).
+Importing it loads nothing. The benchmarks draw the same random weights with ``benchmarks/bench_gpen.py``'s
+``_random_state_dict`` (``test_helpers.py`` holds the two equal), so they run without the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpen_arch import GPEN, RELEASED_CONFIGS, GPENConfig
+
+DATA = Path(__file__).resolve().parent / "data"
+MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")  # under tests/data
+
+
+def random_gpen(config: GPENConfig | int, *, seed: int = 0) -> GPEN:
+    """A ``GPEN`` for ``config`` (a ``GPENConfig``, or a released size such as 512), in eval mode, whose every path
+    contributes: the network's own initialisation after ``torch.manual_seed(seed)``, then noise weights drawn from
+    U(0.2, 0.8) (released models inject their noise features; zero would skip that path) and the biases other than
+    the modulations' from N(0, 0.1). The same seed gives the same weights."""
+    torch.manual_seed(seed)
+    model = GPEN(RELEASED_CONFIGS[config] if isinstance(config, int) else config).eval()
+    with torch.no_grad():
+        for key, value in model.state_dict().items():  # the state dict's tensors share the parameters' storage
+            if key.endswith("noise.weight"):
+                value.uniform_(0.2, 0.8)
+            elif key.endswith("bias") and "modulation" not in key:
+                value.normal_(0.0, 0.1)
+    return model
+
+
+def random_gpen_state(config: GPENConfig | int, *, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The state dict of ``random_gpen(config, seed=seed)``."""
+    return random_gpen(config, seed=seed).state_dict()
+
+
+def random_checkpoint(size: int, *, seed: int | None = None) -> dict[str, torch.Tensor]:
+    """A released-size checkpoint's keys and shapes filled with N(0, 1) values (seed: ``size`` unless given), built
+    without materialising a model: for loader tests, not for forwards."""
+    with torch.device("meta"):
+        shapes = GPEN(RELEASED_CONFIGS[size]).state_dict()
+    gen = torch.Generator().manual_seed(size if seed is None else seed)
+    return {k: torch.randn(v.shape, generator=gen) for k, v in shapes.items()}
+
+
+def load_photo(name: str) -> torch.Tensor:
+    """``tests/data/faces/<name>`` as ``[1, 3, H, W]`` float32 RGB 0..1."""
+    import cv2
+
+    bgr = cv2.imread(str(DATA / "faces" / name))
+    if bgr is None:
+        raise FileNotFoundError(f"{DATA / 'faces' / name} is missing or unreadable (tests/data/MANIFEST.md lists it)")
+    return torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float() / 255
+
+
+def official_landmarks(name: str) -> np.ndarray:
+    """``[5, 2]`` (x, y): the five landmarks the official pipeline found on ``tests/data/faces/<name>``."""
+    entries = json.loads((DATA / "gpen" / "alignment" / "alignment.json").read_text())
+    return np.asarray(entries[name]["landmarks_xy"], dtype=np.float64)
