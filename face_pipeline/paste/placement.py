@@ -8,12 +8,12 @@ faces (and one bilinear for parsing masks; analytic masks are evaluated at the o
 device, without a host sync per face. Chunks hold as many faces as ``max_bytes`` allows (at least one), of similar
 footprint sizes (``chunks``).
 
-Batching: the faces of a chunk are stacked on a common input side (a shrunk crop lies zero-padded in the top-left of
-the largest one) and their footprints on a common output size (each face's grid, built by ``affine_grid`` exactly as
-for that face alone, lies in the top-left; the rest is never read). ``grid_sample`` treats every output pixel on its
-own, so a face sampled in a chunk equals the face sampled alone, bit for bit, when its crop is not padded; a padded
-(shrunk) crop is addressed through its canvas, whose normalised coordinates round differently in float32: the
-values differ by at most about 1e-6 from sampling it alone.
+Batching: the faces of a chunk share one crop side (faces shrunk to another side go to another chunk) and their
+footprints are stacked on a common output size (each face's grid, built by ``affine_grid`` exactly as for that face
+alone, lies in the top-left; the rest is never read). ``grid_sample`` treats every output pixel on its own, so a face
+sampled in a chunk equals the face sampled alone, bit for bit: a face's pixels never depend on the other faces or
+images of the batch. (Padding a shrunk crop into a larger one's canvas would let more faces share a call, but its
+normalised coordinates would round differently in float32 and its pixels would then depend on its neighbours.)
 """
 
 from __future__ import annotations
@@ -110,15 +110,15 @@ def _chunk_bytes(count: int, side: int, height: int, width: int, with_masks: boo
 
 
 def chunks(placements: Sequence[Placement], *, max_bytes: int, with_masks: bool) -> Iterator[list[Placement]]:
-    """Consecutive runs of ``placements`` (at least one each) whose stacked working memory stays within
-    ``max_bytes`` and whose padded footprints cover at most ``MAX_PADDING`` times the faces' own pixels (every face
-    is sampled over the largest footprint of its run: faces of very different sizes go to different runs)."""
+    """Consecutive runs of ``placements`` (at least one each) of one crop side, whose stacked working memory stays
+    within ``max_bytes`` and whose padded footprints cover at most ``MAX_PADDING`` times the faces' own pixels (every
+    face is sampled over the largest footprint of its run: faces of very different sizes go to different runs)."""
     run: list[Placement] = []
     side = height = width = pixels = 0
     for p in placements:
         grown = (max(side, p.side), max(height, p.height), max(width, p.width))
         count, own = len(run) + 1, pixels + p.height * p.width
-        if run and (_chunk_bytes(count, *grown, with_masks) > max_bytes
+        if run and (p.side != side or _chunk_bytes(count, *grown, with_masks) > max_bytes
                     or count * grown[1] * grown[2] > MAX_PADDING * own):
             yield run
             run, grown, own = [], (p.side, p.height, p.width), p.height * p.width
@@ -170,25 +170,22 @@ def place_faces(faces: torch.Tensor, placements: Sequence[Placement], *, mask_ty
 def _place_chunk(faces: torch.Tensor, run: list[Placement], *, mask_type: str, feather: float,
                  masks: torch.Tensor | None) -> PlacedFaces:
     device = faces.device
-    side = max(p.side for p in run)
+    side = run[0].side  # one side per chunk (``chunks``)
     height, width = max(p.height for p in run), max(p.width for p in run)
-    stack = faces.new_zeros((len(run), 3, side, side))  # [n, 3, side, side]: crops, shrunk ones zero-padded
-    mask_stack = None if masks is None else faces.new_zeros((len(run), 1, side, side))
+    stack = faces.new_empty((len(run), 3, side, side))  # [n, 3, side, side]: the crops, shrunk where planned
+    mask_stack = None if masks is None else faces.new_empty((len(run), 1, side, side))
     grid = torch.full((len(run), height, width, 2), OUTSIDE, device=device)  # [n, h, w, 2] in -1..1
     thetas = torch.as_tensor(np.stack([sampling_thetas(_local(p)[None], in_size=(p.side, p.side),
                                                        out_size=(p.height, p.width))[0] for p in run]),
                              dtype=torch.float32).to(device)  # [n, 2, 3], one transfer
     for k, p in enumerate(run):  # device work only: no host sync per face
-        stack[k, :, :p.side, :p.side] = _shrunk(faces[p.face:p.face + 1], p.side, "bicubic")[0]
+        stack[k] = _shrunk(faces[p.face:p.face + 1], side, "bicubic")[0]
         if mask_stack is not None:
-            mask_stack[k, :, :p.side, :p.side] = _shrunk(masks[p.face:p.face + 1], p.side, "bilinear")[0]
+            mask_stack[k] = _shrunk(masks[p.face:p.face + 1], side, "bilinear")[0]
         grid[k, :p.height, :p.width] = F.affine_grid(thetas[k:k + 1], [1, 1, p.height, p.width],
                                                      align_corners=False)[0]
     if mask_stack is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)
         placed_masks = mask_at(mask_type, (grid[..., 0] + 1) / 2, (grid[..., 1] + 1) / 2, feather=feather)
-    padded = [k for k, p in enumerate(run) if p.side < side]
-    for k in padded:  # address a padded crop through its canvas: the same pixels, normalised to the larger side
-        grid[k] = (grid[k] + 1) * (run[k].side / side) - 1
     placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
     if mask_stack is not None:
         placed_masks = F.grid_sample(mask_stack, grid, mode="bilinear", padding_mode="zeros",
