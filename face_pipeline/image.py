@@ -17,6 +17,8 @@ TIFF) handed back; what a format cannot hold is a warning. ``save_image`` writes
 
 from __future__ import annotations
 
+import math
+
 import io
 import logging
 from dataclasses import dataclass
@@ -100,12 +102,13 @@ def to_rgb_float(image, *, channels_last: bool = True) -> torch.Tensor:
 def check_unit_range(images: torch.Tensor) -> None:
     """``InvalidImageError`` unless every value of the float tensor ``images`` is finite and in 0..1, give or take
     ``FLOAT_TOLERANCE`` (the one check of "RGB in 0..1" for the whole pack; callers clamp what they keep)."""
-    low, high = torch.aminmax(images)  # one pass; NaN and inf show up in the extremes
-    if not (torch.isfinite(low) and torch.isfinite(high)):
+    # one pass and one host sync; NaN and inf show up in the extremes
+    low, high = torch.stack(torch.aminmax(images.float())).tolist()
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise InvalidImageError("the images contain NaN or infinite values")
     if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
-        raise InvalidImageError(f"float images must hold values in 0..1; found {low.item():.3g}..{high.item():.3g} "
-                                f"(was it 0..255 or -1..1?)")
+        raise InvalidImageError(f"float images must hold values in 0..1; found {low:.3g}..{high:.3g} (was it 0..255 "
+                                f"or -1..1?)")
 
 
 # ------------------------------------------------------------------------------------------------------ image files

@@ -10,7 +10,6 @@ one transfer, maps coordinates back, merges the passes and builds ``DetectedFace
 from __future__ import annotations
 
 import logging
-import math
 from abc import ABC
 
 import numpy as np
@@ -18,13 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidImageError
+from ..image import check_unit_range
 from ..types import DetectedFace
 from .batched import split_by_image
-from .multiscale import ROW_WIDTH, box_iou, empty_rows, merge_passes, pass_sides
+from .multiscale import ROW_WIDTH, empty_rows, merge_passes, pass_sides
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FaceDetector", "MIN_SIDE", "box_iou"]
+__all__ = ["FaceDetector", "MIN_SIDE"]
 
 MIN_SIDE = 16  # images with a shorter side below this cannot hold a detectable face: no faces, no error
 PIXELS_PER_FORWARD = 8_000_000  # batches are cut into chunks of about this many pixels per network run
@@ -108,12 +108,7 @@ class FaceDetector(ABC):
                 f"detect() expects float images in 0..1, got {images.dtype}; convert with images.float() / 255")
         if images.numel() == 0:
             return images.float()
-        low, high = torch.stack(torch.aminmax(images.float())).tolist()  # one host sync; NaN propagates into both
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise InvalidImageError("the images contain NaN or infinite values; detection needs finite RGB in 0..1")
-        if high > 1.5 or low < -0.5:
-            raise InvalidImageError(
-                f"detect() expects RGB in 0..1, found values in {low:.3g}..{high:.3g}; divide 0..255 images by 255")
+        check_unit_range(images)  # the pack's one "RGB in 0..1" check (one host sync)
         return images.float()  # slight overshoot is clamped on the working copies
 
     def _follow_module(self) -> None:

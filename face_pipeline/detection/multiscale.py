@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..boxes import box_iou, keep_distinct
+from ..boxes import keep_distinct
 
-__all__ = ["ROW_WIDTH", "box_iou", "empty_rows", "merge_passes", "pass_sides", "plausible"]  # box_iou: for base.py
+__all__ = ["ROW_WIDTH", "empty_rows", "merge_passes", "pass_sides", "plausible"]
 
 ROW_WIDTH = 15
 MIN_WORKING_SIDE = 32  # no pass runs on a copy whose shorter side is below this
