@@ -99,7 +99,7 @@ def test_one_grid_sample_per_chunk(batch, monkeypatch):
                      masks=crop_masks_of(batch.restored)))
     assert calls == [7, 7]  # faces (bicubic) and masks (bilinear)
     calls.clear()
-    budget = placement_module._chunk_bytes(3, RESTORED, max(p.height for p in placements),
+    budget = placement_module.chunk_bytes(3, RESTORED, max(p.height for p in placements),
                                            max(p.width for p in placements), False)
     runs = list(chunks(placements, max_bytes=budget, with_masks=False))
     assert 3 <= len(runs) < 7 and all(1 <= len(run) <= 3 for run in runs)

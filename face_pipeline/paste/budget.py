@@ -21,6 +21,7 @@ from ..types import FaceBatch, PasteResult
 from .compose import paste_faces
 from .options import PasteOptions
 from .parsing import ParsingNet
+from .placement import CHUNK_BYTES, chunk_bytes
 from .scale import choose_scale
 
 logger = logging.getLogger(__name__)
@@ -28,12 +29,14 @@ logger = logging.getLogger(__name__)
 
 def paste_bytes(batch: FaceBatch, *, options: PasteOptions = PasteOptions()) -> int:
     """Bytes ``paste_faces`` allocates for ``batch`` with ``options`` (float32 output, masks and per-face masks at the
-    output scale, plus one face's working copies)."""
+    output scale, plus one face's working copies and the placement's chunk of stacked crops and samples, at most
+    ``placement.CHUNK_BYTES``)."""
     s = choose_scale(batch, options.scale, max_output_size=options.max_output_size)
     height, width = batch.image_size
     pixels = height * width * s * s
-    faces = batch.restored.shape[-1] ** 2 if batch.restored is not None else batch.size ** 2
-    return 4 * (pixels * (batch.num_images * 4 + batch.num_faces) + faces * 3 * 4)
+    side = batch.restored.shape[-1] if batch.restored is not None else batch.size
+    chunk = chunk_bytes(batch.num_faces, side, min(height, side) * s, min(width, side) * s, True)
+    return 4 * (pixels * (batch.num_images * 4 + batch.num_faces) + side * side * 3 * 4) + min(chunk, CHUNK_BYTES)
 
 
 def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.device) -> tuple[FaceBatch, torch.Tensor]:

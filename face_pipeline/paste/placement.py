@@ -103,7 +103,7 @@ def plan_placements(batch: FaceBatch, *, scale: int, size: int) -> list[Placemen
     return placements
 
 
-def _chunk_bytes(count: int, side: int, height: int, width: int, with_masks: bool) -> int:
+def chunk_bytes(count: int, side: int, height: int, width: int, with_masks: bool) -> int:
     """Working bytes of a chunk: stacked crops (and masks), grids, sampled faces and masks, mask temporaries."""
     channels = 4 if with_masks else 3
     return 4 * count * (channels * side * side + (2 + 3 + 1 + 4) * height * width)
@@ -118,7 +118,7 @@ def chunks(placements: Sequence[Placement], *, max_bytes: int, with_masks: bool)
     for p in placements:
         grown = (max(side, p.side), max(height, p.height), max(width, p.width))
         count, own = len(run) + 1, pixels + p.height * p.width
-        if run and (p.side != side or _chunk_bytes(count, *grown, with_masks) > max_bytes
+        if run and (p.side != side or chunk_bytes(count, *grown, with_masks) > max_bytes
                     or count * grown[1] * grown[2] > MAX_PADDING * own):
             yield run
             run, grown, own = [], (p.side, p.height, p.width), p.height * p.width
