@@ -129,8 +129,12 @@ def test_other_errors_are_not_swallowed(batch):
         restore_faces(bad, batch, options=RestoreOptions(batch_size=2))
     nan = Stand_in()
     nan.forward = lambda x: x * float("nan")
-    with pytest.raises(RestoreError, match="NaN/inf for faces 0..1 in float32; try fp32 or bf16"):
+    with pytest.raises(RestoreError, match=r"NaN/inf for 2 of 2 face\(s\) \(index 0, 1\) in float32; try fp32 or bf16"):
         restore_faces(nan, batch, options=RestoreOptions(batch_size=2))
+    one_bad = Stand_in()  # the check runs once, after the last step: the faces are named whichever step they were in
+    one_bad.forward = lambda x: torch.where(torch.arange(len(x)).view(-1, 1, 1, 1) == len(x) - 1, float("nan"), x)
+    with pytest.raises(RestoreError, match=r"NaN/inf for 1 of 2 face\(s\) \(index 1\)"):
+        restore_faces(one_bad, batch, options=RestoreOptions(batch_size=2))
 
 
 def test_pre_and_post_processing(batch):

@@ -163,21 +163,27 @@ def place_faces(faces: torch.Tensor, placements: Sequence[Placement], *, mask_ty
     Masks: ``masks`` ``[F, 1, S, S]`` (crop space, e.g. parsing masks) are warped bilinearly with the faces; without
     them the analytic ``mask_type`` (``masks.ANALYTIC_MASKS``) is evaluated at each output pixel. Faces are sampled
     bicubically with zero padding; both are clamped to 0..1."""
+    if not placements:
+        return
+    thetas = torch.as_tensor(np.stack([sampling_thetas(_local(p)[None], in_size=(p.side, p.side),
+                                                       out_size=(p.height, p.width))[0] for p in placements]),
+                             dtype=torch.float32).to(faces.device)  # [F, 2, 3]: one transfer for every chunk
+    start = 0
     for run in chunks(placements, max_bytes=max_bytes, with_masks=masks is not None):
-        yield _place_chunk(faces, run, mask_type=mask_type, feather=feather, masks=masks)
+        yield _place_chunk(faces, run, thetas[start:start + len(run)], mask_type=mask_type, feather=feather,
+                           masks=masks)
+        start += len(run)
 
 
-def _place_chunk(faces: torch.Tensor, run: list[Placement], *, mask_type: str, feather: float,
-                 masks: torch.Tensor | None) -> PlacedFaces:
+def _place_chunk(faces: torch.Tensor, run: list[Placement], thetas: torch.Tensor, *, mask_type: str,
+                 feather: float, masks: torch.Tensor | None) -> PlacedFaces:
+    """One chunk: ``thetas`` ``[n, 2, 3]`` (on the faces' device) are the sampling matrices of ``run``'s faces."""
     device = faces.device
     side = run[0].side  # one side per chunk (``chunks``)
     height, width = max(p.height for p in run), max(p.width for p in run)
     stack = faces.new_empty((len(run), 3, side, side))  # [n, 3, side, side]: the crops, shrunk where planned
     mask_stack = None if masks is None else faces.new_empty((len(run), 1, side, side))
     grid = torch.full((len(run), height, width, 2), OUTSIDE, device=device)  # [n, h, w, 2] in -1..1
-    thetas = torch.as_tensor(np.stack([sampling_thetas(_local(p)[None], in_size=(p.side, p.side),
-                                                       out_size=(p.height, p.width))[0] for p in run]),
-                             dtype=torch.float32).to(device)  # [n, 2, 3], one transfer
     for k, p in enumerate(run):  # device work only: no host sync per face
         stack[k] = _shrunk(faces[p.face:p.face + 1], side, "bicubic")[0]
         if mask_stack is not None:

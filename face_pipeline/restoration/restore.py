@@ -128,6 +128,7 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
         ) from exc
     step = batch_size or auto_batch_size(model, size=size, dtype=dtype, device=device, faces=total, memory=memory)
     done = 0
+    finite: list[torch.Tensor] = []  # per step, [n] bool: every value of each face's output finite
     while done < total:
         if check_interrupt is not None:
             check_interrupt()
@@ -153,11 +154,15 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
             logger.warning("out of memory (%s) restoring %d faces at once on %s; retrying with %d",
                            out_of_memory, stop - done, device, step)
             continue
-        if not torch.isfinite(out).all():
-            raise RestoreError(f"the model produced NaN/inf for faces {done}..{stop - 1} in "
-                               f"{str(dtype).replace('torch.', '')}; try fp32 or bf16")
+        finite.append(torch.isfinite(out).flatten(1).all(1))  # read once after the last step: no sync per step
         restored[done:stop] = finish_output(out, crops.float(), mode, chunk_masks)
         done = stop
         if on_progress is not None:
             on_progress(done, total)
+    finite_faces = torch.cat(finite)
+    if not bool(finite_faces.all()):
+        bad = finite_faces.logical_not().nonzero().flatten().tolist()
+        shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
+        raise RestoreError(f"the model produced NaN/inf for {len(bad)} of {total} face(s) (index {shown}) in "
+                           f"{str(dtype).replace('torch.', '')}; try fp32 or bf16")
     return restored
