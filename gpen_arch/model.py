@@ -114,6 +114,8 @@ class GPEN(nn.Module):
             )
         if not x.is_floating_point():
             raise ValueError(f"GPEN expects a floating-point tensor in [-1, 1], got dtype {x.dtype}")
+        if _tracing():  # torch.export / torch.compile / the JIT tracer: the values are symbolic, nothing to read
+            return _checked
         if x.is_cuda:
             with torch.no_grad():
                 finite = torch.isfinite(x).all()
@@ -175,6 +177,13 @@ class GPEN(nn.Module):
         dtype = self._param_dtype() if dtype is None else dtype
         plan = self.plan(self.final_linear[0].weight.device, dtype)
         return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype, plan=plan)
+
+
+def _tracing() -> bool:
+    """Whether this forward is being traced into a graph (ONNX export, torch.export, torch.compile, torch.jit.trace)."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or (exporting is not None and exporting()))
 
 
 def _raise_not_finite() -> None:

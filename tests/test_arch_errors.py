@@ -15,6 +15,7 @@ from gpen_arch import (
     GPEN,
     CheckpointReadError,
     ConfigError,
+    FastOptions,
     GPENConfig,
     GPENError,
     NotAGPENCheckpoint,
@@ -220,3 +221,15 @@ def test_forward_rejects_wrong_shapes():
         x[0, 1, 5, 7] = bad
         with pytest.raises(ValueError, match="GPEN input contains NaN or infinite values"):
             model(x)
+
+
+def test_the_input_check_lets_the_network_be_traced_for_export():
+    """ONNX export (torch.export underneath) traces symbolic values: the finiteness check must step aside there
+    and still run on real input."""
+    model = GPEN(GPENConfig(size=64, channel_multiplier=1, narrow=0.0625)).eval()
+    model.fast_options = FastOptions(use_fast_path=False)  # the layer-by-layer graph an export writes
+    x = torch.zeros(1, 3, 64, 64)
+    exported = torch.export.export(model, (x,))
+    assert torch.equal(exported.module()(x), model(x))
+    with pytest.raises(ValueError, match="GPEN input contains NaN or infinite values"):
+        model(torch.full((1, 3, 64, 64), float("nan")))
