@@ -41,6 +41,11 @@ def pack(tmp_path_factory):
     sys.path.remove(str(DOUBLE))
 
 
+#: Detect Faces' inputs at their defaults (every face, GPEN template, 256 crops, no video smoothing)
+DETECT = dict(select="all", indices="0", sort_by="area", min_face_size=0, max_faces=0, template="gpen",
+              crop_size="256", video_smoothing=0.0)
+
+
 def comfy_image(name: str, size: tuple[int, int] | None = None) -> torch.Tensor:
     from face_pipeline.image import load_image
 
@@ -229,10 +234,7 @@ def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
 
 def test_no_face_returns_unchanged_images(pack, gpen_model, detector):
     image = torch.full((2, 64, 96, 3), 0.5)
-    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all",
-                                                                   indices="0", sort_by="area", min_face_size=0,
-                                                                   max_faces=0, template="gpen", crop_size="256",
-                                                                   video_smoothing=0.0)
+    faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, **DETECT)
     assert count == 0 and crops.shape == (1, 256, 256, 3)
     restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
                                                          strength=1.0)
@@ -295,9 +297,7 @@ def test_root_init_is_harmless_outside_comfyui():
 
 def test_strength_zero_gives_back_the_aligned_crops(pack, gpen_model, detector):
     image = comfy_image("grace_hopper.jpg")
-    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all", indices="0",
-                                                     sort_by="area", min_face_size=0, max_faces=0, template="gpen",
-                                                     crop_size="256", video_smoothing=0.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, **DETECT)
     _, original = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
                                                          strength=0.0)
     _, restored = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
@@ -311,9 +311,7 @@ def test_colorize_and_inpaint_modes(pack, gpen_model, detector):
     from face_pipeline.restoration.modes import luma
 
     image = comfy_image("astronaut.jpg")
-    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all", indices="0",
-                                                     sort_by="area", min_face_size=0, max_faces=0, template="gpen",
-                                                     crop_size="256", video_smoothing=0.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, **DETECT)
     _, colored = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="colorize",
                                                         strength=1.0)
     inside = (colored > 0.01) & (colored < 0.99)  # where no channel was clamped, the photo's luminance is kept
@@ -332,9 +330,7 @@ def test_background_is_used_outside_the_faces(pack, gpen_model, detector):
     image = comfy_image("astronaut.jpg")
     background = torch.zeros((1, 1024, 1024, 3))
     background[..., 2] = 1.0  # blue, at the output size (2x)
-    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, select="all", indices="0",
-                                                     sort_by="area", min_face_size=0, max_faces=0, template="gpen",
-                                                     crop_size="256", video_smoothing=0.0)
+    faces, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, **DETECT)
     restored, _ = node(pack, "GPENRestoreFaces").restore(gpen_model=gpen_model, faces=faces, mode="restore",
                                                          strength=1.0)
     out, mask = node(pack, "GPENPasteFaces").paste(image=image, faces=restored, mask_type="ellipse", feather=0.1,

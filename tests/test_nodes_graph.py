@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from test_nodes import comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
+from test_nodes import DETECT, comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
 
 def bridge():
     """The pack's comfy_bridge; its ``mm`` and ``comfy`` are the ComfyUI modules the pack really uses (another test
@@ -17,9 +17,6 @@ def bridge():
 
 
 PASTE = dict(mask_type="rounded_rect", feather=0.1, color_correction=True, output_scale="1", max_output_size=8192)
-DETECT = dict(select="all", indices="0", sort_by="area", min_face_size=0, max_faces=0, template="gpen",
-              crop_size="256", video_smoothing=0.0)
-
 
 @pytest.fixture(scope="module")
 def two_photos():
