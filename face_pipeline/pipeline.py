@@ -260,6 +260,12 @@ class Pipeline:
         """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
         detect and track over a long frame sequence first, then restore it in chunks that fit in memory."""
         check_images(images)
+        return self._restore_and_paste(images, faces_per_image, background=background, inpaint_masks=inpaint_masks,
+                                       protect=protect, timings=timings)
+
+    def _restore_and_paste(self, images, faces_per_image, *, background, inpaint_masks, protect,
+                           timings) -> tuple[PasteResult, FaceBatch]:
+        """``restore_and_paste`` for images already checked (``run``: ``find`` checked them)."""
         timings = {} if timings is None else timings
         mark = time.perf_counter()
         batch = self.align(images, faces_per_image)
@@ -291,8 +297,8 @@ class Pipeline:
         found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
         chosen = self.stabilise(chosen, cuts=video_cuts(images, self.options.video))
         timings["detect"] = time.perf_counter() - start
-        result, restored = self.restore_and_paste(images, selected_faces(chosen), background=background,
-                                                  inpaint_masks=inpaint_masks, protect=protect, timings=timings)
+        result, restored = self._restore_and_paste(images, selected_faces(chosen), background=background,
+                                                   inpaint_masks=inpaint_masks, protect=protect, timings=timings)
         report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
                                 seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
                                 faces=restored, choices=chosen)
