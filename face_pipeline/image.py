@@ -17,10 +17,9 @@ TIFF) handed back; what a format cannot hold is a warning. ``save_image`` writes
 
 from __future__ import annotations
 
-import math
-
 import io
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,17 +214,26 @@ def load_image(path: str | Path) -> torch.Tensor:
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as ``read_image`` returns it (orientation applied), from its header where
     Pillow can read it (no decoding), else by decoding it. Raises ``InvalidImageError`` for an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            turned = int(image.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)
-        return (height, width) if turned else (width, height)
+        return header_size(path)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         pixels = load_image(path)
         return int(pixels.shape[-1]), int(pixels.shape[-2])
+
+
+def header_size(file) -> tuple[int, int]:
+    """(width, height) of an image, orientation applied, from its header alone (``file``: a path or a binary file
+    object, e.g. the first bytes of an object in a store). Pillow's errors propagate: the caller decides what an
+    unreadable header means."""
+    from PIL import Image
+
+    with Image.open(file) as image:
+        width, height = image.size
+        turned = int(image.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)
+    return (height, width) if turned else (width, height)
 
 
 def same_format(a: str | Path, b: str | Path) -> bool:

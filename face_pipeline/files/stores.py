@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..errors import FileLayoutError, InvalidImageError
-from ..image import IMAGE_SUFFIXES, image_size
+from ..image import IMAGE_SUFFIXES, header_size, image_size
 from .writer import describe_os_error
 
 if TYPE_CHECKING:
@@ -158,14 +158,11 @@ def source_size(source: Source) -> tuple[int, int]:
     object that cannot be read or is not an image."""
     if not isinstance(source, StoreObject):
         return image_size(source)
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     head = source.read_bytes(HEADER_BYTES)
     try:
-        with Image.open(io.BytesIO(head)) as image:
-            width, height = image.size
-            turned = int(image.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)
-        return (height, width) if turned else (width, height)
+        return header_size(io.BytesIO(head))
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError):  # Pillow's parsers raise these
         with _local_copy(source) as path:
             return image_size(path)
