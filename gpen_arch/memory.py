@@ -84,13 +84,12 @@ def _memory_plan(plan: FastPlan) -> FastPlan:
 
 
 def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch.dtype,
-                            banded: bool = False, plan: FastPlan | None = None) -> int:
+                            plan: FastPlan = FastPlan()) -> int:
     """Peak bytes of activations for one inference forward of ``batch_size`` faces (weights excluded), with
-    allocator slack, for the fast forward running ``plan`` (default: the CPU form, blurs unfolded, which allocates
-    the most; ``banded``: with the largest layers in strips, ``bands.py``)."""
+    allocator slack, for the fast forward running ``plan`` (default: the plain CPU form, blurs unfolded and no
+    strips, which allocates the most; ``FastPlan(banded=True)``: the largest layers in strips, ``bands.py``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    plan = FastPlan(banded=banded) if plan is None else plan
     per_face, _ = _meta_run(config, _memory_plan(plan), dtype)
     return int(per_face * batch_size * OVERHEAD)
 

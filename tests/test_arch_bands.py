@@ -78,17 +78,19 @@ def test_plan_and_policy():
 def test_banded_estimate_is_about_a_third_of_the_plain_one(size, ratio):
     config = RELEASED_CONFIGS[size]
     plain = estimate_forward_memory(config, batch_size=1, dtype=torch.float32)
-    banded = estimate_forward_memory(config, batch_size=1, dtype=torch.float32, banded=True)
+    banded = estimate_forward_memory(config, batch_size=1, dtype=torch.float32, plan=FastPlan(banded=True))
     assert banded < ratio * plain, (size, banded, plain)
     assert banded > 0.2 * plain  # the input, the 1/2-size feature and the 1/4-size step's output stay in full
-    assert estimate_forward_memory(config, batch_size=2, dtype=torch.float32, banded=True) == pytest.approx(
+    strips = FastPlan(banded=True)
+    assert estimate_forward_memory(config, batch_size=2, dtype=torch.float32, plan=strips) == pytest.approx(
         2 * banded, rel=1e-6)
 
 
 def test_model_estimate_follows_the_forward_of_its_device():
     small = GPENConfig(size=512, channel_multiplier=1, narrow=0.0625)
     on_cpu = GPEN(small)  # the model's own estimate follows the forward it runs where it is
-    assert on_cpu.estimate_memory(1) == estimate_forward_memory(small, batch_size=1, dtype=torch.float32, banded=True)
+    assert on_cpu.estimate_memory(1) == estimate_forward_memory(small, batch_size=1, dtype=torch.float32,
+                                                                plan=FastPlan(banded=True))
     with torch.device("meta"):
         elsewhere = GPEN(small)
     assert elsewhere.estimate_memory(1) == estimate_forward_memory(small, batch_size=1, dtype=torch.float32)
