@@ -100,11 +100,12 @@ def _build(impl: str, size: int, sd, device, dtype, reference_dir: str | None):
     return Official(model).to(device=device, dtype=dtype)
 
 
-GPU_OPTIONS = {  # flag: (FastOptions field, what auto means); each takes auto / on / off
+PLAN_FLAGS = {  # flag: (FastOptions field, what auto means); each takes auto / on / off
     "fold-blur": ("fold_blur", "on CUDA only"),
     "subpixel": ("subpixel_upsample", "wherever blurs are folded"),
     "fused": ("fused_kernels", "on CUDA only"),
     "cudnn-benchmark": ("cudnn_benchmark", "on CUDA only"),
+    "winograd": ("winograd", "on the CPU in float32"),
 }
 SWITCHES = {  # store_true flag (where a script has it): (FastOptions field, the value it sets)
     "contiguous": ("channels_last", False),
@@ -112,23 +113,23 @@ SWITCHES = {  # store_true flag (where a script has it): (FastOptions field, the
 }
 
 
-def add_gpu_options(parser: argparse.ArgumentParser) -> None:
-    """``--fold-blur``, ``--subpixel``, ``--fused``, ``--cudnn-benchmark``: auto / on / off."""
-    for flag, (field, auto) in GPU_OPTIONS.items():
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """``--fold-blur``, ``--subpixel``, ``--fused``, ``--cudnn-benchmark``, ``--winograd``: auto / on / off."""
+    for flag, (field, auto) in PLAN_FLAGS.items():
         parser.add_argument(f"--{flag}", choices=["auto", "on", "off"], default="auto",
                             help=f"FastOptions.{field} (auto: {auto})")
 
 
 def fast_options(args: argparse.Namespace, base: FastOptions | None = None) -> FastOptions:
-    """``base`` (default: the defaults) with what the flags of :data:`GPU_OPTIONS` and :data:`SWITCHES` ask for."""
+    """``base`` (default: the defaults) with what the flags of :data:`PLAN_FLAGS` and :data:`SWITCHES` ask for."""
     changes = {field: {"auto": None, "on": True, "off": False}[getattr(args, flag.replace("-", "_"))]
-               for flag, (field, _) in GPU_OPTIONS.items()}
+               for flag, (field, _) in PLAN_FLAGS.items()}
     changes.update({field: value for name, (field, value) in SWITCHES.items() if getattr(args, name, False)})
     return (base or FastOptions()).replace(**changes)
 
 
-def apply_gpu_options(model, args: argparse.Namespace) -> None:
-    """Set the model's ``fast_options`` from :func:`add_gpu_options`' arguments (and ``--contiguous`` /
+def apply_plan_flags(model, args: argparse.Namespace) -> None:
+    """Set the model's ``fast_options`` from :func:`add_plan_flags`' arguments (and ``--contiguous`` /
     ``--cuda-graphs`` where the script has them), on top of what it already has."""
     model.fast_options = fast_options(args, model.fast_options)
 
@@ -148,7 +149,7 @@ def run_worker(args: argparse.Namespace) -> dict:
     model = _build(args.impl, args.size, sd, device, dtype, args.reference)
     ours = model if hasattr(model, "fast_options") else None  # the official network always runs as shipped
     if ours is not None:
-        apply_gpu_options(ours, args)
+        apply_plan_flags(ours, args)
     if args.compile:
         model = torch.compile(model)
     x = x32.to(device=device, dtype=dtype)
@@ -260,7 +261,7 @@ def _spawn(args: argparse.Namespace, **overrides) -> dict | None:
     params = {"impl": "ours", "device": args.device, "threads": args.threads,
               "contiguous": args.contiguous, "compile": args.compile,
               "cuda_graphs": args.cuda_graphs,
-              **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in GPU_OPTIONS}, **overrides}
+              **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in PLAN_FLAGS}, **overrides}
     for key, value in params.items():
         if value is None or value is False:
             continue
@@ -321,7 +322,7 @@ def main() -> None:
                         help="run our activations in NCHW instead of channels-last (our default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (ours only)")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay our forward through a CUDA graph")
-    add_gpu_options(parser)
+    add_plan_flags(parser)
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     # worker-only flags
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -355,7 +356,7 @@ def main() -> None:
               f"{'est. MB':>8} {'cache MB':>8} {'max|d| vs fp32':>15}")
     options = [name for name, on in [("channels-first", args.contiguous), ("compile", args.compile),
                                      ("cuda-graphs", args.cuda_graphs)] if on]
-    options += [f"{flag} {getattr(args, flag.replace('-', '_'))}" for flag in GPU_OPTIONS]
+    options += [f"{flag} {getattr(args, flag.replace('-', '_'))}" for flag in PLAN_FLAGS]
     print(f"device: {args.device}  threads: {args.threads or 'default'}  runs: {args.runs} (+{args.warmup} warm-up)"
           f"  options: {', '.join(options)}")
     print(header + ("  (comparison rows: ours relative to them)" if args.reference or args.onnxruntime or args.plain

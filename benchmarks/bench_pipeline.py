@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import _random_state_dict, add_gpu_options, apply_gpu_options  # noqa: E402
+from bench_gpen import _random_state_dict, add_plan_flags, apply_plan_flags  # noqa: E402
 
 from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--runs", type=int, default=3)
-    add_gpu_options(parser)
+    add_plan_flags(parser)
     parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
     parser.add_argument("--profile", action="store_true", help="list what restore_faces adds to the forward")
     args = parser.parse_args()
@@ -66,7 +66,7 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
-    apply_gpu_options(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
+    apply_plan_flags(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
     detector = load_detector(args.detector, weights_dir=args.detector_dir, device=device)
     image = load_image(args.image).to(device)
 

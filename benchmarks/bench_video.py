@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import _random_state_dict, add_gpu_options, apply_gpu_options  # noqa: E402
+from bench_gpen import _random_state_dict, add_plan_flags, apply_plan_flags  # noqa: E402
 
 from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--detector-dir", default=str(REPO_ROOT.parent / "shared" / "detectors"))
     parser.add_argument("--network-runs", type=int, default=None, help="runs of the network-alone timing")
     parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
-    add_gpu_options(parser)
+    add_plan_flags(parser)
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -159,7 +159,7 @@ def main() -> None:
             size = model.config.size
         else:
             model = load_gpen(_random_state_dict(size, 0), device=device, dtype=dtype)
-        apply_gpu_options(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
+        apply_plan_flags(model, args)  # --cuda-graphs and the auto / on / off flags: one table (bench_gpen.py)
         network = None  # seconds per face of the network alone (on the CPU measured once: face by face anyway)
         for batch in args.batches:
             # warm-up: on CUDA the whole batch (cuDNN tunes per shape, graphs capture per batch); on the CPU one

@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import DTYPES, _random_state_dict, add_gpu_options, apply_gpu_options  # noqa: E402
+from bench_gpen import DTYPES, _random_state_dict, add_plan_flags, apply_plan_flags  # noqa: E402
 
 from gpen_arch import load_gpen  # noqa: E402
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--contiguous", action="store_true")
     parser.add_argument("--compile", default=None, help="torch.compile mode, e.g. default or max-autotune")
-    add_gpu_options(parser)
+    add_plan_flags(parser)
     parser.add_argument("--cuda-graphs", action="store_true", help="FastOptions.cuda_graphs")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
@@ -39,7 +39,7 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     torch.backends.cudnn.benchmark = True
     model = load_gpen(_random_state_dict(args.size, 0), device=device, dtype=dtype)
-    apply_gpu_options(model, args)  # --contiguous, --cuda-graphs and the auto / on / off flags: one table
+    apply_plan_flags(model, args)  # --contiguous, --cuda-graphs and the auto / on / off flags: one table
     run = torch.compile(model, mode=args.compile) if args.compile else model
     x = torch.rand(args.batch, 3, args.size, args.size, device=device, dtype=dtype) * 2 - 1
     with torch.inference_mode():

@@ -40,12 +40,12 @@ from .config import GPENConfig
 from .ops.epilogue import memory_format_of
 
 #: Elements (per face) of one strip of a group's top step's concatenation buffer, which sets the strip height: at
-#: 2048 that is 32 rows of 2048 x 32 channels. Each strip recomputes a few halo rows (more work in the two fused
-#: steps, a few percent of the forward, which the smaller working set pays back on the CPU). Taller strips save
-#: little time and cost more than their size in RSS on the CPU: strips of 16-32 MB fall under glibc's adaptive mmap
-#: threshold and stay in the heap. The README's benchmark table and ``benchmarks/bench_gpen.py --plain`` give the
-#: figures.
-BAND_ELEMENTS = 1 << 21
+#: 2048 that is 64 rows of 2048 x 32 channels (16 MB in float32). Each strip recomputes a few halo rows, more in
+#: the two fused steps: with 32-row strips the 1024 step's upsampling convolution read 14 input rows per 8 kept.
+#: 64 rows halve that overhead for about 25 MB more peak RSS (1818 against 1793 MB at 2048); 128 rows saved no
+#: measurable time more and cost 110 MB (1901 MB). The README's benchmark table and ``benchmarks/bench_gpen.py
+#: --plain`` give the figures.
+BAND_ELEMENTS = 1 << 22
 
 #: Smallest strip height: below it the halo rows would cost more than the strip itself.
 MIN_BAND_ROWS = 8

@@ -17,6 +17,8 @@ computed with fewer passes over the large full-resolution tensors:
 - encoder features are released as soon as the decoder has used them; with ``FastPlan.banded`` (the CPU default
   from 512 up) the three largest resolutions run in horizontal strips with exact halos (``bands.py``), so their
   activations never exist in full: the same outputs with under a third of the activation memory;
+- on the CPU in float32 (``FastPlan.winograd``) the large 3x3 decoder convolutions run by Winograd's F(4x4, 3x3)
+  (``ops/winograd.py``): a quarter of the multiplications, as batched matrix products;
 - styles, modulation and demodulation are computed in float32 even when the network runs in float16/bfloat16;
 - batches share one weight (modulation as input scaling, demodulation as output scaling), see
   ``ops/modulated_conv.py``.
@@ -129,7 +131,7 @@ def _style_table(model) -> tuple[dict[int, tuple[int, int]], torch.Tensor, torch
 
 def _styled_conv(
     model, layer: StyledConv, x: torch.Tensor, styles: torch.Tensor, alpha: torch.Tensor, feature: torch.Tensor, *,
-    input_gain: float, fold_blur: bool, subpixel: bool, fused: bool,
+    input_gain: float, fold_blur: bool, subpixel: bool, fused: bool, winograd: bool,
 ) -> torch.Tensor:
     """``layer(x * input_gain, w, feature * sqrt(2)) / sqrt(2)``: ``[N, I, H, W]`` -> ``[N, 2*O, H', W']``."""
     conv = layer.conv
@@ -138,7 +140,8 @@ def _styled_conv(
     result = modulated_conv2d_raw(
         x, conv.weight, styles, scale=conv.scale, demodulate=True, upsample=conv.upsample,
         blur_kernel=conv.blur.kernel if conv.upsample else None, bias=bias[:out_ch], input_gain=input_gain,
-        fold_blur=fold_blur, subpixel=subpixel and conv.upsample, cache=_memo(model, layer, conv.weight),
+        fold_blur=fold_blur, subpixel=subpixel and conv.upsample, winograd=winograd,
+        cache=_memo(model, layer, conv.weight),
     )
     return styled_concat(result, feature, alpha, bias[out_ch:], fused=fused)
 
@@ -222,7 +225,7 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
 
     def styled(layer, h, feature, input_gain):
         return _styled_conv(model, layer, h, styles(layer), alphas[id(layer)], feature, input_gain=input_gain,
-                            fold_blur=fold, subpixel=subpixel, fused=fused)
+                            fold_blur=fold, subpixel=subpixel, fused=fused, winograd=plan.winograd)
 
     h = gen.input.input.expand(n, -1, -1, -1).contiguous(memory_format=memory_format)
     h = styled(gen.conv1, h, features.pop(4), 1.0)

@@ -17,6 +17,9 @@ The auto rules (why: see the README's benchmark table):
 - ``cudnn_benchmark``: cuDNN autotuning during this model's forward on CUDA (never elsewhere);
 - ``cuda_graphs``: off unless asked, and only ever on CUDA;
 - ``banded``: the largest layers in strips on the CPU from 512 up (``bands.uses_bands``);
+- ``winograd``: large 3x3 convolutions by Winograd's F(4x4, 3x3) on the CPU in float32 (``ops/winograd.py``: a
+  quarter of the multiplications, where oneDNN's direct convolution is compute-bound; GPUs and half precision keep
+  cuDNN's choice);
 - ``per_face``: a batch runs face by face on the CPU (the per-face weight path beats the shared-weight batch path
   there and needs a fraction of the memory); in one batch elsewhere.
 """
@@ -42,7 +45,8 @@ class FastOptions:
 
     ``use_fast_path``: False runs the literal reference forward (the layers' own ``forward``), as with gradients on.
     ``channels_last``: keep the fast path's activations channels-last (oneDNN and cuDNN prefer it).
-    ``fold_blur``, ``subpixel_upsample``, ``fused_kernels``, ``cudnn_benchmark``, ``banded``, ``per_face``: None = auto.
+    ``fold_blur``, ``subpixel_upsample``, ``fused_kernels``, ``cudnn_benchmark``, ``banded``, ``winograd``,
+    ``per_face``: None = auto.
     ``cuda_graphs``: replay CUDA forwards through a captured graph (``cuda_graph.py``); it keeps one forward's
     activations allocated while the model lives.
     """
@@ -55,6 +59,7 @@ class FastOptions:
     cudnn_benchmark: bool | None = None
     cuda_graphs: bool = False
     banded: bool | None = None
+    winograd: bool | None = None
     per_face: bool | None = None
 
     def __post_init__(self) -> None:
@@ -77,7 +82,8 @@ class FastPlan:
     ``fold_blur``: the encoder's and decoder's blurs folded into their convolutions; ``subpixel``: upsampling
     convolutions in sub-pixel form; ``fused_kernels``: ask for the Triton epilogue; ``cudnn_benchmark``: turn cuDNN
     autotuning on for the forward; ``cuda_graphs``: replay through a captured graph; ``banded``: the largest layers
-    in strips; ``per_face``: split a batch into single faces.
+    in strips; ``winograd``: large 3x3 convolutions by Winograd's F(4x4, 3x3); ``per_face``: split a batch into
+    single faces.
     """
 
     fast: bool = True
@@ -88,6 +94,7 @@ class FastPlan:
     cudnn_benchmark: bool = False
     cuda_graphs: bool = False
     banded: bool = False
+    winograd: bool = False
     per_face: bool = False
 
     def replace(self, **changes) -> FastPlan:
@@ -122,5 +129,6 @@ def _resolve(options: FastOptions, config: GPENConfig, device_type: str, dtype: 
         cudnn_benchmark=cuda and auto(options.cudnn_benchmark, True),
         cuda_graphs=cuda and options.cuda_graphs,
         banded=auto(options.banded, uses_bands(config, device_type)),
+        winograd=auto(options.winograd, device_type == "cpu" and dtype == torch.float32),
         per_face=auto(options.per_face, device_type == "cpu"),
     )

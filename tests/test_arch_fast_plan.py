@@ -27,14 +27,17 @@ def test_cuda_defaults_fold_subpixel_fused_and_cudnn(device):
 def test_cpu_defaults_plain_forms_banded_from_512_and_face_by_face(device):
     plan = resolve_plan(FastOptions(), LARGE, device, torch.float32)
     assert plan == FastPlan(fast=True, channels_last=True, fold_blur=False, subpixel=False, fused_kernels=False,
-                            cudnn_benchmark=False, cuda_graphs=False, banded=True, per_face=True)
+                            cudnn_benchmark=False, cuda_graphs=False, banded=True, winograd=True, per_face=True)
     assert not resolve_plan(FastOptions(), SMALL, device, torch.float32).banded  # under 512: no strips
+    for dtype in (torch.bfloat16, torch.float16, torch.float64):  # Winograd's accuracy is checked in float32 only
+        assert not resolve_plan(FastOptions(), LARGE, device, dtype).winograd
 
 
 def test_other_devices_get_neither_the_gpu_forms_nor_the_cpu_ones():
     plan = resolve_plan(FastOptions(), LARGE, "mps", torch.float16)
     assert not (plan.fold_blur or plan.subpixel or plan.fused_kernels or plan.cudnn_benchmark or plan.banded
-                or plan.per_face)
+                or plan.winograd or plan.per_face)
+    assert not resolve_plan(FastOptions(), LARGE, "cuda", torch.float32).winograd  # cuDNN chooses its own
 
 
 def test_fused_kernels_by_default_only_for_the_dtypes_triton_takes():
@@ -55,10 +58,10 @@ def test_subpixel_follows_folding_unless_set():
 @pytest.mark.parametrize("value", [True, False])
 def test_explicit_settings_win_on_every_device(device, value):
     options = FastOptions(fold_blur=value, subpixel_upsample=value, fused_kernels=value, banded=value,
-                          per_face=value, channels_last=value, use_fast_path=value)
+                          winograd=value, per_face=value, channels_last=value, use_fast_path=value)
     plan = resolve_plan(options, LARGE, device, torch.float32)
-    assert (plan.fold_blur, plan.subpixel, plan.fused_kernels, plan.banded, plan.per_face, plan.channels_last,
-            plan.fast) == (value,) * 7
+    assert (plan.fold_blur, plan.subpixel, plan.fused_kernels, plan.banded, plan.winograd, plan.per_face,
+            plan.channels_last, plan.fast) == (value,) * 8
 
 
 def test_cuda_only_switches_never_turn_on_elsewhere():

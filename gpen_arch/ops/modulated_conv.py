@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .epilogue import ConvOutput, materialize
 from .upfirdn2d import blur, fold_blur_into_transposed_conv, transposed_to_subpixel, upfirdn2d_ref
+from .winograd import winograd_conv3x3, worthwhile
 
 DEMOD_EPS = 1e-8
 
@@ -78,6 +79,7 @@ def modulated_conv2d_raw(
     input_gain: float = 1.0,
     fold_blur: bool = False,
     subpixel: bool = False,
+    winograd: bool = False,
     cache: Memo | None = None,
 ) -> ConvOutput:
     """The convolution of :func:`modulated_conv2d`, its cheap elementwise remainder left to the caller
@@ -89,7 +91,8 @@ def modulated_conv2d_raw(
     Upsampling is a stride-2 transposed convolution followed by the blur as a depthwise convolution; with
     ``fold_blur`` the blur is folded into the transposed convolution's weight (``fold_blur_into_transposed_conv``);
     with ``subpixel`` that folded convolution runs as a 3x3 convolution with four phases at the input resolution
-    (``transposed_to_subpixel``), its pixel shuffle left pending. Folded weights depend on the parameters only:
+    (``transposed_to_subpixel``), its pixel shuffle left pending. With ``winograd``, 3x3 convolutions large enough
+    to gain run by Winograd's F(4x4, 3x3) (``winograd.py``; the CPU form). Folded weights depend on the parameters only:
     ``cache`` (see :data:`Memo`) keeps them between calls, and modulation and demodulation are applied to them as
     per-(output, input) factors, since folding is linear in each filter.
     """
@@ -117,7 +120,7 @@ def modulated_conv2d_raw(
         if upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
             return ConvOutput(blur(out, blur_kernel, pad=1, bias=bias), out_ch)
-        return ConvOutput(F.conv2d(x, w, bias, padding=k // 2), out_ch)
+        return ConvOutput(_conv(x, w, bias, winograd), out_ch)
 
     xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
     w = (weight[0].float() * scale).to(x.dtype)
@@ -126,8 +129,15 @@ def modulated_conv2d_raw(
         del xs
         out = blur(out, blur_kernel, pad=1)  # per-channel scaling commutes with the depthwise blur
     else:
-        out = F.conv2d(xs, w, padding=k // 2)
+        out = _conv(xs, w, None, winograd)
     return ConvOutput(out, out_ch, scale=out_scale.to(x.dtype), bias=bias)
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, winograd: bool) -> torch.Tensor:
+    """The stride-1 convolution with ``padding = k // 2``: ``[N, I, H, W]`` -> ``[N, O, H, W]``."""
+    if winograd and worthwhile(x, weight):
+        return winograd_conv3x3(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
 
 
 def _output_scale(s: torch.Tensor, norms: torch.Tensor | None, input_gain: float, out_ch: int) -> torch.Tensor:
