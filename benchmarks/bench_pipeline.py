@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import _random_state_dict, add_plan_flags, apply_plan_flags  # noqa: E402
+from bench_gpen import PLAN_FLAGS, _random_state_dict, add_plan_flags, apply_plan_flags  # noqa: E402
 
 from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
@@ -84,9 +84,8 @@ def main() -> None:
     paste_auto_s, result = timed(lambda: paste_faces(restored, scale="auto"), args.runs, device)
 
     print(f"GPEN-{args.size} {args.dtype} on {device}, image {tuple(image.shape[-2:])}, detector {args.detector}, "
-          f"fold-blur {args.fold_blur}, subpixel {args.subpixel}, fused {args.fused}, "
-          f"cudnn-benchmark {args.cudnn_benchmark}"
-          f"{', CUDA graphs' if args.cuda_graphs else ''}")
+          + ", ".join(f"{flag} {getattr(args, flag.replace('-', '_'))}" for flag in PLAN_FLAGS)
+          + f"{', CUDA graphs' if args.cuda_graphs else ''}")
     rows = [("detect", detect_s), ("align", align_s), ("paste 1x", paste1_s),
             (f"paste auto ({result.scale}x)", paste_auto_s)]
     print(f"{'restore':>18}: {restore_s * 1000:9.1f} ms  (the network alone: {network_s * 1000:.1f} ms)")

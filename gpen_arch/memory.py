@@ -77,10 +77,10 @@ def _meta_run(config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> tuple[i
 
 
 def _memory_plan(plan: FastPlan) -> FastPlan:
-    """The decisions that change what a forward allocates; the rest (graphs, cuDNN tuning, the Triton epilogue,
+    """The decisions that change what a forward allocates (Winograd's transformed tiles too); the rest (graphs, cuDNN tuning, the Triton epilogue,
     which writes the same tensors as its PyTorch form) set to their plain values so equal runs share the cache."""
     return FastPlan(channels_last=plan.channels_last, fold_blur=plan.fold_blur, subpixel=plan.subpixel,
-                    banded=plan.banded)
+                    banded=plan.banded, winograd=plan.winograd)
 
 
 def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch.dtype,

@@ -28,7 +28,7 @@ _G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 /
 
 #: Bytes of transformed input (``V``) per chunk of tile rows: larger chunks mean fewer, longer elementwise passes;
 #: measured flat from 8 to 32 MB, slower below.
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 
 #: Smallest layer the form is used for (see :func:`worthwhile`).
 MIN_IN_CHANNELS = 128
