@@ -77,8 +77,9 @@ def _meta_run(config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> tuple[i
 
 
 def _memory_plan(plan: FastPlan) -> FastPlan:
-    """The decisions that change what a forward allocates (Winograd's transformed tiles too); the rest (graphs, cuDNN tuning, the Triton epilogue,
-    which writes the same tensors as its PyTorch form) set to their plain values so equal runs share the cache."""
+    """The decisions that change what a forward allocates (Winograd's transformed tiles too); the rest (graphs,
+    cuDNN tuning, the Triton epilogue, which writes the same tensors as its PyTorch form) set to their plain values
+    so equal runs share the cache."""
     return FastPlan(channels_last=plan.channels_last, fold_blur=plan.fold_blur, subpixel=plan.subpixel,
                     banded=plan.banded, winograd=plan.winograd)
 

@@ -92,9 +92,9 @@ def modulated_conv2d_raw(
     ``fold_blur`` the blur is folded into the transposed convolution's weight (``fold_blur_into_transposed_conv``);
     with ``subpixel`` that folded convolution runs as a 3x3 convolution with four phases at the input resolution
     (``transposed_to_subpixel``), its pixel shuffle left pending. With ``winograd``, 3x3 convolutions large enough
-    to gain run by Winograd's F(4x4, 3x3) (``winograd.py``; the CPU form). Folded weights depend on the parameters only:
-    ``cache`` (see :data:`Memo`) keeps them between calls, and modulation and demodulation are applied to them as
-    per-(output, input) factors, since folding is linear in each filter.
+    to gain run by Winograd's F(4x4, 3x3) (``winograd.py``; the CPU form). Folded weights depend on the parameters
+    only: ``cache`` (see :data:`Memo`) keeps them between calls, and modulation and demodulation are applied to them
+    as per-(output, input) factors, since folding is linear in each filter.
     """
     n, in_ch = x.shape[:2]
     _, out_ch, _, k, _ = weight.shape
