@@ -14,8 +14,8 @@ of 9216-term sums; tests hold it against float64).
 
 When it pays (one CPU thread): the products run at BLAS speed, the transforms are memory passes, so the form wins
 where channels are many against the map's size: about 2.4x at 512 -> 256 channels on 128 x 128 and 1.4x at
-128 -> 64 channels on strips of 512 (docs/performance.md has the table); thinner layers and tiny maps are faster as direct convolutions
-(:func:`worthwhile`). ``benchmarks/bench_gpen.py --winograd on|off`` compares the whole forward.
+128 -> 64 channels on strips of 512 (docs/performance.md has the table); thinner layers and tiny maps are faster
+as direct convolutions (:func:`worthwhile`). ``benchmarks/bench_gpen.py --winograd on|off`` compares the whole forward.
 """
 
 from __future__ import annotations
