@@ -31,7 +31,7 @@ def conv_case(shape, out_ch, seed=0):
     ((1, 8, 16, 16), 4),  # whole tiles
     ((2, 5, 7, 9), 3),  # a batch; sizes that are not multiples of 4 (the tail is computed and cut)
     ((1, 6, 1, 1), 2),  # one pixel: all halo
-    ((1, 130, 33, 30), 65),  # channels past the size rule, odd rows
+    ((1, 260, 33, 30), 130),  # channels past the size rule, odd rows
 ])
 def test_equals_a_float64_convolution(shape, out_ch, channels_last, chunk_bytes):
     x, weight, bias = conv_case(shape, out_ch)
@@ -60,12 +60,12 @@ def test_wrong_weight_is_refused():
 
 
 def test_used_only_where_it_pays():
-    big = torch.zeros(1, 128, 32, 32)
-    assert worthwhile(big, torch.zeros(64, 128, 3, 3))
-    assert not worthwhile(big, torch.zeros(32, 128, 3, 3))  # too few outputs
-    assert not worthwhile(big[:, :64], torch.zeros(64, 64, 3, 3))  # too few inputs
-    assert not worthwhile(big[..., :16, :16], torch.zeros(64, 128, 3, 3))  # too small a map
-    assert not worthwhile(big, torch.zeros(64, 128, 1, 1))
+    big = torch.zeros(1, 256, 32, 32)
+    assert worthwhile(big, torch.zeros(128, 256, 3, 3))
+    assert not worthwhile(big, torch.zeros(64, 256, 3, 3))  # too few outputs
+    assert not worthwhile(big[:, :128], torch.zeros(128, 128, 3, 3))  # too few inputs
+    assert not worthwhile(big[..., :16, :16], torch.zeros(128, 256, 3, 3))  # too small a map
+    assert not worthwhile(big, torch.zeros(128, 256, 1, 1))
 
 
 def test_forward_with_winograd_matches_the_direct_forward(monkeypatch):

@@ -116,11 +116,16 @@ def modulated_conv2d_raw(
             factors = out_scale[0].reshape(out_ch, 1) * (s[0] * scale).reshape(1, in_ch)
         else:  # the same factor for every output channel
             factors = (s[0] * (scale * input_gain)).reshape(1, in_ch)
-        w = torch.mul(weight[0], factors.reshape(-1, in_ch, 1, 1)).to(x.dtype)  # [O, I, k, k]
-        if upsample:
-            out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [1, O, 2H+1, 2W+1]
+        factors = factors.reshape(-1, in_ch, 1, 1)
+        if upsample:  # built in the [I, O, k, k] layout conv_transpose2d takes, in one pass
+            w = _product(weight[0].transpose(0, 1), factors.transpose(0, 1), x.dtype)
+            out = F.conv_transpose2d(x, w, stride=2)  # [1, O, 2H+1, 2W+1]
             return ConvOutput(blur(out, blur_kernel, pad=1, bias=bias), out_ch)
-        return ConvOutput(_conv(x, w, bias, winograd), out_ch)
+        if winograd and worthwhile(x, weight[0]):  # stored taps-major, as the filter transform reads it
+            w = _product(weight[0].permute(2, 3, 0, 1), factors.permute(2, 3, 0, 1), x.dtype)  # [k, k, O, I]
+            return ConvOutput(winograd_conv3x3(x, w.permute(2, 3, 0, 1), bias), out_ch)
+        w = torch.mul(weight[0], factors).to(x.dtype)  # [O, I, k, k]
+        return ConvOutput(F.conv2d(x, w, bias, padding=k // 2), out_ch)
 
     xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
     w = (weight[0].float() * scale).to(x.dtype)
@@ -131,6 +136,13 @@ def modulated_conv2d_raw(
     else:
         out = _conv(xs, w, None, winograd)
     return ConvOutput(out, out_ch, scale=out_scale.to(x.dtype), bias=bias)
+
+
+def _product(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``a * b`` (``b`` broadcast) as a new contiguous tensor of ``a``'s shape, whatever ``a``'s strides, in
+    ``dtype``: a weight built directly in the layout its consumer reads, instead of a product and a copy."""
+    out = torch.empty(a.shape, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
+    return torch.mul(a, b, out=out).to(dtype)
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, winograd: bool) -> torch.Tensor:

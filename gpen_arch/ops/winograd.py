@@ -12,10 +12,12 @@ over a chunk of tile rows at a time.
 Accuracy in float32: the same order as a direct float32 convolution's (about 5e-5 absolute on unit-variance outputs
 of 9216-term sums; tests hold it against float64).
 
-When it pays (one CPU thread): the products run at BLAS speed, the transforms are memory passes, so the form wins
-where channels are many against the map's size: about 2.4x at 512 -> 256 channels on 128 x 128 and 1.4x at
-128 -> 64 channels on strips of 512 (docs/performance.md has the table); thinner layers and tiny maps are faster
-as direct convolutions (:func:`worthwhile`). ``benchmarks/bench_gpen.py --winograd on|off`` compares the whole forward.
+When it pays: the products run at BLAS speed and scale with threads; the transforms are memory passes and scale
+less. So the form wins where the product work, which grows as ``I * O``, dominates the transforms', which grow as
+``I + O``: about 2.4x (one thread) and 2.2x (two) at 512 -> 256 channels on 128 x 128, 1.8x and 1.4x at 256 -> 128;
+at 128 -> 64 it gained 1.4x on one thread but nothing on two, and would lose on more, so it is left to the direct
+convolution, as are tiny maps, where the filter transform costs more than it saves (:func:`worthwhile`;
+docs/performance.md has the table). ``benchmarks/bench_gpen.py --winograd on|off`` compares the whole forward.
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ _G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 /
 CHUNK_BYTES = 8 << 20
 
 #: Smallest layer the form is used for (see :func:`worthwhile`).
-MIN_IN_CHANNELS = 128
-MIN_OUT_CHANNELS = 64
+MIN_IN_CHANNELS = 256
+MIN_OUT_CHANNELS = 128
 MIN_PIXELS = 32 * 32
 
 
 def worthwhile(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`winograd_conv3x3` beats a direct convolution for input ``x`` ``[N, I, H, W]`` and ``weight``
-    ``[O, I, 3, 3]`` (measured on one CPU thread; see the module doc)."""
+    ``[O, I, 3, 3]`` (measured on one and two CPU threads; see the module doc)."""
     out_ch, in_ch, kh, kw = weight.shape
     return ((kh, kw) == (3, 3) and in_ch >= MIN_IN_CHANNELS and out_ch >= MIN_OUT_CHANNELS
             and x.shape[-2] * x.shape[-1] >= MIN_PIXELS)
@@ -46,7 +48,8 @@ def worthwhile(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def filter_transform(weight: torch.Tensor) -> torch.Tensor:
     """``G g G^T`` for every filter: ``[O, I, 3, 3]`` -> ``[36, O, I]`` (position ``6 a + b`` of the 6x6 tile), in
-    the weight's dtype (computed in float32 at least)."""
+    the weight's dtype (computed in float32 at least). A weight stored taps-major (a ``[3, 3, O, I]`` tensor viewed
+    as ``[O, I, 3, 3]``) is read without a copy."""
     out_ch, in_ch = weight.shape[:2]
     compute = torch.promote_types(weight.dtype, torch.float32)
     g = torch.tensor(_G, dtype=compute, device=weight.device)
