@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -126,7 +128,11 @@ def test_a_photo_loads_as_rgb():
 
 
 # ------------------------------------------------------------------------- what an image file carries, kept
+@functools.cache
 def _profile() -> bytes:
+    """One sRGB ICC profile for the whole module: LittleCMS stamps a new profile with the current time (header
+    bytes 24-35), so two calls a second apart differ and a round-trip check against a fresh one failed now and
+    then."""
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
