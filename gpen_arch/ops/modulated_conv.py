@@ -116,26 +116,31 @@ def modulated_conv2d_raw(
             factors = out_scale[0].reshape(out_ch, 1) * (s[0] * scale).reshape(1, in_ch)
         else:  # the same factor for every output channel
             factors = (s[0] * (scale * input_gain)).reshape(1, in_ch)
-        factors = factors.reshape(-1, in_ch, 1, 1)
-        if upsample:  # built in the [I, O, k, k] layout conv_transpose2d takes, in one pass
-            w = _product(weight[0].transpose(0, 1), factors.transpose(0, 1), x.dtype)
-            out = F.conv_transpose2d(x, w, stride=2)  # [1, O, 2H+1, 2W+1]
-            return ConvOutput(blur(out, blur_kernel, pad=1, bias=bias), out_ch)
-        if winograd and worthwhile(x, weight[0]):  # stored taps-major, as the filter transform reads it
-            w = _product(weight[0].permute(2, 3, 0, 1), factors.permute(2, 3, 0, 1), x.dtype)  # [k, k, O, I]
-            return ConvOutput(winograd_conv3x3(x, w.permute(2, 3, 0, 1), bias), out_ch)
-        w = torch.mul(weight[0], factors).to(x.dtype)  # [O, I, k, k]
-        return ConvOutput(F.conv2d(x, w, bias, padding=k // 2), out_ch)
-
-    xs = x * s.to(x.dtype).reshape(n, in_ch, 1, 1)  # modulation as input scaling
-    w = (weight[0].float() * scale).to(x.dtype)
-    if upsample:
-        out = F.conv_transpose2d(xs, w.transpose(0, 1), stride=2)
-        del xs
-        out = blur(out, blur_kernel, pad=1)  # per-channel scaling commutes with the depthwise blur
-    else:
-        out = _conv(xs, w, None, winograd)
+        out = _convolve(x, weight[0], factors, bias, upsample=upsample, blur_kernel=blur_kernel, winograd=winograd)
+        return ConvOutput(out, out_ch)
+    # one shared weight: modulation as input scaling, demodulation as output scaling (left pending, with the bias)
+    out = _convolve(x * s.to(x.dtype).reshape(n, in_ch, 1, 1), weight[0], s.new_full((1, in_ch), scale), None,
+                    upsample=upsample, blur_kernel=blur_kernel, winograd=winograd)
     return ConvOutput(out, out_ch, scale=out_scale.to(x.dtype), bias=bias)
+
+
+def _convolve(x: torch.Tensor, weight: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor | None, *,
+              upsample: bool, blur_kernel: torch.Tensor | None, winograd: bool) -> torch.Tensor:
+    """``x`` ``[N, I, H, W]`` convolved with ``weight * factors`` (``[O, I, k, k]`` times ``[O or 1, I]`` float32)
+    plus ``bias``: the stride-2 transposed convolution and the blur (``[N, O, 2H, 2W]``), or the stride-1 one with
+    ``padding = k // 2`` (``[N, O, H, W]``), by Winograd where ``winograd`` asks and it pays. Each weight is built in
+    one pass in the layout its convolution reads: ``[I, O, k, k]`` transposed, taps-major ``[k, k, O, I]`` for
+    Winograd's filter transform."""
+    factors = factors.reshape(-1, weight.shape[1], 1, 1)
+    if upsample:
+        w = _product(weight.transpose(0, 1), factors.transpose(0, 1), x.dtype)
+        out = F.conv_transpose2d(x, w, stride=2)  # [N, O, 2H+1, 2W+1]
+        del x  # the caller's input may be a temporary (the batch path's scaled copy): gone before the blur
+        return blur(out, blur_kernel, pad=1, bias=bias)  # per-channel scaling commutes with the depthwise blur
+    if winograd and worthwhile(x, weight):
+        w = _product(weight.permute(2, 3, 0, 1), factors.permute(2, 3, 0, 1), x.dtype)
+        return winograd_conv3x3(x, w.permute(2, 3, 0, 1), bias)
+    return F.conv2d(x, torch.mul(weight, factors).to(x.dtype), bias, padding=weight.shape[-1] // 2)
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -143,13 +148,6 @@ def _product(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     ``dtype``: a weight built directly in the layout its consumer reads, instead of a product and a copy."""
     out = torch.empty(a.shape, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
     return torch.mul(a, b, out=out).to(dtype)
-
-
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, winograd: bool) -> torch.Tensor:
-    """The stride-1 convolution with ``padding = k // 2``: ``[N, I, H, W]`` -> ``[N, O, H, W]``."""
-    if winograd and worthwhile(x, weight):
-        return winograd_conv3x3(x, weight, bias)
-    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
 
 
 def _output_scale(s: torch.Tensor, norms: torch.Tensor | None, input_gain: float, out_ch: int) -> torch.Tensor:
