@@ -4,7 +4,7 @@
 ``weights_only=False``, which would run whatever code the file holds. This module looks at the file's bytes instead
 and says which case it is, and what to do (download it again; use a .safetensors version), never passing that advice
 on. ``load_torch_file`` and ``peek_torch_file`` (names and shapes for a model list) are the one place this package
-calls ``torch.load``.
+calls ``torch.load``, always after ``file_scan.inspect_weight_file`` held the file to ``budgets.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointReadError
+from .file_scan import inspect_weight_file
 
 HEAD_BYTES = 512
 _PICKLE_PROTOCOLS = range(2, 6)
@@ -93,27 +94,41 @@ def describe_load_error(path: Path, exc: BaseException, *, download_hint: str) -
             f"download it again {download_hint}")
 
 
+#: what torch.load raises on a damaged or hostile file (besides OSError): pickle and zip errors, a file that ends
+#: early, a storage that does not fit, malformed values (AssertionError: the legacy reader's own checks)
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+                ImportError, TypeError, KeyError, IndexError, struct.error, AssertionError, NotImplementedError,
+                OverflowError, RecursionError)
+
+
 def load_torch_file(path: str | Path, *, download_hint: str = "from its source") -> object:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, with ``CheckpointReadError`` saying why a file
-    cannot be read (see the module doc). Nothing in the file is ever executed."""
+    """``torch.load(path, map_location="cpu", weights_only=True)`` after ``file_scan.inspect_weight_file`` held what
+    the file declares to ``budgets.py``, with ``CheckpointReadError`` saying why a file cannot be read (see the module
+    doc). Nothing in the file is ever executed."""
     path = Path(path)
-    try:
-        problem = describe_non_checkpoint(path, download_hint=download_hint)
-    except OSError as exc:
-        raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
-    if problem is not None:
-        raise CheckpointReadError(problem)
+    inspect_weight_file(path, download_hint=download_hint)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except OSError as exc:
         raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, ImportError, TypeError, KeyError, IndexError, struct.error) as exc:
+    except MemoryError as exc:  # within the budgets: a real allocation failure, but of reading, not of a batch
+        raise CheckpointReadError(f"{path.name} ({path.stat().st_size:,} bytes) could not be read: out of memory "
+                                  f"while loading it; close other programs or models and try again") from exc
+    except _LOAD_ERRORS as exc:
         raise CheckpointReadError(describe_load_error(path, exc, download_hint=download_hint)) from exc
 
 
-def peek_torch_file(path: str | Path) -> object:
-    """``torch.load(path, weights_only=True)`` for a quick look at tensor names and shapes: memory-mapped where the
-    file is a zip (nothing is read but what is touched), whole for the legacy format. Raises what ``torch.load``
-    raises (the model list treats a file it cannot look into as "cannot tell"; loading it explains)."""
-    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+def peek_torch_file(path: str | Path, *, download_hint: str = "from its source") -> object | None:
+    """Tensor names and shapes for a model list, without reading any tensor data: the file is inspected
+    (``inspect_weight_file``) and a zip checkpoint loaded onto the meta device (``weights_only``; no storage is read
+    or allocated). None for the legacy format, whose loader reads every storage (the list cannot tell; loading
+    explains). Raises ``CheckpointReadError`` for a file that cannot be read or is refused."""
+    path = Path(path)
+    if inspect_weight_file(path, download_hint=download_hint) != "zip":
+        return None
+    try:
+        return torch.load(str(path), map_location="meta", weights_only=True)
+    except OSError as exc:
+        raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
+    except _LOAD_ERRORS as exc:
+        raise CheckpointReadError(describe_load_error(path, exc, download_hint=download_hint)) from exc

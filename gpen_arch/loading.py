@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_file import describe_non_checkpoint, load_torch_file
+from .checkpoint_file import load_torch_file
 from .config import GPENConfig
 from .errors import CheckpointReadError, ConfigError, NotAGPENCheckpoint
+from .file_scan import inspect_weight_file
 from .model import GPEN
 from .ops.upfirdn2d import make_blur_kernel
 
@@ -51,11 +52,18 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     unsupported suffix, a truncated or corrupt file, and a pickle that holds anything but tensors (refused unrun).
     """
     path = Path(path)
-    if not path.exists():
+    if "\0" in str(path):
+        raise CheckpointReadError(f"{str(path)!r}: a file name cannot contain a NUL byte; this is not a checkpoint's name")
+    try:
+        exists = path.exists()
+        is_dir = exists and path.is_dir()
+        size = path.stat().st_size if exists else 0
+    except OSError as exc:
+        raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
+    if not exists:
         raise CheckpointReadError(f"checkpoint not found: {path}")
-    if path.is_dir():
+    if is_dir:
         raise CheckpointReadError(f"{path} is a directory; pass the checkpoint file inside it (.pth or .safetensors)")
-    size = path.stat().st_size
     if size == 0:
         raise CheckpointReadError(f"{path} is an empty file (0 bytes): the download or copy probably failed")
     suffix = path.suffix.lower()
@@ -80,12 +88,10 @@ def _read_safetensors(path: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    problem = describe_non_checkpoint(path, download_hint=DOWNLOAD_HINT)
-    if problem is not None:
-        raise CheckpointReadError(problem)
+    inspect_weight_file(path, download_hint=DOWNLOAD_HINT)  # the header held to budgets.py before anything is read
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
         raise CheckpointReadError(f"{path.name} is not a readable .safetensors file (truncated or corrupt?): {exc}") from exc
 
 
@@ -137,6 +143,10 @@ def infer_config(state_dict: Mapping) -> GPENConfig:
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + (f"; this looks like {hint}" if hint else f"; its first keys are {', '.join(list(sd)[:4])}")
         )
+    dims = {"generator.input.input": 4, "ecd0.0.0.weight": 4, "generator.style.1.weight": 2}
+    wrong = [f"{k} {list(sd[k].shape)}" for k, n in dims.items() if sd[k].dim() != n]
+    if wrong:
+        raise NotAGPENCheckpoint(f"not a GPEN checkpoint: {wrong[0]} has the wrong number of dimensions")
     encoder_layers = sorted({int(m.group(1)) for k in sd if (m := re.match(r"ecd(\d+)\.", k))})
     if encoder_layers != list(range(len(encoder_layers))):
         raise NotAGPENCheckpoint(f"the encoder layers are not numbered ecd0..ecdN without gaps: found {encoder_layers}")
@@ -201,6 +211,18 @@ def _check_against(sd: dict[str, torch.Tensor], config: GPENConfig) -> dict[str,
     return sd
 
 
+def _check_tensor_kinds(sd: Mapping[str, torch.Tensor]) -> None:
+    """GPEN weights are dense real tensors with data: a sparse, meta, quantized, nested or complex one (which a
+    damaged or hostile file can hold, or a caller pass) is refused by name before any arithmetic touches it."""
+    for key, value in sd.items():
+        kind = ("sparse" if value.layout != torch.strided else "meta (a shape without data)" if value.is_meta else
+                "quantized" if value.is_quantized else "nested" if value.is_nested else
+                "complex" if value.is_complex() else None)
+        if kind is not None:
+            raise CheckpointReadError(f"the weight {key} is a {kind} tensor; GPEN weights are ordinary dense real "
+                                      f"tensors: the file is damaged or not a GPEN checkpoint")
+
+
 # ----------------------------------------------------------------------------------------------------- building
 def load_gpen(
     state_dict: Mapping, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -211,6 +233,7 @@ def load_gpen(
     ``dtype`` defaults to float32 whatever the file stores.
     """
     sd = canonicalize_state_dict(state_dict)
+    _check_tensor_kinds(sd)
     config = infer_config(sd)
     sd = _check_against(sd, config)
     broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

@@ -4,7 +4,10 @@ Nothing in the file is executed. The graph is parsed with the ``onnx`` package (
 dependency: ``pip install onnx``); external tensor data is read only from files inside the model's own folder;
 constant sub-graphs (the weights an exporter multiplied by their equalized-learning-rate scales, reshaped or
 transposed) are computed with numpy for a short whitelist of pure tensor operations, and everything else stays a
-symbolic "dynamic" value. Input-dependent operations are never run.
+symbolic "dynamic" value. Input-dependent operations are never run. The sizes come from ``budgets.py``: the file
+(``MAX_ONNX_BYTES``), the graph (``MAX_ONNX_NODES``, ``MAX_ONNX_INITIALIZERS``, ``MAX_ONNX_NODE_INPUTS``: checked right
+after parsing, before any tensor is converted) and folding (each result's size is computed from its inputs' shapes
+before it is evaluated: ``MAX_FOLD_ELEMENTS`` per result, ``MAX_FOLD_TOTAL_ELEMENTS`` over the graph).
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointReadError
+from .budgets import (
+    MAX_FOLD_ELEMENTS,
+    MAX_FOLD_TOTAL_ELEMENTS,
+    MAX_ONNX_BYTES,
+    MAX_ONNX_INITIALIZERS,
+    MAX_ONNX_NODE_INPUTS,
+    MAX_ONNX_NODES,
+)
+from .errors import CheckpointReadError, NotAGPENCheckpoint
 
 logger = logging.getLogger(__name__)
 
-#: Largest ONNX file (with its external data) read: the biggest GPEN (2048, float32) is about 285 MB.
-MAX_ONNX_BYTES = 1024**3
-#: Largest tensor a constant-folding step may create (elements); bigger results stay dynamic.
-MAX_FOLD_ELEMENTS = 1 << 26
 
 
 @dataclass
@@ -96,6 +103,7 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
             f"{path.name} ({size:,} bytes) holds no complete ONNX graph (no nodes or no opset): the file is "
             "truncated, corrupt or not an ONNX model"
         )
+    _check_graph_size(graph, path.name)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     folder = path.resolve().parent
     budget = [MAX_ONNX_BYTES - size]
@@ -121,10 +129,22 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
     initializers = set(initializer_names)
     inputs = [(v.name, _dims(v)) for v in graph.input if v.name not in initializers]
     outputs = [(v.name, _dims(v)) for v in graph.output]
-    dynamic = _fold(nodes, constants, sources) if weights else nodes
+    dynamic = _fold(nodes, constants, sources, path.name) if weights else nodes
     return OnnxGraph(path=path, inputs=inputs, outputs=outputs, nodes=dynamic, constants=constants, sources=sources,
                      initializer_names=initializer_names, opset=opset,
                      producer=f"{model.producer_name} {model.producer_version}".strip())
+
+
+def _check_graph_size(graph, file_name: str) -> None:
+    """Refuse a graph far beyond GPEN's (``budgets.py``) before anything in it is converted or matched."""
+    widest = max((len(node.input) for node in graph.node), default=0)
+    for what, count, limit in (("nodes", len(graph.node), MAX_ONNX_NODES),
+                               ("initializers", len(graph.initializer), MAX_ONNX_INITIALIZERS),
+                               ("inputs to one node", widest, MAX_ONNX_NODE_INPUTS)):
+        if count > limit:
+            raise NotAGPENCheckpoint(
+                f"not a GPEN network: {file_name} has {count:,} {what} (limit {limit:,}; a GPEN-2048 export has about "
+                f"3,400 nodes, 300 initializers and at most 6 inputs to a node)")
 
 
 def _dims(value_info) -> list[int | str]:
@@ -318,15 +338,53 @@ def _evaluate(node: Node, values: list[np.ndarray | None]) -> list[np.ndarray] |
     return None
 
 
-def _fold(nodes: list[Node], constants: dict[str, np.ndarray], sources: dict[str, str]) -> list[Node]:
-    """Fold every node whose inputs are all constants (into ``constants``); return the others in order."""
+def _result_elements(node: Node, values: list) -> int | None:
+    """How many elements folding ``node`` would create, from its inputs' shapes (nothing is computed); None when the
+    operation or its operands are not understood (it is then not folded)."""
+    op, x = node.op, values[0] if values else None
+    if op == "Constant":
+        value = next((node.attrs[k] for k in ("value", "value_float", "value_floats", "value_int", "value_ints")
+                      if k in node.attrs), None)
+        return int(np.asarray(value).size) if value is not None else None
+    if op == "Shape":
+        return x.ndim
+    if op == "Concat":
+        return sum(int(v.size) for v in values if v is not None)
+    if op == "Gather":
+        rows = x.shape[node.attrs.get("axis", 0) % max(x.ndim, 1)] if x.ndim else 0
+        return int(values[1].size) * (x.size // rows if rows else 0)
+    if op == "ConstantOfShape":
+        shape = [int(s) for s in np.asarray(x).reshape(-1)]
+        return None if any(s < 0 for s in shape) else _elements_of(shape)
+    if op == "Expand":
+        return _elements_of(np.broadcast_shapes(x.shape, tuple(int(s) for s in np.asarray(values[1]).reshape(-1))))
+    if op == "Tile":
+        return int(x.size) * _elements_of(np.asarray(values[1]).reshape(-1))
+    if op in ("Mul", "Add", "Sub", "Div", "Pow"):
+        return _elements_of(np.broadcast_shapes(x.shape, values[1].shape))
+    return int(x.size) if x is not None else None  # the rest keep or shrink their input's size
+
+
+def _fold(nodes: list[Node], constants: dict[str, np.ndarray], sources: dict[str, str], file_name: str) -> list[Node]:
+    """Fold every node whose inputs are all constants (into ``constants``); return the others in order. A result
+    over ``MAX_FOLD_ELEMENTS`` stays dynamic; more than ``MAX_FOLD_TOTAL_ELEMENTS`` created in all refuses the file."""
     dynamic: list[Node] = []
+    created = 0
     for node in nodes:
         present = [name for name in node.inputs if name]
         if all(name in constants for name in present):
             values = [constants[name] if name else None for name in node.inputs]
             try:
-                results = _evaluate(node, values)
+                count = _result_elements(node, values)
+                if count is None or count < 0 or count > MAX_FOLD_ELEMENTS:
+                    results = None
+                else:
+                    created += count
+                    if created > MAX_FOLD_TOTAL_ELEMENTS:
+                        raise NotAGPENCheckpoint(
+                            f"not a GPEN network: folding the constants of {file_name} would create more than "
+                            f"{MAX_FOLD_TOTAL_ELEMENTS:,} elements (a GPEN-2048 export needs about 47 million)")
+                    results = _evaluate(node, values)
             except (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError):
                 results = None  # malformed constant arithmetic: leave it to the structure check
             if results is not None and len(results) == len(node.outputs):

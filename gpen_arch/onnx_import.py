@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from .budgets import MAX_ENCODER_LAYERS
 from .errors import GPENError, NotAGPENCheckpoint
 from .onnx_graph import Node, OnnxGraph, read_onnx_graph
 from .ops.activation import GAIN, NEGATIVE_SLOPE
@@ -37,6 +38,7 @@ from .ops.upfirdn2d import make_blur_kernel
 logger = logging.getLogger(__name__)
 
 INPUT = -1  # the pseudo-anchor of the graph input
+_MAX_NEAR = 16  # most parameter layers one value may depend on directly (GPEN's: at most 2)
 _SHAPE_ONLY = {"Shape", "Size", "ConstantOfShape", "EyeLike"}  # outputs carry no data of their inputs
 _ALL_DATA = {"Add", "Sub", "Mul", "Div", "Pow", "Concat", "Sum", "Max", "Min", "Mean", "Where", "MatMul", "Gemm"}
 _PASS_THROUGH = {"Reshape", "Identity", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Tile", "Expand"}
@@ -82,6 +84,8 @@ def onnx_not_gpen_reason(path: str | os.PathLike) -> str | None:
     explains). For model lists that leave out the other networks kept in the same folder."""
     try:
         graph = read_onnx_graph(path, weights=False)
+    except NotAGPENCheckpoint as exc:  # a graph far beyond GPEN's size
+        return str(exc)
     except (GPENError, OSError):
         return None
     hint = _looks_like(graph)
@@ -157,6 +161,10 @@ class _Matcher:
             if kind is not None:
                 self.anchor_kind[i] = kind
             inputs = frozenset().union(*(self.near.get(n, frozenset()) for n in self._data_inputs(node)))
+            if len(inputs) > _MAX_NEAR:
+                raise NotAGPENCheckpoint(
+                    f"not a GPEN network: in {self.name}, node {node.name or node.op} combines the outputs of "
+                    f"{len(inputs)} parameter layers at once (GPEN combines at most {_MAX_NEAR})")
             if kind is None:
                 self.fed_by.setdefault(inputs, []).append(i)
             for out in node.outputs:
@@ -165,6 +173,10 @@ class _Matcher:
         self.modulation: dict[int, int] = {}  # modulated convolution -> its modulation (linear) layer
         self.matched: set[int] = set()  # modulated convolutions placed in GPEN's decoder
         self.names: dict[str, str] = {}  # state-dict key -> the initializer it came from (the name hint)
+        # (kind, port) -> nearest anchors of that input -> the anchors of that kind: every lookup of the walk is a
+        # dict access, so matching is linear in the graph's size (a scan per lookup made hostile graphs quadratic)
+        self._by_feed: dict[tuple[str, int], dict[frozenset[int], list[int]]] = {}
+        self._concats: dict[tuple[frozenset, frozenset], list[int]] | None = None
 
     # ------------------------------------------------------------------------------------------- graph queries
     def _data_inputs(self, node: Node) -> list[str]:
@@ -197,9 +209,14 @@ class _Matcher:
 
     def _anchors(self, kind: str, fed_by: Iterable[int], *, port: int = 0) -> list[int]:
         """Anchors of ``kind`` whose data input ``port`` depends on exactly the anchors ``fed_by``."""
-        wanted = frozenset(fed_by)
-        return [i for i, k in self.anchor_kind.items() if k == kind
-                and self.near.get(self.graph.nodes[i].inputs[port], frozenset()) == wanted]
+        index = self._by_feed.get((kind, port))
+        if index is None:
+            index = self._by_feed[(kind, port)] = {}
+            for i, k in self.anchor_kind.items():
+                inputs = self.graph.nodes[i].inputs
+                if k == kind and len(inputs) > port:
+                    index.setdefault(self.near.get(inputs[port], frozenset()), []).append(i)
+        return list(index.get(frozenset(fed_by), ()))
 
     def _one(self, found: list[int], what: str) -> int:
         if len(found) == 1:
@@ -313,6 +330,9 @@ class _Matcher:
             blurs = self._anchors("blur", {layers[-1]})
             if not blurs:
                 break
+            if len(layers) >= MAX_ENCODER_LAYERS:
+                raise NotGPENWiring(f"the encoder has more than {MAX_ENCODER_LAYERS} layers (GPEN-2048 has "
+                                    f"{MAX_ENCODER_LAYERS})")
             blur = self._one(blurs, f"blur before ecd{len(layers)}")
             self._check_blur(blur, gain=1.0, what=f"ecd{len(layers)}")
             conv = self._one(self._anchors("conv", {blur}), f"ecd{len(layers)} (a stride-2 3x3 convolution)")
@@ -515,8 +535,12 @@ class _Matcher:
             source = self._one(self._anchors("blur", {index}), f"FIR blur after {key}")
             self._check_blur(source, gain=4.0, what=key)
             self._put(f"{key}.conv.blur.kernel", make_blur_kernel(gain=4.0))
-        concat = self._one([i for i in self.anchor_kind if self.anchor_kind[i] == "concat"
-                            and self._concat_parts(i) == ({source}, {feature})],
+        if self._concats is None:
+            self._concats = {}
+            for i, k in self.anchor_kind.items():
+                if k == "concat" and (parts := self._concat_parts(i)) is not None:
+                    self._concats.setdefault(parts, []).append(i)
+        concat = self._one(list(self._concats.get((frozenset({source}), frozenset({feature})), ())),
                            f"concatenation of {key}'s output with its encoder feature")
         noise = self._noise_weight(concat, feature, key)
         self._put(f"{key}.noise.weight", torch.from_numpy(noise[0].reshape(1).astype(np.float32)), noise[1])
