@@ -137,10 +137,12 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
 
 def _check_graph_size(graph, file_name: str) -> None:
     """Refuse a graph far beyond GPEN's (``budgets.py``) before anything in it is converted or matched."""
-    widest = max((len(node.input) for node in graph.node), default=0)
-    for what, count, limit in (("nodes", len(graph.node), MAX_ONNX_NODES),
-                               ("initializers", len(graph.initializer), MAX_ONNX_INITIALIZERS),
-                               ("inputs to one node", widest, MAX_ONNX_NODE_INPUTS)):
+    counts = (("nodes", lambda: len(graph.node), MAX_ONNX_NODES),
+              ("initializers", lambda: len(graph.initializer), MAX_ONNX_INITIALIZERS),
+              ("inputs to one node", lambda: max((len(node.input) for node in graph.node), default=0),
+               MAX_ONNX_NODE_INPUTS))
+    for what, counter, limit in counts:  # the node count first: the widest node is looked for in a bounded graph
+        count = counter()
         if count > limit:
             raise NotAGPENCheckpoint(
                 f"not a GPEN network: {file_name} has {count:,} {what} (limit {limit:,}; a GPEN-2048 export has about "

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import zipfile
+import stat
 
 import torch
 
@@ -22,9 +21,17 @@ import folder_paths
 from ..face_pipeline.image import to_rgb_float
 from ..face_pipeline.memory import MemoryPolicy, is_out_of_memory
 from ..face_pipeline.restoration.batching import bytes_per_face, faces_per_step
-from ..gpen_arch import SUPPORTED_SUFFIXES, GPENError, canonicalize_state_dict, infer_config, load_gpen, model_bytes
-from ..gpen_arch import read_state_dict
+from ..gpen_arch import (
+    SUPPORTED_SUFFIXES,
+    GPENError,
+    canonicalize_state_dict,
+    infer_config,
+    load_gpen_file,
+    model_bytes,
+)
 from ..gpen_arch.checkpoint_file import peek_torch_file
+from ..gpen_arch.file_scan import inspect_weight_file
+from ..gpen_arch.loading import DOWNLOAD_HINT
 from ..gpen_arch.onnx_import import onnx_not_gpen_reason
 from ..gpen_arch.precision import PRECISIONS  # noqa: F401  (the loader node's choices)
 from ..gpen_arch.precision import choose_dtype as _choose_dtype
@@ -59,56 +66,79 @@ _NOT_GPEN: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) ->
 
 
 def _safetensors_shapes(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a .safetensors file as shape-only (meta) tensors: its header is all that is read. A file
-    safetensors cannot open goes through ``read_state_dict``, which names what is wrong with it."""
-    from safetensors import SafetensorError, safe_open
+    """The tensors of a .safetensors file as shape-only (meta) tensors: its header is all that is read (after
+    ``inspect_weight_file`` held it to the budgets)."""
+    from safetensors import safe_open
 
-    try:
-        with safe_open(path, framework="pt") as handle:
-            return {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
-    except SafetensorError:
-        return read_state_dict(path)
+    inspect_weight_file(path, download_hint=DOWNLOAD_HINT)
+    with safe_open(path, framework="pt") as handle:
+        return {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+
+
+def _inspect_for_list(path: str) -> str | None:
+    """Why the file at ``path`` is not offered (not a regular file, refused by the budgets, unreadable, surely not a
+    GPEN generator), or None to offer it. Reads at most the zip directory and its pickle (``MAX_PICKLE_BYTES``), the
+    safetensors header or, for .onnx, the graph without its weights; never opens a FIFO, never allocates a tensor
+    (zip checkpoints are unpickled onto the meta device). The legacy (non-zip) format cannot be looked into without
+    reading its storages: such a file is offered, and loading it explains."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".onnx":
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file"
+        return onnx_not_gpen_reason(path)
+    if suffix in (".safetensors",):
+        state = _safetensors_shapes(path)
+    else:
+        state = peek_torch_file(path, download_hint=DOWNLOAD_HINT)
+        if state is None:
+            return None
+    infer_config(canonicalize_state_dict(state))
+    return None
 
 
 def not_gpen_reason(path: str) -> str | None:
-    """Why the file at ``path`` is surely not a GPEN generator (e.g. "this looks like GFPGAN"), or None when it is
-    one or cannot be told (it stays listed and loading explains). Reads the tensor names and shapes only (the
-    safetensors header; memory-mapped for the zip format; the legacy format is read whole once), cached by size and
-    modification time."""
-    stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
+    """Why the file at ``path`` is not offered in the model list (see ``_inspect_for_list``), or None to offer it;
+    cached by size and modification time. Never raises: whatever a file holds, the list is built (``/object_info``
+    must always answer), and the reason is logged at debug level."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as exc:  # a broken symlink, no permission, a NUL byte in the name
+        return f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    key = (path, info.st_size, info.st_mtime_ns)
     if key not in _NOT_GPEN:
-        reason = None
-        if os.path.splitext(path)[1].lower() in (".pth", ".pt", ".bin", ".safetensors"):
-            try:
-                if path.lower().endswith(".safetensors"):
-                    state = _safetensors_shapes(path)
-                else:
-                    state = peek_torch_file(path)
-                infer_config(canonicalize_state_dict(state))
-            except GPENError as exc:
-                reason = str(exc)
-            except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-                # unreadable here (legacy format, corrupt): listed, and loading it explains
-                logger.debug("could not inspect %s for the model list: %s", path, exc)
-        if path.lower().endswith(".onnx"):  # a quick look at the graph, no weights converted
-            reason = onnx_not_gpen_reason(path)
+        try:
+            reason = _inspect_for_list(path)
+        except GPENError as exc:
+            reason = str(exc)
+        except (OSError, ValueError) as exc:
+            reason = f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        except Exception as exc:  # noqa: BLE001 - one odd file must never hide the loader node (see the doc)
+            reason = f"cannot be inspected ({type(exc).__name__}: {str(exc)[:200]})"
+        if len(_NOT_GPEN) > 4096:  # files replaced many times: forget the old entries
+            _NOT_GPEN.clear()
         _NOT_GPEN[key] = reason
     return _NOT_GPEN[key]
 
 
 def list_gpen_files() -> list[str]:
     """GPEN checkpoints the loader can read, from every GPEN model folder. Files that are surely something else
-    (GFPGAN, CodeFormer, RestoreFormer, ... kept in models/facerestore_models by other packs) are left out."""
+    (GFPGAN, CodeFormer, RestoreFormer, ... kept in models/facerestore_models by other packs), that the budgets refuse
+    or that cannot be read are left out with a debug-level reason; this never raises."""
     names: set[str] = set()
     for folder in GPEN_FOLDERS:
         try:
             names.update(folder_paths.get_filename_list(folder))
-        except KeyError:
-            continue
+        except (KeyError, OSError) as exc:
+            logger.debug("cannot list the %s folder: %s", folder, exc)
     listed = []
     for name in sorted(n for n in names if os.path.splitext(n)[1].lower() in SUPPORTED_SUFFIXES):
-        reason = not_gpen_reason(gpen_file_path(name))
+        try:
+            path = gpen_file_path(name)
+        except (FileNotFoundError, OSError, ValueError) as exc:  # e.g. a broken symlink, which ComfyUI lists
+            logger.debug("not listing %s: %s", name, exc)
+            continue
+        reason = not_gpen_reason(path)
         if reason is None:
             listed.append(name)
         else:
@@ -182,7 +212,7 @@ def load_gpen_model(name: str, precision: str, *, cuda_graphs: bool = False) -> 
     path = gpen_file_path(name)
     device = compute_device()
     dtype = choose_dtype(precision, device)
-    model = load_gpen(read_state_dict(path), device=mm.unet_offload_device(), dtype=dtype)
+    model = load_gpen_file(path, device=mm.unet_offload_device(), dtype=dtype)  # errors name the file
     # graphs run on CUDA only; the graph is dropped whenever ComfyUI moves the model
     model.fast_options = model.fast_options.replace(cuda_graphs=bool(cuda_graphs))
     # the folded weights the fast forward derives on the GPU live with the model: ComfyUI must make room for them too
