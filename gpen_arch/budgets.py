@@ -38,6 +38,8 @@ MAX_PICKLED_BUFFER_BYTES = 1 * MiB
 # ------------------------------------------------------------------------------------------------------ ONNX files
 #: Largest ONNX file (with its external data) read: GPEN-2048 as float32 is about 285 MB.
 MAX_ONNX_BYTES = 1 * GiB
+#: Largest ONNX graph without its weights that the model list's quick look reads (GPEN exports: well under 1 MiB).
+MAX_ONNX_OUTLINE_BYTES = 64 * MiB
 #: Most nodes in an ONNX graph: 6x the ~3,400 of a GPEN-2048 export (the structure match is linear in the graph).
 MAX_ONNX_NODES = 20_000
 #: Most initializers (GPEN exports have 130-280).

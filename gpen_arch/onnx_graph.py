@@ -27,6 +27,7 @@ from .budgets import (
     MAX_ONNX_INITIALIZERS,
     MAX_ONNX_NODE_INPUTS,
     MAX_ONNX_NODES,
+    MAX_ONNX_OUTLINE_BYTES,
 )
 from .errors import CheckpointReadError, NotAGPENCheckpoint
 
@@ -78,7 +79,8 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
     truncated or corrupt, or whose external data is missing or lies outside the model's folder.
 
     ``weights=False`` is a quick look: no tensor is converted or folded (``constants`` stays empty, every node is
-    kept), enough to see the graph's inputs, operators and names."""
+    kept), enough to see the graph's inputs, operators and names; the initializers' data is not even read
+    (``_outline``)."""
     onnx = _import_onnx()
     from google.protobuf.message import DecodeError
 
@@ -91,8 +93,8 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
         )
     model = onnx.ModelProto()
     try:
-        model.ParseFromString(path.read_bytes())
-    except (DecodeError, ValueError, RuntimeError) as exc:
+        model.ParseFromString(path.read_bytes() if weights else _outline(path))
+    except (DecodeError, ValueError, RuntimeError, IndexError) as exc:
         raise CheckpointReadError(
             f"{path.name} ({size:,} bytes) is not a readable ONNX file: it is truncated or corrupt (re-download "
             f"it). Detail: {str(exc).strip()[:200] or type(exc).__name__}"
@@ -133,6 +135,88 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
     return OnnxGraph(path=path, inputs=inputs, outputs=outputs, nodes=dynamic, constants=constants, sources=sources,
                      initializer_names=initializer_names, opset=opset,
                      producer=f"{model.producer_name} {model.producer_version}".strip())
+
+
+# ------------------------------------------------------------------------------------------- the quick look's outline
+def _varint(data, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+
+
+def _fields(data, start: int, end: int):
+    """(field number, first byte of the record, first byte of the payload, end of the record) of a protobuf message
+    in ``data[start:end]``, without copying anything."""
+    at = start
+    while at < end:
+        tag, payload = _varint(data, at)
+        kind = tag & 7
+        if kind == 0:
+            _, stop = _varint(data, payload)
+        elif kind == 1:
+            stop = payload + 8
+        elif kind == 5:
+            stop = payload + 4
+        elif kind == 2:
+            length, payload = _varint(data, payload)
+            stop = payload + length
+        else:
+            raise ValueError(f"protobuf wire type {kind} (groups are not used by ONNX)")
+        if stop > end:
+            raise ValueError("a record runs past the end of its message (the file is truncated)")
+        yield tag >> 3, at, payload, stop
+        at = stop
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    tag, length, out = (field << 3) | 2, len(payload), bytearray()
+    for value in (tag, length):
+        while value > 0x7F:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload
+
+
+def _outline(path: Path) -> bytes:
+    """The ModelProto of ``path`` without its weights: every record copied but the graph's initializers, of which
+    only the names are kept. Read through a memory map, so the weights' pages are never read; at most
+    ``MAX_ONNX_OUTLINE_BYTES`` come out (a GPEN export's outline is well under 1 MB)."""
+    import mmap
+
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        out: list[bytes] = []
+        total = 0
+        for field, record, payload, stop in _fields(data, 0, len(data)):
+            if field != 7:  # not the graph: ir_version, opset_import, producer, ...
+                out.append(data[record:stop] if stop - record <= MAX_ONNX_OUTLINE_BYTES else b"")
+                total += stop - record
+            else:
+                graph: list[bytes] = []
+                for inner, inner_record, inner_payload, inner_stop in _fields(data, payload, stop):
+                    if inner in (5, 15):  # an initializer (sparse: 15): its name (TensorProto field 8) only
+                        name = next((data[p:e] for f, _r, p, e in _fields(data, inner_payload, inner_stop)
+                                     if f == 8), b"")
+                        graph.append(_length_delimited(inner, _length_delimited(8, name)))
+                    else:
+                        graph.append(data[inner_record:inner_stop] if inner_stop - inner_record
+                                     <= MAX_ONNX_OUTLINE_BYTES else b"")
+                    total += len(graph[-1]) or inner_stop - inner_record
+                    if total > MAX_ONNX_OUTLINE_BYTES:
+                        break
+                out.append(_length_delimited(7, b"".join(graph)))
+            if total > MAX_ONNX_OUTLINE_BYTES:
+                raise NotAGPENCheckpoint(
+                    f"not a GPEN network: the graph of {path.name}, without its weights, is over "
+                    f"{MAX_ONNX_OUTLINE_BYTES / 1024**2:.0f} MiB (a GPEN export's is under 1 MiB)")
+    return b"".join(out)
 
 
 def _check_graph_size(graph, file_name: str) -> None:

@@ -394,3 +394,17 @@ def test_loading_a_hostile_file_in_comfyui_names_it(pack):
         loader.load(model_name="bytearray.pth", precision="fp32")
     with pytest.raises(pack_error, match=r"^one_byte.pth"):
         loader.load(model_name="one_byte.pth", precision="fp32")
+
+
+def test_the_lists_look_at_an_onnx_file_skips_its_weights():
+    """The quick look parses an outline: every node and name, the initializers' names, none of their data."""
+    onnx = pytest.importorskip("onnx")
+    from gpen_arch.onnx_graph import _outline
+
+    path = data_file("onnx", "compact_512_cm2_n0.0625_s64_dynamo.onnx")
+    outline = onnx.ModelProto.FromString(_outline(path))
+    full = onnx.load(str(path))
+    assert len(_outline(path)) < path.stat().st_size / 10
+    assert [n.op_type for n in outline.graph.node] == [n.op_type for n in full.graph.node]
+    assert [t.name for t in outline.graph.initializer] == [t.name for t in full.graph.initializer]
+    assert not any(t.raw_data or t.float_data for t in outline.graph.initializer)
