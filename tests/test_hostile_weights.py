@@ -408,3 +408,15 @@ def test_the_lists_look_at_an_onnx_file_skips_its_weights():
     assert [n.op_type for n in outline.graph.node] == [n.op_type for n in full.graph.node]
     assert [t.name for t in outline.graph.initializer] == [t.name for t in full.graph.initializer]
     assert not any(t.raw_data or t.float_data for t in outline.graph.initializer)
+
+
+def test_detector_weights_go_through_the_same_checks(tmp_path):
+    from face_pipeline.detection.weights import (
+        DetectorWeightsCorrupt,
+        read_detector_state_dict,
+    )
+
+    path = hostile_files.bytearray_pth(tmp_path / "detection_Resnet50_Final.pth")
+    with pytest.raises(DetectorWeightsCorrupt, match=r"detection_Resnet50_Final.pth \(35 bytes\) was refused before "
+                                                     r"loading: its pickle asks for a 5,120.0 MiB Python bytearray"):
+        read_detector_state_dict(path, what="RetinaFace")
