@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,14 +57,16 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         raise CheckpointReadError(f"{str(path)!r}: a file name cannot contain a NUL byte; this is not a checkpoint's name")
     try:
         exists = path.exists()
-        is_dir = exists and path.is_dir()
-        size = path.stat().st_size if exists else 0
+        info = path.stat() if exists else None
     except OSError as exc:
         raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
-    if not exists:
+    if info is None:
         raise CheckpointReadError(f"checkpoint not found: {path}")
-    if is_dir:
+    if stat.S_ISDIR(info.st_mode):
         raise CheckpointReadError(f"{path} is a directory; pass the checkpoint file inside it (.pth or .safetensors)")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read: never opened
+        raise CheckpointReadError(f"{path.name} is not a regular file (a FIFO, socket or device): not a checkpoint")
+    size = info.st_size
     if size == 0:
         raise CheckpointReadError(f"{path} is an empty file (0 bytes): the download or copy probably failed")
     suffix = path.suffix.lower()

@@ -12,6 +12,7 @@ before it is evaluated: ``MAX_FOLD_ELEMENTS`` per result, ``MAX_FOLD_TOTAL_ELEME
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -93,7 +94,8 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
         )
     model = onnx.ModelProto()
     try:
-        model.ParseFromString(path.read_bytes() if weights else _outline(path))
+        outline = _outline(path)  # the graph's size is checked before the whole file is parsed
+        model.ParseFromString(path.read_bytes() if weights else outline)
     except (DecodeError, ValueError, RuntimeError, IndexError) as exc:
         raise CheckpointReadError(
             f"{path.name} ({size:,} bytes) is not a readable ONNX file: it is truncated or corrupt (re-download "
@@ -138,6 +140,9 @@ def read_onnx_graph(path: str | os.PathLike, *, weights: bool = True) -> OnnxGra
 
 
 # ------------------------------------------------------------------------------------------- the quick look's outline
+_MAX_GRAPH_RECORDS = 4 * MAX_ONNX_NODES  # nodes, initializers, inputs, outputs and value infos of one graph
+
+
 def _varint(data, at: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
@@ -200,10 +205,15 @@ def _outline(path: Path) -> bytes:
                 total += stop - record
             else:
                 graph: list[bytes] = []
-                for inner, inner_record, inner_payload, inner_stop in _fields(data, payload, stop):
+                for count, (inner, inner_record, inner_payload, inner_stop) in enumerate(
+                        _fields(data, payload, stop)):
+                    if count > _MAX_GRAPH_RECORDS:
+                        raise NotAGPENCheckpoint(
+                            f"not a GPEN network: the graph of {path.name} has over {_MAX_GRAPH_RECORDS:,} records "
+                            f"(nodes, initializers, inputs, value infos; a GPEN-2048 export has under 4,000)")
                     if inner in (5, 15):  # an initializer (sparse: 15): its name (TensorProto field 8) only
-                        name = next((data[p:e] for f, _r, p, e in _fields(data, inner_payload, inner_stop)
-                                     if f == 8), b"")
+                        name = next((data[p:e] for f, _r, p, e in itertools.islice(
+                            _fields(data, inner_payload, inner_stop), 64) if f == 8), b"")
                         graph.append(_length_delimited(inner, _length_delimited(8, name)))
                     else:
                         graph.append(data[inner_record:inner_stop] if inner_stop - inner_record
