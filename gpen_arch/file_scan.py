@@ -132,10 +132,11 @@ def _check_call(callee, args, facts: PickleFacts) -> None:
                            f"limit {_mib(MAX_PICKLED_BUFFER_BYTES)})")
     if callee.name in _TENSOR_REBUILDS and callee.module.startswith("torch"):
         facts.tensors += 1
-        count = _elements(args[2]) if len(args) > 2 else None
+        shape = args[2:3]  # (storage, offset, size, stride, ...)
+        count = _elements(shape[0]) if shape else None
         if count is not None and count > MAX_TENSOR_ELEMENTS:
-            raise _Refused(f"a tensor declares the shape {list(args[2])} ({count:,} elements; the largest GPEN tensor "
-                           f"has 4,718,592, limit {MAX_TENSOR_ELEMENTS:,})")
+            raise _Refused(f"a tensor declares the shape {list(shape[0])} ({count:,} elements; the largest GPEN "
+                           f"tensor has 4,718,592, limit {MAX_TENSOR_ELEMENTS:,})")
 
 
 def _check_persistent_id(pid, facts: PickleFacts) -> None:
@@ -362,6 +363,7 @@ def inspect_weight_file(path: str | os.PathLike, *, download_hint: str) -> str:
     name = path.name
     if "\0" in str(path):
         raise CheckpointReadError(f"{name!r}: a file name cannot contain a NUL byte; this is not a weight file's name")
+    size = 0
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Mapping
 
 import torch
 
@@ -87,12 +88,15 @@ def _inspect_for_list(path: str) -> str | None:
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
         return onnx_not_gpen_reason(path)
+    state: object
     if suffix in (".safetensors",):
         state = _safetensors_shapes(path)
     else:
         state = peek_torch_file(path, download_hint=DOWNLOAD_HINT)
         if state is None:
             return None
+    if not isinstance(state, Mapping):
+        return f"holds a {type(state).__name__}, not a state dict"
     infer_config(canonicalize_state_dict(state))
     return None
 
