@@ -63,7 +63,7 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[name] = (paths, set(existing) | extensions)
 
 
-_NOT_GPEN: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) -> why it is not GPEN, or None
+_NOT_GPEN: dict[tuple[str, int, int, int], str | None] = {}  # (path, size, mtime, ctime) -> why not offered
 
 
 def _safetensors_shapes(path: str) -> dict[str, torch.Tensor]:
@@ -103,13 +103,13 @@ def _inspect_for_list(path: str) -> str | None:
 
 def not_gpen_reason(path: str) -> str | None:
     """Why the file at ``path`` is not offered in the model list (see ``_inspect_for_list``), or None to offer it;
-    cached by size and modification time. Never raises: whatever a file holds, the list is built (``/object_info``
-    must always answer), and the reason is logged at debug level."""
+    cached by size, modification and status-change time. Never raises: whatever a file holds, the list is built
+    (``/object_info`` must always answer), and the reason is logged at debug level."""
     try:
         info = os.stat(path)
     except (OSError, ValueError) as exc:  # a broken symlink, no permission, a NUL byte in the name
         return f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
-    key = (path, info.st_size, info.st_mtime_ns)
+    key = (path, info.st_size, info.st_mtime_ns, info.st_ctime_ns)  # ctime: a chmod makes a file readable
     if key not in _NOT_GPEN:
         try:
             reason = _inspect_for_list(path)
