@@ -403,8 +403,7 @@ def inspect_weight_file(path: str | os.PathLike, *, download_hint: str) -> str:
                                   f"{download_hint}") from None
     except (ValueError, EOFError, zipfile.BadZipFile, struct.error, KeyError, IndexError, NotImplementedError,
             OverflowError) as exc:  # a pickle, zip or header that ends early or is malformed
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointReadError(f"{name} is truncated or damaged: it is not a readable checkpoint ({detail}); "
-                                  f"delete it and download it again {download_hint}") from exc
+        raise CheckpointReadError(f"{name} is truncated or damaged ({size:,} bytes; the download or copy probably "
+                                  f"stopped early); delete it and download it again {download_hint}") from exc
     except OSError as exc:
         raise CheckpointReadError(f"{name} could not be read: {exc.strerror or exc}") from exc
