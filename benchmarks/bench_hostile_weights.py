@@ -5,9 +5,10 @@ one (e.g. the code before the budgets), each read in a fresh Python with an addr
 
 Each file is built in a temporary folder (tests/hostile_files.py) and read with ``read_state_dict`` (what loading
 does) and with the model list's look (``peek_torch_file`` / ``onnx_not_gpen_reason``). Reported per file and
-checkout: the outcome (the exception's type and the start of its message, or "timeout"), the wall time, and the peak
-resident memory the read added over the Python after its imports (``ru_maxrss``). --limit-gib caps each child's
-address space (default 12 GiB) so a bomb cannot take the machine down; a bomb that runs past it reports MemoryError.
+checkout: the outcome (the exception's type and the start of its message, "timeout", or for the list's look at an
+ONNX file whether it is offered), the wall time, and the peak resident memory the read added over the Python after
+its imports (``ru_maxrss``). --limit-gib caps each child's address space (default 12 GiB) so a bomb cannot take the
+machine down; a bomb that runs past it reports MemoryError.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ start = time.perf_counter()
 try:
     if {mode!r} == "load":
         read_state_dict({path!r})
+        outcome = "read"
     elif {path!r}.endswith(".onnx"):
-        onnx_not_gpen_reason({path!r})
+        reason = onnx_not_gpen_reason({path!r})
+        outcome = "left out: " + reason if reason else "offered"
     else:
         peek_torch_file({path!r})
-    outcome = "read"
+        outcome = "looked into"
 except BaseException as exc:
     outcome = type(exc).__name__ + ": " + str(exc)[:110]
 print(json.dumps({{"outcome": outcome, "seconds": time.perf_counter() - start,
