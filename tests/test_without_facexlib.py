@@ -132,3 +132,27 @@ except ImportError as exc:
 """)
     assert result["faces"] == 1
     assert "blocked by the test" in result["tracking"]  # numba and filterpy were really unimportable
+
+
+def test_kornia_and_opencv_missing_are_explained_at_use(tmp_path):
+    """The yunet detector without kornia 0.9 (Python 3.10 gets none), yunet_opencv without OpenCV (install.py not
+    run): the pack still imports, and the detector that needs the library says what to do, before any download."""
+    result = run_blocked(tmp_path, "kornia,cv2", f"""
+from face_pipeline.detection import load_detector
+from face_pipeline.errors import MissingDependencyError
+
+errors = {{}}
+for name in ("yunet", "yunet_opencv"):
+    try:
+        load_detector(name, weights_dir={str(tmp_path / "empty")!r}, allow_download=True)
+    except MissingDependencyError as exc:
+        errors[name] = str(exc)
+result["errors"] = errors
+""")
+    assert len(result["nodes"]) == 6
+    yunet, opencv = result["errors"]["yunet"], result["errors"]["yunet_opencv"]
+    assert yunet.startswith("the yunet detector needs kornia 0.9 or newer (its kornia.models.yunet)")
+    assert 'pip install "kornia>=0.9"' in yunet and "choose the yunet_opencv detector" in yunet
+    assert opencv.startswith("the yunet_opencv detector needs OpenCV, which cannot be imported here")
+    assert "pip install opencv-python-headless" in opencv and "install.py" in opencv
+    assert not (tmp_path / "empty").exists()  # nothing was downloaded

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..facexlib_import import import_facexlib
+from ..optional_deps import import_facexlib
 from . import batched
 from .base import FaceDetector
 from .weights import load_strict, read_detector_state_dict

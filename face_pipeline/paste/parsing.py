@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FacePipelineError
-from ..facexlib_import import import_facexlib
+from ..optional_deps import import_facexlib
 from ..weights_file import load_torch_weights
 from .masks import rounded_rect_mask
 
