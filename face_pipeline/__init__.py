@@ -24,6 +24,7 @@ from .errors import (
     FacePipelineError,
     FileLayoutError,
     InvalidImageError,
+    MissingDependencyError,
     OutputExistsError,
     OutputLockedError,
     OutputWriteError,
@@ -55,5 +56,5 @@ __all__ = [
     "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
     "RestoreError", "RestoreOutOfMemory", "PasteError", "FileLayoutError", "OutputExistsError", "OutputWriteError",
-    "OutputLockedError",
+    "OutputLockedError", "MissingDependencyError",
 ]

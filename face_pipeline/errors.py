@@ -11,6 +11,10 @@ class InvalidImageError(FacePipelineError, ValueError):
     """An input image that cannot be processed (wrong shape, empty, NaN, unreadable file, ...)."""
 
 
+class MissingDependencyError(FacePipelineError, ImportError):
+    """An optional library that the chosen option needs is not installed, or cannot be imported in this Python."""
+
+
 class DetectorError(FacePipelineError):
     """A face detector could not be built or run."""
 

@@ -158,14 +158,14 @@ def test_example_workflows_are_served_as_templates(comfy):
     url, _ = comfy
     templates = requests.get(url + "/workflow_templates", timeout=10).json()
     assert sorted(templates["comfyui-gpen"]) == sorted(p.stem for p in (REPO_ROOT / "example_workflows").glob("*.json"))
-    served = requests.get(url + "/api/workflow_templates/comfyui-gpen/gpen_step_by_step.json", timeout=10)
+    served = requests.get(url + "/api/workflow_templates/comfyui-gpen/GPEN Step by Step.json", timeout=10)
     assert served.ok and served.json()["nodes"]
-    assert requests.get(url + "/api/workflow_templates/comfyui-gpen/gpen_step_by_step.jpg", timeout=10).ok
+    assert requests.get(url + "/api/workflow_templates/comfyui-gpen/GPEN Step by Step.jpg", timeout=10).ok
 
 
 def test_step_by_step_workflow_restores_and_saves(comfy, object_info):
     url, base = comfy
-    workflow = json.loads((REPO_ROOT / "example_workflows" / "gpen_step_by_step.json").read_text())
+    workflow = json.loads((REPO_ROOT / "example_workflows" / "GPEN Step by Step.json").read_text())
     prompt = to_api_prompt(workflow, object_info, {
         ("LoadImage", "image"): "grace_hopper.jpg", ("GPENLoadModel", "model_name"): MODEL,
         ("GPENLoadFaceDetector", "detector"): "yunet_opencv", ("GPENLoadFaceDetector", "allow_download"): False,

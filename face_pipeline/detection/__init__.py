@@ -45,10 +45,20 @@ def load_detector(
     ``max_side``: long side of the first working copy; larger images are downscaled for detection (default:
     RetinaFace the official rule, above 1500 px -> 1000 px; kornia YuNet 1280; OpenCV YuNet 1920). Raise it to find
     small faces on very large frames, at the cost of time.
-    Raises ``DetectorError`` for an unknown name, ``DetectorWeightsMissing`` / ``DetectorWeightsCorrupt`` for the file.
+    Raises ``DetectorError`` for an unknown name, ``DetectorWeightsMissing`` / ``DetectorWeightsCorrupt`` for the file,
+    ``MissingDependencyError`` when the library a detector needs cannot be imported (facexlib for RetinaFace, kornia
+    0.9 for yunet, OpenCV for yunet_opencv).
     """
     if name not in DETECTOR_NAMES:
         raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
+    if name.startswith("retinaface"):
+        from .retinaface import facexlib_module
+
+        facexlib_module(name)  # before any download: says why facexlib cannot be imported and what to do
+    elif name == "yunet":
+        from ..optional_deps import import_kornia_yunet
+
+        import_kornia_yunet("kornia.models.yunet.model")  # likewise for kornia 0.9
     path = resolve_weights(name, weights_dir=weights_dir, allow_download=allow_download)
     options = dict(score_threshold=score_threshold, device=device, max_side=max_side)
     if name.startswith("retinaface"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..optional_deps import import_facexlib
 from . import batched
 from .base import FaceDetector
 from .weights import load_strict, read_detector_state_dict
@@ -22,6 +23,14 @@ from .weights import load_strict, read_detector_state_dict
 logger = logging.getLogger(__name__)
 
 NETWORKS = {"retinaface_resnet50": "resnet50", "retinaface_mobile0.25": "mobile0.25"}
+
+
+def facexlib_module(name: str, module: str = "facexlib.detection.retinaface"):
+    """facexlib's ``module`` for detector ``name``; ``MissingDependencyError`` (why, how to install, what to choose
+    instead) when facexlib cannot be imported. Called before the weights are looked up, so nothing is downloaded for a
+    detector that cannot run."""
+    return import_facexlib(module, needed_for=f"the {name} detector",
+                           instead="the yunet_opencv detector (the default, shipped with the pack) or yunet")
 OFFICIAL_LIMIT, OFFICIAL_SIDE = 1500, 1000  # official GPEN: a long side above 1500 px is detected at 1000 px
 NMS_THRESHOLD = 0.4  # as in the official pipeline
 
@@ -39,7 +48,7 @@ class RetinaFaceDetector(FaceDetector):
     def __init__(self, name: str, weights: Path, *, score_threshold: float | None = None,
                  device: str | torch.device = "cpu", max_side: int | None = None) -> None:
         super().__init__(score_threshold=score_threshold, device=device, max_side=max_side)
-        from facexlib.detection.retinaface import RetinaFace
+        RetinaFace = facexlib_module(name).RetinaFace  # facexlib's class
 
         if name not in NETWORKS:
             raise ValueError(f"not a RetinaFace detector: {name!r}; choose one of {', '.join(NETWORKS)}")
@@ -78,6 +87,6 @@ class RetinaFaceDetector(FaceDetector):
         return batched.select(boxes, points, conf[..., 1].float(), threshold=threshold, nms_threshold=NMS_THRESHOLD)
 
     def _priors(self, height: int, width: int) -> torch.Tensor:
-        from facexlib.detection.retinaface_utils import PriorBox
+        PriorBox = facexlib_module(self.name, "facexlib.detection.retinaface_utils").PriorBox
 
         return PriorBox(self.model.cfg, image_size=(height, width)).forward()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..optional_deps import import_kornia_yunet
 from . import batched
 from .base import FaceDetector
 from .weights import load_strict, read_detector_state_dict
@@ -64,7 +65,7 @@ class KorniaYuNetDetector(FaceDetector):
     def __init__(self, weights: Path, *, score_threshold: float | None = None,
                  device: str | torch.device = "cpu", max_side: int | None = None) -> None:
         super().__init__(score_threshold=score_threshold, device=device, max_side=max_side)
-        from kornia.models.yunet.model import YuNet
+        YuNet = import_kornia_yunet("kornia.models.yunet.model").YuNet  # kornia's class
 
         state = read_detector_state_dict(weights, what="YuNet (kornia)")
         network = YuNet("test", pretrained=False)
@@ -94,6 +95,6 @@ class KorniaYuNetDetector(FaceDetector):
 
     @staticmethod
     def _priors(height: int, width: int) -> torch.Tensor:
-        from kornia.models.yunet.processors import PriorBox
+        PriorBox = import_kornia_yunet("kornia.models.yunet.processors").PriorBox  # kornia's class
 
         return PriorBox([list(s) for s in MIN_SIZES], list(STEPS), False, image_size=(height, width))()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DetectorWeightsCorrupt
+from ..optional_deps import import_cv2
 from ..weights_file import describe_failed_download
 from .base import FaceDetector
 from .multiscale import empty_rows
@@ -30,7 +31,7 @@ class OpenCVYuNetDetector(FaceDetector):
                  device: str | torch.device = "cpu", max_side: int | None = None) -> None:
         # OpenCV's DNN runs on the CPU here; ``device`` is accepted for a uniform interface and ignored.
         super().__init__(score_threshold=score_threshold, device="cpu", max_side=max_side)
-        import cv2
+        cv2 = import_cv2(needed_for="the yunet_opencv detector", instead="the yunet detector (kornia, no OpenCV)")
 
         from .weights import WEIGHT_FILES
 

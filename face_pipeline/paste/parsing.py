@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FacePipelineError
+from ..optional_deps import import_facexlib
 from ..weights_file import load_torch_weights
 from .masks import rounded_rect_mask
 
@@ -63,11 +64,12 @@ class ParsingNet:
 
 @functools.lru_cache(maxsize=2)
 def _load(kind: str, path: str, mtime: float) -> ParsingNet:
-    from facexlib.parsing import BiSeNet, ParseNet
-
+    parsing = import_facexlib("facexlib.parsing", needed_for=f"the parsing mask ({kind} network)",
+                              instead="the rounded_rect or ellipse mask")
     file_name, url = PARSING_FILES[kind]
     state = load_torch_weights(path, download_hint=f"from {url} into {Path(path).parent}", error=ParsingWeightsCorrupt)
-    model = BiSeNet(num_class=19) if kind == "bisenet" else ParseNet(in_size=512, out_size=512, parsing_ch=19)
+    model = (parsing.BiSeNet(num_class=19) if kind == "bisenet"
+             else parsing.ParseNet(in_size=512, out_size=512, parsing_ch=19))
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:  # not a dict, or another network's tensors
