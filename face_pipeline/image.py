@@ -70,10 +70,12 @@ def _as_tensor(image) -> torch.Tensor:
     raise InvalidImageError(f"expected an image as a numpy array or torch tensor, got {type(image).__name__}")
 
 
-def to_rgb_float(image, *, channels_last: bool = True, tolerance: float = FLOAT_TOLERANCE) -> torch.Tensor:
+def to_rgb_float(image, *, channels_last: bool = True, tolerance: float = FLOAT_TOLERANCE,
+                 what: str = "float images") -> torch.Tensor:
     """Convert ``image`` (see the module doc) to ``[B, 3, H, W]`` float32 RGB in 0..1, on the tensor's device (numpy
     goes to the CPU). ``channels_last`` says how 3-D/4-D input is laid out: ``[B, H, W, C]`` (default) or
-    ``[B, C, H, W]``; a 2-D input is one gray image. Float values up to ``tolerance`` outside 0..1 are clamped."""
+    ``[B, C, H, W]``; a 2-D input is one gray image. Float values up to ``tolerance`` outside 0..1 are clamped;
+    errors name the input as ``what``."""
     was_integer = (isinstance(image, np.ndarray) and image.dtype in (np.uint8, np.uint16)) or (
         isinstance(image, torch.Tensor) and image.dtype in _INTEGER_MAX)
     shape = list(image.shape) if hasattr(image, "shape") else None
@@ -98,7 +100,7 @@ def to_rgb_float(image, *, channels_last: bool = True, tolerance: float = FLOAT_
     tensor = tensor.float()
     tensor = tensor[:, :1].expand(b, 3, h, w) if c in (1, 2) else tensor[:, :3]  # gray -> RGB; alpha dropped
     if not was_integer:
-        check_unit_range(tensor, tolerance=tolerance)
+        check_unit_range(tensor, tolerance=tolerance, what=what)
         tensor = tensor.clamp(0, 1)
     return tensor.contiguous()
 
@@ -110,8 +112,8 @@ def check_unit_range(images: torch.Tensor, *, tolerance: float = FLOAT_TOLERANCE
     # one pass and one host sync; NaN and inf show up in the extremes
     low, high = torch.stack(torch.aminmax(images.float())).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
-        subject = "the images" if what == "float images" else what
-        raise InvalidImageError(f"{subject} contain NaN or infinite values")
+        subject = "the images contain" if what == "float images" else f"{what} holds"
+        raise InvalidImageError(f"{subject} NaN or infinite values")
     if low < -tolerance or high > 1 + tolerance:
         raise InvalidImageError(f"{what} must hold values in 0..1; found {low:.3g}..{high:.3g} "
                                 f"({_convention(low, high)})")
