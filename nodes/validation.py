@@ -43,5 +43,9 @@ class CheckedWidgets:
     """A node whose ``VALIDATE_INPUTS`` checks every widget value against its ``INPUT_TYPES`` (``check_widgets``)."""
 
     @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        raise NotImplementedError(f"{cls.__name__} declares no INPUT_TYPES")
+
+    @classmethod
     def VALIDATE_INPUTS(cls, **values):
         return check_widgets(cls.INPUT_TYPES(), values)
