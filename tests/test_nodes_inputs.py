@@ -236,15 +236,15 @@ def test_every_float_option_refuses_nan_and_infinity():
 
 # ------------------------------------------------------------------------------------ what reaches the frontend
 def test_a_missing_face_index_is_shown_with_the_face_count(pack, detector):
-    utils = sys.modules["comfy_execution.utils"]
-    sent(pack)
-    utils.executing = utils.ExecutionContext(prompt_id="p1", node_id="12", list_index=0)
+    utils = bridge(pack).get_executing_context.__globals__  # the double the pack imported (another test module's
+    sent(pack)                                                # fixture may have dropped it from sys.modules since)
+    utils["executing"] = utils["ExecutionContext"](prompt_id="p1", node_id="12", list_index=0)
     try:
         faces, _, count, *_ = node(pack, "GPENDetectFaces").detect(
             image=comfy_image("grace_hopper.jpg"), face_detector=detector,
             **{**DETECT, "select": "indices", "indices": "0, 3-4"})
     finally:
-        utils.executing = None
+        utils["executing"] = None
     assert count == 1
     assert sent(pack) == [("gpen.warning", {"message": "face indices 3, 4 do not exist: the image has 1 face (index 0)",
                                             "node": "12"}, "test-client")]
