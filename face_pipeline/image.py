@@ -3,9 +3,10 @@
 The pipeline works on ``[B, 3, H, W]`` float32 RGB tensors in 0..1. ``to_rgb_float`` accepts numpy arrays or torch
 tensors laid out ``HW`` (gray), ``HWC`` or ``BHWC`` (channels last, as ComfyUI and OpenCV hold them; or channels first
 with ``channels_last=False``), with 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels; values uint8 (/255),
-uint16 (/65535) or float in 0..1. Alpha is dropped. Float values a little outside 0..1 (up to ``FLOAT_TOLERANCE``,
-e.g. resampling ringing) are clamped; anything else (NaN/inf, 0..255 floats, -1..1, empty or oversized images, other
-dtypes) is an ``InvalidImageError`` that says what was found.
+uint16 (/65535) or float in 0..1. Alpha is dropped. Float values a little outside 0..1 (up to ``FLOAT_TOLERANCE``;
+a host that takes images from other programs' resamplers passes ``OVERSHOOT_TOLERANCE``) are clamped; anything else
+(NaN/inf, 0..255 floats, -1..1, empty or oversized images, other dtypes) is an ``InvalidImageError`` that says what
+was found and which convention it looks like.
 
 Files: ``read_image`` decodes with OpenCV from bytes (``np.fromfile``), so paths with any characters work on every
 OS; 8- and 16-bit files are read, the EXIF orientation applied (for every format, from Pillow's reading of the tags),
@@ -35,6 +36,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_SIDE = 16384
 #: float inputs may overshoot 0..1 by this much (resampling ringing) and are clamped; beyond it they are rejected
 FLOAT_TOLERANCE = 0.05
+#: the overshoot a host accepts (and clamps) from other programs' images (ComfyUI's IMAGE and MASK from upstream
+#: nodes): bicubic and Lanczos upscales of real photos ring to about -0.2..1.2, while an image in another convention
+#: goes far beyond: 0..255 above 1.5 (unless it is black), -1..1 below -0.5 (unless it is very bright)
+OVERSHOOT_TOLERANCE = 0.5
 JPEG_QUALITY = 95
 #: formats that hold an alpha channel, and those that hold EXIF and an ICC profile (as Pillow writes them)
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
@@ -65,10 +70,12 @@ def _as_tensor(image) -> torch.Tensor:
     raise InvalidImageError(f"expected an image as a numpy array or torch tensor, got {type(image).__name__}")
 
 
-def to_rgb_float(image, *, channels_last: bool = True) -> torch.Tensor:
+def to_rgb_float(image, *, channels_last: bool = True, tolerance: float = FLOAT_TOLERANCE,
+                 what: str = "float images") -> torch.Tensor:
     """Convert ``image`` (see the module doc) to ``[B, 3, H, W]`` float32 RGB in 0..1, on the tensor's device (numpy
     goes to the CPU). ``channels_last`` says how 3-D/4-D input is laid out: ``[B, H, W, C]`` (default) or
-    ``[B, C, H, W]``; a 2-D input is one gray image."""
+    ``[B, C, H, W]``; a 2-D input is one gray image. Float values up to ``tolerance`` outside 0..1 are clamped;
+    errors name the input as ``what``."""
     was_integer = (isinstance(image, np.ndarray) and image.dtype in (np.uint8, np.uint16)) or (
         isinstance(image, torch.Tensor) and image.dtype in _INTEGER_MAX)
     shape = list(image.shape) if hasattr(image, "shape") else None
@@ -93,21 +100,35 @@ def to_rgb_float(image, *, channels_last: bool = True) -> torch.Tensor:
     tensor = tensor.float()
     tensor = tensor[:, :1].expand(b, 3, h, w) if c in (1, 2) else tensor[:, :3]  # gray -> RGB; alpha dropped
     if not was_integer:
-        check_unit_range(tensor)
+        check_unit_range(tensor, tolerance=tolerance, what=what)
         tensor = tensor.clamp(0, 1)
     return tensor.contiguous()
 
 
-def check_unit_range(images: torch.Tensor) -> None:
+def check_unit_range(images: torch.Tensor, *, tolerance: float = FLOAT_TOLERANCE, what: str = "float images") -> None:
     """``InvalidImageError`` unless every value of the float tensor ``images`` is finite and in 0..1, give or take
-    ``FLOAT_TOLERANCE`` (the one check of "RGB in 0..1" for the whole pack; callers clamp what they keep)."""
+    ``tolerance`` (the one check of "values in 0..1" for the whole pack; callers clamp what they keep). The message
+    names ``what`` and the convention the values look like (0..255, -1..1)."""
     # one pass and one host sync; NaN and inf show up in the extremes
     low, high = torch.stack(torch.aminmax(images.float())).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise InvalidImageError("the images contain NaN or infinite values")
-    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
-        raise InvalidImageError(f"float images must hold values in 0..1; found {low:.3g}..{high:.3g} (was it 0..255 "
-                                f"or -1..1?)")
+        subject = "the images contain" if what == "float images" else f"{what} holds"
+        raise InvalidImageError(f"{subject} NaN or infinite values")
+    if low < -tolerance or high > 1 + tolerance:
+        raise InvalidImageError(f"{what} must hold values in 0..1; found {low:.3g}..{high:.3g} "
+                                f"({_convention(low, high)})")
+
+
+def _convention(low: float, high: float) -> str:
+    """What values outside 0..1 look like, and what to do about them."""
+    limit = OVERSHOOT_TOLERANCE
+    if high > 1 + limit and low < -limit:
+        return "neither 0..1, 0..255 nor -1..1: normalise it to 0..1 first"
+    if high > 1 + limit:
+        return "this looks like 0..255: divide by 255"
+    if low < -limit:
+        return "this looks like -1..1: convert with x * 0.5 + 0.5"
+    return "a little outside 0..1, as resampling overshoot gives: clamp it to 0..1"
 
 
 # ------------------------------------------------------------------------------------------------------ image files

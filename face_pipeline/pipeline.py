@@ -5,7 +5,7 @@ stage methods (``find``, ``stabilise``, ``align``, ``restore``, ``paste``, and `
 ``restore_and_paste`` for callers that split the work, such as the CLI's video chunks and the step nodes) are the
 same code. Each stage takes its own frozen options record (``options.py``); a host adapts the pipeline to its
 memory and model management by overriding the hooks (``detecting``, ``model_for``, ``progress_for``,
-``prepare_paste``), as the nodes do.
+``prepare_paste``, ``notify``), as the nodes do.
 
 An image batch ``[B, 3, H, W]`` is B independent photos of one size unless the caller says it is B frames of a video
 in order (``VideoOptions.track``): then faces are tracked across the batch (never across a scene cut), a face
@@ -42,7 +42,7 @@ from .paste import paste_within_memory
 from .paste.parsing import ParsingNet
 from .region import masks_for
 from .restoration import model_size, restore_faces
-from .selection import FaceChoice, choose_faces
+from .selection import FaceChoice, choose_faces, selection_notes
 from .types import DetectedFace, FaceBatch, PasteResult
 from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
@@ -99,11 +99,6 @@ def find_choices(images: torch.Tensor, *, detector: FaceDetector, options: Detec
     chosen = choose_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
                           min_size=options.min_face_size, max_faces=options.max_faces,
                           region=None if masks is None else masks.cpu(), min_overlap=options.region_overlap)
-    empty = [i for i, per_image in enumerate(chosen) if not any(c.selected for c in per_image)]
-    if empty:
-        shown = ", ".join(map(str, empty[:20])) + (" ..." if len(empty) > 20 else "")
-        logger.info("no face found in %d of %d image(s) (index %s): returned unchanged", len(empty),
-                    images.shape[0], shown)
     return chosen
 
 
@@ -202,6 +197,12 @@ class Pipeline:
         by the paste from ``PasteOptions.parsing_dir``). ComfyUI: memory made for the paste, all on its device."""
         return images, background, protect, None
 
+    def notify(self, message: str) -> None:
+        """Something that changes what the caller gets without being an error (no face found in an image, a requested
+        face index that does not exist: ``selection.selection_notes``). Logged at info level here (the CLI reports
+        per file itself); a host with a user interface shows it (ComfyUI: a toast, ``nodes.comfy_bridge.warn_user``)."""
+        logger.info(message)
+
     def _interrupt(self) -> None:
         if self.check_interrupt is not None:
             self.check_interrupt()
@@ -210,8 +211,11 @@ class Pipeline:
     def find(self, images: torch.Tensor, *, region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
         """Detection and selection (``find_choices`` with ``options.detect``)."""
         with self.detecting():
-            return find_choices(images, detector=self.detector, options=self.options.detect, region=region,
-                                check_interrupt=self.check_interrupt)
+            chosen = find_choices(images, detector=self.detector, options=self.options.detect, region=region,
+                                  check_interrupt=self.check_interrupt)
+        for message in selection_notes(chosen, mode=self.options.detect.select, indices=self.options.detect.indices):
+            self.notify(message)
+        return chosen
 
     def stabilise(self, choices: list[list[FaceChoice]], *, cuts: tuple[int, ...] = ()) -> list[list[FaceChoice]]:
         """Tracking and smoothing of a frame sequence (``stabilise_choices`` with ``options.video``)."""

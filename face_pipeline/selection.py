@@ -23,23 +23,42 @@ _SORT_KEYS = {
 }
 
 
+#: the largest face index ``parse_indices`` accepts (an image with more than 10,000 faces is not a photo) and the
+#: longest index text it reads: what a typed or posted string may cost is bounded (at most 10,000 indices, and no
+#: range is ever expanded beyond them)
+MAX_FACE_INDEX = 9999
+MAX_INDICES_TEXT = 1000
+_INDEX_PART = re.compile(r"([0-9]+)\s*-\s*([0-9]+)|([0-9]+)")
+
+
 def parse_indices(text: str) -> tuple[int, ...]:
-    """``"0,2,3"``, ``"0-2"`` or ``"1, 4-5"`` -> sorted unique indices; ``""`` -> ``()``."""
-    indices: set[int] = set()
-    for part in (p.strip() for p in str(text).split(",")):
+    """``"0,2,3"``, ``"0-2"`` or ``"1, 4-5"`` -> sorted unique indices; ``""`` -> ``()``.
+
+    Bounded whatever the text: at most ``MAX_INDICES_TEXT`` characters, indices 0..``MAX_FACE_INDEX``; ranges are
+    merged before they are expanded, so the result holds at most 10,000 numbers. ``ValueError`` says what is wrong."""
+    text = str(text)
+    if len(text) > MAX_INDICES_TEXT:
+        raise ValueError(f"face indices: the text is {len(text)} characters long, more than the {MAX_INDICES_TEXT} "
+                         f"read; write ranges such as '0-3' instead of listing every index")
+    spans: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        match = _INDEX_PART.fullmatch(part)
         if match is None:
             raise ValueError(f"face indices must look like '0,2' or '0-3'; could not read {part!r} in {text!r}")
-        if match.group(3) is not None:
-            indices.add(int(match.group(3)))
-        else:
-            low, high = int(match.group(1)), int(match.group(2))
-            if low > high:
-                raise ValueError(f"face index range {part!r} runs backwards")
-            indices.update(range(low, high + 1))
-    return tuple(sorted(indices))
+        low, high = (int(match.group(3)),) * 2 if match.group(3) is not None else map(int, match.group(1, 2))
+        if low > high:
+            raise ValueError(f"face index range {part!r} runs backwards")
+        if high > MAX_FACE_INDEX:
+            raise ValueError(f"face index {high} in {part!r} is above {MAX_FACE_INDEX}, the largest accepted (indices "
+                             f"count the faces of one image from 0)")
+        spans.append((low, high))
+    indices: list[int] = []
+    for low, high in sorted(spans):  # merged: overlapping or repeated ranges are expanded once
+        start = max(low, indices[-1] + 1) if indices else low
+        indices.extend(range(start, high + 1))
+    return tuple(indices)
 
 
 @dataclass(frozen=True)
@@ -125,3 +144,50 @@ def choose_faces(
                       + others + dropped)
     return chosen
 
+
+
+def _listed(values: Sequence, limit: int = 10) -> str:
+    return ", ".join(map(str, values[:limit])) + (", ..." if len(values) > limit else "")
+
+
+def _face_count(per_image: list[FaceChoice]) -> str:
+    """How many faces an image has for ``indices`` ("2 faces (indices 0-1)"), and how many were filtered out."""
+    count = sum(c.index is not None for c in per_image)
+    dropped = sum(c.index is None and not c.selected for c in per_image)
+    text = {0: "no face", 1: "1 face (index 0)"}.get(count, f"{count} faces (indices 0-{count - 1})")
+    return text + (f", {dropped} more filtered out" if dropped else "")
+
+
+def selection_notes(choices: list[list[FaceChoice]], *, mode: str, indices: Sequence[int] = ()) -> list[str]:
+    """What selection decided that changes the result without being an error, in words for the user: requested face
+    indices that do not exist (with how many faces each image has) and images where nothing is restored (returned
+    unchanged). ``choices`` as ``choose_faces`` returns them; ``mode`` and ``indices`` as it was given."""
+    notes = []
+    missing_in: list[int] = []
+    if mode == "indices":
+        missing: set[int] = set()
+        for image, per_image in enumerate(choices):
+            count = sum(c.index is not None for c in per_image)
+            absent = [i for i in indices if i >= count]
+            if absent:
+                missing_in.append(image)
+                missing.update(absent)
+        if missing_in:
+            wanted = sorted(missing)
+            what = f"face index {wanted[0]} does not" if len(wanted) == 1 else f"face indices {_listed(wanted)} do not"
+            if len(choices) == 1:
+                notes.append(f"{what} exist: the image has {_face_count(choices[0])}")
+            else:
+                counts = "; ".join(f"image {i} has {_face_count(choices[i])}" for i in missing_in[:10])
+                notes.append(f"{what} exist in {len(missing_in)} of {len(choices)} images ({counts}"
+                             f"{'; ...' if len(missing_in) > 10 else ''})")
+    unselected = [i for i, per_image in enumerate(choices) if not any(c.selected for c in per_image)]
+    none_found = [i for i in unselected if not choices[i]]
+    not_chosen = [i for i in unselected if choices[i] and i not in missing_in]
+    if none_found:
+        notes.append(f"no face found in {len(none_found)} of {len(choices)} image(s) (index {_listed(none_found, 20)})"
+                     f": returned unchanged")
+    if not_chosen:
+        notes.append(f"faces were found but none selected in {len(not_chosen)} of {len(choices)} image(s) (index "
+                     f"{_listed(not_chosen, 20)}; the face report says why): returned unchanged")
+    return notes

@@ -10,11 +10,12 @@ from .comfy_pipeline import ComfyPipeline
 from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, preview_and_report
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
 from .model_nodes import CATEGORY
-from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, paste_options
+from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, kept_alpha, paste_options
 from .restore_nodes import check_mode
+from .validation import CheckedWidgets
 
 
-class GPENFaceRestore:
+class GPENFaceRestore(CheckedWidgets):
     DESCRIPTION = ("Restores every face in an image or a batch with GPEN: detect, align, restore and paste back with "
                    "a soft mask. A batch is independent images unless video is on. The same steps as Detect Faces "
                    "-> Restore Faces -> Paste Faces, in one node.")
@@ -56,8 +57,8 @@ class GPENFaceRestore:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, mask_type):
-        return check_paste_options(mask_type)
+    def VALIDATE_INPUTS(cls, **values):
+        return check_paste_options(cls.INPUT_TYPES(), values)
 
     def run(self, image, gpen_model, face_detector, select, strength, template, mask_type, feather,
             color_correction, output_scale, max_output_size, background=None, video=False, keep_gray=True,
@@ -71,10 +72,13 @@ class GPENFaceRestore:
                                 output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray))
         check_mode(gpen_model, "restore", None)
         pipeline = ComfyPipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
-        result, report = pipeline.run(images, region=region_mask, protect=protect_mask,
-                                      background=None if background is None else bridge.image_to_pipeline(background))
+        result, report = pipeline.run(
+            images, region=bridge.mask_to_pipeline(region_mask, "region_mask"),
+            protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"),
+            background=None if background is None else bridge.image_to_pipeline(background, "background"))
         annotated, faces_json = preview_and_report(images, report.choices, face_detector=face_detector,
                                                    options=options.detect, restored=True, model_size=gpen_model.size,
                                                    output_scale=result.scale)
-        return (bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask), report.faces_restored,
+        return (bridge.image_to_comfy(result.images, kept_alpha(image, background)), bridge.mask_to_comfy(result.mask),
+                report.faces_restored,
                 annotated, faces_json)

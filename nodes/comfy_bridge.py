@@ -1,8 +1,11 @@
 """Everything that touches ComfyUI's own modules: model folders, devices and dtypes, loading models on ComfyUI's
-model management, progress bars, cancel, and tensor layout at the node boundary.
+model management, progress bars, cancel, warnings shown in the frontend, and tensor layout at the node boundary.
 
 ComfyUI's IMAGE is ``[B, H, W, C]`` float 0..1 and MASK ``[B, H, W]``; the face pipeline works on
-``[B, 3, H, W]``.
+``[B, 3, H, W]``. What upstream nodes produce is taken as they produce it: values a resampler's overshoot puts
+outside 0..1 (a bicubic upscale rings to about -0.2..1.2) are clipped, up to ``OVERSHOOT_TOLERANCE``; beyond that
+the input is refused with the convention it looks like (0..255, -1..1). An alpha channel is kept through the nodes
+that return the image.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 import folder_paths
+from server import PromptServer
 
-from ..face_pipeline.image import to_rgb_float
+from ..face_pipeline.image import OVERSHOOT_TOLERANCE, check_unit_range, to_rgb_float
 from ..face_pipeline.memory import MemoryPolicy, is_out_of_memory
+from ..face_pipeline.region import masks_for
 from ..face_pipeline.restoration.batching import bytes_per_face, faces_per_step
 from ..gpen_arch import (
     SUPPORTED_SUFFIXES,
@@ -37,6 +42,11 @@ from ..gpen_arch.onnx_import import onnx_not_gpen_reason
 from ..gpen_arch.precision import PRECISIONS  # noqa: F401  (the loader node's choices)
 from ..gpen_arch.precision import choose_dtype as _choose_dtype
 from .handles import GPENModelHandle
+
+try:  # ComfyUI 0.3.44 and later: which node is running (the frontend's toast names it)
+    from comfy_execution.utils import get_executing_context
+except ImportError:
+    get_executing_context = None
 
 logger = logging.getLogger(__name__)
 
@@ -295,14 +305,56 @@ class Progress:
         mm.throw_exception_if_processing_interrupted()
 
 
-def image_to_pipeline(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE ``[B, H, W, C]`` (C = 3 or 4; alpha dropped) -> ``[B, 3, H, W]`` float32 0..1."""
-    return to_rgb_float(image, channels_last=True)
+#: the frontend event of ``warn_user`` (web/gpen_warnings.js shows it as a toast)
+WARNING_EVENT = "gpen.warning"
 
 
-def image_to_comfy(images: torch.Tensor) -> torch.Tensor:
-    """``[B, 3, H, W]`` -> ComfyUI IMAGE ``[B, H, W, 3]`` on ComfyUI's intermediate device."""
-    return images.permute(0, 2, 3, 1).float().contiguous().to(mm.intermediate_device())
+def warn_user(message: str) -> None:
+    """Something that changes what the user gets (a face index that does not exist, a model made for another mode):
+    logged, and sent to the frontend of the client that queued the prompt (``WARNING_EVENT``, with the running node's
+    id), where the pack's extension shows it as a toast. Without a running server it is only logged."""
+    logger.warning(message)
+    server = getattr(PromptServer, "instance", None)
+    if server is None:
+        return
+    context = get_executing_context() if get_executing_context is not None else None
+    server.send_sync(WARNING_EVENT, {"message": message, "node": None if context is None else context.node_id},
+                     getattr(server, "client_id", None))
+
+
+def image_to_pipeline(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """ComfyUI IMAGE ``[B, H, W, C]`` (C = 1 to 4; alpha set aside, see ``image_alpha``) -> ``[B, 3, H, W]`` float32
+    0..1; a resampler's overshoot clipped, another convention (0..255, -1..1) refused naming the input ``name``."""
+    return to_rgb_float(image, channels_last=True, tolerance=OVERSHOOT_TOLERANCE, what=f"the {name} input")
+
+
+def image_alpha(image: torch.Tensor, name: str = "image") -> torch.Tensor | None:
+    """The alpha channel ``[B, H, W]`` float32 0..1 of an IMAGE with 2 (gray + alpha) or 4 (RGBA) channels (clipped
+    like the colours), else None."""
+    if image.dim() != 4 or image.shape[-1] not in (2, 4):
+        return None
+    return mask_to_pipeline(image[..., -1], f"{name} (its alpha channel)")
+
+
+def mask_to_pipeline(mask: torch.Tensor | None, name: str) -> torch.Tensor | None:
+    """A MASK input as the pipeline takes it: float32, a resampler's overshoot clipped to 0..1, another convention
+    refused naming the input ``name``; None stays None."""
+    if mask is None:
+        return None
+    mask = mask.float()
+    check_unit_range(mask, tolerance=OVERSHOOT_TOLERANCE, what=f"the {name} input")
+    return mask.clamp(0, 1)
+
+
+def image_to_comfy(images: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, 3, H, W]`` -> ComfyUI IMAGE ``[B, H, W, 3]`` on ComfyUI's intermediate device; with ``alpha``
+    (``[B, h, w]`` or one for all, any size: resized to the images) ``[B, H, W, 4]`` RGBA."""
+    rgb = images.permute(0, 2, 3, 1).float()
+    if alpha is not None:
+        batch, _, height, width = images.shape
+        alpha = masks_for(alpha.to(images.device), batch=batch, size=(height, width), what="alpha channel")
+        rgb = torch.cat([rgb, alpha[..., None].to(rgb.dtype)], dim=-1)  # [B, H, W, 4]
+    return rgb.contiguous().to(mm.intermediate_device())
 
 
 def mask_to_comfy(mask: torch.Tensor) -> torch.Tensor:

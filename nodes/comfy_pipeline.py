@@ -36,6 +36,10 @@ class ComfyPipeline(Pipeline):
     def progress_for(self, faces: int):
         return bridge.Progress(faces)
 
+    def notify(self, message: str) -> None:
+        """Shown in the frontend (a missing face index, no face found), not only logged."""
+        bridge.warn_user(message)
+
     def prepare_paste(self, batch, images, background, protect):
         """ComfyUI makes room for the paste (and loads the parsing network it needs); everything on its device."""
         device = bridge.compute_device()

@@ -15,6 +15,7 @@ from . import comfy_bridge as bridge
 from .comfy_pipeline import ComfyPipeline
 from .handles import GPEN_FACE_DETECTOR, GPEN_FACES
 from .model_nodes import CATEGORY
+from .validation import CheckedWidgets
 
 CROP_SIZES = ("256", "512", "1024", "2048")
 
@@ -58,7 +59,7 @@ def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
     return crops
 
 
-class GPENDetectFaces:
+class GPENDetectFaces(CheckedWidgets):
     DESCRIPTION = ("Finds the faces in every image of a batch, selects which to restore, and aligns each to GPEN's "
                    "template. A batch is independent images unless video_smoothing is above 0 (then it is the "
                    "frames of a video: faces are tracked, short misses filled in, landmarks smoothed). Connect the "
@@ -109,6 +110,17 @@ class GPENDetectFaces:
             **FINDING_OPTIONAL,
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, **values):
+        """The widget values (``CheckedWidgets``), and the index text read before the prompt runs."""
+        checked = super().VALIDATE_INPUTS(**values)
+        if checked is True and isinstance(values.get("indices"), str):
+            try:
+                parse_indices(values["indices"])
+            except ValueError as exc:
+                return f"indices: {exc}"
+        return checked
+
     def detect(self, image, face_detector, select, indices, sort_by, min_face_size, max_faces, template, crop_size,
                video_smoothing, fill_gaps=3, rotations="when_missing", region_mask=None,
                region_overlap=MIN_OVERLAP):
@@ -121,7 +133,8 @@ class GPENDetectFaces:
             align=AlignOptions(template=template),
         )
         pipeline = ComfyPipeline(face_detector=face_detector, options=options)
-        batch, choices = pipeline.detect_and_align(images, size=int(crop_size), region=region_mask)
+        batch, choices = pipeline.detect_and_align(images, size=int(crop_size),
+                                                   region=bridge.mask_to_pipeline(region_mask, "region_mask"))
         crops = crops_or_placeholder(batch.crops, int(crop_size))
         annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options.detect,
                                                restored=False)

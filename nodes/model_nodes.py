@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES, WEIGHT_FILES, load_detector
 from . import comfy_bridge as bridge
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, DetectorHandle
+from .validation import CheckedWidgets
 
 CATEGORY = "image/restoration/GPEN"
 
@@ -47,7 +48,7 @@ class GPENLoadModel:
         return (bridge.load_gpen_model(model_name, precision, cuda_graphs=cuda_graphs),)
 
 
-class GPENLoadFaceDetector:
+class GPENLoadFaceDetector(CheckedWidgets):
     DESCRIPTION = ("Loads a face detector with its weights from models/facedetection: RetinaFace ResNet-50 (the "
                    "official GPEN detector, most accurate), RetinaFace MobileNet-0.25 (small), YuNet in PyTorch "
                    "(runs on the GPU) or OpenCV YuNet (fastest on the CPU).")
@@ -83,7 +84,7 @@ class GPENLoadFaceDetector:
 
     def load(self, detector: str, allow_download: bool, score_threshold: float, max_side: int = 0):
         folder = bridge.find_in_detector_folders(WEIGHT_FILES[detector].file_name) or bridge.detector_folder()
-        threshold = score_threshold if score_threshold > 0 else None
+        threshold = None if score_threshold == 0 else score_threshold  # NaN (from a link) is refused, not 0
         built = load_detector(detector, weights_dir=folder, allow_download=allow_download, device="cpu",
                               score_threshold=threshold, max_side=max_side or None)
         # the network goes under ComfyUI's model management: loaded to the GPU for detection, offloaded when other

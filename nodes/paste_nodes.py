@@ -11,6 +11,7 @@ from . import comfy_bridge as bridge
 from .comfy_pipeline import ComfyPipeline
 from .handles import GPEN_FACES
 from .model_nodes import CATEGORY
+from .validation import CheckedWidgets, check_widgets
 
 SCALES = ("1", "2", "4", "auto")
 
@@ -23,9 +24,14 @@ def parsing_folder() -> str | None:
     return bridge.detector_folder()
 
 
-def check_paste_options(mask_type: str) -> str | bool:
-    """ComfyUI's VALIDATE_INPUTS answer for the paste options, before anything in the prompt runs: True, or what is
-    wrong (e.g. the parsing weights missing, which would otherwise surface only after every face was restored)."""
+def check_paste_options(input_types: dict, values: dict) -> str | bool:
+    """ComfyUI's VALIDATE_INPUTS answer for a node with the paste options, before anything in the prompt runs: True,
+    or what is wrong with a widget value (``validation.check_widgets``) or the mask type (e.g. the parsing weights
+    missing, which would otherwise surface only after every face was restored)."""
+    checked = check_widgets(input_types, values)
+    mask_type = values.get("mask_type")
+    if checked is not True or mask_type is None:  # None: linked
+        return checked
     try:
         check_value("mask_type", mask_type, spec(PasteOptions, "mask_type"))
     except ValueError as exc:
@@ -44,6 +50,13 @@ def paste_options(*, mask_type, feather, color_correction, output_scale, max_out
     return PasteOptions(mask_type=mask_type, feather=feather, color_correction=color_correction,
                         scale=output_scale if output_scale == "auto" else int(output_scale),
                         max_output_size=max_output_size, parsing_dir=parsing_folder(), keep_gray=keep_gray)
+
+
+def kept_alpha(image, background):
+    """The alpha channel an output keeps (``[B, H, W]``, resized to it later): the image's, or where only the
+    background has one, the background's; None for RGB."""
+    alpha = bridge.image_alpha(image)
+    return alpha if alpha is not None or background is None else bridge.image_alpha(background, "background")
 
 
 PASTE_INPUTS = {
@@ -76,7 +89,7 @@ PASTE_OPTIONAL = {
 }
 
 
-class GPENPasteFaces:
+class GPENPasteFaces(CheckedWidgets):
     DESCRIPTION = ("Pastes restored faces back into the images they came from with soft masks and colour "
                    "correction, at 1x, 2x, 4x or an automatic scale that keeps GPEN-2048's detail. Connect an "
                    "upscaled image to background to use it instead of a plain resize.")
@@ -103,8 +116,8 @@ class GPENPasteFaces:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, mask_type):
-        return check_paste_options(mask_type)
+    def VALIDATE_INPUTS(cls, **values):
+        return check_paste_options(cls.INPUT_TYPES(), values)
 
     def paste(self, image, faces, mask_type, feather, color_correction, output_scale, max_output_size,
               background=None, keep_gray=True, protect_mask=None):
@@ -114,5 +127,6 @@ class GPENPasteFaces:
                                 output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray)
         result = ComfyPipeline(options=PipelineOptions(paste=options)).paste(
             faces, images=bridge.image_to_pipeline(image),
-            background=None if background is None else bridge.image_to_pipeline(background), protect=protect_mask)
-        return bridge.image_to_comfy(result.images), bridge.mask_to_comfy(result.mask)
+            background=None if background is None else bridge.image_to_pipeline(background, "background"),
+            protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"))
+        return bridge.image_to_comfy(result.images, kept_alpha(image, background)), bridge.mask_to_comfy(result.mask)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from ..face_pipeline.pipeline import PipelineOptions, RestoreOptions
 from ..face_pipeline.restoration import RESTORE_MODES
 from . import comfy_bridge as bridge
@@ -11,28 +9,27 @@ from .comfy_pipeline import ComfyPipeline
 from .detection_nodes import crops_or_placeholder
 from .handles import GPEN_FACES, GPEN_MODEL
 from .model_nodes import CATEGORY
-
-logger = logging.getLogger(__name__)
+from .validation import CheckedWidgets
 
 #: words in a file name that say which GPEN generator it is (the weights cannot tell: same shapes)
 MODE_HINTS = {"colorize": "coloriz", "inpaint": "inpaint"}
 
 
 def check_mode(gpen_model, mode: str, inpaint_mask) -> None:
-    """Before any face is restored: the inpaint mask the mode needs, and a warning when the model's file name says it
-    was made for another mode (GPEN-BFR for colorize/inpaint, or the reverse)."""
+    """Before any face is restored: the inpaint mask the mode needs, and a warning shown to the user when the model's
+    file name says it was made for another mode (GPEN-BFR for colorize/inpaint, or the reverse)."""
     if mode == "inpaint" and inpaint_mask is None:
         raise ValueError("mode 'inpaint' needs the inpaint_mask input connected (a MASK of the image's size, white = "
                          "damaged); for an image whose damage is already painted white, connect an empty mask")
     name = gpen_model.file_name.lower()
     made_for = next((m for m, hint in MODE_HINTS.items() if hint in name), "restore")
     if made_for != mode:
-        logger.warning("Restore Faces: mode %r with %s, which looks like a model for %r by its name; expect poor "
-                       "results (GPEN-BFR: restore, GPEN-Colorization: colorize, GPEN-Inpainting: inpaint)",
-                       mode, gpen_model.file_name, made_for)
+        bridge.warn_user(f"mode {mode!r} with {gpen_model.file_name}, which looks like a model for {made_for!r} by "
+                         f"its name: expect poor results (GPEN-BFR: restore, GPEN-Colorization: colorize, "
+                         f"GPEN-Inpainting: inpaint)")
 
 
-class GPENRestoreFaces:
+class GPENRestoreFaces(CheckedWidgets):
     DESCRIPTION = ("Restores the detected faces with a GPEN model, in batches sized to the free memory (halved "
                    "and retried on out-of-memory). Faces are re-cropped from the source at the model's size.")
     CATEGORY = CATEGORY
@@ -65,6 +62,7 @@ class GPENRestoreFaces:
     def restore(self, gpen_model, faces, mode, strength, inpaint_mask=None):
         check_mode(gpen_model, mode, inpaint_mask)
         options = PipelineOptions(restore=RestoreOptions(mode=mode, strength=strength))
-        restored = ComfyPipeline(gpen_model=gpen_model, options=options).restore(faces, inpaint_masks=inpaint_mask)
+        restored = ComfyPipeline(gpen_model=gpen_model, options=options).restore(
+            faces, inpaint_masks=bridge.mask_to_pipeline(inpaint_mask, "inpaint_mask"))
         preview = crops_or_placeholder(restored.restored, restored.size)
         return (restored, bridge.image_to_comfy(preview))

@@ -5,7 +5,8 @@ compact vector weights as a GPEN model, the RetinaFace MobileNet weights and two
 YuNet comes from the copy shipped with the pack); checks /object_info and the workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
 saved image; checks that a batch of two unrelated photos gives each photo the pixels it gets alone; checks that a
 non-GPEN file is not offered; loads a torch detector under ComfyUI's model management and checks that ComfyUI
-offloads it.
+offloads it; restores a core bicubic upscale (values outside 0..1); refuses NaN widget values before running; serves
+the warning-toast extension.
 """
 
 from __future__ import annotations
@@ -254,3 +255,85 @@ def test_the_detector_lives_on_comfyuis_model_management(comfy):
     text = log.read_text()
     assert "Requested to load RetinaFace" in text  # loaded through load_models_gpu like any ComfyUI model
     assert "Unloading RetinaFace" in text  # ... and offloaded by ComfyUI when it frees memory
+
+
+def test_a_bicubic_upscale_from_core_image_scale_by_is_restored(comfy):
+    """Issue 23: core Upscale Image By (bicubic) overshoots 0..1 (-0.14..1.12 on this photo); the pack clips it."""
+    url, base = comfy
+    prompt = restore_prompt(["grace_hopper.jpg"])
+    prompt["upscale"] = {"class_type": "ImageScaleBy", "inputs": {
+        "image": ["load0", 0], "upscale_method": "bicubic", "scale_by": 1.5}}
+    prompt["restore"]["inputs"]["image"] = ["upscale", 0]
+    prompt["restore"]["inputs"]["background"] = ["upscale", 0]
+    prompt["save"]["inputs"]["filename_prefix"] = "e2e/bicubic"
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    (out,) = saved_images(base, result)
+    assert out.shape == (900, 768, 3)
+
+
+def test_nan_and_out_of_range_widgets_are_refused_before_running(comfy):
+    """Issue 22: ComfyUI's own min/max check lets NaN through (``nan < 0`` is False); VALIDATE_INPUTS refuses it."""
+    url, _ = comfy
+    for name, value, message in [("strength", float("nan"), "strength must be a number from 0 to 1, got nan"),
+                                 ("feather", 0.9, "feather must be a number from 0 to 0.5, got 0.9"),
+                                 ("strength", "inf", "strength must be a number from 0 to 1, got inf")]:
+        prompt = restore_prompt(["grace_hopper.jpg"])
+        prompt["restore"]["inputs"][name] = value
+        body = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex})  # NaN as Python's json writes it
+        response = requests.post(url + "/prompt", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        assert response.status_code == 400 and message in response.text, response.text[:2000]
+    prompt = restore_prompt(["grace_hopper.jpg"])
+    prompt["restore"]["inputs"]["image"] = ["model", 0]  # a GPEN_MODEL into IMAGE: ComfyUI's type check still runs
+    response = requests.post(url + "/prompt", json={"prompt": prompt, "client_id": uuid.uuid4().hex}, timeout=30)
+    assert response.status_code == 400 and "return_type_mismatch" in response.text, response.text[:2000]
+
+
+def test_the_warning_toast_extension_is_served(comfy):
+    url, _ = comfy
+    extensions = requests.get(url + "/extensions", timeout=10).json()
+    script = next(e for e in extensions if e.endswith("/gpen_warnings.js"))
+    served = requests.get(url + script, timeout=10)
+    assert served.ok and "gpen.warning" in served.text
+
+
+def test_a_missing_face_index_reaches_the_client_that_queued_the_prompt(comfy):
+    """Issue 23: a warning that changes the result (a face index that does not exist) is sent over the websocket to
+    the client that queued the prompt, with the node's id, for web/gpen_warnings.js to show as a toast."""
+    import asyncio
+
+    import aiohttp  # ComfyUI's own server library: present wherever COMFYUI_DIR runs
+
+    url, _ = comfy
+    client_id = uuid.uuid4().hex
+    prompt = {
+        "detector": {"class_type": "GPENLoadFaceDetector",
+                     "inputs": {"detector": "yunet_opencv", "allow_download": False, "score_threshold": 0.0}},
+        "load": {"class_type": "LoadImage", "inputs": {"image": "grace_hopper.jpg"}},
+        "detect": {"class_type": "GPENDetectFaces", "inputs": {
+            "image": ["load", 0], "face_detector": ["detector", 0], "select": "indices", "indices": "3",
+            "sort_by": "area", "min_face_size": 0, "max_faces": 0, "template": "gpen", "crop_size": "256",
+            "video_smoothing": 0.0}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["detect", 1]}},
+    }
+
+    async def queue_and_listen() -> list[dict]:
+        received = []
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/ws?clientId={client_id}") as ws:
+            async with session.post(url + "/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
+                assert response.status == 200, await response.text()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                message = await ws.receive(timeout=max(1.0, deadline - time.monotonic()))
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(message.data)
+                received.append(data)
+                if data["type"] in ("execution_success", "execution_error"):
+                    break
+        return received
+
+    received = asyncio.run(queue_and_listen())
+    assert received[-1]["type"] == "execution_success", received[-1]
+    warnings = [m["data"] for m in received if m["type"] == "gpen.warning"]
+    assert warnings == [{"message": "face index 3 does not exist: the image has 1 face (index 0)", "node": "detect"}]

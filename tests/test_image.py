@@ -13,6 +13,7 @@ from conftest import data_file
 from face_pipeline.errors import InvalidImageError
 from face_pipeline.image import (
     MAX_SIDE,
+    OVERSHOOT_TOLERANCE,
     encode_image,
     image_size,
     load_image,
@@ -50,10 +51,23 @@ def test_slight_overshoot_is_clamped_and_the_rest_rejected():
     out = to_rgb_float(ringing)
     assert out.max() == 1 and out.min() == 0
     with pytest.raises(InvalidImageError, match=r"float images must hold values in 0\.\.1; found 0\.5\.\.255 "
-                                                r"\(was it 0\.\.255 or -1\.\.1\?\)"):
+                                                r"\(this looks like 0\.\.255: divide by 255\)"):
         to_rgb_float(np.concatenate([ringing[:4] * 0 + 0.5, np.full((4, 8, 3), 255.0, np.float32)]))
-    with pytest.raises(InvalidImageError, match=r"found -1\.\.1"):
+    with pytest.raises(InvalidImageError, match=r"found -1\.\.1 \(this looks like -1\.\.1: convert with x \* 0\.5"):
         to_rgb_float(np.linspace(-1, 1, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3))
+    with pytest.raises(InvalidImageError, match=r"found -128\.\.127 \(neither 0\.\.1, 0\.\.255 nor -1\.\.1"):
+        to_rgb_float(np.linspace(-128, 127, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3))
+    overshoot = ringing.copy()
+    overshoot[0, 0] = (1.2, -0.2, 0.5)  # a bicubic upscale's ringing: too much for the library's strict check
+    with pytest.raises(InvalidImageError, match=r"found -0\.2\.\.1\.2 \(a little outside 0\.\.1, as resampling "
+                                                r"overshoot gives: clamp it to 0\.\.1\)"):
+        to_rgb_float(overshoot)
+    clipped = to_rgb_float(overshoot, tolerance=OVERSHOOT_TOLERANCE)  # ... accepted where a host asks for it
+    assert clipped.max() == 1 and clipped.min() == 0 and clipped[0, 0, 1, 1] == 0.5
+    with pytest.raises(InvalidImageError, match=r"this looks like 0\.\.255"):
+        to_rgb_float(np.full((8, 8, 3), 1.6, np.float32), tolerance=OVERSHOOT_TOLERANCE)
+    with pytest.raises(InvalidImageError, match=r"this looks like -1\.\.1"):
+        to_rgb_float(np.full((8, 8, 3), -0.6, np.float32), tolerance=OVERSHOOT_TOLERANCE)
 
 
 @pytest.mark.parametrize("bad, message", [

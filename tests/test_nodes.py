@@ -31,7 +31,8 @@ def pack(tmp_path_factory):
     (models / "facerestore_models").mkdir()
     (models / "facerestore_models" / "notes.txt").write_text("not a model")
     sys.path.insert(0, str(DOUBLE))
-    for name in [n for n in sys.modules if n == "folder_paths" or n == "comfy" or n.startswith("comfy.")]:
+    for name in [n for n in sys.modules if n in ("folder_paths", "server") or n.split(".")[0] in ("comfy",
+                                                                                                  "comfy_execution")]:
         del sys.modules[name]
     import folder_paths
 
@@ -220,16 +221,18 @@ def test_detect_restore_paste_chain(pack, gpen_model, detector):
 
 def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
     image = comfy_image("astronaut.jpg")
-    rgba = torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)  # a 4-channel IMAGE: alpha is dropped
+    alpha = torch.linspace(0, 1, 512).expand(1, 512, 512)[..., None]  # transparent on the left, opaque on the right
+    rgba = torch.cat([image, alpha], dim=-1)  # a 4-channel IMAGE: the alpha is kept
     batch = torch.cat([rgba, rgba.flip(2)])
     out, mask, count, *_ = node(pack, "GPENFaceRestore").run(image=batch, gpen_model=gpen_model,
                                                              face_detector=detector, select="all", strength=1.0,
                                                              template="gpen", mask_type="ellipse", feather=0.1,
                                                              color_correction=True, output_scale="1",
                                                              max_output_size=8192)
-    assert count == 2 and out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
+    assert count == 2 and out.shape == (2, 512, 512, 4) and mask.shape == (2, 512, 512)
+    assert torch.equal(out[..., 3], batch[..., 3])
     away = mask[0] == 0
-    assert torch.allclose(out[0][away], image[0][away], atol=1e-6)
+    assert torch.allclose(out[0][away], rgba[0][away], atol=1e-6)
 
 
 def test_no_face_returns_unchanged_images(pack, gpen_model, detector):

@@ -162,7 +162,7 @@ def test_bad_values_and_options_are_rejected_clearly(model, detector):
     nan[0, 1, 3, 3] = float("nan")
     with pytest.raises(InvalidImageError, match="the images contain NaN or infinite values"):
         run_pipeline(nan, model=model, detector=detector)
-    with pytest.raises(InvalidImageError, match=r"found 0\.5\.\.255 \(was it 0\.\.255"):
+    with pytest.raises(InvalidImageError, match=r"found 0\.5\.\.255 \(this looks like 0\.\.255"):
         run_pipeline(torch.cat([nan.nan_to_num(0.5), torch.full((1, 3, 32, 32), 255.0)]), model=model,
                      detector=detector)
     with pytest.raises(InvalidImageError, match=r"images must be a \[B, 3, H, W\] tensor .* got \[32, 32, 3\]"):

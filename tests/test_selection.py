@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import pytest
 
-from face_pipeline.selection import SELECT_MODES, SORT_ORDERS, choose_faces, parse_indices
+from face_pipeline.selection import (
+    MAX_FACE_INDEX,
+    SELECT_MODES,
+    SORT_ORDERS,
+    choose_faces,
+    parse_indices,
+    selection_notes,
+)
 from face_pipeline.types import DetectedFace
 
 
@@ -90,3 +100,58 @@ def test_parse_indices(text, expected):
 def test_parse_indices_junk(text, message):
     with pytest.raises(ValueError, match=message):
         parse_indices(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0-99999999999", r"face index 99999999999 in '0-99999999999' is above 9999, the largest accepted"),
+    ("3, 10000", r"face index 10000 in '10000' is above 9999"),
+    ("9" * 5000, r"the text is 5000 characters long, more than the 1000 read"),
+    (",".join(["0-1"] * 400), r"the text is 1599 characters long"),
+    ("\u0663", r"could not read '\u0663'"),  # an Arabic-Indic 3: digits are 0-9 only
+])
+def test_parse_indices_is_bounded(text, message):
+    """Issue 22: one POST with indices "0-99999999999" expanded the range in C and got the server OOM-killed."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=message):
+            parse_indices(text)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1.0 and peak < 1 << 20
+
+
+def test_parse_indices_merges_ranges_before_expanding():
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        many = parse_indices(",".join(["0-9999"] * 142))  # 993 characters: every range is the whole allowed span
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert many == tuple(range(MAX_FACE_INDEX + 1)) and seconds < 1.0 and peak < 4 << 20
+    assert parse_indices("5-7, 0-2, 1-6, 9") == (0, 1, 2, 3, 4, 5, 6, 7, 9)
+    assert parse_indices("9999") == (9999,)
+
+
+def test_selection_notes_say_how_many_faces_an_image_has():
+    one = choose_faces([IMAGE], mode="indices", indices=(1, 5, 7))
+    assert selection_notes(one, mode="indices", indices=(1, 5, 7)) == [
+        "face indices 5, 7 do not exist: the image has 3 faces (indices 0-2)"]
+    small = choose_faces([IMAGE], mode="indices", indices=(4,), min_size=40)  # C is filtered out
+    assert selection_notes(small, mode="indices", indices=(4,)) == [
+        "face index 4 does not exist: the image has 2 faces (indices 0-1), 1 more filtered out"]
+    batch = choose_faces([IMAGE, [A], []], mode="indices", indices=(2,))
+    assert selection_notes(batch, mode="indices", indices=(2,)) == [
+        "face index 2 does not exist in 2 of 3 images (image 1 has 1 face (index 0); image 2 has no face)",
+        "no face found in 1 of 3 image(s) (index 2): returned unchanged"]
+    assert selection_notes(choose_faces([IMAGE, []]), mode="all") == [
+        "no face found in 1 of 2 image(s) (index 1): returned unchanged"]
+    filtered = choose_faces([IMAGE], min_size=500)
+    assert selection_notes(filtered, mode="all") == [
+        "faces were found but none selected in 1 of 1 image(s) (index 0; the face report says why): returned "
+        "unchanged"]
+    assert selection_notes(choose_faces([IMAGE]), mode="all") == []

@@ -5,6 +5,7 @@ OpenCV runs on the CPU one image at a time; the batch is moved there as BGR uint
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,25 @@ from .base import FaceDetector
 from .multiscale import empty_rows
 
 NMS_THRESHOLD, TOP_K = 0.3, 5000  # OpenCV's sample settings
+
+
+@contextlib.contextmanager
+def _quiet_opencv(cv2):
+    """OpenCV's warnings silenced (errors still logged), the previous level restored after. ``FaceDetectorYN.create``
+    sets the network's backend and target, and OpenCV 5's new graph engine warns "setPreferableTarget Targets are not
+    supported by the new graph engine for now" on stderr at every load, whatever the target (the CPU here)."""
+    cv_logging = getattr(getattr(cv2, "utils", None), "logging", None)  # OpenCV 4.x and 5.x
+    get_level = getattr(cv_logging, "getLogLevel", None) or getattr(cv2, "getLogLevel", None)
+    set_level = getattr(cv_logging, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
+    if get_level is None or set_level is None:
+        yield
+        return
+    previous = get_level()
+    set_level(min(previous, int(getattr(cv_logging, "LOG_LEVEL_ERROR", 2))))
+    try:
+        yield
+    finally:
+        set_level(previous)
 
 
 class OpenCVYuNetDetector(FaceDetector):
@@ -40,9 +60,10 @@ class OpenCVYuNetDetector(FaceDetector):
         if failed is not None:
             raise DetectorWeightsCorrupt(failed)
         try:
-            self.detector = cv2.FaceDetectorYN.create(str(weights), "", (320, 320), 0.6, NMS_THRESHOLD, TOP_K)
-            self.detector.setInputSize((32, 32))
-            self.detector.detect(np.zeros((32, 32, 3), np.uint8))  # some damaged files only fail on first use
+            with _quiet_opencv(cv2):
+                self.detector = cv2.FaceDetectorYN.create(str(weights), "", (320, 320), 0.6, NMS_THRESHOLD, TOP_K)
+                self.detector.setInputSize((32, 32))
+                self.detector.detect(np.zeros((32, 32, 3), np.uint8))  # some damaged files only fail on first use
         except cv2.error as exc:
             last = [line for line in str(exc).strip().splitlines() if line.strip()] or ["?"]
             raise DetectorWeightsCorrupt(

@@ -1,0 +1,16 @@
+"""Test double of ``comfy_execution.utils``: the node that is running (``executing``; None outside a node)."""
+
+from typing import NamedTuple, Optional
+
+
+class ExecutionContext(NamedTuple):
+    prompt_id: str
+    node_id: str
+    list_index: Optional[int]
+
+
+executing = None  # an ExecutionContext while a test pretends a node runs
+
+
+def get_executing_context():
+    return executing
