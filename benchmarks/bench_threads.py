@@ -30,6 +30,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 
+def decoded(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path} is not an image OpenCV reads")
+    return image.astype(np.int32)
+
+
 def compare_runs(args: argparse.Namespace, extra: list[str]) -> None:
     import cli
 
@@ -47,8 +54,7 @@ def compare_runs(args: argparse.Namespace, extra: list[str]) -> None:
         total = differing = 0
         largest, sums = 0, 0.0
         for name, path in outputs[first].items():
-            a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
-            b = cv2.imread(str(outputs[threads][name]), cv2.IMREAD_UNCHANGED).astype(np.int32)
+            a, b = decoded(path), decoded(outputs[threads][name])
             diff = np.abs(a - b)
             total, differing = total + diff.size, differing + int((diff > 0).sum())
             largest, sums = max(largest, int(diff.max())), sums + float(diff.sum())
@@ -99,7 +105,7 @@ def thread_dependent_ops(args: argparse.Namespace) -> None:
             self.calls[name] += 1
             for other in results:
                 for x, y in zip(tree_flatten(result)[0], other):
-                    if torch.is_tensor(x) and x.is_floating_point() and not torch.equal(x, y):
+                    if torch.is_tensor(x) and x.device.type == "cpu" and x.is_floating_point() and not torch.equal(x, y):
                         where = [f"{Path(f.filename).relative_to(REPO_ROOT)}:{f.lineno}"
                                  for f in traceback.extract_stack() if f.filename.startswith(str(REPO_ROOT))
                                  and "benchmarks" not in f.filename][-1:]
@@ -115,11 +121,11 @@ def thread_dependent_ops(args: argparse.Namespace) -> None:
     with torch.no_grad():
         for item in collect_inputs(args.inputs).files:
             with mode:
-                pipeline.run(load_image(item.source))
+                pipeline.run(load_image(Path(str(item.source))))  # local inputs
     print(f"ops run with {counts} threads: {sum(mode.calls.values())} calls of {len(mode.calls)} ops")
     for name, places in mode.differ.items():
         print(f"{name}: {sum(places.values())} of {mode.calls[name]} calls differ")
-        for (shape, *where), n in places.most_common(12):
+        for (shape, *where), n in places.most_common(30):
             print(f"  {n} x weight/input {shape} at {', '.join(where)}")
 
 
