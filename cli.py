@@ -208,7 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help=f"CPU threads this run computes with (PyTorch and OpenCV; 1..{MAX_THREADS}, default "
                              f"%(default)s), and with --engine ray those of each worker, which reserves as many CPUs: "
-                             f"on the CPU the pixels depend on it (a few levels by 1-2), so both engines give the same "
+                             f"on the CPU the pixels depend on it (a few values, by a few levels), so both engines give the same "
                              f"bytes with the same count; on a GPU they do not")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "

@@ -257,7 +257,8 @@ def ray_session(options: RayOptions):
 def mapped(ray, rows: list[dict], worker: type, make_job: Callable[..., object], *, options: RayOptions,
            blocks: int, batch_size: int | None, actors: int):
     """``rows`` in ``blocks`` blocks through a pool of ``actors`` actors of ``worker(make_job, threads)``, each
-    reserving ``options.threads`` CPUs and ``options.gpus_per_worker`` GPUs, restarted and their batch retried ``options.max_retries`` times."""
+    reserving ``options.threads`` CPUs and ``options.gpus_per_worker`` GPUs, restarted and their batch retried
+    ``options.max_retries`` times."""
     remote_args: dict = {"max_restarts": options.max_retries, "max_task_retries": options.max_retries}
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for the actors' retries: remote args it is
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
