@@ -208,8 +208,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help=f"CPU threads this run computes with (PyTorch and OpenCV; 1..{MAX_THREADS}, default "
                              f"%(default)s), and with --engine ray those of each worker, which reserves as many CPUs: "
-                             f"on the CPU the pixels depend on it (a few values, by a few levels), so both engines give the same "
-                             f"bytes with the same count; on a GPU they do not")
+                             f"on the CPU the pixels depend on it (a few values, by a few levels), so both engines "
+                             f"give the same bytes with the same count; on a GPU they do not")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "
                              "OUTPUT/annotated/<input name>.png")

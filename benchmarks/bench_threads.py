@@ -105,7 +105,8 @@ def thread_dependent_ops(args: argparse.Namespace) -> None:
             self.calls[name] += 1
             for other in results:
                 for x, y in zip(tree_flatten(result)[0], other):
-                    if torch.is_tensor(x) and x.device.type == "cpu" and x.is_floating_point() and not torch.equal(x, y):
+                    floats = torch.is_tensor(x) and x.device.type == "cpu" and x.is_floating_point()
+                    if floats and not torch.equal(x, y):
                         where = [f"{Path(f.filename).relative_to(REPO_ROOT)}:{f.lineno}"
                                  for f in traceback.extract_stack() if f.filename.startswith(str(REPO_ROOT))
                                  and "benchmarks" not in f.filename][-1:]

@@ -169,7 +169,8 @@ def test_each_ray_actor_computes_with_threads_and_reserves_as_many_cpus(ray_with
         (tmp_path / f"{i}.png").write_bytes(b"")
         items.append(PlannedOutput(tmp_path / f"{i}.png", Path(f"{i}.png"), tmp_path / "out" / f"{i}.json"))
     summary = JobSummary(images=len(items), report=lambda _line: None)
-    run_on_ray(items, ThreadProbe, summary=summary, options=RayOptions(threads=threads, workers=2 // threads, batch_size=2))
+    options = RayOptions(threads=threads, workers=2 // threads, batch_size=2)  # the workers fit in 2 CPUs
+    run_on_ray(items, ThreadProbe, summary=summary, options=options)
     assert summary.restored == 3 and not summary.failed
     for i in range(3):
         seen = json.loads((tmp_path / "out" / f"{i}.json").read_text())
