@@ -83,6 +83,7 @@ from face_pipeline.files import (
     write_atomically,
 )
 from face_pipeline.files.job import RECOVERABLE
+from face_pipeline.files.threads import DEFAULT_THREADS, MAX_THREADS, cpu_threads
 from face_pipeline.image import (
     IMAGE_SUFFIXES,
     MAX_SIDE,
@@ -204,6 +205,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
     add_option_flag(parser, "--batch-size")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"CPU threads this run computes with (PyTorch and OpenCV; 1..{MAX_THREADS}, default "
+                             f"%(default)s), and with --engine ray those of each worker, which reserves as many CPUs: "
+                             f"on the CPU the pixels depend on it (a few values, by a few levels), so both engines "
+                             f"give the same bytes with the same count; on a GPU they do not")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "
                              "OUTPUT/annotated/<input name>.png")
@@ -249,6 +255,7 @@ def check_args(args: argparse.Namespace) -> None:
             _in_range(flag, getattr(args, _dest(flag)), bounds.low, bounds.high,
                       "a whole number" if bounds.whole else "a number")
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
+    _in_range("--threads", args.threads, 1, MAX_THREADS, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
     if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
@@ -276,6 +283,13 @@ def check_engine_args(args: argparse.Namespace) -> None:
         require_ray()
     except RayUnavailableError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def computing_threads(args: argparse.Namespace):
+    """``with computing_threads(args):`` PyTorch and OpenCV compute with --threads threads in this process (checked
+    first: ``UsageError``), as each Ray worker does; the previous counts are restored afterwards."""
+    _in_range("--threads", args.threads, 1, MAX_THREADS, "a whole number")
+    return cpu_threads(args.threads)
 
 
 def resolve_model_path(value: str) -> Path:
@@ -576,7 +590,8 @@ def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: Pipel
         paste = dataclasses.replace(options.paste, parsing_dir=str(Path(options.paste.parsing_dir).resolve()))
         options = dataclasses.replace(options, paste=paste)
     ray_options = RayOptions(address=args.ray_address, workers=args.workers or 1,
-                             gpus_per_worker=args.gpus_per_worker or 0.0, batch_size=args.ray_batch_size or 4,
+                             gpus_per_worker=args.gpus_per_worker or 0.0, threads=args.threads,
+                             batch_size=args.ray_batch_size or 4,
                              working_dir=Path(__file__).resolve().parent)
     # the workers import this module by name: pickled by reference, never by value from __main__
     job_class = importlib.import_module("cli").Job if __name__ == "__main__" else Job
@@ -629,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        return run(args)
+        with computing_threads(args):
+            return run(args)
     except (UsageError, FileLayoutError, InvalidImageError) as exc:
         return fail(exc, 2)
     except (GPENError, FacePipelineError, OSError, MemoryError) as exc:

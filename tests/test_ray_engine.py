@@ -65,13 +65,15 @@ def photos(tmp_path_factory) -> Path:
 
 
 def local_run(photos: Path, out: Path, *extra: str) -> tuple[int, Path, dict[str, bytes]]:
-    """The local engine's run, computing with one thread as each Ray worker does (CPU sums depend on the count)."""
+    """The local engine's run with the default --threads, in a process whose PyTorch would use 2 threads otherwise
+    (as on any machine with several cores): the count the run uses is the Ray workers', whatever the machine."""
     import cli
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     try:
         status = cli.main(args(photos, out, *extra))
+        assert torch.get_num_threads() == 2  # the process's own count, back after the run
     finally:
         torch.set_num_threads(threads)
     return status, out, files_under(out)
@@ -102,7 +104,7 @@ def summary_counts(out: str) -> str:
 
 
 @needs_ray
-def test_same_bytes_and_status_as_the_local_engine(photos, local_reference, ray_instance, tmp_path, capsys):
+def test_same_bytes_and_status_as_the_local_engine_by_default(photos, local_reference, ray_instance, tmp_path, capsys):
     import cli
 
     status, _, expected = local_reference

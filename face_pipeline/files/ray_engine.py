@@ -33,6 +33,7 @@ from pathlib import Path
 from .job import JobSummary, Outcome, run_each
 from .plan import PlannedOutput
 from .stores import StoreObject, staged
+from .threads import DEFAULT_THREADS, check_threads, set_cpu_threads
 from .writer import PendingWrite
 
 logger = logging.getLogger(__name__)
@@ -71,10 +72,10 @@ class RayOptions:
     address: str | None = None
     workers: int = 1
     gpus_per_worker: float = 0.0
-    #: CPUs each actor reserves, and the threads its PyTorch computes with (at least 1). A float sum's order depends
-    #: on the thread count, so CPU pixels are byte-identical to the local engine's when it computes with as many
-    #: threads (OMP_NUM_THREADS=1 for the default); the GPU's do not depend on it
-    cpus_per_worker: float = 1.0
+    #: the CPU threads each actor computes with (PyTorch's and OpenCV's), and the CPUs it reserves: CPU pixels
+    #: depend on the thread count (``threads.py``), so they are the local engine's when it uses as many (``--threads``
+    #: sets both); the GPU's do not depend on it
+    threads: int = DEFAULT_THREADS
     batch_size: int = 4  # images per map_batches call
     max_retries: int = 3  # restarts of a dead actor, and retries of the batch it held
     #: shipped to the workers so they import this code, when run_on_ray starts or joins Ray (None: not shipped)
@@ -84,9 +85,9 @@ class RayOptions:
         if self.workers < 1 or self.batch_size < 1 or self.max_retries < 0:
             raise ValueError(f"workers and batch_size must be at least 1 and max_retries at least 0; got "
                              f"{self.workers}, {self.batch_size}, {self.max_retries}")
-        if not 0 <= self.gpus_per_worker < 1e6 or not 0 < self.cpus_per_worker < 1e6:
-            raise ValueError(f"gpus_per_worker must be 0 or more and cpus_per_worker more than 0; got "
-                             f"{self.gpus_per_worker}, {self.cpus_per_worker}")
+        if not 0 <= self.gpus_per_worker < 1e6:
+            raise ValueError(f"gpus_per_worker must be 0 or more; got {self.gpus_per_worker}")
+        check_threads(self.threads)
 
 
 class WarningCollector(logging.Handler):
@@ -118,9 +119,7 @@ class PhotoWorker:
     per image, its outcome and the files to write (not written here)."""
 
     def __init__(self, make_job: Callable[..., object], threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)  # CPU sums depend on it (see RayOptions.cpus_per_worker)
+        set_cpu_threads(threads)  # CPU sums depend on it (see RayOptions.threads)
         self.pending: list[PendingWrite] = []
         self.job = make_job(sink=self.pending.append)  # loads the model and the detector
 
@@ -258,14 +257,15 @@ def ray_session(options: RayOptions):
 def mapped(ray, rows: list[dict], worker: type, make_job: Callable[..., object], *, options: RayOptions,
            blocks: int, batch_size: int | None, actors: int):
     """``rows`` in ``blocks`` blocks through a pool of ``actors`` actors of ``worker(make_job, threads)``, each
-    reserving ``options``' CPUs and GPUs, restarted and their batch retried ``options.max_retries`` times."""
+    reserving ``options.threads`` CPUs and ``options.gpus_per_worker`` GPUs, restarted and their batch retried
+    ``options.max_retries`` times."""
     remote_args: dict = {"max_restarts": options.max_retries, "max_task_retries": options.max_retries}
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for the actors' retries: remote args it is
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            worker, fn_constructor_kwargs={"make_job": make_job, "threads": max(1, int(options.cpus_per_worker))},
+            worker, fn_constructor_kwargs={"make_job": make_job, "threads": options.threads},
             batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=options.gpus_per_worker or None, num_cpus=options.cpus_per_worker, runtime_env=_test_hook_env(),
+            num_gpus=options.gpus_per_worker or None, num_cpus=options.threads, runtime_env=_test_hook_env(),
             **remote_args)
 
 

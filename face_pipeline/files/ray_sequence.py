@@ -33,6 +33,7 @@ from .ray_engine import (
     mapped,
     ray_session,
 )
+from .threads import set_cpu_threads
 from .writer import PendingWrite
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ class SequenceWorker:
     blocks as they come."""
 
     def __init__(self, make_job: Callable[..., object], threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)  # CPU sums depend on it (see RayOptions.cpus_per_worker)
+        set_cpu_threads(threads)  # CPU sums depend on it (see RayOptions.threads)
         self._events: queue.Queue | None = None
         self.job = make_job(sink=self._sink)  # loads the model and the detector
 
