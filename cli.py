@@ -87,6 +87,7 @@ from face_pipeline.image import (
     IMAGE_SUFFIXES,
     MAX_SIDE,
     ImageFile,
+    apply_budget_to_pillow,
     encode_image,
     load_image,
     read_image,
@@ -335,14 +336,12 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
     paste = options.paste
     for item in plan.todo:
         try:
-            width, height = source_size(item.source)
+            width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
         except InvalidImageError as exc:
             plan = plan.skipping(item, str(exc))
             continue
         long_side = max(width, height)
-        if long_side > MAX_SIDE:
-            plan = plan.skipping(item, f"{width}x{height} is larger than the supported {MAX_SIDE} pixels per side")
-        elif paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
+        if paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
             plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
                                        f"long side, above --max-output-size {paste.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
@@ -378,6 +377,7 @@ class Job:
                  *, sink: Callable[[PendingWrite], None] = PendingWrite.write):
         self.args, self.plan, self.options, self.summary = args, plan, options, summary
         self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
+        apply_budget_to_pillow()  # a Ray worker's process too
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
         if options.paste.mask_type.startswith("parsing"):
@@ -527,6 +527,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     check_args(args)
+    apply_budget_to_pillow()  # this process owns Pillow: its decompression-bomb limit is the pack's image budget
     options = build_options(args)
     if args.engine == "local":
         pick_device(args.device)  # an unavailable device is a usage error before anything is read

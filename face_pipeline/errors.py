@@ -11,6 +11,11 @@ class InvalidImageError(FacePipelineError, ValueError):
     """An input image that cannot be processed (wrong shape, empty, NaN, unreadable file, ...)."""
 
 
+class ImageTooLargeError(InvalidImageError):
+    """An image beyond the pack's pixel budget (``image.MAX_SIDE`` per side, ``image.MAX_PIXELS`` in all), found
+    from its header before it is decoded."""
+
+
 class DetectorError(FacePipelineError):
     """A face detector could not be built or run."""
 

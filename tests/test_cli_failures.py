@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, data_file
+from helpers import write_flat_png
 
 from face_pipeline.files import LOCK_NAME
 
@@ -157,6 +158,11 @@ CASES = [
          lambda t: cmd(t, plain(t, "x.gif"), plain(t, "noext"), plain(t, "c.png")),
          2, r"skipped .*in/x\.gif: \.gif files cannot be written \(output formats: \.png .*\)",
          check=lambda t: outputs(t).keys() == {"c.png"} or pytest.fail(str(outputs(t).keys()))),
+    Case("an image beyond the budget (a 16000x16000 PNG of 0.8 MB) is skipped, the others are restored",
+         lambda t: cmd(t, face(t, "a.jpg"), write_flat_png(t / "in" / "big.png", 16000, 16000)),
+         2, r"skipped .*in/big\.png: image of 16000x16000 is larger than the supported 16384 pixels per side and 150 "
+            r"megapixels in all; downscale it first",
+         check=lambda t: outputs(t).keys() == {"a.jpg"} or pytest.fail(str(outputs(t).keys()))),
     Case("an input too large for --scale is skipped before the model loads",
          lambda t: [*cmd(t, face(t, "a.jpg"), model="absent.pth"), "--scale", "4", "--max-output-size", "1024"],
          2, r"skipped .*a\.jpg: --scale 4 would make it 2400 px on its long side, above --max-output-size 1024; use "
