@@ -83,6 +83,7 @@ from face_pipeline.files import (
     write_atomically,
 )
 from face_pipeline.files.job import RECOVERABLE
+from face_pipeline.files.writer import process_umask
 from face_pipeline.image import (
     IMAGE_SUFFIXES,
     MAX_SIDE,
@@ -528,6 +529,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     apply_budget_to_pillow()  # this process owns Pillow: its decompression-bomb limit is the pack's image budget
+    process_umask()  # read once, before any thread writes: outputs get 0o666 less it, as any program's files
     options = build_options(args)
     if args.engine == "local":
         pick_device(args.device)  # an unavailable device is a usage error before anything is read
