@@ -49,6 +49,15 @@ def plain(tmp: Path, name: str, suffix: str = ".png") -> Path:
     return path
 
 
+def lying_bmp(tmp: Path, name: str) -> Path:
+    """A small BMP whose header claims 200000x268435 pixels (a damaged file, or a decompression bomb)."""
+    path = plain(tmp, name, ".bmp")
+    data = bytearray(path.read_bytes())
+    data[18:26] = (200000).to_bytes(4, "little") + (268435).to_bytes(4, "little")  # BITMAPINFOHEADER width, height
+    path.write_bytes(bytes(data))
+    return path
+
+
 def cmd(tmp: Path, *inputs, model=DEFAULT, output: str | Path | None = None, detector_dir=None) -> list[str]:
     model_path = str(data_file(*MODEL_256)) if model is DEFAULT else str(tmp / model)
     return [*map(str, inputs), "--model", model_path, "--output", str(output or tmp / "out"), "--detector",
@@ -162,6 +171,11 @@ CASES = [
          lambda t: cmd(t, face(t, "a.jpg"), write_flat_png(t / "in" / "big.png", 16000, 16000)),
          2, r"skipped .*in/big\.png: image of 16000x16000 is larger than the supported 16384 pixels per side and 150 "
             r"megapixels in all; downscale it first",
+         check=lambda t: outputs(t).keys() == {"a.jpg"} or pytest.fail(str(outputs(t).keys()))),
+    Case("a damaged file claiming 53 gigapixels is skipped, not an unexpected DecompressionBombError",
+         lambda t: cmd(t, face(t, "a.jpg"), lying_bmp(t, "huge.bmp")),
+         2, r"skipped .*in/huge\.bmp: image of more than 300,000,000 pixels is larger than the supported 16384 pixels "
+            r"per side and 150 megapixels in all; downscale it first",
          check=lambda t: outputs(t).keys() == {"a.jpg"} or pytest.fail(str(outputs(t).keys()))),
     Case("an input too large for --scale is skipped before the model loads",
          lambda t: [*cmd(t, face(t, "a.jpg"), model="absent.pth"), "--scale", "4", "--max-output-size", "1024"],
