@@ -13,7 +13,10 @@ what the input carries: transparency (PNG, WEBP, TIFF; a warning where the outpu
 orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
 byte for byte (at scale 1, to the same format).
 
-Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left.
+Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left
+(the temporary files of a run killed midway are removed by the next run into that folder), with the mode the umask
+gives. A run that failed or was killed is finished by running the same command again: the images written are skipped,
+and what they lack is completed (--save-json's faces.json, merged; --save-crops' crops).
 An output file that exists is NOT replaced: that input is skipped and reported (--overwrite replaces it). An output
 that would land on an input, or an output folder inside an input folder, is refused before any work; two runs into
 one output folder at once are refused by a lock file (.gpen-restore.lock) there.
@@ -29,8 +32,9 @@ landmarks smoothed; detection runs over the whole sequence first, then frames ar
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without
 it, expects the damage already painted white in the image, as the official demo does.
 
-Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable,
-an output format that cannot be written, too large for --scale) is skipped with its reason and the others go on.
+Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable
+or damaged, beyond 16384 pixels per side or 150 megapixels (from its header: never decoded), an output format that
+cannot be written, too large for --scale) is skipped with its reason and the others go on.
 A summary of restored / unchanged / skipped / failed inputs is always printed.
 Exit status: 0 done; 2 usage error or an input that could not be used; 1 any other error (model or detector weights,
 out of memory, a file that could not be written). Errors print one line, without a traceback (--verbose adds it).
