@@ -13,7 +13,10 @@ what the input carries: transparency (PNG, WEBP, TIFF; a warning where the outpu
 orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
 byte for byte (at scale 1, to the same format).
 
-Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left.
+Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left
+(the temporary files of a run killed midway are removed by the next run into that folder), with the mode the umask
+gives. A run that failed or was killed is finished by running the same command again: the images written are skipped,
+and what they lack is completed (--save-json's faces.json, merged; --save-crops' crops).
 An output file that exists is NOT replaced: that input is skipped and reported (--overwrite replaces it). An output
 that would land on an input, or an output folder inside an input folder, is refused before any work; two runs into
 one output folder at once are refused by a lock file (.gpen-restore.lock) there.
@@ -29,8 +32,9 @@ landmarks smoothed; detection runs over the whole sequence first, then frames ar
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without
 it, expects the damage already painted white in the image, as the official demo does.
 
-Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable,
-an output format that cannot be written, too large for --scale) is skipped with its reason and the others go on.
+Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable
+or damaged, beyond 16384 pixels per side or 150 megapixels (from its header: never decoded), an output format that
+cannot be written, too large for --scale) is skipped with its reason and the others go on.
 A summary of restored / unchanged / skipped / failed inputs is always printed.
 Exit status: 0 done; 2 usage error or an input that could not be used; 1 any other error (model or detector weights,
 out of memory, a file that could not be written). Errors print one line, without a traceback (--verbose adds it).
@@ -84,10 +88,18 @@ from face_pipeline.files import (
 )
 from face_pipeline.files.job import RECOVERABLE
 from face_pipeline.files.threads import DEFAULT_THREADS, MAX_THREADS, cpu_threads
+from face_pipeline.files.sides import (
+    FACES_JSON,
+    lacking_sides,
+    merge_records,
+    read_records,
+)
+from face_pipeline.files.writer import process_umask
 from face_pipeline.image import (
     IMAGE_SUFFIXES,
     MAX_SIDE,
     ImageFile,
+    apply_budget_to_pillow,
     encode_image,
     load_image,
     read_image,
@@ -349,14 +361,12 @@ def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOp
     paste = options.paste
     for item in plan.todo:
         try:
-            width, height = source_size(item.source)
+            width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
         except InvalidImageError as exc:
             plan = plan.skipping(item, str(exc))
             continue
         long_side = max(width, height)
-        if long_side > MAX_SIDE:
-            plan = plan.skipping(item, f"{width}x{height} is larger than the supported {MAX_SIDE} pixels per side")
-        elif paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
+        if paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
             plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
                                        f"long side, above --max-output-size {paste.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
@@ -392,6 +402,7 @@ class Job:
                  *, sink: Callable[[PendingWrite], None] = PendingWrite.write):
         self.args, self.plan, self.options, self.summary = args, plan, options, summary
         self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
+        apply_budget_to_pillow()  # a Ray worker's process too
         self.device = pick_device(args.device)
         self.dtype = pick_dtype(args.dtype, self.device)
         if options.paste.mask_type.startswith("parsing"):
@@ -428,55 +439,91 @@ class Job:
                 data = encode_image(image, path.suffix, name=path.name)
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
 
-    def describe(self, group: list[PlannedOutput], choices, images: torch.Tensor, scale: int) -> None:
-        """--save-annotated: each image with its faces drawn; --save-json: their records, written at the end."""
+    def describe(self, group: list[PlannedOutput], choices, images: torch.Tensor, scale: int) -> list[dict]:
+        """--save-annotated: each image with its faces drawn, written now; --save-json: their records, returned
+        (the caller keeps them in ``face_records`` once the images are written; ``write_json`` writes them)."""
         if self.args.save_annotated and any(choices):
             for item, image in zip(group, annotate_faces(images, choices)):
                 path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
                 data = encode_image(image, path.suffix, name=path.name)
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
-        if self.args.save_json:
-            report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
-                                  model_size=self.model.config.size, output_scale=scale,
-                                  first_image=len(self.face_records))
-            for item, record in zip(group, report["images"]):
-                self.face_records.append({"file": item.relative.as_posix(), "output_scale": scale, **record})
+        if not self.args.save_json:
+            return []
+        report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
+                              model_size=self.model.config.size, output_scale=scale,
+                              first_image=len(self.face_records))
+        return [{"file": item.relative.as_posix(), "output_scale": scale, **record}
+                for item, record in zip(group, report["images"])]
 
-    def write_json(self) -> None:
-        """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name."""
-        scales = {record["output_scale"] for record in self.face_records}
+    def write_json(self, earlier: dict[str, dict]) -> None:
+        """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name: the
+        ``earlier`` run's records (``sides.read_records``) with this run's merged in (``sides.merge_records``)."""
+        records = merge_records(earlier, self.face_records, [item.relative.as_posix() for item in self.plan.items])
+        scales = {record["output_scale"] for record in records}
         report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
                               output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
                               rotations=self.options.detect.rotations)
-        report["images"] = self.face_records
-        write_atomically(self.plan.root / "faces.json", (faces_json(report) + "\n").encode("utf-8"),
-                         overwrite=self.plan.overwrite)
+        report["images"] = records
+        # replaced: what it held is merged in (read under this run's lock), or --overwrite was given
+        write_atomically(self.plan.root / FACES_JSON, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)
+
+    def complete_sides(self, item: PlannedOutput) -> None:
+        """The side outputs an input whose output image exists lacks (``sides.lacking_sides``): its faces.json
+        record (the output scale read from the output image) and its crops (its faces restored again; the output
+        image is not written again)."""
+        loaded = read_image(item.source)
+        images = loaded.pixels.to(self.device)
+        choices = self.pipeline.find(images)
+        faces = selected_faces(choices)
+        if self.args.save_crops and faces[0]:
+            batch = self.pipeline.restore(self.pipeline.align(images, faces), inpaint_masks=self.masks([item], images))
+            self.save_crops([item], batch)
+        if self.args.save_json:
+            width, _ = source_size(item.target)
+            self.face_records += self.describe([item], choices, images, max(1, round(width / images.shape[-1])))
+        logger.info("%s: wrote the side outputs an earlier run left out", item.source)
+
+    def complete(self, lacking: list[PlannedOutput], bar) -> None:
+        """``complete_sides`` of each input in ``lacking``; one that fails moves from skipped to failed in the
+        summary (with its reason), the others go on."""
+        for item in lacking:
+            try:
+                staged(self.complete_sides)(item)
+            except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
+                    raise
+                logger.debug("details", exc_info=exc)
+                self.summary.fail_skipped(item.source, describe_failure(exc))
+            bar.update(1)
 
     def photo(self, item: PlannedOutput) -> Outcome:
-        """Restore one input and write its result (an image without a face is copied as it is where it can be)."""
+        """Restore one input and write its result (an image without a face is copied as it is where it can be).
+        The side outputs (crops, annotated image) are written first and the output image last, so an output image
+        that exists says its side outputs are there (``sides``); its faces.json records are kept once it is."""
         loaded = read_image(item.source)
         images = loaded.pixels.to(self.device)
         choices = self.pipeline.find(images)
         faces = selected_faces(choices)
         self.summary.faces_found += len(choices[0])
         scale = self.options.paste.scale
-        if not faces[0]:
-            self.describe([item], choices, images, 1 if scale == "auto" else scale)
         if not faces[0] and scale in (1, "auto") and same_format(item.source, item.target):
             try:
                 data = item.source.read_bytes()
             except OSError as exc:
                 raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
+            records = self.describe([item], choices, images, 1)
             self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
+            self.face_records += records
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
         result, batch = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images))
-        self.save(item, result.images[0], loaded)
-        self.summary.faces_restored += batch.num_faces
-        if faces[0]:
-            self.describe([item], choices, images, result.scale)
         if self.args.save_crops:
             self.save_crops([item], batch)
+        records = self.describe([item], choices, images,
+                                result.scale if faces[0] else 1 if scale == "auto" else scale)
+        self.save(item, result.images[0], loaded)
+        self.face_records += records
+        self.summary.faces_restored += batch.num_faces
         if not batch.num_faces:
             logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
         return Outcome.RESTORED if batch.num_faces else Outcome.UNCHANGED
@@ -530,17 +577,26 @@ class Job:
             self.summary.faces_restored += batch.num_faces
             frames_done = {item: (image, one, len(faces))
                            for item, image, one, faces in zip(group, result.images, loaded, chunk)}
+            try:  # side outputs first, as for photos: a frame written has its crops
+                if self.args.save_crops:
+                    self.save_crops(group, batch)
+                records = self.describe(group, choices, images, result.scale)
+            except RECOVERABLE as exc:
+                for item in group:
+                    self.summary.record(item.source, Outcome.FAILED, describe_failure(exc))
+                bar.update(len(group))
+                continue
             run_each(group, functools.partial(self.write_frame, frames_done), summary=self.summary,
                      on_done=lambda _: bar.update(1))
-            if self.args.save_crops:
-                self.save_crops(group, batch)
-            self.describe(group, choices, images, result.scale)
+            self.face_records += records
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     check_args(args)
+    apply_budget_to_pillow()  # this process owns Pillow: its decompression-bomb limit is the pack's image budget
+    process_umask()  # read once, before any thread writes: outputs get 0o666 less it, as any program's files
     options = build_options(args)
     if args.engine == "local":
         pick_device(args.device)  # an unavailable device is a usage error before anything is read
@@ -551,19 +607,24 @@ def run(args: argparse.Namespace) -> int:
     summary = JobSummary(images=len(plan.items), report=lambda line: print(line, file=sys.stderr))
     summary.skip_planned(plan.items)
     start = time.perf_counter()
-    if not plan.todo:
+    # an earlier run that failed or was killed: its faces.json records, and the side outputs its inputs lack
+    earlier = read_records(plan.root / FACES_JSON, overwrite=args.overwrite) if args.save_json else {}
+    lacking = [] if args.video_frames else lacking_sides(plan, earlier, save_json=args.save_json,
+                                                         save_crops=args.save_crops)
+    if not plan.todo and not lacking:
         print(f"{summary.line()}; nothing to do")
         return summary.exit_status
     with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
         job = Job(args, plan, options, summary) if args.engine == "local" else None  # ray: a Job per worker
         try:
-            with tqdm(total=len(plan.todo), unit="image", disable=None, file=sys.stderr) as bar:
+            with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
                 if job is None:
                     job = run_on_ray_engine(args, plan, options, summary, bar)
                 else:
                     (job.video if args.video_frames else job.photos)(bar)
+                job.complete(lacking, bar)
             if args.save_json:
-                job.write_json()
+                job.write_json(earlier)
         finally:
             print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
     return summary.exit_status

@@ -15,6 +15,11 @@ class MissingDependencyError(FacePipelineError, ImportError):
     """An optional library that the chosen option needs is not installed, or cannot be imported in this Python."""
 
 
+class ImageTooLargeError(InvalidImageError):
+    """An image beyond the pack's pixel budget (``image.MAX_SIDE`` per side, ``image.MAX_PIXELS`` in all), found
+    from its header before it is decoded."""
+
+
 class DetectorError(FacePipelineError):
     """A face detector could not be built or run."""
 

@@ -21,19 +21,26 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import InvalidImageError
+from .errors import ImageTooLargeError, InvalidImageError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-#: the longest side accepted (an 8K frame is 7680; 16K is the most a paste at 2x of an 8K frame gives)
+#: The one budget of an image, read from a file or handed over as a tensor (``check_budget``): at most ``MAX_SIDE``
+#: pixels per side (an 8K frame is 7680; 16K is the most a paste at 2x of an 8K frame gives) and ``MAX_PIXELS`` in all
+#: (a 16K frame, 15360x8640, or a 12000x12000 scan; its float32 RGB copy is 1.8 GB). A file is checked from its header
+#: before it is decoded, so an image beyond it costs no memory; the command line makes it Pillow's decompression-bomb
+#: limit too (``apply_budget_to_pillow``).
 MAX_SIDE = 16384
+MAX_PIXELS = 150_000_000
 #: float inputs may overshoot 0..1 by this much (resampling ringing) and are clamped; beyond it they are rejected
 FLOAT_TOLERANCE = 0.05
 #: the overshoot a host accepts (and clamps) from other programs' images (ComfyUI's IMAGE and MASK from upstream
@@ -62,6 +69,8 @@ def _as_tensor(image) -> torch.Tensor:
             raise InvalidImageError(f"unsupported image dtype {image.dtype}: expected uint8, uint16 or float in 0..1")
         image = torch.from_numpy(np.ascontiguousarray(image))
     if isinstance(image, torch.Tensor):
+        if image.dtype == torch.uint8:
+            return image  # converted by to_rgb_float once laid out: one float copy of a big frame, not three
         if image.dtype in _INTEGER_MAX:
             return image.float() / _INTEGER_MAX[image.dtype]
         if not image.is_floating_point():
@@ -95,14 +104,37 @@ def to_rgb_float(image, *, channels_last: bool = True, tolerance: float = FLOAT_
         layout = "[B, H, W, C]" if channels_last else "[B, C, H, W]"
         raise InvalidImageError(f"expected 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels in {layout}, got "
                                 f"{c} (shape {shape})")
-    if max(h, w) > MAX_SIDE:
-        raise InvalidImageError(f"image of {w}x{h} is larger than the supported {MAX_SIDE} pixels per side")
-    tensor = tensor.float()
+    check_budget(w, h)
     tensor = tensor[:, :1].expand(b, 3, h, w) if c in (1, 2) else tensor[:, :3]  # gray -> RGB; alpha dropped
+    if tensor.dtype == torch.uint8:  # laid out in 8 bits, then one float32 copy scaled in place
+        return tensor.contiguous().float().div_(255.0)
+    tensor = tensor.float()
     if not was_integer:
         check_unit_range(tensor, tolerance=tolerance, what=what)
         tensor = tensor.clamp(0, 1)
     return tensor.contiguous()
+
+
+def check_budget(width: int, height: int, name: str | None = None) -> None:
+    """``ImageTooLargeError`` for an image of ``width`` x ``height`` beyond the budget (``MAX_SIDE`` per side,
+    ``MAX_PIXELS`` in all); ``name`` (a file name) is put in the message."""
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageTooLargeError(f"{f'{name}: ' if name else ''}image of {width}x{height} {_BEYOND_BUDGET}")
+
+
+_BEYOND_BUDGET = (f"is larger than the supported {MAX_SIDE} pixels per side and {MAX_PIXELS // 1_000_000} "
+                  f"megapixels in all; downscale it first")
+
+
+def apply_budget_to_pillow() -> None:
+    """Make Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, a process-wide setting) this
+    pack's budget, and silence its warning between the two (the header check refuses those images first). For a
+    process that owns Pillow (the command line and its Ray workers), called once at start; a host application
+    (ComfyUI) keeps its own setting and the budget still holds there, from the header."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def check_unit_range(images: torch.Tensor, *, tolerance: float = FLOAT_TOLERANCE, what: str = "float images") -> None:
@@ -150,17 +182,21 @@ _ORIENTATIONS = {
 #: the EXIF tags kept from the first IFD (descriptive ones; the file-layout tags of a TIFF are not)
 _KEPT_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
 _SUB_IFDS = (0x8769, 0x8825)  # Exif and GPS
+#: what Pillow's parsers raise on a damaged or hostile file (its TIFF and EXIF readers index, unpack and divide
+#: whatever the file says): a file they cannot read is an image without metadata, or one read by OpenCV instead
+PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                 ZeroDivisionError, OverflowError)
 
 
 def _metadata(path: Path) -> tuple[int, bytes | None, bytes | None]:
     """(EXIF orientation, EXIF to write back, ICC profile) of a file, read with Pillow; (1, None, None) for a file
     Pillow cannot open."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             icc = image.info.get("icc_profile") or None
-            exif = image.getexif()
+            exif = _exif(image)
             orientation = int(exif.get(0x0112, 1) or 1)
             kept = Image.Exif()
             for tag in _KEPT_TAGS:
@@ -169,12 +205,42 @@ def _metadata(path: Path) -> tuple[int, bytes | None, bytes | None]:
             for tag in _SUB_IFDS:
                 if tag in exif:
                     kept.get_ifd(tag).update(exif.get_ifd(tag))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:  # Pillow's parsers raise these
+    except (*PILLOW_ERRORS, Image.DecompressionBombError) as exc:
         logger.debug("%s: no metadata read (%s)", path.name, exc)
         return 1, None, None
     if 0x0112 in kept:
         kept[0x0112] = 1  # the pixels are turned upright on reading
     return orientation, (kept.tobytes() if len(kept) else None), icc
+
+
+def _png_exif_after_pixels(fp) -> bool:
+    """Whether the PNG file ``fp`` may have an eXIf chunk after its pixels (one before them is in Pillow's ``info``
+    already): its chunks listed from their headers, the pixels skipped; a file cut short says yes."""
+    position = fp.tell()
+    try:
+        fp.seek(8)  # the signature
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return True
+            length, kind = struct.unpack(">I4s", head)
+            if kind in (b"eXIf", b"IEND"):
+                return kind == b"eXIf"
+            fp.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
+    finally:
+        fp.seek(position)
+
+
+def _exif(image):
+    """``image.getexif()`` without decoding a PNG's pixels where it can: Pillow's PNG reader decodes the whole image
+    (seconds and gigabytes for a big one) to look for an eXIf chunk after the pixels, so that is done only when the
+    chunk list has one; otherwise the tags come from what the header holds (Pillow's generic reading: EXIF, raw
+    profile, XMP orientation)."""
+    from PIL import Image
+
+    if image.format == "PNG" and "exif" not in image.info and not _png_exif_after_pixels(image.fp):
+        return Image.Image.getexif(image)
+    return image.getexif()
 
 
 def read_image(path: str | Path) -> ImageFile:
@@ -186,6 +252,12 @@ def read_image(path: str | Path) -> ImageFile:
     path = Path(path)
     if not path.is_file():
         raise InvalidImageError(f"image not found: {path}")
+    try:  # the budget, from the header: an image beyond it is never decoded
+        header_size(path)
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(f"{path.name}: {exc}") from None
+    except PILLOW_ERRORS:  # a header Pillow cannot read: OpenCV may still decode it (the budget checked then)
+        pass
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # cv2.imread cannot open some unicode paths on Windows
         # UNCHANGED: gray, BGR or BGRA, 8 or 16 bit, as stored (the orientation is applied below, for every format)
@@ -207,6 +279,14 @@ def read_image(path: str | Path) -> ImageFile:
         if bool((alpha >= 1).all()):
             alpha = None  # fully opaque: nothing to keep
         image = image[:, :, :-1]
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:  # most photos: one float copy, no other
+        height, width = image.shape[:2]
+        check_budget(width, height, path.name)
+        planes = torch.from_numpy(np.ascontiguousarray(image))  # [H, W, 3] BGR
+        pixels = torch.empty((1, 3, height, width))
+        for channel in range(3):  # BGR -> RGB, each plane straight into the [1, 3, H, W] float32 copy
+            pixels[0, channel].copy_(planes[:, :, 2 - channel])
+        return ImageFile(pixels.div_(255.0), alpha=alpha, exif=exif, icc_profile=icc)
     if image.ndim == 3 and image.shape[2] == 3:
         image = image[:, :, ::-1]  # BGR -> RGB
     return ImageFile(to_rgb_float(np.ascontiguousarray(image)), alpha=alpha, exif=exif, icc_profile=icc)
@@ -215,14 +295,14 @@ def read_image(path: str | Path) -> ImageFile:
 def _tiff_rgba(path: Path, decoded: np.ndarray) -> np.ndarray:
     """OpenCV reads an RGBA TIFF through libtiff's RGBA interface, which multiplies the colour by the alpha; Pillow
     reads it as stored. Returns BGRA as OpenCV would, with the colour as stored where Pillow can read the file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             if image.mode != "RGBA" or image.size != (decoded.shape[1], decoded.shape[0]):
                 return decoded
             rgba = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except (*PILLOW_ERRORS, Image.DecompressionBombError):
         return decoded
     return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]])
 
@@ -234,26 +314,35 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as ``read_image`` returns it (orientation applied), from its header where
-    Pillow can read it (no decoding), else by decoding it. Raises ``InvalidImageError`` for an unreadable file."""
-    from PIL import UnidentifiedImageError
-
+    Pillow can read it (no decoding), else by decoding it. Raises ``InvalidImageError`` for an unreadable file, and
+    ``ImageTooLargeError`` (one) for an image beyond the budget (``check_budget``), found from the header."""
     path = Path(path)
     try:
-        return header_size(path)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        width, height = header_size(path)
+    except ImageTooLargeError:
+        raise
+    except PILLOW_ERRORS:  # Pillow's UnidentifiedImageError is an OSError
         pixels = load_image(path)
         return int(pixels.shape[-1]), int(pixels.shape[-2])
+    check_budget(width, height)
+    return width, height
 
 
 def header_size(file) -> tuple[int, int]:
     """(width, height) of an image, orientation applied, from its header alone (``file``: a path or a binary file
-    object, e.g. the first bytes of an object in a store). Pillow's errors propagate: the caller decides what an
-    unreadable header means."""
+    object, e.g. the first bytes of an object in a store). ``ImageTooLargeError`` when Pillow's own
+    decompression-bomb limit refuses it (a size beyond the budget, or Pillow's process-wide limit set lower by a
+    host); Pillow's other errors (``PILLOW_ERRORS``) propagate: the caller decides what an unreadable header means."""
     from PIL import Image
 
-    with Image.open(file) as image:
-        width, height = image.size
-        turned = int(image.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+            check_budget(width, height)  # before the EXIF, which can mean decoding the pixels
+            turned = int(_exif(image).get(0x0112, 1) or 1) in (5, 6, 7, 8)
+    except Image.DecompressionBombError as exc:  # the size is in the header, but Pillow does not hand it out
+        pixels = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageTooLargeError(f"image of more than {pixels:,} pixels {_BEYOND_BUDGET}") from exc
     return (height, width) if turned else (width, height)
 
 

@@ -63,3 +63,20 @@ def official_landmarks(name: str) -> np.ndarray:
     """``[5, 2]`` (x, y): the five landmarks the official pipeline found on ``tests/data/faces/<name>``."""
     entries = json.loads((DATA / "gpen" / "alignment" / "alignment.json").read_text())
     return np.asarray(entries[name]["landmarks_xy"], dtype=np.float64)
+
+
+def write_flat_png(path: Path, width: int, height: int, value: int = 128) -> Path:
+    """An RGB PNG of ``width`` x ``height`` pixels, all ``value``, written row by row through zlib: a 16000x16000
+    image is a 0.8 MB file, made without ever holding its pixels (what a decompression bomb looks like)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" + bytes([value]) * (3 * width)  # filter type 0, then the row's RGB bytes
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, data_file
+from helpers import write_flat_png
 
 from face_pipeline.files import LOCK_NAME
 
@@ -45,6 +46,15 @@ def plain(tmp: Path, name: str, suffix: str = ".png") -> Path:
     path = tmp / "in" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imencode(suffix, np.full((30, 40, 3), 120, np.uint8))[1].tofile(str(path))
+    return path
+
+
+def lying_bmp(tmp: Path, name: str) -> Path:
+    """A small BMP whose header claims 200000x268435 pixels (a damaged file, or a decompression bomb)."""
+    path = plain(tmp, name, ".bmp")
+    data = bytearray(path.read_bytes())
+    data[18:26] = (200000).to_bytes(4, "little") + (268435).to_bytes(4, "little")  # BITMAPINFOHEADER width, height
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -157,6 +167,16 @@ CASES = [
          lambda t: cmd(t, plain(t, "x.gif"), plain(t, "noext"), plain(t, "c.png")),
          2, r"skipped .*in/x\.gif: \.gif files cannot be written \(output formats: \.png .*\)",
          check=lambda t: outputs(t).keys() == {"c.png"} or pytest.fail(str(outputs(t).keys()))),
+    Case("an image beyond the budget (a 16000x16000 PNG of 0.8 MB) is skipped, the others are restored",
+         lambda t: cmd(t, face(t, "a.jpg"), write_flat_png(t / "in" / "big.png", 16000, 16000)),
+         2, r"skipped .*in/big\.png: image of 16000x16000 is larger than the supported 16384 pixels per side and 150 "
+            r"megapixels in all; downscale it first",
+         check=lambda t: outputs(t).keys() == {"a.jpg"} or pytest.fail(str(outputs(t).keys()))),
+    Case("a damaged file claiming 53 gigapixels is skipped, not an unexpected DecompressionBombError",
+         lambda t: cmd(t, face(t, "a.jpg"), lying_bmp(t, "huge.bmp")),
+         2, r"skipped .*in/huge\.bmp: image of more than 300,000,000 pixels is larger than the supported 16384 pixels "
+            r"per side and 150 megapixels in all; downscale it first",
+         check=lambda t: outputs(t).keys() == {"a.jpg"} or pytest.fail(str(outputs(t).keys()))),
     Case("an input too large for --scale is skipped before the model loads",
          lambda t: [*cmd(t, face(t, "a.jpg"), model="absent.pth"), "--scale", "4", "--max-output-size", "1024"],
          2, r"skipped .*a\.jpg: --scale 4 would make it 2400 px on its long side, above --max-output-size 1024; use "

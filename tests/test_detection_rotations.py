@@ -126,6 +126,9 @@ def test_when_missing_turns_only_the_images_without_faces(detectors, hopper):
     detector = detectors["yunet_opencv"]
 
     class Counting:
+        def working_copy(self, images):
+            return detector.working_copy(images)
+
         def detect(self, images, score_threshold=None):
             calls.append(tuple(images.shape))
             return detector.detect(images, score_threshold=score_threshold)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 
 from face_pipeline.errors import (
     FileLayoutError,
@@ -145,3 +146,43 @@ def test_lock_refuses_a_second_run_and_takes_over_a_dead_ones(tmp_path):
     with OutputLock(folder):  # its owner is gone: taken over
         (folder / "result.png").write_bytes(b"x")
     assert sorted(p.name for p in folder.iterdir()) == ["result.png"]  # the folder stays, the lock is gone
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_written_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """mkstemp creates 0600 whatever the umask; an output gets 0666 less the umask, as any program's new file."""
+    target = tmp_path / "sub" / "a.png"
+    code = ("import sys; from face_pipeline.files import write_atomically; "
+            "write_atomically(sys.argv[1], b'x'); write_atomically(sys.argv[1], b'y', overwrite=True)")
+    subprocess.run([sys.executable, "-c", code, str(target)], check=True, umask=umask, cwd=REPO_ROOT)
+    assert oct(target.stat().st_mode & 0o777) == oct(mode)
+
+
+def _parts(root, *names):
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"half a file")
+    return root
+
+
+def test_the_unfinished_files_of_dead_runs_are_removed_when_the_lock_is_taken(tmp_path):
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    out = _parts(tmp_path / "out", ".a.jpg.k3_x9a0q.part", "crops/sub/.b.png_face0_aligned.png.abcdefgh.part",
+                 "annotated/.c.png.png.zzzzzzzz.part", "other/.d.png.12345678.part", "notes.part", ".x.part",
+                 ".a.jpg.toolongname.part", "a.jpg")
+    (out / LOCK_NAME).write_text(f"{dead} {socket.gethostname()}\n")  # the run that left them was killed
+    (out / "other" / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live run's folder
+    with OutputLock(out):
+        pass
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == [".a.jpg.toolongname.part", ".x.part", "a.jpg", "notes.part", "other/.d.png.12345678.part",
+                    f"other/{LOCK_NAME}"]
+    (out / "other" / LOCK_NAME).unlink()
+    inner = _parts(out / "inner", ".e.png.abcdefgh.part")
+    (out / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live run writes into out/, above
+    with OutputLock(inner):
+        pass
+    assert (inner / ".e.png.abcdefgh.part").exists()  # it may be that run's file: left alone

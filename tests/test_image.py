@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import struct
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import data_file
+from helpers import write_flat_png
 
-from face_pipeline.errors import InvalidImageError
+from face_pipeline.errors import ImageTooLargeError, InvalidImageError
 from face_pipeline.image import (
+    MAX_PIXELS,
     MAX_SIDE,
     OVERSHOOT_TOLERANCE,
     encode_image,
@@ -232,3 +236,103 @@ def test_opaque_alpha_is_not_kept_and_16_bit_alpha_is(tmp_path):
 def test_same_format():
     assert same_format("a.JPG", "b.jpeg") and same_format("a.tif", "b.TIFF") and not same_format("a.png", "a.jpg")
     assert not same_format("a", "b") and not same_format("a.gif", "b.gif")
+
+
+BEYOND = "is larger than the supported 16384 pixels per side and 150 megapixels in all; downscale it first"
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("an image beyond the budget was decoded")
+
+
+def test_one_budget_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    """A 16000x16000 PNG of 0.8 MB (1 GB of pixels, 3 GB as float32) is refused from its header, with the one message
+    of the budget, whatever Pillow's own decompression-bomb limit; it is never decoded."""
+    from PIL import Image
+
+    assert (MAX_SIDE, MAX_PIXELS) == (16384, 150_000_000)
+    big = write_flat_png(tmp_path / "big.png", 16000, 16000)
+    wide = write_flat_png(tmp_path / "wide.png", 16385, 8)
+    monkeypatch.setattr(cv2, "imdecode", _never)
+    monkeypatch.setattr(Image.core, "zip_decoder", _never)  # Pillow's PNG decoder
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", MAX_PIXELS)  # what the command line sets (apply_budget_to_pillow)
+    with pytest.raises(ImageTooLargeError, match=f"^image of 16000x16000 {BEYOND}$"):
+        image_size(big)
+    with pytest.raises(ImageTooLargeError, match=f"^big.png: image of 16000x16000 {BEYOND}$"):
+        read_image(big)
+    with pytest.raises(ImageTooLargeError, match=f"^wide.png: image of 16385x8 {BEYOND}$"):
+        read_image(wide)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89478485)  # Pillow's default (a host's): its error, our budget
+    with pytest.raises(ImageTooLargeError, match=f"^big.png: image of more than 178,956,970 pixels {BEYOND}$"):
+        read_image(big)
+    with pytest.raises(ImageTooLargeError, match=f"^image of 17000x2 {BEYOND}$"):
+        to_rgb_float(torch.zeros(1, 1, 1, 1).expand(1, 3, 2, 17000), channels_last=False)
+    with pytest.raises(ImageTooLargeError, match=f"^image of 12500x12500 {BEYOND}$"):
+        to_rgb_float(torch.zeros(1, 1, 1, 1).expand(1, 3, 12500, 12500), channels_last=False)
+
+
+def _with_chunk_before_end(png: bytes, kind: bytes, data: bytes) -> bytes:
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    end = png.rindex(b"IEND") - 4
+    return png[:end] + chunk + png[end:]
+
+
+def test_a_png_header_is_read_without_decoding_its_pixels_unless_its_exif_follows_them(tmp_path, monkeypatch):
+    """Pillow's PNG reader decodes the whole image to look for an eXIf chunk after the pixels (seconds and
+    gigabytes for a big image, three times per input before): the chunk list is read first instead."""
+    from PIL import Image, ImageFile
+
+    flat = write_flat_png(tmp_path / "flat.png", 300, 200)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned: width and height swap
+    late = tmp_path / "late.png"
+    late.write_bytes(_with_chunk_before_end(flat.read_bytes(), b"eXIf", exif.tobytes()[6:]))  # no "Exif\0\0"
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(1) or real_load(self))
+    assert image_size(flat) == (300, 200) and not loads
+    assert image_size(late) == (200, 300) and loads  # the late eXIf is found and read, as Pillow reads it
+    assert read_image(late).pixels.shape == (1, 3, 300, 200)
+    loads.clear()
+    assert read_image(flat).pixels.shape == (1, 3, 200, 300) and not loads  # decoded by OpenCV only
+
+
+def test_an_8_bit_photo_reads_as_before(tmp_path):
+    """The 8-bit RGB path (planes copied straight into the float frame) gives exactly ``to_rgb_float``'s pixels."""
+    photo = data_file("faces", "grace_hopper.jpg")
+    bgr = cv2.imread(str(photo))
+    assert torch.equal(read_image(photo).pixels, to_rgb_float(np.ascontiguousarray(bgr[:, :, ::-1])))
+    assert torch.equal(read_image(photo).pixels, torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None] / 255)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp"), ("BMP", ".bmp"),
+                                         ("TIFF", ".tif")])
+def test_a_damaged_file_is_an_invalid_image_and_nothing_else(tmp_path, fmt, suffix):
+    """Files cut short or with bytes changed (header, EXIF, pixels): reading their size or their pixels raises
+    ``InvalidImageError`` or works, never another error (a flipped BMP header claims 53 gigapixels: Pillow's
+    DecompressionBombError ended the whole command-line run before)."""
+    import io
+    import random
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "camera"
+    buffer = io.BytesIO()
+    Image.fromarray(RGB8).save(buffer, fmt, **({} if fmt == "BMP" else {"exif": exif.tobytes()}))
+    good, rng = buffer.getvalue(), random.Random(suffix)
+    for trial in range(120):
+        data = bytearray(good)
+        if trial % 3 == 0:
+            data = data[:rng.randrange(1, len(data))]
+        else:
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(8 if trial % 3 == 1 else 0, min(len(data), 80 if trial % 3 == 2 else len(data)))] \
+                    = rng.randrange(256)
+        path = tmp_path / f"damaged{trial}{suffix}"
+        path.write_bytes(bytes(data))
+        for read in (image_size, read_image):
+            try:
+                read(path)
+            except InvalidImageError:
+                pass

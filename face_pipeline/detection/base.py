@@ -111,6 +111,27 @@ class FaceDetector(ABC):
         check_unit_range(images)  # the pack's one "RGB in 0..1" check (one host sync)
         return images.float()  # slight overshoot is clamped on the working copies
 
+    def working_copy(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` (``[B, 3, H, W]`` float RGB 0..1, any device) downscaled once to the first working size
+        (``first_side``), on the detector's device: ``[B, 3, h, w]`` float32, or ``images`` themselves when they are
+        no larger. ``detect`` on the copy searches what it would search on ``images`` (its first pass is the copy, the
+        others are made from it) and gives the faces in the copy's pixels. A caller that detects several times on
+        one image (``rotations.detect_faces``: four angles) turns the small copy, never the full frame; the full
+        frames are read once, a chunk of about ``PIXELS_PER_FORWARD`` input pixels at a time."""
+        images = self.check_images(images)
+        self._follow_module()
+        batch, _, height, width = images.shape
+        long_side = max(height, width)
+        side = self.first_side(long_side)
+        size = (max(1, round(height * side / long_side)), max(1, round(width * side / long_side)))
+        if batch == 0 or side >= long_side or min(size) < MIN_SIDE:
+            return images
+        step = max(1, PIXELS_PER_FORWARD // (height * width))
+        # [b, 3, H, W] -> [b, 3, *size], antialiased as detect's own passes are
+        return torch.cat([F.interpolate(images[start:start + step].to(self.device), size=size, mode="bilinear",
+                                        antialias=True, align_corners=False)
+                          for start in range(0, batch, step)])
+
     def _follow_module(self) -> None:
         """Run where the network is now: a host may have moved it (loaded to the GPU, offloaded) since the last call."""
         param = next(self.module.parameters(), None) if self.module is not None else None

@@ -84,6 +84,12 @@ class JobSummary:
             self.failed.append((source, reason or ""))
             self._report(logging.ERROR, f"failed {source}: {reason}")
 
+    def fail_skipped(self, source: Path, reason: str) -> None:
+        """An input first recorded as skipped (its output exists) failed after all (completing its side outputs)."""
+        self.skipped = [entry for entry in self.skipped if entry[0] != source]
+        self.failed.append((source, reason))
+        self._report(logging.ERROR, f"failed {source}: {reason}")
+
     def _report(self, level: int, line: str) -> None:
         if self.report is not None:
             self.report(line)

@@ -4,6 +4,11 @@ The lock file (``.gpen-restore.lock`` in the output folder) holds the process id
 it. A second run into the same folder gets ``OutputLockedError`` naming the owner and the file. A lock left behind
 by a run that no longer exists on this host (killed with SIGKILL, a crash) is taken over with a warning. A folder the
 lock created is removed again on release if nothing was written into it.
+
+Holding the lock means no live run writes into the folder, so the temporary files (``.NAME.XXXXXXXX.part``) found
+there were left by runs killed midway: they are removed when the lock is taken (``writer.remove_stale_parts``),
+except in a subfolder another live run holds the lock of, and not at all when a live run holds the lock of a folder
+above (it may be writing here).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import socket
 from pathlib import Path
 
 from ..errors import OutputLockedError, OutputWriteError
-from .writer import describe_os_error
+from .writer import describe_os_error, remove_stale_parts
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # it exists, under another user
         return True
     return True
+
+
+def held_by_live_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a lock file of a run that may be alive (on another host, or unreadable: assumed so)."""
+    path = folder / LOCK_NAME
+    if not path.is_file():
+        return False
+    try:
+        pid, host = path.read_text(encoding="utf-8").split()[:2]
+        return host != socket.gethostname() or _alive(int(pid))
+    except (OSError, ValueError):
+        return True
 
 
 class OutputLock:
@@ -78,6 +95,20 @@ class OutputLock:
                 f"another run ({who}) is writing into {self.folder} (lock file {self.path}); wait for it to end, "
                 f"or delete the lock file if no run is active")
         self._held = True
+        self._remove_stale_parts()
+
+    def _remove_stale_parts(self) -> None:
+        """The unfinished files of dead runs (see the module doc)."""
+        folder = self.folder.resolve()
+        above = next((f for f in folder.parents if held_by_live_run(f)), None)
+        if above is not None:
+            logger.info("unfinished files in %s are left alone: a run holds the lock of %s", self.folder, above)
+            return
+        removed = remove_stale_parts(self.folder, skip=held_by_live_run)
+        if removed:
+            shown = ", ".join(str(p.relative_to(self.folder)) for p in removed[:5]) + (" ..." if len(removed) > 5 else "")
+            logger.warning("removed %d unfinished file(s) left in %s by a run that was stopped: %s", len(removed),
+                           self.folder, shown)
 
     def release(self) -> None:
         if self._held:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..errors import FileLayoutError, InvalidImageError
-from ..image import IMAGE_SUFFIXES, header_size, image_size
+from ..errors import FileLayoutError, ImageTooLargeError, InvalidImageError
+from ..image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
 from .writer import describe_os_error
 
 if TYPE_CHECKING:
@@ -155,17 +155,20 @@ def refuse_store_output(output: str | Path) -> None:
 def source_size(source: Source) -> tuple[int, int]:
     """(width, height) of an input as ``image.read_image`` returns it: ``image_size`` for a local file; for an object,
     from the header in its first ``HEADER_BYTES`` (one read), else from all of it. ``InvalidImageError`` for an
-    object that cannot be read or is not an image."""
+    object that cannot be read or is not an image, ``ImageTooLargeError`` for one beyond the budget
+    (``image.check_budget``)."""
     if not isinstance(source, StoreObject):
         return image_size(source)
-    from PIL import UnidentifiedImageError
-
     head = source.read_bytes(HEADER_BYTES)
     try:
-        return header_size(io.BytesIO(head))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError):  # Pillow's parsers raise these
+        width, height = header_size(io.BytesIO(head))
+    except ImageTooLargeError:
+        raise
+    except PILLOW_ERRORS:
         with _local_copy(source) as path:
             return image_size(path)
+    check_budget(width, height)
+    return width, height
 
 
 @contextlib.contextmanager

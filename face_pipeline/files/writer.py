@@ -4,7 +4,11 @@ The bytes go to a hidden temporary file in the target's folder (same file system
 is then moved into place in one step: ``os.replace`` when replacing is allowed, otherwise an exclusive creation (a
 hard link, which fails if the name exists; ``os.rename`` on Windows, which does the same), so a file that appeared
 since the plan was made is never replaced. On any failure the temporary file is removed and ``OutputWriteError``
-names the file and the cause ("disk full", "permission denied", ...).
+names the file and the cause ("disk full", "permission denied", ...). The file gets the mode any program's new file
+gets, ``0o666`` less the umask (``mkstemp`` makes it ``0o600``); the umask is read once (``process_umask``).
+
+A process killed while writing (SIGKILL, a power cut) leaves its temporary file, ``.NAME.XXXXXXXX.part``, behind;
+``remove_stale_parts`` removes those of a folder that no live run writes into (the output lock says so: ``lock``).
 
 A ``PendingWrite`` is a file to write, held as data: an engine whose workers compute in other processes (Ray) has
 them return their ``PendingWrite`` records and writes them where the run's lock is held, with this same writer.
@@ -13,9 +17,12 @@ them return their ``PendingWrite`` records and writes them where the run's lock 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
+import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,62 @@ _CAUSES = {
     errno.ENAMETOOLONG: "file name too long",
     errno.EIO: "input/output error",
 }
+
+
+#: the temporary files ``write_atomically`` makes: ``mkstemp``'s eight random characters between the name and .part
+PART_PATTERN = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
+_UMASK_LOCK = threading.Lock()
+
+
+@functools.cache
+def process_umask() -> int:
+    """The process's umask, read once: from /proc/self/status where Linux has it (nothing is changed), else by
+    setting and restoring it under a lock, which a program should do at its start, before other threads create
+    files (the command line calls this before any work)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _give_umask_mode(fd: int, name: str) -> None:
+    """``mkstemp`` creates its file ``0o600``; an output gets ``0o666`` less the umask, as ``open`` would give it."""
+    mode = 0o666 & ~process_umask()
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    elif os.name != "nt":  # Windows: only the read-only bit exists, and the file is writable already
+        os.chmod(name, mode)
+
+
+def remove_stale_parts(folder: str | Path, *, depth: int = 3, skip=lambda folder: False) -> list[Path]:
+    """Remove the temporary files (``PART_PATTERN``) that writes killed midway left in ``folder`` and its subfolders
+    down to ``depth`` levels (an output folder's layout: ``sub/``, ``crops/sub/``, ``annotated/sub/``), except in
+    the folders ``skip(folder)`` says another live run writes into. Only for a folder whose writers are known to be
+    dead (the caller holds its lock). Returns the files removed; a file that cannot be removed is left, logged."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if depth > 0 and not skip(path):
+                    removed += remove_stale_parts(path, depth=depth - 1, skip=skip)
+            elif entry.is_file(follow_symlinks=False) and PART_PATTERN.match(entry.name):
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:
+            logger.warning("could not remove the unfinished file %s: %s", path, describe_os_error(exc))
+    return removed
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -83,6 +146,7 @@ def write_atomically(path: str | Path, data: bytes, *, overwrite: bool = False) 
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         temp = Path(name)
         try:
+            _give_umask_mode(fd, name)
             _write_all(fd, data)
             os.fsync(fd)
         finally:
