@@ -71,7 +71,7 @@ class GPENFaceRestore:
                                 output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray))
         check_mode(gpen_model, "restore", None)
         pipeline = ComfyPipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
-        result, report = pipeline.run(images, region=region_mask, protect=protect_mask,
+        result, report = pipeline.run(images, region=region_mask, protect=protect_mask, keep_faces=False,  # streamed
                                       background=None if background is None else bridge.image_to_pipeline(background))
         annotated, faces_json = preview_and_report(images, report.choices, face_detector=face_detector,
                                                    options=options.detect, restored=True, model_size=gpen_model.size,
