@@ -405,8 +405,14 @@ class Job:
                             icc_profile=loaded.icc_profile, name=item.target.name)
         self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
 
-    def save_crops(self, group: list[PlannedOutput], batch) -> None:
-        counters: dict[int, int] = {}
+    def crop_saver(self, group: list[PlannedOutput]):
+        """--save-crops: ``on_restored`` for ``restore_and_paste``, writing each step's crops as they come (none are
+        kept), numbered per image across the steps; None without --save-crops."""
+        if not self.args.save_crops:
+            return None
+        return functools.partial(self.save_crops, group, counters={})
+
+    def save_crops(self, group: list[PlannedOutput], batch, counters: dict[int, int]) -> None:
         for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
             k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
             for kind, image in (("aligned", crop), ("restored", restored)):
@@ -456,16 +462,15 @@ class Job:
             self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
-        result, batch = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images))
+        result, _ = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images),
+                                                    keep_faces=False, on_restored=self.crop_saver([item]))
         self.save(item, result.images[0], loaded)
-        self.summary.faces_restored += batch.num_faces
+        self.summary.faces_restored += len(faces[0])
         if faces[0]:
             self.describe([item], choices, images, result.scale)
-        if self.args.save_crops:
-            self.save_crops([item], batch)
-        if not batch.num_faces:
+        if not faces[0]:
             logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
-        return Outcome.RESTORED if batch.num_faces else Outcome.UNCHANGED
+        return Outcome.RESTORED if faces[0] else Outcome.UNCHANGED
 
     def photos(self, bar) -> None:
         run_each(self.plan.todo, staged(self.photo), summary=self.summary, on_done=lambda _: bar.update(1))
@@ -504,8 +509,8 @@ class Job:
                 choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
                             for c in faces_per_frame[start + i]] for i in range(len(group))]
                 chunk = selected_faces(choices)
-                result, batch = self.pipeline.restore_and_paste(images, chunk,
-                                                                inpaint_masks=self.masks(group, images))
+                result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
+                                                            keep_faces=False, on_restored=self.crop_saver(group))
             except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
                     raise
@@ -513,13 +518,11 @@ class Job:
                     self.summary.record(item.source, Outcome.FAILED, describe_failure(exc))
                 bar.update(len(group))
                 continue
-            self.summary.faces_restored += batch.num_faces
+            self.summary.faces_restored += sum(len(faces) for faces in chunk)
             frames_done = {item: (image, one, len(faces))
                            for item, image, one, faces in zip(group, result.images, loaded, chunk)}
             run_each(group, functools.partial(self.write_frame, frames_done), summary=self.summary,
                      on_done=lambda _: bar.update(1))
-            if self.args.save_crops:
-                self.save_crops(group, batch)
             self.describe(group, choices, images, result.scale)
 
 
