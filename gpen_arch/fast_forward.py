@@ -237,6 +237,7 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
     for step, to_rgb in enumerate(gen.to_rgbs[:last_plain]):
         feature = features.pop(2 ** (step + 3))  # released after this step
         h = styled(gen.convs[2 * step], h, feature, GAIN)
+        block_done()  # between the two convolutions too: at S/8 of a 2048 model each is seconds on a CPU
         h = styled(gen.convs[2 * step + 1], h, feature, GAIN)
         del feature
         skip = _to_rgb(to_rgb, h, styles(to_rgb), skip, input_gain=GAIN, bilinear=bilinear)
