@@ -430,8 +430,14 @@ class Job:
                             icc_profile=loaded.icc_profile, name=item.target.name)
         self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
 
-    def save_crops(self, group: list[PlannedOutput], batch) -> None:
-        counters: dict[int, int] = {}
+    def crop_saver(self, group: list[PlannedOutput]):
+        """--save-crops: ``on_restored`` for ``restore_and_paste``, writing each step's crops as they come (none are
+        kept), numbered per image across the steps; None without --save-crops."""
+        if not self.args.save_crops:
+            return None
+        return functools.partial(self.save_crops, group, counters={})
+
+    def save_crops(self, group: list[PlannedOutput], batch, counters: dict[int, int]) -> None:
         for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
             k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
             for kind, image in (("aligned", crop), ("restored", restored)):
@@ -477,7 +483,7 @@ class Job:
         faces = selected_faces(choices)
         if self.args.save_crops and faces[0]:
             batch = self.pipeline.restore(self.pipeline.align(images, faces), inpaint_masks=self.masks([item], images))
-            self.save_crops([item], batch)
+            self.save_crops([item], batch, counters={})
         if self.args.save_json:
             width, _ = source_size(item.target)
             self.face_records += self.describe([item], choices, images, max(1, round(width / images.shape[-1])))
@@ -516,17 +522,16 @@ class Job:
             self.face_records += records
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return Outcome.UNCHANGED
-        result, batch = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images))
-        if self.args.save_crops:
-            self.save_crops([item], batch)
+        result, _ = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images),
+                                                    keep_faces=False, on_restored=self.crop_saver([item]))
         records = self.describe([item], choices, images,
                                 result.scale if faces[0] else 1 if scale == "auto" else scale)
         self.save(item, result.images[0], loaded)
         self.face_records += records
-        self.summary.faces_restored += batch.num_faces
-        if not batch.num_faces:
+        self.summary.faces_restored += len(faces[0])
+        if not faces[0]:
             logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
-        return Outcome.RESTORED if batch.num_faces else Outcome.UNCHANGED
+        return Outcome.RESTORED if faces[0] else Outcome.UNCHANGED
 
     def photos(self, bar) -> None:
         run_each(self.plan.todo, staged(self.photo), summary=self.summary, on_done=lambda _: bar.update(1))
@@ -565,8 +570,8 @@ class Job:
                 choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
                             for c in faces_per_frame[start + i]] for i in range(len(group))]
                 chunk = selected_faces(choices)
-                result, batch = self.pipeline.restore_and_paste(images, chunk,
-                                                                inpaint_masks=self.masks(group, images))
+                result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
+                                                            keep_faces=False, on_restored=self.crop_saver(group))
             except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
                     raise
@@ -574,12 +579,10 @@ class Job:
                     self.summary.record(item.source, Outcome.FAILED, describe_failure(exc))
                 bar.update(len(group))
                 continue
-            self.summary.faces_restored += batch.num_faces
+            self.summary.faces_restored += sum(len(faces) for faces in chunk)
             frames_done = {item: (image, one, len(faces))
                            for item, image, one, faces in zip(group, result.images, loaded, chunk)}
-            try:  # side outputs first, as for photos: a frame written has its crops
-                if self.args.save_crops:
-                    self.save_crops(group, batch)
+            try:  # side outputs first, as for photos: a frame written has its crops (written as they came)
                 records = self.describe(group, choices, images, result.scale)
             except RECOVERABLE as exc:
                 for item in group:

@@ -20,12 +20,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
-from .alignment import align_faces
+from .alignment import align_faces, crop_faces, face_affines
 from .detection import FaceDetector, detect_faces
 from .errors import InvalidImageError
 from .image import check_unit_range
@@ -42,8 +42,10 @@ from .paste import paste_within_memory
 from .paste.parsing import ParsingNet
 from .region import masks_for
 from .restoration import model_size, restore_faces
+from .restoration.batching import auto_batch_size
+from .restoration.restore import model_device_dtype
 from .selection import FaceChoice, choose_faces, selection_notes
-from .types import DetectedFace, FaceBatch, PasteResult
+from .types import DetectedFace, FaceBatch, FaceSource, PasteResult, RestoredStep
 from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class PipelineReport:
     scale: int = 1  # the output scale used
     stage_seconds: dict = field(default_factory=dict, compare=False)  # "detect", "align", "restore", "paste"
     faces: FaceBatch | None = field(default=None, repr=False, compare=False)  # the restored batch, crops included
+    # (None unless the run kept them: ``Pipeline.run(keep_faces=True)``)
     choices: list | None = field(default=None, repr=False, compare=False)  # per image, every face found: FaceChoice
 
 
@@ -228,19 +231,28 @@ class Pipeline:
         size = model_size(self.model) if size is None else size
         return align_faces(images, faces, size=size, template=self.options.align.template)
 
-    def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None) -> FaceBatch:
-        """``restore_faces`` with ``options.restore`` on ``model_for(faces)``."""
-        return restore_faces(self.model_for(batch.num_faces), batch, options=self.options.restore,
-                             inpaint_masks=inpaint_masks, on_progress=self.progress_for(batch.num_faces),
+    def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None,
+                on_progress: Callable[[int, int], None] | None = None, batch_size: int | None = None) -> FaceBatch:
+        """``restore_faces`` with ``options.restore`` on ``model_for(faces)``. ``on_progress``: instead of
+        ``progress_for(faces)`` (a streamed restore counts over all its faces); ``batch_size``: instead of the
+        options' (the stream's step)."""
+        options = self.options.restore
+        if batch_size is not None:
+            options = dataclasses.replace(options, batch_size=batch_size)
+        return restore_faces(self.model_for(batch.num_faces), batch, options=options, inpaint_masks=inpaint_masks,
+                             on_progress=self.progress_for(batch.num_faces) if on_progress is None else on_progress,
                              check_interrupt=self.check_interrupt, memory=self.memory)
 
     def paste(self, batch: FaceBatch, *, images: torch.Tensor | None = None, background: torch.Tensor | None = None,
-              protect: torch.Tensor | None = None) -> PasteResult:
-        """``paste_within_memory`` with ``options.paste`` (images default ``batch.images``)."""
+              protect: torch.Tensor | None = None, source: FaceSource | None = None,
+              face_masks: bool = True) -> PasteResult:
+        """``paste_within_memory`` with ``options.paste`` (images default ``batch.images``); ``source`` and
+        ``face_masks``: a streamed paste (``paste_faces``)."""
         images = batch.images if images is None else images
         images, background, protect, parsing_net = self.prepare_paste(batch, images, background, protect)
         return paste_within_memory(batch, options=self.options.paste, images=images, memory=self.memory,
-                                   background=background, protect=protect, parsing_net=parsing_net)
+                                   background=background, protect=protect, parsing_net=parsing_net, source=source,
+                                   face_masks=face_masks)
 
     # ------------------------------------------------------------------------------------------ stages chained
     def detect_and_align(self, images: torch.Tensor, *, size: int | None = None, region: torch.Tensor | None = None,
@@ -259,41 +271,52 @@ class Pipeline:
 
     def restore_and_paste(self, images: torch.Tensor, faces_per_image: list[list[DetectedFace]], *,
                           background: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None,
-                          protect: torch.Tensor | None = None,
-                          timings: dict | None = None) -> tuple[PasteResult, FaceBatch]:
+                          protect: torch.Tensor | None = None, timings: dict | None = None, keep_faces: bool = True,
+                          on_restored: Callable[[FaceBatch], None] | None = None
+                          ) -> tuple[PasteResult, FaceBatch | None]:
         """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
-        detect and track over a long frame sequence first, then restore it in chunks that fit in memory."""
+        detect and track over a long frame sequence first, then restore it in chunks that fit in memory.
+
+        The faces stream through in steps (``faces_per_step``, or ``options.restore.batch_size`` when set): each
+        step is aligned, restored and pasted, then let go, so memory does not grow with the number of faces.
+        ``keep_faces``: also return every restored face (the ``FaceBatch``, crops included) and the per-face masks
+        (``PasteResult.face_masks``), which do grow with the faces; without it the batch returned is None and
+        ``face_masks`` is ``[0, H*s, W*s]``. ``on_restored(step)``: called with each step's ``FaceBatch`` (its
+        faces, crops and restored crops) as it comes, e.g. to write the crops to files, each face once."""
         check_images(images)
         return self._restore_and_paste(images, faces_per_image, background=background, inpaint_masks=inpaint_masks,
-                                       protect=protect, timings=timings)
+                                       protect=protect, timings=timings, keep_faces=keep_faces,
+                                       on_restored=on_restored)
 
-    def _restore_and_paste(self, images, faces_per_image, *, background, inpaint_masks, protect,
-                           timings) -> tuple[PasteResult, FaceBatch]:
+    def _restore_and_paste(self, images, faces_per_image, *, background, inpaint_masks, protect, timings,
+                           keep_faces: bool = True, on_restored=None) -> tuple[PasteResult, FaceBatch | None]:
         """``restore_and_paste`` for images already checked (``run``: ``find`` checked them)."""
         timings = {} if timings is None else timings
-        mark = time.perf_counter()
-        batch = self.align(images, faces_per_image)
-        timings["align"] = timings.get("align", 0.0) + time.perf_counter() - mark
-        self._interrupt()
-        mark = time.perf_counter()
-        restored = self.restore(batch, inpaint_masks=inpaint_masks)
-        timings["restore"] = time.perf_counter() - mark
-        self._interrupt()
-        mark = time.perf_counter()
-        result = self.paste(restored, images=images, background=background, protect=protect)
-        timings["paste"] = time.perf_counter() - mark
-        return result, restored
+        start = time.perf_counter()
+        stream = _FaceStream(self, images, [face for per_image in faces_per_image for face in per_image],
+                             inpaint_masks=inpaint_masks, keep_faces=keep_faces, on_restored=on_restored)
+        stream.first_step()
+        result = self.paste(stream.outline, images=images, background=background, protect=protect,
+                            source=stream if stream.outline.num_faces else None, face_masks=keep_faces)
+        # the steps' align and restore, and the rest (the model fetched, the paste) as "paste"
+        spent = stream.seconds["align"] + stream.seconds["restore"]
+        timings["align"] = timings.get("align", 0.0) + stream.seconds["align"]
+        timings["restore"] = stream.seconds["restore"]
+        timings["paste"] = time.perf_counter() - start - spent
+        return result, stream.restored()
 
     def run(self, images: torch.Tensor, *, background: torch.Tensor | None = None,
             inpaint_masks: torch.Tensor | None = None, region: torch.Tensor | None = None,
-            protect: torch.Tensor | None = None) -> tuple[PasteResult, PipelineReport]:
+            protect: torch.Tensor | None = None, keep_faces: bool = True) -> tuple[PasteResult, PipelineReport]:
         """Restore every selected face of ``images`` ``[B, 3, H, W]`` (float32 RGB 0..1, any device).
 
         Returns the ``PasteResult`` (images ``[B, 3, H*s, W*s]`` at the output scale s, masks) and a
         ``PipelineReport``. ``background``: optional ``[B, 3, h, w]`` image for the output (e.g. from an upscaler;
         resized if needed). ``inpaint_masks``: for mode inpaint, image-space ``[B, H, W]`` (1 = damaged).
         ``region``: only faces this ``[N, H, W]`` 0..1 mask covers (``find_choices``); ``protect``: pixels the paste
-        never changes (``paste_faces``).
+        never changes (``paste_faces``). ``keep_faces``: keep every restored crop (``PipelineReport.faces``) and
+        per-face mask (``PasteResult.face_masks``); off, memory stays that of a few faces however many there are
+        (``restore_and_paste``), and ``report.faces`` is None.
         """
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -301,14 +324,129 @@ class Pipeline:
         found = sum(len(per_image) for per_image in chosen)  # detected (filled-in video faces come next)
         chosen = self.stabilise(chosen, cuts=video_cuts(images, self.options.video))
         timings["detect"] = time.perf_counter() - start
-        result, restored = self._restore_and_paste(images, selected_faces(chosen), background=background,
-                                                   inpaint_masks=inpaint_masks, protect=protect, timings=timings)
-        report = PipelineReport(images=int(images.shape[0]), faces_found=found, faces_restored=restored.num_faces,
+        faces = selected_faces(chosen)
+        result, restored = self._restore_and_paste(images, faces, background=background,
+                                                   inpaint_masks=inpaint_masks, protect=protect, timings=timings,
+                                                   keep_faces=keep_faces)
+        report = PipelineReport(images=int(images.shape[0]), faces_found=found,
+                                faces_restored=sum(len(per_image) for per_image in faces),
                                 seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
                                 faces=restored, choices=chosen)
         logger.debug("%d image(s), %d face(s) found, %d restored in %.2f s (%s)", report.images, found,
                      report.faces_restored, report.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         return result, report
+
+
+class _FaceStream:
+    """The faces of one ``restore_and_paste`` as a ``FaceSource``: ``outline`` is their placeholder batch (matrices,
+    no crops) for the paste to plan with; called with face positions, it aligns and restores them a step at a time
+    and yields each step (``RestoredStep``) for the paste, so only a step's crops are alive at once. Each step runs
+    ``Pipeline.restore`` (the host's ``model_for`` per step), its progress counted over all the faces."""
+
+    def __init__(self, pipeline: Pipeline, images: torch.Tensor, faces: list[DetectedFace], *,
+                 inpaint_masks: torch.Tensor | None, keep_faces: bool,
+                 on_restored: Callable[[FaceBatch], None] | None) -> None:
+        self.pipeline, self.images, self.faces = pipeline, images, faces
+        self.inpaint_masks, self.keep_faces, self.on_restored = inpaint_masks, keep_faces, on_restored
+        options = pipeline.options
+        if options.restore.mode == "inpaint" and inpaint_masks is None:
+            raise ValueError("inpaint mode needs inpaint_masks marking the damaged region (1 = damaged); for an "
+                             "image whose damage is already painted white, pass an all-zero mask")
+        for face in faces:
+            if not 0 <= face.image_index < images.shape[0]:
+                raise ValueError(f"a face refers to image {face.image_index}, but the batch has {images.shape[0]} "
+                                 f"images")
+        self.model = pipeline.model_for(len(faces))
+        self.size = model_size(self.model)
+        affines, inverses = face_affines(faces, size=self.size, template=options.align.template)
+        self.outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
+                                             size=self.size, template=options.align.template,
+                                             restore_mode=options.restore.mode)
+        progress = pipeline.progress_for(len(faces))
+        self.progress = (lambda done, total: None) if progress is None else progress
+        self.seconds = {"align": 0.0, "restore": 0.0}
+        self.delivered: set[int] = set()  # faces restored and handed on (a paste fallback asks for some again)
+        self.kept: tuple[torch.Tensor, torch.Tensor] | None = None  # keep_faces: every crop and restored crop
+        self.step = 0  # faces per step, once known
+        self.ahead: tuple[list[int], RestoredStep] | None = None  # the first step, restored before the paste
+
+    def step_size(self) -> int:
+        """Faces per step: ``options.restore.batch_size``, else what the memory estimate allows, at most
+        ``faces_per_step`` (one on the CPU, a few on a GPU)."""
+        requested = self.pipeline.options.restore.batch_size
+        if requested:
+            return requested
+        device, dtype = model_device_dtype(self.model)
+        return auto_batch_size(self.model, size=self.size, dtype=dtype, device=device, faces=len(self.faces),
+                               memory=self.pipeline.memory)
+
+    def first_step(self) -> None:
+        """Restores the first step now, before the paste is prepared (so a host loads the model and restores before
+        it makes room for the paste); the next call for every face starts from it."""
+        if self.faces and self.ahead is None:
+            self.step = self.step_size()
+            chunk = list(range(min(self.step, len(self.faces))))
+            self.ahead = (chunk, self._restored_step(chunk, 0))
+
+    def __call__(self, positions) -> Iterator[RestoredStep]:
+        positions = list(positions)
+        step = self.step or self.step_size()
+        for start in range(0, len(positions), step):
+            chunk = positions[start:start + step]
+            if self.ahead is not None and self.ahead[0] == chunk and start == 0:
+                restored, self.ahead = self.ahead[1], None
+            else:
+                restored = self._restored_step(chunk, start)
+            yield restored
+            del restored
+
+    def _restored_step(self, chunk: list[int], start: int) -> RestoredStep:
+        """The faces at ``chunk``, aligned and restored (``Pipeline.restore``), as the step starting at ``start``."""
+        pipeline, total = self.pipeline, len(self.faces)
+        pipeline._interrupt()
+        mark = time.perf_counter()
+        take = torch.as_tensor(chunk, dtype=torch.long)
+        part = [self.faces[i] for i in chunk]
+        affines = self.outline.affines[take]
+        batch = FaceBatch(images=self.images, faces=tuple(part), crops=crop_faces(self.images, part, affines, self.size),
+                          affines=affines, inverse_affines=self.outline.inverse_affines[take], size=self.size,
+                          template=self.outline.template)
+        restoring = time.perf_counter()
+        self.seconds["align"] += restoring - mark
+        base = len(self.delivered)  # faces done before this step (a paste fallback asks for some again)
+        batch = pipeline.restore(batch, inpaint_masks=self.inpaint_masks, batch_size=len(chunk),
+                                 on_progress=lambda done, _n: self.progress(min(base + done, total), total))
+        self.seconds["restore"] += time.perf_counter() - restoring
+        self._hand_on(chunk, batch)
+        return RestoredStep(first=start, crops=batch.crops, restored=batch.restored)
+
+    def _hand_on(self, chunk: list[int], batch: FaceBatch) -> None:
+        """Keeps the step's faces when asked and gives the new ones to ``on_restored``."""
+        if self.keep_faces:
+            if self.kept is None:
+                shape = (len(self.faces), *batch.restored.shape[1:])
+                self.kept = (batch.crops.new_empty(shape), batch.restored.new_empty(shape))
+            take = torch.as_tensor(chunk, dtype=torch.long, device=batch.crops.device)
+            self.kept[0][take], self.kept[1][take] = batch.crops, batch.restored
+        new = [k for k, i in enumerate(chunk) if i not in self.delivered]
+        self.delivered.update(chunk)
+        if self.on_restored is not None and new:
+            if len(new) < len(chunk):
+                rows = torch.as_tensor(new, dtype=torch.long)
+                batch = dataclasses.replace(batch, faces=tuple(batch.faces[k] for k in new),
+                                            crops=batch.crops[rows.to(batch.crops.device)],
+                                            affines=batch.affines[rows], inverse_affines=batch.inverse_affines[rows],
+                                            restored=batch.restored[rows.to(batch.restored.device)])
+            self.on_restored(batch)
+
+    def restored(self) -> FaceBatch | None:
+        """Every face restored (``keep_faces``), else None."""
+        if not self.keep_faces:
+            return None
+        if self.kept is None:  # no face
+            empty = self.images.new_zeros((0, 3, self.size, self.size), dtype=torch.float32)
+            self.kept = (empty, empty.clone())
+        return dataclasses.replace(self.outline, crops=self.kept[0], restored=self.kept[1], streamed=False)
 
 
 def run_pipeline(images: torch.Tensor, *, model: torch.nn.Module, detector: FaceDetector,

@@ -15,6 +15,7 @@ Conventions used everywhere in this package:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -87,6 +88,17 @@ class FaceBatch:
     template: str  # "gpen" or "ffhq"
     restored: Optional[torch.Tensor] = None  # [F, 3, size, size] float32 RGB 0..1 once restored
     restore_mode: Optional[str] = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
+    streamed: bool = False  # crops and restored are shape-only placeholders: the faces come as ``RestoredStep``s
+
+    @classmethod
+    def placeholder(cls, *, images: torch.Tensor, faces: Sequence[DetectedFace], affines: torch.Tensor,
+                    inverse_affines: torch.Tensor, size: int, template: str,
+                    restore_mode: str | None = None) -> FaceBatch:
+        """A batch of ``faces`` whose ``crops`` and ``restored`` are shape-only placeholders (``[F, 3, size, size]``
+        views of one zero: no memory), for a paste that receives the real ones step by step (``FaceSource``)."""
+        nothing = torch.zeros((), dtype=torch.float32).expand(len(faces), 3, size, size)
+        return cls(images=images, faces=tuple(faces), crops=nothing, affines=affines, inverse_affines=inverse_affines,
+                   size=size, template=template, restored=nothing, restore_mode=restore_mode, streamed=True)
 
     @property
     def num_faces(self) -> int:
@@ -107,10 +119,26 @@ class FaceBatch:
 
 
 @dataclass(frozen=True)
+class RestoredStep:
+    """A few consecutive faces of a batch, restored: what paste-back needs of them. A stream of steps lets a group
+    photo or a long clip be restored and pasted with only one step's crops alive."""
+
+    first: int  # where the step's first face is among the faces the source was asked for
+    crops: torch.Tensor  # [n, 3, S, S] float32 RGB 0..1, the aligned crops (the colour correction's reference)
+    restored: torch.Tensor  # [n, 3, S, S] float32 RGB 0..1
+
+
+#: ``source(positions)``: the restored faces at ``positions`` (indices into a ``FaceBatch``'s faces, increasing) as
+#: ``RestoredStep``s in order, their ``first`` counted within ``positions``; each step is made when it is asked for.
+FaceSource = Callable[[Sequence[int]], Iterable[RestoredStep]]
+
+
+@dataclass(frozen=True)
 class PasteResult:
     """What paste-back returns: images at output resolution and their masks."""
 
     images: torch.Tensor  # [B, 3, H*scale, W*scale] float32 RGB 0..1
     mask: torch.Tensor  # [B, H*scale, W*scale] float32 0..1, the combined face mask
-    face_masks: torch.Tensor  # [F, H*scale, W*scale] float32 0..1, one per face (in FaceBatch order)
+    face_masks: torch.Tensor  # [F, H*scale, W*scale] float32 0..1, one per face (in FaceBatch order); [0, ...] when
+    # the caller did not ask for them (``paste_faces(face_masks=False)``: they grow with the faces)
     scale: int  # the output scale actually used

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import GPENConfig
+from .interrupt import block_done
 from .ops.epilogue import memory_format_of
 
 #: Elements (per face) of one strip of a group's top step's concatenation buffer, which sets the strip height: at
@@ -114,6 +115,7 @@ def encoder_layer_in_bands(encode: Callable[[torch.Tensor], torch.Tensor], sourc
                               device=strip.device, memory_format=memory_format_of(strip))
         out[:, :, m0:m1] = strip[:, :, m0 - e0 // 2:m1 - e0 // 2]
         del strip
+        block_done()  # Cancel between strips (interrupt.py)
     return out
 
 
@@ -175,4 +177,5 @@ def decoder_group_in_bands(steps: Sequence[DecoderStep], below: tuple[torch.Tens
         if keep_h:
             out_h[:, :, y0:y1] = h
         del h, skip
+        block_done()  # Cancel between strips (interrupt.py)
     return out_h, out_skip

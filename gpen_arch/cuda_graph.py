@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .interrupt import between_blocks, block_done
+
 
 class CUDAGraphForward:
     """``runner(x)``: the model's fast forward for ``x`` ``[N, 3, S, S]`` on CUDA, via a cached CUDA graph."""
@@ -61,6 +63,7 @@ class CUDAGraphForward:
                     return fast_forward(self.model, x, plan)  # a remainder: not worth padding to the graph's size
             self._capture(x, plan)
         self._small_calls = 0
+        block_done()  # the replay itself cannot stop part-way (a few ms per face): Cancel is checked before it
         self._static_in[:n].copy_(x)
         self._graph.replay()
         return self._static_out[:n].clone()
@@ -77,7 +80,7 @@ class CUDAGraphForward:
                 fast_forward(self.model, static_in, plan)
         torch.cuda.current_stream(x.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with between_blocks(None), torch.cuda.graph(graph):  # no Cancel part-way through a capture
             static_out = fast_forward(self.model, static_in, plan)
         key = self._key(x, plan)  # after the warm-up, which may have (re)built derived weights
         self._captured_key, self._graph, self._static_in, self._static_out = key, graph, static_in, static_out

@@ -40,6 +40,7 @@ from .bands import (
     encoder_layer_in_bands,
 )
 from .fast_plan import FastPlan
+from .interrupt import block_done
 from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
 from .ops.activation import GAIN, leaky_relu_unscaled_
 from .ops.epilogue import styled_concat
@@ -195,6 +196,7 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
     out = x if bands is not None else _encoder_layer(model, layers[0], x, 1.0, fold)
     if bands is None:
         features[size] = out
+        block_done()
     for i, layer in enumerate(layers[1:], start=1):
         if bands is not None and i in bands.encoder_layers:
             source = recompute_ecd0 if i == 1 else (lambda a, b, full=out: full[:, :, a:b])
@@ -205,6 +207,7 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
         else:
             out = _encoder_layer(model, layer, out, GAIN, fold)
         features[size >> i] = out
+        block_done()
     del out
 
     smallest = features[4]
@@ -234,9 +237,11 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
     for step, to_rgb in enumerate(gen.to_rgbs[:last_plain]):
         feature = features.pop(2 ** (step + 3))  # released after this step
         h = styled(gen.convs[2 * step], h, feature, GAIN)
+        block_done()  # between the two convolutions too: at S/8 of a 2048 model each is seconds on a CPU
         h = styled(gen.convs[2 * step + 1], h, feature, GAIN)
         del feature
         skip = _to_rgb(to_rgb, h, styles(to_rgb), skip, input_gain=GAIN, bilinear=bilinear)
+        block_done()
     if bands is None:
         return skip
 
@@ -262,5 +267,5 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
         final = group[-1] == len(gen.to_rgbs) - 1
         h, skip = decoder_group_in_bands(steps, (h, skip), keep_h=not final,
                                          rows=band_rows(top, 2 * model.config.channels(top), top))
-        del steps
+        del steps  # (the strips checked for Cancel: interrupt.py)
     return skip

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .config import GPENConfig
+from .interrupt import block_done
 from .layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
 
@@ -52,4 +53,5 @@ class Generator(nn.Module):
             out = self.convs[2 * step](out, w, feature)
             out = self.convs[2 * step + 1](out, w, feature)
             skip = to_rgb(out, w, skip)
+            block_done()
         return skip

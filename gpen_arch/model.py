@@ -11,6 +11,7 @@ from torch import nn
 from .config import GPENConfig
 from .fast_plan import FastOptions, FastPlan, resolve_plan
 from .generator import Generator
+from .interrupt import between_blocks, block_done
 from .layers import ConvLayer, EqualLinear
 from .memory import derived_weight_bytes, estimate_forward_memory
 from .weight_cache import FastPath
@@ -168,8 +169,16 @@ class GPEN(nn.Module):
         for layer in self.encoder_layers():
             out = layer(out)
             features.append(out)
+            block_done()
         code = self.final_linear(out.reshape(out.shape[0], -1))  # [N, C4*16] in C, H, W order
         return self.generator(code, features[::-1])  # features from 4x4 up to S x S
+
+    @staticmethod
+    def between_blocks(hook: Callable[[], None] | None) -> contextlib.AbstractContextManager:
+        """Within the block, this context's forwards call ``hook()`` between their blocks (layers, decoder steps,
+        strips), so it can raise to cancel a forward in under a second on a CPU (``interrupt.py``). Host side only:
+        no tensor is read for it, so a GPU forward gains no synchronisation."""
+        return between_blocks(hook)
 
     def estimate_memory(self, batch_size: int, dtype: torch.dtype | None = None) -> int:
         """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces, on the

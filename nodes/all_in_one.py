@@ -74,7 +74,7 @@ class GPENFaceRestore(CheckedWidgets):
         pipeline = ComfyPipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
         result, report = pipeline.run(
             images, region=bridge.mask_to_pipeline(region_mask, "region_mask"),
-            protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"),
+            protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"), keep_faces=False,  # streamed
             background=None if background is None else bridge.image_to_pipeline(background, "background"))
         annotated, faces_json = preview_and_report(images, report.choices, face_detector=face_detector,
                                                    options=options.detect, restored=True, model_size=gpen_model.size,

@@ -245,12 +245,16 @@ def model_on_device(handle: GPENModelHandle, faces: int) -> torch.nn.Module:
     ComfyUI's free memory, ``MEMORY``); the minimum is one face. ``force_full_load``: GPEN's layers are plain torch
     modules (no ComfyUI weight casting), so a partial "lowvram" load would leave some on the CPU.
     """
-    model = handle.patcher.model
-    per_face = bytes_per_face(model, handle.size, handle.dtype)
-    batch = max(1, min(faces, faces_per_step(handle.patcher.load_device)))
-    mm.load_models_gpu([handle.patcher], memory_required=per_face * batch, minimum_memory_required=per_face,
-                       force_full_load=True)
+    per_face = bytes_per_face(handle.patcher.model, handle.size, handle.dtype)
+    mm.load_models_gpu([handle.patcher], memory_required=restore_step_bytes(handle, faces),
+                       minimum_memory_required=per_face, force_full_load=True)
     return handle.patcher.model
+
+
+def restore_step_bytes(handle: GPENModelHandle, faces: int) -> int:
+    """Working bytes of one restore step of up to ``faces`` faces (``faces_per_step`` on the model's device)."""
+    per_face = bytes_per_face(handle.patcher.model, handle.size, handle.dtype)
+    return per_face * max(1, min(faces, faces_per_step(handle.patcher.load_device)))
 
 
 def module_patcher(module: torch.nn.Module | None) -> object | None:
@@ -263,21 +267,22 @@ def module_patcher(module: torch.nn.Module | None) -> object | None:
                                             offload_device=mm.unet_offload_device(), size=model_bytes(module))
 
 
-def load_on_device(patchers: list, memory_required: int = 0) -> None:
-    """Have ComfyUI load these patchers (None entries skipped) and free ``memory_required`` bytes beside them."""
+def load_on_device(patchers: list, memory_required: int = 0, keep: list = ()) -> None:
+    """Have ComfyUI load these patchers (None entries skipped) and free ``memory_required`` bytes beside them,
+    without offloading the already loaded ``keep`` patchers (the GPEN model of a streamed restore and paste)."""
     wanted = [p for p in patchers if p is not None]
     if wanted:
-        mm.load_models_gpu(wanted, memory_required=memory_required, force_full_load=True)
+        mm.load_models_gpu([*wanted, *keep], memory_required=memory_required, force_full_load=True)
     elif memory_required:
-        mm.free_memory(memory_required, compute_device())
+        mm.free_memory(memory_required, compute_device(), keep_loaded=list(keep))
 
 
 _PARSING: dict[tuple[str, float], tuple[object, object]] = {}  # (path, mtime) -> (ParsingNet, its ModelPatcher)
 
 
-def parsing_net_on_device(folder: str | None, memory_required: int = 0):
+def parsing_net_on_device(folder: str | None, memory_required: int = 0, keep: list = ()):
     """The face-parsing network from ``folder`` under ComfyUI's model management, loaded to its device (with
-    ``memory_required`` more bytes freed for the paste that uses it)."""
+    ``memory_required`` more bytes freed for the paste that uses it, the ``keep`` patchers left loaded)."""
     from ..face_pipeline.paste.parsing import find_parsing_weights, load_parsing_net
 
     _kind, path = find_parsing_weights(folder)
@@ -287,7 +292,7 @@ def parsing_net_on_device(folder: str | None, memory_required: int = 0):
         net = load_parsing_net(folder)
         _PARSING[key] = (net, module_patcher(net.module))
     net, patcher = _PARSING[key]
-    load_on_device([patcher], memory_required)
+    load_on_device([patcher], memory_required, keep=keep)
     return net
 
 

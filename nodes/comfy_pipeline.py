@@ -41,13 +41,20 @@ class ComfyPipeline(Pipeline):
         bridge.warn_user(message)
 
     def prepare_paste(self, batch, images, background, protect):
-        """ComfyUI makes room for the paste (and loads the parsing network it needs); everything on its device."""
+        """ComfyUI makes room for the paste (and loads the parsing network it needs); everything on its device.
+        A streamed batch (``restore_and_paste``: the faces are restored while the paste runs) keeps the GPEN model
+        loaded beside it, with room for one restore step, and no per-face masks (the all-in-one node keeps none)."""
         device = bridge.compute_device()
-        needed = paste_bytes(batch, options=self.options.paste)
+        needed = paste_bytes(batch, options=self.options.paste, face_masks=not batch.streamed)
+        keep = []
+        if batch.streamed and batch.num_faces and self.gpen_model is not None:
+            keep = [self.gpen_model.patcher]
+            needed += bridge.restore_step_bytes(self.gpen_model, batch.num_faces)
         parsing_net = None
         if self.options.paste.mask_type.startswith("parsing"):
-            parsing_net = bridge.parsing_net_on_device(self.options.paste.parsing_dir, memory_required=needed)
+            parsing_net = bridge.parsing_net_on_device(self.options.paste.parsing_dir, memory_required=needed,
+                                                       keep=keep)
         else:
-            bridge.load_on_device([], memory_required=needed)
+            bridge.load_on_device([], memory_required=needed, keep=keep)
         return (images.to(device), None if background is None else background.to(device),
                 None if protect is None else protect.to(device), parsing_net)

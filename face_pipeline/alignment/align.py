@@ -67,6 +67,16 @@ def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: tor
     return torch.stack([grouped[position[i]] for i in range(len(faces))])  # views of the device tensor: no copy in
 
 
+def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "gpen") -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    """The matrices ``align_faces`` uses, without cutting the crops: (image -> crop, crop -> image), each
+    ``[F, 2, 3]`` float64 on the CPU."""
+    pairs = [estimate_alignment(face, size=size, template=template) for face in faces]
+    affines = torch.tensor(np.array([p[0] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
+    inverses = torch.tensor(np.array([p[1] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
+    return affines, inverses
+
+
 def align_faces(
     images: torch.Tensor, faces: Sequence[DetectedFace], *, size: int, template: str = "gpen",
     interpolation: str = "bicubic",
@@ -87,9 +97,7 @@ def align_faces(
     for face in faces:
         if not 0 <= face.image_index < images.shape[0]:
             raise ValueError(f"a face refers to image {face.image_index}, but the batch has {images.shape[0]} images")
-    pairs = [estimate_alignment(face, size=size, template=template) for face in faces]
-    affines = torch.tensor(np.array([p[0] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
-    inverses = torch.tensor(np.array([p[1] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
+    affines, inverses = face_affines(faces, size=size, template=template)
     crops = crop_faces(images, faces, affines, size, interpolation=interpolation)
     return FaceBatch(images=images, faces=tuple(faces), crops=crops, affines=affines, inverse_affines=inverses,
                      size=size, template=template)

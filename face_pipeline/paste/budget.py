@@ -11,13 +11,15 @@ error, saying what to lower.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Iterable, Sequence
 
 import torch
 
 from ..errors import PasteError
 from ..memory import DEFAULT_MEMORY, MemoryPolicy
-from ..types import FaceBatch, PasteResult
+from ..types import FaceBatch, FaceSource, PasteResult, RestoredStep
 from .compose import paste_faces
 from .options import PasteOptions
 from .parsing import ParsingNet
@@ -27,22 +29,29 @@ from .scale import choose_scale
 logger = logging.getLogger(__name__)
 
 
-def paste_bytes(batch: FaceBatch, *, options: PasteOptions = PasteOptions()) -> int:
-    """Bytes ``paste_faces`` allocates for ``batch`` with ``options`` (float32 output, masks and per-face masks at the
-    output scale, plus one face's working copies and the placement's chunk of stacked crops and samples, at most
-    ``placement.CHUNK_BYTES``)."""
+def paste_bytes(batch: FaceBatch, *, options: PasteOptions = PasteOptions(), face_masks: bool = True) -> int:
+    """Bytes ``paste_faces`` allocates for ``batch`` with ``options`` (float32 output, masks and, with
+    ``face_masks``, per-face masks at the output scale, plus one face's working copies and the placement's chunk of
+    stacked crops and samples, at most ``placement.CHUNK_BYTES``)."""
     s = choose_scale(batch, options.scale, max_output_size=options.max_output_size)
     height, width = batch.image_size
     pixels = height * width * s * s
     side = batch.restored.shape[-1] if batch.restored is not None else batch.size
     chunk = chunk_bytes(batch.num_faces, side, min(height, side) * s, min(width, side) * s, True)
-    return 4 * (pixels * (batch.num_images * 4 + batch.num_faces) + side * side * 3 * 4) + min(chunk, CHUNK_BYTES)
+    per_face = batch.num_faces if face_masks else 0
+    return 4 * (pixels * (batch.num_images * 4 + per_face) + side * side * 3 * 4) + min(chunk, CHUNK_BYTES)
 
 
 def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.device) -> tuple[FaceBatch, torch.Tensor]:
     """The faces of image ``index`` alone, as a one-image batch on ``device``."""
     members = [i for i, face in enumerate(batch.faces) if face.image_index == index]
     take = torch.as_tensor(members, dtype=torch.long)
+    if batch.streamed:  # placeholders: the image's faces come from the source (``_one_by_one``)
+        return FaceBatch.placeholder(
+            images=batch.images[index:index + 1].to(device),
+            faces=[dataclasses.replace(batch.faces[i], image_index=0) for i in members],
+            affines=batch.affines[take], inverse_affines=batch.inverse_affines[take], size=batch.size,
+            template=batch.template, restore_mode=batch.restore_mode), images[index:index + 1].to(device)
     one = dataclasses.replace(
         batch, images=batch.images[index:index + 1].to(device),
         faces=tuple(dataclasses.replace(batch.faces[i], image_index=0) for i in members),
@@ -55,14 +64,17 @@ def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.de
 def paste_within_memory(batch: FaceBatch, *, options: PasteOptions = PasteOptions(),
                         images: torch.Tensor | None = None, memory: MemoryPolicy = DEFAULT_MEMORY,
                         background: torch.Tensor | None = None, protect: torch.Tensor | None = None,
-                        parsing_net: ParsingNet | None = None) -> PasteResult:
+                        parsing_net: ParsingNet | None = None, source: FaceSource | None = None,
+                        face_masks: bool = True) -> PasteResult:
     """``paste_faces`` of ``batch`` onto ``images`` (default ``batch.images``) with ``options``, ``background``,
-    ``protect`` and a loaded ``parsing_net`` (see there), with the fallback of the module doc. The result is on the
-    images' device, or on the CPU after a fallback."""
+    ``protect``, a loaded ``parsing_net``, a face ``source`` and ``face_masks`` (see there), with the fallback of
+    the module doc. The result is on the images' device, or on the CPU after a fallback. With a ``source``, a
+    fallback asks it again for each image's faces (restoring them again: an out-of-memory paste is the rare case)."""
     if not isinstance(options, PasteOptions):
         raise TypeError(f"options must be a PasteOptions, got {type(options).__name__}")
     images = batch.images if images is None else images
-    extra = {"background": background, "protect": protect, "parsing_net": parsing_net}
+    extra = {"background": background, "protect": protect, "parsing_net": parsing_net, "source": source,
+             "face_masks": face_masks}
     try:
         return paste_faces(batch, images=images, **options.paste_kwargs(), **extra)
     except (RuntimeError, MemoryError) as exc:
@@ -104,9 +116,18 @@ def _one_by_one(batch: FaceBatch, images: torch.Tensor, device: torch.device, op
             one_protect = protect[index:index + 1]
         else:
             one_protect = protect
+        source = extra["source"]
+        if source is not None:  # the image's faces, at their positions in ``batch``, counted within the image
+            source = functools.partial(_members_of, source, [i for i, f in enumerate(batch.faces)
+                                                             if f.image_index == index])
         result = paste_faces(one, images=image, **options.paste_kwargs(),
-                             **{**extra, "background": bg, "protect": one_protect})
+                             **{**extra, "background": bg, "protect": one_protect, "source": source})
         parts.append(dataclasses.replace(result, images=result.images.cpu(), mask=result.mask.cpu(),
                                          face_masks=result.face_masks.cpu()))
     return PasteResult(images=torch.cat([p.images for p in parts]), mask=torch.cat([p.mask for p in parts]),
                        face_masks=torch.cat([p.face_masks for p in parts]), scale=parts[0].scale)
+
+
+def _members_of(source: FaceSource, members: list[int], positions: Sequence[int]) -> Iterable[RestoredStep]:
+    """``source`` for one image's faces: ``positions`` within the image are ``members`` of the whole batch."""
+    return source([members[i] for i in positions])

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidImageError, PasteError
 from ..region import masks_for
-from ..types import FaceBatch, PasteResult
+from ..types import FaceBatch, FaceSource, PasteResult, RestoredStep
 from .color import STATS_SIZE, gray_images, match_color, to_gray
 from .masks import ANALYTIC_MASKS, mask_at
 from .parsing import ParsingNet, parsing_mask
@@ -92,6 +92,8 @@ def paste_faces(
     protect: torch.Tensor | None = None,
     keep_gray: bool = True,
     parsing_net: ParsingNet | None = None,
+    source: FaceSource | None = None,
+    face_masks: bool = True,
 ) -> PasteResult:
     """Paste ``batch.restored`` ``[F, 3, S, S]`` (RGB 0..1) onto ``images`` (default ``batch.images``, which it must
     match in shape) at output scale ``scale`` (1, 2, 4 or ``"auto"``, see ``scale.py``).
@@ -104,7 +106,12 @@ def paste_faces(
     0..1 mask (one per image or one for all, any size, resized to the output): where it is 1 the output keeps the
     background exactly (byte-identical), and its edge fades outwards over the face mask's feather (``protect.py``).
     Returns images ``[B, 3, H*s, W*s]`` float32, the combined mask ``[B, H*s, W*s]``, the per-face masks
-    ``[F, H*s, W*s]`` and ``s``, all on the images' device.
+    ``[F, H*s, W*s]`` (``[0, H*s, W*s]`` with ``face_masks=False``: they grow with the faces) and ``s``, all on the
+    images' device.
+
+    Streaming: with a ``source`` (``types.FaceSource``), ``batch`` is a ``FaceBatch.placeholder`` and the restored
+    faces come from ``source`` step by step; each step is pasted as it comes and let go, so only one step's crops
+    are alive at a time. Faces are composited in the same order either way, with the same values bit for bit.
     """
     images = batch.images if images is None else images
     _check_inputs(batch, images, mask_type, feather)
@@ -126,65 +133,105 @@ def paste_faces(
         if not bool(protect.any()):  # nothing protected (one sync per call): the masks stay as they are
             protect = None
     full_mask = torch.zeros((batch.num_images, out_h, out_w), device=device)
-    face_masks = torch.zeros((batch.num_faces, out_h, out_w), device=device)
+    per_face = torch.zeros((batch.num_faces if face_masks else 0, out_h, out_w), device=device)
     if batch.num_faces == 0:
-        return PasteResult(images=out, mask=full_mask, face_masks=face_masks, scale=s)
+        return PasteResult(images=out, mask=full_mask, face_masks=per_face, scale=s)
 
-    faces = batch.restored.to(device=device, dtype=torch.float32)
+    size = batch.restored.shape[-1]
+    placements = plan_placements(batch, scale=s, size=size)
+    gray = gray_images(images) if keep_gray and batch.restore_mode != "colorize" else None  # [B] bool
+    compositor = _Compositor(out, full_mask, per_face if face_masks else None, placements, protect=protect,
+                             feather=feather)
+    if source is None:
+        steps: Iterable[RestoredStep] = [RestoredStep(first=0, crops=batch.crops, restored=batch.restored)]
+    elif not batch.streamed:
+        raise PasteError("a face source comes with a placeholder batch (FaceBatch.placeholder), not restored faces")
+    else:
+        steps = source(range(batch.num_faces))
+    done = 0
+    for step in steps:  # each step's faces: prepared, placed and composited, then let go
+        count = step.restored.shape[0]
+        if step.first != done or tuple(step.restored.shape[1:]) != (3, size, size) \
+                or step.crops.shape[0] != count:
+            raise PasteError(f"the face source gave faces {step.first}..{step.first + count} "
+                             f"{list(step.restored.shape)}, expected face {done} on, [n, 3, {size}, {size}]")
+        faces = _prepared(batch, step, images, gray, mask_type=mask_type, feather=feather,
+                          color_correction=color_correction, parsing_dir=parsing_dir, parsing_net=parsing_net)
+        masks = faces[1]
+        mine = [p for p in placements if done <= p.face < done + count]
+        compositor.add(place_faces(faces[0], mine, mask_type=mask_type, feather=feather, masks=masks, first=done))
+        done += count
+        del faces, masks, step
+    if done != batch.num_faces:
+        raise PasteError(f"the face source gave {done} of the {batch.num_faces} faces")
+    return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=per_face, scale=s)
+
+
+def _prepared(batch: FaceBatch, step: RestoredStep, images: torch.Tensor, gray: torch.Tensor | None, *,
+              mask_type: str, feather: float, color_correction: bool, parsing_dir: str | Path | None,
+              parsing_net: ParsingNet | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A step's restored faces ``[n, 3, S, S]`` on the images' device, colour-corrected and made gray as asked, and
+    their crop-space masks ``[n, 1, S, S]`` (None for analytic masks: evaluated where they land). Face by face the
+    same values as for the whole batch at once: every operation here treats each face on its own."""
+    device = images.device
+    faces = step.restored.to(device=device, dtype=torch.float32)
     size = faces.shape[-1]
-    analytic = mask_type in ANALYTIC_MASKS
-    masks = None if analytic else crop_masks(faces, mask_type=mask_type, feather=feather, parsing_dir=parsing_dir,
-                                             parsing_net=parsing_net)
+    masks = None if mask_type in ANALYTIC_MASKS else crop_masks(faces, mask_type=mask_type, feather=feather,
+                                                                 parsing_dir=parsing_dir, parsing_net=parsing_net)
     if color_correction:
-        originals = batch.crops.to(device=device, dtype=torch.float32)
+        originals = step.crops.to(device=device, dtype=torch.float32)
         stats_masks = masks if masks is not None else crop_masks(
             faces, mask_type=mask_type, feather=feather, size=min(STATS_SIZE, size))
         faces = match_color(faces, originals, stats_masks)
-    if keep_gray and batch.restore_mode != "colorize":
-        gray = gray_images(images)[torch.as_tensor(batch.image_indices, device=device)]  # [F]
-        if gray.any():
-            faces = torch.where(gray[:, None, None, None], to_gray(faces), faces)
-
-    placements = plan_placements(batch, scale=s, size=faces.shape[-1])
-    _composite(out, full_mask, face_masks, placements,
-               place_faces(faces, placements, mask_type=mask_type, feather=feather, masks=masks),
-               protect=protect, feather=feather)
-    return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=face_masks, scale=s)
+    if gray is not None:
+        indices = batch.image_indices[step.first:step.first + faces.shape[0]]
+        face_gray = gray[torch.as_tensor(indices, device=device)]  # [n]
+        if face_gray.any():
+            faces = torch.where(face_gray[:, None, None, None], to_gray(faces), faces)
+    return faces, masks
 
 
-def _composite(out: torch.Tensor, full_mask: torch.Tensor, face_masks: torch.Tensor, placements: list[Placement],
-               placed: Iterable[PlacedFaces], *, protect: torch.Tensor | None, feather: float) -> None:
-    """Blend the placed faces into ``out`` ``[B, 3, H, W]`` in place, filling ``full_mask`` ``[B, H, W]`` and
-    ``face_masks`` ``[F, H, W]``.
+class _Compositor:
+    """Blends placed faces into ``out`` ``[B, 3, H, W]`` in place, chunk by chunk as they come, filling ``full_mask``
+    ``[B, H, W]`` and ``face_masks`` ``[F, H, W]`` (or None: not kept).
 
     Per image, over the union of its faces' footprints: the larger mask value wins per pixel and brings its face
-    (the official rule; the first face wins a tie), then ``out = background + mask * (face - background)``. A
-    ``protect`` mask ``[B, H, W]`` scales each face's mask down near and inside the protected region."""
-    device = out.device
-    last = {p.image: p.face for p in placements}  # the last face of each image: its composite is then complete
-    unions: dict[int, tuple[int, int, int, int]] = {}
-    for p in placements:
-        x0, y0, x1, y1 = unions.get(p.image, p.box)
-        unions[p.image] = (min(x0, p.box[0]), min(y0, p.box[1]), max(x1, p.box[2]), max(y1, p.box[3]))
-    foregrounds: dict[int, torch.Tensor] = {}  # per image being composited: [3, h, w] over its union
-    for chunk in placed:
-        for k, p in enumerate(chunk.placements):  # device work only: no host sync per face
-            b, (x0, y0, x1, y1) = p.image, p.box
-            face_mask = chunk.mask(k)
-            if protect is not None:  # the fade of the protected region: as wide as the face mask's
-                face_mask = face_mask * keep_weights(protect[b], p.box,
-                                                     feather * p.side * p.output_pixels_per_crop_pixel)
-            face_masks[p.face, y0:y1, x0:x1] = face_mask
-            face_mask = face_masks[p.face, y0:y1, x0:x1]
-            ux0, uy0, ux1, uy1 = unions[b]
-            if b not in foregrounds:
-                foregrounds[b] = torch.zeros((3, uy1 - uy0, ux1 - ux0), device=device)
-            sub_mask = full_mask[b, y0:y1, x0:x1]
-            sub_fg = foregrounds[b][:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
-            wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
-            # torch.where, not boolean indexing: the same values without a host sync on a GPU
-            sub_mask.copy_(torch.where(wins, face_mask, sub_mask))
-            sub_fg.copy_(torch.where(wins, chunk.face(k), sub_fg))
-            if last[b] == p.face:
-                region = out[b, :, uy0:uy1, ux0:ux1]
-                region.add_(full_mask[b, uy0:uy1, ux0:ux1] * (foregrounds.pop(b) - region))
+    (the official rule; the first face wins a tie), then ``out = background + mask * (face - background)`` once the
+    image's last face is in. A ``protect`` mask ``[B, H, W]`` scales each face's mask down near and inside the
+    protected region. Faces must arrive in ``placements``' order."""
+
+    def __init__(self, out: torch.Tensor, full_mask: torch.Tensor, face_masks: torch.Tensor | None,
+                 placements: list[Placement], *, protect: torch.Tensor | None, feather: float) -> None:
+        self.out, self.full_mask, self.face_masks = out, full_mask, face_masks
+        self.protect, self.feather = protect, feather
+        self.last = {p.image: p.face for p in placements}  # the last face of each image: its composite is complete
+        self.unions: dict[int, tuple[int, int, int, int]] = {}
+        for p in placements:
+            x0, y0, x1, y1 = self.unions.get(p.image, p.box)
+            self.unions[p.image] = (min(x0, p.box[0]), min(y0, p.box[1]), max(x1, p.box[2]), max(y1, p.box[3]))
+        self.foregrounds: dict[int, torch.Tensor] = {}  # per image being composited: [3, h, w] over its union
+
+    def add(self, placed: Iterable[PlacedFaces]) -> None:
+        out, full_mask, device = self.out, self.full_mask, self.out.device
+        for chunk in placed:
+            for k, p in enumerate(chunk.placements):  # device work only: no host sync per face
+                b, (x0, y0, x1, y1) = p.image, p.box
+                face_mask = chunk.mask(k)
+                if self.protect is not None:  # the fade of the protected region: as wide as the face mask's
+                    face_mask = face_mask * keep_weights(self.protect[b], p.box,
+                                                         self.feather * p.side * p.output_pixels_per_crop_pixel)
+                if self.face_masks is not None:
+                    self.face_masks[p.face, y0:y1, x0:x1] = face_mask
+                    face_mask = self.face_masks[p.face, y0:y1, x0:x1]
+                ux0, uy0, ux1, uy1 = self.unions[b]
+                if b not in self.foregrounds:
+                    self.foregrounds[b] = torch.zeros((3, uy1 - uy0, ux1 - ux0), device=device)
+                sub_mask = full_mask[b, y0:y1, x0:x1]
+                sub_fg = self.foregrounds[b][:, y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
+                wins = face_mask > sub_mask  # overlapping faces: the larger mask value wins per pixel
+                # torch.where, not boolean indexing: the same values without a host sync on a GPU
+                sub_mask.copy_(torch.where(wins, face_mask, sub_mask))
+                sub_fg.copy_(torch.where(wins, chunk.face(k), sub_fg))
+                if self.last[b] == p.face:
+                    region = out[b, :, uy0:uy1, ux0:ux1]
+                    region.add_(full_mask[b, uy0:uy1, ux0:ux1] * (self.foregrounds.pop(b) - region))

@@ -156,9 +156,11 @@ class PlacedFaces:
 
 
 def place_faces(faces: torch.Tensor, placements: Sequence[Placement], *, mask_type: str, feather: float,
-                masks: torch.Tensor | None = None, max_bytes: int = CHUNK_BYTES) -> Iterator[PlacedFaces]:
+                masks: torch.Tensor | None = None, max_bytes: int = CHUNK_BYTES,
+                first: int = 0) -> Iterator[PlacedFaces]:
     """Sample ``faces`` ``[F, 3, S, S]`` (float32 0..1, on the device to work on) at their ``placements``, chunk by
-    chunk (see the module doc), in the placements' order.
+    chunk (see the module doc), in the placements' order. ``first``: the batch index of ``faces[0]`` (a step of a
+    streamed paste holds faces ``first..first + F``; ``Placement.face`` counts in the whole batch).
 
     Masks: ``masks`` ``[F, 1, S, S]`` (crop space, e.g. parsing masks) are warped bilinearly with the faces; without
     them the analytic ``mask_type`` (``masks.ANALYTIC_MASKS``) is evaluated at each output pixel. Faces are sampled
@@ -171,12 +173,12 @@ def place_faces(faces: torch.Tensor, placements: Sequence[Placement], *, mask_ty
     start = 0
     for run in chunks(placements, max_bytes=max_bytes, with_masks=masks is not None):
         yield _place_chunk(faces, run, thetas[start:start + len(run)], mask_type=mask_type, feather=feather,
-                           masks=masks)
+                           masks=masks, first=first)
         start += len(run)
 
 
 def _place_chunk(faces: torch.Tensor, run: list[Placement], thetas: torch.Tensor, *, mask_type: str,
-                 feather: float, masks: torch.Tensor | None) -> PlacedFaces:
+                 feather: float, masks: torch.Tensor | None, first: int = 0) -> PlacedFaces:
     """One chunk: ``thetas`` ``[n, 2, 3]`` (on the faces' device) are the sampling matrices of ``run``'s faces."""
     device = faces.device
     side = run[0].side  # one side per chunk (``chunks``)
@@ -185,9 +187,10 @@ def _place_chunk(faces: torch.Tensor, run: list[Placement], thetas: torch.Tensor
     mask_stack = None if masks is None else faces.new_empty((len(run), 1, side, side))
     grid = torch.full((len(run), height, width, 2), OUTSIDE, device=device)  # [n, h, w, 2] in -1..1
     for k, p in enumerate(run):  # device work only: no host sync per face
-        stack[k] = _shrunk(faces[p.face:p.face + 1], side, "bicubic")[0]
+        row = p.face - first
+        stack[k] = _shrunk(faces[row:row + 1], side, "bicubic")[0]
         if mask_stack is not None:
-            mask_stack[k] = _shrunk(masks[p.face:p.face + 1], side, "bilinear")[0]
+            mask_stack[k] = _shrunk(masks[row:row + 1], side, "bilinear")[0]
         grid[k, :p.height, :p.width] = F.affine_grid(thetas[k:k + 1], [1, 1, p.height, p.width],
                                                      align_corners=False)[0]
     if mask_stack is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)

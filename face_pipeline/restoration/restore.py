@@ -7,6 +7,7 @@ here the result stays float32 so paste-back and ComfyUI keep the precision (quan
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -42,9 +43,13 @@ def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtyp
     return param.device, param.dtype
 
 
-def _forward(model: torch.nn.Module, crops: torch.Tensor, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``[n, 3, S, S]`` 0..1 (any device) -> ``[n, 3, S, S]`` float32 0..1 on ``crops.device``."""
-    with torch.no_grad():
+def _forward(model: torch.nn.Module, crops: torch.Tensor, *, device: torch.device, dtype: torch.dtype,
+             check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """``[n, 3, S, S]`` 0..1 (any device) -> ``[n, 3, S, S]`` float32 0..1 on ``crops.device``. ``check_interrupt``
+    also runs between the network's blocks when the model offers it (``gpen_arch``'s ``GPEN.between_blocks``)."""
+    between_blocks = getattr(model, "between_blocks", None)  # duck-typed: other models are checked between faces
+    hooked = between_blocks(check_interrupt) if between_blocks is not None else contextlib.nullcontext()
+    with torch.no_grad(), hooked:
         x = crops.to(device=device, dtype=torch.float32).sub(0.5).div(0.5).to(dtype)  # RGB in [-1, 1], as FaceGAN
         out = model(x)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
@@ -79,7 +84,8 @@ def restore_faces(
     - ``batch_size``: faces per forward; None sizes it from free memory and ``model.estimate_memory``, at most
       ``batching.faces_per_step`` faces (one on the CPU). On out-of-memory the batch is halved and retried down to
       1 face; if one face does not fit, ``RestoreOutOfMemory``.
-    - ``on_progress(done, total)`` after each forward; ``check_interrupt()`` before each (it may raise to cancel).
+    - ``on_progress(done, total)`` after each forward; ``check_interrupt()`` before each (it may raise to cancel)
+      and, for a GPEN (``model.between_blocks``), between the network's blocks inside it.
     - ``memory``: where free memory, out-of-memory errors and cache release are decided (``face_pipeline/memory.py``;
       ComfyUI passes its own).
     """
@@ -137,7 +143,8 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
         chunk_masks = masks[done:stop] if masks is not None else None
         out_of_memory = None
         try:
-            out = _forward(model, prepare_input(crops, mode, chunk_masks), device=device, dtype=dtype)
+            out = _forward(model, prepare_input(crops, mode, chunk_masks), device=device, dtype=dtype,
+                           check_interrupt=check_interrupt)
         except (RuntimeError, MemoryError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if not memory.is_oom(exc):
                 raise
