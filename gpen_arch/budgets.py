@@ -5,7 +5,7 @@ Every file read from a models folder is untrusted: a 41-byte ``.pth`` can ask th
 file first (zip directory, pickle opcodes, safetensors header, ONNX graph sizes; ``file_scan.py``, ``onnx_graph.py``)
 and refuses, before anything is allocated, a file that needs more than the largest real GPEN checkpoint with a margin.
 
-The yardstick is GPEN-BFR-2048, the largest released GPEN (``../shared/gpen/keys/keys_2048.txt``): 201 tensors,
+The yardstick is GPEN-BFR-2048, the largest released GPEN (``tests/data/gpen/keys/keys_2048.txt``): 201 tensors,
 71,295,201 elements in all (285 MB as float32), the largest tensor 4,718,592 elements (18.9 MB as float32). Its ONNX
 exports have about 3,400 nodes (measured: 2,261 nodes for a GPEN-256 and 2,633 for a GPEN-512 export, one upsampling
 step more; GPEN-2048 has three more) and their constant folding creates about 0.7 elements per initializer element.
