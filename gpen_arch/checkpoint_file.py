@@ -9,6 +9,8 @@ calls ``torch.load``, always after ``file_scan.inspect_weight_file`` held the fi
 
 from __future__ import annotations
 
+import collections
+import io
 import pickle
 import re
 import struct
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointReadError
+from .budgets import MAX_PICKLE_BYTES
 from .file_scan import inspect_weight_file
 
 HEAD_BYTES = 512
@@ -120,15 +123,69 @@ def load_torch_file(path: str | Path, *, download_hint: str = "from its source")
 
 def peek_torch_file(path: str | Path, *, download_hint: str = "from its source") -> object | None:
     """Tensor names and shapes for a model list, without reading any tensor data: the file is inspected
-    (``inspect_weight_file``) and a zip checkpoint loaded onto the meta device (``weights_only``; no storage is read
-    or allocated). None for the legacy format, whose loader reads every storage (the list cannot tell; loading
-    explains). Raises ``CheckpointReadError`` for a file that cannot be read or is refused."""
+    (``inspect_weight_file``), then a zip checkpoint is loaded onto the meta device (``weights_only``) and a legacy one
+    has its object pickle read with every tensor rebuilt on the meta device (``_read_legacy_shapes``): no storage is
+    read or allocated. Raises ``CheckpointReadError`` for a file that cannot be read or is refused."""
     path = Path(path)
-    if inspect_weight_file(path, download_hint=download_hint) != "zip":
-        return None
+    kind = inspect_weight_file(path, download_hint=download_hint)
     try:
+        if kind == "legacy":
+            return _read_legacy_shapes(path)
+        if kind != "zip":
+            return None
         return torch.load(str(path), map_location="meta", weights_only=True)
     except OSError as exc:
         raise CheckpointReadError(f"{path.name} could not be read: {exc.strerror or exc}") from exc
-    except _LOAD_ERRORS as exc:
+    except (*_LOAD_ERRORS, pickle.UnpicklingError) as exc:
         raise CheckpointReadError(describe_load_error(path, exc, download_hint=download_hint)) from exc
+
+
+#: PyTorch's legacy typed storage classes (pickled by name) and the element type each holds
+_LEGACY_STORAGES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+
+
+def _meta_tensor(storage, storage_offset, size, stride, *args) -> torch.Tensor:
+    """``torch._utils._rebuild_tensor_v2`` (and ``_rebuild_tensor``) as a shape: a tensor on the meta device."""
+    if not isinstance(storage, torch.dtype):
+        raise pickle.UnpicklingError("a tensor whose storage is not a legacy typed storage")
+    return torch.empty(tuple(int(n) for n in size), dtype=storage, device="meta")
+
+
+class _LegacyShapeUnpickler(pickle.Unpickler):
+    """The pickles of PyTorch's legacy format, read with a closed list of globals: an ordered dict, the typed storage
+    classes (as their element type) and the tensor and parameter rebuilders (as meta tensors). A storage reference
+    (``persistent_load``) stands for its element type; no storage byte is read. Anything else is refused, so nothing in
+    the file runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" and name in _LEGACY_STORAGES:
+            return _LEGACY_STORAGES[name]
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _meta_tensor
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return lambda data, *args: data
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name} is not something a weight file holds")
+
+    def persistent_load(self, pid):
+        # ('storage', storage type, key, location, element count): the type was resolved by find_class
+        if not (isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise pickle.UnpicklingError("a persistent reference that is not a legacy storage")
+        return pid[1]
+
+
+def _read_legacy_shapes(path: Path) -> object:
+    """The object a legacy-format file holds (its fourth pickle, after the magic number, the protocol version and
+    the system info), each tensor a meta tensor of its shape and type; the pickles were held to the budgets by
+    ``inspect_weight_file``, which read at most ``MAX_PICKLE_BYTES`` of them."""
+    with open(path, "rb") as handle:
+        stream = io.BytesIO(handle.read(MAX_PICKLE_BYTES))
+    unpickler = _LegacyShapeUnpickler(stream)
+    for _ in range(3):  # magic number, protocol version, system info
+        unpickler.load()
+    return unpickler.load()

@@ -90,8 +90,7 @@ def _inspect_for_list(path: str) -> str | None:
     """Why the file at ``path`` is not offered (not a regular file, refused by the budgets, unreadable, surely not a
     GPEN generator), or None to offer it. Reads at most the zip directory and its pickle (``MAX_PICKLE_BYTES``), the
     safetensors header or, for .onnx, the graph without its weights; never opens a FIFO, never allocates a tensor
-    (zip checkpoints are unpickled onto the meta device). The legacy (non-zip) format cannot be looked into without
-    reading its storages: such a file is offered, and loading it explains."""
+    (zip and legacy checkpoints are unpickled with their tensors on the meta device)."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".onnx":
         info = os.stat(path)

@@ -438,3 +438,28 @@ def test_loading_a_fifo_never_opens_it(tmp_path):
     worker.join(10)
     assert not worker.is_alive(), "reading a FIFO blocked"
     assert errors == ["model.pth is not a regular file (a FIFO, socket or device): not a checkpoint"]
+
+
+def test_legacy_files_are_listed_by_their_shapes_without_reading_storages(tmp_path, monkeypatch):
+    """The legacy (non-zip) format: its object pickle read with every tensor on the meta device, so a legacy GPEN is
+    offered, a legacy detector file is not (the end-to-end ComfyUI test's "not a GPEN" file is one), and a pickle
+    wanting any other global is refused; no storage byte is read and torch.load is never called."""
+    from gpen_arch.checkpoint_file import peek_torch_file
+
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called for a shape look"))
+    compact = load_file(str(data_file(*COMPACT_256)))
+    gpen = tmp_path / "old_gpen.pth"
+    real_save = torch.serialization.save
+    real_save(compact, gpen, _use_new_zipfile_serialization=False)
+    shapes = peek_torch_file(gpen)
+    assert {k: (tuple(v.shape), v.dtype) for k, v in shapes.items()} == {
+        k: (tuple(v.shape), v.dtype) for k, v in compact.items()}
+    assert all(v.device.type == "meta" for v in shapes.values())
+    detector = peek_torch_file(data_file("detectors", "detection_mobilenet0.25_Final.pth"))
+    assert "body.stage1.0.0.weight" in detector and "final_linear.0.weight" not in detector
+    evil = tmp_path / "evil.pth"
+    parts = [pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2), pickle.dumps(1001, protocol=2),
+             pickle.dumps({"protocol_version": 1001}, protocol=2), pickle.dumps(os.getcwd, protocol=2)]
+    evil.write_bytes(b"".join(parts))
+    with pytest.raises(CheckpointReadError, match="evil.pth"):
+        peek_torch_file(evil)
