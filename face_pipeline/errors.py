@@ -16,7 +16,7 @@ class MissingDependencyError(FacePipelineError, ImportError):
 
 
 class ImageTooLargeError(InvalidImageError):
-    """An image beyond the pack's pixel budget (``image.MAX_SIDE`` per side, ``image.MAX_PIXELS`` in all), found
+    """An image beyond the pack's pixel budget (``budgets.MAX_SIDE`` per side, ``budgets.MAX_PIXELS`` in all), found
     from its header before it is decoded."""
 
 

@@ -29,18 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .budgets import MAX_PIXELS, MAX_SIDE
 from .errors import ImageTooLargeError, InvalidImageError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-#: The one budget of an image, read from a file or handed over as a tensor (``check_budget``): at most ``MAX_SIDE``
-#: pixels per side (an 8K frame is 7680; 16K is the most a paste at 2x of an 8K frame gives) and ``MAX_PIXELS`` in all
-#: (a 16K frame, 15360x8640, or a 12000x12000 scan; its float32 RGB copy is 1.8 GB). A file is checked from its header
-#: before it is decoded, so an image beyond it costs no memory; the command line makes it Pillow's decompression-bomb
-#: limit too (``apply_budget_to_pillow``).
-MAX_SIDE = 16384
-MAX_PIXELS = 150_000_000
 #: float inputs may overshoot 0..1 by this much (resampling ringing) and are clamped; beyond it they are rejected
 FLOAT_TOLERANCE = 0.05
 #: the overshoot a host accepts (and clamps) from other programs' images (ComfyUI's IMAGE and MASK from upstream

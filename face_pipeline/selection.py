@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .budgets import MAX_FACE_INDEX, MAX_INDICES_TEXT
 from .region import MIN_OVERLAP, coverages
 from .types import DetectedFace
 
@@ -22,12 +23,6 @@ _SORT_KEYS = {
     "score": lambda f: -f.score,
 }
 
-
-#: the largest face index ``parse_indices`` accepts (an image with more than 10,000 faces is not a photo) and the
-#: longest index text it reads: what a typed or posted string may cost is bounded (at most 10,000 indices, and no
-#: range is ever expanded beyond them)
-MAX_FACE_INDEX = 9999
-MAX_INDICES_TEXT = 1000
 _INDEX_PART = re.compile(r"([0-9]+)\s*-\s*([0-9]+)|([0-9]+)")
 
 

@@ -1,0 +1,29 @@
+"""The budgets of what the face pipeline reads from outside (images, face-index text), stated in one place.
+
+Every input from outside costs bounded time and memory, checked before anything is allocated, with a message that
+names the input and the limit. The weight files (GPEN, detector and parsing networks: file, tensor and record sizes,
+pickle and header sizes, ONNX graph sizes and constant folding) are held to ``gpen_arch/budgets.py``, the network
+package's own statement (it imports nothing from here). What is held to what, and where it is checked:
+
+| input | budget | checked in |
+|---|---|---|
+| a weight file (.pth/.pt/.bin/.safetensors/.onnx) | ``gpen_arch/budgets.py`` | ``gpen_arch/file_scan.py``, ``onnx_graph.py`` |
+| an image (a file or a host's tensor) | ``MAX_SIDE`` per side, ``MAX_PIXELS`` in all | ``image.check_budget`` (from the header) |
+| a face-index text ("0,2-5") | ``MAX_INDICES_TEXT`` characters, indices up to ``MAX_FACE_INDEX`` | ``selection.parse_indices`` |
+"""
+
+from __future__ import annotations
+
+#: The one budget of an image, read from a file or handed over as a tensor (``image.check_budget``): at most
+#: ``MAX_SIDE`` pixels per side (an 8K frame is 7680; 16K is the most a paste at 2x of an 8K frame gives) and
+#: ``MAX_PIXELS`` in all (a 16K frame, 15360x8640, or a 12000x12000 scan; its float32 RGB copy is 1.8 GB). A file is
+#: checked from its header before it is decoded, so an image beyond it costs no memory; the command line makes it
+#: Pillow's decompression-bomb limit too (``image.apply_budget_to_pillow``).
+MAX_SIDE = 16384
+MAX_PIXELS = 150_000_000
+
+#: The largest face index ``selection.parse_indices`` accepts (an image with more than 10,000 faces is not a photo)
+#: and the longest index text it reads: what a typed or posted string may cost is bounded (at most 10,000 indices, and
+#: no range is ever expanded beyond them).
+MAX_FACE_INDEX = 9999
+MAX_INDICES_TEXT = 1000
