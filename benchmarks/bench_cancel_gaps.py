@@ -141,7 +141,7 @@ def main() -> None:
     print()
     for inner in variants:
         label = "with" if inner else "without"
-        print(f"{label:>7} checks inside Winograd convs: median {statistics.median(times[inner]):.2f} s "
+        print(f"{label:>7} checks inside Winograd convs: median {statistics.median(times[inner]):.2f} s, best {min(times[inner]):.2f} s "
               f"({' '.join(f'{t:.2f}' for t in times[inner])})")
 
 
