@@ -8,6 +8,7 @@ not counted. The load average is printed beside each forward: the machine may be
 
     python benchmarks/bench_cancel_gaps.py                              # GPEN-2048, fp32, 2 forwards
     python benchmarks/bench_cancel_gaps.py --size 1024 --forwards 3 --top 8
+    python benchmarks/bench_cancel_gaps.py --dtype bf16                 # no Winograd in bf16
     python benchmarks/bench_cancel_gaps.py --compare                    # + forwards without the checks inside
                                                                         #   Winograd convolutions, alternating
 
@@ -30,16 +31,17 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 
-def _load(size: int, threads: int | None):
+def _load(size: int, threads: int | None, dtype: str):
     import torch
     from bench_gpen import _random_state_dict
 
     from gpen_arch import load_gpen
+    from gpen_arch.precision import DTYPES
 
     if threads:
         torch.set_num_threads(threads)
     # full-size random weights with every path contributing, as bench_gpen.py draws them
-    model = load_gpen(_random_state_dict(size, seed=0), device="cpu", dtype=torch.float32)
+    model = load_gpen(_random_state_dict(size, seed=0), device="cpu", dtype=DTYPES[dtype])
     return model.eval()
 
 
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, choices=(256, 512, 1024, 2048))
     parser.add_argument("--forwards", type=int, default=2, help="timed forwards (per variant with --compare)")
     parser.add_argument("--top", type=int, default=5, help="largest gaps to print per forward")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
+                        help="bf16 runs without Winograd (fp32 only), so its convolutions run in one call each")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compare", action="store_true",
                         help="alternate forwards with and without the checks inside Winograd convolutions")
@@ -117,12 +121,13 @@ def main() -> None:
 
     import torch
 
-    model = _load(args.size, args.threads)
+    model = _load(args.size, args.threads, args.dtype)
     names = {id(m): name for name, m in model.named_modules()}
     recorder = Recorder(names)
     _wrap_layers(recorder)
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    print(f"GPEN-{args.size}, CPU fp32, {torch.get_num_threads()} threads, plan {model.plan('cpu')}")
+    x = x.to(next(model.parameters()).dtype)
+    print(f"GPEN-{args.size}, CPU {args.dtype}, {torch.get_num_threads()} threads, plan {model.plan('cpu')}")
     seconds, _ = _forward(model, x, recorder, inner_checks=True)  # builds the derived weights
     print(f"warm-up forward {seconds:.2f} s (derived weights built)")
     variants = [True, False] if args.compare else [True]
