@@ -108,7 +108,7 @@ def _forward(model, x, recorder: Recorder, *, inner_checks: bool) -> tuple[float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2048, choices=(256, 512, 1024, 2048))
     parser.add_argument("--forwards", type=int, default=2, help="timed forwards (per variant with --compare)")
     parser.add_argument("--top", type=int, default=5, help="largest gaps to print per forward")
