@@ -13,7 +13,8 @@ from gpen_arch import bands as bands_module
 from gpen_arch import fast_forward as fast_forward_module
 from gpen_arch.config import GPENConfig
 from gpen_arch.fast_forward import fast_forward
-from gpen_arch.interrupt import block_done
+from gpen_arch.interrupt import between_blocks, block_done
+from gpen_arch.ops import winograd
 
 
 class Cancelled(Exception):
@@ -99,3 +100,68 @@ def test_the_hook_belongs_to_its_context_and_is_gone_after_the_block(model):
     with torch.no_grad(), model.between_blocks(lambda: seen.append("model")):
         model(torch.zeros(1, 3, 128, 128))  # GPEN.forward (the plan's default path) checks too
     assert seen.count("model") >= 16
+
+
+def test_a_winograd_convolution_checks_between_its_chunks_and_stops_before_the_next(monkeypatch):
+    """The largest convolutions of a GPEN-2048 decoder (seconds each on a CPU) run by Winograd in chunks of tile
+    rows; Cancel is checked after each chunk, and the checks change nothing computed."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 40, 24).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(8, 16, 3, 3) / 12, torch.randn(8)
+    row_bytes = 36 * 16 * 6 * 4  # one row of 6 tiles' transformed input, float32
+    plain = winograd.winograd_conv3x3(x, weight, bias, chunk_bytes=row_bytes)  # no hook: the form before
+    products = []
+    real_bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a, **k: (products.append(1), real_bmm(*a, **k))[1])
+    checks = []
+    with between_blocks(lambda: checks.append(len(products))):
+        checked = winograd.winograd_conv3x3(x, weight, bias, chunk_bytes=row_bytes)
+    assert torch.equal(checked, plain)  # bit for bit
+    assert checks == list(range(1, 11))  # 10 rows of tiles, one per chunk: a check after each chunk's product
+    for k in (1, 4, 9):
+        products.clear()
+
+        def hook(k=k):
+            if len(products) == k:
+                raise Cancelled
+
+        with between_blocks(hook), pytest.raises(Cancelled):
+            winograd.winograd_conv3x3(x, weight, bias, chunk_bytes=row_bytes)
+        assert len(products) == k  # stopped at the k-th chunk's check, before the next chunk
+
+
+def test_the_forward_checks_inside_its_winograd_convolutions(model, monkeypatch):
+    """With the Winograd thresholds lowered so that this small model's decoder uses it, the plain forward checks
+    between chunks too (more than its 16 block checks), gives the same output bit for bit with and without a hook,
+    and a Cancel inside a convolution stops the forward there."""
+    for name, value in (("MIN_IN_CHANNELS", 1), ("MIN_OUT_CHANNELS", 1), ("MIN_PIXELS", 16 * 16),
+                        ("CHUNK_BYTES", 1)):
+        monkeypatch.setattr(winograd, name, value)
+    plan = model.plan("cpu").replace(banded=False, winograd=True)
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    chunks = []
+    real_bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a, **k: (chunks.append(1), real_bmm(*a, **k))[1])
+    with torch.no_grad():
+        plain = fast_forward(model, x, plan)
+    per_forward = len(chunks)  # Winograd chunks (one batched product each) in a forward
+    assert per_forward > 0
+    checks = []  # at each check, the chunks run so far
+    chunks.clear()
+    with torch.no_grad(), model.between_blocks(lambda: checks.append(len(chunks))):
+        checked = fast_forward(model, x, plan)
+    assert torch.equal(checked, plain)
+    assert len(checks) == 16 + per_forward  # every block, and after every Winograd chunk
+    full = checks
+    # a check inside a convolution: right after a chunk, with another chunk of the same convolution next
+    k = next(i for i in range(2, len(full)) if full[i - 2] < full[i - 1] < full[i])  # 1-based index of that check
+    checks, chunks[:] = [], []
+
+    def hook() -> None:
+        checks.append(len(chunks))
+        if len(checks) == k:
+            raise Cancelled
+
+    with torch.no_grad(), model.between_blocks(hook), pytest.raises(Cancelled):
+        fast_forward(model, x, plan)
+    assert checks == full[:k] and len(chunks) == full[k - 1]  # stopped there: no chunk after the k-th check

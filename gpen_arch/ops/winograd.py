@@ -7,7 +7,9 @@ tile that covers the block with its halo, ``*`` the elementwise product, and ``A
 transform matrices of the interpolation points 0, 1, -1, 2, -2 and infinity. Summed over input channels, each of the
 36 positions of the transformed tile becomes one matrix product ``U[xi] @ V[xi]`` of ``[O, I]`` by ``[I, tiles]``:
 36 multiplications per 16 outputs instead of 144. The transforms are additions and small constant multiples, run
-over a chunk of tile rows at a time.
+over a chunk of tile rows at a time, and Cancel is checked between chunks (``interrupt.block_done``: the largest
+convolutions of a GPEN-2048 decoder take seconds on a CPU; a chunk, at most a few hundred ms), which changes nothing
+computed.
 
 Accuracy in float32: the same order as a direct float32 convolution's (about 5e-5 absolute on unit-variance outputs
 of 9216-term sums; tests hold it against float64).
@@ -23,6 +25,8 @@ docs/performance.md has the table). ``benchmarks/bench_gpen.py --winograd on|off
 from __future__ import annotations
 
 import torch
+
+from ..interrupt import block_done
 
 #: ``G`` (6x3): the filter transform.
 _G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
@@ -88,10 +92,11 @@ def _rows(t: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
 
 
 def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-                     chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+                     chunk_bytes: int | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` by F(4x4, 3x3).
 
-    ``x``: ``[N, I, H, W]``, contiguous or channels-last; ``weight``: ``[O, I, 3, 3]``; ``bias``: ``[O]`` or None.
+    ``x``: ``[N, I, H, W]``, contiguous or channels-last; ``weight``: ``[O, I, 3, 3]``; ``bias``: ``[O]`` or None;
+    ``chunk_bytes``: transformed input per chunk of tile rows (None: :data:`CHUNK_BYTES`), Cancel checked after each.
     Returns ``[N, O, H, W]`` in ``x``'s dtype and memory format. Each layout is transformed as it lies (no
     transposing copies): channels-first as ``U [O, I] @ V [I, tiles]``, channels-last as ``V [tiles, I] @ U^T``.
     """
@@ -126,6 +131,7 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     def block(i: int, r0: int, k: int, r: int, c: int) -> torch.Tensor:  # pixel (r, c) of tiles r0..r0+k-1
         return blocks[i, r0:r0 + k, r, :, c] if last else blocks[i, :, r0:r0 + k, r, :, c]
 
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes  # read at call time (tests lower it)
     step = max(1, min(rows, chunk_bytes // (36 * in_ch * cols * x.element_size())))
     for i in range(n):
         for r0 in range(0, rows, step):
@@ -148,6 +154,8 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             del m
             for r in range(4):
                 _output_rows(list(half[r]), [block(i, r0, k, r, c) for c in range(4)])
+            del half
+            block_done()  # Cancel between chunks (interrupt.py): at S/32 of a 2048 model the whole conv is seconds
     if bias is not None:
         out.add_(bias.to(out.dtype).reshape(1, out_ch, 1, 1))
     if (4 * rows, 4 * cols) != (height, width):
