@@ -8,11 +8,14 @@ Importing it loads nothing. The benchmarks draw the same random weights with ``b
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from face_pipeline.alignment import template_points
+from face_pipeline.types import DetectedFace
 from gpen_arch import GPEN, RELEASED_CONFIGS, GPENConfig
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -80,3 +83,41 @@ def write_flat_png(path: Path, width: int, height: int, value: int = 128) -> Pat
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
+
+
+def grid_faces(image: int, *, count: int, side: float, spacing: float, tilt: float = 0.2) -> list[DetectedFace]:
+    """``count`` faces of about ``side`` pixels in a grid ``spacing`` apart (spacing < side: neighbours overlap),
+    each turned a little, with the GPEN template's landmarks."""
+    points = template_points("gpen", 512).astype(np.float64) * (side / 512)  # [5, 2] in a side x side box
+    faces = []
+    columns = int(np.ceil(np.sqrt(count)))
+    for k in range(count):
+        angle = tilt * ((k % 3) - 1)
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        origin = np.array([10 + spacing * (k % columns), 10 + spacing * (k // columns)])
+        landmarks = (points - side / 2) @ rotation.T + side / 2 + origin
+        faces.append(DetectedFace(box=(*origin, *(origin + side)), score=0.9, image_index=image,
+                                  landmarks=tuple((float(x), float(y)) for x, y in landmarks)))
+    return faces
+
+
+def count_alive_restores(monkeypatch) -> list[int]:
+    """Replace the pipeline's ``restore_faces`` with one that counts, after each restore step, the faces whose
+    aligned and restored crops are still alive (weak references); returns that list, one entry per step."""
+    from face_pipeline import pipeline as pipeline_module
+
+    alive: set[int] = set()
+    most: list[int] = []
+    real_restore = pipeline_module.restore_faces
+
+    def counting_restore(model, batch, **kwargs):
+        restored = real_restore(model, batch, **kwargs)
+        for tensor in (restored.crops, restored.restored):
+            key = id(tensor)
+            alive.add(key)
+            weakref.finalize(tensor, alive.discard, key)
+        most.append(len(alive) // 2 * restored.num_faces)  # faces whose crops are alive now, this step's included
+        return restored
+
+    monkeypatch.setattr(pipeline_module, "restore_faces", counting_restore)
+    return most

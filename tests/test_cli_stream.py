@@ -9,13 +9,11 @@ import subprocess
 import sys
 import textwrap
 import time
-import weakref
 from pathlib import Path
 
 from conftest import REPO_ROOT, data_file
-from test_stream import grid_faces
+from helpers import count_alive_restores, grid_faces
 
-from face_pipeline import pipeline as pipeline_module
 from face_pipeline.selection import FaceChoice
 
 MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
@@ -35,19 +33,7 @@ def test_the_cli_keeps_one_step_of_faces_alive_and_writes_every_crop(tmp_path, m
     faces = grid_faces(0, count=16, side=100, spacing=110)  # a group photo of 16 (drawn where the detector looks)
     monkeypatch.setattr(cli.Pipeline, "find", lambda self, images, **_: [
         [FaceChoice(face=face, index=i, selected=True, reason="selected") for i, face in enumerate(faces)]])
-    alive: set[int] = set()
-    most = []
-    real_restore = pipeline_module.restore_faces
-
-    def counting_restore(model, batch, **kwargs):
-        restored = real_restore(model, batch, **kwargs)
-        for tensor in (restored.crops, restored.restored):
-            alive.add(id(tensor))
-            weakref.finalize(tensor, alive.discard, id(tensor))
-        most.append(len(alive) // 2 * restored.num_faces)
-        return restored
-
-    monkeypatch.setattr(pipeline_module, "restore_faces", counting_restore)
+    most = count_alive_restores(monkeypatch)
     assert cli.main(command(tmp_path, "--save-crops", "--scale", "auto")) == 0
     assert len(most) == 16 and max(most) == 1  # one face per step on the CPU, never two alive
     crops = sorted(p.name for p in (tmp_path / "out" / "crops").iterdir())

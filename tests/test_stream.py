@@ -3,15 +3,10 @@ bit for bit to restoring every face first and pasting them all at once, and the 
 
 from __future__ import annotations
 
-import weakref
-
-import numpy as np
 import pytest
 import torch
-from helpers import load_photo, random_gpen
+from helpers import count_alive_restores, grid_faces, load_photo, random_gpen
 
-from face_pipeline import pipeline as pipeline_module
-from face_pipeline.alignment import template_points
 from face_pipeline.pipeline import Pipeline, PipelineOptions
 from face_pipeline.types import DetectedFace
 from gpen_arch.config import GPENConfig
@@ -20,22 +15,6 @@ from gpen_arch.config import GPENConfig
 @pytest.fixture(scope="module")
 def model():
     return random_gpen(GPENConfig(size=64, channel_multiplier=1, narrow=0.0625))
-
-
-def grid_faces(image: int, *, count: int, side: float, spacing: float, tilt: float = 0.2) -> list[DetectedFace]:
-    """``count`` faces of about ``side`` pixels in a grid ``spacing`` apart (spacing < side: neighbours overlap),
-    each turned a little, with the GPEN template's landmarks."""
-    points = template_points("gpen", 512).astype(np.float64) * (side / 512)  # [5, 2] in a side x side box
-    faces = []
-    columns = int(np.ceil(np.sqrt(count)))
-    for k in range(count):
-        angle = tilt * ((k % 3) - 1)
-        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        origin = np.array([10 + spacing * (k % columns), 10 + spacing * (k // columns)])
-        landmarks = (points - side / 2) @ rotation.T + side / 2 + origin
-        faces.append(DetectedFace(box=(*origin, *(origin + side)), score=0.9, image_index=image,
-                                  landmarks=tuple((float(x), float(y)) for x, y in landmarks)))
-    return faces
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +58,7 @@ def test_streaming_equals_restoring_everything_first_bit_for_bit(model, images, 
 def test_at_most_a_step_of_faces_is_alive_and_crops_are_handed_on_once(model, images, monkeypatch):
     """16 faces on the CPU (one face per step): never more than one face's aligned and restored crops alive at
     once, whatever the number of faces; ``on_restored`` sees every face once, in order."""
-    alive: set[int] = set()
-    most = []
-    real_restore = pipeline_module.restore_faces
-
-    def counting_restore(model, batch, **kwargs):
-        restored = real_restore(model, batch, **kwargs)
-        for tensor in (restored.crops, restored.restored):
-            key = id(tensor)
-            alive.add(key)
-            weakref.finalize(tensor, alive.discard, key)
-        most.append(len(alive) // 2 * restored.num_faces)  # faces whose crops are alive now, this step's included
-        return restored
-
-    monkeypatch.setattr(pipeline_module, "restore_faces", counting_restore)
+    most = count_alive_restores(monkeypatch)
     faces = [grid_faces(0, count=16, side=80, spacing=70)]
     handed: list[DetectedFace] = []
     pipeline = Pipeline(model=model, options=PipelineOptions.of(scale="auto"))
