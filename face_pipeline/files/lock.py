@@ -38,16 +38,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _read_owner(path: Path) -> tuple[int, str] | None:
+    """The process id and host a lock file names; None while it is being written, or unreadable."""
+    try:
+        pid, host = path.read_text(encoding="utf-8").split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
 def held_by_live_run(folder: Path) -> bool:
     """Whether ``folder`` holds a lock file of a run that may be alive (on another host, or unreadable: assumed so)."""
     path = folder / LOCK_NAME
     if not path.is_file():
         return False
-    try:
-        pid, host = path.read_text(encoding="utf-8").split()[:2]
-        return host != socket.gethostname() or _alive(int(pid))
-    except (OSError, ValueError):
-        return True
+    owner = _read_owner(path)
+    return owner is None or owner[1] != socket.gethostname() or _alive(owner[0])
 
 
 class OutputLock:
@@ -60,11 +66,7 @@ class OutputLock:
         self._created_folder = False
 
     def _owner(self) -> tuple[int, str] | None:
-        try:
-            pid, host = self.path.read_text(encoding="utf-8").split()[:2]
-            return int(pid), host
-        except (OSError, ValueError):  # being written, or unreadable: treat as held
-            return None
+        return _read_owner(self.path)  # None (being written, or unreadable): treated as held
 
     def _create(self) -> bool:
         try:
@@ -106,7 +108,8 @@ class OutputLock:
             return
         removed = remove_stale_parts(self.folder, skip=held_by_live_run)
         if removed:
-            shown = ", ".join(str(p.relative_to(self.folder)) for p in removed[:5]) + (" ..." if len(removed) > 5 else "")
+            shown = ", ".join(str(p.relative_to(self.folder)) for p in removed[:5])
+            shown += " ..." if len(removed) > 5 else ""
             logger.warning("removed %d unfinished file(s) left in %s by a run that was stopped: %s", len(removed),
                            self.folder, shown)
 
