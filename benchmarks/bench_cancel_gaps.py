@@ -1,4 +1,5 @@
-"""How long Cancel can wait inside one GPEN forward: the gaps between the forward's Cancel checks (gpen_arch/interrupt.py).
+"""How long Cancel can wait inside one GPEN forward: the gaps between the forward's Cancel checks
+(gpen_arch/interrupt.py).
 
 Builds a full-size GPEN with random weights (as ``bench_gpen.py`` does), runs forwards on the CPU with a hook that
 records ``time.perf_counter()`` at each check, and prints per forward its time, the number of checks and the largest
@@ -146,7 +147,8 @@ def main() -> None:
     print()
     for inner in variants:
         label = "with" if inner else "without"
-        print(f"{label:>7} checks inside Winograd convs: median {statistics.median(times[inner]):.2f} s, best {min(times[inner]):.2f} s "
+        print(f"{label:>7} checks inside Winograd convs: median {statistics.median(times[inner]):.2f} s, "
+              f"best {min(times[inner]):.2f} s "
               f"({' '.join(f'{t:.2f}' for t in times[inner])})")
 
 

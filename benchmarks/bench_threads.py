@@ -1,6 +1,7 @@
 """How much the CPU output depends on the thread count, and which PyTorch ops make it depend.
 
-    python benchmarks/bench_threads.py tests/data/faces --model tests/data/gpen/compact/compact_512_cm2_n0.0625_s64.safetensors
+    python benchmarks/bench_threads.py tests/data/faces \
+        --model tests/data/gpen/compact/compact_512_cm2_n0.0625_s64.safetensors
     python benchmarks/bench_threads.py ../shared/faces --model ../shared/gpen/vectors/gpen_512_cm2_n0.25.pth \\
         --threads 1 2 --ops --detector retinaface_mobile0.25 --detector-dir ../shared/detectors
 

@@ -5,11 +5,12 @@ names the input and the limit. The weight files (GPEN, detector and parsing netw
 pickle and header sizes, ONNX graph sizes and constant folding) are held to ``gpen_arch/budgets.py``, the network
 package's own statement (it imports nothing from here). What is held to what, and where it is checked:
 
-| input | budget | checked in |
-|---|---|---|
-| a weight file (.pth/.pt/.bin/.safetensors/.onnx) | ``gpen_arch/budgets.py`` | ``gpen_arch/file_scan.py``, ``onnx_graph.py`` |
-| an image (a file or a host's tensor) | ``MAX_SIDE`` per side, ``MAX_PIXELS`` in all | ``image.check_budget`` (from the header) |
-| a face-index text ("0,2-5") | ``MAX_INDICES_TEXT`` characters, indices up to ``MAX_FACE_INDEX`` | ``selection.parse_indices`` |
+- a weight file (.pth/.pt/.bin/.safetensors/.onnx): ``gpen_arch/budgets.py``, checked in ``gpen_arch/file_scan.py``
+  and ``gpen_arch/onnx_graph.py``;
+- an image (a file or a host's tensor): ``MAX_SIDE`` per side, ``MAX_PIXELS`` in all, checked from the header in
+  ``image.check_budget``;
+- a face-index text ("0,2-5"): ``MAX_INDICES_TEXT`` characters, indices up to ``MAX_FACE_INDEX``, checked in
+  ``selection.parse_indices``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Libraries that only some options need (facexlib, OpenCV, kornia), imported when asked for, with errors that say what
 to do.
 
-This pack uses only facexlib's RetinaFace (``facexlib.detection``) and parsing networks (``facexlib.parsing``). Importing
-them needs torch, torchvision, OpenCV, numpy and Pillow; facexlib's declared dependencies also bring numba and filterpy
-(for its tracking code, which is imported only by ``facexlib.tracking.sort``), and filterpy installs only from source,
-which fails in many ComfyUI installs, and ``opencv-python`` beside an existing ``opencv-python-headless``. So facexlib
-is optional (``pip install --no-deps facexlib``), nothing imports it at import time, and everything else in the pack
-works without it; an option that needs it says why it cannot be imported, how to install it and what to choose instead.
+This pack uses only facexlib's RetinaFace (``facexlib.detection``) and parsing networks (``facexlib.parsing``).
+Importing them needs torch, torchvision, OpenCV, numpy and Pillow; facexlib's declared dependencies also bring numba and
+filterpy (for its tracking code, which is imported only by ``facexlib.tracking.sort``), and filterpy installs only from
+source, which fails in many ComfyUI installs, and ``opencv-python`` beside an existing ``opencv-python-headless``. So
+facexlib is optional (``pip install --no-deps facexlib``), nothing imports it at import time, and everything else in the
+pack works without it; an option that needs it says why it cannot be imported, how to install it and what to choose
+instead.
 
 OpenCV is not in requirements.txt either, so that pip never installs a second OpenCV distribution beside the one a
 ComfyUI install already has (``opencv-python``, ``-headless``, ``-contrib``...: they share the ``cv2`` folder, and
@@ -38,8 +39,8 @@ def import_facexlib(module: str, *, needed_for: str, instead: str) -> ModuleType
         raise MissingDependencyError(
             f"{needed_for} needs facexlib, which cannot be imported here ({type(exc).__name__}: {exc}). Install it "
             f"into the Python that runs this pack with `{INSTALL_HINT}` (only its RetinaFace and parsing networks are "
-            f"used, which need torch, torchvision, OpenCV, numpy and Pillow; a plain `pip install facexlib` also builds "
-            f"filterpy from source and adds opencv-python beside the OpenCV you have), or choose {instead}"
+            f"used, which need torch, torchvision, OpenCV, numpy and Pillow; a plain `pip install facexlib` also "
+            f"builds filterpy from source and adds opencv-python beside the OpenCV you have), or choose {instead}"
         ) from exc
 
 
@@ -48,7 +49,7 @@ def import_cv2(*, needed_for: str, instead: str) -> ModuleType:
     imported."""
     try:
         return importlib.import_module("cv2")
-    except Exception as exc:  # a broken install (two OpenCV distributions, one removed) fails with more than ImportError
+    except Exception as exc:  # a broken install (two OpenCVs, one removed) fails with more than ImportError
         raise MissingDependencyError(
             f"{needed_for} needs OpenCV, which cannot be imported here ({type(exc).__name__}: {exc}). Install one "
             f"OpenCV distribution into the Python that runs this pack: `{OPENCV_HINT}` (or run this pack's install.py, "
@@ -58,8 +59,8 @@ def import_cv2(*, needed_for: str, instead: str) -> ModuleType:
 
 
 def import_kornia_yunet(module: str) -> ModuleType:
-    """kornia's YuNet ``module`` (``kornia.models.yunet.model`` or ``.processors``, new in kornia 0.9, which needs Python
-    3.11); ``MissingDependencyError`` saying what is installed and what to do when it cannot be imported."""
+    """kornia's YuNet ``module`` (``kornia.models.yunet.model`` or ``.processors``, new in kornia 0.9, which needs
+    Python 3.11); ``MissingDependencyError`` saying what is installed and what to do when it cannot be imported."""
     try:
         return importlib.import_module(module)
     except Exception as exc:  # an old kornia raises ModuleNotFoundError for kornia.models.yunet; a broken one others

@@ -408,7 +408,8 @@ class _FaceStream:
         take = torch.as_tensor(chunk, dtype=torch.long)
         part = [self.faces[i] for i in chunk]
         affines = self.outline.affines[take]
-        batch = FaceBatch(images=self.images, faces=tuple(part), crops=crop_faces(self.images, part, affines, self.size),
+        batch = FaceBatch(images=self.images, faces=tuple(part),
+                          crops=crop_faces(self.images, part, affines, self.size),
                           affines=affines, inverse_affines=self.outline.inverse_affines[take], size=self.size,
                           template=self.outline.template)
         restoring = time.perf_counter()

@@ -54,7 +54,8 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if "\0" in str(path):
-        raise CheckpointReadError(f"{str(path)!r}: a file name cannot contain a NUL byte; this is not a checkpoint's name")
+        raise CheckpointReadError(f"{str(path)!r}: a file name cannot contain a NUL byte; this is not a "
+                                  f"checkpoint's name")
     try:
         exists = path.exists()
         info = path.stat() if exists else None

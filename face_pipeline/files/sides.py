@@ -77,6 +77,7 @@ def lacking_sides(plan: OutputPlan, records: dict[str, dict], *, save_json: bool
             continue
         if save_crops:
             faces = restored_faces(record) if record is not None else 1
-            if any(not plan.crop_path(item, k, kind).is_file() for k in range(faces) for kind in ("aligned", "restored")):
+            paths = (plan.crop_path(item, k, kind) for k in range(faces) for kind in ("aligned", "restored"))
+            if any(not path.is_file() for path in paths):
                 lacking.append(item)
     return lacking
