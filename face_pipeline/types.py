@@ -9,7 +9,8 @@ Conventions used everywhere in this package:
 - images are torch tensors ``[B, 3, H, W]`` float32 RGB in 0..1 (ComfyUI's ``[B, H, W, C]`` is converted at the node
   boundary);
 - points are ``(x, y)`` in pixels, pixel centres at integer coordinates (OpenCV's convention);
-- an affine matrix is ``[2, 3]`` and maps ``(x, y, 1)`` of its source to its destination, as ``cv2.warpAffine`` takes it.
+- an affine matrix is ``[2, 3]`` and maps ``(x, y, 1)`` of its source to its destination, as ``cv2.warpAffine``
+  takes it.
 """
 
 from __future__ import annotations
