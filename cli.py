@@ -198,7 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_option_flag(parser, "--min-face-size")
     add_option_flag(parser, "--template")
     add_option_flag(parser, "--mode")
-    parser.add_argument("--inpaint-masks", help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
+    parser.add_argument("--inpaint-masks",
+                        help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
     add_option_flag(parser, "--strength")
     add_option_flag(parser, "--mask")
     add_option_flag(parser, "--feather")

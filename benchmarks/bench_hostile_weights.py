@@ -24,7 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-import hostile_files
+import hostile_files  # noqa: E402 - after the sys.path line above
 
 _CHILD = """
 import json, resource, sys, time

@@ -17,9 +17,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpen import DTYPES, _random_state_dict, add_plan_flags, apply_plan_flags  # noqa: E402
+from bench_gpen import DTYPES, _random_state_dict, add_plan_flags, apply_plan_flags
 
-from gpen_arch import load_gpen  # noqa: E402
+from gpen_arch import load_gpen
 
 
 def main() -> None:

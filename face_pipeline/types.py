@@ -9,7 +9,8 @@ Conventions used everywhere in this package:
 - images are torch tensors ``[B, 3, H, W]`` float32 RGB in 0..1 (ComfyUI's ``[B, H, W, C]`` is converted at the node
   boundary);
 - points are ``(x, y)`` in pixels, pixel centres at integer coordinates (OpenCV's convention);
-- an affine matrix is ``[2, 3]`` and maps ``(x, y, 1)`` of its source to its destination, as ``cv2.warpAffine`` takes it.
+- an affine matrix is ``[2, 3]`` and maps ``(x, y, 1)`` of its source to its destination, as ``cv2.warpAffine``
+  takes it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class DetectedFace:
     score: float
     landmarks: tuple[tuple[float, float], ...]  # five (x, y), in LANDMARK_NAMES order
     image_index: int
-    track_id: Optional[int] = None  # set by video tracking; None for single images
+    track_id: int | None = None  # set by video tracking; None for single images
     rotation: int = 0  # degrees (counter-clockwise) the image was turned by when this face was found: 0, 90, 180, 270
     interpolated: bool = False  # video: not detected in this frame, filled in between two detections of its track
 
@@ -86,8 +86,8 @@ class FaceBatch:
     inverse_affines: torch.Tensor  # [F, 2, 3] float64, crop -> image
     size: int  # crop side in pixels
     template: str  # "gpen" or "ffhq"
-    restored: Optional[torch.Tensor] = None  # [F, 3, size, size] float32 RGB 0..1 once restored
-    restore_mode: Optional[str] = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
+    restored: torch.Tensor | None = None  # [F, 3, size, size] float32 RGB 0..1 once restored
+    restore_mode: str | None = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
     streamed: bool = False  # crops and restored are shape-only placeholders: the faces come as ``RestoredStep``s
 
     @classmethod

@@ -96,7 +96,8 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointReadError(f"{path.name} is not a readable .safetensors file (truncated or corrupt?): {exc}") from exc
+        raise CheckpointReadError(
+            f"{path.name} is not a readable .safetensors file (truncated or corrupt?): {exc}") from exc
 
 
 def _read_torch(path: Path, size: int) -> dict:
@@ -113,7 +114,8 @@ def canonicalize_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
         raise NotAGPENCheckpoint(f"expected a state dict (a dict of tensors), got {type(state_dict).__name__}")
     current: Mapping = state_dict
     for _ in range(3):  # wrappers can nest, e.g. {'state_dict': {'g_ema': ...}}
-        if any(isinstance(v, torch.Tensor) and k.startswith(("generator.", "module.generator.")) for k, v in current.items()):
+        if any(isinstance(v, torch.Tensor) and k.startswith(("generator.", "module.generator."))
+               for k, v in current.items()):
             break
         inner = next((current[k] for k in WRAPPER_KEYS if isinstance(current.get(k), Mapping)), None)
         if inner is None:
@@ -203,7 +205,8 @@ def _check_against(sd: dict[str, torch.Tensor], config: GPENConfig) -> dict[str,
     if missing:
         problems.append(f"missing {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if unexpected:
-        problems.append(f"unexpected {unexpected[0]}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        problems.append(f"unexpected {unexpected[0]}"
+                        + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
     if wrong:
         problems.append(f"shape mismatch {wrong[0]}" + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
     if problems:

@@ -378,7 +378,8 @@ class _Matcher:
         if node.op == "Gemm":
             if node.attrs.get("transA", 0):
                 raise NotGPENWiring(f"{what}: a Gemm with a transposed input")
-            matrix = matrix * np.float32(node.attrs.get("alpha", 1.0)) if node.attrs.get("alpha", 1.0) != 1.0 else matrix
+            alpha = node.attrs.get("alpha", 1.0)
+            matrix = matrix * np.float32(alpha) if alpha != 1.0 else matrix
             weight = matrix if node.attrs.get("transB", 0) else matrix.T
         else:
             weight = matrix.T  # MatMul: x @ W^T

@@ -8,17 +8,23 @@ fails them, because CI always has the folder and a silent skip there would hide 
 Every allowed skip reason starts with one of ``SKIP_TAGS``: ``[cuda]`` (needs a GPU or a CUDA build's Triton),
 ``[comfyui]`` (needs a real ComfyUI, ``COMFYUI_DIR``) and ``[big data]`` (needs a ``BIG_DATA`` file). With
 ``GPEN_ONLY_TAGGED_SKIPS=1`` (``.ci/run`` sets it for its run on a fresh clone) any other skip fails the session.
+
+The node tests' shared fixtures live here too (``pack``, ``gpen_model``, ``detector``, ``like_comfyui``), with their
+inputs (``DETECT``, ``comfy_image``, ``node``): no test module imports another (tests/test_architecture.py checks).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT / "tests" / "data"
@@ -89,6 +95,76 @@ def import_pack(name: str = "comfyui-gpen"):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# ------------------------------------------------------------------------------------------------- the nodes
+# The pack as ComfyUI loads it, with the ComfyUI test double (tests/comfy_double): fixtures and inputs that
+# test_nodes*.py share (module-scoped fixtures: each test module gets its own pack).
+DOUBLE = REPO_ROOT / "tests" / "comfy_double"  # the ComfyUI test double
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):  # -> (the pack's module, the models folder)
+    """The pack imported the way ComfyUI imports it, over a temporary models folder holding a compact vector's weights
+    (as a GPEN .pth model) and the small detector weights of tests/data; OpenCV YuNet is not there, so the node uses
+    the copy shipped with the pack."""
+    models = tmp_path_factory.mktemp("models")
+    (models / "gpen").mkdir()
+    compact = load_file(str(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")))
+    torch.save(compact, models / "gpen" / "GPEN-test-256.pth")
+    (models / "facedetection").mkdir()
+    for name in ("detection_mobilenet0.25_Final.pth", "yunet_final.pth"):
+        shutil.copy(data_file("detectors", name), models / "facedetection" / name)
+    (models / "facerestore_models").mkdir()
+    (models / "facerestore_models" / "notes.txt").write_text("not a model")
+    sys.path.insert(0, str(DOUBLE))
+    for name in [n for n in sys.modules if n in ("folder_paths", "server") or n.split(".")[0] in ("comfy",
+                                                                                                  "comfy_execution")]:
+        del sys.modules[name]
+    import folder_paths
+
+    folder_paths.models_dir = str(models)
+    module = import_pack("comfyui-gpen-under-test")
+    yield module, models
+    sys.path.remove(str(DOUBLE))
+
+
+#: Detect Faces' inputs at their defaults (every face, GPEN template, 256 crops, no video smoothing)
+DETECT = {"select": "all", "indices": "0", "sort_by": "area", "min_face_size": 0, "max_faces": 0, "template": "gpen",
+          "crop_size": "256", "video_smoothing": 0.0}
+
+
+def comfy_image(name: str, size: tuple[int, int] | None = None) -> torch.Tensor:
+    from face_pipeline.image import load_image
+
+    image = load_image(data_file("faces", name))
+    if size is not None:
+        image = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    return image.permute(0, 2, 3, 1).contiguous()  # [1, H, W, 3]
+
+
+def node(pack, name):
+    return pack[0].NODE_CLASS_MAPPINGS[name]()
+
+
+@pytest.fixture
+def like_comfyui():
+    """ComfyUI runs every node under torch.inference_mode() (execution.py): so do these tests (the node tests use
+    it for every test: ``pytestmark = pytest.mark.usefixtures("like_comfyui")``)."""
+    with torch.inference_mode():
+        yield
+
+
+@pytest.fixture(scope="module")
+def gpen_model(pack):
+    with torch.inference_mode():  # as ComfyUI loads it: the parameters are inference tensors
+        return node(pack, "GPENLoadModel").load(model_name="GPEN-test-256.pth", precision="auto")[0]
+
+
+@pytest.fixture(scope="module")
+def detector(pack):
+    return node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
+                                                   score_threshold=0.0)[0]
 
 
 # ------------------------------------------------------------------------------------------------- skip accounting

@@ -113,7 +113,7 @@ def test_image_features_land_where_the_matrix_says(reference, size):
     expected = landmarks @ batch.affines[0, :, :2].numpy().T + batch.affines[0, :, 2].numpy()
     radius = int(size / 512 * 3 * 1.5 * 3)  # 3 sigma of the blob in crop pixels
     for ex, ey in expected:
-        x0, y0 = int(round(ex)) - radius, int(round(ey)) - radius
+        x0, y0 = round(ex) - radius, round(ey) - radius
         window = crop[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1]
         wy, wx = np.mgrid[y0:y0 + window.shape[0], x0:x0 + window.shape[1]]
         cx, cy = (window * wx).sum() / window.sum(), (window * wy).sum() / window.sum()
@@ -159,7 +159,8 @@ def test_warps_match_cv2_and_batch_per_image():
     rgb = (rng.random((90, 130, 3)) * 255).round().astype(np.uint8)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 1.0)
     image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 255
-    matrices = np.stack([cv2.getRotationMatrix2D((60.0, 40.0), 23.0, 1.7), cv2.getRotationMatrix2D((20.0, 70.0), -50.0, 0.6)])
+    matrices = np.stack([cv2.getRotationMatrix2D((60.0, 40.0), 23.0, 1.7),
+                         cv2.getRotationMatrix2D((20.0, 70.0), -50.0, 0.6)])
     for interpolation, flag in (("bicubic", cv2.INTER_CUBIC), ("bilinear", cv2.INTER_LINEAR)):
         ours = warp_images(image.expand(2, -1, -1, -1), torch.from_numpy(matrices), (70, 110),
                            interpolation=interpolation)

@@ -77,8 +77,8 @@ def _bad_file(kind: str, tmp_path) -> bytes:
 @pytest.mark.parametrize("kind, message", [
     ("truncated zip", (r"truncated\.pth is truncated: a zip checkpoint of [\d,]+ bytes without its end .*download it "
                        r"again from its source")),
-    ("truncated legacy pickle", (r"truncated\.pth is truncated or damaged \([\d,]+ bytes; the download or copy probably "
-                                 r"stopped early\); delete it and download it again")),
+    ("truncated legacy pickle", (r"truncated\.pth is truncated or damaged \([\d,]+ bytes; the download or copy "
+                                 r"probably stopped early\); delete it and download it again")),
     ("html page", (r"truncated\.pth looks like an HTML page \(\d+ bytes\), not a weight file: probably a failed "
                    r"download .*download it again from its source \(README: Model files\)")),
     ("git lfs pointer", r"truncated\.pth is a Git LFS pointer \(\d+ bytes\), not the weights"),
@@ -137,7 +137,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
     raw = tmp_path / "raw_pickle.pth"  # an old-style (non-zip) pickle
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(CheckpointReadError, match="raw_pickle.pth was refused: besides tensors it holds Python objects"):
+    with pytest.raises(CheckpointReadError,
+                       match="raw_pickle.pth was refused: besides tensors it holds Python objects"):
         read_state_dict(raw)
     assert not marker.exists()
 
@@ -150,14 +151,15 @@ def test_pickled_non_dict_is_not_a_checkpoint(tmp_path):
 
 
 def gfpgan_like() -> dict[str, torch.Tensor]:
-    return {"conv_body_first.weight": torch.zeros(32, 3, 1, 1), "stylegan_decoder.constant_input.weight": torch.zeros(1),
-            "toRGB.0.weight": torch.zeros(3, 512, 1, 1)}
+    return {"conv_body_first.weight": torch.zeros(32, 3, 1, 1),
+            "stylegan_decoder.constant_input.weight": torch.zeros(1), "toRGB.0.weight": torch.zeros(3, 512, 1, 1)}
 
 
 def test_gfpgan_file_is_named(tmp_path):
     path = tmp_path / "GFPGANv1.4.pth"
     torch.save({"params_ema": gfpgan_like()}, path)
-    with pytest.raises(NotAGPENCheckpoint, match=r"missing generator\.input\.input \(and 3 more\); this looks like a GFPGAN"):
+    with pytest.raises(NotAGPENCheckpoint,
+                       match=r"missing generator\.input\.input \(and 3 more\); this looks like a GFPGAN"):
         load_gpen_file(path)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_arch_vectors import load_compact
+from helpers import load_compact
 
 from gpen_arch import FastOptions, load_gpen, read_state_dict
 

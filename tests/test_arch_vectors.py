@@ -7,7 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import DATA, data_file, require_shared
+from conftest import DATA, require_shared
+from helpers import load_compact, to_input
 from safetensors.torch import load_file
 
 from gpen_arch import infer_config, load_gpen, read_state_dict
@@ -16,13 +17,6 @@ from gpen_arch.fast_plan import FastOptions, FastPlan
 
 VECTORS = ["gpen_256_cm1_n0.25", "gpen_512_cm2_n0.25", "gpen_2048_cm2_n0.125"]
 COMPACT = sorted(p.stem for p in (DATA / "gpen" / "compact").glob("*.json"))
-
-
-def to_input(rgb_u8: torch.Tensor, repeat: int = 1) -> torch.Tensor:
-    """``[S, S, 3]`` uint8 RGB -> ``[1, 3, S * repeat, S * repeat]`` in [-1, 1] (nearest repeat, as the vectors say)."""
-    x = ((rgb_u8.float() / 255) - 0.5) / 0.5
-    x = x.permute(2, 0, 1).unsqueeze(0)
-    return x.repeat_interleave(repeat, dim=2).repeat_interleave(repeat, dim=3).contiguous()
 
 
 def load_vector(name: str):
@@ -35,21 +29,6 @@ def load_vector(name: str):
     else:
         expected, tolerance = io["output_fp16"].float(), 2e-3
     return folder / f"{name}.pth", meta, x, expected, tolerance
-
-
-def load_compact(name: str):
-    """(weights path, meta, input, {what: (how to take it from the output, official values)}) of a compact vector."""
-    meta = json.loads(data_file("gpen", "compact", f"{name}.json").read_text())
-    io = load_file(str(data_file("gpen", "compact", f"{name}_io.safetensors")))
-    if "output" in io:
-        x = to_input(io["input_rgb_u8"])
-        checks = {"output": (lambda out: out, io["output"].unsqueeze(0))}
-    else:  # 2048: the input is the stored 256 one repeated 8x; every 8th output pixel and the central 128x128 kept
-        x = to_input(io["input_rgb_u8"], repeat=meta["size"] // io["input_rgb_u8"].shape[0])
-        centre = slice(meta["size"] // 2 - 64, meta["size"] // 2 + 64)
-        checks = {"every_8th": (lambda out: out[0, :, ::8, ::8], io["output_every_8th"]),
-                  "centre_128": (lambda out: out[0, :, centre, centre], io["output_center_128"])}
-    return data_file("gpen", "compact", f"{name}.safetensors"), meta, x, checks
 
 
 def test_every_compact_vector_is_checked():

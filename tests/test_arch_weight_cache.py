@@ -1,5 +1,5 @@
-"""Derived weights (folded blurs, sub-pixel phases, demodulation norms, style tables) are built once, rebuilt when the weights
-change, dropped when the model moves, and counted by ``GPEN.derived_weight_bytes``."""
+"""Derived weights (folded blurs, sub-pixel phases, demodulation norms, style tables) are built once, rebuilt when the
+weights change, dropped when the model moves, and counted by ``GPEN.derived_weight_bytes``."""
 
 from __future__ import annotations
 

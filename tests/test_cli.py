@@ -38,7 +38,8 @@ def test_restores_a_face_offline_with_only_the_bundled_detector(tmp_path):
     out = run_cli(str(photo), "--model", "GPEN-test.safetensors", "--output", "out", "--detector-dir",
                   str(tmp_path / "detectors"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("1 image(s): 1 restored, 0 unchanged, 0 skipped, 0 failed; faces: 1 found, 1 restored; ")
+    assert out.stdout.startswith(
+        "1 image(s): 1 restored, 0 unchanged, 0 skipped, 0 failed; faces: 1 found, 1 restored; ")
     assert not (tmp_path / "detectors").exists()  # nothing downloaded, nothing written there
     restored = cv2.imread(str(tmp_path / "out" / "grace_hopper.jpg")).astype(float)
     original = cv2.imread(str(photo)).astype(float)

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from conftest import REPO_ROOT
-from helpers import write_flat_png
-from test_cli_failures import cmd
+from helpers import cmd, write_flat_png
 
 #: runs its arguments, then prints the peak resident memory of that child in bytes (ru_maxrss is in KiB on Linux)
 MEASURE = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,35 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
-from conftest import REPO_ROOT, data_file
-from helpers import write_flat_png
+from conftest import REPO_ROOT
+from helpers import cmd, face, files_under, plain, write_flat_png
 
 from face_pipeline.files import LOCK_NAME
-
-MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
-DEFAULT = object()  # a row that loads the real (tiny) model and the OpenCV detector
-
-
-def face(tmp: Path, name: str) -> Path:
-    """A copy of a photo with one face (600x512) under tmp/in."""
-    path = tmp / "in" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        shutil.copy(data_file("faces", "grace_hopper.jpg"), path)
-    else:
-        cv2.imencode(path.suffix or ".png", cv2.imread(str(data_file("faces", "grace_hopper.jpg"))))[1].tofile(
-            str(path))
-    return path
-
-
-def plain(tmp: Path, name: str, suffix: str = ".png") -> Path:
-    """A small image without a face under tmp/in (encoded as ``suffix`` whatever its name)."""
-    path = tmp / "in" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imencode(suffix, np.full((30, 40, 3), 120, np.uint8))[1].tofile(str(path))
-    return path
 
 
 def lying_bmp(tmp: Path, name: str) -> Path:
@@ -56,16 +31,6 @@ def lying_bmp(tmp: Path, name: str) -> Path:
     data[18:26] = (200000).to_bytes(4, "little") + (268435).to_bytes(4, "little")  # BITMAPINFOHEADER width, height
     path.write_bytes(bytes(data))
     return path
-
-
-def cmd(tmp: Path, *inputs, model=DEFAULT, output: str | Path | None = None, detector_dir=None) -> list[str]:
-    model_path = str(data_file(*MODEL_256)) if model is DEFAULT else str(tmp / model)
-    return [*map(str, inputs), "--model", model_path, "--output", str(output or tmp / "out"), "--detector",
-            "yunet_opencv", "--detector-dir", str(detector_dir or tmp / "no-detectors"), "--no-download"]
-
-
-def files_under(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def outputs(tmp: Path) -> dict[str, bytes]:

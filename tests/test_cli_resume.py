@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
-from test_cli_failures import cmd, face, files_under, plain
+from helpers import cmd, face, files_under, plain
 
 import cli
 from face_pipeline.files import LOCK_NAME, writer
@@ -140,5 +140,5 @@ def test_outputs_get_the_umasks_mode(tmp_path):
     assert done.returncode == 0, done.stderr
     modes = {str(p.relative_to(tmp_path / "out")): oct(p.stat().st_mode & 0o777)
              for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert modes == {name: "0o640" for name in ("a.jpg", "faces.json", "crops/a.jpg_face0_aligned.png",
-                                                "crops/a.jpg_face0_restored.png")}
+    assert modes == dict.fromkeys(("a.jpg", "faces.json", "crops/a.jpg_face0_aligned.png",
+                                   "crops/a.jpg_face0_restored.png"), "0o640")

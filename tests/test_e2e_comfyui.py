@@ -2,7 +2,8 @@
 
 Starts ComfyUI on 127.0.0.1 (a free port, CPU) over a temporary base directory holding the pack (symlinked), the
 compact vector weights as a GPEN model, the RetinaFace MobileNet weights and two photos from tests/data (OpenCV
-YuNet comes from the copy shipped with the pack); checks /object_info and the workflow templates; converts the step-by-step example workflow to an API prompt, queues it over HTTP and checks the
+YuNet comes from the copy shipped with the pack); checks /object_info and the workflow templates; converts the
+step-by-step example workflow to an API prompt, queues it over HTTP and checks the
 saved image; checks that a batch of two unrelated photos gives each photo the pixels it gets alone; checks that a
 non-GPEN file is not offered; loads a torch detector under ComfyUI's model management and checks that ComfyUI
 offloads it; restores a core bicubic upscale (values outside 0..1); refuses NaN widget values before running; serves
@@ -26,7 +27,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, SKIP_COMFYUI, data_file
-from test_workflows import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
+from helpers import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
 
 requests = pytest.importorskip("requests")
 

@@ -40,7 +40,8 @@ def test_layouts_and_dtypes():
     assert torch.equal(to_rgb_float(EXPECTED, channels_last=False), EXPECTED)  # BCHW
     assert torch.equal(to_rgb_float(np.dstack([RGB8, np.zeros((12, 16), np.uint8)])), EXPECTED)  # RGBA: alpha dropped
     gray = to_rgb_float(RGB8[:, :, 0])
-    assert gray.shape == (1, 3, 12, 16) and torch.equal(gray[0, 0], gray[0, 2]) and torch.equal(gray[:, :1], EXPECTED[:, :1])
+    assert gray.shape == (1, 3, 12, 16) and torch.equal(gray[0, 0], gray[0, 2])
+    assert torch.equal(gray[:, :1], EXPECTED[:, :1])
     assert torch.equal(to_rgb_float(np.dstack([RGB8[:, :, :1], RGB8[:, :, 1:2]])), gray)  # gray + alpha
     wide = to_rgb_float(RGB8.astype(np.uint16) * 257)  # 16-bit
     assert wide.dtype == torch.float32 and (wide - EXPECTED).abs().max() < 1e-6
@@ -105,7 +106,8 @@ def test_files_round_trip_with_unicode_paths(tmp_path):
     smooth = torch.cat([smooth, smooth[:1].flip(-1)])  # [3, 40, 60] gradients: JPEG keeps them closely
     save_image(smooth, folder / "b.jpg")
     assert (load_image(folder / "b.jpg")[0] - smooth).abs().mean() < 0.01
-    assert to_bgr_uint8(EXPECTED[0]).shape == (12, 16, 3) and np.array_equal(to_bgr_uint8(EXPECTED[0]), RGB8[:, :, ::-1])
+    assert to_bgr_uint8(EXPECTED[0]).shape == (12, 16, 3)
+    assert np.array_equal(to_bgr_uint8(EXPECTED[0]), RGB8[:, :, ::-1])
 
 
 def test_16_bit_gray_and_rgba_files(tmp_path):
@@ -174,8 +176,8 @@ def test_alpha_exif_and_icc_survive_a_round_trip(tmp_path, suffix):
     from PIL import Image
 
     source = tmp_path / f"in{suffix}"
-    Image.fromarray(np.dstack([RGB8, ALPHA]), "RGBA").save(source, exif=_exif(), icc_profile=_profile(),
-                                                           **({"lossless": True, "exact": True} if suffix == ".webp" else {}))
+    lossless = {"lossless": True, "exact": True} if suffix == ".webp" else {}
+    Image.fromarray(np.dstack([RGB8, ALPHA]), "RGBA").save(source, exif=_exif(), icc_profile=_profile(), **lossless)
     loaded = read_image(source)
     assert torch.equal(loaded.pixels, EXPECTED)
     assert torch.equal((loaded.alpha[0, 0] * 255).round().byte(), torch.from_numpy(ALPHA))

@@ -6,77 +6,12 @@ import inspect
 import os
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, data_file, import_pack
-from safetensors.torch import load_file
+from conftest import DETECT, REPO_ROOT, comfy_image, node
 
-DOUBLE = Path(__file__).resolve().parent / "comfy_double"
-
-
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    """The pack imported the way ComfyUI imports it, over a temporary models folder holding a compact vector's weights
-    (as a GPEN .pth model) and the small detector weights of tests/data; OpenCV YuNet is not there, so the node uses
-    the copy shipped with the pack."""
-    models = tmp_path_factory.mktemp("models")
-    (models / "gpen").mkdir()
-    compact = load_file(str(data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")))
-    torch.save(compact, models / "gpen" / "GPEN-test-256.pth")
-    (models / "facedetection").mkdir()
-    for name in ("detection_mobilenet0.25_Final.pth", "yunet_final.pth"):
-        shutil.copy(data_file("detectors", name), models / "facedetection" / name)
-    (models / "facerestore_models").mkdir()
-    (models / "facerestore_models" / "notes.txt").write_text("not a model")
-    sys.path.insert(0, str(DOUBLE))
-    for name in [n for n in sys.modules if n in ("folder_paths", "server") or n.split(".")[0] in ("comfy",
-                                                                                                  "comfy_execution")]:
-        del sys.modules[name]
-    import folder_paths
-
-    folder_paths.models_dir = str(models)
-    module = import_pack("comfyui-gpen-under-test")
-    yield module, models
-    sys.path.remove(str(DOUBLE))
-
-
-#: Detect Faces' inputs at their defaults (every face, GPEN template, 256 crops, no video smoothing)
-DETECT = dict(select="all", indices="0", sort_by="area", min_face_size=0, max_faces=0, template="gpen",
-              crop_size="256", video_smoothing=0.0)
-
-
-def comfy_image(name: str, size: tuple[int, int] | None = None) -> torch.Tensor:
-    from face_pipeline.image import load_image
-
-    image = load_image(data_file("faces", name))
-    if size is not None:
-        image = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
-    return image.permute(0, 2, 3, 1).contiguous()  # [1, H, W, 3]
-
-
-def node(pack, name):
-    return pack[0].NODE_CLASS_MAPPINGS[name]()
-
-
-@pytest.fixture(autouse=True)
-def like_comfyui():
-    """ComfyUI runs every node under torch.inference_mode() (execution.py): so do these tests."""
-    with torch.inference_mode():
-        yield
-
-
-@pytest.fixture(scope="module")
-def gpen_model(pack):
-    with torch.inference_mode():  # as ComfyUI loads it: the parameters are inference tensors
-        return node(pack, "GPENLoadModel").load(model_name="GPEN-test-256.pth", precision="auto")[0]
-
-
-@pytest.fixture(scope="module")
-def detector(pack):
-    return node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
-                                                   score_threshold=0.0)[0]
+pytestmark = pytest.mark.usefixtures("like_comfyui")
 
 
 def test_mappings_and_prefixes(pack):
@@ -91,7 +26,7 @@ def test_every_node_is_documented_and_consistent(pack):
         assert cls.DESCRIPTION and len(cls.DESCRIPTION) > 40, name
         spec = cls.INPUT_TYPES()
         inputs = {**spec.get("required", {}), **spec.get("optional", {})}
-        for input_name, (kind, *options) in inputs.items():
+        for input_name, (_kind, *options) in inputs.items():
             assert options and options[0].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES), name
         assert all(cls.OUTPUT_TOOLTIPS), name

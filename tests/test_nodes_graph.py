@@ -8,7 +8,10 @@ import sys
 
 import pytest
 import torch
-from test_nodes import DETECT, comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
+from conftest import DETECT, comfy_image, node
+
+pytestmark = pytest.mark.usefixtures("like_comfyui")
+
 
 def bridge():
     """The pack's comfy_bridge; its ``mm`` and ``comfy`` are the ComfyUI modules the pack really uses (another test
@@ -17,6 +20,7 @@ def bridge():
 
 
 PASTE = dict(mask_type="rounded_rect", feather=0.1, color_correction=True, output_scale="1", max_output_size=8192)
+
 
 @pytest.fixture(scope="module")
 def two_photos():
@@ -182,7 +186,8 @@ def test_paste_reserves_memory_and_falls_back_on_out_of_memory(pack, gpen_model,
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes")
 
     monkeypatch.setattr(budget, "paste_faces", never_fits)
-    with pytest.raises(sys.modules[f"{pack[0].__name__}.face_pipeline.errors"].PasteError, match="not enough memory to paste even one 448x512 image on the CPU"):
+    with pytest.raises(sys.modules[f"{pack[0].__name__}.face_pipeline.errors"].PasteError,
+                       match="not enough memory to paste even one 448x512 image on the CPU"):
         all_in_one(pack, gpen_model, detector, batch)
 
 

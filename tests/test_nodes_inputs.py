@@ -14,7 +14,9 @@ import time
 import pytest
 import torch
 from conftest import REPO_ROOT
-from test_nodes import DETECT, comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
+from conftest import DETECT, comfy_image, node
+
+pytestmark = pytest.mark.usefixtures("like_comfyui")
 
 PASTE = dict(mask_type="rounded_rect", feather=0.1, color_correction=True, output_scale="1", max_output_size=8192)
 NODES = ("GPENLoadModel", "GPENLoadFaceDetector", "GPENDetectFaces", "GPENRestoreFaces", "GPENPasteFaces",

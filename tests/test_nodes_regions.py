@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
-from test_nodes import comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
+from conftest import comfy_image, node
+
+pytestmark = pytest.mark.usefixtures("like_comfyui")
 
 PASTE = dict(mask_type="rounded_rect", feather=0.1, color_correction=False, output_scale="1", max_output_size=8192)
 DETECT = dict(select="all", indices="0", sort_by="left_to_right", min_face_size=0, max_faces=0, template="gpen",

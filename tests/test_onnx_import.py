@@ -24,7 +24,7 @@ from gpen_arch import (
 from gpen_arch.onnx_import import _unscale
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402 - only once onnx is known to be there
 
 DATA = REPO_ROOT / "tests" / "data" / "onnx"
 LEGACY_256 = "compact_256_cm1_n0.0625_s64_legacy"

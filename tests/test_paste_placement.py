@@ -121,7 +121,8 @@ def test_chunks_keep_faces_of_similar_size_together(batch):
         padded = len(run) * max(p.height for p in run) * max(p.width for p in run)
         assert len(run) == 1 or padded <= placement_module.MAX_PADDING * sum(p.height * p.width for p in run)
     def sized(*sides):
-        return [Placement(face=i, image=0, side=64, matrix=np.eye(3)[:2], box=(0, 0, s, s)) for i, s in enumerate(sides)]
+        return [Placement(face=i, image=0, side=64, matrix=np.eye(3)[:2], box=(0, 0, s, s))
+                for i, s in enumerate(sides)]
 
     assert [len(run) for run in chunks(sized(100, 100, 98, 101, 100), max_bytes=2 ** 40, with_masks=False)] == [5]
     assert [len(run) for run in chunks(sized(400, 100, 100, 100, 400), max_bytes=2 ** 40, with_masks=False)] \

@@ -153,7 +153,8 @@ def test_selection_options(detector):
     _, report = run_pipeline(image, model=Gray(), detector=detector,
                              options=PipelineOptions.of(select="largest", strength=0.0))
     assert report.faces_found >= 27 and report.faces_restored == 1
-    _, report = run_pipeline(image, model=Gray(), detector=detector, options=PipelineOptions.of(max_faces=5, strength=0.0))
+    _, report = run_pipeline(image, model=Gray(), detector=detector,
+                             options=PipelineOptions.of(max_faces=5, strength=0.0))
     assert report.faces_restored == 5
 
 
@@ -189,7 +190,8 @@ def test_the_package_works_under_another_name_and_imports_cheaply():
 
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('renamed_fp', {str(REPO_ROOT / 'face_pipeline' / '__init__.py')!r},"
+        "spec = importlib.util.spec_from_file_location("
+        f"'renamed_fp', {str(REPO_ROOT / 'face_pipeline' / '__init__.py')!r},"
         f" submodule_search_locations=[{str(REPO_ROOT / 'face_pipeline')!r}])\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['renamed_fp'] = module\n"
         "spec.loader.exec_module(module)\n"

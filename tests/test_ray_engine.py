@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, data_file
+from helpers import files_under, make_photos
+from helpers import ray_args as args
 from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
 from face_pipeline.files import JobSummary, PlannedOutput, StoreObject
@@ -31,32 +33,6 @@ MODEL = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 RESTORED = ("face_0.jpg", "face_1.jpg", "face_2.jpg", "face_3.jpg", "sub/crop_0.png", "sub/crop_1.png",
             "sub/crop_2.png")
 UNCHANGED = ("noise.jpg", "plain_0.png", "plain_1.png", "plain_2.png")
-
-
-def make_photos(folder: Path) -> Path:
-    """12 small images: 7 with the face (resized, cropped; 3 in a subfolder), 4 without, 1 unreadable."""
-    photo = cv2.imread(str(data_file("faces", "grace_hopper.jpg")))
-    h, w = photo.shape[:2]
-    (folder / "sub").mkdir(parents=True)
-    for i, size in enumerate((160, 200, 240, 280)):
-        cv2.imwrite(str(folder / f"face_{i}.jpg"), cv2.resize(photo, (size * w // h, size),
-                                                               interpolation=cv2.INTER_AREA))
-    for i, (y, x, s) in enumerate(((20, 60, 320), (40, 100, 360), (0, 0, 400))):
-        cv2.imwrite(str(folder / "sub" / f"crop_{i}.png"), cv2.resize(photo[y:y + s, x:x + s], (s // 2, s // 2)))
-    for i in range(3):
-        cv2.imwrite(str(folder / f"plain_{i}.png"), np.full((48 + 8 * i, 64, 3), 60 + 40 * i, np.uint8))
-    cv2.imwrite(str(folder / "noise.jpg"), np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8))
-    (folder / "broken.jpg").write_bytes(b"not an image at all")
-    return folder
-
-
-def args(inputs: Path | str, output: Path | str, *extra: str) -> list[str]:
-    return [str(inputs), "--model", str(data_file(*MODEL)), "--output", str(output), "--detector", "yunet_opencv",
-            "--no-download", "--save-crops", *extra]  # the pack's own copy of the OpenCV YuNet weights
-
-
-def files_under(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,8 @@ def test_realigns_to_the_model_size(batch):
                                    MemoryError()])
 def test_out_of_memory_halves_the_batch(batch, error, caplog):
     faces = dataclasses.replace(batch, crops=batch.crops.repeat(3, 1, 1, 1), faces=batch.faces * 3,
-                                affines=batch.affines.repeat(3, 1, 1), inverse_affines=batch.inverse_affines.repeat(3, 1, 1))
+                                affines=batch.affines.repeat(3, 1, 1),
+                                inverse_affines=batch.inverse_affines.repeat(3, 1, 1))
     limited = Stand_in(limit=2, error=error)
     with caplog.at_level(logging.WARNING):
         out = restore_faces(limited, faces, options=RestoreOptions(batch_size=6))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
-from test_ray_engine import args, files_under, make_photos
+from helpers import files_under, make_photos
+from helpers import ray_args as args
 
 from face_pipeline.errors import FileLayoutError, InvalidImageError
 from face_pipeline.files import (

@@ -10,26 +10,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, import_pack
+from helpers import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
 
 DOUBLE = Path(__file__).resolve().parent / "comfy_double"
 WORKFLOWS = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 MODEL_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-
-# The ComfyUI core nodes the examples use: socket inputs (name -> type), number of widget values the UI stores
-# (LoadImage/LoadVideo keep a second value for their upload button), output types. The end-to-end test checks this
-# table against a real ComfyUI's /object_info.
-CORE_NODES = {
-    "LoadImage": ({}, 2, ["IMAGE", "MASK"]),
-    "SaveImage": ({"images": "IMAGE"}, 1, []),
-    "PreviewImage": ({"images": "IMAGE"}, 0, []),
-    "MaskToImage": ({"mask": "MASK"}, 0, ["IMAGE"]),
-    "LoadVideo": ({}, 2, ["VIDEO"]),
-    "GetVideoComponents": ({"video": "VIDEO"}, 0, ["IMAGE", "AUDIO", "FLOAT"]),
-    "CreateVideo": ({"images": "IMAGE", "audio": "AUDIO"}, 1, ["VIDEO"]),
-    "SaveVideo": ({"video": "VIDEO"}, 3, []),
-}
-FRONTEND_ONLY = {"Note", "MarkdownNote"}  # notes live in the UI only; never sent to the server
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +52,8 @@ def widget_problem(name: str, kind, options: dict, value) -> str | None:
     if kind == "STRING":
         return None if isinstance(value, str) else f"{value!r} is not a string"
     if kind in ("INT", "FLOAT"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "INT" and not isinstance(value, int)):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (kind == "INT" and not isinstance(value, int))):
             return f"{value!r} is not {kind}"
         low, high = options.get("min", float("-inf")), options.get("max", float("inf"))
         return None if low <= value <= high else f"{value} outside {low}..{high}"

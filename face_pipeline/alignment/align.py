@@ -47,7 +47,7 @@ def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: tor
         return torch.empty((0, images.shape[1], size, size), dtype=torch.float32, device=images.device)
     order = sorted(range(len(faces)), key=lambda i: faces[i].image_index)  # faces grouped by image, stable
     matrices = affines.detach().cpu().double() if isinstance(affines, torch.Tensor) else affines  # host already
-    thetas = sampling_thetas(np.asarray(matrices, np.float64)[order], in_size=tuple(images.shape[-2:]),
+    thetas = sampling_thetas(np.asarray(matrices, np.float64)[order], in_size=(images.shape[-2], images.shape[-1]),
                              out_size=(size, size))  # [F, 2, 3] float64, host
     theta = torch.as_tensor(thetas, dtype=torch.float32).to(images.device)  # the one host -> device copy
     dtype = images.dtype if images.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32

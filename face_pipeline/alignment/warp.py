@@ -64,7 +64,7 @@ def warp_images(
     as ``cv2.warpAffine`` takes them) into ``[N, C, h, w]`` with ``size = (h, w)``; outside the input is 0."""
     _check(images, interpolation, size)
     h, w = int(size[0]), int(size[1])
-    thetas = sampling_thetas(affines, in_size=tuple(images.shape[-2:]), out_size=(h, w))
+    thetas = sampling_thetas(affines, in_size=(images.shape[-2], images.shape[-1]), out_size=(h, w))
     if len(thetas) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images need {images.shape[0]} matrices, got {len(thetas)}")
     dtype = images.dtype if images.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
@@ -85,7 +85,7 @@ def warp_from_one_image(
         raise ValueError(f"image must be [C, H, W], got {list(image.shape)}")
     _check(image[None], interpolation, size)
     h, w = int(size[0]), int(size[1])
-    thetas = sampling_thetas(affines, in_size=tuple(image.shape[-2:]), out_size=(h, w))
+    thetas = sampling_thetas(affines, in_size=(image.shape[-2], image.shape[-1]), out_size=(h, w))
     k = len(thetas)
     dtype = image.dtype if image.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
     theta = torch.as_tensor(thetas, dtype=torch.float32).to(image.device)

@@ -60,18 +60,17 @@ def load_detector(
 
         import_kornia_yunet("kornia.models.yunet.model")  # likewise for kornia 0.9
     path = resolve_weights(name, weights_dir=weights_dir, allow_download=allow_download)
-    options = dict(score_threshold=score_threshold, device=device, max_side=max_side)
     if name.startswith("retinaface"):
         from .retinaface import RetinaFaceDetector
 
-        return RetinaFaceDetector(name, path, **options)
+        return RetinaFaceDetector(name, path, score_threshold=score_threshold, device=device, max_side=max_side)
     if name == "yunet":
         from .yunet_kornia import KorniaYuNetDetector
 
-        return KorniaYuNetDetector(path, **options)
+        return KorniaYuNetDetector(path, score_threshold=score_threshold, device=device, max_side=max_side)
     from .yunet_opencv import OpenCVYuNetDetector
 
-    return OpenCVYuNetDetector(path, **options)
+    return OpenCVYuNetDetector(path, score_threshold=score_threshold, device=device, max_side=max_side)
 
 
 __all__ = [

@@ -30,7 +30,7 @@ MIN_SIDE = 16  # images with a shorter side below this cannot hold a detectable 
 PIXELS_PER_FORWARD = 8_000_000  # batches are cut into chunks of about this many pixels per network run
 
 
-class FaceDetector(ABC):
+class FaceDetector(ABC):  # noqa: B024 - an ABC for its role; subclasses override _detect_table
     """A face detector backend: ``detect(images)`` -> one list of ``DetectedFace`` per image.
 
     Subclasses set ``name``, ``default_score_threshold``, ``default_max_side`` (long side of the first working copy)
@@ -92,7 +92,8 @@ class FaceDetector(ABC):
         """Validate a ``[B, 3, H, W]`` float 0..1 batch (values a little outside 0..1 are accepted and clamped
         later); returns it as float32."""
         if not isinstance(images, torch.Tensor):
-            raise InvalidImageError(f"detect() expects a torch.Tensor [B, 3, H, W] RGB in 0..1, got {type(images).__name__}")
+            raise InvalidImageError(
+                f"detect() expects a torch.Tensor [B, 3, H, W] RGB in 0..1, got {type(images).__name__}")
         shape = list(images.shape)
         if images.dim() != 4 or shape[1] != 3:
             hint = ""
@@ -141,7 +142,7 @@ class FaceDetector(ABC):
             self._moved_to(param.device)
 
     # ------------------------------------------------------------ subclasses
-    def _moved_to(self, device: torch.device) -> None:
+    def _moved_to(self, device: torch.device) -> None:  # noqa: B027 - a hook, empty by default
         """Move what the backend keeps outside its network's parameters and buffers (nothing by default)."""
 
     #: at most this many rows per image and pass (after NMS, best first); None: all
@@ -234,7 +235,7 @@ class FaceDetector(ABC):
     def _to_face(row: np.ndarray, index: int) -> DetectedFace:
         points = row[5:15].reshape(5, 2)
         return DetectedFace(
-            box=tuple(float(v) for v in row[:4]),
+            box=(float(row[0]), float(row[1]), float(row[2]), float(row[3])),
             score=float(row[4]),
             landmarks=tuple((float(x), float(y)) for x, y in points),
             image_index=index,

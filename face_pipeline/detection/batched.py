@@ -79,7 +79,7 @@ def select(boxes: torch.Tensor, points: torch.Tensor, scores: torch.Tensor, *, t
                             "installed: pip install torchvision (the build matching your torch), or use the "
                             "yunet_opencv detector") from exc
 
-    batch, count = scores.shape
+    _, count = scores.shape
     passing = scores > threshold
     if top_k is not None and count > top_k:
         # each image's top_k best among those above the threshold: the rest are pushed below every real score

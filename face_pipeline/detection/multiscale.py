@@ -32,7 +32,7 @@ def plausible(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, np.float32).reshape(-1, ROW_WIDTH)
     size = np.maximum(rows[:, 2:4] - rows[:, 0:2], 1e-6)  # [N, 2] box w, h
     relative = (rows[:, 5:15].reshape(-1, 5, 2) - rows[:, None, 0:2]) / size[:, None, :]  # [N, 5, 2]
-    return ((relative >= -LANDMARK_MARGIN) & (relative <= 1 + LANDMARK_MARGIN)).all(axis=(1, 2))
+    return np.asarray(((relative >= -LANDMARK_MARGIN) & (relative <= 1 + LANDMARK_MARGIN)).all(axis=(1, 2)))
 
 
 def empty_rows() -> np.ndarray:

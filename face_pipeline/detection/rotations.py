@@ -98,7 +98,8 @@ def merge_angles(candidates: list[tuple[DetectedFace, float]]) -> list[DetectedF
     often found at two angles: upright-ish in one copy, and rolled by 90 degrees in the next (RetinaFace then places
     its landmarks roughly; YuNet even calls a face on its side upright, landmarks made up). Faces seen within
     ``UPRIGHT_ROLL`` of upright are kept first, then by descending score (the made-up sightings score lower than
-    the real ones); a face whose box duplicates a kept one is dropped (``boxes.keep_distinct``). The result is sorted by descending score, like ``FaceDetector.detect``."""
+    the real ones); a face whose box duplicates a kept one is dropped (``boxes.keep_distinct``). The result is
+    sorted by descending score, like ``FaceDetector.detect``."""
     order = sorted(candidates, key=lambda c: (c[1] > UPRIGHT_ROLL, -c[0].score))
     kept = [order[i][0] for i in keep_distinct(np.array([face.box for face, _ in order]))]
     return sorted(kept, key=lambda f: -f.score)

@@ -10,6 +10,7 @@ kornia's own ``postprocess`` loops over the images and its NMS over the kept box
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,17 +19,21 @@ from . import batched
 from .base import FaceDetector
 from .weights import load_strict, read_detector_state_dict
 
+if TYPE_CHECKING:  # kornia is optional (Python 3.11+)
+    from kornia.contrib.face_detection import FaceDetector as KorniaFaceDetector
+    from kornia.models.yunet.model import YuNet
+
 #: settings of kornia's ``FaceDetector`` (its defaults; the confidence threshold is set per call)
 TOP_K, NMS_THRESHOLD, KEEP_TOP_K = 5000, 0.3, 750
 MIN_SIZES = ((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))  # prior box sides per feature map
-STEPS = (8, 16, 32, 64)
+STEPS: tuple[int, ...] = (8, 16, 32, 64)
 VARIANCES = (0.1, 0.2)
 MIN_NETWORK_SIDE = 64  # smaller inputs make YuNet's last pooling fail
 
 
-def _kornia_detector(network: torch.nn.Module) -> torch.nn.Module:
+def _kornia_detector(network: YuNet) -> KorniaFaceDetector:
     """A ``kornia.contrib.FaceDetector`` around an already loaded YuNet ``network``, built without a download."""
-    from kornia.contrib import FaceDetector as KorniaFaceDetector
+    from kornia.contrib.face_detection import FaceDetector as KorniaFaceDetector
 
     reference = KorniaFaceDetector.__new__(KorniaFaceDetector)
     torch.nn.Module.__init__(reference)

@@ -1,7 +1,8 @@
 """File jobs: which images are read, where each result goes (clashes refused up front), writing that never leaves a
 partial file or replaces one unasked, one run per output folder, and the per-input loop with its summary.
 
-Inputs may be objects in an object store (``s3://...``; ``stores``). Shared by the command line (``cli.py``) and any other engine that restores image files.
+Inputs may be objects in an object store (``s3://...``; ``stores``). Shared by the command line (``cli.py``) and any
+other engine that restores image files.
 """
 
 from .inputs import InputFile, JobInputs, collect_inputs

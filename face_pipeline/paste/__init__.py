@@ -16,5 +16,6 @@ from .scale import SCALES, choose_scale, face_zoom
 
 __all__ = ["MASK_TYPES", "SCALES", "ANALYTIC_MASKS", "paste_faces", "paste_within_memory", "paste_bytes",
            "gray_images", "to_gray", "choose_scale", "crop_masks", "face_zoom",
-           "match_color", "mask_at", "rounded_rect_mask", "ellipse_mask", "parsing_mask", "PARSING_FILES", "ParsingNet", "load_parsing_net",
+           "match_color", "mask_at", "rounded_rect_mask", "ellipse_mask", "parsing_mask", "PARSING_FILES", "ParsingNet",
+           "load_parsing_net",
            "ParsingWeightsMissing", "PasteOptions"]

@@ -5,6 +5,7 @@ back to the original for a frame."""
 from __future__ import annotations
 
 import dataclasses
+from itertools import pairwise
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def fill_gaps(faces_per_image: list[list[DetectedFace]], *, max_gap: int,
     cut_list = sorted(cuts)
     added = 0
     for sightings in seen.values():
-        for (f0, a), (f1, b) in zip(sightings, sightings[1:]):
+        for (f0, a), (f1, b) in pairwise(sightings):
             missing = f1 - f0 - 1
             if missing < 1 or missing > max_gap or any(f0 < cut <= f1 for cut in cut_list):
                 continue

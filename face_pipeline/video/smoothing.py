@@ -31,7 +31,7 @@ def smooth_landmarks(faces_per_image: list[list[DetectedFace]], *, strength: flo
         frames = np.array([f for f, _ in members], dtype=np.float64)
         points = np.array([faces_per_image[f][s].landmarks_array() for f, s in members])  # [T, 5, 2]
         boxes = np.array([faces_per_image[f][s].box for f, s in members])  # [T, 4]
-        for k, (frame, slot) in enumerate(members):
+        for frame, slot in members:
             near = np.abs(frames - frame) <= radius
             weights = np.exp(-0.5 * ((frames[near] - frame) / sigma) ** 2)
             weights /= weights.sum()

@@ -32,7 +32,7 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel():
     """Compile-on-demand: importing this module never imports Triton."""
     import triton
@@ -109,7 +109,7 @@ def usable(*tensors: torch.Tensor) -> bool:
         return False
     try:
         _kernel()
-    except Exception as exc:  # ImportError, or a Triton too old for this kernel: off for the process
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a Triton too old for this kernel: off for the process
         _state["failed"] = f"Triton is not usable here: {type(exc).__name__}: {exc}"
         report_fallback(_state["failed"])
         return False
@@ -143,7 +143,7 @@ def concat_epilogue(result, feature: torch.Tensor, alpha: torch.Tensor, noise_bi
         kernel[grid](raw, scale, bias, feature, alpha, noise_bias, out, n * height * width, out_ch, height, width,
                      NEGATIVE_SLOPE, SUBPIXEL=result.subpixel, HAS_SCALE=result.scale is not None,
                      HAS_BIAS=result.bias is not None, BLOCK_P=block_p, BLOCK_C=block_c)
-    except Exception as exc:  # a compiler or driver problem: fall back for good, but say so once
+    except Exception as exc:  # noqa: BLE001 - a compiler or driver problem: fall back for good, but say so once
         _state["failed"] = f"it failed: {type(exc).__name__}: {exc}; not tried again in this process"
         report_fallback(_state["failed"])
         return False

@@ -46,7 +46,7 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
             loaded.append(patcher)
 
 
-def free_memory(memory_required, device, keep_loaded=[]):
+def free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 - ComfyUI's signature
     free_calls.append((memory_required, device))
 
 
