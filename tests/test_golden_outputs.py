@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, data_file
-from test_nodes import DETECT, comfy_image, detector, gpen_model, like_comfyui, node, pack  # noqa: F401 - fixtures
+from conftest import DETECT, REPO_ROOT, comfy_image, data_file, node
 
 MODEL = data_file("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 OFFLINE = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
@@ -138,5 +137,5 @@ def node_outputs(pack, gpen_model, detector) -> dict[str, str]:
             "paste.image": tensor_hash(pasted), "paste.mask": tensor_hash(pasted_mask)}
 
 
-def test_node_graph_outputs(pack, gpen_model, detector, one_thread):
+def test_node_graph_outputs(pack, gpen_model, detector, one_thread, like_comfyui):
     assert node_outputs(pack, gpen_model, detector) == NODES
