@@ -11,18 +11,11 @@ torch, numpy and safetensors; knows nothing of ComfyUI.
 
 from .config import RELEASED_CONFIGS, GPENConfig
 from .errors import CheckpointReadError, ConfigError, GPENError, NotAGPENCheckpoint
-from .fast_plan import FastOptions, FastPlan, resolve_plan
-from .loading import (
-    SUPPORTED_SUFFIXES,
-    canonicalize_state_dict,
-    expected_shapes,
-    infer_config,
-    load_gpen,
-    load_gpen_file,
-    read_state_dict,
-)
-from .memory import estimate_forward_memory, model_bytes
-from .model import GPEN
+from .formats.loading import SUPPORTED_SUFFIXES, load_gpen, load_gpen_file, read_state_dict
+from .model import GPEN, estimate_forward_memory
+from .runtime.fast_plan import FastOptions, FastPlan, resolve_plan
+from .runtime.memory import model_bytes
+from .state_dict import canonicalize_state_dict, check_state_dict, expected_shapes, infer_config
 
 __all__ = [
     "GPEN",
@@ -40,6 +33,7 @@ __all__ = [
     "canonicalize_state_dict",
     "infer_config",
     "expected_shapes",
+    "check_state_dict",
     "load_gpen",
     "load_gpen_file",
     "estimate_forward_memory",

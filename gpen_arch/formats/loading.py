@@ -1,6 +1,7 @@
-"""Reading checkpoint files safely, recognising GPEN state dicts, inferring their config, and building the model.
+"""Reading checkpoint files safely (the one dispatcher by suffix) and building the model from their state dicts.
 
-Nothing here executes code from a file: ``.pth``/``.pt``/``.bin`` go through ``torch.load(weights_only=True)`` and
+What a state dict says (its config, the keys it must hold, what else it might be) is ``state_dict.py``. Nothing here
+executes code from a file: ``.pth``/``.pt``/``.bin`` go through ``torch.load(weights_only=True)`` and
 ``.safetensors`` through safetensors. Hyper-parameters come from tensor shapes, never from file names.
 """
 
@@ -8,19 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointReadError, NotAGPENCheckpoint
+from ..model import GPEN
+from ..state_dict import canonicalize_state_dict, check_state_dict, infer_config
 from .checkpoint_file import load_torch_file
-from .config import GPENConfig
-from .errors import CheckpointReadError, ConfigError, NotAGPENCheckpoint
 from .file_scan import inspect_weight_file
-from .model import GPEN
-from .ops.upfirdn2d import make_blur_kernel
+from .onnx_import import read_onnx_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -29,25 +29,10 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 ONNX_SUFFIXES = (".onnx",)  # GPEN-BFR-*.onnx exports, read by structure (onnx_import.py; needs the onnx package)
 SUPPORTED_SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES + ONNX_SUFFIXES
 
-#: Wrapper keys that hold the generator's state dict, in order of preference (EMA weights first).
-WRAPPER_KEYS = ("g_ema", "params_ema", "params", "state_dict")
-
-#: Keys that identify other checkpoints people put in the same folders, for a helpful error message.
-_OTHER_ARCHITECTURES = (
-    ("a GFPGAN face-restoration model", ("conv_body_first.weight", "stylegan_decoder.")),
-    ("a CodeFormer face-restoration model", ("quantize.embedding.weight", "ft_layers.")),
-    ("a RestoreFormer face-restoration model", ("encoder.conv_in.weight", "quantize.embedding.weight")),
-    ("a RetinaFace face detector", ("body.stage1.", "ClassHead.", "LandmarkHead.")),
-    ("an ESRGAN/Real-ESRGAN upscaler", ("conv_first.weight", "RRDB_trunk.", "body.0.rdb1.")),
-    ("a face-parsing model (ParseNet/BiSeNet)", ("encoder.0.", "context_path.")),
-    ("a Stable Diffusion checkpoint", ("model.diffusion_model.",)),
-    ("the GPEN discriminator (a -D file), not the generator", ("final_conv.", "convs.0.0.weight")),
-)
-
 
 # --------------------------------------------------------------------------------------------------- reading files
 def read_state_dict(path: str | os.PathLike) -> dict:
-    """Read a checkpoint file as stored: a mapping of names to tensors (possibly wrapped, see ``WRAPPER_KEYS``).
+    """Read a checkpoint file as stored: a mapping of names to tensors (possibly wrapped: ``state_dict.WRAPPER_KEYS``).
 
     Raises ``CheckpointReadError`` with a specific message for a missing path, a directory, an empty file, an
     unsupported suffix, a truncated or corrupt file, and a pickle that holds anything but tensors (refused unrun).
@@ -76,8 +61,6 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     if suffix in TORCH_SUFFIXES:
         return _read_torch(path, size)
     if suffix in ONNX_SUFFIXES:
-        from .onnx_import import read_onnx_state_dict
-
         return read_onnx_state_dict(path)
     raise CheckpointReadError(
         f"{path.name}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
@@ -107,114 +90,6 @@ def _read_torch(path: Path, size: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- recognising weights
-def canonicalize_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
-    """Unwrap ``g_ema`` / ``params_ema`` / ``params`` / ``state_dict``, strip a ``module.`` prefix, keep tensors."""
-    if not isinstance(state_dict, Mapping):
-        raise NotAGPENCheckpoint(f"expected a state dict (a dict of tensors), got {type(state_dict).__name__}")
-    current: Mapping = state_dict
-    for _ in range(3):  # wrappers can nest, e.g. {'state_dict': {'g_ema': ...}}
-        if any(isinstance(v, torch.Tensor) and k.startswith(("generator.", "module.generator.")) for k, v in current.items()):
-            break
-        inner = next((current[k] for k in WRAPPER_KEYS if isinstance(current.get(k), Mapping)), None)
-        if inner is None:
-            break
-        current = inner
-    tensors = {str(k): v for k, v in current.items() if isinstance(v, torch.Tensor)}
-    if tensors and all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    if not tensors:
-        keys = ", ".join(list(map(str, current.keys()))[:8])
-        raise NotAGPENCheckpoint(f"the checkpoint holds no tensors at its top level (keys: {keys or 'none'})")
-    return tensors
-
-
-def _looks_like(keys: set[str]) -> str | None:
-    for description, markers in _OTHER_ARCHITECTURES:
-        if all(any(k.startswith(m) or k == m for k in keys) for m in markers):
-            return description
-    return None
-
-
-def infer_config(state_dict: Mapping) -> GPENConfig:
-    """The GPENConfig of a (canonical) state dict, from tensor shapes only."""
-    sd = canonicalize_state_dict(state_dict)
-    needed = ("generator.input.input", "ecd0.0.0.weight", "final_linear.0.weight", "generator.style.1.weight")
-    missing = [k for k in needed if k not in sd]
-    if missing:
-        hint = _looks_like(set(sd))
-        raise NotAGPENCheckpoint(
-            f"not a GPEN checkpoint: missing {missing[0]}"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + (f"; this looks like {hint}" if hint else f"; its first keys are {', '.join(list(sd)[:4])}")
-        )
-    dims = {"generator.input.input": 4, "ecd0.0.0.weight": 4, "generator.style.1.weight": 2}
-    wrong = [f"{k} {list(sd[k].shape)}" for k, n in dims.items() if sd[k].dim() != n]
-    if wrong:
-        raise NotAGPENCheckpoint(f"not a GPEN checkpoint: {wrong[0]} has the wrong number of dimensions")
-    encoder_layers = sorted({int(m.group(1)) for k in sd if (m := re.match(r"ecd(\d+)\.", k))})
-    if encoder_layers != list(range(len(encoder_layers))):
-        raise NotAGPENCheckpoint(f"the encoder layers are not numbered ecd0..ecdN without gaps: found {encoder_layers}")
-    size = 2 ** (len(encoder_layers) + 1)
-    to_rgbs = len({int(m.group(1)) for k in sd if (m := re.match(r"generator\.to_rgbs\.(\d+)\.", k))})
-    if to_rgbs != len(encoder_layers) - 1:
-        raise NotAGPENCheckpoint(
-            f"encoder and decoder disagree on the size: {len(encoder_layers)} encoder layers mean {size}x{size}, "
-            f"but {to_rgbs} decoder steps mean {2 ** (to_rgbs + 2)}x{2 ** (to_rgbs + 2)}"
-        )
-    if not 16 <= size <= 2048:
-        raise NotAGPENCheckpoint(f"{len(encoder_layers)} encoder layers mean a {size}x{size} GPEN; supported: 16..2048")
-    n_mlp = len({int(m.group(1)) for k in sd if (m := re.match(r"generator\.style\.(\d+)\.weight$", k))})
-    style_dim = int(sd["generator.style.1.weight"].shape[0])
-    c4 = int(sd["generator.input.input"].shape[1])
-    c_top = int(sd["ecd0.0.0.weight"].shape[0])
-    narrow = c4 / 512
-    for multiplier in range(1, 9):
-        try:
-            config = GPENConfig(size=size, channel_multiplier=multiplier, narrow=narrow, style_dim=style_dim,
-                                n_mlp=n_mlp)
-        except ConfigError as exc:
-            raise NotAGPENCheckpoint(f"these GPEN tensors describe an impossible network: {exc}") from exc
-        if config.channels(size) == c_top:
-            return config
-    raise NotAGPENCheckpoint(
-        f"no GPEN channel table fits these shapes: {c4} channels at 4x4 but {c_top} at {size}x{size}"
-    )
-
-
-def expected_shapes(config: GPENConfig) -> dict[str, tuple[int, ...]]:
-    """Every state-dict key of a GPEN with ``config`` and its shape, in checkpoint order (built on the meta device)."""
-    with torch.device("meta"):
-        model = GPEN(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _check_against(sd: dict[str, torch.Tensor], config: GPENConfig) -> dict[str, torch.Tensor]:
-    expected = expected_shapes(config)
-    sd = dict(sd)
-    for key in expected:  # the blur kernels are constants; fill them in when a conversion dropped them
-        if key.endswith(".kernel") and key not in sd:
-            gain = 1.0 if key.startswith("ecd") else 4.0
-            sd[key] = make_blur_kernel(gain=gain)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {list(sd[k].shape)} (expected {list(expected[k])})"
-             for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"missing {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if unexpected:
-        problems.append(f"unexpected {unexpected[0]}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
-    if wrong:
-        problems.append(f"shape mismatch {wrong[0]}" + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
-    if problems:
-        hint = _looks_like(set(sd))
-        raise NotAGPENCheckpoint(
-            f"not a GPEN-{config.size} FullGenerator checkpoint: " + "; ".join(problems)
-            + (f"; this looks like {hint}" if hint else "")
-        )
-    return sd
-
-
 def _check_tensor_kinds(sd: Mapping[str, torch.Tensor]) -> None:
     """GPEN weights are dense real tensors with data: a sparse, meta, quantized, nested or complex one (which a
     damaged or hostile file can hold, or a caller pass) is refused by name before any arithmetic touches it."""
@@ -239,7 +114,7 @@ def load_gpen(
     sd = canonicalize_state_dict(state_dict)
     _check_tensor_kinds(sd)
     config = infer_config(sd)
-    sd = _check_against(sd, config)
+    sd = check_state_dict(sd, config)
     broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise CheckpointReadError(
