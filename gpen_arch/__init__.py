@@ -7,6 +7,11 @@ torch, numpy and safetensors; knows nothing of ComfyUI.
     from gpen_arch import read_state_dict, load_gpen
     model = load_gpen(read_state_dict("GPEN-BFR-2048.pth"), device="cuda", dtype=torch.float16)
     restored = model(faces)  # [N, 3, 2048, 2048] RGB in [-1, 1] -> raw output (clamp it yourself)
+
+Layout (imports point down only): ``formats/`` (weight files, ONNX, conversion) -> ``model.py`` (``GPEN``, the
+reference forward) -> ``runtime/`` (fast plan and forward, derived weights, CUDA graph, strips, memory estimate) ->
+the network's parts (``generator.py``, ``layers.py``, ``ops/``); ``state_dict.py`` (config from shapes, the keys a
+config means, what else a file might be), ``config.py``, ``errors.py`` and ``interrupt.py`` are leaves.
 """
 
 from .config import RELEASED_CONFIGS, GPENConfig

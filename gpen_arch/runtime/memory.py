@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
@@ -31,8 +32,9 @@ from ..config import GPENConfig
 from .fast_forward import fast_forward
 from .fast_plan import FastPlan
 
-#: Builds the network of a configuration (the ``GPEN`` class): called under ``torch.device("meta")``.
-Network = Callable[[GPENConfig], torch.nn.Module]
+#: Builds the network of a configuration (the ``GPEN`` class: an ``nn.Module`` with a ``fast_path``), called under
+#: ``torch.device("meta")``.
+Network = Callable[[GPENConfig], Any]
 
 #: Allocator slack (fragmentation, convolution workspaces) on top of the tensors the run counts.
 OVERHEAD = 1.15
