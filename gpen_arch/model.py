@@ -44,14 +44,14 @@ class GPEN(nn.Module):
 
     Attribute names reproduce the released keys: ``generator.*``, then ``ecd0 .. ecd{L-2}``, then ``final_linear``.
 
-    How the inference forward runs is ``fast_options`` (a frozen ``FastOptions``, ``fast_plan.py``: the optimised
-    forward of ``fast_forward.py`` or the literal reference forward, channels-last activations, folded blurs,
-    sub-pixel upsampling, the fused Triton epilogue, cuDNN autotuning, CUDA graphs, strips, per-face batches; None =
-    auto per device). Each forward resolves it into a ``FastPlan`` for the input's device and dtype (cached) and
-    runs from that. Change it by assigning a new record: ``model.fast_options = model.fast_options.replace(
-    cuda_graphs=True)``. ``fast_path`` (``weight_cache.FastPath``) holds what the fast forward keeps between calls
-    (derived weights, the CUDA graph); it is reset whenever the model moves or loads new weights. The README's
-    benchmark table says what each option buys.
+    How the inference forward runs is ``fast_options`` (a frozen ``FastOptions``, ``runtime/fast_plan.py``: the
+    optimised forward of ``runtime/fast_forward.py`` or the literal reference forward, channels-last activations,
+    folded blurs, sub-pixel upsampling, the fused Triton epilogue, cuDNN autotuning, CUDA graphs, strips, per-face
+    batches; None = auto per device). Each forward resolves it into a ``FastPlan`` for the input's device and dtype
+    (cached) and runs from that. Change it by assigning a new record: ``model.fast_options =
+    model.fast_options.replace(cuda_graphs=True)``. ``fast_path`` (``weight_cache.FastPath``) holds what the fast
+    forward keeps between calls (derived weights, the CUDA graph); it is reset whenever the model moves or loads new
+    weights. The README's benchmark table says what each option buys.
 
     ``forward`` and ``cuda`` (keyword-only) are the fast forward and the CUDA graph calls it runs through, the real
     ones by default (``runtime/cuda_graph.py``); a test passes stand-ins to observe or replace them.
@@ -62,7 +62,7 @@ class GPEN(nn.Module):
         super().__init__()
         self.config = config
         self.fast_options = FastOptions()
-        self.fast_path = FastPath(forward=forward, cuda=cuda)  # derived weights, the graph runner (weight_cache.py)
+        self.fast_path = FastPath(forward=forward, cuda=cuda)  # derived weights, graph runner (weight_cache.py)
         self.generator = Generator(config)
 
         size = config.size
@@ -93,7 +93,7 @@ class GPEN(nn.Module):
     def derived_weight_bytes(self, device: torch.device | str, dtype: torch.dtype | None = None) -> int:
         """Bytes of the weights the fast forward derives and keeps on ``device`` (scaled style weights, demodulation
         norms, and where it folds blurs the folded weights): count them with the model's size when reserving
-        memory. Measured by running the fast forward's own builders on a shape-only copy (``memory.py``)."""
+        memory. Measured by running the fast forward's own builders on a shape-only copy (``runtime/memory.py``)."""
         dtype = self._param_dtype() if dtype is None else dtype
         return memory.derived_weight_bytes(GPEN, self.config, self.plan(device, dtype), dtype)
 
@@ -185,7 +185,8 @@ class GPEN(nn.Module):
 
     def estimate_memory(self, batch_size: int, dtype: torch.dtype | None = None) -> int:
         """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces, on the
-        device the model is on, as its plan runs there (on the CPU the largest layers run in strips: ``bands.py``)."""
+        device the model is on, as its plan runs there (on the CPU the largest layers run in strips:
+        ``runtime/bands.py``)."""
         dtype = self._param_dtype() if dtype is None else dtype
         plan = self.plan(self.final_linear[0].weight.device, dtype)
         return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype, plan=plan)
