@@ -118,7 +118,7 @@ from face_pipeline.pipeline import (
 )
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import CheckpointReadError, GPENError, load_gpen_file
-from gpen_arch.precision import DTYPES, choose_dtype
+from gpen_arch.runtime.precision import DTYPES, choose_dtype
 
 logger = logging.getLogger("gpen.cli")
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # the layout of ComfyUI's models folder
@@ -334,7 +334,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    return choose_dtype(name, device)  # auto: fp16 on cuda/mps, fp32 elsewhere (gpen_arch/precision.py)
+    return choose_dtype(name, device)  # auto: fp16 on cuda/mps, fp32 elsewhere (gpen_arch/runtime/precision.py)
 
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
@@ -679,7 +679,7 @@ def fail(exc: BaseException, status: int, prefix: str = "") -> int:
 def convert_main(argv: list[str]) -> int:
     """``cli.py convert IN OUT.safetensors [--overwrite]``: any GPEN file this pack reads (.onnx included) written
     once as a .safetensors state dict in the released key layout."""
-    from gpen_arch.convert import ConversionError, convert_to_safetensors
+    from gpen_arch.formats.convert import ConversionError, convert_to_safetensors
 
     parser = argparse.ArgumentParser(prog="cli.py convert", description=convert_main.__doc__)
     parser.add_argument("source", help="GPEN file (.onnx, .pth, .pt, .bin or .safetensors)")

@@ -37,7 +37,7 @@ def _load(size: int, threads: int | None, dtype: str):
     from bench_gpen import _random_state_dict
 
     from gpen_arch import load_gpen
-    from gpen_arch.precision import DTYPES
+    from gpen_arch.runtime.precision import DTYPES
 
     if threads:
         torch.set_num_threads(threads)
@@ -66,7 +66,7 @@ class Recorder:
 
 def _wrap_layers(recorder: Recorder) -> None:
     """Make the fast forward's layer functions tell ``recorder`` which layer starts (their second argument)."""
-    from gpen_arch import fast_forward as ff
+    from gpen_arch.runtime import fast_forward as ff
 
     for name in ("_encoder_layer", "_styled_conv"):
         real = getattr(ff, name)

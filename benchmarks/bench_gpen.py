@@ -12,7 +12,7 @@ full-size (every parameter drawn so that every path contributes), identical for 
 from there at run time (nothing of it is part of this project). ``--onnxruntime`` adds ONNX Runtime (CPU) running our
 network exported to ONNX in this run (``torch.onnx.export``, the torch.export-based exporter, batch 1; the export
 runs in a process of its own and is not timed), as people who use GPEN's ONNX files run it. ``--plain`` adds our
-fast forward without strips (``FastOptions(banded=False)``, the default before ``gpen_arch/bands.py``), for a
+fast forward without strips (``FastOptions(banded=False)``, the default before ``gpen_arch/runtime/bands.py``), for a
 before/after comparison in the same run. Each comparison row shows ours relative to it (time, peak memory, largest
 output difference). ``CPU s`` is the process's CPU time per face (all threads), steadier than the wall time on a
 shared machine. Figures are printed as a table; ``--json`` adds one JSON line per row.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from gpen_arch.fast_plan import FastOptions  # noqa: E402
-from gpen_arch.precision import DTYPES  # noqa: E402  (fp32 / fp16 / bf16, as the CLI and the nodes name them)
+from gpen_arch.runtime.fast_plan import FastOptions  # noqa: E402
+from gpen_arch.runtime.precision import DTYPES  # noqa: E402  (fp32 / fp16 / bf16, as the CLI and the nodes name them)
 
 
 # ------------------------------------------------------------------------------------------------------- worker

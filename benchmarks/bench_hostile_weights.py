@@ -31,8 +31,8 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import onnx
 from gpen_arch import read_state_dict
-from gpen_arch.onnx_import import onnx_not_gpen_reason
-from gpen_arch.checkpoint_file import peek_torch_file
+from gpen_arch.formats.onnx_import import onnx_not_gpen_reason
+from gpen_arch.formats.checkpoint_file import peek_torch_file
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 try:

@@ -33,7 +33,7 @@ from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
 from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
 from gpen_arch import load_gpen  # noqa: E402
-from gpen_arch.precision import DTYPES  # noqa: E402
+from gpen_arch.runtime.precision import DTYPES  # noqa: E402
 
 
 def timed(fn, runs: int, device: torch.device):

@@ -45,7 +45,7 @@ from face_pipeline.image import load_image  # noqa: E402
 from face_pipeline.paste import paste_faces  # noqa: E402
 from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
 from gpen_arch import load_gpen, load_gpen_file  # noqa: E402
-from gpen_arch.precision import DTYPES, choose_dtype  # noqa: E402
+from gpen_arch.runtime.precision import DTYPES, choose_dtype  # noqa: E402
 
 STAGES = ("detect", "align", "restore", "paste")
 
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None,
                         help="timed frames per row (default: 64 on CUDA, the largest batch on the CPU)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="default: auto (fp16 on CUDA and MPS, fp32 on the CPU: gpen_arch/precision.py)")
+                        help="default: auto (fp16 on CUDA and MPS, fp32 on the CPU: gpen_arch/runtime/precision.py)")
     parser.add_argument("--image", default=str(REPO_ROOT.parent / "shared" / "faces" / "grace_hopper.jpg"))
     parser.add_argument("--detector", default="yunet",
                         help="yunet (kornia, batched on the device; default), retinaface_mobile0.25, "

@@ -2,11 +2,11 @@
 
 Every input from outside costs bounded time and memory, checked before anything is allocated, with a message that
 names the input and the limit. The weight files (GPEN, detector and parsing networks: file, tensor and record sizes,
-pickle and header sizes, ONNX graph sizes and constant folding) are held to ``gpen_arch/budgets.py``, the network
-package's own statement (it imports nothing from here). What is held to what, and where it is checked:
+pickle and header sizes, ONNX graph sizes and constant folding) are held to ``gpen_arch/formats/budgets.py``, the
+network package's own statement (it imports nothing from here). What is held to what, and where it is checked:
 
-- a weight file (.pth/.pt/.bin/.safetensors/.onnx): ``gpen_arch/budgets.py``, checked in ``gpen_arch/file_scan.py``
-  and ``gpen_arch/onnx_graph.py``;
+- a weight file (.pth/.pt/.bin/.safetensors/.onnx): ``gpen_arch/formats/budgets.py``, checked in
+  ``gpen_arch/formats/file_scan.py`` and ``gpen_arch/formats/onnx_graph.py``;
 - an image (a file or a host's tensor): ``MAX_SIDE`` per side, ``MAX_PIXELS`` in all, checked from the header in
   ``image.check_budget``;
 - a face-index text ("0,2-5"): ``MAX_INDICES_TEXT`` characters, indices up to ``MAX_FACE_INDEX``, checked in

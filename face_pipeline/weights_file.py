@@ -11,11 +11,12 @@ import importlib
 from pathlib import Path
 
 
-def _checkpoint_file():
+def _checkpoint_file(module: str = "checkpoint_file"):
     # gpen_arch is this package's sibling: "gpen_arch" when the repository root is on sys.path (cli.py, the tests),
     # "<pack>.gpen_arch" inside ComfyUI, which imports the repository as one package
     parent = __name__.rsplit(".", 2)[0] if __name__.count(".") >= 2 else ""  # the package above face_pipeline
-    return importlib.import_module(f"{parent}.gpen_arch.checkpoint_file" if parent else "gpen_arch.checkpoint_file")
+    name = f"gpen_arch.formats.{module}"
+    return importlib.import_module(f"{parent}.{name}" if parent else name)
 
 
 def load_torch_weights(path: str | Path, *, download_hint: str, error: type[Exception]) -> object:
@@ -30,4 +31,4 @@ def load_torch_weights(path: str | Path, *, download_hint: str, error: type[Exce
 
 def describe_failed_download(path: str | Path, *, download_hint: str) -> str | None:
     """A message when ``path`` is an HTML page or a Git LFS pointer (what a failed download leaves), else None."""
-    return _checkpoint_file().describe_failed_download(Path(path), download_hint=download_hint)
+    return _checkpoint_file("file_scan").describe_failed_download(Path(path), download_hint=download_hint)

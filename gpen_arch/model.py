@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 from .config import GPENConfig
-from .fast_plan import FastOptions, FastPlan, resolve_plan
 from .generator import Generator
 from .interrupt import between_blocks, block_done
 from .layers import ConvLayer, EqualLinear
-from .memory import derived_weight_bytes, estimate_forward_memory
-from .weight_cache import FastPath
+from .runtime import memory
+from .runtime.cuda_graph import TORCH_CUDA, CUDAGraphAPI, CUDAGraphForward, FastForward
+from .runtime.fast_forward import fast_forward
+from .runtime.fast_plan import FastOptions, FastPlan, resolve_plan
+from .runtime.weight_cache import FastPath
 
 
 @contextlib.contextmanager
@@ -42,21 +44,25 @@ class GPEN(nn.Module):
 
     Attribute names reproduce the released keys: ``generator.*``, then ``ecd0 .. ecd{L-2}``, then ``final_linear``.
 
-    How the inference forward runs is ``fast_options`` (a frozen ``FastOptions``, ``fast_plan.py``: the optimised
-    forward of ``fast_forward.py`` or the literal reference forward, channels-last activations, folded blurs,
-    sub-pixel upsampling, the fused Triton epilogue, cuDNN autotuning, CUDA graphs, strips, per-face batches; None =
-    auto per device). Each forward resolves it into a ``FastPlan`` for the input's device and dtype (cached) and
-    runs from that. Change it by assigning a new record: ``model.fast_options = model.fast_options.replace(
-    cuda_graphs=True)``. ``fast_path`` (``weight_cache.FastPath``) holds what the fast forward keeps between calls
-    (derived weights, the CUDA graph); it is reset whenever the model moves or loads new weights. The README's
-    benchmark table says what each option buys.
+    How the inference forward runs is ``fast_options`` (a frozen ``FastOptions``, ``runtime/fast_plan.py``: the
+    optimised forward of ``runtime/fast_forward.py`` or the literal reference forward, channels-last activations,
+    folded blurs, sub-pixel upsampling, the fused Triton epilogue, cuDNN autotuning, CUDA graphs, strips, per-face
+    batches; None = auto per device). Each forward resolves it into a ``FastPlan`` for the input's device and dtype
+    (cached) and runs from that. Change it by assigning a new record: ``model.fast_options =
+    model.fast_options.replace(cuda_graphs=True)``. ``fast_path`` (``weight_cache.FastPath``) holds what the fast
+    forward keeps between calls (derived weights, the CUDA graph); it is reset whenever the model moves or loads new
+    weights. The README's benchmark table says what each option buys.
+
+    ``forward`` and ``cuda`` (keyword-only) are the fast forward and the CUDA graph calls it runs through, the real
+    ones by default (``runtime/cuda_graph.py``); a test passes stand-ins to observe or replace them.
     """
 
-    def __init__(self, config: GPENConfig) -> None:
+    def __init__(self, config: GPENConfig, *, forward: FastForward = fast_forward,
+                 cuda: CUDAGraphAPI = TORCH_CUDA) -> None:
         super().__init__()
         self.config = config
         self.fast_options = FastOptions()
-        self.fast_path = FastPath()  # derived weights and the CUDA graph runner (weight_cache.py)
+        self.fast_path = FastPath(forward=forward, cuda=cuda)  # derived weights, graph runner (weight_cache.py)
         self.generator = Generator(config)
 
         size = config.size
@@ -87,9 +93,9 @@ class GPEN(nn.Module):
     def derived_weight_bytes(self, device: torch.device | str, dtype: torch.dtype | None = None) -> int:
         """Bytes of the weights the fast forward derives and keeps on ``device`` (scaled style weights, demodulation
         norms, and where it folds blurs the folded weights): count them with the model's size when reserving
-        memory. Measured by running the fast forward's own builders on a shape-only copy (``memory.py``)."""
+        memory. Measured by running the fast forward's own builders on a shape-only copy (``runtime/memory.py``)."""
         dtype = self._param_dtype() if dtype is None else dtype
-        return derived_weight_bytes(self.config, self.plan(device, dtype), dtype)
+        return memory.derived_weight_bytes(GPEN, self.config, self.plan(device, dtype), dtype)
 
     def encoder_layers(self) -> list[ConvLayer]:
         """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""
@@ -147,20 +153,17 @@ class GPEN(nn.Module):
         return out
 
     def _fast_forward(self, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
-        from .fast_forward import fast_forward
-
+        fast_path = self.fast_path
         if plan.per_face and x.shape[0] > 1:  # the CPU default: faster there, and a fraction of the memory
             return torch.cat([self._fast_forward(x[i:i + 1], plan) for i in range(x.shape[0])])
         if x.is_cuda:
             with _cudnn_benchmark(plan.cudnn_benchmark):
                 if plan.cuda_graphs:
-                    if self.fast_path.graph_runner is None:
-                        from .cuda_graph import CUDAGraphForward
-
-                        self.fast_path.graph_runner = CUDAGraphForward(self)
-                    return self.fast_path.graph_runner(x, plan)
-                return fast_forward(self, x, plan)
-        return fast_forward(self, x, plan)
+                    if fast_path.graph_runner is None:
+                        fast_path.graph_runner = CUDAGraphForward(self, forward=fast_path.forward, cuda=fast_path.cuda)
+                    return fast_path.graph_runner(x, plan)
+                return fast_path.forward(self, x, plan)
+        return fast_path.forward(self, x, plan)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The literal forward described in docs/network.md (also used when gradients are needed)."""
@@ -182,10 +185,20 @@ class GPEN(nn.Module):
 
     def estimate_memory(self, batch_size: int, dtype: torch.dtype | None = None) -> int:
         """Peak bytes of one inference forward's activations (weights excluded) for ``batch_size`` faces, on the
-        device the model is on, as its plan runs there (on the CPU the largest layers run in strips: ``bands.py``)."""
+        device the model is on, as its plan runs there (on the CPU the largest layers run in strips:
+        ``runtime/bands.py``)."""
         dtype = self._param_dtype() if dtype is None else dtype
         plan = self.plan(self.final_linear[0].weight.device, dtype)
         return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype, plan=plan)
+
+
+def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch.dtype,
+                            plan: FastPlan = FastPlan()) -> int:
+    """Peak bytes of activations for one inference forward of ``batch_size`` faces of a GPEN of ``config`` (weights
+    excluded), with allocator slack, for the fast forward running ``plan`` (default: the plain CPU form, which
+    allocates the most; ``FastPlan(banded=True)``: the largest layers in strips). Measured by running the fast
+    forward on a shape-only GPEN (``runtime/memory.py``)."""
+    return memory.forward_memory(GPEN, config, batch_size=batch_size, dtype=dtype, plan=plan)
 
 
 def _tracing() -> bool:

@@ -35,12 +35,12 @@ from ..gpen_arch import (
     load_gpen_file,
     model_bytes,
 )
-from ..gpen_arch.checkpoint_file import peek_torch_file
-from ..gpen_arch.file_scan import inspect_weight_file
-from ..gpen_arch.loading import DOWNLOAD_HINT
-from ..gpen_arch.onnx_import import onnx_not_gpen_reason
-from ..gpen_arch.precision import PRECISIONS  # noqa: F401  (the loader node's choices)
-from ..gpen_arch.precision import choose_dtype as _choose_dtype
+from ..gpen_arch.formats.checkpoint_file import peek_torch_file
+from ..gpen_arch.formats.file_scan import inspect_weight_file
+from ..gpen_arch.formats.loading import DOWNLOAD_HINT
+from ..gpen_arch.formats.onnx_import import onnx_not_gpen_reason
+from ..gpen_arch.runtime.precision import PRECISIONS  # noqa: F401  (the loader node's choices)
+from ..gpen_arch.runtime.precision import choose_dtype as _choose_dtype
 from .handles import GPENModelHandle
 
 try:  # ComfyUI 0.3.44 and later: which node is running (the frontend's toast names it)

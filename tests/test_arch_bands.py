@@ -1,4 +1,4 @@
-"""The banded (low-memory) forward gives the plain fast forward's outputs (gpen_arch/bands.py)."""
+"""The banded (low-memory) forward gives the plain fast forward's outputs (gpen_arch/runtime/bands.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from conftest import data_file
 from helpers import random_gpen
 from safetensors.torch import load_file
 
-from gpen_arch import RELEASED_CONFIGS, load_gpen
-from gpen_arch import bands as bands_module
-from gpen_arch.bands import band_plan, band_rows, uses_bands
+from gpen_arch import RELEASED_CONFIGS, estimate_forward_memory, load_gpen
 from gpen_arch.config import GPENConfig
-from gpen_arch.fast_forward import fast_forward
-from gpen_arch.fast_plan import FastOptions, FastPlan
-from gpen_arch.memory import estimate_forward_memory
 from gpen_arch.model import GPEN
+from gpen_arch.runtime import bands as bands_module
+from gpen_arch.runtime.bands import band_plan, band_rows, uses_bands
+from gpen_arch.runtime.fast_forward import fast_forward
+from gpen_arch.runtime.fast_plan import FastOptions, FastPlan
 
 TOLERANCE = 1e-5  # fp32, banded against plain
 

@@ -95,19 +95,19 @@ def test_cuda_graph_pads_a_partial_batch_and_runs_a_small_one_eagerly(weights_an
     assert (eager - expected[2:3]).abs().max().item() < 1e-4
 
 
-def test_defaults_on_cuda_use_the_fast_forms_with_cudnn_benchmark_inside_only(weights_and_reference, monkeypatch):
-    from gpen_arch import fast_forward as fast_forward_module
+def test_defaults_on_cuda_use_the_fast_forms_with_cudnn_benchmark_inside_only(weights_and_reference):
+    from gpen_arch.runtime.fast_forward import fast_forward
+    from gpen_arch.runtime.weight_cache import FastPath
 
     state, x, expected = weights_and_reference
     model = load_gpen(state, device="cuda")
-    inner = fast_forward_module.fast_forward
     seen = []
 
     def spy(m, inp, plan):
         seen.append(torch.backends.cudnn.benchmark)
-        return inner(m, inp, plan)
+        return fast_forward(m, inp, plan)
 
-    monkeypatch.setattr(fast_forward_module, "fast_forward", spy)
+    model.fast_path = FastPath(forward=spy)  # the forward injected: nothing patched
     saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
     try:

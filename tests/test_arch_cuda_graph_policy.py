@@ -1,7 +1,8 @@
 """When the CUDA-graph runner captures, pads or runs eagerly, checked on the CPU with CUDA's graph API stood in for.
 
 The stand-in graph records the forward run during capture and replays it on the captured input buffer, which is what
-a CUDA graph does with its static addresses; ``tests/test_arch_cuda.py`` checks the real thing on a GPU.
+a CUDA graph does with its static addresses; ``tests/test_arch_cuda.py`` checks the real thing on a GPU. The stand-ins
+(the forward and a ``CUDAGraphAPI``) are passed to the runner, nothing in ``torch.cuda`` or the package is patched.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import contextlib
 import pytest
 import torch
 
-from gpen_arch import GPEN, FastOptions, FastPlan, GPENConfig, cuda_graph
-from gpen_arch import fast_forward as fast_forward_module
-from gpen_arch.weight_cache import FastPath
+from gpen_arch import GPEN, FastOptions, FastPlan, GPENConfig
+from gpen_arch.runtime.cuda_graph import CUDAGraphAPI, CUDAGraphForward
+from gpen_arch.runtime.fast_forward import fast_forward
+from gpen_arch.runtime.weight_cache import FastPath
 
 PLAN = FastPlan(cuda_graphs=True)
 
@@ -28,14 +30,14 @@ class FakeGraph:
         static_in, static_out = self.recorded
         static_out.copy_(static_in * 2)
 
-
-@contextlib.contextmanager
-def fake_capture(graph: FakeGraph):
-    FakeGraph.capturing = graph
-    try:
-        yield
-    finally:
-        FakeGraph.capturing = None
+    @staticmethod
+    @contextlib.contextmanager
+    def capture(graph: FakeGraph):
+        FakeGraph.capturing = graph
+        try:
+            yield
+        finally:
+            FakeGraph.capturing = None
 
 
 class Model(torch.nn.Module):
@@ -46,8 +48,19 @@ class Model(torch.nn.Module):
         self.eager_batches: list[int] = []
 
 
+class Stream:
+    def wait_stream(self, other) -> None:
+        pass
+
+
+def stand_in_cuda(graph_type) -> CUDAGraphAPI:
+    """CUDA's graph and stream calls stood in for: ``graph_type()`` graphs captured by ``graph_type.capture``."""
+    return CUDAGraphAPI(new_graph=graph_type, capture=graph_type.capture, new_stream=lambda device: Stream(),
+                        current_stream=lambda device: Stream(), use_stream=lambda stream: contextlib.nullcontext())
+
+
 @pytest.fixture
-def runner(monkeypatch):
+def runner():
     def forward(model, x, plan):
         out = x * 2
         if FakeGraph.capturing is not None:
@@ -56,17 +69,7 @@ def runner(monkeypatch):
             model.eager_batches.append(x.shape[0])
         return out
 
-    monkeypatch.setattr(fast_forward_module, "fast_forward", forward)
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
-    monkeypatch.setattr(torch.cuda, "graph", fake_capture)
-    class Stream:
-        def wait_stream(self, other) -> None:
-            pass
-
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    return cuda_graph.CUDAGraphForward(Model(), warmup=1, recapture_after=3)
+    return CUDAGraphForward(Model(), forward=forward, cuda=stand_in_cuda(FakeGraph), warmup=1, recapture_after=3)
 
 
 def batch(n: int, start: float = 0.0) -> torch.Tensor:
@@ -155,23 +158,23 @@ class ReplayGraph:
         finally:
             del cache.get
 
+    @staticmethod
+    @contextlib.contextmanager
+    def capture(graph: ReplayGraph):
+        ReplayGraph.capturing = graph
+        try:
+            yield
+        finally:
+            ReplayGraph.capturing = None
 
-REAL_FAST_FORWARD = fast_forward_module.fast_forward
+
+REAL_FAST_FORWARD = fast_forward
 CONFIG = GPENConfig(size=32, channel_multiplier=1, narrow=0.125)
 GRAPHED = FastPlan(fold_blur=True, subpixel=True, cuda_graphs=True)
 
 
-@contextlib.contextmanager
-def replay_capture(graph: ReplayGraph):
-    ReplayGraph.capturing = graph
-    try:
-        yield
-    finally:
-        ReplayGraph.capturing = None
-
-
 @pytest.fixture
-def graphed(monkeypatch):
+def graphed():
     """A GPEN whose fast path holds a graph runner working through :class:`ReplayGraph`."""
 
     def forward(model, x, plan):
@@ -180,18 +183,8 @@ def graphed(monkeypatch):
             ReplayGraph.capturing.recorded = (model, x, plan, out, dict(model.fast_path.derived._entries))
         return out
 
-    class Stream:
-        def wait_stream(self, other) -> None:
-            pass
-
-    monkeypatch.setattr(fast_forward_module, "fast_forward", forward)
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", ReplayGraph)
-    monkeypatch.setattr(torch.cuda, "graph", replay_capture)
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
     models = [random_gpen(seed) for seed in (0, 1)]
-    runner = cuda_graph.CUDAGraphForward(models[0], warmup=1)
+    runner = CUDAGraphForward(models[0], forward=forward, cuda=stand_in_cuda(ReplayGraph), warmup=1)
     models[0].fast_path.graph_runner = runner
     return models, runner, torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
 

@@ -170,6 +170,24 @@ def test_codeformer_file_is_named():
         load_gpen({"params_ema": sd})
 
 
+@pytest.mark.parametrize(("keys", "described"), [
+    (["conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight"], "an ESRGAN/Real-ESRGAN upscaler"),
+    (["conv_first.weight", "body.0.rdb1.conv1.weight"], "an ESRGAN/Real-ESRGAN upscaler"),
+    (["body.layer1.0.conv1.weight", "ClassHead.0.conv1x1.weight", "LandmarkHead.0.conv1x1.weight"],
+     "a RetinaFace face detector"),
+    (["model.diffusion_model.input_blocks.0.0.weight"], "a Stable Diffusion checkpoint"),
+    (["final_conv.0.weight", "convs.0.0.weight"], "the GPEN discriminator"),
+])
+def test_other_networks_are_named_from_the_one_lookalike_table(keys, described):
+    """``state_dict.LOOKALIKES`` serves state dicts and ONNX graphs alike (it once existed twice, and the state-dict
+    copy required old and new ESRGAN keys at once, so it never named an ESRGAN file)."""
+    from gpen_arch.state_dict import looks_like
+
+    assert looks_like(keys).startswith(described)
+    with pytest.raises(NotAGPENCheckpoint, match=f"this looks like {described}"):
+        load_gpen({k: torch.zeros(1) for k in keys})
+
+
 def test_shapes_that_do_not_fit():
     sd = random_checkpoint(256)
     sd["generator.convs.3.conv.weight"] = torch.zeros(1, 7, 7, 3, 3)

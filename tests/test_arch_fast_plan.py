@@ -1,4 +1,4 @@
-"""``FastOptions`` resolved into a ``FastPlan`` (gpen_arch/fast_plan.py): a pure function of the options, the
+"""``FastOptions`` resolved into a ``FastPlan`` (gpen_arch/runtime/fast_plan.py): a pure function of the options, the
 configuration, the device type and the dtype. CUDA is stood in for by device objects and strings (nothing runs)."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_cuda_only_switches_never_turn_on_elsewhere():
 def test_banded_asked_for_a_config_without_strips_runs_plain():
     tiny = GPENConfig(size=32, channel_multiplier=1, narrow=0.125)
     assert resolve_plan(FastOptions(banded=True), tiny, "cpu", torch.float32).banded  # the decision as asked ...
-    from gpen_arch.bands import band_plan
+    from gpen_arch.runtime.bands import band_plan
 
     assert band_plan(tiny) is None  # ... and fast_forward runs plain where no strip layout exists
 

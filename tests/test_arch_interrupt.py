@@ -9,12 +9,12 @@ import pytest
 import torch
 from helpers import random_gpen
 
-from gpen_arch import bands as bands_module
-from gpen_arch import fast_forward as fast_forward_module
 from gpen_arch.config import GPENConfig
-from gpen_arch.fast_forward import fast_forward
 from gpen_arch.interrupt import between_blocks, block_done
 from gpen_arch.ops import winograd
+from gpen_arch.runtime import bands as bands_module
+from gpen_arch.runtime import fast_forward as fast_forward_module
+from gpen_arch.runtime.fast_forward import fast_forward
 
 
 class Cancelled(Exception):

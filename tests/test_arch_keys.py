@@ -8,7 +8,7 @@ from conftest import data_file
 from helpers import random_checkpoint
 from safetensors.torch import save_file
 
-from gpen_arch import RELEASED_CONFIGS, expected_shapes, infer_config, load_gpen, read_state_dict
+from gpen_arch import GPEN, RELEASED_CONFIGS, GPENConfig, expected_shapes, infer_config, load_gpen, read_state_dict
 
 
 def released_keys(size: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -25,6 +25,17 @@ def released_keys(size: int) -> list[tuple[str, tuple[int, ...]]]:
 def test_keys_and_shapes_are_the_released_ones(size):
     ours = [(k, tuple(v)) for k, v in expected_shapes(RELEASED_CONFIGS[size]).items()]
     assert ours == released_keys(size)  # same keys, same shapes, same order
+
+
+@pytest.mark.parametrize("config", [*RELEASED_CONFIGS.values(), GPENConfig(size=16),
+                                    GPENConfig(size=64, channel_multiplier=3, narrow=0.25, style_dim=64, n_mlp=2)],
+                         ids=lambda c: f"{c.size}-cm{c.channel_multiplier}-n{c.narrow}")
+def test_expected_shapes_are_the_models_own_state_dict(config):
+    """``state_dict.expected_shapes`` is computed from the config without building the model (so the leaf module
+    imports no network): it must list exactly what ``GPEN(config).state_dict()`` holds, in its order."""
+    with torch.device("meta"):
+        model = GPEN(config)
+    assert list(expected_shapes(config).items()) == [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
 @pytest.mark.parametrize("size", sorted(RELEASED_CONFIGS))

@@ -53,9 +53,9 @@ def test_model_method_uses_the_model_dtype():
 def test_the_meta_run_allocates_what_a_real_forward_allocates(banded):
     """The estimate is the fast forward itself run on meta tensors: the same code on real CPU tensors allocates the
     same bytes at its peak, and caches the same derived weights."""
-    from gpen_arch.fast_forward import fast_forward
-    from gpen_arch.fast_plan import FastPlan
-    from gpen_arch.memory import OVERHEAD, _LiveBytes, derived_weight_bytes
+    from gpen_arch.runtime.fast_forward import fast_forward
+    from gpen_arch.runtime.fast_plan import FastPlan
+    from gpen_arch.runtime.memory import OVERHEAD, _LiveBytes, derived_weight_bytes
 
     config = GPENConfig(size=256, channel_multiplier=1, narrow=0.25)
     plan = FastPlan(banded=banded)
@@ -68,4 +68,4 @@ def test_the_meta_run_allocates_what_a_real_forward_allocates(banded):
             fast_forward(model, x, plan)
     estimate = estimate_forward_memory(config, batch_size=1, dtype=torch.float32, plan=plan)
     assert estimate == int(counter.peak * OVERHEAD)
-    assert derived_weight_bytes(config, plan, torch.float32) == model.fast_path.derived.nbytes()
+    assert derived_weight_bytes(GPEN, config, plan, torch.float32) == model.fast_path.derived.nbytes()

@@ -36,7 +36,7 @@ def test_half_precision_close_to_float32(dtype, form):
 
 
 def test_one_precision_table_and_auto_rule():
-    from gpen_arch.precision import DTYPES, PRECISIONS, choose_dtype
+    from gpen_arch.runtime.precision import DTYPES, PRECISIONS, choose_dtype
 
     assert PRECISIONS == ("auto", "fp32", "fp16", "bf16")
     assert {name: choose_dtype(name, "cuda") for name in DTYPES} == {

@@ -63,8 +63,8 @@ def test_whole_network_with_fused_kernels_matches_the_official_output():
     out = run_interpreted("""
         import torch
         from gpen_arch import load_gpen, read_state_dict
-        from gpen_arch.fast_forward import fast_forward
-        from gpen_arch.fast_plan import FastPlan
+        from gpen_arch.runtime.fast_forward import fast_forward
+        from gpen_arch.runtime.fast_plan import FastPlan
         from gpen_arch.ops import triton_epilogue
         from helpers import load_compact
         path, _, x, checks = load_compact("compact_256_cm1_n0.0625_s64")

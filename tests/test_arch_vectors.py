@@ -12,8 +12,8 @@ from helpers import load_compact, to_input
 from safetensors.torch import load_file
 
 from gpen_arch import infer_config, load_gpen, read_state_dict
-from gpen_arch.fast_forward import fast_forward
-from gpen_arch.fast_plan import FastOptions, FastPlan
+from gpen_arch.runtime.fast_forward import fast_forward
+from gpen_arch.runtime.fast_plan import FastOptions, FastPlan
 
 VECTORS = ["gpen_256_cm1_n0.25", "gpen_512_cm2_n0.25", "gpen_2048_cm2_n0.125"]
 COMPACT = sorted(p.stem for p in (DATA / "gpen" / "compact").glob("*.json"))

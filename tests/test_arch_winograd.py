@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from helpers import random_gpen
 
-from gpen_arch import bands
 from gpen_arch.config import GPENConfig
-from gpen_arch.fast_forward import fast_forward
 from gpen_arch.ops import winograd
 from gpen_arch.ops.winograd import filter_transform, winograd_conv3x3, worthwhile
+from gpen_arch.runtime import bands
+from gpen_arch.runtime.fast_forward import fast_forward
 
 TOLERANCE = 1e-4  # absolute, on outputs of about unit size (a direct float32 convolution is off by ~3e-5 here)
 

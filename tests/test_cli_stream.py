@@ -48,7 +48,7 @@ SLOW_FORWARD = textwrap.dedent("""
     sys.path.insert(0, sys.argv.pop(1))
     marker = Path(sys.argv.pop(1))
     import cli
-    from gpen_arch import fast_forward
+    from gpen_arch.runtime import fast_forward
 
     real = fast_forward._encoder_layer
 

@@ -1,5 +1,6 @@
 """Hostile and broken weight files (issue 22): refused before anything is allocated, within stated time and memory
-bounds (gpen_arch/budgets.py), with a message naming the file; the model list survives any file in the folders."""
+bounds (gpen_arch/formats/budgets.py), with a message naming the file; the model list survives any file in the
+folders."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from gpen_arch import (
     load_gpen,
     read_state_dict,
 )
-from gpen_arch.budgets import MAX_RECORD_BYTES
+from gpen_arch.formats.budgets import MAX_RECORD_BYTES
 
 DOUBLE = Path(__file__).resolve().parent / "comfy_double"
 COMPACT_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
@@ -92,7 +93,7 @@ def test_zip_bomb_is_refused_without_inflating(tmp_path):
 
 def test_onnx_with_100000_encoder_blocks_is_refused_quickly(tmp_path):
     pytest.importorskip("onnx")
-    from gpen_arch.onnx_import import onnx_not_gpen_reason
+    from gpen_arch.formats.onnx_import import onnx_not_gpen_reason
 
     path = hostile_files.many_encoder_blocks_onnx(tmp_path / "GPEN-BFR-512.onnx")  # about 9 MB
     start = time.perf_counter()
@@ -113,7 +114,7 @@ def test_structure_match_is_linear_in_the_graph(tmp_path, monkeypatch):
     """Just under the node budget (20,000 nodes), the whole read and match stays fast: before, each step of the walk
     scanned every anchor (quadratic: 10,000 blocks took minutes)."""
     pytest.importorskip("onnx")
-    from gpen_arch import budgets, onnx_import
+    from gpen_arch.formats import budgets, onnx_import
 
     path = hostile_files.many_encoder_blocks_onnx(tmp_path / "wide.onnx", blocks=(budgets.MAX_ONNX_NODES - 2) // 2)
     start = time.perf_counter()
@@ -138,7 +139,7 @@ def test_constant_folding_bomb_is_refused_quickly(tmp_path):
 
 def test_constant_folding_has_a_total_budget(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
-    monkeypatch.setattr("gpen_arch.onnx_graph.MAX_FOLD_TOTAL_ELEMENTS", 1_000_000)
+    monkeypatch.setattr("gpen_arch.formats.onnx_graph.MAX_FOLD_TOTAL_ELEMENTS", 1_000_000)
     path = hostile_files.folding_bomb_onnx(tmp_path / "fold.onnx", side=512, copies=3, rows=8)  # 4 x 262,144
     with pytest.raises(NotAGPENCheckpoint, match=r"folding the constants of fold.onnx would create more than "
                                                  r"1,000,000 elements"):
@@ -399,7 +400,7 @@ def test_loading_a_hostile_file_in_comfyui_names_it(pack):
 def test_the_lists_look_at_an_onnx_file_skips_its_weights():
     """The quick look parses an outline: every node and name, the initializers' names, none of their data."""
     onnx = pytest.importorskip("onnx")
-    from gpen_arch.onnx_graph import _outline
+    from gpen_arch.formats.onnx_graph import _outline
 
     path = data_file("onnx", "compact_512_cm2_n0.0625_s64_dynamo.onnx")
     outline = onnx.ModelProto.FromString(_outline(path))
@@ -444,7 +445,7 @@ def test_legacy_files_are_listed_by_their_shapes_without_reading_storages(tmp_pa
     """The legacy (non-zip) format: its object pickle read with every tensor on the meta device, so a legacy GPEN is
     offered, a legacy detector file is not (the end-to-end ComfyUI test's "not a GPEN" file is one), and a pickle
     wanting any other global is refused; no storage byte is read and torch.load is never called."""
-    from gpen_arch.checkpoint_file import peek_torch_file
+    from gpen_arch.formats.checkpoint_file import peek_torch_file
 
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called for a shape look"))
     compact = load_file(str(data_file(*COMPACT_256)))

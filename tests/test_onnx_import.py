@@ -21,7 +21,7 @@ from gpen_arch import (
     load_gpen,
     read_state_dict,
 )
-from gpen_arch.onnx_import import _unscale
+from gpen_arch.formats.onnx_import import _unscale
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402 - only once onnx is known to be there
@@ -195,7 +195,7 @@ def test_truncated_file(tmp_path):
 
 
 def test_file_over_the_size_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr("gpen_arch.onnx_graph.MAX_ONNX_BYTES", 1_000_000)
+    monkeypatch.setattr("gpen_arch.formats.onnx_graph.MAX_ONNX_BYTES", 1_000_000)
     with pytest.raises(CheckpointReadError, match=r"GiB; a GPEN ONNX file is at most about 0.3 GB"):
         read_state_dict(fixture_path(DYNAMO_512))
 
@@ -332,7 +332,7 @@ def test_convert_command(tmp_path):
 
 
 def test_quick_look_for_model_lists(tmp_path):
-    from gpen_arch.onnx_import import onnx_not_gpen_reason
+    from gpen_arch.formats.onnx_import import onnx_not_gpen_reason
 
     assert onnx_not_gpen_reason(fixture_path(LEGACY_256)) is None
     assert onnx_not_gpen_reason(fixture_path(DYNAMO_512)) is None

@@ -4,8 +4,8 @@ The batch size is ``usable free memory // estimated bytes per face``:
 - free memory: from the ``MemoryPolicy`` (``face_pipeline/memory.py``: PyTorch and the OS by default, ComfyUI's
   model management inside ComfyUI);
 - usable: 80% of that (other allocations, fragmentation), less the derived weights the model still has to build;
-- per face: the model's own ``estimate_memory(1, dtype)`` (peak activation bytes of one forward, gpen_arch/memory.py)
-  plus the face's input and output copies.
+- per face: the model's own ``estimate_memory(1, dtype)`` (peak activation bytes of one forward,
+  gpen_arch/runtime/memory.py) plus the face's input and output copies.
 On out-of-memory the batch is halved and retried down to 1.
 
 Batches are also cut into steps for progress and cancel: ``faces_per_step`` faces per forward at most (one on the
@@ -38,8 +38,8 @@ def bytes_per_face(model: torch.nn.Module, size: int, dtype: torch.dtype) -> int
 
 
 def pending_weight_bytes(model: torch.nn.Module, device: torch.device) -> int:
-    """Bytes of derived weights (folded blurs, gpen_arch/weight_cache.py) the model will build on its first forward
-    on ``device`` and has not built yet: they come out of the same free memory as the batch."""
+    """Bytes of derived weights (folded blurs, gpen_arch/runtime/weight_cache.py) the model will build on its first
+    forward on ``device`` and has not built yet: they come out of the same free memory as the batch."""
     total = getattr(model, "derived_weight_bytes", None)
     fast_path = getattr(model, "fast_path", None)
     if total is None or fast_path is None:

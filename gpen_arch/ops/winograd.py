@@ -84,13 +84,6 @@ def _output_rows(m: list[torch.Tensor], out: list[torch.Tensor]) -> None:
     torch.add(b, d, alpha=8, out=out[3]).add_(m5)  # m1 - m2 + 8 (m3 - m4) + m5
 
 
-def _rows(t: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
-    """``t``'s entries ``start, start + 4, ...`` (``count`` of them) along ``dim``: a view."""
-    index = [slice(None)] * t.dim()
-    index[dim] = slice(start, start + 4 * count, 4)
-    return t[tuple(index)]
-
-
 def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                      chunk_bytes: int | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` by F(4x4, 3x3).

@@ -32,6 +32,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..interrupt import block_done
+from ..layers import ConvLayer, EqualLinear, StyledConv, ToRGB
+from ..ops.activation import GAIN, leaky_relu_unscaled_
+from ..ops.epilogue import styled_concat
+from ..ops.modulated_conv import modulated_conv2d, modulated_conv2d_raw
+from ..ops.upfirdn2d import (
+    blur,
+    fold_blur_into_strided_conv,
+    make_blur_kernel,
+    upsample2x,
+    upsample2x_bilinear,
+)
 from .bands import (
     DecoderStep,
     band_plan,
@@ -40,18 +52,6 @@ from .bands import (
     encoder_layer_in_bands,
 )
 from .fast_plan import FastPlan
-from .interrupt import block_done
-from .layers import ConvLayer, EqualLinear, StyledConv, ToRGB
-from .ops.activation import GAIN, leaky_relu_unscaled_
-from .ops.epilogue import styled_concat
-from .ops.modulated_conv import modulated_conv2d, modulated_conv2d_raw
-from .ops.upfirdn2d import (
-    blur,
-    fold_blur_into_strided_conv,
-    make_blur_kernel,
-    upsample2x,
-    upsample2x_bilinear,
-)
 
 
 def _memo(model, layer: torch.nn.Module, source: torch.Tensor):

@@ -1,8 +1,9 @@
 """How much memory one inference forward needs, so callers can size batches before they run out.
 
 Nothing here describes the network a second time: the fast forward itself (``fast_forward.py``, with the plan the
-model would run) runs once on a shape-only (meta-device) model of the configuration, and two things are read off
-that run:
+model would run) runs once on a shape-only (meta-device) model of the configuration, built by the network class the
+caller passes (``GPEN``: ``model.py`` imports this module, never the other way), and two things are read off that
+run:
 
 - the activation peak: every tensor the forward allocates (views and in-place results excluded) is counted from
   its creation until it is freed, and the largest total is the estimate per face (a batch of N needs N times that;
@@ -20,13 +21,20 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .config import GPENConfig
+from ..config import GPENConfig
+from .fast_forward import fast_forward
 from .fast_plan import FastPlan
+
+#: Builds the network of a configuration (the ``GPEN`` class: an ``nn.Module`` with a ``fast_path``), called under
+#: ``torch.device("meta")``.
+Network = Callable[[GPENConfig], Any]
 
 #: Allocator slack (fragmentation, convolution workspaces) on top of the tensors the run counts.
 OVERHEAD = 1.15
@@ -60,14 +68,11 @@ class _LiveBytes(TorchDispatchMode):
 
 
 @functools.lru_cache(maxsize=64)
-def _meta_run(config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> tuple[int, int]:
+def _meta_run(network: Network, config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> tuple[int, int]:
     """(activation peak bytes of one face, derived weight bytes) of ``fast_forward`` running ``plan`` on a meta
-    model of ``config`` in ``dtype``."""
-    from .fast_forward import fast_forward
-    from .model import GPEN
-
+    ``network(config)`` in ``dtype``."""
     with torch.device("meta"):
-        model = GPEN(config).to(dtype)
+        model = network(config).to(dtype)
         x = torch.empty((1, 3, config.size, config.size), dtype=dtype)
     counter = _LiveBytes(model.fast_path.derived)
     with torch.no_grad(), counter:
@@ -84,14 +89,15 @@ def _memory_plan(plan: FastPlan) -> FastPlan:
                     banded=plan.banded, winograd=plan.winograd)
 
 
-def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch.dtype,
-                            plan: FastPlan = FastPlan()) -> int:
-    """Peak bytes of activations for one inference forward of ``batch_size`` faces (weights excluded), with
-    allocator slack, for the fast forward running ``plan`` (default: the plain CPU form, blurs unfolded and no
-    strips, which allocates the most; ``FastPlan(banded=True)``: the largest layers in strips, ``bands.py``)."""
+def forward_memory(network: Network, config: GPENConfig, *, batch_size: int, dtype: torch.dtype,
+                   plan: FastPlan = FastPlan()) -> int:
+    """Peak bytes of activations for one inference forward of ``batch_size`` faces (weights excluded) of
+    ``network(config)``, with allocator slack, for the fast forward running ``plan`` (default: the plain CPU form,
+    blurs unfolded and no strips, which allocates the most; ``FastPlan(banded=True)``: the largest layers in strips,
+    ``bands.py``). ``gpen_arch.estimate_forward_memory`` is this for ``GPEN``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    per_face, _ = _meta_run(config, _memory_plan(plan), dtype)
+    per_face, _ = _meta_run(network, config, _memory_plan(plan), dtype)
     return int(per_face * batch_size * OVERHEAD)
 
 
@@ -100,7 +106,7 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
-def derived_weight_bytes(config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> int:
+def derived_weight_bytes(network: Network, config: GPENConfig, plan: FastPlan, dtype: torch.dtype) -> int:
     """Bytes of the weights the fast forward derives once and keeps (``weight_cache.py``) when it runs ``plan`` for
-    a model of ``config`` in ``dtype``: summed from what its own builders cached in the meta run above."""
-    return _meta_run(config, _memory_plan(plan), dtype)[1]
+    ``network(config)`` in ``dtype``: summed from what its own builders cached in the meta run above."""
+    return _meta_run(network, config, _memory_plan(plan), dtype)[1]

@@ -12,25 +12,61 @@ Batches smaller than the captured one do not recapture (a node's last, partial b
 graph away twice per call): from half the captured size up they are padded into it (faces are independent, so the
 padding rows change nothing), below that they run eagerly, until ``recapture_after`` such calls in a row show that
 the batch size has really changed. A larger batch is captured at once.
+
+The forward it captures and the parts of ``torch.cuda`` it calls (``CUDAGraphAPI``) are arguments, the real ones by
+default, so the policy above can be run on the CPU with stand-ins (``tests/test_arch_cuda_graph_policy.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
-from .interrupt import between_blocks, block_done
+from ..interrupt import between_blocks, block_done
+from .fast_forward import fast_forward
+from .fast_plan import FastPlan
+
+#: ``forward(model, x, plan)``: what a graph captures and a remainder runs eagerly (``fast_forward.fast_forward``).
+FastForward = Callable[[Any, torch.Tensor, FastPlan], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CUDAGraphAPI:
+    """The parts of ``torch.cuda`` the graph runner calls, each looked up when called (``TORCH_CUDA``: the real
+    ones). ``new_graph()`` -> a ``CUDAGraph``; ``capture(graph)`` -> the context capturing into it;
+    ``new_stream(device)``, ``current_stream(device)`` -> streams; ``use_stream(stream)`` -> the context running on
+    it."""
+
+    new_graph: Callable[[], Any] = lambda: torch.cuda.CUDAGraph()
+    capture: Callable[[Any], contextlib.AbstractContextManager] = lambda graph: torch.cuda.graph(graph)
+    new_stream: Callable[[torch.device], Any] = lambda device: torch.cuda.Stream(device=device)
+    current_stream: Callable[[torch.device], Any] = lambda device: torch.cuda.current_stream(device)
+    use_stream: Callable[[Any], contextlib.AbstractContextManager] = lambda stream: torch.cuda.stream(stream)
+
+
+TORCH_CUDA = CUDAGraphAPI()
 
 
 class CUDAGraphForward:
-    """``runner(x)``: the model's fast forward for ``x`` ``[N, 3, S, S]`` on CUDA, via a cached CUDA graph."""
+    """``runner(x)``: the model's fast forward for ``x`` ``[N, 3, S, S]`` on CUDA, via a cached CUDA graph.
 
-    def __init__(self, model: torch.nn.Module, *, warmup: int = 2, recapture_after: int = 3) -> None:
+    ``forward``: the forward captured and run eagerly (default ``fast_forward``); ``cuda``: the CUDA graph and
+    stream calls (default ``TORCH_CUDA``)."""
+
+    def __init__(self, model: torch.nn.Module, *, forward: FastForward = fast_forward,
+                 cuda: CUDAGraphAPI = TORCH_CUDA, warmup: int = 2, recapture_after: int = 3) -> None:
         self.model = model  # a GPEN: its ``fast_path`` holds this runner
+        self.forward = forward
+        self.cuda = cuda
         self.warmup = warmup
         self.recapture_after = recapture_after
         self.captures = 0  # graphs captured so far (for tests and logs)
         self._captured_key: tuple | None = None
-        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph: Any = None  # a torch.cuda.CUDAGraph (or the injected API's)
         self._static_in: torch.Tensor | None = None
         self._static_out: torch.Tensor | None = None
         self._small_calls = 0  # consecutive calls too small for the captured graph
@@ -45,22 +81,20 @@ class CUDAGraphForward:
         """Batch size of the graph held now (0 when none)."""
         return 0 if self._static_in is None else self._static_in.shape[0]
 
-    def _key(self, x: torch.Tensor, plan) -> tuple:
+    def _key(self, x: torch.Tensor, plan: FastPlan) -> tuple:
         tensors = [*self.model.parameters(), *self.model.buffers()]
         return tuple(x.shape[1:]), x.dtype, x.device, plan, self.model.fast_path.generation(tensors)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, plan) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
         """``plan``: the model's ``FastPlan`` for ``x``'s device and dtype."""
-        from .fast_forward import fast_forward
-
         key = self._key(x, plan)
         n, captured = x.shape[0], self.captured_batch
         if key != self._captured_key or not captured >= n >= captured / 2:  # the graph held cannot take this batch
             if key == self._captured_key and n < captured:
                 self._small_calls += 1
                 if self._small_calls < self.recapture_after:
-                    return fast_forward(self.model, x, plan)  # a remainder: not worth padding to the graph's size
+                    return self.forward(self.model, x, plan)  # a remainder: not worth padding to the graph's size
             self._capture(x, plan)
         self._small_calls = 0
         block_done()  # the replay itself cannot stop part-way (a few ms per face): Cancel is checked before it
@@ -68,20 +102,19 @@ class CUDAGraphForward:
         self._graph.replay()
         return self._static_out[:n].clone()
 
-    def _capture(self, x: torch.Tensor, plan) -> None:
-        from .fast_forward import fast_forward
-
+    def _capture(self, x: torch.Tensor, plan: FastPlan) -> None:
+        cuda = self.cuda
         self.reset()
         static_in = x.clone()
-        stream = torch.cuda.Stream(device=x.device)
-        stream.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(stream):
+        stream = cuda.new_stream(x.device)
+        stream.wait_stream(cuda.current_stream(x.device))
+        with cuda.use_stream(stream):
             for _ in range(self.warmup):  # lets cuDNN pick its algorithms outside the capture
-                fast_forward(self.model, static_in, plan)
-        torch.cuda.current_stream(x.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with between_blocks(None), torch.cuda.graph(graph):  # no Cancel part-way through a capture
-            static_out = fast_forward(self.model, static_in, plan)
+                self.forward(self.model, static_in, plan)
+        cuda.current_stream(x.device).wait_stream(stream)
+        graph = cuda.new_graph()
+        with between_blocks(None), cuda.capture(graph):  # no Cancel part-way through a capture
+            static_out = self.forward(self.model, static_in, plan)
         key = self._key(x, plan)  # after the warm-up, which may have (re)built derived weights
         self._captured_key, self._graph, self._static_in, self._static_out = key, graph, static_in, static_out
         self.captures += 1

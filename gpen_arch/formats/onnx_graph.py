@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CheckpointReadError, NotAGPENCheckpoint
 from .budgets import (
     MAX_FOLD_ELEMENTS,
     MAX_FOLD_TOTAL_ELEMENTS,
@@ -30,7 +31,6 @@ from .budgets import (
     MAX_ONNX_NODES,
     MAX_ONNX_OUTLINE_BYTES,
 )
-from .errors import CheckpointReadError, NotAGPENCheckpoint
 
 logger = logging.getLogger(__name__)
 

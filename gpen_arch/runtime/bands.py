@@ -36,9 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import GPENConfig
-from .interrupt import block_done
-from .ops.epilogue import memory_format_of
+from ..config import GPENConfig
+from ..interrupt import block_done
+from ..ops.epilogue import memory_format_of
 
 #: Elements (per face) of one strip of a group's top step's concatenation buffer, which sets the strip height: at
 #: 2048 that is 64 rows of 2048 x 32 channels (16 MB in float32). Each strip recomputes a few halo rows, more in

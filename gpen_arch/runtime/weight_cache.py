@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from .cuda_graph import TORCH_CUDA, CUDAGraphAPI, CUDAGraphForward, FastForward
+from .fast_forward import fast_forward
+
 
 def stamp(*sources: torch.Tensor) -> tuple:
     """What identifies the current contents of ``sources``: storage, version counter, dtype, device, shape.
@@ -79,11 +82,17 @@ class DerivedWeights:
 
 class FastPath:
     """Everything the fast forward keeps between calls: the derived weights, the CUDA graph runner and the stamp of
-    the parameters that the graph was checked against. ``reset()`` drops it all."""
+    the parameters that the graph was checked against. ``reset()`` drops it all.
 
-    def __init__(self) -> None:
+    It also holds how the fast forward runs, injected once: ``forward(model, x, plan)`` (default
+    ``fast_forward.fast_forward``) and ``cuda``, the CUDA graph and stream calls the graph runner makes (default
+    ``cuda_graph.TORCH_CUDA``); a test passes stand-ins here instead of patching modules."""
+
+    def __init__(self, *, forward: FastForward = fast_forward, cuda: CUDAGraphAPI = TORCH_CUDA) -> None:
+        self.forward = forward
+        self.cuda = cuda
         self.derived = DerivedWeights()
-        self.graph_runner = None  # cuda_graph.CUDAGraphForward, made on the first graphed forward
+        self.graph_runner: CUDAGraphForward | None = None  # made on the first graphed forward
         self._weights_stamp: tuple | None = None
         self._weights_generation = 0
 

@@ -29,11 +29,12 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from ..errors import GPENError, NotAGPENCheckpoint
+from ..ops.activation import GAIN, NEGATIVE_SLOPE
+from ..ops.upfirdn2d import make_blur_kernel
+from ..state_dict import expected_shapes, infer_config, looks_like
 from .budgets import MAX_ENCODER_LAYERS
-from .errors import GPENError, NotAGPENCheckpoint
 from .onnx_graph import Node, OnnxGraph, read_onnx_graph
-from .ops.activation import GAIN, NEGATIVE_SLOPE
-from .ops.upfirdn2d import make_blur_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +43,6 @@ _MAX_NEAR = 16  # most parameter layers one value may depend on directly (GPEN's
 _SHAPE_ONLY = {"Shape", "Size", "ConstantOfShape", "EyeLike"}  # outputs carry no data of their inputs
 _ALL_DATA = {"Add", "Sub", "Mul", "Div", "Pow", "Concat", "Sum", "Max", "Min", "Mean", "Where", "MatMul", "Gemm"}
 _PASS_THROUGH = {"Reshape", "Identity", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Tile", "Expand"}
-
-#: Module paths (from node and initializer names) of other networks people keep beside GPEN, for the error message.
-_LOOKALIKES = (
-    ("a GFPGAN face-restoration model", ("stylegan_decoder", "conv_body_first")),
-    ("a CodeFormer face-restoration model", ("quantize", "ft_layers")),
-    ("a RestoreFormer face-restoration model", ("quantize", "encoder.conv_in")),
-    ("a RetinaFace face detector", ("ClassHead", "LandmarkHead")),
-    ("an ESRGAN/Real-ESRGAN upscaler", ("conv_first", "RRDB_trunk")),
-    ("an ESRGAN/Real-ESRGAN upscaler", ("conv_first", "body.0.rdb1")),
-)
 
 
 class NotGPENWiring(NotAGPENCheckpoint):
@@ -63,8 +54,6 @@ def read_onnx_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Raises ``CheckpointReadError`` when the file cannot be read safely (see ``onnx_graph.read_onnx_graph``) and
     ``NotAGPENCheckpoint`` when it is not a GPEN FullGenerator export (the message says what was found instead)."""
-    from .loading import expected_shapes, infer_config
-
     graph = read_onnx_graph(path)
     sd = _Matcher(graph).state_dict()
     config = infer_config(sd)
@@ -88,7 +77,7 @@ def onnx_not_gpen_reason(path: str | os.PathLike) -> str | None:
         return str(exc)
     except (GPENError, OSError):
         return None
-    hint = _looks_like(graph)
+    hint = _graph_looks_like(graph)
     dims = [d for _, d in graph.inputs]
     if not (len(dims) == 1 and len(dims[0]) == 4 and (dims[0][1] == 3 or isinstance(dims[0][1], str))):
         return "not a GPEN network: its inputs are " + ", ".join(f"{n} {d}" for n, d in graph.inputs) + (
@@ -100,7 +89,7 @@ def onnx_not_gpen_reason(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _looks_like(graph: OnnxGraph) -> str | None:
+def _graph_looks_like(graph: OnnxGraph) -> str | None:
     """What a non-GPEN ONNX graph looks like, from its inputs and module paths."""
     names = {n for n, _ in graph.inputs}
     if {"target", "source"} <= names:
@@ -111,9 +100,9 @@ def _looks_like(graph: OnnxGraph) -> str | None:
     for node in graph.nodes:
         if node.name.startswith("/"):
             paths.add(".".join(part for part in node.name.strip("/").split("/")[:-1]))
-    for description, markers in _LOOKALIKES:
-        if all(any(p == m or p.startswith(m + ".") or f".{m}." in f".{p}." for p in paths) for m in markers):
-            return description
+    hint = looks_like(paths)  # the same table as a state dict's keys (state_dict.LOOKALIKES)
+    if hint is not None:
+        return hint
     if len(graph.inputs) == 1 and graph.inputs[0][1][-2:] == [112, 112]:
         return "a face-recognition (ArcFace-style) model"
     return None
@@ -274,7 +263,7 @@ class _Matcher:
             )
         image_inputs = [(n, d) for n, d in graph.inputs if len(d) == 4 and (d[1] == 3 or isinstance(d[1], str))]
         if len(graph.inputs) != 1 or not image_inputs:
-            hint = _looks_like(graph)
+            hint = _graph_looks_like(graph)
             found = ", ".join(f"{n} {d}" for n, d in graph.inputs) or "none"
             raise NotAGPENCheckpoint(
                 f"not a GPEN network: a GPEN export has one input [1, 3, S, S]; {self.name} has {found}"
@@ -293,7 +282,7 @@ class _Matcher:
     # ------------------------------------------------------------------------------------------------ matching
     def state_dict(self) -> dict[str, torch.Tensor]:
         modconvs = [i for i, k in self.anchor_kind.items() if k == "modconv"]
-        hint = _looks_like(self.graph)
+        hint = _graph_looks_like(self.graph)
         if hint or not modconvs or not any(self.graph.nodes[i].op == "ConvTranspose" for i in modconvs):
             raise NotAGPENCheckpoint(
                 f"not a GPEN network: {self.name} has "

@@ -12,14 +12,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import GPENConfig
-from .errors import GPENError
-from .loading import (
-    _check_against,
-    canonicalize_state_dict,
-    infer_config,
-    read_state_dict,
-)
+from ..config import GPENConfig
+from ..errors import GPENError
+from ..state_dict import canonicalize_state_dict, check_state_dict, infer_config
+from .loading import read_state_dict
 
 
 class ConversionError(GPENError):
@@ -41,7 +37,7 @@ def convert_to_safetensors(source: str | os.PathLike, destination: str | os.Path
         raise ConversionError(f"{destination} already exists; pass --overwrite to replace it")
     state_dict = canonicalize_state_dict(read_state_dict(source))
     config = infer_config(state_dict)
-    state_dict = _check_against(state_dict, config)
+    state_dict = check_state_dict(state_dict, config)
     tensors = {k: v.float().contiguous() for k, v in state_dict.items()}
     metadata = {"format": "pt", "converted_from": source.name,
                 "gpen_config": json.dumps({"size": config.size, "channel_multiplier": config.channel_multiplier,

@@ -1,8 +1,9 @@
 """Why a checkpoint file cannot be read: not a checkpoint at all, truncated, or a pickle that wants to run code.
 
 ``torch.load(weights_only=True)`` reports all three as errors whose text ends in advice to load with
-``weights_only=False``, which would run whatever code the file holds. This module looks at the file's bytes instead
-and says which case it is, and what to do (download it again; use a .safetensors version), never passing that advice
+``weights_only=False``, which would run whatever code the file holds. This module (with
+``file_scan.describe_non_checkpoint`` for bytes that are no checkpoint at all) looks at the file's bytes instead and
+says which case it is, and what to do (download it again; use a .safetensors version), never passing that advice
 on. ``load_torch_file`` and ``peek_torch_file`` (names and shapes for a model list) are the one place this package
 calls ``torch.load``, always after ``file_scan.inspect_weight_file`` held the file to ``budgets.py``.
 """
@@ -19,57 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointReadError
+from ..errors import CheckpointReadError
 from .budgets import MAX_PICKLE_BYTES
 from .file_scan import inspect_weight_file
 
-HEAD_BYTES = 512
-_PICKLE_PROTOCOLS = range(2, 6)
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # torch names the first global it refused
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(HEAD_BYTES)
-
-
-def describe_failed_download(path: Path, *, download_hint: str) -> str | None:
-    """A message when ``path`` holds what a failed download leaves under a weight file's name (an HTML page, a Git
-    LFS pointer), whatever the format expected; None otherwise. ``download_hint`` ends the message."""
-    size = path.stat().st_size
-    head = _head(path)
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in text[:200]:
-        return (f"{path.name} looks like an HTML page ({size:,} bytes), not a weight file: probably a failed download "
-                f"(an error or login page saved under the file's name); delete it and download it again "
-                f"{download_hint}")
-    if head.startswith(b"version https://git-lfs"):
-        return (f"{path.name} is a Git LFS pointer ({size:,} bytes), not the weights: fetch the real file "
-                f"(git lfs pull) or delete it and download it again {download_hint}")
-    return None
-
-
-def describe_non_checkpoint(path: Path, *, download_hint: str) -> str | None:
-    """A message when ``path``'s bytes are not a zip (PyTorch), pickle (old PyTorch) or safetensors file at all
-    (``describe_failed_download`` first), or are a zip cut short; None when they look like a checkpoint.
-    ``download_hint``: where to get the file again (e.g. "from https://..."); it ends the message."""
-    failed = describe_failed_download(path, download_hint=download_hint)
-    if failed is not None:
-        return failed
-    size = path.stat().st_size
-    head = _head(path)
-    if head.startswith(b"PK\x03\x04"):
-        if not zipfile.is_zipfile(path):  # the central directory is at the end: a cut file has none
-            return (f"{path.name} is truncated: a zip checkpoint of {size:,} bytes without its end (the download or "
-                    f"copy stopped early); delete it and download it again {download_hint}")
-        return None
-    if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
-        return None  # PyTorch's legacy format (a pickle)
-    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
-        return None  # safetensors: a little-endian header length, then JSON
-    return (f"{path.name} is not a checkpoint: {size:,} bytes of non-checkpoint data (starting {head[:12]!r}), "
-            f"neither a PyTorch (zip or pickle) nor a safetensors file; delete it and download it again "
-            f"{download_hint}")
 
 
 def describe_load_error(path: Path, exc: BaseException, *, download_hint: str) -> str:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import GPENConfig
 from .bands import uses_bands
-from .config import GPENConfig
 
 #: Dtypes the fused Triton epilogue takes (``ops/triton_epilogue.py``).
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

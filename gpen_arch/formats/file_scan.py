@@ -28,6 +28,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import CheckpointReadError
 from .budgets import (
     MAX_PICKLE_BYTES,
     MAX_PICKLED_BUFFER_BYTES,
@@ -38,7 +39,6 @@ from .budgets import (
     MAX_WEIGHT_FILE_BYTES,
     MiB,
 )
-from .errors import CheckpointReadError
 
 #: bytes per element of the storage types a pickle names (``torch.FloatStorage``, ...); an unknown one counts 16
 _ELEMENT_BYTES = {
@@ -351,14 +351,60 @@ def _check_safetensors(path: Path, size: int) -> None:
                            f"{data_size:,}: the file is truncated or corrupt")
 
 
+#: bytes read from a file's start to tell what it is (``describe_non_checkpoint``)
+HEAD_BYTES = 512
+_PICKLE_PROTOCOLS = range(2, 6)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def describe_failed_download(path: Path, *, download_hint: str) -> str | None:
+    """A message when ``path`` holds what a failed download leaves under a weight file's name (an HTML page, a Git
+    LFS pointer), whatever the format expected; None otherwise. ``download_hint`` ends the message."""
+    size = path.stat().st_size
+    head = _head(path)
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in text[:200]:
+        return (f"{path.name} looks like an HTML page ({size:,} bytes), not a weight file: probably a failed download "
+                f"(an error or login page saved under the file's name); delete it and download it again "
+                f"{download_hint}")
+    if head.startswith(b"version https://git-lfs"):
+        return (f"{path.name} is a Git LFS pointer ({size:,} bytes), not the weights: fetch the real file "
+                f"(git lfs pull) or delete it and download it again {download_hint}")
+    return None
+
+
+def describe_non_checkpoint(path: Path, *, download_hint: str) -> str | None:
+    """A message when ``path``'s bytes are not a zip (PyTorch), pickle (old PyTorch) or safetensors file at all
+    (``describe_failed_download`` first), or are a zip cut short; None when they look like a checkpoint.
+    ``download_hint``: where to get the file again (e.g. "from https://..."); it ends the message."""
+    failed = describe_failed_download(path, download_hint=download_hint)
+    if failed is not None:
+        return failed
+    size = path.stat().st_size
+    head = _head(path)
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):  # the central directory is at the end: a cut file has none
+            return (f"{path.name} is truncated: a zip checkpoint of {size:,} bytes without its end (the download or "
+                    f"copy stopped early); delete it and download it again {download_hint}")
+        return None
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
+        return None  # PyTorch's legacy format (a pickle)
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
+        return None  # safetensors: a little-endian header length, then JSON
+    return (f"{path.name} is not a checkpoint: {size:,} bytes of non-checkpoint data (starting {head[:12]!r}), "
+            f"neither a PyTorch (zip or pickle) nor a safetensors file; delete it and download it again "
+            f"{download_hint}")
+
+
 def inspect_weight_file(path: str | os.PathLike, *, download_hint: str) -> str:
     """Check ``path`` against ``budgets.py`` before it is loaded; returns its format ("zip", "legacy" or
     "safetensors"). Raises ``CheckpointReadError`` naming the file and what is wrong (not a regular file, too big,
     not a checkpoint, truncated, or declaring more than a GPEN checkpoint needs). Reads at most the zip directory and
     ``MAX_PICKLE_BYTES`` of pickle, or the safetensors header; allocates no tensor."""
-    # imported here: that module imports this one (it calls it before torch.load)
-    from .checkpoint_file import describe_non_checkpoint
-
     path = Path(path)
     name = path.name
     if "\0" in str(path):
