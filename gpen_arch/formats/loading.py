@@ -79,7 +79,8 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointReadError(f"{path.name} is not a readable .safetensors file (truncated or corrupt?): {exc}") from exc
+        raise CheckpointReadError(f"{path.name} is not a readable .safetensors file (truncated or corrupt?): "
+                                  f"{exc}") from exc
 
 
 def _read_torch(path: Path, size: int) -> dict:
