@@ -1,19 +1,29 @@
-"""File jobs: which images are read, where each result goes (clashes refused up front), writing that never leaves a
-partial file or replaces one unasked, one run per output folder, and the per-input loop with its summary.
+"""The batch application: restoring the faces of image files, folders and object-store inputs, as the command line
+(``cli.py``) runs it. It sits between the hosts and the face pipeline (hosts -> ``face_jobs`` -> ``face_pipeline`` ->
+``gpen_arch``) and imports neither ``cli.py`` nor ``nodes``.
 
-Inputs may be objects in an object store (``s3://...``; ``stores``). Shared by the command line (``cli.py``) and any other engine that restores image files.
+- ``config``: the frozen ``JobConfig`` (stage records + the job's own settings) and ``RayOptions``;
+- ``job``: the ``Worker`` (model, detector, pipeline loaded once) whose per-input work returns ``ItemResult`` values;
+- ``summary``: ``ItemResult``, ``attempt`` (per-input failures told from fatal errors, once), ``JobSummary``;
+- ``protocols``: ``BatchJob``, what the engines need from a job; ``engines/``: local, Ray images, Ray sequence;
+- ``run``: one job from configuration to summary;
+- files: ``inputs`` (which images), ``stores`` (object stores), ``plan`` (where each result goes, clashes refused
+  up front), ``writer`` (temporary file + rename, never replacing unasked), ``lock`` (one run per output folder),
+  ``sides`` (faces.json and crops an earlier run left out), ``threads`` (one CPU thread count for both engines),
+  ``masks`` (inpainting masks from a folder).
 """
 
 from .inputs import InputFile, JobInputs, collect_inputs
-from .job import JobSummary, Outcome, describe_failure, is_out_of_memory, run_each
 from .lock import LOCK_NAME, OutputLock
 from .plan import OutputPlan, PlannedOutput, names_a_file, plan_outputs
 from .stores import StoreObject, is_uri, source_size, staged
-from .writer import PendingWrite, describe_os_error, write_atomically
+from .summary import ItemResult, JobSummary, Outcome, attempt, describe_failure
+from .writer import PendingWrite, describe_os_error, save_image, write_atomically
 
 __all__ = [
     "LOCK_NAME",
     "InputFile",
+    "ItemResult",
     "JobInputs",
     "JobSummary",
     "Outcome",
@@ -22,14 +32,14 @@ __all__ = [
     "PendingWrite",
     "PlannedOutput",
     "StoreObject",
+    "attempt",
     "collect_inputs",
     "describe_failure",
     "describe_os_error",
-    "is_out_of_memory",
     "is_uri",
     "names_a_file",
     "plan_outputs",
-    "run_each",
+    "save_image",
     "source_size",
     "staged",
     "write_atomically",

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FileLayoutError
-from ..image import IMAGE_SUFFIXES
+from face_pipeline.errors import FileLayoutError
+from face_pipeline.image import IMAGE_SUFFIXES
+
 from .stores import Source, is_uri, list_store_images
 
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..errors import FileLayoutError, ImageTooLargeError, InvalidImageError
-from ..image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
+from face_pipeline.errors import FileLayoutError, ImageTooLargeError, InvalidImageError
+from face_pipeline.image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
+
 from .writer import describe_os_error
 
 if TYPE_CHECKING:

@@ -1,10 +1,12 @@
-"""The per-input loop of a file job and its summary: one failing input never stops the others.
+"""What came of each input of a file job, and the job's summary folded from those results.
 
-``run_each`` calls ``process(item)`` for every planned input and records what came of it in a ``JobSummary``:
-restored, unchanged (no face), skipped (an input that cannot be used, or an output that already exists) or failed
-(writing failed, out of memory, a face that cannot be restored or pasted). Any other exception ends the loop (the
-caller still prints the summary). Each skipped or failed input is reported with its reason (``JobSummary.report``, or
-the log).
+The per-input work (``job.Worker``) returns an ``ItemResult`` for each input: restored, unchanged (no face), skipped
+(an input that cannot be used, or an output that already exists) or failed (writing failed, out of memory, a face
+that cannot be restored or pasted), with its reason, its faces found and restored and its ``--save-json`` records.
+``attempt`` is the one place a per-input failure is told from an error that ends the run: it calls the work and
+turns the per-input errors into a skipped or failed result; any other exception propagates (the caller still prints
+the summary). ``JobSummary.add`` folds results into the summary, which reports each skipped or failed input with its
+reason (``JobSummary.report``, or the log).
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..errors import (
+from face_pipeline.errors import (
     InvalidImageError,
     OutputExistsError,
     OutputWriteError,
     PasteError,
     RestoreError,
 )
+from face_pipeline.memory import is_out_of_memory
+
 from .plan import PlannedOutput
 
 logger = logging.getLogger(__name__)
@@ -36,17 +40,8 @@ class Outcome(enum.Enum):
     FAILED = "failed"
 
 
-#: per-input failures: recorded, and the loop goes on
+#: per-input failures: recorded, and the loop goes on (with an exception ``is_out_of_memory`` says is one)
 RECOVERABLE = (OutputWriteError, PasteError, RestoreError, MemoryError, torch.OutOfMemoryError)
-_OOM_MARKS = ("DefaultCPUAllocator", "out of memory", "not enough memory")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is PyTorch (or Python) running out of memory: CUDA's OutOfMemoryError, the CPU allocator's
-    RuntimeError, or MemoryError."""
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _OOM_MARKS)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -55,6 +50,54 @@ def describe_failure(exc: BaseException) -> str:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         return f"out of memory ({first}); try a smaller --batch-size or --scale, or another --device"
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What came of one input: its ``outcome`` (with the ``reason`` when skipped or failed; ``bad_input``: skipped
+    because the input cannot be used, not because its output exists), the faces found in it and restored, and its
+    ``--save-json`` records (kept by the summary only when the input succeeded)."""
+
+    source: Path | object  # a local file, or an object (stores.StoreObject)
+    outcome: Outcome
+    reason: str = ""
+    bad_input: bool = False
+    faces_found: int = 0
+    faces_restored: int = 0
+    records: tuple[dict, ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in (Outcome.RESTORED, Outcome.UNCHANGED)
+
+
+def failure(item: PlannedOutput, exc: BaseException, *, own_input: bool = True, faces_found: int = 0,
+            faces_restored: int = 0) -> ItemResult:
+    """The result of ``item`` whose work raised ``exc``, or ``exc`` raised again when it is not a per-input failure.
+    An unreadable input (``InvalidImageError``) is skipped as a bad input when it is ``item``'s own (``own_input``;
+    a frame of a chunk that fails with another frame's error fails instead), an output that appeared meanwhile is
+    skipped, the ``RECOVERABLE`` errors and running out of memory fail ``item`` only."""
+    if isinstance(exc, InvalidImageError):
+        if own_input:
+            return ItemResult(item.source, Outcome.SKIPPED, describe_failure(exc), bad_input=True,
+                              faces_found=faces_found)
+    elif isinstance(exc, OutputExistsError):
+        return ItemResult(item.source, Outcome.SKIPPED, describe_failure(exc), faces_found=faces_found)
+    elif not isinstance(exc, RECOVERABLE) and not (isinstance(exc, RuntimeError) and is_out_of_memory(exc)):
+        raise exc
+    logger.debug("details", exc_info=exc)
+    return ItemResult(item.source, Outcome.FAILED, describe_failure(exc), faces_found=faces_found,
+                      faces_restored=faces_restored)
+
+
+def attempt(item: PlannedOutput, work: Callable[[PlannedOutput], ItemResult], **counted) -> ItemResult:
+    """``work(item)``, or its ``failure`` (``counted``: the faces already found in ``item``, kept when it fails).
+    The result names ``item.source`` (work on a staged copy of an object names the object)."""
+    try:
+        result = work(item)
+    except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
+        return failure(item, exc, **counted)
+    return result if result.source == item.source else replace(result, source=item.source)
 
 
 @dataclass
@@ -70,6 +113,23 @@ class JobSummary:
     faces_found: int = 0
     faces_restored: int = 0
     report: Callable[[str], None] | None = field(default=None, repr=False)  # gets each skip/fail line; None: logged
+    face_records: list[dict] = field(default_factory=list, repr=False)  # --save-json: the inputs that succeeded
+
+    def add(self, result: ItemResult) -> None:
+        """Fold one input's result in: its faces, its outcome (reported when skipped or failed), its records."""
+        self.faces_found += result.faces_found
+        self.faces_restored += result.faces_restored
+        self.record(result.source, result.outcome, result.reason or None, bad_input=result.bad_input)
+        if result.succeeded:
+            self.face_records += result.records
+
+    def add_sides(self, result: ItemResult) -> None:
+        """Fold the result of completing the side outputs of an input recorded as skipped (its output exists):
+        its records when that worked, else the input moves to failed with the reason."""
+        if result.succeeded:
+            self.face_records += result.records
+        else:
+            self.fail_skipped(result.source, result.reason)
 
     def record(self, source: Path, outcome: Outcome, reason: str | None = None, *, bad_input: bool = False) -> None:
         if outcome is Outcome.RESTORED:
@@ -112,26 +172,3 @@ class JobSummary:
                 f"{len(self.skipped)} skipped, {len(self.failed)} failed; faces: {self.faces_found} found, "
                 f"{self.faces_restored} restored")
 
-
-def run_each(items: Iterable[PlannedOutput], process: Callable[[PlannedOutput], Outcome], *, summary: JobSummary,
-             on_done: Callable[[PlannedOutput], None] | None = None) -> None:
-    """``process`` every item, recording its outcome in ``summary``; an unreadable input (``InvalidImageError``) is
-    skipped, an output that appeared meanwhile is skipped, the ``RECOVERABLE`` errors and running out of memory fail
-    that input only."""
-    for item in items:
-        try:
-            summary.record(item.source, process(item))
-        except InvalidImageError as exc:
-            summary.record(item.source, Outcome.SKIPPED, describe_failure(exc), bad_input=True)
-        except OutputExistsError as exc:
-            summary.record(item.source, Outcome.SKIPPED, describe_failure(exc))
-        except RECOVERABLE as exc:
-            logger.debug("details", exc_info=exc)
-            summary.record(item.source, Outcome.FAILED, describe_failure(exc))
-        except RuntimeError as exc:
-            if not is_out_of_memory(exc):
-                raise
-            logger.debug("details", exc_info=exc)
-            summary.record(item.source, Outcome.FAILED, describe_failure(exc))
-        if on_done is not None:
-            on_done(item)

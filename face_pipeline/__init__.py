@@ -32,7 +32,7 @@ from .errors import (
     RestoreError,
     RestoreOutOfMemory,
 )
-from .image import IMAGE_SUFFIXES, ImageFile, load_image, read_image, save_image, to_rgb_float
+from .image import IMAGE_SUFFIXES, ImageFile, encode_image, load_image, read_image, to_rgb_float
 from .paste import MASK_TYPES, paste_faces
 from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
 from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
@@ -53,7 +53,7 @@ __all__ = [
     "Pipeline", "PipelineOptions", "DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "PasteOptions",
     "PipelineReport", "find_choices", "run_pipeline",
     "annotate_faces", "faces_report", "faces_json",
-    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image", "read_image", "ImageFile",
+    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "encode_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
     "RestoreError", "RestoreOutOfMemory", "PasteError", "FileLayoutError", "OutputExistsError", "OutputWriteError",
     "OutputLockedError", "MissingDependencyError",

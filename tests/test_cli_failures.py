@@ -23,7 +23,8 @@ import pytest
 from conftest import REPO_ROOT, data_file
 from helpers import write_flat_png
 
-from face_pipeline.files import LOCK_NAME
+from face_jobs import LOCK_NAME
+from face_pipeline.pipeline import Pipeline
 
 MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 DEFAULT = object()  # a row that loads the real (tiny) model and the OpenCV detector
@@ -74,7 +75,7 @@ def outputs(tmp: Path) -> dict[str, bytes]:
 
 def fail_first_write_midway(monkeypatch):
     """The first file written gets half its bytes, then the disk is full."""
-    from face_pipeline.files import writer
+    from face_jobs import writer
 
     calls = []
     real = writer._write_chunk
@@ -91,9 +92,8 @@ def fail_first_write_midway(monkeypatch):
 
 
 def out_of_memory_once(monkeypatch):
-    import cli
 
-    real, calls = cli.Pipeline.restore_and_paste, []
+    real, calls = Pipeline.restore_and_paste, []
 
     def restore(self, *args, **kwargs):
         calls.append(1)
@@ -102,7 +102,7 @@ def out_of_memory_once(monkeypatch):
                                "you tried to allocate 81604378624 bytes.")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(cli.Pipeline, "restore_and_paste", restore)
+    monkeypatch.setattr(Pipeline, "restore_and_paste", restore)
 
 
 def truncated_parsing(tmp: Path) -> Path:

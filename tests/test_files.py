@@ -16,7 +16,7 @@ from face_pipeline.errors import (
     OutputLockedError,
     OutputWriteError,
 )
-from face_pipeline.files import (
+from face_jobs import (
     LOCK_NAME,
     OutputLock,
     collect_inputs,
@@ -152,7 +152,7 @@ def test_lock_refuses_a_second_run_and_takes_over_a_dead_ones(tmp_path):
 def test_a_written_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
     """mkstemp creates 0600 whatever the umask; an output gets 0666 less the umask, as any program's new file."""
     target = tmp_path / "sub" / "a.png"
-    code = ("import sys; from face_pipeline.files import write_atomically; "
+    code = ("import sys; from face_jobs import write_atomically; "
             "write_atomically(sys.argv[1], b'x'); write_atomically(sys.argv[1], b'y', overwrite=True)")
     subprocess.run([sys.executable, "-c", code, str(target)], check=True, umask=umask, cwd=REPO_ROOT)
     assert oct(target.stat().st_mode & 0o777) == oct(mode)

@@ -14,14 +14,14 @@ from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 from test_ray_engine import args, files_under, make_photos
 
 from face_pipeline.errors import FileLayoutError, InvalidImageError
-from face_pipeline.files import (
+from face_jobs import (
     PlannedOutput,
     StoreObject,
     collect_inputs,
     source_size,
     staged,
 )
-from face_pipeline.files.stores import HEADER_BYTES, filesystem
+from face_jobs.stores import HEADER_BYTES, filesystem
 from face_pipeline.image import image_size
 
 pytestmark = needs_moto
