@@ -215,12 +215,11 @@ def _in_range(name: str, value: float | None, low: float, high: float | None, wh
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Every numeric option in its range (NaN and inf refused), and the option combinations; ``UsageError``."""
-    for flag, (record, name) in OPTION_FLAGS.items():
-        bounds = spec(record, name)
-        if bounds.low is not None:  # the range of the stage option the flag sets
-            _in_range(flag, getattr(args, _dest(flag)), bounds.low, bounds.high,
-                      "a whole number" if bounds.whole else "a number")
+    """The flags that set no stage option in their range (NaN and inf refused), and the option combinations;
+    ``UsageError``. The stage options' ranges are their records' to check (``build_options``), but for the 0 that
+    PasteOptions takes as "the default" (a node widget's value), which the flag refuses as out of its range."""
+    if args.max_output_size == 0:
+        raise UsageError(_flag_error("max_output_size must be ", {"max_output_size": 0}))
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
     _in_range("--threads", args.threads, 1, MAX_THREADS, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
@@ -267,14 +266,28 @@ def resolve_model_path(value: str) -> Path:
 
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
+    """The stage records the flags set; a value a record refuses is a ``UsageError`` naming its flag."""
+    values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
+    values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
     try:
-        values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
-        values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
         return PipelineOptions.of(**values, color_correction=not args.no_color_correction,
                                   keep_gray=not args.no_keep_gray, parsing_dir=args.parsing_dir,
                                   track=args.video_frames)
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(_flag_error(str(exc), values)) from exc
+
+
+def _flag_error(message: str, values: dict) -> str:
+    """A record's error about one of its fields (``fields.check_value``: "feather must be ...") said about the flag
+    that set it, with the flag's range ("--feather must be a number in 0..0.5, got 0.9"); other errors as they
+    are."""
+    for flag, (record, name) in OPTION_FLAGS.items():
+        bounds = spec(record, name)
+        if message.startswith(f"{name} must be ") and bounds.low is not None:
+            what = "a whole number" if bounds.whole else "a number"
+            within = f"in {bounds.low:g}..{bounds.high:g}" if bounds.high is not None else f"at least {bounds.low:g}"
+            return f"{flag} must be {what} {within}, got {values[name]:g}"
+    return message
 
 
 def build_config(args: argparse.Namespace) -> JobConfig:
