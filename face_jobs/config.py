@@ -54,7 +54,7 @@ class RayOptions:
         check_threads(self.threads)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """One file job: what to read and where to write (``inputs``, ``output``), the stage options, the model (a path,
     or a bare file name also looked up in ``models_dir``), the device and precision ("auto" picks), the detector,
@@ -69,7 +69,7 @@ class JobConfig:
     device: str = "auto"
     dtype: str = "auto"
     detector: str = DEFAULT_DETECTOR
-    detector_dir: str | None = None
+    detector_dir: str  # the detector's weights (found there, or downloaded there)
     allow_download: bool = True
     detector_max_side: int | None = None
     inpaint_masks: str | None = None

@@ -46,7 +46,7 @@ def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
     folders: list[Path] = []
     for item in items:
         if is_uri(item):
-            found += [InputFile(source, relative) for source, relative in list_store_images(item)]
+            found += [InputFile(source, relative) for source, relative in list_store_images(str(item))]
             continue
         path = Path(item)
         if path.is_dir():

@@ -38,6 +38,13 @@ logger = logging.getLogger(__name__)
 FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
 
 
+def local_file(item: PlannedOutput) -> Path:
+    """The local file ``item`` is read from: an object-store input is staged first (``stores.staged``)."""
+    if not isinstance(item.source, Path):
+        raise TypeError(f"{item.source}: an object-store input is read from a staged copy (stores.staged)")
+    return item.source
+
+
 class Worker:
     """One job's loaded model, detector and pipeline, and the output plan its files follow (``BatchJob``)."""
 
@@ -64,7 +71,7 @@ class Worker:
             return None
         if not self.config.inpaint_masks:  # the damage is already painted white in the images (the official demo)
             return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
-        shape = tuple(images.shape[-2:])
+        shape = (images.shape[-2], images.shape[-1])
         folder = Path(self.config.inpaint_masks)
         return torch.cat([load_mask(folder, item.relative, shape) for item in group]).to(images.device)
 
@@ -98,7 +105,7 @@ class Worker:
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
         if not self.config.save_json:
             return []
-        report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
+        report = faces_report(choices, image_size=(images.shape[-2], images.shape[-1]), restored=True,
                               model_size=self.model.config.size, output_scale=scale)
         return [{"file": item.relative.as_posix(), "output_scale": scale, **record}
                 for item, record in zip(group, report["images"])]
@@ -123,7 +130,7 @@ class Worker:
         return attempt(item, staged(self._photo))
 
     def _photo(self, item: PlannedOutput) -> ItemResult:
-        loaded = read_image(item.source)
+        loaded = read_image(local_file(item))
         images = loaded.pixels.to(self.device)
         choices = self.pipeline.find(images)
         found = len(choices[0])
@@ -135,9 +142,9 @@ class Worker:
         faces = selected_faces(choices)
         found = len(choices[0])
         scale = self.options.paste.scale
-        if not faces[0] and scale in (1, "auto") and same_format(item.source, item.target):
+        if not faces[0] and scale in (1, "auto") and same_format(local_file(item), item.target):
             try:
-                data = item.source.read_bytes()
+                data = local_file(item).read_bytes()
             except OSError as exc:
                 raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
             records = self.describe([item], choices, images, 1)
@@ -147,7 +154,7 @@ class Worker:
         result, _ = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images),
                                                     keep_faces=False, on_restored=self.crop_saver([item]))
         records = self.describe([item], choices, images,
-                                result.scale if faces[0] else 1 if scale == "auto" else scale)
+                                result.scale if faces[0] else 1 if scale == "auto" else int(scale))
         self.save(item, result.images[0], loaded)
         if not faces[0]:
             logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
@@ -161,7 +168,7 @@ class Worker:
         return attempt(item, staged(self._complete_sides))
 
     def _complete_sides(self, item: PlannedOutput) -> ItemResult:
-        loaded = read_image(item.source)
+        loaded = read_image(local_file(item))
         images = loaded.pixels.to(self.device)
         choices = self.pipeline.find(images)
         faces = selected_faces(choices)
@@ -186,7 +193,7 @@ class Worker:
         thumbnails = []  # for the scene cuts: no face track continues across one
         for item in items:
             try:
-                frame = load_image(item.source).to(self.device)
+                frame = load_image(local_file(item)).to(self.device)
             except InvalidImageError as exc:
                 yield ItemResult(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
                 continue
@@ -204,7 +211,7 @@ class Worker:
     def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int]) -> Iterator[ItemResult]:
         """One chunk of frames restored and pasted together; its frames' results in order."""
         try:
-            loaded = [read_image(item.source) for item in group]
+            loaded = [read_image(local_file(item)) for item in group]
             images = torch.cat([one.pixels for one in loaded]).to(self.device)
             choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
                         for c in tracked[i]] for i in range(len(group))]

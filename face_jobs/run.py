@@ -20,9 +20,9 @@ from .inputs import collect_inputs
 from .job import Worker
 from .lock import OutputLock
 from .masks import mask_path
-from .plan import OutputPlan, plan_outputs
+from .plan import OutputPlan, PlannedOutput, plan_outputs
 from .sides import FACES_JSON, lacking_sides, read_records
-from .stores import source_size
+from .stores import Source, source_size
 from .summary import JobSummary
 from .writer import process_umask
 
@@ -31,7 +31,7 @@ def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
     """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
     too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
     frames of different sizes are a ``UsageError``."""
-    sizes: dict[tuple[int, int], Path] = {}
+    sizes: dict[tuple[int, int], Source] = {}
     paste = config.options.paste
     for item in plan.todo:
         try:
@@ -40,7 +40,7 @@ def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
             plan = plan.skipping(item, str(exc))
             continue
         long_side = max(width, height)
-        if paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
+        if isinstance(paste.scale, int) and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
             plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
                                        f"long side, above --max-output-size {paste.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
@@ -88,15 +88,14 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
         job = Worker(config, plan) if config.ray is None else None  # ray: a Worker per Ray worker
         try:
             with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
-                if job is None:
+                if job is not None:
+                    run_local(job, plan.todo, summary=summary, video=config.video_frames, on_done=bar.update)
+                else:
                     # built once here, on the CPU: the weights are checked (and the detector's fetched) with the
                     # local engine's errors before any worker starts; it completes the side outputs, writes the json
                     job = Worker(dataclasses.replace(config, device="cpu", dtype="fp32"), plan)
-                    run_on_ray_engine(config, plan, summary, on_done=lambda _item: bar.update(1))
-                else:
-                    run_local(job, plan.todo, summary=summary, video=config.video_frames,
-                              on_done=functools.partial(bar.update, 1))
-                complete_sides(job, lacking, summary=summary, on_done=functools.partial(bar.update, 1))
+                    run_on_ray_engine(config, plan, summary, on_done=lambda _item: bar.update())
+                complete_sides(job, lacking, summary=summary, on_done=bar.update)
             if config.save_json:
                 job.write_json(earlier, summary.face_records)
         finally:
@@ -104,7 +103,8 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
     return summary.exit_status
 
 
-def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *, on_done) -> None:
+def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *,
+                      on_done: Callable[[PlannedOutput], object]) -> None:
     """``config.ray``: each Ray worker builds a ``Worker`` (model and detector loaded once) and runs its ``photo``
     on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files it makes
     are written here, under this run's lock, by the same writer. Paths are made absolute (the workers run
@@ -112,6 +112,8 @@ def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, 
     from .engines.ray_images import run_on_ray
     from .engines.ray_sequence import run_sequence_on_ray
 
+    if config.ray is None:
+        raise ValueError("this job has no Ray options (config.ray): the local engine runs it")
     make_job = functools.partial(Worker, config.for_workers(),
                                  dataclasses.replace(plan, root=plan.root.resolve(), items=()))
     run = run_sequence_on_ray if config.video_frames else run_on_ray  # a sequence: one unit of work, in order

@@ -15,7 +15,6 @@ import enum
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 
@@ -29,6 +28,7 @@ from face_pipeline.errors import (
 from face_pipeline.memory import is_out_of_memory
 
 from .plan import PlannedOutput
+from .stores import Source
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class ItemResult:
     because the input cannot be used, not because its output exists), the faces found in it and restored, and its
     ``--save-json`` records (kept by the summary only when the input succeeded)."""
 
-    source: Path | object  # a local file, or an object (stores.StoreObject)
+    source: Source  # a local file, or an object (stores.StoreObject)
     outcome: Outcome
     reason: str = ""
     bad_input: bool = False
@@ -107,8 +107,8 @@ class JobSummary:
     images: int = 0  # inputs planned
     restored: int = 0
     unchanged: int = 0
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Source, str]] = field(default_factory=list)
+    failed: list[tuple[Source, str]] = field(default_factory=list)
     bad_inputs: int = 0  # skipped because the input cannot be used (not because its output exists)
     faces_found: int = 0
     faces_restored: int = 0
@@ -131,7 +131,7 @@ class JobSummary:
         else:
             self.fail_skipped(result.source, result.reason)
 
-    def record(self, source: Path, outcome: Outcome, reason: str | None = None, *, bad_input: bool = False) -> None:
+    def record(self, source: Source, outcome: Outcome, reason: str | None = None, *, bad_input: bool = False) -> None:
         if outcome is Outcome.RESTORED:
             self.restored += 1
         elif outcome is Outcome.UNCHANGED:
@@ -144,7 +144,7 @@ class JobSummary:
             self.failed.append((source, reason or ""))
             self._report(logging.ERROR, f"failed {source}: {reason}")
 
-    def fail_skipped(self, source: Path, reason: str) -> None:
+    def fail_skipped(self, source: Source, reason: str) -> None:
         """An input first recorded as skipped (its output exists) failed after all (completing its side outputs)."""
         self.skipped = [entry for entry in self.skipped if entry[0] != source]
         self.failed.append((source, reason))

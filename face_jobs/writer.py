@@ -104,7 +104,8 @@ def remove_stale_parts(folder: str | Path, *, depth: int = 3, skip=lambda folder
 
 def describe_os_error(exc: OSError) -> str:
     """A short cause for ``exc``: "disk full", "permission denied", or the system's own text."""
-    return _CAUSES.get(exc.errno, exc.strerror or str(exc) or type(exc).__name__)
+    cause = _CAUSES.get(exc.errno) if exc.errno is not None else None
+    return cause or exc.strerror or str(exc) or type(exc).__name__
 
 
 def _write_chunk(fd: int, chunk: memoryview) -> int:

@@ -4,8 +4,8 @@ Folders by stage: ``detection/`` (RetinaFace, YuNet; turned faces in ``rotations
 ``region.py``: user masks), ``alignment/`` (templates, similarity transforms, warps), ``restoration/`` (batched model
 runs), ``paste/`` (masks, colour, protected regions, compositing at 1x/2x/4x), ``video/`` (tracking and smoothing
 across frames), ``pipeline.py`` (the whole chain), ``annotate.py`` and ``face_report.py`` (what was found, drawn and
-as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile), ``files/`` (file jobs:
-output plan, safe writing, lock, summary). Records that travel between stages are in ``types.py``; images are
+as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile). File jobs (output
+plan, safe writing, lock, summary, engines) are the layer above, ``face_jobs/``. Records that travel between stages are in ``types.py``; images are
 ``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
 
 The model is duck-typed (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]), so this package imports nothing

@@ -15,7 +15,7 @@ def _nothing() -> None:
 
 
 def run_local(job: BatchJob, items: Sequence[PlannedOutput], *, summary: JobSummary, video: bool = False,
-              on_done: Callable[[], None] = _nothing) -> None:
+              on_done: Callable[[], object] = _nothing) -> None:
     """``job.photo`` of each of ``items`` (``video``: ``job.video`` of them all, one sequence), each result folded
     into ``summary``; ``on_done`` after each input."""
     results = job.video(items) if video else map(job.photo, items)
@@ -25,7 +25,7 @@ def run_local(job: BatchJob, items: Sequence[PlannedOutput], *, summary: JobSumm
 
 
 def complete_sides(job: BatchJob, lacking: Sequence[PlannedOutput], *, summary: JobSummary,
-                   on_done: Callable[[], None] = _nothing) -> None:
+                   on_done: Callable[[], object] = _nothing) -> None:
     """``job.complete_sides`` of each input in ``lacking`` (skipped: their outputs exist); one that fails moves from
     skipped to failed in ``summary`` (with its reason), the others go on."""
     for item in lacking:

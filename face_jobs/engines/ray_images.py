@@ -153,7 +153,7 @@ def code_runtime_env(folder: str | Path) -> dict:
 
 
 def run_on_ray(items: Sequence[PlannedOutput], make_job: JobFactory, *, summary: JobSummary,
-               options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None) -> None:
+               options: RayOptions, on_done: Callable[[PlannedOutput], object] | None = None) -> None:
     """Restore ``items`` on Ray and write their results here, folding each into ``summary``.
 
     ``make_job(sink=...)`` (picklable; called once per actor) returns a ``BatchJob``, which hands every file to
@@ -240,7 +240,7 @@ def _run(ray, items, make_job, *, summary, options, on_done) -> None:
 
 
 def fail_missing(items: Sequence[PlannedOutput], done: set[int], *, summary: JobSummary, options: RayOptions,
-                 on_done: Callable[[PlannedOutput], None] | None) -> None:
+                 on_done: Callable[[PlannedOutput], object] | None) -> None:
     """Record every item whose index is not in ``done`` as failed: its batch failed after Ray's retries."""
     for index, item in enumerate(items):
         if index not in done:

@@ -56,7 +56,7 @@ class SequenceWorker:
     def __init__(self, make_job: JobFactory, threads: int, on_batch_start: Callable[[], None] | None = None) -> None:
         set_cpu_threads(threads)  # CPU sums depend on it (see RayOptions.threads)
         self.on_batch_start = on_batch_start
-        self._events: queue.Queue | None = None
+        self._events: queue.Queue = queue.Queue(maxsize=QUEUED_EVENTS)  # a new one per sequence
         self.job = make_job(sink=self._sink)  # loads the model and the detector
 
     def _sink(self, pending: PendingWrite) -> None:
@@ -114,7 +114,7 @@ def _result_event(index: int, result: ItemResult) -> dict:
 
 
 def run_sequence_on_ray(items: Sequence[PlannedOutput], make_job: JobFactory, *, summary: JobSummary,
-                        options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None) -> None:
+                        options: RayOptions, on_done: Callable[[PlannedOutput], object] | None = None) -> None:
     """Restore ``items`` (the frames of one sequence, in order) on one Ray actor and write their results here,
     folding each frame's result into ``summary``.
 
@@ -137,7 +137,7 @@ class _SequenceDriver:
     after a worker died sends what came before again)."""
 
     def __init__(self, items: Sequence[PlannedOutput], *, summary: JobSummary,
-                 on_done: Callable[[PlannedOutput], None] | None) -> None:
+                 on_done: Callable[[PlannedOutput], object] | None) -> None:
         self.items, self.summary, self.on_done = items, summary, on_done
         self.targets = {str(item.target.resolve()): index for index, item in enumerate(items)}
         self.held: dict[int, dict[str, PendingWrite]] = {}  # a frame's image, until its outcome arrives
