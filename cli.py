@@ -51,7 +51,6 @@ import time
 from pathlib import Path
 
 from face_jobs.config import JobConfig, RayOptions, UsageError, find_model
-from face_jobs.job import FRAMES_PER_CHUNK  # noqa: F401 - documented here: --video-frames' chunk of frames
 from face_jobs.run import run_job
 from face_jobs.stores import is_uri
 from face_jobs.summary import describe_failure

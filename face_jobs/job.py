@@ -225,15 +225,14 @@ class Worker:
         try:  # side outputs first, as for photos: a frame written has its crops (written as they came)
             records = self.describe(group, choices, images, result.scale)
         except Exception as exc:  # noqa: BLE001 - as above
-            yield from (failure(item, exc, own_input=False, faces_found=n, faces_restored=r)
-                        for item, n, r in zip(group, found, restored))
+            yield from (failure(item, exc, own_input=False, faces_found=n) for item, n in zip(group, found))
             return
         records = records or [None] * len(group)
         for item, image, one, n, r, record in zip(group, result.images, loaded, found, restored, records):
             made = ItemResult(item.source, Outcome.RESTORED if r else Outcome.UNCHANGED, faces_found=n,
                               faces_restored=r, records=(record,) if record is not None else ())
             yield attempt(item, functools.partial(self._write_frame, image=image, loaded=one, made=made),
-                          faces_found=n, faces_restored=r)
+                          faces_found=n)
 
     def _write_frame(self, item: PlannedOutput, *, image: torch.Tensor, loaded: ImageFile,
                      made: ItemResult) -> ItemResult:

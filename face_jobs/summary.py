@@ -71,8 +71,7 @@ class ItemResult:
         return self.outcome in (Outcome.RESTORED, Outcome.UNCHANGED)
 
 
-def failure(item: PlannedOutput, exc: BaseException, *, own_input: bool = True, faces_found: int = 0,
-            faces_restored: int = 0) -> ItemResult:
+def failure(item: PlannedOutput, exc: BaseException, *, own_input: bool = True, faces_found: int = 0) -> ItemResult:
     """The result of ``item`` whose work raised ``exc``, or ``exc`` raised again when it is not a per-input failure.
     An unreadable input (``InvalidImageError``) is skipped as a bad input when it is ``item``'s own (``own_input``;
     a frame of a chunk that fails with another frame's error fails instead), an output that appeared meanwhile is
@@ -86,17 +85,17 @@ def failure(item: PlannedOutput, exc: BaseException, *, own_input: bool = True, 
     elif not isinstance(exc, RECOVERABLE) and not (isinstance(exc, RuntimeError) and is_out_of_memory(exc)):
         raise exc
     logger.debug("details", exc_info=exc)
-    return ItemResult(item.source, Outcome.FAILED, describe_failure(exc), faces_found=faces_found,
-                      faces_restored=faces_restored)
+    return ItemResult(item.source, Outcome.FAILED, describe_failure(exc), faces_found=faces_found)
 
 
-def attempt(item: PlannedOutput, work: Callable[[PlannedOutput], ItemResult], **counted) -> ItemResult:
-    """``work(item)``, or its ``failure`` (``counted``: the faces already found in ``item``, kept when it fails).
+def attempt(item: PlannedOutput, work: Callable[[PlannedOutput], ItemResult], *, faces_found: int = 0) -> ItemResult:
+    """``work(item)``, or its ``failure`` (``faces_found``: those already found in ``item``, kept when it fails; its
+    faces restored count only when it succeeds: they are those of the files written).
     The result names ``item.source`` (work on a staged copy of an object names the object)."""
     try:
         result = work(item)
     except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
-        return failure(item, exc, **counted)
+        return failure(item, exc, faces_found=faces_found)
     return result if result.source == item.source else replace(result, source=item.source)
 
 

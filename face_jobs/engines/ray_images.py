@@ -126,24 +126,38 @@ def _result_schema():
 def _record(row: dict, item: PlannedOutput, summary: JobSummary) -> None:
     """Log the worker's warnings again, write the files it made (the shared writer: an output that appeared
     meanwhile is skipped, a failed write fails that image), and fold the image's result into ``summary``."""
-    for line in row["log"]:
-        level, name, text = line.split("\t", 2)
-        logging.getLogger(name).log(int(level), "%s", text)
+    replay(row["log"])
     made = ItemResult(item.source, Outcome(row["outcome"]), row["reason"], bad_input=row["bad_input"],
                       faces_found=row["faces_found"], faces_restored=row["faces_restored"],
                       records=tuple(json.loads(row["records"])))
-    if not made.succeeded:
-        summary.add(made)
-        return
     writes = [PendingWrite(Path(p), d, overwrite=o, keep_existing=k)
               for p, d, o, k in zip(row["paths"], row["data"], row["overwrite"], row["keep_existing"])]
+    summary.add(written(item, made, writes))
+
+
+def replay(log: list[str]) -> None:
+    """Log again, here, the warnings a worker logged (``WarningCollector``: "level\\tlogger\\ttext" lines)."""
+    for line in log:
+        level, name, text = line.split("\t", 2)
+        logging.getLogger(name).log(int(level), "%s", text)
+
+
+def written(item: PlannedOutput, made: ItemResult, writes: list[PendingWrite],
+            on_written: Callable[[PendingWrite], object] | None = None) -> ItemResult:
+    """The result of ``item`` once the driver has written the files a worker ``made`` it with (a failed or skipped
+    item: as it is): ``made``, or the failure of a write (an output that appeared meanwhile is skipped, a failed
+    write fails the image; its faces found still count, its faces restored then do not)."""
+    if not made.succeeded:
+        return made
 
     def write(_item: PlannedOutput) -> ItemResult:
         for pending in writes:
             pending.write()
+            if on_written is not None:
+                on_written(pending)
         return made
 
-    summary.add(attempt(item, write, faces_found=made.faces_found))
+    return attempt(item, write, faces_found=made.faces_found)
 
 
 def code_runtime_env(folder: str | Path) -> dict:

@@ -24,10 +24,10 @@ from pathlib import Path
 from ..config import RayOptions
 from ..plan import PlannedOutput
 from ..protocols import JobFactory
-from ..summary import ItemResult, JobSummary, Outcome, attempt
+from ..summary import ItemResult, JobSummary, Outcome
 from ..threads import set_cpu_threads
 from ..writer import PendingWrite
-from .ray_images import WarningCollector, fail_missing, input_row, mapped, ray_session
+from .ray_images import WarningCollector, fail_missing, input_row, mapped, ray_session, replay, written
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ class _SequenceDriver:
             self._frame(row)
         elif not self.ended:
             self.ended = True
-            for line in row["log"]:
-                level, name, text = line.split("\t", 2)
-                logging.getLogger(name).log(int(level), "%s", text)
+            replay(row["log"])
 
     def _file(self, row: dict) -> None:
         path = row["path"]
@@ -179,15 +177,6 @@ class _SequenceDriver:
                           faces_found=row["faces_found"] or 0, faces_restored=row["faces_restored"] or 0,
                           records=tuple(json.loads(row["records"] or "[]")))
         writes = list(self.held.pop(index, {}).values())
-        if not made.succeeded:
-            self.summary.add(made)
-        else:
-            def write(_item: PlannedOutput) -> ItemResult:
-                for pending in writes:
-                    pending.write()
-                    self.written.add(str(pending.path))
-                return made
-
-            self.summary.add(attempt(item, write, faces_found=made.faces_found, faces_restored=made.faces_restored))
+        self.summary.add(written(item, made, writes, on_written=lambda pending: self.written.add(str(pending.path))))
         if self.on_done is not None:
             self.on_done(item)
