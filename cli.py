@@ -44,91 +44,44 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import importlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from face_pipeline.annotate import annotate_faces
-from face_pipeline.detection import (
-    DEFAULT_DETECTOR,
-    DETECTOR_NAMES,
-    load_detector,
-)
+from face_jobs.config import JobConfig, RayOptions, UsageError, find_model
+from face_jobs.run import run_job
+from face_jobs.stores import is_uri
+from face_jobs.summary import describe_failure
+from face_jobs.threads import DEFAULT_THREADS, MAX_THREADS, cpu_threads
+from face_jobs.writer import write_atomically
+from face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES
 from face_pipeline.errors import (
     FacePipelineError,
     FileLayoutError,
     InvalidImageError,
+    OutputExistsError,
+    OutputWriteError,
 )
-from face_pipeline.face_report import faces_json, faces_report
 from face_pipeline.fields import spec
-from face_pipeline.files import (
-    JobSummary,
-    Outcome,
-    OutputLock,
-    OutputPlan,
-    PendingWrite,
-    PlannedOutput,
-    collect_inputs,
-    describe_failure,
-    describe_os_error,
-    is_out_of_memory,
-    is_uri,
-    plan_outputs,
-    run_each,
-    source_size,
-    staged,
-    write_atomically,
-)
-from face_pipeline.files.job import RECOVERABLE
-from face_pipeline.files.threads import DEFAULT_THREADS, MAX_THREADS, cpu_threads
-from face_pipeline.files.sides import (
-    FACES_JSON,
-    lacking_sides,
-    merge_records,
-    read_records,
-)
-from face_pipeline.files.writer import process_umask
-from face_pipeline.image import (
-    IMAGE_SUFFIXES,
-    MAX_SIDE,
-    ImageFile,
-    apply_budget_to_pillow,
-    encode_image,
-    load_image,
-    read_image,
-    same_format,
-)
-from face_pipeline.paste.parsing import load_parsing_net
+from face_pipeline.image import MAX_SIDE
+from face_pipeline.memory import is_out_of_memory
 from face_pipeline.pipeline import (
     AlignOptions,
     DetectOptions,
     PasteOptions,
-    Pipeline,
     PipelineOptions,
     RestoreOptions,
     VideoOptions,
-    selected_faces,
 )
-from face_pipeline.video import frame_thumbnails, scene_cuts
-from gpen_arch import CheckpointReadError, GPENError, load_gpen_file
-from gpen_arch.runtime.precision import DTYPES, choose_dtype
+from gpen_arch import CheckpointReadError, GPENError  # noqa: F401 - CheckpointReadError: cli.resolve_model_path's
+from gpen_arch.runtime.precision import DTYPES
 
 logger = logging.getLogger("gpen.cli")
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # the layout of ComfyUI's models folder
 DEFAULT_DETECTOR_DIR = MODELS_DIR / "facedetection"
-FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
 MAX_OUTPUT_SIDE = 4 * MAX_SIDE  # --max-output-size upper bound
-
-
-class UsageError(Exception):
-    """A bad command line or input: exit status 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -261,12 +214,11 @@ def _in_range(name: str, value: float | None, low: float, high: float | None, wh
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Every numeric option in its range (NaN and inf refused), and the option combinations; ``UsageError``."""
-    for flag, (record, name) in OPTION_FLAGS.items():
-        bounds = spec(record, name)
-        if bounds.low is not None:  # the range of the stage option the flag sets
-            _in_range(flag, getattr(args, _dest(flag)), bounds.low, bounds.high,
-                      "a whole number" if bounds.whole else "a number")
+    """The flags that set no stage option in their range (NaN and inf refused), and the option combinations;
+    ``UsageError``. The stage options' ranges are their records' to check (``build_options``), but for the 0 that
+    PasteOptions takes as "the default" (a node widget's value), which the flag refuses as out of its range."""
+    if args.max_output_size == 0:
+        raise UsageError(_flag_error("max_output_size must be ", {"max_output_size": 0}))
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
     _in_range("--threads", args.threads, 1, MAX_THREADS, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
@@ -290,7 +242,7 @@ def check_engine_args(args: argparse.Namespace) -> None:
     _in_range("--workers", args.workers, 1, 4096, "a whole number")
     _in_range("--gpus-per-worker", args.gpus_per_worker, 0.0, 8.0)
     _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
-    from face_pipeline.files.ray_engine import RayUnavailableError, require_ray
+    from face_jobs.engines.ray_images import RayUnavailableError, require_ray
 
     try:
         require_ray()
@@ -309,363 +261,52 @@ def resolve_model_path(value: str) -> Path:
     """--model: a path is used as typed; a bare file name (no folder part) is taken from the current folder when it
     is there, else from models/gpen beside cli.py. Raises ``CheckpointReadError`` naming both places if neither has
     it."""
-    path = Path(value)
-    if path.exists() or any(sep in value for sep in ("/", "\\")):
-        return path
-    beside = MODELS_DIR / "gpen" / value
-    if beside.exists():
-        return beside
-    raise CheckpointReadError(f"checkpoint not found: {value} is neither in the current folder nor in {beside.parent}; "
-                              f"put the file there or give its path")
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        if name == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available to PyTorch here")
-        if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UsageError("--device mps: MPS is not available here")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    return choose_dtype(name, device)  # auto: fp16 on cuda/mps, fp32 elsewhere (gpen_arch/runtime/precision.py)
+    return find_model(value, MODELS_DIR / "gpen")
 
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
+    """The stage records the flags set; a value a record refuses is a ``UsageError`` naming its flag."""
+    values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
+    values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
     try:
-        values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
-        values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
         return PipelineOptions.of(**values, color_correction=not args.no_color_correction,
                                   keep_gray=not args.no_keep_gray, parsing_dir=args.parsing_dir,
                                   track=args.video_frames)
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(_flag_error(str(exc), values)) from exc
 
 
-def mask_path(folder: Path, relative: Path) -> Path | None:
-    """The inpainting mask named like the input (any image suffix) in ``folder``, or None."""
-    candidates = [folder / relative] + [(folder / relative).with_suffix(s) for s in IMAGE_SUFFIXES]
-    return next((c for c in candidates if c.is_file()), None)
+def _flag_error(message: str, values: dict) -> str:
+    """A record's error about one of its fields (``fields.check_value``: "feather must be ...") said about the flag
+    that set it, with the flag's range ("--feather must be a number in 0..0.5, got 0.9"); other errors as they
+    are."""
+    for flag, (record, name) in OPTION_FLAGS.items():
+        bounds = spec(record, name)
+        if message.startswith(f"{name} must be ") and bounds.low is not None:
+            what = "a whole number" if bounds.whole else "a number"
+            within = f"in {bounds.low:g}..{bounds.high:g}" if bounds.high is not None else f"at least {bounds.low:g}"
+            return f"{flag} must be {what} {within}, got {values[name]:g}"
+    return message
 
 
-def probe_inputs(plan: OutputPlan, args: argparse.Namespace, options: PipelineOptions) -> OutputPlan:
-    """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
-    too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
-    frames of different sizes are a ``UsageError``."""
-    sizes: dict[tuple[int, int], Path] = {}
-    paste = options.paste
-    for item in plan.todo:
-        try:
-            width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
-        except InvalidImageError as exc:
-            plan = plan.skipping(item, str(exc))
-            continue
-        long_side = max(width, height)
-        if paste.scale != "auto" and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
-            plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
-                                       f"long side, above --max-output-size {paste.max_output_size}; use --scale "
-                                       f"auto or raise --max-output-size")
-        elif args.inpaint_masks and mask_path(Path(args.inpaint_masks), item.relative) is None:
-            plan = plan.skipping(item, f"no inpainting mask for {item.relative} in {args.inpaint_masks}")
-        else:
-            sizes.setdefault((width, height), item.source)
-    if args.video_frames and len(sizes) > 1:
-        (w0, h0), first = next(iter(sizes.items()))
-        (w1, h1), other = list(sizes.items())[1]
-        raise UsageError(f"--video-frames needs frames of one size: {other.name} is {w1}x{h1}, {first.name} "
-                         f"{w0}x{h0}")
-    return plan
-
-
-def load_mask(folder: Path, relative: Path, shape: tuple[int, int]) -> torch.Tensor:
-    """``[1, H, W]`` 0..1 inpainting mask named like the input, white = damaged."""
-    path = mask_path(folder, relative)
-    if path is None:
-        raise InvalidImageError(f"no inpainting mask for {relative} in {folder}")
-    mask = load_image(path)[:, 0]
-    if tuple(mask.shape[-2:]) != shape:
-        raise InvalidImageError(f"mask {path.name} is {mask.shape[-1]}x{mask.shape[-2]}, its image "
-                                f"{shape[1]}x{shape[0]}")
-    return mask
-
-
-# ------------------------------------------------------------------------------------------------------- the job
-class Job:
-    """One CLI run's work: the loaded model and detector, the output plan, the summary."""
-
-    def __init__(self, args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary,
-                 *, sink: Callable[[PendingWrite], None] = PendingWrite.write):
-        self.args, self.plan, self.options, self.summary = args, plan, options, summary
-        self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
-        apply_budget_to_pillow()  # a Ray worker's process too
-        self.device = pick_device(args.device)
-        self.dtype = pick_dtype(args.dtype, self.device)
-        if options.paste.mask_type.startswith("parsing"):
-            load_parsing_net(options.paste.parsing_dir)
-        model_path = resolve_model_path(args.model)
-        self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
-        logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
-        self.detector = load_detector(args.detector, weights_dir=args.detector_dir,
-                                      allow_download=not args.no_download, device=self.device,
-                                      max_side=args.detector_max_side)
-        self.pipeline = Pipeline(model=self.model, detector=self.detector, options=options)  # the one assembly
-        self.face_records: list[dict] = []  # --save-json: one record per image
-
-    def masks(self, group: list[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
-        if self.options.restore.mode != "inpaint":
-            return None
-        if not self.args.inpaint_masks:  # the damage is already painted white in the images (the official demo)
-            return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
-        shape = tuple(images.shape[-2:])
-        folder = Path(self.args.inpaint_masks)
-        return torch.cat([load_mask(folder, item.relative, shape) for item in group]).to(images.device)
-
-    def save(self, item: PlannedOutput, image: torch.Tensor, loaded: ImageFile) -> None:
-        data = encode_image(image, item.target.suffix, alpha=loaded.alpha, exif=loaded.exif,
-                            icc_profile=loaded.icc_profile, name=item.target.name)
-        self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
-
-    def crop_saver(self, group: list[PlannedOutput]):
-        """--save-crops: ``on_restored`` for ``restore_and_paste``, writing each step's crops as they come (none are
-        kept), numbered per image across the steps; None without --save-crops."""
-        if not self.args.save_crops:
-            return None
-        return functools.partial(self.save_crops, group, counters={})
-
-    def save_crops(self, group: list[PlannedOutput], batch, counters: dict[int, int]) -> None:
-        for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
-            k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
-            for kind, image in (("aligned", crop), ("restored", restored)):
-                path = self.plan.crop_path(group[face.image_index], k, kind)
-                data = encode_image(image, path.suffix, name=path.name)
-                self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
-
-    def describe(self, group: list[PlannedOutput], choices, images: torch.Tensor, scale: int) -> list[dict]:
-        """--save-annotated: each image with its faces drawn, written now; --save-json: their records, returned
-        (the caller keeps them in ``face_records`` once the images are written; ``write_json`` writes them)."""
-        if self.args.save_annotated and any(choices):
-            for item, image in zip(group, annotate_faces(images, choices)):
-                path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
-                data = encode_image(image, path.suffix, name=path.name)
-                self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
-        if not self.args.save_json:
-            return []
-        report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=True,
-                              model_size=self.model.config.size, output_scale=scale,
-                              first_image=len(self.face_records))
-        return [{"file": item.relative.as_posix(), "output_scale": scale, **record}
-                for item, record in zip(group, report["images"])]
-
-    def write_json(self, earlier: dict[str, dict]) -> None:
-        """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name: the
-        ``earlier`` run's records (``sides.read_records``) with this run's merged in (``sides.merge_records``)."""
-        records = merge_records(earlier, self.face_records, [item.relative.as_posix() for item in self.plan.items])
-        scales = {record["output_scale"] for record in records}
-        report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
-                              output_scale=scales.pop() if len(scales) == 1 else None, detector=self.args.detector,
-                              rotations=self.options.detect.rotations)
-        report["images"] = records
-        # replaced: what it held is merged in (read under this run's lock), or --overwrite was given
-        write_atomically(self.plan.root / FACES_JSON, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)
-
-    def complete_sides(self, item: PlannedOutput) -> None:
-        """The side outputs an input whose output image exists lacks (``sides.lacking_sides``): its faces.json
-        record (the output scale read from the output image) and its crops (its faces restored again; the output
-        image is not written again)."""
-        loaded = read_image(item.source)
-        images = loaded.pixels.to(self.device)
-        choices = self.pipeline.find(images)
-        faces = selected_faces(choices)
-        if self.args.save_crops and faces[0]:
-            batch = self.pipeline.restore(self.pipeline.align(images, faces), inpaint_masks=self.masks([item], images))
-            self.save_crops([item], batch, counters={})
-        if self.args.save_json:
-            width, _ = source_size(item.target)
-            self.face_records += self.describe([item], choices, images, max(1, round(width / images.shape[-1])))
-        logger.info("%s: wrote the side outputs an earlier run left out", item.source)
-
-    def complete(self, lacking: list[PlannedOutput], bar) -> None:
-        """``complete_sides`` of each input in ``lacking``; one that fails moves from skipped to failed in the
-        summary (with its reason), the others go on."""
-        for item in lacking:
-            try:
-                staged(self.complete_sides)(item)
-            except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
-                if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
-                    raise
-                logger.debug("details", exc_info=exc)
-                self.summary.fail_skipped(item.source, describe_failure(exc))
-            bar.update(1)
-
-    def photo(self, item: PlannedOutput) -> Outcome:
-        """Restore one input and write its result (an image without a face is copied as it is where it can be).
-        The side outputs (crops, annotated image) are written first and the output image last, so an output image
-        that exists says its side outputs are there (``sides``); its faces.json records are kept once it is."""
-        loaded = read_image(item.source)
-        images = loaded.pixels.to(self.device)
-        choices = self.pipeline.find(images)
-        faces = selected_faces(choices)
-        self.summary.faces_found += len(choices[0])
-        scale = self.options.paste.scale
-        if not faces[0] and scale in (1, "auto") and same_format(item.source, item.target):
-            try:
-                data = item.source.read_bytes()
-            except OSError as exc:
-                raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
-            records = self.describe([item], choices, images, 1)
-            self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
-            self.face_records += records
-            logger.warning("no face in %s: copied unchanged", item.source.name)
-            return Outcome.UNCHANGED
-        result, _ = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images),
-                                                    keep_faces=False, on_restored=self.crop_saver([item]))
-        records = self.describe([item], choices, images,
-                                result.scale if faces[0] else 1 if scale == "auto" else scale)
-        self.save(item, result.images[0], loaded)
-        self.face_records += records
-        self.summary.faces_restored += len(faces[0])
-        if not faces[0]:
-            logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
-        return Outcome.RESTORED if faces[0] else Outcome.UNCHANGED
-
-    def photos(self, bar) -> None:
-        run_each(self.plan.todo, staged(self.photo), summary=self.summary, on_done=lambda _: bar.update(1))
-
-    def write_frame(self, frames_done: dict, item: PlannedOutput) -> Outcome:
-        image, loaded, faces = frames_done[item]
-        self.save(item, image, loaded)
-        return Outcome.RESTORED if faces else Outcome.UNCHANGED
-
-    def video(self, bar) -> None:
-        """All inputs as one frame sequence: detect everything, track and smooth over the whole sequence, then
-        restore in chunks of ``FRAMES_PER_CHUNK`` frames (each frame is read twice; memory stays bounded). A frame
-        that cannot be read, or whose output exists (without --overwrite), is skipped and left out of the sequence."""
-        frames: list[PlannedOutput] = []
-        faces_per_frame = []
-        thumbnails = []  # for the scene cuts: no face track continues across one
-        for item in self.plan.todo:
-            try:
-                frame = load_image(item.source).to(self.device)
-            except InvalidImageError as exc:
-                self.summary.record(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
-                bar.update(1)
-                continue
-            choices = self.pipeline.find(frame)
-            self.summary.faces_found += len(choices[0])
-            faces_per_frame += choices
-            thumbnails.append(frame_thumbnails(frame))
-            frames.append(item)
-        cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
-        faces_per_frame = self.pipeline.stabilise(faces_per_frame, cuts=cuts)
-        for start in range(0, len(frames), FRAMES_PER_CHUNK):
-            group = frames[start:start + FRAMES_PER_CHUNK]
-            try:
-                loaded = [read_image(item.source) for item in group]
-                images = torch.cat([one.pixels for one in loaded]).to(self.device)
-                choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
-                            for c in faces_per_frame[start + i]] for i in range(len(group))]
-                chunk = selected_faces(choices)
-                result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
-                                                            keep_faces=False, on_restored=self.crop_saver(group))
-            except (*RECOVERABLE, InvalidImageError, RuntimeError) as exc:
-                if isinstance(exc, RuntimeError) and not is_out_of_memory(exc):
-                    raise
-                for item in group:
-                    self.summary.record(item.source, Outcome.FAILED, describe_failure(exc))
-                bar.update(len(group))
-                continue
-            self.summary.faces_restored += sum(len(faces) for faces in chunk)
-            frames_done = {item: (image, one, len(faces))
-                           for item, image, one, faces in zip(group, result.images, loaded, chunk)}
-            try:  # side outputs first, as for photos: a frame written has its crops (written as they came)
-                records = self.describe(group, choices, images, result.scale)
-            except RECOVERABLE as exc:
-                for item in group:
-                    self.summary.record(item.source, Outcome.FAILED, describe_failure(exc))
-                bar.update(len(group))
-                continue
-            run_each(group, functools.partial(self.write_frame, frames_done), summary=self.summary,
-                     on_done=lambda _: bar.update(1))
-            self.face_records += records
+def build_config(args: argparse.Namespace) -> JobConfig:
+    """The job the flags describe (the flags checked first: ``check_args``)."""
+    ray = None
+    if args.engine == "ray":
+        ray = RayOptions(address=args.ray_address, workers=args.workers or 1,
+                         gpus_per_worker=args.gpus_per_worker or 0.0, threads=args.threads,
+                         batch_size=args.ray_batch_size or 4, working_dir=Path(__file__).resolve().parent)
+    return JobConfig(inputs=tuple(args.inputs), output=args.output, options=build_options(args), model=args.model,
+                     models_dir=MODELS_DIR / "gpen", device=args.device, dtype=args.dtype, detector=args.detector,
+                     detector_dir=args.detector_dir, allow_download=not args.no_download,
+                     detector_max_side=args.detector_max_side, inpaint_masks=args.inpaint_masks,
+                     save_json=args.save_json, save_crops=args.save_crops, save_annotated=args.save_annotated,
+                     video_frames=args.video_frames, overwrite=args.overwrite, threads=args.threads, ray=ray)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     check_args(args)
-    apply_budget_to_pillow()  # this process owns Pillow: its decompression-bomb limit is the pack's image budget
-    process_umask()  # read once, before any thread writes: outputs get 0o666 less it, as any program's files
-    options = build_options(args)
-    if args.engine == "local":
-        pick_device(args.device)  # an unavailable device is a usage error before anything is read
-    inputs = collect_inputs(args.inputs)
-    plan = plan_outputs(inputs, args.output, overwrite=args.overwrite,
-                        also_read=[args.inpaint_masks] if args.inpaint_masks else [])
-    plan = probe_inputs(plan, args, options)
-    summary = JobSummary(images=len(plan.items), report=lambda line: print(line, file=sys.stderr))
-    summary.skip_planned(plan.items)
-    start = time.perf_counter()
-    # an earlier run that failed or was killed: its faces.json records, and the side outputs its inputs lack
-    earlier = read_records(plan.root / FACES_JSON, overwrite=args.overwrite) if args.save_json else {}
-    lacking = [] if args.video_frames else lacking_sides(plan, earlier, save_json=args.save_json,
-                                                         save_crops=args.save_crops)
-    if not plan.todo and not lacking:
-        print(f"{summary.line()}; nothing to do")
-        return summary.exit_status
-    with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
-        job = Job(args, plan, options, summary) if args.engine == "local" else None  # ray: a Job per worker
-        try:
-            with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
-                if job is None:
-                    job = run_on_ray_engine(args, plan, options, summary, bar)
-                else:
-                    (job.video if args.video_frames else job.photos)(bar)
-                job.complete(lacking, bar)
-            if args.save_json:
-                job.write_json(earlier)
-        finally:
-            print(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
-    return summary.exit_status
-
-
-def run_on_ray_engine(args: argparse.Namespace, plan: OutputPlan, options: PipelineOptions, summary: JobSummary,
-                      bar) -> Job:
-    """--engine ray: each Ray worker builds this module's ``Job`` (model and detector loaded once) and runs its
-    ``photo`` on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files
-    it makes are written here, under this run's lock, by the same writer.
-    Paths are made absolute (the workers run elsewhere). Returns the driver's ``Job`` (on the CPU) holding the
-    workers' face records in input order (``write_json``)."""
-    from face_pipeline.files.ray_engine import RayOptions, run_on_ray
-    from face_pipeline.files.ray_sequence import run_sequence_on_ray
-
-    # built once here, on the CPU, and dropped: the weights are checked (and the detector's fetched) with the local
-    # engine's errors before any worker starts, instead of failing in every worker's constructor
-    job = Job(argparse.Namespace(**{**vars(args), "device": "cpu", "dtype": "fp32"}), plan, options, summary)
-    absolute = {name: str(Path(value).resolve()) for name in ("detector_dir", "inpaint_masks", "output")
-                if (value := getattr(args, name)) is not None}
-    absolute["model"] = str(resolve_model_path(args.model).resolve())  # a bare name: found here, in models/gpen
-    worker_args = argparse.Namespace(**{**vars(args), **absolute})
-    if options.paste.parsing_dir is not None:
-        paste = dataclasses.replace(options.paste, parsing_dir=str(Path(options.paste.parsing_dir).resolve()))
-        options = dataclasses.replace(options, paste=paste)
-    ray_options = RayOptions(address=args.ray_address, workers=args.workers or 1,
-                             gpus_per_worker=args.gpus_per_worker or 0.0, threads=args.threads,
-                             batch_size=args.ray_batch_size or 4,
-                             working_dir=Path(__file__).resolve().parent)
-    # the workers import this module by name: pickled by reference, never by value from __main__
-    job_class = importlib.import_module("cli").Job if __name__ == "__main__" else Job
-    make_job = functools.partial(job_class, worker_args, dataclasses.replace(plan, root=plan.root.resolve(), items=()),
-                                 options, JobSummary())
-    run = run_sequence_on_ray if args.video_frames else run_on_ray  # a sequence: one unit of work, in order
-    run(plan.todo, make_job, summary=summary, options=ray_options, on_done=lambda _: bar.update(1),
-        records=job.face_records)
-    return job
+    return run_job(build_config(args))
 
 
 def fail(exc: BaseException, status: int, prefix: str = "") -> int:
@@ -687,11 +328,18 @@ def convert_main(argv: list[str]) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+
+    def write(path: Path, data: bytes) -> None:  # the jobs' atomic writer: temporary file + rename
+        try:
+            write_atomically(path, data, overwrite=args.overwrite)
+        except OutputExistsError as exc:  # appeared while converting
+            raise ConversionError(f"{path} already exists; pass --overwrite to replace it") from exc
+
     try:
-        config = convert_to_safetensors(args.source, args.destination, overwrite=args.overwrite)
+        config = convert_to_safetensors(args.source, args.destination, overwrite=args.overwrite, write=write)
     except ConversionError as exc:
         return fail(exc, 2)
-    except (GPENError, OSError) as exc:
+    except (GPENError, OSError, OutputWriteError) as exc:
         return fail(exc, 1)
     print(f"{args.source} -> {args.destination}: GPEN-{config.size} (channel_multiplier "
           f"{config.channel_multiplier}, narrow {config.narrow:g}) in {time.perf_counter() - start:.1f} s")

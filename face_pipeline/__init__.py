@@ -4,8 +4,8 @@ Folders by stage: ``detection/`` (RetinaFace, YuNet; turned faces in ``rotations
 ``region.py``: user masks), ``alignment/`` (templates, similarity transforms, warps), ``restoration/`` (batched model
 runs), ``paste/`` (masks, colour, protected regions, compositing at 1x/2x/4x), ``video/`` (tracking and smoothing
 across frames), ``pipeline.py`` (the whole chain), ``annotate.py`` and ``face_report.py`` (what was found, drawn and
-as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile), ``files/`` (file jobs:
-output plan, safe writing, lock, summary). Records that travel between stages are in ``types.py``; images are
+as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile). File jobs (output
+plan, safe writing, lock, summary, engines) are the layer above, ``face_jobs/``. Records that travel between stages are in ``types.py``; images are
 ``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
 
 The model is duck-typed (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]), so this package imports nothing
@@ -32,7 +32,7 @@ from .errors import (
     RestoreError,
     RestoreOutOfMemory,
 )
-from .image import IMAGE_SUFFIXES, ImageFile, load_image, read_image, save_image, to_rgb_float
+from .image import IMAGE_SUFFIXES, ImageFile, encode_image, load_image, read_image, to_rgb_float
 from .paste import MASK_TYPES, paste_faces
 from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
 from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
@@ -53,7 +53,7 @@ __all__ = [
     "Pipeline", "PipelineOptions", "DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "PasteOptions",
     "PipelineReport", "find_choices", "run_pipeline",
     "annotate_faces", "faces_report", "faces_json",
-    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "save_image", "read_image", "ImageFile",
+    "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "encode_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
     "RestoreError", "RestoreOutOfMemory", "PasteError", "FileLayoutError", "OutputExistsError", "OutputWriteError",
     "OutputLockedError", "MissingDependencyError",

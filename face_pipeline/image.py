@@ -11,9 +11,10 @@ was found and which convention it looks like.
 Files: ``read_image`` decodes with OpenCV from bytes (``np.fromfile``), so paths with any characters work on every
 OS; 8- and 16-bit files are read, the EXIF orientation applied (for every format, from Pillow's reading of the tags),
 and what the file carries is kept beside the pixels: its alpha channel (unless fully opaque), its EXIF (orientation
-reset, thumbnail dropped) and ICC profile. ``encode_image`` / ``save_image`` write 8-bit files with Pillow (16-bit
+reset, thumbnail dropped) and ICC profile. ``encode_image`` encodes 8-bit files with Pillow (16-bit
 in, 8-bit out), rounded, JPEG at quality 95, with the alpha (PNG, WEBP, TIFF), EXIF and ICC profile (JPEG, PNG, WEBP,
-TIFF) handed back; what a format cannot hold is a warning. ``save_image`` writes atomically (``files.writer``).
+TIFF) handed back; what a format cannot hold is a warning. Writing the bytes to a file is the batch jobs' (the
+atomic writer: ``face_jobs.writer``, whose ``save_image`` encodes and writes).
 """
 
 from __future__ import annotations
@@ -401,15 +402,3 @@ def encode_image(image: torch.Tensor, suffix: str, *, alpha: torch.Tensor | None
     except (OSError, ValueError, RuntimeError) as exc:  # Pillow's encoders raise all three
         raise InvalidImageError(f"could not encode {name} as {suffix}: {exc}") from exc
     return buffer.getvalue()
-
-
-def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | None = None,
-               exif: bytes | None = None, icc_profile: bytes | None = None, overwrite: bool = True) -> None:
-    """Write ``image`` (see ``encode_image``; the suffix picks the format) to ``path`` atomically: a temporary file
-    in the same folder (created if needed) renamed into place, so a failed write leaves nothing under ``path``.
-    ``overwrite=False`` keeps an existing file (``OutputExistsError``); a failed write is ``OutputWriteError``."""
-    from .files.writer import write_atomically
-
-    path = Path(path)
-    data = encode_image(image, path.suffix, alpha=alpha, exif=exif, icc_profile=icc_profile, name=path.name)
-    write_atomically(path, data, overwrite=overwrite)

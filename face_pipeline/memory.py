@@ -41,15 +41,20 @@ def free_memory_bytes(device: torch.device) -> int:
         return 4 << 30
 
 
+#: what PyTorch's allocators say, besides "out of memory" (any case), when an allocation fails
+_OOM_MARKS = ("DefaultCPUAllocator", "can't allocate memory", "not enough memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA's ``OutOfMemoryError``, Python's ``MemoryError`` and the RuntimeErrors PyTorch raises when an
-    allocation fails ("... out of memory ...", the CPU's "DefaultCPUAllocator: can't allocate memory")."""
+    allocation fails ("... out of memory ...", the CPU's "DefaultCPUAllocator: can't allocate memory", "not enough
+    memory" on Windows and MPS). The one test of the pack: the pipeline's and the batch jobs'."""
     if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     if not isinstance(exc, RuntimeError):
         return False
     text = str(exc)
-    return "out of memory" in text.lower() or "DefaultCPUAllocator" in text or "can't allocate memory" in text
+    return any(mark in text for mark in _OOM_MARKS) or "out of memory" in text.lower()
 
 
 def release_cached_memory(device: torch.device) -> None:

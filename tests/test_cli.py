@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, data_file
 
+from face_pipeline.pipeline import Pipeline
+
 MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 # Any download attempt goes to a closed local port and fails: these runs must not need the network.
 OFFLINE = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
@@ -214,7 +216,6 @@ def test_black_and_white_photos_stay_black_and_white_and_video_frames_fill_gaps(
 
 def test_the_cli_runs_the_one_pipeline_assembly_with_the_records_of_its_flags(tmp_path, main, monkeypatch):
     """The flags become the stages' records, and a photo goes through ``Pipeline`` (find, then restore_and_paste)."""
-    import cli
     from face_pipeline.pipeline import (
         AlignOptions,
         DetectOptions,
@@ -225,7 +226,7 @@ def test_the_cli_runs_the_one_pipeline_assembly_with_the_records_of_its_flags(tm
     )
 
     calls = []
-    real_find, real_restore_and_paste = cli.Pipeline.find, cli.Pipeline.restore_and_paste
+    real_find, real_restore_and_paste = Pipeline.find, Pipeline.restore_and_paste
 
     def find(self, images, **kwargs):
         calls.append(("find", self.options))
@@ -235,8 +236,8 @@ def test_the_cli_runs_the_one_pipeline_assembly_with_the_records_of_its_flags(tm
         calls.append(("restore_and_paste", self.options))
         return real_restore_and_paste(self, images, faces, **kwargs)
 
-    monkeypatch.setattr(cli.Pipeline, "find", find)
-    monkeypatch.setattr(cli.Pipeline, "restore_and_paste", restore_and_paste)
+    monkeypatch.setattr(Pipeline, "find", find)
+    monkeypatch.setattr(Pipeline, "restore_and_paste", restore_and_paste)
     status = main([str(data_file("faces", "grace_hopper.jpg")), *common(tmp_path), "--strength", "0.5", "--mask",
                    "ellipse", "--feather", "0.2", "--scale", "2", "--max-faces", "1", "--template", "ffhq",
                    "--batch-size", "2", "--no-keep-gray", "--parsing-dir", str(tmp_path)])

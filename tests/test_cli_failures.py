@@ -21,7 +21,8 @@ import pytest
 from conftest import REPO_ROOT
 from helpers import cmd, face, files_under, plain, write_flat_png
 
-from face_pipeline.files import LOCK_NAME
+from face_jobs import LOCK_NAME
+from face_pipeline.pipeline import Pipeline
 
 
 def lying_bmp(tmp: Path, name: str) -> Path:
@@ -39,7 +40,7 @@ def outputs(tmp: Path) -> dict[str, bytes]:
 
 def fail_first_write_midway(monkeypatch):
     """The first file written gets half its bytes, then the disk is full."""
-    from face_pipeline.files import writer
+    from face_jobs import writer
 
     calls = []
     real = writer._write_chunk
@@ -56,9 +57,8 @@ def fail_first_write_midway(monkeypatch):
 
 
 def out_of_memory_once(monkeypatch):
-    import cli
 
-    real, calls = cli.Pipeline.restore_and_paste, []
+    real, calls = Pipeline.restore_and_paste, []
 
     def restore(self, *args, **kwargs):
         calls.append(1)
@@ -67,7 +67,7 @@ def out_of_memory_once(monkeypatch):
                                "you tried to allocate 81604378624 bytes.")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(cli.Pipeline, "restore_and_paste", restore)
+    monkeypatch.setattr(Pipeline, "restore_and_paste", restore)
 
 
 def truncated_parsing(tmp: Path) -> Path:

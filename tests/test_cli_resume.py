@@ -18,7 +18,8 @@ from conftest import REPO_ROOT
 from helpers import cmd, face, files_under, plain
 
 import cli
-from face_pipeline.files import LOCK_NAME, writer
+from face_jobs import LOCK_NAME, writer
+from face_jobs.job import Worker
 
 FLAGS = ["--save-json", "--save-crops"]
 
@@ -85,7 +86,7 @@ def test_a_rerun_after_a_full_disk_completes_faces_json_and_the_crops(tmp_path, 
 def test_a_killed_run_is_completed_and_its_unfinished_files_removed(tmp_path, monkeypatch, capsys, fresh):
     """A run killed (SIGKILL) after its first image: no faces.json, a stale lock, half a file; and an earlier
     version's output written before its crops, the crops missing."""
-    real_photo, calls = cli.Job.photo, []
+    real_photo, calls = Worker.photo, []
 
     def photo(self, item):
         calls.append(item)
@@ -94,7 +95,7 @@ def test_a_killed_run_is_completed_and_its_unfinished_files_removed(tmp_path, mo
         return real_photo(self, item)
 
     inputs(tmp_path)
-    monkeypatch.setattr(cli.Job, "photo", photo)
+    monkeypatch.setattr(Worker, "photo", photo)
     status, _ = run(tmp_path, capsys)
     assert status == 130 and sorted(files_under(tmp_path / "out")) == ["a.jpg", "crops/a.jpg_face0_aligned.png",
                                                                        "crops/a.jpg_face0_restored.png"]

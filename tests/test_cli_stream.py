@@ -15,6 +15,7 @@ from conftest import REPO_ROOT, data_file
 from helpers import count_alive_restores, grid_faces
 
 from face_pipeline.selection import FaceChoice
+from face_pipeline.pipeline import Pipeline
 
 MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 
@@ -31,7 +32,7 @@ def test_the_cli_keeps_one_step_of_faces_alive_and_writes_every_crop(tmp_path, m
     import cli
 
     faces = grid_faces(0, count=16, side=100, spacing=110)  # a group photo of 16 (drawn where the detector looks)
-    monkeypatch.setattr(cli.Pipeline, "find", lambda self, images, **_: [
+    monkeypatch.setattr(Pipeline, "find", lambda self, images, **_: [
         [FaceChoice(face=face, index=i, selected=True, reason="selected") for i, face in enumerate(faces)]])
     most = count_alive_restores(monkeypatch)
     assert cli.main(command(tmp_path, "--save-crops", "--scale", "auto")) == 0

@@ -1,4 +1,5 @@
-"""face_pipeline.files: the output plan's clash checks, the atomic writer, the output-folder lock."""
+"""face_jobs: the output plan's clash checks, the atomic writer, the output-folder lock, the per-input results and
+the summary folded from them, the one out-of-memory test, the frozen job configuration."""
 
 from __future__ import annotations
 
@@ -6,23 +7,25 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO_ROOT
 
-from face_pipeline.errors import (
-    FileLayoutError,
-    OutputExistsError,
-    OutputLockedError,
-    OutputWriteError,
-)
-from face_pipeline.files import (
+from face_jobs import (
     LOCK_NAME,
     OutputLock,
     collect_inputs,
     plan_outputs,
     write_atomically,
     writer,
+)
+from face_pipeline.errors import (
+    FileLayoutError,
+    OutputExistsError,
+    OutputLockedError,
+    OutputWriteError,
 )
 
 
@@ -152,7 +155,7 @@ def test_lock_refuses_a_second_run_and_takes_over_a_dead_ones(tmp_path):
 def test_a_written_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
     """mkstemp creates 0600 whatever the umask; an output gets 0666 less the umask, as any program's new file."""
     target = tmp_path / "sub" / "a.png"
-    code = ("import sys; from face_pipeline.files import write_atomically; "
+    code = ("import sys; from face_jobs import write_atomically; "
             "write_atomically(sys.argv[1], b'x'); write_atomically(sys.argv[1], b'y', overwrite=True)")
     subprocess.run([sys.executable, "-c", code, str(target)], check=True, umask=umask, cwd=REPO_ROOT)
     assert oct(target.stat().st_mode & 0o777) == oct(mode)
@@ -186,3 +189,91 @@ def test_the_unfinished_files_of_dead_runs_are_removed_when_the_lock_is_taken(tm
     with OutputLock(inner):
         pass
     assert (inner / ".e.png.abcdefgh.part").exists()  # it may be that run's file: left alone
+
+
+@pytest.mark.parametrize("exc, oom", [
+    (MemoryError(), True),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 8589934592 bytes"), True),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 9.00 GB)"), True),
+    (RuntimeError("Out of memory on the device"), True),
+    (RuntimeError("not enough memory: you tried to allocate 1073741824 bytes"), True),  # the jobs' old rule
+    (RuntimeError("shape '[2, 3]' is invalid for input of size 5"), False),
+    (ValueError("out of memory"), False),  # only what PyTorch or Python raise for a failed allocation
+])
+def test_one_out_of_memory_test_for_the_pipeline_and_the_jobs(exc, oom):
+    """The pipeline's and the batch jobs' rules were two; they are one (the union of what both detected)."""
+    from face_jobs import summary
+    from face_pipeline import memory
+
+    assert summary.is_out_of_memory is memory.is_out_of_memory
+    assert memory.is_out_of_memory(exc) is oom
+
+
+def test_a_per_input_failure_is_a_result_and_the_summary_folds_results(tmp_path):
+    """``attempt`` tells per-input failures (a result) from errors that end the run (raised again), once for every
+    engine; ``JobSummary.add`` counts each result and keeps the records of the inputs that succeeded."""
+    from face_jobs import ItemResult, JobSummary, Outcome, PlannedOutput, attempt
+    from face_pipeline.errors import InvalidImageError, OutputExistsError, RestoreError
+
+    item = PlannedOutput(tmp_path / "a.jpg", Path("a.jpg"), tmp_path / "out" / "a.jpg")
+
+    def raising(exc):
+        def work(_item):
+            raise exc
+        return work
+
+    unreadable = attempt(item, raising(InvalidImageError("a.jpg is not a readable image")), faces_found=2)
+    assert unreadable == ItemResult(item.source, Outcome.SKIPPED, "a.jpg is not a readable image", bad_input=True,
+                                    faces_found=2)
+    appeared = attempt(item, raising(OutputExistsError("a.jpg already exists")))
+    assert (appeared.outcome, appeared.bad_input) == (Outcome.SKIPPED, False)
+    full = attempt(item, raising(RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")), faces_found=1)
+    assert full.outcome is Outcome.FAILED and full.faces_found == 1 and full.reason == (
+        "out of memory (CUDA out of memory.); try a smaller --batch-size or --scale, or another --device")
+    assert attempt(item, raising(RestoreError("bad  face"))).reason == "bad face"
+    with pytest.raises(RuntimeError, match="cuDNN error"):  # not a per-input failure: the run ends
+        attempt(item, raising(RuntimeError("cuDNN error: bad param")))
+    with pytest.raises(KeyError):
+        attempt(item, raising(KeyError("bug")))
+    from face_jobs.summary import failure
+
+    other_frame = failure(item, InvalidImageError("frame_2.png is not a readable image"), own_input=False)
+    assert other_frame.outcome is Outcome.FAILED  # a chunk's frame fails with another frame's error
+
+    lines: list[str] = []
+    summary = JobSummary(images=4, report=lines.append)
+    done = ItemResult(item.source, Outcome.RESTORED, faces_found=2, faces_restored=2, records=({"file": "a.jpg"},))
+    for result in (done, unreadable, full, ItemResult(item.source, Outcome.UNCHANGED)):
+        summary.add(result)
+    assert summary.line() == ("4 image(s): 1 restored, 1 unchanged, 1 skipped, 1 failed; faces: 5 found, 2 "
+                              "restored")
+    assert summary.face_records == [{"file": "a.jpg"}] and summary.exit_status == 1
+    assert lines == [f"skipped {item.source}: a.jpg is not a readable image", f"failed {item.source}: {full.reason}"]
+
+
+def test_the_job_configuration_is_frozen_and_built_from_the_flags(tmp_path, monkeypatch):
+    """cli.py builds one frozen JobConfig from its flags (the stage records and the job's own settings); the Ray
+    engine's workers get it with every path absolute."""
+    import dataclasses
+
+    import cli
+    from face_jobs.config import JobConfig, RayOptions
+    from face_pipeline.pipeline import PipelineOptions
+
+    monkeypatch.chdir(tmp_path)
+    args = cli.parse_args(["in", "--model", "sub/m.pth", "--output", "out", "--scale", "2", "--save-json",
+                           "--engine", "ray", "--workers", "2", "--threads", "2"])
+    config = cli.build_config(args)
+    assert isinstance(config, JobConfig) and config.options == cli.build_options(args)
+    assert config.options.paste.scale == 2 and config.save_json and not config.save_crops
+    assert config.ray == RayOptions(workers=2, threads=2, working_dir=REPO_ROOT.resolve())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.overwrite = True  # type: ignore[misc]
+    workers = config.for_workers()
+    assert workers.model == str(tmp_path / "sub" / "m.pth") and workers.output == str(tmp_path / "out")
+    assert Path(workers.detector_dir).is_absolute() and Path(workers.options.paste.parsing_dir).is_absolute()
+    with pytest.raises(cli.UsageError, match="--inpaint-masks is only used with --mode inpaint"):
+        JobConfig(inputs=("in",), output="out", options=PipelineOptions(), model="m.pth", detector_dir="d",
+                  inpaint_masks="masks")

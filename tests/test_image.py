@@ -13,6 +13,7 @@ import torch
 from conftest import data_file
 from helpers import write_flat_png
 
+from face_jobs.writer import save_image  # the atomic writer is the batch jobs'
 from face_pipeline.errors import ImageTooLargeError, InvalidImageError
 from face_pipeline.image import (
     MAX_PIXELS,
@@ -23,7 +24,6 @@ from face_pipeline.image import (
     load_image,
     read_image,
     same_format,
-    save_image,
     to_bgr_uint8,
     to_rgb_float,
 )

@@ -23,8 +23,8 @@ from helpers import files_under, make_photos
 from helpers import ray_args as args
 from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
-from face_pipeline.files import JobSummary, PlannedOutput, StoreObject
-from face_pipeline.files.ray_engine import CRASH_ONCE_ENV, code_runtime_env
+from face_jobs import JobSummary, PlannedOutput, StoreObject
+from face_jobs.engines.ray_images import code_runtime_env
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason='ray[data] is not installed (pip install "ray[data]"; CI installs it from '
@@ -33,6 +33,40 @@ MODEL = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 RESTORED = ("face_0.jpg", "face_1.jpg", "face_2.jpg", "face_3.jpg", "sub/crop_0.png", "sub/crop_1.png",
             "sub/crop_2.png")
 UNCHANGED = ("noise.jpg", "plain_0.png", "plain_1.png", "plain_2.png")
+
+
+def crash_once(marker: Path):
+    """A ``RayOptions.on_batch_start`` hook: the first worker to start a batch creates ``marker`` and ends its
+    process at once (as a crash or a killed node would), so Ray must retry that batch. A nested function, so that
+    Ray's cloudpickle sends it by value (tests/ is not shipped to the workers)."""
+    path = str(marker)
+
+    def hook() -> None:
+        import os
+
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(3)
+
+    return hook
+
+
+def crashing_once(monkeypatch, marker: Path) -> None:
+    """cli.py's jobs get ``crash_once(marker)`` as their Ray workers' ``on_batch_start``."""
+    import dataclasses
+
+    import cli
+
+    build = cli.build_config
+
+    def with_the_hook(parsed):
+        config = build(parsed)
+        return dataclasses.replace(config, ray=dataclasses.replace(config.ray, on_batch_start=crash_once(marker)))
+
+    monkeypatch.setattr(cli, "build_config", with_the_hook)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +139,7 @@ def test_a_worker_that_dies_mid_batch_has_its_batch_retried(photos, local_refere
     import cli
 
     marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    crashing_once(monkeypatch, marker)
     assert cli.main(args(photos, tmp_path / "out", "--engine", "ray", "--workers", "2")) == local_reference[0]
     assert marker.is_file()  # a worker process did end itself on its first batch
     assert summary_counts(capsys.readouterr().out).startswith("12 image(s): 7 restored, 4 unchanged, 1 skipped, "
@@ -198,7 +232,7 @@ def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(
     assert {f"crops/frame_{i}.png_face0_restored.png" for i in range(5)} <= set(expected)
     capsys.readouterr()
     marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    crashing_once(monkeypatch, marker)
     assert cli.main(args(frames, tmp_path / "out", *described, "--engine", "ray", "--workers", "2")) == status
     assert marker.is_file()  # the worker did end itself once
     assert summary_counts(capsys.readouterr().out) == ("6 image(s): 5 restored, 1 unchanged, 0 skipped, 0 failed; "
@@ -210,25 +244,26 @@ def test_a_sequence_sent_again_after_a_crash_is_written_and_counted_once(tmp_pat
     """The driver's side of --video-frames on Ray, without Ray: a worker died after sending frame 0 and frame 1's
     image (not its outcome); the sequence run again sends everything again. Each file is written once, frame 1's
     image when its outcome arrives, and each frame counted once."""
-    from face_pipeline.files.ray_sequence import _SequenceDriver
+    from face_jobs.engines.ray_sequence import _SequenceDriver
 
     out = tmp_path / "out"
     items = [PlannedOutput(tmp_path / f"f{i}.png", Path(f"f{i}.png"), out / f"f{i}.png") for i in range(3)]
     summary = JobSummary(images=3, report=lambda _line: None)
-    records: list[dict] = []
-    driver = _SequenceDriver(items, summary=summary, on_done=None, records=records)
+    driver = _SequenceDriver(items, summary=summary, on_done=None)
 
     def image(i: int, data: bytes) -> dict:
         return {"kind": "write", "path": str(items[i].target.resolve()), "data": data, "overwrite": False,
                 "keep_existing": False}
 
     def outcome(i: int, value: str, reason: str = "", bad_input: bool = False) -> dict:
-        return {"kind": "outcome", "index": i, "outcome": value, "reason": reason, "bad_input": bad_input}
+        found = int(value == "restored")
+        return {"kind": "outcome", "index": i, "outcome": value, "reason": reason, "bad_input": bad_input,
+                "faces_found": found, "faces_restored": found,
+                "records": json.dumps([{"image": 0, "file": f"f{i}.png"}] if found else [])}
 
     crop = {"kind": "write", "path": str(out / "crops" / "f0.png_face0_restored.png"), "data": b"crop",
             "overwrite": False, "keep_existing": True}
-    end = {"kind": "end", "log": ["30\tgpen.test\tno face in f2.png"], "faces_found": 2, "faces_restored": 2,
-           "records": json.dumps([{"image": 0, "file": "f0.png"}])}
+    end = {"kind": "end", "log": ["30\tgpen.test\tno face in f2.png"]}
     first = [image(0, b"a0"), outcome(0, "restored"), crop, image(1, b"a1")]
     again = [image(0, b"b0"), outcome(0, "restored"), crop, image(1, b"b1"), outcome(1, "restored"),
              outcome(2, "skipped", "f2.png is not a readable image", True), end]
@@ -238,11 +273,12 @@ def test_a_sequence_sent_again_after_a_crash_is_written_and_counted_once(tmp_pat
     assert summary.line() == ("3 image(s): 2 restored, 0 unchanged, 1 skipped, 0 failed; faces: 2 found, 2 "
                               "restored")
     assert summary.skipped == [(items[2].source, "f2.png is not a readable image")] and summary.exit_status == 2
-    assert records == [{"image": 0, "file": "f0.png"}] and driver.done == {0, 1, 2}
+    assert summary.face_records == [{"image": 0, "file": "f0.png"}, {"image": 0, "file": "f1.png"}]
+    assert driver.done == {0, 1, 2}
 
 
 def test_a_worker_gets_the_names_of_its_inputs_never_their_bytes(tmp_path):
-    from face_pipeline.files.ray_engine import input_row
+    from face_jobs.engines.ray_images import input_row
 
     obj = StoreObject("s3://bucket/photos?endpoint_override=minio:9000", "bucket/photos/sub/a.jpg")
     row = input_row(3, PlannedOutput(obj, Path("sub/a.jpg"), tmp_path / "out" / "sub" / "a.jpg"))

@@ -1,4 +1,4 @@
-"""Inputs in an object store (face_pipeline/files/stores.py), on moto's S3 server (tests/s3_double.py): a bucket
+"""Inputs in an object store (face_jobs/stores.py), on moto's S3 server (tests/s3_double.py): a bucket
 prefix is listed like a folder, sizes are read from the objects as from the files, an object that cannot be read is
 an unreadable input naming it, an output in a store is refused before any work, and the local engine restores from a
 bucket the same bytes as from a folder. The Ray engine's runs from a bucket are in tests/test_ray_engine.py."""
@@ -15,14 +15,14 @@ from helpers import files_under, make_photos
 from helpers import ray_args as args
 
 from face_pipeline.errors import FileLayoutError, InvalidImageError
-from face_pipeline.files import (
+from face_jobs import (
     PlannedOutput,
     StoreObject,
     collect_inputs,
     source_size,
     staged,
 )
-from face_pipeline.files.stores import HEADER_BYTES, filesystem
+from face_jobs.stores import HEADER_BYTES, filesystem
 from face_pipeline.image import image_size
 
 pytestmark = needs_moto

@@ -19,9 +19,11 @@ import pytest
 import torch
 from conftest import REPO_ROOT, data_file
 
-from face_pipeline.files import JobSummary, Outcome, PendingWrite, PlannedOutput
-from face_pipeline.files.ray_engine import RayOptions, code_runtime_env
-from face_pipeline.files.threads import (
+from face_jobs import ItemResult, JobSummary, Outcome, PendingWrite, PlannedOutput
+from face_jobs.config import RayOptions
+from face_jobs.engines.ray_images import code_runtime_env
+from face_jobs.job import Worker
+from face_jobs.threads import (
     DEFAULT_THREADS,
     MAX_THREADS,
     check_threads,
@@ -89,13 +91,13 @@ def test_the_local_engine_computes_with_threads(tmp_path, monkeypatch, two_threa
     import cli
 
     seen = []
-    photo = cli.Job.photo
+    photo = Worker.photo
 
     def counting(self, item):
         seen.append((torch.get_num_threads(), cv2.getNumThreads()))
         return photo(self, item)
 
-    monkeypatch.setattr(cli.Job, "photo", counting)
+    monkeypatch.setattr(Worker, "photo", counting)
     assert cli.main(cli_args(data_file("faces", "grace_hopper.jpg"), tmp_path / "out", *extra)) == 0
     assert seen == [(expected, expected)]
     assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)  # the process's own counts, given back
@@ -130,9 +132,9 @@ class ThreadProbe:
     """A job for ``run_on_ray`` whose "restored image" is what its actor computes with and reserves, as JSON."""
 
     def __init__(self, *, sink) -> None:
-        self.sink, self.summary = sink, None
+        self.sink = sink
 
-    def photo(self, item: PlannedOutput) -> Outcome:
+    def photo(self, item: PlannedOutput) -> ItemResult:
         import cv2
         import ray
         import torch
@@ -141,7 +143,7 @@ class ThreadProbe:
         data = json.dumps({"torch": torch.get_num_threads(), "opencv": cv2.getNumThreads(),
                            "cpus": resources.get("CPU")}).encode()
         self.sink(PendingWrite(item.target, data))
-        return Outcome.RESTORED
+        return ItemResult(item.source, Outcome.RESTORED)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +163,7 @@ def ray_with_the_probe():
 @needs_ray
 @pytest.mark.parametrize("threads", [1, 2])
 def test_each_ray_actor_computes_with_threads_and_reserves_as_many_cpus(ray_with_the_probe, tmp_path, threads):
-    from face_pipeline.files.ray_engine import run_on_ray
+    from face_jobs.engines.ray_images import run_on_ray
 
     (tmp_path / "out").mkdir()
     items = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import GPENConfig
@@ -23,10 +24,11 @@ class ConversionError(GPENError):
 
 
 def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike, *,
-                           overwrite: bool = False) -> GPENConfig:
+                           overwrite: bool = False, write: Callable[[Path, bytes], None] | None = None) -> GPENConfig:
     """Read ``source`` (any supported GPEN file), check it is a complete GPEN FullGenerator, and write its state
-    dict to ``destination`` (``.safetensors``). Returns the inferred config."""
-    from safetensors.torch import save_file
+    dict to ``destination`` (``.safetensors``). Returns the inferred config. ``write(destination, data)``: the
+    caller's atomic writer, given the file's bytes (None: a temporary file beside it, renamed into place)."""
+    from safetensors.torch import save, save_file
 
     source, destination = Path(source), Path(destination)
     if destination.suffix.lower() != ".safetensors":
@@ -43,6 +45,9 @@ def convert_to_safetensors(source: str | os.PathLike, destination: str | os.Path
                 "gpen_config": json.dumps({"size": config.size, "channel_multiplier": config.channel_multiplier,
                                            "narrow": config.narrow, "style_dim": config.style_dim,
                                            "n_mlp": config.n_mlp})}
+    if write is not None:
+        write(destination, save(tensors, metadata=metadata))
+        return config
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(handle)

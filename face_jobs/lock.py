@@ -18,7 +18,8 @@ import os
 import socket
 from pathlib import Path
 
-from ..errors import OutputLockedError, OutputWriteError
+from face_pipeline.errors import OutputLockedError, OutputWriteError
+
 from .writer import describe_os_error, remove_stale_parts
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import OutputExistsError, OutputWriteError
+import torch
+
+from face_pipeline.errors import OutputExistsError, OutputWriteError
+from face_pipeline.image import encode_image
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +104,8 @@ def remove_stale_parts(folder: str | Path, *, depth: int = 3, skip=lambda folder
 
 def describe_os_error(exc: OSError) -> str:
     """A short cause for ``exc``: "disk full", "permission denied", or the system's own text."""
-    return _CAUSES.get(exc.errno, exc.strerror or str(exc) or type(exc).__name__)
+    cause = _CAUSES.get(exc.errno) if exc.errno is not None else None
+    return cause or exc.strerror or str(exc) or type(exc).__name__
 
 
 def _write_chunk(fd: int, chunk: memoryview) -> int:
@@ -187,3 +191,13 @@ class PendingWrite:
             if not self.keep_existing:
                 raise
             logger.warning("kept the existing %s (--overwrite replaces it)", self.path)
+
+
+def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | None = None,
+               exif: bytes | None = None, icc_profile: bytes | None = None, overwrite: bool = True) -> None:
+    """Write ``image`` (see ``encode_image``; the suffix picks the format) to ``path`` atomically: a temporary file
+    in the same folder (created if needed) renamed into place, so a failed write leaves nothing under ``path``.
+    ``overwrite=False`` keeps an existing file (``OutputExistsError``); a failed write is ``OutputWriteError``."""
+    path = Path(path)
+    data = encode_image(image, path.suffix, alpha=alpha, exif=exif, icc_profile=icc_profile, name=path.name)
+    write_atomically(path, data, overwrite=overwrite)

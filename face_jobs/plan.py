@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import FileLayoutError
-from ..image import IMAGE_SUFFIXES
+from face_pipeline.errors import FileLayoutError
+from face_pipeline.image import IMAGE_SUFFIXES
+
 from .inputs import InputFile, JobInputs
 from .stores import Source, refuse_store_output
 

@@ -28,15 +28,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import FileLayoutError, ImageTooLargeError, InvalidImageError
-from ..image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
+from face_pipeline.errors import FileLayoutError, ImageTooLargeError, InvalidImageError
+from face_pipeline.image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
+
 from .writer import describe_os_error
 
 if TYPE_CHECKING:
     from .plan import PlannedOutput
 
+T = TypeVar("T")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: bytes read to find an image's size from its header (the EXIF of a JPEG is in its first 64 KiB)
 HEADER_BYTES = 1 << 16
@@ -185,13 +187,13 @@ def _local_copy(source: StoreObject) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def staged(process: Callable[[PlannedOutput], object]) -> Callable[[PlannedOutput], object]:
+def staged(process: Callable[[PlannedOutput], T]) -> Callable[[PlannedOutput], T]:
     """``process`` for items whose source may be a ``StoreObject``: the object is read here (by whoever runs
     ``process``: a Ray worker reads it itself) into a temporary local file, and ``process`` gets the item with that
     file as its source. A local source is passed through. Failing to read the object is ``InvalidImageError``."""
 
     @functools.wraps(process)
-    def run(item: PlannedOutput):
+    def run(item: PlannedOutput) -> T:
         if not isinstance(item.source, StoreObject):
             return process(item)
         with _local_copy(item.source) as path:

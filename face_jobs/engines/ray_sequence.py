@@ -1,9 +1,9 @@
 """The Ray engine for a frame sequence (``--video-frames``): the whole sequence is one unit of work, on one actor.
 
 A video's faces are tracked across its frames in order, so its frames cannot be spread over workers: one actor
-(``SequenceWorker``) runs the job's own sequence function (``job.video``: detect and track over every frame, then
-restore in chunks) exactly as the local engine does, and streams what it makes back while it works: each file to
-write, and each frame's outcome once its files are made. The driver writes the files with the shared writer (a
+(``SequenceWorker``) runs the job's own sequence function (``BatchJob.video``: detect and track over every frame,
+then restore in chunks) exactly as the local engine does, and streams what it makes back while it works: each file
+to write, and each frame's result once its files are made. The driver writes the files with the shared writer (a
 frame's image only once its outcome says it was made; crops and previews as they come) and counts each frame, so
 memory stays bounded by a few chunks whatever the video's length.
 
@@ -19,22 +19,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .job import JobSummary, Outcome, run_each
-from .plan import PlannedOutput
-from .ray_engine import (
-    RayOptions,
-    WarningCollector,
-    crash_once_if_asked,
-    fail_missing,
-    input_row,
-    mapped,
-    ray_session,
-)
-from .threads import set_cpu_threads
-from .writer import PendingWrite
+from ..config import RayOptions
+from ..plan import PlannedOutput
+from ..protocols import JobFactory
+from ..summary import ItemResult, JobSummary, Outcome
+from ..threads import set_cpu_threads
+from ..writer import PendingWrite
+from .ray_images import WarningCollector, fail_missing, input_row, mapped, ray_session, replay, written
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +36,6 @@ QUEUED_EVENTS = 32
 #: frames counted per result block sent back (a block is sent as soon as its frames are done)
 FRAMES_PER_BLOCK = 4
 _END = object()
-
-
-@dataclass
-class _ReportingSummary(JobSummary):
-    """A ``JobSummary`` that also hands every frame's outcome to ``emit`` as it is recorded."""
-
-    emit: Callable[[dict], None] | None = field(default=None, repr=False)
-
-    def record(self, source: Path, outcome: Outcome, reason: str | None = None, *, bad_input: bool = False) -> None:
-        super().record(source, outcome, reason, bad_input=bad_input)
-        if self.emit is not None:
-            self.emit({"kind": "outcome", "source": str(source), "outcome": outcome.value, "reason": reason or "",
-                       "bad_input": bad_input})
-
-
-class _NoBar:
-    def update(self, _n: int = 1) -> None:
-        pass
 
 
 def _event_schema():
@@ -75,12 +50,13 @@ def _event_schema():
 
 class SequenceWorker:
     """A Ray Data callable class: one job per actor, built once; a call gets a whole sequence (one row per frame, in
-    order), runs ``job.video`` on it and yields its events (files to write, frame outcomes, then the totals) in
-    blocks as they come."""
+    order), runs ``job.video`` on it and yields its events (files to write, frame results, then the logged warnings)
+    in blocks as they come."""
 
-    def __init__(self, make_job: Callable[..., object], threads: int) -> None:
+    def __init__(self, make_job: JobFactory, threads: int, on_batch_start: Callable[[], None] | None = None) -> None:
         set_cpu_threads(threads)  # CPU sums depend on it (see RayOptions.threads)
-        self._events: queue.Queue | None = None
+        self.on_batch_start = on_batch_start
+        self._events: queue.Queue = queue.Queue(maxsize=QUEUED_EVENTS)  # a new one per sequence
         self.job = make_job(sink=self._sink)  # loads the model and the detector
 
     def _sink(self, pending: PendingWrite) -> None:
@@ -90,22 +66,20 @@ class SequenceWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        crash_once_if_asked()
+        if self.on_batch_start is not None:
+            self.on_batch_start()
         rows = batch.to_pylist()
         index_of = {row["source"]: row["index"] for row in rows}
         items = tuple(PlannedOutput(Path(r["source"]), Path(r["relative"]), Path(r["target"])) for r in rows)
         events: queue.Queue = queue.Queue(maxsize=QUEUED_EVENTS)
         self._events = events
         job = self.job
-        job.plan = replace(job.plan, items=items)
-        job.summary = _ReportingSummary(images=len(items), report=lambda _line: None, emit=events.put)
-        if getattr(job, "face_records", None) is not None:
-            job.face_records.clear()
         failure: list[BaseException] = []
 
         def work() -> None:
             try:
-                job.video(_NoBar())
+                for result in job.video(items):  # unreadable frames first, then the others chunk by chunk
+                    events.put(_result_event(index_of[str(result.source)], result))
             except BaseException as exc:  # noqa: BLE001 - raised again below, in the task, for Ray to retry
                 failure.append(exc)
             finally:
@@ -119,9 +93,7 @@ class SequenceWorker:
             block: list[dict] = []
             frames = 0
             while (event := events.get()) is not _END:
-                if event["kind"] == "outcome":
-                    event["index"] = index_of[event.pop("source")]
-                    frames += 1
+                frames += event["kind"] == "outcome"
                 block.append(event)
                 if frames >= FRAMES_PER_BLOCK:
                     yield pa.Table.from_pylist(block, schema=_event_schema())
@@ -131,28 +103,29 @@ class SequenceWorker:
             logging.getLogger().removeHandler(collect)
         if failure:
             raise failure[0]
-        block.append({"kind": "end", "faces_found": job.summary.faces_found,
-                      "faces_restored": job.summary.faces_restored,
-                      "records": json.dumps(getattr(job, "face_records", None) or []),
-                      "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines]})
+        block.append({"kind": "end", "log": [f"{level}\t{name}\t{text}" for level, name, text in collect.lines]})
         yield pa.Table.from_pylist(block, schema=_event_schema())
 
 
-def run_sequence_on_ray(items: Sequence[PlannedOutput], make_job: Callable[..., object], *, summary: JobSummary,
-                        options: RayOptions, on_done: Callable[[PlannedOutput], None] | None = None,
-                        records: list[dict] | None = None) -> None:
-    """Restore ``items`` (the frames of one sequence, in order) on one Ray actor and write their results here,
-    recording each frame in ``summary``.
+def _result_event(index: int, result: ItemResult) -> dict:
+    return {"kind": "outcome", "index": index, "outcome": result.outcome.value, "reason": result.reason,
+            "bad_input": result.bad_input, "faces_found": result.faces_found,
+            "faces_restored": result.faces_restored, "records": json.dumps(list(result.records))}
 
-    ``make_job(sink=...)`` (picklable) returns an object with ``plan`` (an ``OutputPlan``; the worker gives it
-    ``items``), ``summary``, ``video(bar)`` (the local engine's sequence function, which records each frame in
-    ``summary`` and hands every file to ``sink``) and optionally ``face_records`` (appended to ``records``). Ray is
-    started or joined as ``run_on_ray`` does (``ray_engine.ray_session``); ``options.workers`` is not used.
+
+def run_sequence_on_ray(items: Sequence[PlannedOutput], make_job: JobFactory, *, summary: JobSummary,
+                        options: RayOptions, on_done: Callable[[PlannedOutput], object] | None = None) -> None:
+    """Restore ``items`` (the frames of one sequence, in order) on one Ray actor and write their results here,
+    folding each frame's result into ``summary``.
+
+    ``make_job(sink=...)`` (picklable) returns a ``BatchJob`` whose ``video(items)`` (the local engine's sequence
+    function) yields each frame's result and hands every file to ``sink``. Ray is started or joined as
+    ``run_on_ray`` does (``ray_images.ray_session``); ``options.workers`` is not used.
     """
     with ray_session(options) as ray:
         rows = [input_row(i, item) for i, item in enumerate(items)]
         dataset = mapped(ray, rows, SequenceWorker, make_job, options=options, blocks=1, batch_size=None, actors=1)
-        driver = _SequenceDriver(items, summary=summary, on_done=on_done, records=records)
+        driver = _SequenceDriver(items, summary=summary, on_done=on_done)
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
             for row in batch.to_pylist():
                 driver.take(row)
@@ -164,8 +137,8 @@ class _SequenceDriver:
     after a worker died sends what came before again)."""
 
     def __init__(self, items: Sequence[PlannedOutput], *, summary: JobSummary,
-                 on_done: Callable[[PlannedOutput], None] | None, records: list[dict] | None) -> None:
-        self.items, self.summary, self.on_done, self.records = items, summary, on_done, records
+                 on_done: Callable[[PlannedOutput], object] | None) -> None:
+        self.items, self.summary, self.on_done = items, summary, on_done
         self.targets = {str(item.target.resolve()): index for index, item in enumerate(items)}
         self.held: dict[int, dict[str, PendingWrite]] = {}  # a frame's image, until its outcome arrives
         self.written: set[str] = set()
@@ -180,13 +153,7 @@ class _SequenceDriver:
             self._frame(row)
         elif not self.ended:
             self.ended = True
-            for line in row["log"]:
-                level, name, text = line.split("\t", 2)
-                logging.getLogger(name).log(int(level), "%s", text)
-            self.summary.faces_found += row["faces_found"]
-            self.summary.faces_restored += row["faces_restored"]
-            if self.records is not None:
-                self.records += json.loads(row["records"])
+            replay(row["log"])
 
     def _file(self, row: dict) -> None:
         path = row["path"]
@@ -206,17 +173,10 @@ class _SequenceDriver:
             return
         self.done.add(index)
         item = self.items[index]
-        outcome = Outcome(row["outcome"])
+        made = ItemResult(item.source, Outcome(row["outcome"]), row["reason"], bad_input=row["bad_input"],
+                          faces_found=row["faces_found"] or 0, faces_restored=row["faces_restored"] or 0,
+                          records=tuple(json.loads(row["records"] or "[]")))
         writes = list(self.held.pop(index, {}).values())
-        if outcome in (Outcome.SKIPPED, Outcome.FAILED):
-            self.summary.record(item.source, outcome, row["reason"], bad_input=row["bad_input"])
-        else:
-            def write(_item: PlannedOutput) -> Outcome:
-                for pending in writes:
-                    pending.write()
-                    self.written.add(str(pending.path))
-                return outcome
-
-            run_each([item], write, summary=self.summary)
+        self.summary.add(written(item, made, writes, on_written=lambda pending: self.written.add(str(pending.path))))
         if self.on_done is not None:
             self.on_done(item)

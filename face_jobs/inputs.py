@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FileLayoutError
-from ..image import IMAGE_SUFFIXES
+from face_pipeline.errors import FileLayoutError
+from face_pipeline.image import IMAGE_SUFFIXES
+
 from .stores import Source, is_uri, list_store_images
 
 
@@ -45,7 +46,7 @@ def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
     folders: list[Path] = []
     for item in items:
         if is_uri(item):
-            found += [InputFile(source, relative) for source, relative in list_store_images(item)]
+            found += [InputFile(source, relative) for source, relative in list_store_images(str(item))]
             continue
         path = Path(item)
         if path.is_dir():

@@ -15,8 +15,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import FileLayoutError
-from ..face_report import VERSION
+from face_pipeline.errors import FileLayoutError
+from face_pipeline.face_report import VERSION
+
 from .plan import OutputPlan, PlannedOutput
 
 FACES_JSON = "faces.json"

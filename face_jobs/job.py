@@ -1,0 +1,240 @@
+"""The per-input work of a file job: a ``Worker`` loads the model, the detector and the pipeline once from a
+``JobConfig``, then restores an input (``photo``), a video's frames (``video``) or the side outputs an earlier run
+left out (``complete_sides``), each returning ``ItemResult`` values (``summary``) instead of counting in a shared
+summary. Every file goes to the worker's ``sink`` as a ``PendingWrite``: written at once (the local engine), or
+handed back to a driver that writes it (the Ray engines). Per-input failures are told from fatal errors in one place,
+``summary.attempt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from face_pipeline.annotate import annotate_faces
+from face_pipeline.detection import load_detector
+from face_pipeline.errors import InvalidImageError
+from face_pipeline.face_report import faces_json, faces_report
+from face_pipeline.image import ImageFile, apply_budget_to_pillow, encode_image, load_image, read_image, same_format
+from face_pipeline.paste.parsing import load_parsing_net
+from face_pipeline.pipeline import Pipeline, selected_faces
+from face_pipeline.video import frame_thumbnails, scene_cuts
+from gpen_arch import load_gpen_file
+
+from .config import JobConfig, pick_device, pick_dtype
+from .masks import load_mask
+from .plan import OutputPlan, PlannedOutput
+from .sides import FACES_JSON, merge_records
+from .stores import source_size, staged
+from .summary import ItemResult, Outcome, attempt, failure
+from .writer import PendingWrite, describe_os_error, write_atomically
+
+logger = logging.getLogger(__name__)
+FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
+
+
+def local_file(item: PlannedOutput) -> Path:
+    """The local file ``item`` is read from: an object-store input is staged first (``stores.staged``)."""
+    if not isinstance(item.source, Path):
+        raise TypeError(f"{item.source}: an object-store input is read from a staged copy (stores.staged)")
+    return item.source
+
+
+class Worker:
+    """One job's loaded model, detector and pipeline, and the output plan its files follow (``BatchJob``)."""
+
+    def __init__(self, config: JobConfig, plan: OutputPlan, *,
+                 sink: Callable[[PendingWrite], None] = PendingWrite.write) -> None:
+        self.config, self.plan, self.options = config, plan, config.options
+        self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
+        apply_budget_to_pillow()  # a Ray worker's process too
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.dtype, self.device)
+        if self.options.paste.mask_type.startswith("parsing"):
+            load_parsing_net(self.options.paste.parsing_dir)
+        model_path = config.model_path()
+        self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
+        logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
+        self.detector = load_detector(config.detector, weights_dir=config.detector_dir,
+                                      allow_download=config.allow_download, device=self.device,
+                                      max_side=config.detector_max_side)
+        self.pipeline = Pipeline(model=self.model, detector=self.detector, options=self.options)  # the one assembly
+
+    # ------------------------------------------------------------------------------------------- the files made
+    def masks(self, group: Sequence[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
+        if self.options.restore.mode != "inpaint":
+            return None
+        if not self.config.inpaint_masks:  # the damage is already painted white in the images (the official demo)
+            return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
+        shape = (images.shape[-2], images.shape[-1])
+        folder = Path(self.config.inpaint_masks)
+        return torch.cat([load_mask(folder, item.relative, shape) for item in group]).to(images.device)
+
+    def save(self, item: PlannedOutput, image: torch.Tensor, loaded: ImageFile) -> None:
+        data = encode_image(image, item.target.suffix, alpha=loaded.alpha, exif=loaded.exif,
+                            icc_profile=loaded.icc_profile, name=item.target.name)
+        self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
+
+    def crop_saver(self, group: Sequence[PlannedOutput]):
+        """--save-crops: ``on_restored`` for ``restore_and_paste``, writing each step's crops as they come (none are
+        kept), numbered per image across the steps; None without --save-crops."""
+        if not self.config.save_crops:
+            return None
+        return functools.partial(self.save_crops, group, counters={})
+
+    def save_crops(self, group: Sequence[PlannedOutput], batch, counters: dict[int, int]) -> None:
+        for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
+            k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
+            for kind, image in (("aligned", crop), ("restored", restored)):
+                path = self.plan.crop_path(group[face.image_index], k, kind)
+                data = encode_image(image, path.suffix, name=path.name)
+                self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
+
+    def describe(self, group: Sequence[PlannedOutput], choices, images: torch.Tensor, scale: int) -> list[dict]:
+        """--save-annotated: each image with its faces drawn, written now; --save-json: their records, one per image
+        of ``group``, returned (numbered from 0: ``write_json`` numbers the images of the whole run)."""
+        if self.config.save_annotated and any(choices):
+            for item, image in zip(group, annotate_faces(images, choices)):
+                path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
+                data = encode_image(image, path.suffix, name=path.name)
+                self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
+        if not self.config.save_json:
+            return []
+        report = faces_report(choices, image_size=(images.shape[-2], images.shape[-1]), restored=True,
+                              model_size=self.model.config.size, output_scale=scale)
+        return [{"file": item.relative.as_posix(), "output_scale": scale, **record}
+                for item, record in zip(group, report["images"])]
+
+    def write_json(self, earlier: dict[str, dict], records: list[dict]) -> None:
+        """OUTPUT/faces.json (--save-json): ``face_report``'s layout, one record per image with its file name: the
+        ``earlier`` run's records (``sides.read_records``) with this run's merged in (``sides.merge_records``)."""
+        records = merge_records(earlier, records, [item.relative.as_posix() for item in self.plan.items])
+        scales = {record["output_scale"] for record in records}
+        report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
+                              output_scale=scales.pop() if len(scales) == 1 else None, detector=self.config.detector,
+                              rotations=self.options.detect.rotations)
+        report["images"] = records
+        # replaced: what it held is merged in (read under this run's lock), or --overwrite was given
+        write_atomically(self.plan.root / FACES_JSON, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)
+
+    # ------------------------------------------------------------------------------------------- one input each
+    def photo(self, item: PlannedOutput) -> ItemResult:
+        """Restore one input and hand its files to the sink (an image without a face is copied as it is where it
+        can be). The side outputs (crops, annotated image) go first and the output image last, so an output image
+        that exists says its side outputs are there (``sides``). The faces found count even when restoring fails."""
+        return attempt(item, staged(self._photo))
+
+    def _photo(self, item: PlannedOutput) -> ItemResult:
+        loaded = read_image(local_file(item))
+        images = loaded.pixels.to(self.device)
+        choices = self.pipeline.find(images)
+        found = len(choices[0])
+        return attempt(item, functools.partial(self._restore_photo, loaded=loaded, images=images, choices=choices),
+                       faces_found=found)
+
+    def _restore_photo(self, item: PlannedOutput, *, loaded: ImageFile, images: torch.Tensor,
+                       choices) -> ItemResult:
+        faces = selected_faces(choices)
+        found = len(choices[0])
+        scale = self.options.paste.scale
+        if not faces[0] and scale in (1, "auto") and same_format(local_file(item), item.target):
+            try:
+                data = local_file(item).read_bytes()
+            except OSError as exc:
+                raise InvalidImageError(f"{item.source} could not be read: {describe_os_error(exc)}") from exc
+            records = self.describe([item], choices, images, 1)
+            self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
+            logger.warning("no face in %s: copied unchanged", item.source.name)
+            return ItemResult(item.source, Outcome.UNCHANGED, faces_found=found, records=tuple(records))
+        result, _ = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images),
+                                                    keep_faces=False, on_restored=self.crop_saver([item]))
+        records = self.describe([item], choices, images,
+                                result.scale if faces[0] else 1 if scale == "auto" else int(scale))
+        self.save(item, result.images[0], loaded)
+        if not faces[0]:
+            logger.warning("no face in %s: saved at scale %d, nothing restored", item.source.name, result.scale)
+        return ItemResult(item.source, Outcome.RESTORED if faces[0] else Outcome.UNCHANGED, faces_found=found,
+                          faces_restored=len(faces[0]), records=tuple(records))
+
+    def complete_sides(self, item: PlannedOutput) -> ItemResult:
+        """The side outputs an input whose output image exists lacks (``sides.lacking_sides``): its faces.json
+        record (the output scale read from the output image) and its crops (its faces restored again; the output
+        image is not handed on again). Succeeds as UNCHANGED (the output image stays as it is)."""
+        return attempt(item, staged(self._complete_sides))
+
+    def _complete_sides(self, item: PlannedOutput) -> ItemResult:
+        loaded = read_image(local_file(item))
+        images = loaded.pixels.to(self.device)
+        choices = self.pipeline.find(images)
+        faces = selected_faces(choices)
+        if self.config.save_crops and faces[0]:
+            batch = self.pipeline.restore(self.pipeline.align(images, faces), inpaint_masks=self.masks([item], images))
+            self.save_crops([item], batch, counters={})
+        records = []
+        if self.config.save_json:
+            width, _ = source_size(item.target)
+            records = self.describe([item], choices, images, max(1, round(width / images.shape[-1])))
+        logger.info("%s: wrote the side outputs an earlier run left out", item.source)
+        return ItemResult(item.source, Outcome.UNCHANGED, records=tuple(records))
+
+    # ------------------------------------------------------------------------------------------- a video's frames
+    def video(self, items: Sequence[PlannedOutput]) -> Iterator[ItemResult]:
+        """``items`` as one frame sequence: detect everything, track and smooth over the whole sequence, then
+        restore in chunks of ``FRAMES_PER_CHUNK`` frames (each frame is read twice; memory stays bounded). Yields
+        each frame's result: a frame that cannot be read is skipped at once and left out of the sequence; the others
+        once their chunk is made (a chunk that fails fails its frames)."""
+        frames: list[PlannedOutput] = []
+        faces_per_frame = []
+        thumbnails = []  # for the scene cuts: no face track continues across one
+        for item in items:
+            try:
+                frame = load_image(local_file(item)).to(self.device)
+            except InvalidImageError as exc:
+                yield ItemResult(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
+                continue
+            choices = self.pipeline.find(frame)
+            faces_per_frame += choices
+            thumbnails.append(frame_thumbnails(frame))
+            frames.append(item)
+        found = [len(choices) for choices in faces_per_frame]  # per frame, before tracking fills gaps
+        cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
+        faces_per_frame = self.pipeline.stabilise(faces_per_frame, cuts=cuts)
+        for start in range(0, len(frames), FRAMES_PER_CHUNK):
+            group = frames[start:start + FRAMES_PER_CHUNK]
+            yield from self._chunk(group, faces_per_frame[start:start + len(group)], found[start:start + len(group)])
+
+    def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int]) -> Iterator[ItemResult]:
+        """One chunk of frames restored and pasted together; its frames' results in order."""
+        try:
+            loaded = [read_image(local_file(item)) for item in group]
+            images = torch.cat([one.pixels for one in loaded]).to(self.device)
+            choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
+                        for c in tracked[i]] for i in range(len(group))]
+            chunk = selected_faces(choices)
+            result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
+                                                        keep_faces=False, on_restored=self.crop_saver(group))
+        except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
+            yield from (failure(item, exc, own_input=False, faces_found=n) for item, n in zip(group, found))
+            return
+        restored = [len(faces) for faces in chunk]
+        try:  # side outputs first, as for photos: a frame written has its crops (written as they came)
+            records = self.describe(group, choices, images, result.scale)
+        except Exception as exc:  # noqa: BLE001 - as above
+            yield from (failure(item, exc, own_input=False, faces_found=n) for item, n in zip(group, found))
+            return
+        records = records or [None] * len(group)
+        for item, image, one, n, r, record in zip(group, result.images, loaded, found, restored, records):
+            made = ItemResult(item.source, Outcome.RESTORED if r else Outcome.UNCHANGED, faces_found=n,
+                              faces_restored=r, records=(record,) if record is not None else ())
+            yield attempt(item, functools.partial(self._write_frame, image=image, loaded=one, made=made),
+                          faces_found=n)
+
+    def _write_frame(self, item: PlannedOutput, *, image: torch.Tensor, loaded: ImageFile,
+                     made: ItemResult) -> ItemResult:
+        self.save(item, image, loaded)
+        return made

@@ -1,0 +1,120 @@
+"""One file job from its configuration to its summary: inputs gathered and planned, every input's header read
+(those that cannot be used skipped with the reason), the output folder locked, the work run on the configured engine
+(``engines``), what an earlier run left out completed, ``faces.json`` written, the summary printed."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from face_pipeline.errors import InvalidImageError
+from face_pipeline.image import apply_budget_to_pillow
+
+from .config import JobConfig, UsageError, pick_device
+from .engines.local import complete_sides, run_local
+from .inputs import collect_inputs
+from .job import Worker
+from .lock import OutputLock
+from .masks import mask_path
+from .plan import OutputPlan, PlannedOutput, plan_outputs
+from .sides import FACES_JSON, lacking_sides, read_records
+from .stores import Source, source_size
+from .summary import JobSummary
+from .writer import process_umask
+
+
+def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
+    """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
+    too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
+    frames of different sizes are a ``UsageError``."""
+    sizes: dict[tuple[int, int], Source] = {}
+    paste = config.options.paste
+    for item in plan.todo:
+        try:
+            width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
+        except InvalidImageError as exc:
+            plan = plan.skipping(item, str(exc))
+            continue
+        long_side = max(width, height)
+        if isinstance(paste.scale, int) and paste.scale > 1 and long_side * paste.scale > paste.max_output_size:
+            plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
+                                       f"long side, above --max-output-size {paste.max_output_size}; use --scale "
+                                       f"auto or raise --max-output-size")
+        elif config.inpaint_masks and mask_path(Path(config.inpaint_masks), item.relative) is None:
+            plan = plan.skipping(item, f"no inpainting mask for {item.relative} in {config.inpaint_masks}")
+        else:
+            sizes.setdefault((width, height), item.source)
+    if config.video_frames and len(sizes) > 1:
+        (w0, h0), first = next(iter(sizes.items()))
+        (w1, h1), other = list(sizes.items())[1]
+        raise UsageError(f"--video-frames needs frames of one size: {other.name} is {w1}x{h1}, {first.name} "
+                         f"{w0}x{h0}")
+    return plan
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Callable[[str], None] = _stderr) -> int:
+    """Run the job ``config`` describes; ``say`` gets the summary line, ``report`` each skipped or failed input.
+    Returns the exit status (``JobSummary.exit_status``). Raises what ends a run (the errors of the model, the
+    detector, the output layout; ``UsageError``)."""
+    from tqdm import tqdm
+
+    apply_budget_to_pillow()  # this process owns Pillow: its decompression-bomb limit is the pack's image budget
+    process_umask()  # read once, before any thread writes: outputs get 0o666 less it, as any program's files
+    if config.ray is None:
+        pick_device(config.device)  # an unavailable device is a usage error before anything is read
+    inputs = collect_inputs(config.inputs)
+    plan = plan_outputs(inputs, config.output, overwrite=config.overwrite,
+                        also_read=[config.inpaint_masks] if config.inpaint_masks else [])
+    plan = probe_inputs(plan, config)
+    summary = JobSummary(images=len(plan.items), report=report)
+    summary.skip_planned(plan.items)
+    start = time.perf_counter()
+    # an earlier run that failed or was killed: its faces.json records, and the side outputs its inputs lack
+    earlier = read_records(plan.root / FACES_JSON, overwrite=config.overwrite) if config.save_json else {}
+    lacking = [] if config.video_frames else lacking_sides(plan, earlier, save_json=config.save_json,
+                                                           save_crops=config.save_crops)
+    if not plan.todo and not lacking:
+        say(f"{summary.line()}; nothing to do")
+        return summary.exit_status
+    with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
+        job = Worker(config, plan) if config.ray is None else None  # ray: a Worker per Ray worker
+        try:
+            with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
+                if job is not None:
+                    run_local(job, plan.todo, summary=summary, video=config.video_frames, on_done=bar.update)
+                else:
+                    # built once here, on the CPU: the weights are checked (and the detector's fetched) with the
+                    # local engine's errors before any worker starts; it completes the side outputs, writes the json
+                    job = Worker(dataclasses.replace(config, device="cpu", dtype="fp32"), plan)
+                    run_on_ray_engine(config, plan, summary, on_done=lambda _item: bar.update())
+                complete_sides(job, lacking, summary=summary, on_done=bar.update)
+            if config.save_json:
+                job.write_json(earlier, summary.face_records)
+        finally:
+            say(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
+    return summary.exit_status
+
+
+def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *,
+                      on_done: Callable[[PlannedOutput], object]) -> None:
+    """``config.ray``: each Ray worker builds a ``Worker`` (model and detector loaded once) and runs its ``photo``
+    on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files it makes
+    are written here, under this run's lock, by the same writer. Paths are made absolute (the workers run
+    elsewhere)."""
+    from .engines.ray_images import run_on_ray
+    from .engines.ray_sequence import run_sequence_on_ray
+
+    if config.ray is None:
+        raise ValueError("this job has no Ray options (config.ray): the local engine runs it")
+    make_job = functools.partial(Worker, config.for_workers(),
+                                 dataclasses.replace(plan, root=plan.root.resolve(), items=()))
+    run = run_sequence_on_ray if config.video_frames else run_on_ray  # a sequence: one unit of work, in order
+    run(plan.todo, make_job, summary=summary, options=config.ray, on_done=on_done)
