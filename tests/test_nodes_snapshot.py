@@ -1,6 +1,8 @@
 """Every node's INPUT_TYPES() as saved workflows see it, held to a snapshot taken before the option inputs were built
 from the records (issue 24): input names and their order (the widget order of a saved workflow), required or
-optional, type (combo lists included), default, bounds, step and tooltip. With the ComfyUI test double.
+optional, type (combo lists included), default, bounds, step and tooltip. And the helper that builds them
+(``nodes/inputs.py``): inputs from the records' fields, records back from a node's values. With the ComfyUI test
+double.
 
 Write the snapshot again (only for a deliberate change of a node's inputs): ``GPEN_WRITE_NODE_SNAPSHOT=1 python -m
 pytest -q tests/test_nodes_snapshot.py``.
@@ -8,6 +10,7 @@ pytest -q tests/test_nodes_snapshot.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -23,8 +26,8 @@ FOLDER_LISTS = {("GPENLoadModel", "model_name")}
 
 
 @pytest.fixture(scope="module")
-def mappings(tmp_path_factory):
-    """NODE_CLASS_MAPPINGS of the pack imported as ComfyUI imports it, over an empty models folder."""
+def pack(tmp_path_factory):
+    """The pack imported as ComfyUI imports it, over an empty models folder."""
     models = tmp_path_factory.mktemp("models")
     sys.path.insert(0, str(DOUBLE))
     for name in [n for n in sys.modules if n in ("folder_paths", "server") or n.split(".")[0] in ("comfy",
@@ -33,8 +36,13 @@ def mappings(tmp_path_factory):
     import folder_paths
 
     folder_paths.models_dir = str(models)
-    yield import_pack("comfyui-gpen-inputs-snapshot").NODE_CLASS_MAPPINGS
+    yield import_pack("comfyui-gpen-inputs-snapshot")
     sys.path.remove(str(DOUBLE))
+
+
+@pytest.fixture(scope="module")
+def mappings(pack):
+    return pack.NODE_CLASS_MAPPINGS
 
 
 def node_inputs(mappings: dict) -> dict:
@@ -76,3 +84,56 @@ def test_the_snapshot_knows_every_widget():
                                                            "stays within this."})
     assert paste["output_scale"][0] == ["1", "2", "4", "auto"]
     assert len(before) == 6 and all(before[n]["required"] for n in before)
+
+
+# ------------------------------------------------------------------------------------------------ nodes/inputs.py
+def test_an_input_comes_from_its_field(pack):
+    inputs = sys.modules[f"{pack.__name__}.nodes.inputs"]
+    paste = sys.modules[f"{pack.__name__}.face_pipeline.paste.options"].PasteOptions
+    detect = sys.modules[f"{pack.__name__}.face_pipeline.options"].DetectOptions
+    assert inputs.option_input(paste, "feather") == ("FLOAT", {
+        "default": 0.1, "min": 0.0, "max": 0.5, "tooltip": "Softness of the mask edge, as a fraction of the face size."})
+    assert inputs.option_input(paste, "keep_gray")[0] == "BOOLEAN"
+    assert inputs.option_input(paste, "max_output_size", min=512, max=16384, step=64)[1] == {
+        "default": 8192, "min": 512, "max": 16384, "step": 64, "tooltip": "Cap of the output's long side."}
+    assert inputs.option_input(paste, "scale", choices=("1", "2", "4", "auto"))[:1] == (["1", "2", "4", "auto"],)
+    assert inputs.option_input(paste, "scale", choices=("1", "2", "4", "auto"))[1]["default"] == "1"
+    assert inputs.option_input(detect, "min_face_size", kind="INT")[1]["default"] == 0  # an int, not 0.0
+    with pytest.raises(ValueError, match=r"PasteOptions.max_output_size: a node may narrow the field's range "
+                                         r"64..65536 but not widen it; got 64..100000"):
+        inputs.option_input(paste, "max_output_size", max=100_000)
+    with pytest.raises(ValueError, match=r"PasteOptions.scale: the choices \['8'\] are not among the field's"):
+        inputs.option_input(paste, "scale", choices=("1", "8"))
+    with pytest.raises(ValueError, match="PasteOptions.parsing_dir has neither choices, a range nor a boolean"):
+        inputs.option_input(paste, "parsing_dir")
+
+
+def test_the_records_come_back_from_a_node_s_values(pack):
+    inputs = sys.modules[f"{pack.__name__}.nodes.inputs"]
+    options = inputs.pipeline_options({"output_scale": "2", "feather": 0.2, "keep_gray": None, "max_faces": 3.0,
+                                       "min_face_size": 10, "video": True},
+                                      names={"output_scale": "scale", "video": "track"}, mode="colorize")
+    assert options.paste.scale == 2 and options.paste.feather == 0.2 and options.paste.keep_gray is True  # default
+    assert options.detect.max_faces == 3 and isinstance(options.detect.max_faces, int)
+    assert options.detect.min_face_size == 10.0 and isinstance(options.detect.min_face_size, float)
+    assert options.video.track is True and options.restore.mode == "colorize"
+    assert inputs.pipeline_options({"output_scale": "auto"}, names={"output_scale": "scale"}).paste.scale == "auto"
+    with pytest.raises(TypeError, match="'sharpness' is not an option of any stage"):
+        inputs.pipeline_options({"sharpness": 1})
+    with pytest.raises(ValueError, match="max_faces must be a whole number of at least 0, got 1.5"):
+        inputs.pipeline_options({"max_faces": 1.5})  # refused by the record, not rounded
+
+
+def test_every_paste_option_but_the_folder_is_a_node_input(pack):
+    """The nodes expose each paste option once, by its field (``PASTE_NAMES`` for the renamed one): a new paste
+    option is its record field, its use, and one line in ``PASTE_INPUTS`` / ``PASTE_OPTIONAL``."""
+    paste_nodes = sys.modules[f"{pack.__name__}.nodes.paste_nodes"]
+    paste = sys.modules[f"{pack.__name__}.face_pipeline.paste.options"].PasteOptions
+    shown = {paste_nodes.PASTE_NAMES.get(name, name) for name in {**paste_nodes.PASTE_INPUTS,
+                                                                  **paste_nodes.PASTE_OPTIONAL}}
+    fields = {f.name for f in dataclasses.fields(paste)}
+    assert fields - shown == {"parsing_dir"}  # found in ComfyUI's model folders by the node
+    for node_id in ("GPENPasteFaces", "GPENFaceRestore"):
+        declared = pack.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+        assert {**paste_nodes.PASTE_INPUTS, **paste_nodes.PASTE_OPTIONAL}.items() <= {
+            **declared["required"], **declared["optional"]}.items()

@@ -20,7 +20,8 @@ class PasteOptions:
     (8192)."""
 
     mask_type: str = option("rounded_rect", "paste mask", choices=MASK_TYPES)
-    feather: float = option(0.1, "mask feather, a fraction of the face size", low=0.0, high=0.5)
+    feather: float = option(0.1, "softness of the mask edge, as a fraction of the face size",
+                             low=0.0, high=0.5)
     color_correction: bool = option(True, "match the restored face's colours to the original face", boolean=True)
     scale: int | str = option(1, "output scale; auto: the smallest that keeps the restored faces' detail",
                               choices=(*SCALES, "auto"))
