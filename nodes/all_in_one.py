@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..face_pipeline.pipeline import AlignOptions, DetectOptions, RestoreOptions, VideoOptions
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, preview_and_report
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
 from .inputs import option_input, pipeline_options
@@ -65,7 +65,7 @@ class GPENFaceRestore(CheckedWidgets):
         options = pipeline_options(options, names={**PASTE_NAMES, "video": "track"}, mode="restore",
                                    parsing_dir=parsing_folder())
         check_mode(gpen_model, "restore", None)
-        pipeline = ComfyPipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
+        pipeline = comfy_pipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
         result, report = pipeline.run(
             images, region=bridge.mask_to_pipeline(region_mask, "region_mask"),
             protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"), keep_faces=False,  # streamed

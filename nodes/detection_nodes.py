@@ -9,7 +9,7 @@ from ..face_pipeline.face_report import faces_json, faces_report
 from ..face_pipeline.pipeline import AlignOptions, DetectOptions, VideoOptions
 from ..face_pipeline.selection import parse_indices
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .handles import GPEN_FACE_DETECTOR, GPEN_FACES
 from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
@@ -120,7 +120,7 @@ class GPENDetectFaces(CheckedWidgets):
         options = pipeline_options(
             options, indices=parse_indices(indices) if options.get("select") == "indices" else (),
             track=video_smoothing > 0, smoothing=float(video_smoothing))
-        pipeline = ComfyPipeline(face_detector=face_detector, options=options)
+        pipeline = comfy_pipeline(face_detector=face_detector, options=options)
         batch, choices = pipeline.detect_and_align(images, size=int(crop_size),
                                                    region=bridge.mask_to_pipeline(region_mask, "region_mask"))
         crops = crops_or_placeholder(batch.crops, int(crop_size))

@@ -8,7 +8,7 @@ from ..face_pipeline.paste import PARSING_FILES
 from ..face_pipeline.paste.parsing import ParsingWeightsMissing, find_parsing_weights
 from ..face_pipeline.pipeline import PasteOptions, PipelineOptions
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .handles import GPEN_FACES
 from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
@@ -122,7 +122,7 @@ class GPENPasteFaces(CheckedWidgets):
         """``options``: the paste inputs (``PASTE_INPUTS``, ``PASTE_OPTIONAL``)."""
         if faces.restored is None:
             raise PasteError("these faces have not been restored yet: connect Restore Faces before Paste Faces")
-        result = ComfyPipeline(options=PipelineOptions(paste=paste_options(options))).paste(
+        result = comfy_pipeline(options=PipelineOptions(paste=paste_options(options))).paste(
             faces, images=bridge.image_to_pipeline(image),
             background=None if background is None else bridge.image_to_pipeline(background, "background"),
             protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..face_pipeline.pipeline import RestoreOptions
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import crops_or_placeholder
 from .handles import GPEN_FACES, GPEN_MODEL
 from .inputs import option_input, pipeline_options
@@ -62,7 +62,7 @@ class GPENRestoreFaces(CheckedWidgets):
         """``options``: the restore inputs other than ``mode`` (strength), to ``RestoreOptions``."""
         check_mode(gpen_model, mode, inpaint_mask)
         options = pipeline_options(options, mode=mode)
-        restored = ComfyPipeline(gpen_model=gpen_model, options=options).restore(
+        restored = comfy_pipeline(gpen_model=gpen_model, options=options).restore(
             faces, inpaint_masks=bridge.mask_to_pipeline(inpaint_mask, "inpaint_mask"))
         preview = crops_or_placeholder(restored.restored, restored.size)
         return (restored, bridge.image_to_comfy(preview))

@@ -137,3 +137,14 @@ def test_every_paste_option_but_the_folder_is_a_node_input(pack):
         declared = pack.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
         assert {**paste_nodes.PASTE_INPUTS, **paste_nodes.PASTE_OPTIONAL}.items() <= {
             **declared["required"], **declared["optional"]}.items()
+
+
+def test_comfyui_is_a_host_of_the_pipeline(pack):
+    """The nodes run the one ``Pipeline`` with ``ComfyHost`` (``face_pipeline.protocols.Host``), injected once."""
+    comfy_pipeline = sys.modules[f"{pack.__name__}.nodes.comfy_pipeline"]
+    protocols = sys.modules[f"{pack.__name__}.face_pipeline.protocols"]
+    bridge = sys.modules[f"{pack.__name__}.nodes.comfy_bridge"]
+    pipeline = comfy_pipeline.comfy_pipeline()
+    assert isinstance(pipeline.host, protocols.Host) and isinstance(pipeline.host, comfy_pipeline.ComfyHost)
+    assert pipeline.host.memory is bridge.MEMORY and pipeline.model is None and pipeline.detector is None
+    assert type(pipeline) is sys.modules[f"{pack.__name__}.face_pipeline.pipeline"].Pipeline  # no subclass, no hooks
