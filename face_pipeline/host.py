@@ -42,7 +42,7 @@ class LibraryHost:
     def detecting(self, detector: FaceDetector | None) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
-    def model_for(self, model: RestorationModel, faces: int) -> RestorationModel:
+    def model_for(self, model: RestorationModel | None, faces: int) -> RestorationModel | None:
         return model
 
     def prepare_paste(self, batch: FaceBatch, images: torch.Tensor, background: torch.Tensor | None,

@@ -177,7 +177,7 @@ class Pipeline:
                             f"detecting, model_for, prepare_paste, notify), got {type(host).__name__}")
         self.model, self.detector, self.options, self.host = model, detector, options, host
 
-    def _model_for(self, faces: int) -> RestorationModel:
+    def _model_for(self, faces: int) -> RestorationModel | None:
         """The model, where the host wants it for ``faces`` faces."""
         return self.host.model_for(self.model, faces)
 

@@ -5,7 +5,7 @@ optional, type (combo lists included), default, bounds, step and tooltip. And th
 double.
 
 Write the snapshot again (only for a deliberate change of a node's inputs): ``GPEN_WRITE_NODE_SNAPSHOT=1 python -m
-pytest -q tests/test_nodes_snapshot.py``.
+pytest -q tests/test_nodes_options.py``.
 """
 
 from __future__ import annotations
