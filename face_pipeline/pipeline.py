@@ -50,7 +50,8 @@ from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, tr
 logger = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "PipelineOptions", "PipelineReport", "DetectOptions", "VideoOptions", "AlignOptions",
-           "RestoreOptions", "PasteOptions", "Host", "LibraryHost", "run_pipeline", "find_choices", "find_faces", "selected_faces",
+           "RestoreOptions", "PasteOptions", "Host", "LibraryHost", "run_pipeline", "find_choices", "find_faces",
+           "selected_faces",
            "stabilise_faces", "stabilise_choices", "video_cuts", "check_images"]
 
 

@@ -76,7 +76,8 @@ class ComfyHost:
             needed += bridge.restore_step_bytes(self.gpen_model, batch.num_faces)
         parsing_net: ParsingNet | None = None
         if options.mask_type.startswith("parsing"):
-            parsing_net = cast(ParsingNet, bridge.parsing_net_on_device(options.parsing_dir, memory_required=needed, keep=keep))
+            parsing_net = cast(ParsingNet, bridge.parsing_net_on_device(options.parsing_dir, memory_required=needed,
+                                                                        keep=keep))
         else:
             bridge.load_on_device([], memory_required=needed, keep=keep)
         return (images.to(device), None if background is None else background.to(device),

@@ -92,7 +92,8 @@ def test_an_input_comes_from_its_field(pack):
     paste = sys.modules[f"{pack.__name__}.face_pipeline.paste.options"].PasteOptions
     detect = sys.modules[f"{pack.__name__}.face_pipeline.options"].DetectOptions
     assert inputs.option_input(paste, "feather") == ("FLOAT", {
-        "default": 0.1, "min": 0.0, "max": 0.5, "tooltip": "Softness of the mask edge, as a fraction of the face size."})
+        "default": 0.1, "min": 0.0, "max": 0.5,
+        "tooltip": "Softness of the mask edge, as a fraction of the face size."})
     assert inputs.option_input(paste, "keep_gray")[0] == "BOOLEAN"
     assert inputs.option_input(paste, "max_output_size", min=512, max=16384, step=64)[1] == {
         "default": 8192, "min": 512, "max": 16384, "step": 64, "tooltip": "Cap of the output's long side."}

@@ -70,9 +70,10 @@ def restore_faces(
     check_interrupt: Callable[[], None] | None = None,
     memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> FaceBatch:
-    """Restore every crop of ``batch`` with ``model`` (``protocols.RestorationModel``: a GPEN); returns a copy with ``restored`` ``[F, 3, S, S]`` float32 RGB 0..1 on the
-    crops' device, S the model's size (``model.config.size``). When ``batch.size != S`` the crops are re-made at S
-    from the source images first (``alignment.realign``), so the returned batch has ``size == S``.
+    """Restore every crop of ``batch`` with ``model`` (``protocols.RestorationModel``: a GPEN); returns a copy with
+    ``restored`` ``[F, 3, S, S]`` float32 RGB 0..1 on the crops' device, S the model's size (``model.config.size``).
+    When ``batch.size != S`` the crops are re-made at S from the source images first (``alignment.realign``), so the
+    returned batch has ``size == S``.
 
     The forward runs where the model is, in its precision (the caller, e.g. ComfyUI, owns where the model lives).
     ``options`` (``RestoreOptions``, validated when built):
