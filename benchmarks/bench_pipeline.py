@@ -30,7 +30,7 @@ from bench_gpen import PLAN_FLAGS, _random_state_dict, add_plan_flags, apply_pla
 from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
 from face_pipeline.image import load_image  # noqa: E402
-from face_pipeline.paste import paste_faces  # noqa: E402
+from face_pipeline.paste import PasteOptions, paste_faces  # noqa: E402
 from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
 from gpen_arch import load_gpen  # noqa: E402
 from gpen_arch.runtime.precision import DTYPES  # noqa: E402
@@ -80,8 +80,9 @@ def main() -> None:
     x = (batch.crops.to(device) * 2 - 1).to(dtype)  # the network alone, on the same input, for comparison
     with torch.no_grad():
         network_s, _ = timed(lambda: model(x), args.runs, device)
-    paste1_s, _ = timed(lambda: paste_faces(restored, scale=1), args.runs, device)
-    paste_auto_s, result = timed(lambda: paste_faces(restored, scale="auto"), args.runs, device)
+    paste1_s, _ = timed(lambda: paste_faces(restored, options=PasteOptions(scale=1)), args.runs, device)
+    paste_auto_s, result = timed(lambda: paste_faces(restored, options=PasteOptions(scale="auto")), args.runs,
+                                 device)
 
     print(f"GPEN-{args.size} {args.dtype} on {device}, image {tuple(image.shape[-2:])}, detector {args.detector}, "
           + ", ".join(f"{flag} {getattr(args, flag.replace('-', '_'))}" for flag in PLAN_FLAGS)

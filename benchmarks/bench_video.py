@@ -42,7 +42,7 @@ from bench_gpen import _random_state_dict, add_plan_flags, apply_plan_flags  # n
 from face_pipeline.alignment import align_faces  # noqa: E402
 from face_pipeline.detection import load_detector  # noqa: E402
 from face_pipeline.image import load_image  # noqa: E402
-from face_pipeline.paste import paste_faces  # noqa: E402
+from face_pipeline.paste import PasteOptions, paste_faces  # noqa: E402
 from face_pipeline.restoration import RestoreOptions, restore_faces  # noqa: E402
 from gpen_arch import load_gpen, load_gpen_file  # noqa: E402
 from gpen_arch.runtime.precision import DTYPES, choose_dtype  # noqa: E402
@@ -88,7 +88,7 @@ def run_batch(frames: torch.Tensor, *, detector, model, batch: int, times: dict 
     restored = restore_faces(model, aligned, options=RestoreOptions(batch_size=batch))
     _sync(device)
     marks.append(time.perf_counter())
-    paste_faces(restored, scale=1)
+    paste_faces(restored, options=PasteOptions(scale=1))
     _sync(device)
     marks.append(time.perf_counter())
     if times is not None:

@@ -5,10 +5,12 @@ Folders by stage: ``detection/`` (RetinaFace, YuNet; turned faces in ``rotations
 runs), ``paste/`` (masks, colour, protected regions, compositing at 1x/2x/4x), ``video/`` (tracking and smoothing
 across frames), ``pipeline.py`` (the whole chain), ``annotate.py`` and ``face_report.py`` (what was found, drawn and
 as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile). File jobs (output
-plan, safe writing, lock, summary, engines) are the layer above, ``face_jobs/``. Records that travel between stages are in ``types.py``; images are
-``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
+plan, safe writing, lock, summary, engines) are the layer above, ``face_jobs/``. Records that travel between stages
+are in ``types.py``; images are ``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
 
-The model is duck-typed (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]), so this package imports nothing
+What the pipeline needs from its host (memory, progress, Cancel, model and detector placement) and from a restoration
+model (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]) are ``typing.Protocol``s (``protocols.py``: ``Host``,
+``RestorationModel``; ``host.LibraryHost`` is the host of the CLI and the library), so this package imports nothing
 from ``gpen_arch`` or ComfyUI, except gpen_arch's safe checkpoint reader when a detector or parsing weight file is read
 (``weights_file.py``). Importing it loads only torch and numpy; OpenCV, facexlib and kornia are imported by
 the functions that need them.
@@ -32,10 +34,12 @@ from .errors import (
     RestoreError,
     RestoreOutOfMemory,
 )
+from .host import LibraryHost
 from .image import IMAGE_SUFFIXES, ImageFile, encode_image, load_image, read_image, to_rgb_float
 from .paste import MASK_TYPES, paste_faces
 from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
 from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
+from .protocols import Host, RestorationModel
 from .restoration import RESTORE_MODES, restore_faces
 from .face_report import faces_json, faces_report
 from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices
@@ -51,7 +55,7 @@ __all__ = [
     "MASK_TYPES", "paste_faces",
     "track_faces", "smooth_landmarks",
     "Pipeline", "PipelineOptions", "DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "PasteOptions",
-    "PipelineReport", "find_choices", "run_pipeline",
+    "PipelineReport", "find_choices", "run_pipeline", "Host", "LibraryHost", "RestorationModel",
     "annotate_faces", "faces_report", "faces_json",
     "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "encode_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",

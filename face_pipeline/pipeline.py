@@ -3,9 +3,9 @@
 ``Pipeline`` is the one assembly the CLI, the ComfyUI nodes and the tests run: ``run`` does every stage, and the
 stage methods (``find``, ``stabilise``, ``align``, ``restore``, ``paste``, and ``detect_and_align`` /
 ``restore_and_paste`` for callers that split the work, such as the CLI's video chunks and the step nodes) are the
-same code. Each stage takes its own frozen options record (``options.py``); a host adapts the pipeline to its
-memory and model management by overriding the hooks (``detecting``, ``model_for``, ``progress_for``,
-``prepare_paste``, ``notify``), as the nodes do.
+same code. Each stage takes its own frozen options record (``options.py``); the application the pipeline runs in is
+one ``host`` object (``protocols.Host``: memory, progress, Cancel, model and detector placement, notes), given once:
+``host.LibraryHost`` for the CLI and the library, ComfyUI's in ``nodes/comfy_pipeline.py``.
 
 An image batch ``[B, 3, H, W]`` is B independent photos of one size unless the caller says it is B frames of a video
 in order (``VideoOptions.track``): then faces are tracked across the batch (never across a scene cut), a face
@@ -16,7 +16,6 @@ without a face come back unchanged (resized to the output scale), with a log lin
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -28,8 +27,8 @@ import torch
 from .alignment import align_faces, crop_faces, face_affines
 from .detection import FaceDetector, detect_faces
 from .errors import InvalidImageError
+from .host import DEFAULT_HOST, LibraryHost
 from .image import check_unit_range
-from .memory import DEFAULT_MEMORY, MemoryPolicy
 from .options import (
     AlignOptions,
     DetectOptions,
@@ -39,7 +38,7 @@ from .options import (
     VideoOptions,
 )
 from .paste import paste_within_memory
-from .paste.parsing import ParsingNet
+from .protocols import Host, RestorationModel
 from .region import masks_for
 from .restoration import model_size, restore_faces
 from .restoration.batching import auto_batch_size
@@ -51,7 +50,8 @@ from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, tr
 logger = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "PipelineOptions", "PipelineReport", "DetectOptions", "VideoOptions", "AlignOptions",
-           "RestoreOptions", "PasteOptions", "run_pipeline", "find_choices", "find_faces", "selected_faces",
+           "RestoreOptions", "PasteOptions", "Host", "LibraryHost", "run_pipeline", "find_choices", "find_faces",
+           "selected_faces",
            "stabilise_faces", "stabilise_choices", "video_cuts", "check_images"]
 
 
@@ -163,61 +163,33 @@ def stabilise_choices(choices: list[list[FaceChoice]], *, options: VideoOptions,
 
 # ------------------------------------------------------------------------------------------------- the assembly
 class Pipeline:
-    """The pipeline for one ``model``, ``detector`` and ``options`` (``PipelineOptions``: one record per stage).
-
-    ``memory`` decides free memory, out-of-memory errors and cache release (``memory.py``; ComfyUI passes its own);
-    ``on_progress(done, total)`` counts restored faces; ``check_interrupt()`` runs between stages and between restore
-    batches (it may raise). ``model`` may be None for a pipeline that only detects, ``detector`` None for one that
-    only restores and pastes. The hooks below are where a host (ComfyUI) puts its model management.
+    """The pipeline for one ``model``, ``detector`` and ``options`` (``PipelineOptions``: one record per stage), in
+    ``host`` (``protocols.Host``: memory, progress, Cancel, model and detector placement, notes; default: a
+    ``LibraryHost`` on PyTorch's memory figures, without progress or Cancel). ``model`` may be None for a pipeline
+    that only detects, ``detector`` None for one that only restores and pastes.
     """
 
-    def __init__(self, *, model: torch.nn.Module | None = None, detector: FaceDetector | None = None,
-                 options: PipelineOptions = PipelineOptions(), memory: MemoryPolicy = DEFAULT_MEMORY,
-                 on_progress: Callable[[int, int], None] | None = None,
-                 check_interrupt: Callable[[], None] | None = None) -> None:
+    def __init__(self, *, model: RestorationModel | None = None, detector: FaceDetector | None = None,
+                 options: PipelineOptions = PipelineOptions(), host: Host = DEFAULT_HOST) -> None:
         if not isinstance(options, PipelineOptions):
             raise TypeError(f"options must be a PipelineOptions, got {type(options).__name__}")
-        self.model, self.detector, self.options, self.memory = model, detector, options, memory
-        self.on_progress, self.check_interrupt = on_progress, check_interrupt
+        if not isinstance(host, Host):
+            raise TypeError(f"host must be a face_pipeline.protocols.Host (memory, check_interrupt, progress, "
+                            f"detecting, model_for, prepare_paste, notify), got {type(host).__name__}")
+        self.model, self.detector, self.options, self.host = model, detector, options, host
 
-    # ------------------------------------------------------------------------------ hooks (a host overrides them)
-    def detecting(self) -> contextlib.AbstractContextManager:
-        """Held while the detector runs (ComfyUI: the detector's lock, its network loaded on the device)."""
-        return contextlib.nullcontext()
-
-    def model_for(self, faces: int) -> torch.nn.Module:
-        """The model to restore ``faces`` faces with, where it should run (ComfyUI: loaded with room for them)."""
-        return self.model
-
-    def progress_for(self, faces: int) -> Callable[[int, int], None] | None:
-        """The ``on_progress`` of a restore of ``faces`` faces (ComfyUI: a progress bar of that length)."""
-        return self.on_progress
-
-    def prepare_paste(self, batch: FaceBatch, images: torch.Tensor, background: torch.Tensor | None,
-                      protect: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                             torch.Tensor | None, ParsingNet | None]:
-        """Images, background and protect mask where the paste runs, and a loaded parsing network or None (loaded
-        by the paste from ``PasteOptions.parsing_dir``). ComfyUI: memory made for the paste, all on its device."""
-        return images, background, protect, None
-
-    def notify(self, message: str) -> None:
-        """Something that changes what the caller gets without being an error (no face found in an image, a requested
-        face index that does not exist: ``selection.selection_notes``). Logged at info level here (the CLI reports
-        per file itself); a host with a user interface shows it (ComfyUI: a toast, ``nodes.comfy_bridge.warn_user``)."""
-        logger.info(message)
-
-    def _interrupt(self) -> None:
-        if self.check_interrupt is not None:
-            self.check_interrupt()
+    def _model_for(self, faces: int) -> RestorationModel | None:
+        """The model, where the host wants it for ``faces`` faces."""
+        return self.host.model_for(self.model, faces)
 
     # -------------------------------------------------------------------------------------------------- stages
     def find(self, images: torch.Tensor, *, region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
         """Detection and selection (``find_choices`` with ``options.detect``)."""
-        with self.detecting():
+        with self.host.detecting(self.detector):
             chosen = find_choices(images, detector=self.detector, options=self.options.detect, region=region,
-                                  check_interrupt=self.check_interrupt)
+                                  check_interrupt=self.host.check_interrupt)
         for message in selection_notes(chosen, mode=self.options.detect.select, indices=self.options.detect.indices):
-            self.notify(message)
+            self.host.notify(message)
         return chosen
 
     def stabilise(self, choices: list[list[FaceChoice]], *, cuts: tuple[int, ...] = ()) -> list[list[FaceChoice]]:
@@ -233,15 +205,16 @@ class Pipeline:
 
     def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None,
                 on_progress: Callable[[int, int], None] | None = None, batch_size: int | None = None) -> FaceBatch:
-        """``restore_faces`` with ``options.restore`` on ``model_for(faces)``. ``on_progress``: instead of
-        ``progress_for(faces)`` (a streamed restore counts over all its faces); ``batch_size``: instead of the
-        options' (the stream's step)."""
+        """``restore_faces`` with ``options.restore`` on the host's ``model_for(model, faces)``. ``on_progress``:
+        instead of the host's ``progress(faces)`` (a streamed restore counts over all its faces); ``batch_size``:
+        instead of the options' (the stream's step)."""
         options = self.options.restore
         if batch_size is not None:
             options = dataclasses.replace(options, batch_size=batch_size)
-        return restore_faces(self.model_for(batch.num_faces), batch, options=options, inpaint_masks=inpaint_masks,
-                             on_progress=self.progress_for(batch.num_faces) if on_progress is None else on_progress,
-                             check_interrupt=self.check_interrupt, memory=self.memory)
+        host = self.host
+        return restore_faces(self._model_for(batch.num_faces), batch, options=options, inpaint_masks=inpaint_masks,
+                             on_progress=host.progress(batch.num_faces) if on_progress is None else on_progress,
+                             check_interrupt=host.check_interrupt, memory=host.memory)
 
     def paste(self, batch: FaceBatch, *, images: torch.Tensor | None = None, background: torch.Tensor | None = None,
               protect: torch.Tensor | None = None, source: FaceSource | None = None,
@@ -249,8 +222,9 @@ class Pipeline:
         """``paste_within_memory`` with ``options.paste`` (images default ``batch.images``); ``source`` and
         ``face_masks``: a streamed paste (``paste_faces``)."""
         images = batch.images if images is None else images
-        images, background, protect, parsing_net = self.prepare_paste(batch, images, background, protect)
-        return paste_within_memory(batch, options=self.options.paste, images=images, memory=self.memory,
+        images, background, protect, parsing_net = self.host.prepare_paste(batch, images, background, protect,
+                                                                           options=self.options.paste)
+        return paste_within_memory(batch, options=self.options.paste, images=images, memory=self.host.memory,
                                    background=background, protect=protect, parsing_net=parsing_net, source=source,
                                    face_masks=face_masks)
 
@@ -356,13 +330,13 @@ class _FaceStream:
             if not 0 <= face.image_index < images.shape[0]:
                 raise ValueError(f"a face refers to image {face.image_index}, but the batch has {images.shape[0]} "
                                  f"images")
-        self.model = pipeline.model_for(len(faces))
+        self.model = pipeline._model_for(len(faces))
         self.size = model_size(self.model)
         affines, inverses = face_affines(faces, size=self.size, template=options.align.template)
         self.outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
                                              size=self.size, template=options.align.template,
                                              restore_mode=options.restore.mode)
-        progress = pipeline.progress_for(len(faces))
+        progress = pipeline.host.progress(len(faces))
         self.progress = (lambda done, total: None) if progress is None else progress
         self.seconds = {"align": 0.0, "restore": 0.0}
         self.delivered: set[int] = set()  # faces restored and handed on (a paste fallback asks for some again)
@@ -378,7 +352,7 @@ class _FaceStream:
             return requested
         device, dtype = model_device_dtype(self.model)
         return auto_batch_size(self.model, size=self.size, dtype=dtype, device=device, faces=len(self.faces),
-                               memory=self.pipeline.memory)
+                               memory=self.pipeline.host.memory)
 
     def first_step(self) -> None:
         """Restores the first step now, before the paste is prepared (so a host loads the model and restores before
@@ -403,7 +377,7 @@ class _FaceStream:
     def _restored_step(self, chunk: list[int], start: int) -> RestoredStep:
         """The faces at ``chunk``, aligned and restored (``Pipeline.restore``), as the step starting at ``start``."""
         pipeline, total = self.pipeline, len(self.faces)
-        pipeline._interrupt()
+        pipeline.host.check_interrupt()
         mark = time.perf_counter()
         take = torch.as_tensor(chunk, dtype=torch.long)
         part = [self.faces[i] for i in chunk]
@@ -450,12 +424,9 @@ class _FaceStream:
         return dataclasses.replace(self.outline, crops=self.kept[0], restored=self.kept[1], streamed=False)
 
 
-def run_pipeline(images: torch.Tensor, *, model: torch.nn.Module, detector: FaceDetector,
-                 options: PipelineOptions = PipelineOptions(), memory: MemoryPolicy = DEFAULT_MEMORY,
-                 on_progress: Callable[[int, int], None] | None = None,
-                 check_interrupt: Callable[[], None] | None = None,
+def run_pipeline(images: torch.Tensor, *, model: RestorationModel, detector: FaceDetector,
+                 options: PipelineOptions = PipelineOptions(), host: Host = DEFAULT_HOST,
                  **inputs) -> tuple[PasteResult, PipelineReport]:
-    """``Pipeline(model=..., detector=..., options=...).run(images, **inputs)`` (``inputs``: background,
+    """``Pipeline(model=..., detector=..., options=..., host=...).run(images, **inputs)`` (``inputs``: background,
     inpaint_masks, region, protect)."""
-    return Pipeline(model=model, detector=detector, options=options, memory=memory, on_progress=on_progress,
-                    check_interrupt=check_interrupt).run(images, **inputs)
+    return Pipeline(model=model, detector=detector, options=options, host=host).run(images, **inputs)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from ..face_pipeline.alignment import TEMPLATES
-from ..face_pipeline.pipeline import AlignOptions, DetectOptions, PipelineOptions, RestoreOptions, VideoOptions
-from ..face_pipeline.region import MIN_OVERLAP
+from ..face_pipeline.pipeline import AlignOptions, DetectOptions, RestoreOptions, VideoOptions
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, preview_and_report
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
+from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
-from .paste_nodes import PASTE_INPUTS, PASTE_OPTIONAL, check_paste_options, kept_alpha, paste_options
+from .paste_nodes import PASTE_INPUTS, PASTE_NAMES, PASTE_OPTIONAL, check_paste_options, kept_alpha, parsing_folder
 from .restore_nodes import check_mode
 from .validation import CheckedWidgets
 
@@ -36,21 +35,19 @@ class GPENFaceRestore(CheckedWidgets):
                                                "on)."}),
                 "gpen_model": (GPEN_MODEL, {"tooltip": "From Load GPEN Model."}),
                 "face_detector": (GPEN_FACE_DETECTOR, {"tooltip": "From Load Face Detector."}),
-                "select": (["all", "largest"], {"default": "all",
-                                                "tooltip": "Restore every face or only the largest."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
-                                       "tooltip": "Blend of restored (1) and original (0) face."}),
-                "template": (list(TEMPLATES), {"default": "gpen",
-                                               "tooltip": "gpen: GPEN's own template (best). ffhq: tighter crop."}),
+                "select": option_input(DetectOptions, "select", choices=("all", "largest"),
+                                       tooltip="Restore every face or only the largest."),
+                "strength": option_input(RestoreOptions, "strength", step=0.05),
+                "template": option_input(AlignOptions, "template",
+                                         tooltip="gpen: GPEN's own template (best). ffhq: tighter crop."),
                 **PASTE_INPUTS,
             },
             "optional": {
                 "background": ("IMAGE", {"tooltip": "Optional background (e.g. from an upscale model)."}),
-                "video": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Off: every image of the batch is restored as if it were alone. On: the batch is the "
-                               "frames of one video: faces are tracked (never across a scene cut), a face missed "
-                               "for up to 3 frames is filled in, and landmarks are smoothed against jitter."}),
+                "video": option_input(VideoOptions, "track", tooltip=(
+                    "Off: every image of the batch is restored as if it were alone. On: the batch is the frames of "
+                    "one video: faces are tracked (never across a scene cut), a face missed for up to 3 frames is "
+                    "filled in, and landmarks are smoothed against jitter.")),
                 **PASTE_OPTIONAL,
                 **FINDING_OPTIONAL,
             },
@@ -60,18 +57,15 @@ class GPENFaceRestore(CheckedWidgets):
     def VALIDATE_INPUTS(cls, **values):
         return check_paste_options(cls.INPUT_TYPES(), values)
 
-    def run(self, image, gpen_model, face_detector, select, strength, template, mask_type, feather,
-            color_correction, output_scale, max_output_size, background=None, video=False, keep_gray=True,
-            protect_mask=None, rotations="when_missing", region_mask=None, region_overlap=MIN_OVERLAP):
+    def run(self, image, gpen_model, face_detector, background=None, protect_mask=None, region_mask=None,
+            **options):
+        """``options``: the option inputs of every stage (select .. max_output_size, video, keep_gray, rotations,
+        region_overlap), each to its record's field (``inputs.pipeline_options``)."""
         images = bridge.image_to_pipeline(image)  # converted once, for detection and paste
-        options = PipelineOptions(
-            detect=DetectOptions(select=select, rotations=rotations, region_overlap=float(region_overlap)),
-            video=VideoOptions(track=bool(video)), align=AlignOptions(template=template),
-            restore=RestoreOptions(mode="restore", strength=strength),
-            paste=paste_options(mask_type=mask_type, feather=feather, color_correction=color_correction,
-                                output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray))
+        options = pipeline_options(options, names={**PASTE_NAMES, "video": "track"}, mode="restore",
+                                   parsing_dir=parsing_folder())
         check_mode(gpen_model, "restore", None)
-        pipeline = ComfyPipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
+        pipeline = comfy_pipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
         result, report = pipeline.run(
             images, region=bridge.mask_to_pipeline(region_mask, "region_mask"),
             protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"), keep_faces=False,  # streamed

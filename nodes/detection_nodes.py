@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ..face_pipeline.alignment import TEMPLATES
 from ..face_pipeline.annotate import annotate_faces
-from ..face_pipeline.detection import ROTATION_MODES
 from ..face_pipeline.face_report import faces_json, faces_report
-from ..face_pipeline.pipeline import AlignOptions, DetectOptions, PipelineOptions, VideoOptions
-from ..face_pipeline.region import MIN_OVERLAP
-from ..face_pipeline.selection import SORT_ORDERS, parse_indices
+from ..face_pipeline.pipeline import AlignOptions, DetectOptions, VideoOptions
+from ..face_pipeline.selection import parse_indices
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .handles import GPEN_FACE_DETECTOR, GPEN_FACES
+from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
 from .validation import CheckedWidgets
 
@@ -31,18 +29,16 @@ def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, op
 
 #: optional inputs shared with the all-in-one node (optional, so prompts saved before they existed still validate)
 FINDING_OPTIONAL = {
-    "rotations": (list(ROTATION_MODES), {
-        "default": "when_missing",
-        "tooltip": "Faces on their side or upside down: none = upright faces only (a face turned 90 degrees is "
-                   "missed); when_missing = if no upright face is found in an image, look again on it turned by "
-                   "90/180/270 degrees (no cost on images with faces); always = every image at all four angles "
-                   "(4x the detection time, for pictures mixing upright and turned faces)."}),
+    "rotations": option_input(DetectOptions, "rotations", tooltip=(
+        "Faces on their side or upside down: none = upright faces only (a face turned 90 degrees is missed); "
+        "when_missing = if no upright face is found in an image, look again on it turned by 90/180/270 degrees (no "
+        "cost on images with faces); always = every image at all four angles (4x the detection time, for pictures "
+        "mixing upright and turned faces).")),
     "region_mask": ("MASK", {
         "tooltip": "Optional: only faces this mask covers are restored (e.g. the mask of a face swap or a "
                    "segmentation). One mask for all images or one per image; any size."}),
-    "region_overlap": ("FLOAT", {
-        "default": MIN_OVERLAP, "min": 0.0, "max": 1.0, "step": 0.05,
-        "tooltip": "With region_mask: the share of a face's box the mask must cover for the face to count."}),
+    "region_overlap": option_input(DetectOptions, "region_overlap", step=0.05, tooltip=(
+        "With region_mask: the share of a face's box the mask must cover for the face to count.")),
 }
 #: outputs shared with the all-in-one node, appended after the original ones so saved links keep their slots
 FINDING_OUTPUTS = (("IMAGE", "annotated", ("Every face found, drawn on the image: box, index in the current sort "
@@ -80,33 +76,29 @@ class GPENDetectFaces(CheckedWidgets):
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The image or batch of video frames to search."}),
             "face_detector": (GPEN_FACE_DETECTOR, {"tooltip": "From Load Face Detector."}),
-            "select": (["all", "largest", "indices"], {
-                "default": "all", "tooltip": "Restore every face, only the largest, or those listed in indices."}),
+            "select": option_input(DetectOptions, "select",
+                                   tooltip="Restore every face, only the largest, or those listed in indices."),
             "indices": ("STRING", {
                 "default": "0", "tooltip": "With select = indices: face positions after sorting, e.g. '0,2' or "
                                            "'0-3'."}),
-            "sort_by": (list(SORT_ORDERS), {"default": "area", "tooltip": "Order of the faces in each image."}),
-            "min_face_size": ("INT", {"default": 0, "min": 0, "max": 4096,
-                                      "tooltip": "Ignore faces smaller than this many pixels."}),
-            "max_faces": ("INT", {"default": 0, "min": 0, "max": 256,
-                                  "tooltip": "At most this many faces per image (0 = no limit)."}),
-            "template": (list(TEMPLATES), {
-                "default": "gpen", "tooltip": "gpen: the template GPEN was trained with (best). ffhq: the tighter "
-                                              "crop ReActor/FaceFusion use."}),
+            "sort_by": option_input(DetectOptions, "sort_by"),
+            "min_face_size": option_input(DetectOptions, "min_face_size", kind="INT", max=4096,
+                                          tooltip="Ignore faces smaller than this many pixels."),
+            "max_faces": option_input(DetectOptions, "max_faces", max=256),
+            "template": option_input(AlignOptions, "template", tooltip=(
+                "gpen: the template GPEN was trained with (best). ffhq: the tighter crop ReActor/FaceFusion use.")),
             "crop_size": (list(CROP_SIZES), {
                 "default": "512", "tooltip": "Size of the preview crops. Restore Faces re-crops from the source at "
                                              "the model's own size, so nothing is lost."}),
-            "video_smoothing": ("FLOAT", {
-                "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
-                "tooltip": "0: the batch is independent images (each is handled as if alone). Above 0: the batch "
-                           "is the frames of one video: faces are tracked (never across a scene cut), a face "
-                           "missed for a few frames is filled in, and landmarks are smoothed over time this much "
-                           "against jitter (0.3 is a good start)."}),
+            # 0 also means "not a video" here: the default is 0, not the smoothing field's
+            "video_smoothing": option_input(VideoOptions, "smoothing", default=0.0, step=0.05, tooltip=(
+                "0: the batch is independent images (each is handled as if alone). Above 0: the batch is the frames "
+                "of one video: faces are tracked (never across a scene cut), a face missed for a few frames is "
+                "filled in, and landmarks are smoothed over time this much against jitter (0.3 is a good start).")),
         }, "optional": {  # optional, so prompts saved before it existed still validate
-            "fill_gaps": ("INT", {
-                "default": 3, "min": 0, "max": 30,
-                "tooltip": "Video only: a face the detector missed for at most this many frames between two frames "
-                           "where it was found is filled in from them and restored there too (0 = off)."}),
+            "fill_gaps": option_input(VideoOptions, "fill_gaps", max=30, tooltip=(
+                "Video only: a face the detector missed for at most this many frames between two frames where it "
+                "was found is filled in from them and restored there too (0 = off).")),
             **FINDING_OPTIONAL,
         }}
 
@@ -121,18 +113,14 @@ class GPENDetectFaces(CheckedWidgets):
                 return f"indices: {exc}"
         return checked
 
-    def detect(self, image, face_detector, select, indices, sort_by, min_face_size, max_faces, template, crop_size,
-               video_smoothing, fill_gaps=3, rotations="when_missing", region_mask=None,
-               region_overlap=MIN_OVERLAP):
+    def detect(self, image, face_detector, indices, crop_size, video_smoothing, region_mask=None, **options):
+        """``options``: the other option inputs (select, sort_by, min_face_size, max_faces, template, fill_gaps,
+        rotations, region_overlap), each to its record's field (``inputs.pipeline_options``)."""
         images = bridge.image_to_pipeline(image)
-        options = PipelineOptions(
-            detect=DetectOptions(select=select, indices=parse_indices(indices) if select == "indices" else (),
-                                 sort_by=sort_by, min_face_size=float(min_face_size), max_faces=int(max_faces),
-                                 rotations=rotations, region_overlap=float(region_overlap)),
-            video=VideoOptions(track=video_smoothing > 0, smoothing=float(video_smoothing), fill_gaps=int(fill_gaps)),
-            align=AlignOptions(template=template),
-        )
-        pipeline = ComfyPipeline(face_detector=face_detector, options=options)
+        options = pipeline_options(
+            options, indices=parse_indices(indices) if options.get("select") == "indices" else (),
+            track=video_smoothing > 0, smoothing=float(video_smoothing))
+        pipeline = comfy_pipeline(face_detector=face_detector, options=options)
         batch, choices = pipeline.detect_and_align(images, size=int(crop_size),
                                                    region=bridge.mask_to_pipeline(region_mask, "region_mask"))
         crops = crops_or_placeholder(batch.crops, int(crop_size))

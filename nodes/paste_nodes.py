@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ..face_pipeline.errors import PasteError
 from ..face_pipeline.fields import check_value, spec
-from ..face_pipeline.paste import MASK_TYPES, PARSING_FILES
+from ..face_pipeline.paste import PARSING_FILES
 from ..face_pipeline.paste.parsing import ParsingWeightsMissing, find_parsing_weights
 from ..face_pipeline.pipeline import PasteOptions, PipelineOptions
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .handles import GPEN_FACES
+from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
 from .validation import CheckedWidgets, check_widgets
 
@@ -44,12 +45,10 @@ def check_paste_options(input_types: dict, values: dict) -> str | bool:
     return True
 
 
-def paste_options(*, mask_type, feather, color_correction, output_scale, max_output_size,
-                  keep_gray=True) -> PasteOptions:
-    """The paste record from the node inputs (``output_scale`` is a string: "1", "2", "4" or "auto")."""
-    return PasteOptions(mask_type=mask_type, feather=feather, color_correction=color_correction,
-                        scale=output_scale if output_scale == "auto" else int(output_scale),
-                        max_output_size=max_output_size, parsing_dir=parsing_folder(), keep_gray=keep_gray)
+def paste_options(values: dict) -> PasteOptions:
+    """The paste record from a node's paste inputs (``PASTE_INPUTS``, ``PASTE_OPTIONAL``: input name -> value), the
+    parsing weights' folder found in the model folders."""
+    return pipeline_options(values, names=PASTE_NAMES, parsing_dir=parsing_folder()).paste
 
 
 def kept_alpha(image, background):
@@ -59,29 +58,29 @@ def kept_alpha(image, background):
     return alpha if alpha is not None or background is None else bridge.image_alpha(background, "background")
 
 
+#: the paste inputs named otherwise than their ``PasteOptions`` field
+PASTE_NAMES = {"output_scale": "scale"}
+
+#: the paste options' inputs, from the record's fields (``inputs.option_input``), in the widget order of saved
+#: workflows; a new paste option is its record field, its use, and one line here or in ``PASTE_OPTIONAL``
 PASTE_INPUTS = {
-    "mask_type": (list(MASK_TYPES), {
-        "default": "rounded_rect", "tooltip": "Blend mask: feathered rounded rectangle, ellipse, or a face-parsing "
-                                              "mask (needs parsing_parsenet.pth or parsing_bisenet.pth in "
-                                              "models/facedetection; parsing_no_hair leaves the hair untouched)."}),
-    "feather": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.5, "step": 0.01,
-                          "tooltip": "Softness of the mask edge, as a fraction of the face size."}),
-    "color_correction": ("BOOLEAN", {"default": True,
-                                     "tooltip": "Match the restored face's colours to the original face."}),
-    "output_scale": (list(SCALES), {
-        "default": "1", "tooltip": "Paste onto a 1x, 2x or 4x larger image so big restored faces keep their "
-                                   "detail; auto picks the smallest scale that keeps the largest face's full "
-                                   "resolution."}),
-    "max_output_size": ("INT", {"default": 8192, "min": 512, "max": 16384, "step": 64,
-                                "tooltip": "With output_scale auto: the output's longest side stays within this."}),
+    "mask_type": option_input(PasteOptions, "mask_type", tooltip=(
+        "Blend mask: feathered rounded rectangle, ellipse, or a face-parsing mask (needs parsing_parsenet.pth or "
+        "parsing_bisenet.pth in models/facedetection; parsing_no_hair leaves the hair untouched).")),
+    "feather": option_input(PasteOptions, "feather", step=0.01),
+    "color_correction": option_input(PasteOptions, "color_correction"),
+    "output_scale": option_input(PasteOptions, "scale", choices=SCALES, tooltip=(
+        "Paste onto a 1x, 2x or 4x larger image so big restored faces keep their detail; auto picks the smallest "
+        "scale that keeps the largest face's full resolution.")),
+    "max_output_size": option_input(PasteOptions, "max_output_size", min=512, max=16384, step=64,
+                                    tooltip="With output_scale auto: the output's longest side stays within this."),
 }
 
 #: optional paste inputs (optional, so prompts saved before they existed still validate)
 PASTE_OPTIONAL = {
-    "keep_gray": ("BOOLEAN", {
-        "default": True, "tooltip": "Black-and-white images (R = G = B) stay black-and-white: the restored faces "
-                                    "are made gray too. Off: faces keep the colour the model gives them. Faces "
-                                    "restored in colorize mode always keep their colour."}),
+    "keep_gray": option_input(PasteOptions, "keep_gray", tooltip=(
+        "Black-and-white images (R = G = B) stay black-and-white: the restored faces are made gray too. Off: faces "
+        "keep the colour the model gives them. Faces restored in colorize mode always keep their colour.")),
     "protect_mask": ("MASK", {
         "tooltip": "Optional: pixels under this mask are never changed by the paste (hands, a microphone, hair in "
                    "front of a face, e.g. from a segmentation node); its edge fades out like the face mask's. One "
@@ -119,13 +118,11 @@ class GPENPasteFaces(CheckedWidgets):
     def VALIDATE_INPUTS(cls, **values):
         return check_paste_options(cls.INPUT_TYPES(), values)
 
-    def paste(self, image, faces, mask_type, feather, color_correction, output_scale, max_output_size,
-              background=None, keep_gray=True, protect_mask=None):
+    def paste(self, image, faces, background=None, protect_mask=None, **options):
+        """``options``: the paste inputs (``PASTE_INPUTS``, ``PASTE_OPTIONAL``)."""
         if faces.restored is None:
             raise PasteError("these faces have not been restored yet: connect Restore Faces before Paste Faces")
-        options = paste_options(mask_type=mask_type, feather=feather, color_correction=color_correction,
-                                output_scale=output_scale, max_output_size=max_output_size, keep_gray=keep_gray)
-        result = ComfyPipeline(options=PipelineOptions(paste=options)).paste(
+        result = comfy_pipeline(options=PipelineOptions(paste=paste_options(options))).paste(
             faces, images=bridge.image_to_pipeline(image),
             background=None if background is None else bridge.image_to_pipeline(background, "background"),
             protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"))

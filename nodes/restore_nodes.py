@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..face_pipeline.pipeline import PipelineOptions, RestoreOptions
-from ..face_pipeline.restoration import RESTORE_MODES
+from ..face_pipeline.pipeline import RestoreOptions
 from . import comfy_bridge as bridge
-from .comfy_pipeline import ComfyPipeline
+from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import crops_or_placeholder
 from .handles import GPEN_FACES, GPEN_MODEL
+from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
 from .validation import CheckedWidgets
 
@@ -45,13 +45,12 @@ class GPENRestoreFaces(CheckedWidgets):
             "required": {
                 "gpen_model": (GPEN_MODEL, {"tooltip": "From Load GPEN Model."}),
                 "faces": (GPEN_FACES, {"tooltip": "From Detect Faces."}),
-                "mode": (list(RESTORE_MODES), {
-                    "default": "restore", "tooltip": "restore: GPEN-BFR models. colorize: GPEN-Colorization "
-                                                     "(keeps the photo's brightness). inpaint: GPEN-Inpainting, "
-                                                     "with inpaint_mask marking the damage."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
-                                       "tooltip": "Blend of restored (1) and original (0) face. Lower it (e.g. "
-                                                  "0.7) to keep more of the original look."}),
+                "mode": option_input(RestoreOptions, "mode", tooltip=(
+                    "restore: GPEN-BFR models. colorize: GPEN-Colorization (keeps the photo's brightness). inpaint: "
+                    "GPEN-Inpainting, with inpaint_mask marking the damage.")),
+                "strength": option_input(RestoreOptions, "strength", step=0.05, tooltip=(
+                    "Blend of restored (1) and original (0) face. Lower it (e.g. 0.7) to keep more of the original "
+                    "look.")),
             },
             "optional": {
                 "inpaint_mask": ("MASK", {"tooltip": "inpaint mode: white where the image is damaged (same size "
@@ -59,10 +58,11 @@ class GPENRestoreFaces(CheckedWidgets):
             },
         }
 
-    def restore(self, gpen_model, faces, mode, strength, inpaint_mask=None):
+    def restore(self, gpen_model, faces, mode, inpaint_mask=None, **options):
+        """``options``: the restore inputs other than ``mode`` (strength), to ``RestoreOptions``."""
         check_mode(gpen_model, mode, inpaint_mask)
-        options = PipelineOptions(restore=RestoreOptions(mode=mode, strength=strength))
-        restored = ComfyPipeline(gpen_model=gpen_model, options=options).restore(
+        options = pipeline_options(options, mode=mode)
+        restored = comfy_pipeline(gpen_model=gpen_model, options=options).restore(
             faces, inpaint_masks=bridge.mask_to_pipeline(inpaint_mask, "inpaint_mask"))
         preview = crops_or_placeholder(restored.restored, restored.size)
         return (restored, bridge.image_to_comfy(preview))

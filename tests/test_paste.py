@@ -13,6 +13,7 @@ from face_pipeline.alignment import align_faces
 from face_pipeline.errors import PasteError
 from face_pipeline.paste import (
     ParsingWeightsMissing,
+    PasteOptions,
     choose_scale,
     ellipse_mask,
     match_color,
@@ -39,7 +40,7 @@ def identity(batch):
 def test_identity_restorer_gives_back_the_image_without_a_seam(hopper):
     image, face = hopper
     batch = identity(align_faces(image, [face], size=1024))
-    result = paste_faces(batch, color_correction=False)
+    result = paste_faces(batch, options=PasteOptions(color_correction=False))
     outside = result.mask[0] == 0
     assert torch.equal(result.images[0][:, outside], image[0][:, outside])  # untouched away from the face
     diff = (result.images - image)[0].abs().mean(0)  # [H, W]
@@ -52,7 +53,8 @@ def test_identity_restorer_gives_back_the_image_without_a_seam(hopper):
 
 def test_color_correction_is_harmless_on_an_identity_restore(hopper):
     image, face = hopper
-    result = paste_faces(identity(align_faces(image, [face], size=512)), color_correction=True)
+    result = paste_faces(identity(align_faces(image, [face], size=512)),
+                         options=PasteOptions(color_correction=True))
     diff = (result.images - image).abs()
     assert diff.mean().item() < 0.002 and diff.max().item() < 0.1
 
@@ -64,8 +66,8 @@ def test_output_scale_2_takes_detail_from_the_full_resolution_crop(hopper):
     yy, xx = torch.meshgrid(torch.arange(2048), torch.arange(2048), indexing="ij")
     pattern = (((yy // 4) + (xx // 4)) % 2).float().expand(1, 3, 2048, 2048)
     batch = dataclasses.replace(batch, restored=pattern.contiguous())
-    one = paste_faces(batch, scale=1, color_correction=False)
-    two = paste_faces(batch, scale=2, color_correction=False)
+    one = paste_faces(batch, options=PasteOptions(scale=1, color_correction=False))
+    two = paste_faces(batch, options=PasteOptions(scale=2, color_correction=False))
     assert two.images.shape[-2:] == (1200, 1024) and two.scale == 2 and two.mask.shape[-2:] == (1200, 1024)
     inner2 = two.mask[0] > 0.99
     inner1 = one.mask[0] > 0.99
@@ -78,8 +80,9 @@ def test_output_scale_2_takes_detail_from_the_full_resolution_crop(hopper):
     # same geometry at both scales: with the real crop (no near-Nyquist pattern to alias in the comparison),
     # the 2x paste brought back to 1x equals the 1x paste (measured 0.005)
     smooth = identity(batch)
-    one = paste_faces(smooth, scale=1, color_correction=False)
-    down = F.interpolate(paste_faces(smooth, scale=2, color_correction=False).images, size=(600, 512), mode="area")
+    one = paste_faces(smooth, options=PasteOptions(scale=1, color_correction=False))
+    down = F.interpolate(paste_faces(smooth, options=PasteOptions(scale=2, color_correction=False)).images,
+                         size=(600, 512), mode="area")
     assert (down - one.images)[:, :, inner1].abs().mean().item() < 0.02
 
 
@@ -104,7 +107,7 @@ def test_overlapping_faces_take_the_larger_mask_value(hopper):
     red = torch.zeros_like(batch.crops)
     red[0, 0] = 1.0
     red[1, 2] = 1.0
-    result = paste_faces(dataclasses.replace(batch, restored=red), color_correction=False)
+    result = paste_faces(dataclasses.replace(batch, restored=red), options=PasteOptions(color_correction=False))
     assert torch.allclose(result.mask[0], result.face_masks.max(0).values)
     winner_second = result.face_masks[1] > result.face_masks[0] + 0.5
     assert result.images[0, 2][winner_second].mean() > 0.9  # where face 2's mask is larger, face 2 is shown
@@ -135,7 +138,7 @@ def test_parsing_mask_needs_its_weights(hopper, tmp_path):
     image, face = hopper
     batch = identity(align_faces(image, [face], size=256))
     with pytest.raises(ParsingWeightsMissing, match=r"parsing_parsenet\.pth .* in .*download one there"):
-        paste_faces(batch, mask_type="parsing", parsing_dir=tmp_path)
+        paste_faces(batch, options=PasteOptions(mask_type="parsing", parsing_dir=tmp_path))
 
 
 def test_parsing_mask_runs_with_parsenet_weights(hopper, tmp_path):
@@ -146,7 +149,7 @@ def test_parsing_mask_runs_with_parsenet_weights(hopper, tmp_path):
     torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), tmp_path / "parsing_parsenet.pth")
     image, face = hopper
     batch = identity(align_faces(image, [face], size=256))
-    result = paste_faces(batch, mask_type="parsing_no_hair", parsing_dir=tmp_path)
+    result = paste_faces(batch, options=PasteOptions(mask_type="parsing_no_hair", parsing_dir=tmp_path))
     assert result.mask.shape == (1, 600, 512) and result.face_masks.shape == (1, 600, 512)
     assert 0 <= result.mask.min() and result.mask.max() <= 1
 
@@ -158,14 +161,17 @@ def test_wrong_images_and_unrestored_faces_are_errors(hopper):
         paste_faces(batch)
     with pytest.raises(PasteError, match="detected on a batch of 1 images of 512x600; got images of shape"):
         paste_faces(identity(batch), images=torch.rand(1, 3, 100, 100))
-    with pytest.raises(PasteError, match="unknown mask type"):
-        paste_faces(identity(batch), mask_type="square")
+    with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair; "
+                                         "got 'square'"):
+        PasteOptions(mask_type="square")  # the record refuses it: paste_faces takes only a built record
+    with pytest.raises(TypeError, match="options must be a PasteOptions, got dict"):
+        paste_faces(identity(batch), options={"mask_type": "ellipse"})
 
 
 def test_background_is_used_and_resized(hopper):
     image, face = hopper
     batch = identity(align_faces(image, [face], size=256))
     background = torch.zeros(1, 3, 300, 256)
-    result = paste_faces(batch, background=background, scale=2)
+    result = paste_faces(batch, background=background, options=PasteOptions(scale=2))
     outside = result.mask[0] == 0
     assert result.images[0][:, outside].abs().max() == 0

@@ -13,7 +13,7 @@ from conftest import data_file
 
 from face_pipeline.alignment import align_faces, warp_images
 from face_pipeline.errors import PasteError
-from face_pipeline.paste import crop_masks, paste_faces, parsing, rounded_rect_mask
+from face_pipeline.paste import PasteOptions, crop_masks, paste_faces, parsing, rounded_rect_mask
 from face_pipeline.types import DetectedFace
 
 
@@ -39,11 +39,11 @@ def test_frames_without_faces_pass_through_at_the_output_scale(astronaut):
     frames = torch.cat([image, image.flip(-1), image])
     on_last = dataclasses.replace(face, image_index=2)
     batch = _identity(align_faces(frames, [face, on_last], size=256))
-    one = paste_faces(batch, color_correction=False)
+    one = paste_faces(batch, options=PasteOptions(color_correction=False))
     assert torch.equal(one.images[1], frames[1]) and one.mask[1].max() == 0
     assert one.face_masks.shape == (2, 512, 512) and one.face_masks[1, :, :].max() > 0.99
     assert torch.equal(one.mask[2], one.face_masks[1]) and torch.equal(one.mask[0], one.face_masks[0])
-    two = paste_faces(batch, scale=2, color_correction=False)
+    two = paste_faces(batch, options=PasteOptions(scale=2, color_correction=False))
     assert two.images.shape == (3, 3, 1024, 1024) and two.scale == 2
     expected = torch.nn.functional.interpolate(frames[1:2], size=(1024, 1024), mode="bicubic", align_corners=False,
                                                antialias=True).clamp(0, 1)
@@ -55,10 +55,11 @@ def test_output_size_limits(astronaut):
     batch = _identity(align_faces(image, [face], size=256))
     with pytest.raises(PasteError, match="output scale 4 would make images of 2048 px on their long side, above "
                                          "max_output_size 1024; choose a smaller scale"):
-        paste_faces(batch, scale=4, max_output_size=1024)
-    assert paste_faces(batch, scale="auto", max_output_size=1024).scale == 2  # zoom ~2.8 wants 4; capped
-    with pytest.raises(PasteError, match="feather must be between 0 and 0.5"):
-        paste_faces(batch, feather=0.7)
+        paste_faces(batch, options=PasteOptions(scale=4, max_output_size=1024))
+    capped = PasteOptions(scale="auto", max_output_size=1024)
+    assert paste_faces(batch, options=capped).scale == 2  # zoom ~2.8 wants 4; capped
+    with pytest.raises(ValueError, match="feather must be a number from 0 to 0.5, got 0.7"):
+        PasteOptions(feather=0.7)
     with pytest.raises(PasteError, match=r"restored faces must be \[1, 3, S, S\]"):
         paste_faces(dataclasses.replace(batch, restored=torch.zeros(2, 3, 256, 256)))
 
@@ -79,7 +80,7 @@ def test_restored_detail_reaches_the_output(astronaut, scale):
     batch = dataclasses.replace(batch, restored=restored)
 
     def correlation(s: int) -> float:
-        result = paste_faces(batch, scale=s, color_correction=False)
+        result = paste_faces(batch, options=PasteOptions(scale=s, color_correction=False))
         out_h, out_w = result.images.shape[-2:]
         ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64),
                                 indexing="ij")
@@ -99,7 +100,7 @@ def test_restored_detail_reaches_the_output(astronaut, scale):
 def test_analytic_mask_at_output_pixels_equals_the_warped_crop_mask(astronaut):
     image, face = astronaut
     batch = _identity(align_faces(image, [face], size=512))
-    result = paste_faces(batch, feather=0.1, color_correction=False, scale=2)
+    result = paste_faces(batch, options=PasteOptions(feather=0.1, color_correction=False, scale=2))
     mask = rounded_rect_mask(512, feather=0.1)
     matrix = batch.inverse_affines.clone()
     matrix *= 2  # crop -> output pixels at 2x: s * x + (s - 1) / 2

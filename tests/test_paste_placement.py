@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from helpers import load_photo, official_landmarks
 
 from face_pipeline.alignment import align_faces
-from face_pipeline.paste import paste_faces
+from face_pipeline.paste import PasteOptions, paste_faces
 from face_pipeline.paste import placement as placement_module
 from face_pipeline.paste.placement import Placement, chunks, place_faces, plan_placements
 from face_pipeline.types import DetectedFace
@@ -107,7 +107,7 @@ def test_one_grid_sample_per_chunk(batch, monkeypatch):
     list(place_faces(batch.restored, placements, mask_type="rounded_rect", feather=0.1, max_bytes=budget))
     assert calls == [len(run) for run in runs]
     calls.clear()
-    paste_faces(batch, scale=2, color_correction=False)  # paste_faces samples through the same path
+    paste_faces(batch, options=PasteOptions(scale=2, color_correction=False))  # samples through the same path
     assert calls == [7]
 
 

@@ -13,7 +13,7 @@ from conftest import data_file, require_shared
 from face_pipeline.detection import load_detector
 from face_pipeline.errors import InvalidImageError
 from face_pipeline.image import load_image, to_rgb_float
-from face_pipeline.pipeline import PipelineOptions, run_pipeline
+from face_pipeline.pipeline import LibraryHost, PipelineOptions, run_pipeline
 from gpen_arch import load_gpen_file
 
 
@@ -48,7 +48,7 @@ def test_three_frames_through_detect_align_restore_paste(model, photo):
     options = PipelineOptions.of(batch_size=2, color_correction=False, track=True)  # a video; colour correction
     # would shift the face
     result, report = run_pipeline(frames, model=model, detector=detector, options=options,
-                                  on_progress=lambda done, total: progress.append((done, total)))
+                                  host=LibraryHost(on_progress=lambda done, total: progress.append((done, total))))
     assert report.images == 3 and report.faces_found == 3 and report.faces_restored == 3 and report.scale == 1
     assert progress == [(2, 3), (3, 3)]
     assert set(report.stage_seconds) == {"detect", "align", "restore", "paste"}
@@ -83,7 +83,7 @@ def test_interrupt_stops_the_run(model, detector, photo):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        run_pipeline(photo, model=model, detector=detector, check_interrupt=cancel_at_restore)
+        run_pipeline(photo, model=model, detector=detector, host=LibraryHost(interrupt=cancel_at_restore))
 
 
 def test_no_face_comes_back_unchanged_with_a_log_line(model, detector, caplog):
@@ -232,8 +232,9 @@ def test_each_stage_owns_a_frozen_validated_record():
     with pytest.raises(ValueError, match="select must be one of all, largest, indices; got 'first'"):
         DetectOptions(select="first")
     assert spec(PasteOptions, "feather").high == 0.5 and spec(RestoreOptions, "mode").choices[0] == "restore"
-    # every paste option is a paste_faces argument of the same name: the record and its use are all there is
-    assert set(PasteOptions().paste_kwargs()) <= set(inspect.signature(paste_faces).parameters)
+    # paste_faces takes the record itself, no option of it one by one: the record and its use are all there is
+    flat = set(inspect.signature(paste_faces).parameters) & {f.name for f in dataclasses.fields(PasteOptions)}
+    assert not flat and inspect.signature(paste_faces).parameters["options"].default == PasteOptions()
 
 
 def test_the_cli_flags_take_their_defaults_and_choices_from_the_records():
@@ -247,3 +248,23 @@ def test_the_cli_flags_take_their_defaults_and_choices_from_the_records():
     assert options.paste.scale == "auto" and options.paste.mask_type == "parsing"
     assert options.detect.score_threshold == 0.5 and options.video.fill_gaps == 0
     assert options.paste.color_correction is False
+
+
+def test_the_pipeline_takes_one_host_object():
+    """The host's behaviour comes in one object (``protocols.Host``), not also by overridable hooks."""
+    import gpen_arch
+    from face_pipeline.pipeline import Pipeline
+    from face_pipeline.protocols import Host, RestorationModel
+
+    host = LibraryHost()
+    assert isinstance(host, Host) and Pipeline().host is Pipeline().host  # the default LibraryHost
+    assert isinstance(gpen_arch.GPEN(gpen_arch.GPENConfig(size=256, narrow=0.0625)), RestorationModel)
+    for hook in ("detecting", "model_for", "progress_for", "prepare_paste", "notify", "memory"):
+        assert not hasattr(Pipeline, hook), hook
+    with pytest.raises(TypeError, match="host must be a face_pipeline.protocols.Host .*, got MemoryPolicy"):
+        Pipeline(host=host.memory)
+    calls = []
+    traced = LibraryHost(on_progress=lambda done, total: calls.append((done, total)), interrupt=lambda: calls.append(0))
+    traced.check_interrupt()
+    traced.progress(3)(1, 3)
+    assert calls == [0, (1, 3)]

@@ -13,7 +13,7 @@ from face_pipeline.alignment import align_faces
 from face_pipeline.detection import load_detector
 from face_pipeline.errors import InvalidImageError, PasteError
 from face_pipeline.image import load_image
-from face_pipeline.paste import paste_faces
+from face_pipeline.paste import PasteOptions, paste_faces
 from face_pipeline.paste.protect import keep_weights
 from face_pipeline.pipeline import PipelineOptions, run_pipeline
 from face_pipeline.region import box_coverage, masks_for
@@ -111,8 +111,8 @@ def test_a_protected_region_is_left_exactly_as_it_was(detector, scale):
     batch = dataclasses.replace(batch, restored=torch.full_like(batch.crops, 0.5))
     protect = torch.zeros(1, 512, 512)
     protect[0, 90:115, 190:255] = 1.0  # a hand over the eyes (the face's box is x 178..268, y 63..176)
-    plain = paste_faces(batch, color_correction=False, scale=scale)
-    kept = paste_faces(batch, color_correction=False, scale=scale, protect=protect)
+    plain = paste_faces(batch, options=PasteOptions(color_correction=False, scale=scale))
+    kept = paste_faces(batch, protect=protect, options=PasteOptions(color_correction=False, scale=scale))
     s = scale
     inside = (slice(None), slice(None), slice(90 * s, 115 * s), slice(190 * s, 255 * s))
     assert torch.equal(kept.images[inside], plain.images[inside]) is False  # the face is there without protection

@@ -12,7 +12,7 @@ import torch
 from conftest import data_file
 
 from face_pipeline.alignment import align_faces
-from face_pipeline.paste import paste_faces
+from face_pipeline.paste import PasteOptions, paste_faces
 from face_pipeline.types import DetectedFace
 
 
@@ -44,11 +44,11 @@ def _restored(batch):
 def test_batched_frames_equal_frame_by_frame(clip, scale):
     frames, faces = clip
     batch = _restored(align_faces(frames, faces, size=256))  # one face per frame: the batched warp
-    together = paste_faces(batch, scale=scale)
+    together = paste_faces(batch, options=PasteOptions(scale=scale))
     for i, face in enumerate(faces):
         alone_batch = _restored(align_faces(frames[i:i + 1], [dataclasses.replace(face, image_index=0)], size=256))
         torch.testing.assert_close(batch.crops[i], alone_batch.crops[0], rtol=0, atol=1e-6)
-        alone = paste_faces(alone_batch, scale=scale)
+        alone = paste_faces(alone_batch, options=PasteOptions(scale=scale))
         torch.testing.assert_close(together.images[i], alone.images[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(together.face_masks[i], alone.face_masks[0], rtol=0, atol=1e-6)
     assert (together.images - frames.repeat_interleave(scale, -1).repeat_interleave(scale, -2)).abs().max() > 0.1

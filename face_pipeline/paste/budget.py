@@ -76,7 +76,7 @@ def paste_within_memory(batch: FaceBatch, *, options: PasteOptions = PasteOption
     extra = {"background": background, "protect": protect, "parsing_net": parsing_net, "source": source,
              "face_masks": face_masks}
     try:
-        return paste_faces(batch, images=images, **options.paste_kwargs(), **extra)
+        return paste_faces(batch, images=images, options=options, **extra)
     except (RuntimeError, MemoryError) as exc:
         if not memory.is_oom(exc):
             raise
@@ -120,7 +120,7 @@ def _one_by_one(batch: FaceBatch, images: torch.Tensor, device: torch.device, op
         if source is not None:  # the image's faces, at their positions in ``batch``, counted within the image
             source = functools.partial(_members_of, source, [i for i, f in enumerate(batch.faces)
                                                              if f.image_index == index])
-        result = paste_faces(one, images=image, **options.paste_kwargs(),
+        result = paste_faces(one, images=image, options=options,
                              **{**extra, "background": bg, "protect": one_protect, "source": source})
         parts.append(dataclasses.replace(result, images=result.images.cpu(), mask=result.mask.cpu(),
                                          face_masks=result.face_masks.cpu()))

@@ -25,7 +25,8 @@ from ..errors import InvalidImageError, PasteError
 from ..region import masks_for
 from ..types import FaceBatch, FaceSource, PasteResult, RestoredStep
 from .color import STATS_SIZE, gray_images, match_color, to_gray
-from .masks import ANALYTIC_MASKS, mask_at
+from .masks import ANALYTIC_MASKS, MASK_TYPES, mask_at
+from .options import PasteOptions
 from .parsing import ParsingNet, parsing_mask
 from .placement import PlacedFaces, Placement, place_faces, plan_placements
 from .protect import keep_weights
@@ -33,7 +34,7 @@ from .scale import choose_scale
 
 logger = logging.getLogger(__name__)
 
-MASK_TYPES = ("rounded_rect", "ellipse", "parsing", "parsing_no_hair")
+__all__ = ["MASK_TYPES", "crop_masks", "paste_faces"]
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -60,7 +61,11 @@ def crop_masks(faces: torch.Tensor, *, mask_type: str, feather: float,
     raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
 
 
-def _check_inputs(batch: FaceBatch, images: torch.Tensor, mask_type: str, feather: float) -> None:
+def _check_inputs(batch: FaceBatch, images: torch.Tensor, options: PasteOptions) -> None:
+    """``PasteError`` unless ``batch`` is restored and ``images`` are the ones its faces came from (the options were
+    checked when their record was built)."""
+    if not isinstance(options, PasteOptions):
+        raise TypeError(f"options must be a PasteOptions, got {type(options).__name__}")
     if batch.restored is None:
         raise PasteError("these faces have not been restored yet: run the restore step before pasting")
     if images.dim() != 4 or images.shape[0] != batch.num_images or tuple(images.shape[-2:]) != batch.image_size:
@@ -72,37 +77,29 @@ def _check_inputs(batch: FaceBatch, images: torch.Tensor, mask_type: str, feathe
     if batch.restored.dim() != 4 or batch.restored.shape[0] != batch.num_faces \
             or batch.restored.shape[-1] != batch.restored.shape[-2]:
         raise PasteError(f"restored faces must be [{batch.num_faces}, 3, S, S], got {list(batch.restored.shape)}")
-    if mask_type not in MASK_TYPES:
-        raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
-    if not 0 <= feather <= 0.5:
-        raise PasteError(f"feather must be between 0 and 0.5 of the face size, got {feather}")
 
 
 def paste_faces(
     batch: FaceBatch,
     *,
     images: torch.Tensor | None = None,
-    mask_type: str = "rounded_rect",
-    feather: float = 0.1,
-    color_correction: bool = True,
-    scale: int | str = 1,
-    max_output_size: int = 8192,
+    options: PasteOptions = PasteOptions(),
     background: torch.Tensor | None = None,
-    parsing_dir: str | Path | None = None,
     protect: torch.Tensor | None = None,
-    keep_gray: bool = True,
     parsing_net: ParsingNet | None = None,
     source: FaceSource | None = None,
     face_masks: bool = True,
 ) -> PasteResult:
     """Paste ``batch.restored`` ``[F, 3, S, S]`` (RGB 0..1) onto ``images`` (default ``batch.images``, which it must
-    match in shape) at output scale ``scale`` (1, 2, 4 or ``"auto"``, see ``scale.py``).
+    match in shape) with ``options`` (``PasteOptions``, validated when built): at output scale ``options.scale`` (1,
+    2, 4 or ``"auto"`` within ``max_output_size``, see ``scale.py``), with mask ``mask_type`` (one of
+    ``MASK_TYPES``) faded over ``feather`` of the crop side (0..0.5); ``color_correction``: match the restored
+    faces' colour statistics to the original crops' inside the mask (``color.py``); ``parsing_dir``: the folder
+    holding ``parsing_parsenet.pth`` or ``parsing_bisenet.pth`` for the parsing masks (unless ``parsing_net`` is
+    given, loaded); ``keep_gray``: faces of black-and-white images made gray (not in colorize mode).
 
-    ``mask_type``: one of ``MASK_TYPES``; ``feather``: the width of the mask's fade as a fraction of the crop side
-    (0..0.5); ``color_correction``: match the restored faces' colour statistics to the original crops' inside the
-    mask (``color.py``); ``background``: optional ``[B, 3, h, w]`` 0..1 images (e.g. from an upscale model) used
-    instead of the bicubic-resized input, resized to the output size if needed; ``parsing_dir``: the folder holding
-    ``parsing_parsenet.pth`` or ``parsing_bisenet.pth`` for the parsing masks; ``protect``: optional ``[N, H, W]``
+    ``background``: optional ``[B, 3, h, w]`` 0..1 images (e.g. from an upscale model) used instead of the
+    bicubic-resized input, resized to the output size if needed; ``protect``: optional ``[N, H, W]``
     0..1 mask (one per image or one for all, any size, resized to the output): where it is 1 the output keeps the
     background exactly (byte-identical), and its edge fades outwards over the face mask's feather (``protect.py``).
     Returns images ``[B, 3, H*s, W*s]`` float32, the combined mask ``[B, H*s, W*s]``, the per-face masks
@@ -114,8 +111,9 @@ def paste_faces(
     are alive at a time. Faces are composited in the same order either way, with the same values bit for bit.
     """
     images = batch.images if images is None else images
-    _check_inputs(batch, images, mask_type, feather)
-    s = choose_scale(batch, scale, max_output_size=max_output_size)
+    _check_inputs(batch, images, options)
+    mask_type, feather = options.mask_type, options.feather
+    s = choose_scale(batch, options.scale, max_output_size=options.max_output_size)
     height, width = batch.image_size
     out_h, out_w = height * s, width * s
     device = images.device
@@ -139,7 +137,7 @@ def paste_faces(
 
     size = batch.restored.shape[-1]
     placements = plan_placements(batch, scale=s, size=size)
-    gray = gray_images(images) if keep_gray and batch.restore_mode != "colorize" else None  # [B] bool
+    gray = gray_images(images) if options.keep_gray and batch.restore_mode != "colorize" else None  # [B] bool
     compositor = _Compositor(out, full_mask, per_face if face_masks else None, placements, protect=protect,
                              feather=feather)
     if source is None:
@@ -155,8 +153,7 @@ def paste_faces(
                 or step.crops.shape[0] != count:
             raise PasteError(f"the face source gave faces {step.first}..{step.first + count} "
                              f"{list(step.restored.shape)}, expected face {done} on, [n, 3, {size}, {size}]")
-        faces = _prepared(batch, step, images, gray, mask_type=mask_type, feather=feather,
-                          color_correction=color_correction, parsing_dir=parsing_dir, parsing_net=parsing_net)
+        faces = _prepared(batch, step, images, gray, options=options, parsing_net=parsing_net)
         masks = faces[1]
         mine = [p for p in placements if done <= p.face < done + count]
         compositor.add(place_faces(faces[0], mine, mask_type=mask_type, feather=feather, masks=masks, first=done))
@@ -168,17 +165,18 @@ def paste_faces(
 
 
 def _prepared(batch: FaceBatch, step: RestoredStep, images: torch.Tensor, gray: torch.Tensor | None, *,
-              mask_type: str, feather: float, color_correction: bool, parsing_dir: str | Path | None,
-              parsing_net: ParsingNet | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              options: PasteOptions, parsing_net: ParsingNet | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A step's restored faces ``[n, 3, S, S]`` on the images' device, colour-corrected and made gray as asked, and
     their crop-space masks ``[n, 1, S, S]`` (None for analytic masks: evaluated where they land). Face by face the
     same values as for the whole batch at once: every operation here treats each face on its own."""
     device = images.device
     faces = step.restored.to(device=device, dtype=torch.float32)
     size = faces.shape[-1]
+    mask_type, feather = options.mask_type, options.feather
     masks = None if mask_type in ANALYTIC_MASKS else crop_masks(faces, mask_type=mask_type, feather=feather,
-                                                                 parsing_dir=parsing_dir, parsing_net=parsing_net)
-    if color_correction:
+                                                                 parsing_dir=options.parsing_dir,
+                                                                 parsing_net=parsing_net)
+    if options.color_correction:
         originals = step.crops.to(device=device, dtype=torch.float32)
         stats_masks = masks if masks is not None else crop_masks(
             faces, mask_type=mask_type, feather=feather, size=min(STATS_SIZE, size))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 ANALYTIC_MASKS = ("rounded_rect", "ellipse")
+MASK_TYPES = (*ANALYTIC_MASKS, "parsing", "parsing_no_hair")  # every paste mask (``PasteOptions.mask_type``)
 MARGIN = 26 / 512
 CORNER = 0.12
 ELLIPSE_CENTRE, ELLIPSE_RADII = (0.5, 0.52), (0.38, 0.42)  # inside the 26/512 margin

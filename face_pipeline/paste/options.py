@@ -1,13 +1,13 @@
 """``PasteOptions``: how the paste stage (``paste_within_memory`` / ``paste_faces``) composites restored faces,
-validated once when built."""
+validated once when built. The stage functions take the record itself (``options=``), so a new paste option is
+its field here and its use, nothing in between."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..fields import check_fields, option
-from .compose import MASK_TYPES
+from .masks import MASK_TYPES
 from .scale import SCALES
 
 DEFAULT_MAX_OUTPUT_SIZE = 8192
@@ -20,7 +20,8 @@ class PasteOptions:
     (8192)."""
 
     mask_type: str = option("rounded_rect", "paste mask", choices=MASK_TYPES)
-    feather: float = option(0.1, "mask feather, a fraction of the face size", low=0.0, high=0.5)
+    feather: float = option(0.1, "softness of the mask edge, as a fraction of the face size",
+                             low=0.0, high=0.5)
     color_correction: bool = option(True, "match the restored face's colours to the original face", boolean=True)
     scale: int | str = option(1, "output scale; auto: the smallest that keeps the restored faces' detail",
                               choices=(*SCALES, "auto"))
@@ -37,7 +38,3 @@ class PasteOptions:
         if self.max_output_size == 0:
             object.__setattr__(self, "max_output_size", DEFAULT_MAX_OUTPUT_SIZE)
         check_fields(self)
-
-    def paste_kwargs(self) -> dict:
-        """The keyword arguments of ``paste_faces`` these options stand for."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # the same names

@@ -20,6 +20,7 @@ import logging
 import torch
 
 from ..memory import DEFAULT_MEMORY, MemoryPolicy
+from ..protocols import RestorationModel
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ USABLE_FRACTION = 0.8
 GPU_FACES_PER_STEP = 4  # faces per forward on an accelerator: progress and cancel stay within a few faces
 
 
-def bytes_per_face(model: torch.nn.Module, size: int, dtype: torch.dtype) -> int:
+def bytes_per_face(model: RestorationModel, size: int, dtype: torch.dtype) -> int:
     """Estimated peak bytes one more face adds to a forward at ``size`` in ``dtype`` (activations and copies)."""
     element = dtype.itemsize
     io = 2 * 3 * size * size * (element + 4)  # input and output, in the model's dtype and float32
@@ -37,7 +38,7 @@ def bytes_per_face(model: torch.nn.Module, size: int, dtype: torch.dtype) -> int
     return int(estimate(1, dtype)) + io
 
 
-def pending_weight_bytes(model: torch.nn.Module, device: torch.device) -> int:
+def pending_weight_bytes(model: RestorationModel, device: torch.device) -> int:
     """Bytes of derived weights (folded blurs, gpen_arch/runtime/weight_cache.py) the model will build on its first
     forward on ``device`` and has not built yet: they come out of the same free memory as the batch."""
     total = getattr(model, "derived_weight_bytes", None)
@@ -52,7 +53,7 @@ def faces_per_step(device: torch.device) -> int:
     return 1 if device.type == "cpu" else GPU_FACES_PER_STEP
 
 
-def auto_batch_size(model: torch.nn.Module, *, size: int, dtype: torch.dtype, device: torch.device,
+def auto_batch_size(model: RestorationModel, *, size: int, dtype: torch.dtype, device: torch.device,
                     faces: int, memory: MemoryPolicy = DEFAULT_MEMORY) -> int:
     """The largest batch (1..``faces_per_step``, at most ``faces``) that the memory estimate says fits."""
     per_face = bytes_per_face(model, size, dtype)

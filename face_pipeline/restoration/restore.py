@@ -18,6 +18,7 @@ from ..alignment import realign
 from ..errors import RestoreError, RestoreOutOfMemory
 from ..types import FaceBatch
 from ..memory import DEFAULT_MEMORY, MemoryPolicy
+from ..protocols import RestorationModel
 from .batching import auto_batch_size
 from .masks import masks_in_crop_space
 from .modes import finish_output, prepare_input
@@ -26,7 +27,7 @@ from .options import RestoreOptions
 logger = logging.getLogger(__name__)
 
 
-def model_size(model: torch.nn.Module) -> int:
+def model_size(model: RestorationModel) -> int:
     """The crop side the model takes (``model.config.size``)."""
     size = getattr(getattr(model, "config", None), "size", None)
     if not isinstance(size, int) or size <= 0:
@@ -35,7 +36,7 @@ def model_size(model: torch.nn.Module) -> int:
     return size
 
 
-def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+def model_device_dtype(model: RestorationModel) -> tuple[torch.device, torch.dtype]:
     """Device and dtype of the model's first parameter (CPU float32 for a model without parameters)."""
     param = next(model.parameters(), None)
     if param is None:
@@ -43,7 +44,7 @@ def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtyp
     return param.device, param.dtype
 
 
-def _forward(model: torch.nn.Module, crops: torch.Tensor, *, device: torch.device, dtype: torch.dtype,
+def _forward(model: RestorationModel, crops: torch.Tensor, *, device: torch.device, dtype: torch.dtype,
              check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
     """``[n, 3, S, S]`` 0..1 (any device) -> ``[n, 3, S, S]`` float32 0..1 on ``crops.device``. ``check_interrupt``
     also runs between the network's blocks when the model offers it (``gpen_arch``'s ``GPEN.between_blocks``)."""
@@ -60,7 +61,7 @@ def _forward(model: torch.nn.Module, crops: torch.Tensor, *, device: torch.devic
 
 
 def restore_faces(
-    model: torch.nn.Module,
+    model: RestorationModel,
     batch: FaceBatch,
     *,
     options: RestoreOptions = RestoreOptions(),
@@ -69,9 +70,10 @@ def restore_faces(
     check_interrupt: Callable[[], None] | None = None,
     memory: MemoryPolicy = DEFAULT_MEMORY,
 ) -> FaceBatch:
-    """Restore every crop of ``batch``; returns a copy with ``restored`` ``[F, 3, S, S]`` float32 RGB 0..1 on the
-    crops' device, S the model's size (``model.config.size``). When ``batch.size != S`` the crops are re-made at S
-    from the source images first (``alignment.realign``), so the returned batch has ``size == S``.
+    """Restore every crop of ``batch`` with ``model`` (``protocols.RestorationModel``: a GPEN); returns a copy with
+    ``restored`` ``[F, 3, S, S]`` float32 RGB 0..1 on the crops' device, S the model's size (``model.config.size``).
+    When ``batch.size != S`` the crops are re-made at S from the source images first (``alignment.realign``), so the
+    returned batch has ``size == S``.
 
     The forward runs where the model is, in its precision (the caller, e.g. ComfyUI, owns where the model lives).
     ``options`` (``RestoreOptions``, validated when built):
