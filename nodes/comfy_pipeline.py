@@ -45,7 +45,8 @@ class ComfyHost:
     @contextlib.contextmanager
     def detecting(self, detector: FaceDetector | None) -> Iterator[None]:
         """One detection at a time per detector, its network loaded by ComfyUI."""
-        assert self.face_detector is not None, "a pipeline that detects is built with its detector handle"
+        if self.face_detector is None:
+            raise TypeError("a pipeline that detects is built with its detector handle")
         with self.face_detector.lock:
             bridge.load_on_device([self.face_detector.patcher])
             yield

@@ -78,7 +78,7 @@ def test_every_node_input_is_as_before(mappings):
 def test_the_snapshot_knows_every_widget():
     """The snapshot is not empty or partial: it holds the paste widgets with their bounds and tooltips."""
     before = json.loads(SNAPSHOT.read_text())
-    paste = dict((name, (kind, extra)) for name, kind, extra in before["GPENPasteFaces"]["required"])
+    paste = {name: (kind, extra) for name, kind, extra in before["GPENPasteFaces"]["required"]}
     assert paste["max_output_size"] == ("INT", {"default": 8192, "min": 512, "max": 16384, "step": 64,
                                                 "tooltip": "With output_scale auto: the output's longest side "
                                                            "stays within this."})
