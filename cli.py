@@ -81,7 +81,6 @@ from gpen_arch.runtime.precision import DTYPES
 logger = logging.getLogger("gpen.cli")
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # the layout of ComfyUI's models folder
 DEFAULT_DETECTOR_DIR = MODELS_DIR / "facedetection"
-MAX_OUTPUT_SIDE = 4 * MAX_SIDE  # --max-output-size upper bound
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -91,37 +90,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (python cli.py --help lists the options)\n")
 
 
-#: flags that set one stage option each: type, default, choices, range and help come from the record's field
-#: (``fields.option``), so a new option with a flag is its record field, its use, and one line here
-OPTION_FLAGS = {
-    "--threshold": (DetectOptions, "score_threshold"), "--rotations": (DetectOptions, "rotations"),
-    "--select": (DetectOptions, "select"), "--max-faces": (DetectOptions, "max_faces"),
-    "--min-face-size": (DetectOptions, "min_face_size"), "--template": (AlignOptions, "template"),
-    "--mode": (RestoreOptions, "mode"), "--strength": (RestoreOptions, "strength"),
-    "--mask": (PasteOptions, "mask_type"), "--feather": (PasteOptions, "feather"), "--scale": (PasteOptions, "scale"),
-    "--max-output-size": (PasteOptions, "max_output_size"), "--batch-size": (RestoreOptions, "batch_size"),
-    "--fill-gaps": (VideoOptions, "fill_gaps"),
-}
+#: flags that set one stage option each, flag -> (record, field name), filled by ``add_option_flag``: type, default,
+#: choices, range and help come from the record's field (``fields.option``), so a new option with a flag is its
+#: record field, its use, and one ``add_option_flag`` line in ``parse_args``
+OPTION_FLAGS: dict[str, tuple[type, str]] = {}
 
 
-def _dest(flag: str) -> str:
-    return flag[2:].replace("-", "_")
-
-
-def add_option_flag(parser: argparse.ArgumentParser, flag: str, **overrides) -> None:
-    """``flag`` (one of ``OPTION_FLAGS``) with the default, type or choices, and help of its stage option."""
-    record, name = OPTION_FLAGS[flag]
+def add_option_flag(parser: argparse.ArgumentParser, flag: str, record: type, name: str, **overrides) -> None:
+    """``flag`` setting field ``name`` of stage record ``record``, with the field's default, type or choices, and
+    help. A boolean field that is on by default takes a ``--no-...`` flag that turns it off."""
+    OPTION_FLAGS[flag] = (record, name)
     default = next(f.default for f in dataclasses.fields(record) if f.name == name)
     option_spec = spec(record, name)
-    if option_spec.choices:  # typed as text, as the user gives it (--scale 2)
+    kwargs: dict = {}
+    if option_spec.boolean:
+        kwargs = {"action": "store_false" if default else "store_true", "default": default}
+    elif option_spec.choices:  # typed as text, as the user gives it (--scale 2)
         kwargs = {"choices": [str(c) for c in option_spec.choices], "default": str(default)}
     else:
         kwargs = {"type": int if option_spec.whole else float, "default": default}
     bounds = ""
     if option_spec.low is not None:
         bounds = f" ({option_spec.low:g}..{option_spec.high:g})" if option_spec.high is not None else ""
-    kwargs["help"] = option_spec.help + bounds
-    parser.add_argument(flag, **{**kwargs, **overrides})
+    kwargs["help"] = overrides.pop("help", option_spec.help) + bounds
+    parser.add_argument(flag, dest=name, **{**kwargs, **overrides})  # args.<field name>
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,36 +133,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder of detector weights (default: models/facedetection beside cli.py)")
     parser.add_argument("--no-download", action="store_true", help="never download detector weights")
-    add_option_flag(parser, "--threshold")
+    add_option_flag(parser, "--threshold", DetectOptions, "score_threshold")
     parser.add_argument("--detector-max-side", type=int, default=None,
                         help=f"long side of the downscaled copy large images are searched on (64..{MAX_SIDE}; "
                              f"default: the detector's own); raise it to find small faces in big frames")
-    add_option_flag(parser, "--rotations")
-    add_option_flag(parser, "--select", choices=["all", "largest"])  # indices: the nodes only
-    add_option_flag(parser, "--max-faces")
-    add_option_flag(parser, "--min-face-size")
-    add_option_flag(parser, "--template")
-    add_option_flag(parser, "--mode")
+    add_option_flag(parser, "--rotations", DetectOptions, "rotations")
+    add_option_flag(parser, "--select", DetectOptions, "select", choices=["all", "largest"])  # indices: the nodes only
+    add_option_flag(parser, "--max-faces", DetectOptions, "max_faces")
+    add_option_flag(parser, "--min-face-size", DetectOptions, "min_face_size")
+    add_option_flag(parser, "--template", AlignOptions, "template")
+    add_option_flag(parser, "--mode", RestoreOptions, "mode")
     parser.add_argument("--inpaint-masks",
                         help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
-    add_option_flag(parser, "--strength")
-    add_option_flag(parser, "--mask")
-    add_option_flag(parser, "--feather")
+    add_option_flag(parser, "--strength", RestoreOptions, "strength")
+    add_option_flag(parser, "--mask", PasteOptions, "mask_type")
+    add_option_flag(parser, "--feather", PasteOptions, "feather")
     parser.add_argument("--parsing-dir", default=str(DEFAULT_DETECTOR_DIR),
                         help="folder with parsing_parsenet.pth or parsing_bisenet.pth (default: models/facedetection "
                              "beside cli.py)")
-    parser.add_argument("--no-color-correction", action="store_true", help="keep the model's colours as they are")
-    parser.add_argument("--no-keep-gray", action="store_true",
-                        help="let faces in black-and-white images come out in colour (by default a black-and-white "
-                             "image stays black-and-white; colorize mode always keeps the colour)")
-    add_option_flag(parser, "--scale")
-    add_option_flag(parser, "--max-output-size", help=f"cap of the output's long side (64..{MAX_OUTPUT_SIDE}): auto "
-                                                      f"picks a scale within it, an explicit scale beyond it skips "
-                                                      f"that input")
+    add_option_flag(parser, "--no-color-correction", PasteOptions, "color_correction",
+                    help="keep the model's colours as they are")
+    add_option_flag(parser, "--no-keep-gray", PasteOptions, "keep_gray",
+                    help="let faces in black-and-white images come out in colour (by default a black-and-white image "
+                         "stays black-and-white; colorize mode always keeps the colour)")
+    add_option_flag(parser, "--scale", PasteOptions, "scale")
+    add_option_flag(parser, "--max-output-size", PasteOptions, "max_output_size",
+                    help="cap of the output's long side: auto picks a scale within it, an explicit scale beyond it "
+                         "skips that input")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
-    add_option_flag(parser, "--batch-size")
+    add_option_flag(parser, "--batch-size", RestoreOptions, "batch_size")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help=f"CPU threads this run computes with (PyTorch and OpenCV; 1..{MAX_THREADS}, default "
                              f"%(default)s), and with --engine ray those of each worker, which reserves as many CPUs: "
@@ -187,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video-frames", action="store_true",
                         help="the inputs are the ordered frames of one video: track faces (never across a scene "
                              "cut), fill in a face missed for up to --fill-gaps frames, smooth landmarks")
-    add_option_flag(parser, "--fill-gaps",
+    add_option_flag(parser, "--fill-gaps", VideoOptions, "fill_gaps",
                     help="--video-frames: a face missed for at most this many frames between two frames where it "
                          "was found is filled in and restored there too (0 = off; default %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
@@ -266,12 +259,10 @@ def resolve_model_path(value: str) -> Path:
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
     """The stage records the flags set; a value a record refuses is a ``UsageError`` naming its flag."""
-    values = {name: getattr(args, _dest(flag)) for flag, (_, name) in OPTION_FLAGS.items()}
+    values = {name: getattr(args, name) for _, name in OPTION_FLAGS.values()}
     values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
     try:
-        return PipelineOptions.of(**values, color_correction=not args.no_color_correction,
-                                  keep_gray=not args.no_keep_gray, parsing_dir=args.parsing_dir,
-                                  track=args.video_frames)
+        return PipelineOptions.of(**values, parsing_dir=args.parsing_dir, track=args.video_frames)
     except ValueError as exc:
         raise UsageError(_flag_error(str(exc), values)) from exc
 

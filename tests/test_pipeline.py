@@ -243,8 +243,10 @@ def test_the_cli_flags_take_their_defaults_and_choices_from_the_records():
     defaults = cli.build_options(cli.parse_args(["photo.jpg", "--model", "m.pth", "--output", "out"]))
     assert defaults == PipelineOptions.of(parsing_dir=str(cli.DEFAULT_DETECTOR_DIR))
     args = cli.parse_args(["p.jpg", "--model", "m.pth", "--output", "o", "--scale", "auto", "--mask", "parsing",
-                           "--threshold", "0.5", "--fill-gaps", "0", "--no-color-correction"])
+                           "--threshold", "0.5", "--fill-gaps", "0", "--no-color-correction", "--no-keep-gray"])
     options = cli.build_options(args)
+    assert options.paste.keep_gray is False and args.keep_gray is False  # a boolean field: its --no- flag
+    assert {name for _, name in cli.OPTION_FLAGS.values()} >= {"color_correction", "keep_gray", "feather", "scale"}
     assert options.paste.scale == "auto" and options.paste.mask_type == "parsing"
     assert options.detect.score_threshold == 0.5 and options.video.fill_gaps == 0
     assert options.paste.color_correction is False
