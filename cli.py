@@ -327,7 +327,7 @@ def convert_main(argv: list[str]) -> int:
             raise ConversionError(f"{path} already exists; pass --overwrite to replace it") from exc
 
     try:
-        config = convert_to_safetensors(args.source, args.destination, overwrite=args.overwrite, write=write)
+        config = convert_to_safetensors(args.source, args.destination, write=write, overwrite=args.overwrite)
     except ConversionError as exc:
         return fail(exc, 2)
     except (GPENError, OSError, OutputWriteError) as exc:

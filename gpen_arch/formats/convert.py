@@ -1,15 +1,14 @@
 """Converting any GPEN file this package reads (``.onnx``, ``.pth``, ...) into a plain ``.safetensors`` state dict.
 
-The output is the released checkpoint layout (every key, blur kernels included, float32), written to a temporary
-file beside the destination and renamed into place, so an interrupted conversion never leaves a half-written model
-and an existing file is replaced only when asked.
+The output is the released checkpoint layout (every key, blur kernels included, float32), handed as bytes to the
+caller's atomic writer (``cli.py convert``: the batch jobs' one, a temporary file renamed into place), so an
+interrupted conversion never leaves a half-written model and an existing file is replaced only when asked.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +23,12 @@ class ConversionError(GPENError):
 
 
 def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike, *,
-                           overwrite: bool = False, write: Callable[[Path, bytes], None] | None = None) -> GPENConfig:
+                           write: Callable[[Path, bytes], None], overwrite: bool = False) -> GPENConfig:
     """Read ``source`` (any supported GPEN file), check it is a complete GPEN FullGenerator, and write its state
-    dict to ``destination`` (``.safetensors``). Returns the inferred config. ``write(destination, data)``: the
-    caller's atomic writer, given the file's bytes (None: a temporary file beside it, renamed into place)."""
-    from safetensors.torch import save, save_file
+    dict to ``destination`` (``.safetensors``) through ``write(destination, data)``: the caller's atomic writer
+    (the pack has one, ``face_jobs.writer.write_atomically``; the network package writes no file itself). Returns
+    the inferred config."""
+    from safetensors.torch import save
 
     source, destination = Path(source), Path(destination)
     if destination.suffix.lower() != ".safetensors":
@@ -45,18 +45,5 @@ def convert_to_safetensors(source: str | os.PathLike, destination: str | os.Path
                 "gpen_config": json.dumps({"size": config.size, "channel_multiplier": config.channel_multiplier,
                                            "narrow": config.narrow, "style_dim": config.style_dim,
                                            "n_mlp": config.n_mlp})}
-    if write is not None:
-        write(destination, save(tensors, metadata=metadata))
-        return config
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        if destination.exists() and not overwrite:  # appeared while we converted
-            raise ConversionError(f"{destination} already exists; pass --overwrite to replace it")
-        os.replace(temporary, destination)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write(destination, save(tensors, metadata=metadata))
     return config
