@@ -101,6 +101,7 @@ def import_pack(name: str = "comfyui-gpen"):
 # The pack as ComfyUI loads it, with the ComfyUI test double (tests/comfy_double): fixtures and inputs that
 # test_nodes*.py share (module-scoped fixtures: each test module gets its own pack).
 DOUBLE = REPO_ROOT / "tests" / "comfy_double"  # the ComfyUI test double
+PACK_UNDER_TEST = "comfyui-gpen-under-test"  # the folder name the node tests import the pack under
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +119,14 @@ def pack(tmp_path_factory):  # -> (the pack's module, the models folder)
     (models / "facerestore_models").mkdir()
     (models / "facerestore_models" / "notes.txt").write_text("not a model")
     sys.path.insert(0, str(DOUBLE))
-    for name in [n for n in sys.modules if n in ("folder_paths", "server") or n.split(".")[0] in ("comfy",
-                                                                                                  "comfy_execution")]:
+    # a fresh ComfyUI double and a fresh pack registered with it: each test module gets its own, whichever ran before
+    fresh = ("folder_paths", "server", "comfy", "comfy_execution", PACK_UNDER_TEST)
+    for name in [n for n in sys.modules if n in fresh or n.split(".")[0] in fresh]:
         del sys.modules[name]
     import folder_paths
 
     folder_paths.models_dir = str(models)
-    module = import_pack("comfyui-gpen-under-test")
+    module = import_pack(PACK_UNDER_TEST)
     yield module, models
     sys.path.remove(str(DOUBLE))
 
