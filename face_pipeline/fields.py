@@ -14,7 +14,10 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ def option(default: Any, help: str, **spec) -> Any:
     return dataclasses.field(default=default, metadata={"option": OptionSpec(help=help, **spec)})
 
 
-def spec(record: type | object, name: str) -> OptionSpec:
+def spec(record: DataclassInstance | type[DataclassInstance], name: str) -> OptionSpec:
     """The ``OptionSpec`` of field ``name`` of a record (class or instance)."""
     for f in dataclasses.fields(record):
         if f.name == name:
@@ -75,7 +78,7 @@ def check_value(name: str, value, option_spec: OptionSpec) -> None:
         check_range(name, value, option_spec.low, option_spec.high, whole=option_spec.whole)
 
 
-def check_fields(record: object) -> None:
+def check_fields(record: DataclassInstance) -> None:
     """Validate every option field of ``record`` from its metadata (fields without it are left to the record)."""
     for f in dataclasses.fields(record):
         if "option" in f.metadata:

@@ -26,7 +26,7 @@ import torch
 
 from .alignment import align_faces, crop_faces, face_affines
 from .detection import FaceDetector, detect_faces
-from .errors import InvalidImageError
+from .errors import DetectorError, InvalidImageError, RestoreError
 from .host import DEFAULT_HOST, LibraryHost
 from .image import check_unit_range
 from .options import (
@@ -95,7 +95,8 @@ def find_choices(images: torch.Tensor, *, detector: FaceDetector, options: Detec
     check_images(images)
     masks = None
     if region is not None:  # checked before the detector runs
-        masks = masks_for(region, batch=int(images.shape[0]), size=tuple(images.shape[-2:]), what="region mask")
+        masks = masks_for(region, batch=int(images.shape[0]), size=(int(images.shape[-2]), int(images.shape[-1])),
+                          what="region mask")
     found = detect_faces(detector, images, rotations=options.rotations, score_threshold=options.score_threshold)
     if check_interrupt is not None:
         check_interrupt()
@@ -162,6 +163,10 @@ def stabilise_choices(choices: list[list[FaceChoice]], *, options: VideoOptions,
 
 
 # ------------------------------------------------------------------------------------------------- the assembly
+_NO_MODEL = ("this pipeline has no restoration model (it was built with model=None, to detect only): build it with "
+             "a model to align or restore faces")
+
+
 class Pipeline:
     """The pipeline for one ``model``, ``detector`` and ``options`` (``PipelineOptions``: one record per stage), in
     ``host`` (``protocols.Host``: memory, progress, Cancel, model and detector placement, notes; default: a
@@ -178,14 +183,26 @@ class Pipeline:
                             f"detecting, model_for, prepare_paste, notify), got {type(host).__name__}")
         self.model, self.detector, self.options, self.host = model, detector, options, host
 
-    def _model_for(self, faces: int) -> RestorationModel | None:
-        """The model, where the host wants it for ``faces`` faces."""
-        return self.host.model_for(self.model, faces)
+    def _model(self) -> RestorationModel:
+        """The model; ``RestoreError`` for a pipeline built without one."""
+        if self.model is None:
+            raise RestoreError(_NO_MODEL)
+        return self.model
+
+    def _model_for(self, faces: int) -> RestorationModel:
+        """The model, where the host wants it for ``faces`` faces; ``RestoreError`` for a pipeline without one."""
+        model = self.host.model_for(self.model, faces)
+        if model is None:
+            raise RestoreError(_NO_MODEL)
+        return model
 
     # -------------------------------------------------------------------------------------------------- stages
     def find(self, images: torch.Tensor, *, region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
         """Detection and selection (``find_choices`` with ``options.detect``)."""
         with self.host.detecting(self.detector):
+            if self.detector is None:
+                raise DetectorError("this pipeline has no face detector (it was built with detector=None, to restore "
+                                    "and paste only): build it with a detector to find faces")
             chosen = find_choices(images, detector=self.detector, options=self.options.detect, region=region,
                                   check_interrupt=self.host.check_interrupt)
         for message in selection_notes(chosen, mode=self.options.detect.select, indices=self.options.detect.indices):
@@ -200,7 +217,7 @@ class Pipeline:
               size: int | None = None) -> FaceBatch:
         """The faces' crops at ``size`` (default: the model's) with ``options.align``."""
         faces = [face for per_image in faces_per_image for face in per_image]
-        size = model_size(self.model) if size is None else size
+        size = model_size(self._model()) if size is None else size
         return align_faces(images, faces, size=size, template=self.options.align.template)
 
     def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None,
@@ -393,16 +410,17 @@ class _FaceStream:
                                  on_progress=lambda done, _n: self.progress(min(base + done, total), total))
         self.seconds["restore"] += time.perf_counter() - restoring
         self._hand_on(chunk, batch)
-        return RestoredStep(first=start, crops=batch.crops, restored=batch.restored)
+        return RestoredStep(first=start, crops=batch.crops, restored=batch.restored_faces())
 
     def _hand_on(self, chunk: list[int], batch: FaceBatch) -> None:
         """Keeps the step's faces when asked and gives the new ones to ``on_restored``."""
+        restored = batch.restored_faces()
         if self.keep_faces:
             if self.kept is None:
-                shape = (len(self.faces), *batch.restored.shape[1:])
-                self.kept = (batch.crops.new_empty(shape), batch.restored.new_empty(shape))
+                shape = (len(self.faces), *restored.shape[1:])
+                self.kept = (batch.crops.new_empty(shape), restored.new_empty(shape))
             take = torch.as_tensor(chunk, dtype=torch.long, device=batch.crops.device)
-            self.kept[0][take], self.kept[1][take] = batch.crops, batch.restored
+            self.kept[0][take], self.kept[1][take] = batch.crops, restored
         new = [k for k, i in enumerate(chunk) if i not in self.delivered]
         self.delivered.update(chunk)
         if self.on_restored is not None and new:
@@ -411,7 +429,7 @@ class _FaceStream:
                 batch = dataclasses.replace(batch, faces=tuple(batch.faces[k] for k in new),
                                             crops=batch.crops[rows.to(batch.crops.device)],
                                             affines=batch.affines[rows], inverse_affines=batch.inverse_affines[rows],
-                                            restored=batch.restored[rows.to(batch.restored.device)])
+                                            restored=restored[rows.to(restored.device)])
             self.on_restored(batch)
 
     def restored(self) -> FaceBatch | None:

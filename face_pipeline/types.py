@@ -117,6 +117,12 @@ class FaceBatch:
     def image_indices(self) -> tuple[int, ...]:
         return tuple(face.image_index for face in self.faces)
 
+    def restored_faces(self) -> torch.Tensor:
+        """``restored`` ``[F, 3, size, size]``; ``ValueError`` when these faces have not been restored yet."""
+        if self.restored is None:
+            raise ValueError("these faces have not been restored yet: run the restore step (restore_faces) first")
+        return self.restored
+
 
 @dataclass(frozen=True)
 class RestoredStep:

@@ -70,6 +70,9 @@ class GPENFaceRestore(CheckedWidgets):
             images, region=bridge.mask_to_pipeline(region_mask, "region_mask"),
             protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"), keep_faces=False,  # streamed
             background=None if background is None else bridge.image_to_pipeline(background, "background"))
+        if report.choices is None:  # Pipeline.run always reports every face it found
+            raise RuntimeError("the pipeline's report came without the faces it found (PipelineReport.choices is "
+                               "None): a bug in face_pipeline.Pipeline.run, please report it")
         annotated, faces_json = preview_and_report(images, report.choices, face_detector=face_detector,
                                                    options=options.detect, restored=True, model_size=gpen_model.size,
                                                    output_scale=result.scale)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -266,7 +266,7 @@ def module_patcher(module: torch.nn.Module | None) -> object | None:
                                             offload_device=mm.unet_offload_device(), size=model_bytes(module))
 
 
-def load_on_device(patchers: list, memory_required: int = 0, keep: list = ()) -> None:
+def load_on_device(patchers: list, memory_required: int = 0, keep: Sequence = ()) -> None:
     """Have ComfyUI load these patchers (None entries skipped) and free ``memory_required`` bytes beside them,
     without offloading the already loaded ``keep`` patchers (the GPEN model of a streamed restore and paste)."""
     wanted = [p for p in patchers if p is not None]
@@ -279,7 +279,7 @@ def load_on_device(patchers: list, memory_required: int = 0, keep: list = ()) ->
 _PARSING: dict[tuple[str, float], tuple[object, object]] = {}  # (path, mtime) -> (ParsingNet, its ModelPatcher)
 
 
-def parsing_net_on_device(folder: str | None, memory_required: int = 0, keep: list = ()):
+def parsing_net_on_device(folder: str | None, memory_required: int = 0, keep: Sequence = ()):
     """The face-parsing network from ``folder`` under ComfyUI's model management, loaded to its device (with
     ``memory_required`` more bytes freed for the paste that uses it, the ``keep`` patchers left loaded)."""
     from ..face_pipeline.paste.parsing import find_parsing_weights, load_parsing_net

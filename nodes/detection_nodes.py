@@ -21,8 +21,8 @@ CROP_SIZES = ("256", "512", "1024", "2048")
 def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, options: DetectOptions,
                        restored: bool, model_size: int | None = None, output_scale: int | None = None):
     """The annotated preview (ComfyUI IMAGE) and the JSON face report of a run."""
-    report = faces_report(choices, image_size=tuple(images.shape[-2:]), restored=restored, model_size=model_size,
-                          output_scale=output_scale, detector=face_detector.detector.name,
+    report = faces_report(choices, image_size=(int(images.shape[-2]), int(images.shape[-1])), restored=restored,
+                          model_size=model_size, output_scale=output_scale, detector=face_detector.detector.name,
                           rotations=options.rotations)
     return bridge.image_to_comfy(annotate_faces(images, choices)), faces_json(report)
 

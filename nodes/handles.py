@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from ..gpen_arch import GPEN
 
 GPEN_MODEL = "GPEN_MODEL"
 GPEN_FACE_DETECTOR = "GPEN_FACE_DETECTOR"
 GPEN_FACES = "GPEN_FACES"  # a face_pipeline.types.FaceBatch
 
 
+class ModelPatcherLike(Protocol):
+    """What the nodes use of ComfyUI's ``comfy.model_patcher.ModelPatcher`` (and of its test double)."""
+
+    model: GPEN
+    load_device: torch.device
+
+
 @dataclass(frozen=True)
 class GPENModelHandle:
     """A loaded GPEN wrapped in ComfyUI's ModelPatcher (so ComfyUI loads and offloads it with everything else)."""
 
-    patcher: object  # comfy.model_patcher.ModelPatcher around a gpen_arch.GPEN
+    patcher: ModelPatcherLike  # comfy.model_patcher.ModelPatcher around a gpen_arch.GPEN
     file_name: str
     size: int
-    dtype: object  # torch.dtype the weights were cast to
+    dtype: torch.dtype  # the weights were cast to it
 
 
 @dataclass(frozen=True)

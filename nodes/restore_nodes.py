@@ -64,5 +64,5 @@ class GPENRestoreFaces(CheckedWidgets):
         options = pipeline_options(options, mode=mode)
         restored = comfy_pipeline(gpen_model=gpen_model, options=options).restore(
             faces, inpaint_masks=bridge.mask_to_pipeline(inpaint_mask, "inpaint_mask"))
-        preview = crops_or_placeholder(restored.restored, restored.size)
+        preview = crops_or_placeholder(restored.restored_faces(), restored.size)
         return (restored, bridge.image_to_comfy(preview))

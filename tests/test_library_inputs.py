@@ -1,16 +1,18 @@
 """Bad values handed to the library (not the CLI) get the project's own errors: PipelineOptions fields, half-precision
-and NaN images, NaN landmarks."""
+and NaN images, NaN landmarks, a pipeline without a model or detector, faces not restored yet."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 from face_pipeline.alignment.transform import similarity_transform
-from face_pipeline.errors import InvalidImageError
+from face_pipeline.errors import DetectorError, InvalidImageError, RestoreError
 from face_pipeline.pipeline import DetectOptions, Pipeline, PipelineOptions, find_faces
-from face_pipeline.types import DetectedFace
+from face_pipeline.types import DetectedFace, FaceBatch
 
 NAN, INF = float("nan"), float("inf")
 
@@ -73,3 +75,23 @@ def test_nan_landmarks_are_refused_with_our_message():
         DetectedFace(box=(0.0, 0.0, 30.0, 30.0), score=0.9, landmarks=points, image_index=0)
     with pytest.raises(ValueError, match="the landmarks contain NaN or infinite values"):
         similarity_transform(np.array(points), np.zeros((5, 2)))
+
+
+def test_a_pipeline_without_a_model_or_detector_says_so():
+    images = torch.rand(1, 3, 32, 32)
+    with pytest.raises(RestoreError, match=r"this pipeline has no restoration model \(it was built with model=None"):
+        Pipeline(model=None).align(images, [[]])
+    with pytest.raises(RestoreError, match=r"this pipeline has no restoration model"):
+        Pipeline(model=None).restore_and_paste(images, [[]])
+    with pytest.raises(DetectorError, match=r"this pipeline has no face detector \(it was built with detector=None"):
+        Pipeline(model=None).find(images)
+
+
+def test_faces_not_restored_yet_have_no_restored_faces():
+    empty = torch.zeros(0, 3, 8, 8)
+    affines = torch.zeros(0, 2, 3, dtype=torch.float64)
+    batch = FaceBatch(images=torch.rand(1, 3, 32, 32), faces=(), crops=empty, affines=affines,
+                      inverse_affines=affines, size=8, template="gpen")
+    with pytest.raises(ValueError, match=r"these faces have not been restored yet: run the restore step"):
+        batch.restored_faces()
+    assert dataclasses.replace(batch, restored=empty).restored_faces() is empty

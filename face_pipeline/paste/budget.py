@@ -52,12 +52,13 @@ def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.de
             faces=[dataclasses.replace(batch.faces[i], image_index=0) for i in members],
             affines=batch.affines[take], inverse_affines=batch.inverse_affines[take], size=batch.size,
             template=batch.template, restore_mode=batch.restore_mode), images[index:index + 1].to(device)
+    restored = batch.restored_faces()
     one = dataclasses.replace(
         batch, images=batch.images[index:index + 1].to(device),
         faces=tuple(dataclasses.replace(batch.faces[i], image_index=0) for i in members),
         crops=batch.crops[take.to(batch.crops.device)].to(device),
         affines=batch.affines[take], inverse_affines=batch.inverse_affines[take],
-        restored=batch.restored[take.to(batch.restored.device)].to(device))
+        restored=restored[take.to(restored.device)].to(device))
     return one, images[index:index + 1].to(device)
 
 

@@ -61,9 +61,9 @@ def crop_masks(faces: torch.Tensor, *, mask_type: str, feather: float,
     raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
 
 
-def _check_inputs(batch: FaceBatch, images: torch.Tensor, options: PasteOptions) -> None:
+def _check_inputs(batch: FaceBatch, images: torch.Tensor, options: PasteOptions) -> torch.Tensor:
     """``PasteError`` unless ``batch`` is restored and ``images`` are the ones its faces came from (the options were
-    checked when their record was built)."""
+    checked when their record was built). Returns ``batch.restored``."""
     if not isinstance(options, PasteOptions):
         raise TypeError(f"options must be a PasteOptions, got {type(options).__name__}")
     if batch.restored is None:
@@ -77,6 +77,7 @@ def _check_inputs(batch: FaceBatch, images: torch.Tensor, options: PasteOptions)
     if batch.restored.dim() != 4 or batch.restored.shape[0] != batch.num_faces \
             or batch.restored.shape[-1] != batch.restored.shape[-2]:
         raise PasteError(f"restored faces must be [{batch.num_faces}, 3, S, S], got {list(batch.restored.shape)}")
+    return batch.restored
 
 
 def paste_faces(
@@ -111,7 +112,7 @@ def paste_faces(
     are alive at a time. Faces are composited in the same order either way, with the same values bit for bit.
     """
     images = batch.images if images is None else images
-    _check_inputs(batch, images, options)
+    restored = _check_inputs(batch, images, options)
     mask_type, feather = options.mask_type, options.feather
     s = choose_scale(batch, options.scale, max_output_size=options.max_output_size)
     height, width = batch.image_size
@@ -135,13 +136,13 @@ def paste_faces(
     if batch.num_faces == 0:
         return PasteResult(images=out, mask=full_mask, face_masks=per_face, scale=s)
 
-    size = batch.restored.shape[-1]
+    size = restored.shape[-1]
     placements = plan_placements(batch, scale=s, size=size)
     gray = gray_images(images) if options.keep_gray and batch.restore_mode != "colorize" else None  # [B] bool
     compositor = _Compositor(out, full_mask, per_face if face_masks else None, placements, protect=protect,
                              feather=feather)
     if source is None:
-        steps: Iterable[RestoredStep] = [RestoredStep(first=0, crops=batch.crops, restored=batch.restored)]
+        steps: Iterable[RestoredStep] = [RestoredStep(first=0, crops=batch.crops, restored=restored)]
     elif not batch.streamed:
         raise PasteError("a face source comes with a placeholder batch (FaceBatch.placeholder), not restored faces")
     else:

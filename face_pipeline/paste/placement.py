@@ -189,14 +189,15 @@ def _place_chunk(faces: torch.Tensor, run: list[Placement], thetas: torch.Tensor
     for k, p in enumerate(run):  # device work only: no host sync per face
         row = p.face - first
         stack[k] = _shrunk(faces[row:row + 1], side, "bicubic")[0]
-        if mask_stack is not None:
+        if masks is not None and mask_stack is not None:  # (both or neither)
             mask_stack[k] = _shrunk(masks[row:row + 1], side, "bilinear")[0]
         grid[k, :p.height, :p.width] = F.affine_grid(thetas[k:k + 1], [1, 1, p.height, p.width],
                                                      align_corners=False)[0]
     if mask_stack is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)
         placed_masks = mask_at(mask_type, (grid[..., 0] + 1) / 2, (grid[..., 1] + 1) / 2, feather=feather)
-    placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
-    if mask_stack is not None:
+        placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+    else:  # the given masks sampled like the faces
+        placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
         placed_masks = F.grid_sample(mask_stack, grid, mode="bilinear", padding_mode="zeros",
                                      align_corners=False)[:, 0]
     return PlacedFaces(placements=tuple(run), faces=placed.clamp_(0, 1), masks=placed_masks.clamp_(0, 1))

@@ -102,7 +102,8 @@ def restore_faces(
         logger.debug("re-cropping %d faces at %d for the model (were %d)", batch.num_faces, size, batch.size)
         batch = realign(batch, size=size)
     total = batch.num_faces
-    masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" else None
+    # (inpaint without masks was refused above)
+    masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" and inpaint_masks is not None else None
     if total == 0:
         return dataclasses.replace(batch, restored=batch.crops.new_zeros((0, 3, size, size), dtype=torch.float32),
                                    restore_mode=mode)
@@ -143,7 +144,6 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
         stop = min(done + step, total)
         crops = batch.crops[done:stop]
         chunk_masks = masks[done:stop] if masks is not None else None
-        out_of_memory = None
         try:
             out = _forward(model, prepare_input(crops, mode, chunk_masks), device=device, dtype=dtype,
                            check_interrupt=check_interrupt)
@@ -157,17 +157,18 @@ def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | No
                     f"other models, use fewer or smaller images), a smaller GPEN model, or another device."
                 ) from exc
             out_of_memory = f"{type(exc).__name__}"
-        if out_of_memory is not None:  # outside the except block, so the traceback's activations are freed
-            memory.release(device)
-            step = max(1, step // 2)
-            logger.warning("out of memory (%s) restoring %d faces at once on %s; retrying with %d",
-                           out_of_memory, stop - done, device, step)
+        else:
+            finite.append(torch.isfinite(out).flatten(1).all(1))  # read once after the last step: no sync per step
+            restored[done:stop] = finish_output(out, crops.float(), mode, chunk_masks)
+            done = stop
+            if on_progress is not None:
+                on_progress(done, total)
             continue
-        finite.append(torch.isfinite(out).flatten(1).all(1))  # read once after the last step: no sync per step
-        restored[done:stop] = finish_output(out, crops.float(), mode, chunk_masks)
-        done = stop
-        if on_progress is not None:
-            on_progress(done, total)
+        # out of memory: handled outside the except block, so the traceback's activations are freed
+        memory.release(device)
+        step = max(1, step // 2)
+        logger.warning("out of memory (%s) restoring %d faces at once on %s; retrying with %d",
+                       out_of_memory, stop - done, device, step)
     finite_faces = torch.cat(finite)
     if not bool(finite_faces.all()):
         bad = finite_faces.logical_not().nonzero().flatten().tolist()
