@@ -28,6 +28,8 @@ class PixelNorm(nn.Module):
 class Blur(nn.Module):
     """FIR filter with fixed pads; the 4x4 kernel is a persistent buffer (``*.kernel`` in the checkpoint)."""
 
+    kernel: torch.Tensor  # [4, 4] buffer (registered in __init__)
+
     def __init__(self, *, pad: tuple[int, int], gain: float) -> None:
         super().__init__()
         self.pad = pad
@@ -39,6 +41,8 @@ class Blur(nn.Module):
 
 class Upsample(nn.Module):
     """2x FIR upsampling of the ToRGB skip image: ``upfirdn2d(x, gain-4 kernel, up=2, pad=(2, 1))``."""
+
+    kernel: torch.Tensor  # [4, 4] buffer (registered in __init__)
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,6 +122,8 @@ class ConvLayer(nn.Sequential):
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated convolution (see ``ops/modulated_conv.py``)."""
 
+    blur: Blur  # only when ``upsample``
+
     def __init__(
         self, *, in_channels: int, out_channels: int, kernel_size: int, style_dim: int, demodulate: bool,
         upsample: bool,
@@ -165,6 +171,8 @@ class StyledConv(nn.Module):
 
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation) + bias, plus the 2x FIR-upsampled previous skip image."""
+
+    upsample: Upsample  # only when built with ``upsample`` (every ToRGB but the first)
 
     def __init__(self, *, in_channels: int, style_dim: int, upsample: bool) -> None:
         super().__init__()

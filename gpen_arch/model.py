@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -83,8 +84,12 @@ class GPEN(nn.Module):
         self.fast_path.reset()
         return super()._apply(fn, recurse)
 
+    def _head(self) -> EqualLinear:
+        """``final_linear[0]``, typed (``nn.Sequential`` indexes to ``nn.Module``)."""
+        return cast(EqualLinear, self.final_linear[0])
+
     def _param_dtype(self) -> torch.dtype:
-        return self.final_linear[0].weight.dtype
+        return self._head().weight.dtype
 
     def plan(self, device: torch.device | str, dtype: torch.dtype | None = None) -> FastPlan:
         """The ``FastPlan`` that ``fast_options`` resolves to for ``device`` and ``dtype`` (default: the model's)."""
@@ -143,7 +148,7 @@ class GPEN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_finite = self.check_input(x)
-        x = x.to(device=self.final_linear[0].weight.device, dtype=self._param_dtype())
+        x = x.to(device=self._head().weight.device, dtype=self._param_dtype())
         plan = self.plan(x.device, x.dtype)
         if plan.fast and not torch.is_grad_enabled():
             out = self._fast_forward(x, plan)
@@ -188,7 +193,7 @@ class GPEN(nn.Module):
         device the model is on, as its plan runs there (on the CPU the largest layers run in strips:
         ``runtime/bands.py``)."""
         dtype = self._param_dtype() if dtype is None else dtype
-        plan = self.plan(self.final_linear[0].weight.device, dtype)
+        plan = self.plan(self._head().weight.device, dtype)
         return estimate_forward_memory(self.config, batch_size=batch_size, dtype=dtype, plan=plan)
 
 
@@ -204,7 +209,8 @@ def estimate_forward_memory(config: GPENConfig, *, batch_size: int, dtype: torch
 def _tracing() -> bool:
     """Whether this forward is being traced into a graph (ONNX export, torch.export, torch.compile, torch.jit.trace)."""
     exporting = getattr(torch.compiler, "is_exporting", None)
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+    # torch.jit.is_tracing is public (documented) but missing from torch.jit.__all__, so pyright calls it private
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()  # pyright: ignore[reportPrivateImportUsage]
             or (exporting is not None and exporting()))
 
 

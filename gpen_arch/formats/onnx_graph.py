@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -357,10 +358,13 @@ def _elements_of(shape) -> int:
     return math.prod(int(s) for s in shape)
 
 
-def _evaluate(node: Node, values: list[np.ndarray | None]) -> list[np.ndarray] | None:
-    """The outputs of a pure tensor operation on constant inputs, or None when it is not one we fold."""
+def _evaluate(node: Node, values: list[Any]) -> list[np.ndarray] | None:
+    """The outputs of a pure tensor operation on constant inputs, or None when it is not one we fold.
+
+    ``values``: the node's inputs, arrays or None for an absent optional one, as read from an untrusted file: they
+    are used as the operation expects them, and whatever a malformed one raises is caught by ``_fold``."""
     op, a = node.op, node.attrs
-    x = values[0] if values else None
+    x: Any = values[0] if values else None
     if op == "Constant":
         for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
             if key in a:
@@ -380,6 +384,8 @@ def _evaluate(node: Node, values: list[np.ndarray | None]) -> list[np.ndarray] |
         return [np.ascontiguousarray(np.transpose(x, a.get("perm")))]
     if op == "Unsqueeze":
         axes = _attr_or_input(node, values, 1, "axes")
+        if axes is None:  # required here: not foldable
+            return None
         for axis in sorted(ax % (x.ndim + len(axes)) for ax in axes):
             x = np.expand_dims(x, axis)
         return [x]
@@ -434,10 +440,11 @@ def _evaluate(node: Node, values: list[np.ndarray | None]) -> list[np.ndarray] |
     return None
 
 
-def _result_elements(node: Node, values: list) -> int | None:
+def _result_elements(node: Node, values: list[Any]) -> int | None:
     """How many elements folding ``node`` would create, from its inputs' shapes (nothing is computed); None when the
-    operation or its operands are not understood (it is then not folded)."""
-    op, x = node.op, values[0] if values else None
+    operation or its operands are not understood (it is then not folded). ``values`` as for ``_evaluate``."""
+    op = node.op
+    x: Any = values[0] if values else None
     if op == "Constant":
         value = next((node.attrs[k] for k in ("value", "value_float", "value_floats", "value_int", "value_ints")
                       if k in node.attrs), None)

@@ -45,7 +45,7 @@ def modulated_conv2d_ref(
         w = w.transpose(1, 2).reshape(n * in_ch, out_ch, k, k)  # conv_transpose wants [in, out/groups, k, k]
         out = F.conv_transpose2d(x, w, stride=2, padding=0, groups=n)
         out = out.reshape(n, out_ch, out.shape[-2], out.shape[-1])  # [N, O, 2H+1, 2W+1]
-        return upfirdn2d_ref(out, blur_kernel, pad=(1, 1))  # [N, O, 2H, 2W]
+        return upfirdn2d_ref(out, _required(blur_kernel), pad=(1, 1))  # [N, O, 2H, 2W]
     w = w.reshape(n * out_ch, in_ch, k, k)
     out = F.conv2d(x, w, padding=k // 2, groups=n)
     return out.reshape(n, out_ch, height, width)
@@ -103,22 +103,20 @@ def modulated_conv2d_raw(
     memo = cache or _no_cache
     s = styles.float()  # [N, I]
     norms = memo("norms", lambda: (weight[0].float() * scale).pow(2).sum([2, 3])) if demodulate else None
-    folded = upsample and (fold_blur or subpixel)
-    if n == 1 and not demodulate and not folded:
-        out_scale = None  # a single input-gain factor, applied below
-    else:
+    if upsample and (fold_blur or subpixel):
         out_scale = _output_scale(s, norms, input_gain, out_ch)  # [N, O] float32, input gain included
-    if folded:
-        return _folded_upsample(x, weight, s, out_scale, scale=scale, blur_kernel=blur_kernel, bias=bias,
+        return _folded_upsample(x, weight, s, out_scale, scale=scale, blur_kernel=_required(blur_kernel), bias=bias,
                                 subpixel=subpixel, memo=memo)
     if n == 1:  # one weight: the parameter times per-(output, input) factors, computed in float32
         if demodulate:
+            out_scale = _output_scale(s, norms, input_gain, out_ch)  # [N, O] float32, input gain included
             factors = out_scale[0].reshape(out_ch, 1) * (s[0] * scale).reshape(1, in_ch)
-        else:  # the same factor for every output channel
+        else:  # the same factor for every output channel (a single input-gain factor)
             factors = (s[0] * (scale * input_gain)).reshape(1, in_ch)
         out = _convolve(x, weight[0], factors, bias, upsample=upsample, blur_kernel=blur_kernel, winograd=winograd)
         return ConvOutput(out, out_ch)
     # one shared weight: modulation as input scaling, demodulation as output scaling (left pending, with the bias)
+    out_scale = _output_scale(s, norms, input_gain, out_ch)  # [N, O] float32, input gain included
     out = _convolve(x * s.to(x.dtype).reshape(n, in_ch, 1, 1), weight[0], s.new_full((1, in_ch), scale), None,
                     upsample=upsample, blur_kernel=blur_kernel, winograd=winograd)
     return ConvOutput(out, out_ch, scale=out_scale.to(x.dtype), bias=bias)
@@ -136,11 +134,20 @@ def _convolve(x: torch.Tensor, weight: torch.Tensor, factors: torch.Tensor, bias
         w = _product(weight.transpose(0, 1), factors.transpose(0, 1), x.dtype)
         out = F.conv_transpose2d(x, w, stride=2)  # [N, O, 2H+1, 2W+1]
         del x  # the caller's input may be a temporary (the batch path's scaled copy): gone before the blur
-        return blur(out, blur_kernel, pad=1, bias=bias)  # per-channel scaling commutes with the depthwise blur
+        # per-channel scaling commutes with the depthwise blur
+        return blur(out, _required(blur_kernel), pad=1, bias=bias)
     if winograd and worthwhile(x, weight):
         w = _product(weight.permute(2, 3, 0, 1), factors.permute(2, 3, 0, 1), x.dtype)
         return winograd_conv3x3(x, w.permute(2, 3, 0, 1), bias)
     return F.conv2d(x, torch.mul(weight, factors).to(x.dtype), bias, padding=weight.shape[-1] // 2)
+
+
+def _required(blur_kernel: torch.Tensor | None) -> torch.Tensor:
+    """The blur kernel an upsampling convolution needs (``[4, 4]``); ValueError when the caller gave none."""
+    if blur_kernel is None:
+        raise ValueError("an upsampling modulated convolution needs blur_kernel (the layer's [4, 4] FIR kernel), "
+                         "got None; pass the ModulatedConv2d's blur.kernel")
+    return blur_kernel
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

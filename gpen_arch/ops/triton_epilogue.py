@@ -140,9 +140,12 @@ def concat_epilogue(result, feature: torch.Tensor, alpha: torch.Tensor, noise_bi
         block_c = triton.next_power_of_2(out_ch)
         block_p = max(1, min(1024, 4096 // block_c))
         grid = (triton.cdiv(n * height * width, block_p),)
+        has_scale, has_bias = result.scale is not None, result.bias is not None
+        # the launcher is typed from the kernel's signature, whose tl.constexpr annotations mark compile-time
+        # arguments; Triton takes them as plain Python values (its documented usage), which the types do not say
         kernel[grid](raw, scale, bias, feature, alpha, noise_bias, out, n * height * width, out_ch, height, width,
-                     NEGATIVE_SLOPE, SUBPIXEL=result.subpixel, HAS_SCALE=result.scale is not None,
-                     HAS_BIAS=result.bias is not None, BLOCK_P=block_p, BLOCK_C=block_c)
+                     NEGATIVE_SLOPE, SUBPIXEL=result.subpixel, BLOCK_C=block_c,
+                     HAS_SCALE=has_scale, HAS_BIAS=has_bias, BLOCK_P=block_p)  # pyright: ignore[reportArgumentType]
     except Exception as exc:  # noqa: BLE001 - a compiler or driver problem: fall back for good, but say so once
         _state["failed"] = f"it failed: {type(exc).__name__}: {exc}; not tried again in this process"
         report_fallback(_state["failed"])

@@ -105,7 +105,7 @@ def encoder_layer_in_bands(encode: Callable[[torch.Tensor], torch.Tensor], sourc
     ``in_height``-row input that ``source`` yields strip by strip; returns the whole ``[N, O, in_height / 2, W / 2]``
     output, computed ``rows`` output rows at a time."""
     out_height = in_height // 2
-    out = None
+    out: torch.Tensor | None = None
     for m0 in range(0, out_height, rows):
         m1 = min(m0 + rows, out_height)
         e0, e1 = max(2 * m0 - 2, 0), min(2 * m1 + 2, in_height)  # e0 even: strip row 0 is output row e0 / 2
@@ -116,6 +116,8 @@ def encoder_layer_in_bands(encode: Callable[[torch.Tensor], torch.Tensor], sourc
         out[:, :, m0:m1] = strip[:, :, m0 - e0 // 2:m1 - e0 // 2]
         del strip
         block_done()  # Cancel between strips (interrupt.py)
+    if out is None:
+        raise ValueError(f"encoder_layer_in_bands needs an input of at least 2 rows, got in_height={in_height}")
     return out
 
 
@@ -163,7 +165,8 @@ def decoder_group_in_bands(steps: Sequence[DecoderStep], below: tuple[torch.Tens
     """Run consecutive decoder ``steps`` strip by strip (``rows`` output rows at a time) from ``below`` (the full
     ``(h, skip)`` of the step under them). Returns the last step's full ``h`` (None unless ``keep_h``) and skip."""
     height = steps[-1].resolution
-    out_h = out_skip = None
+    out_h: torch.Tensor | None = None
+    out_skip: torch.Tensor | None = None
     for y0 in range(0, height, rows):
         y1 = min(y0 + rows, height)
         h, skip = _step_rows(steps, len(steps) - 1, y0, y1, below)
@@ -174,8 +177,10 @@ def decoder_group_in_bands(steps: Sequence[DecoderStep], below: tuple[torch.Tens
                 out_h = torch.empty((h.shape[0], h.shape[1], height, h.shape[3]), dtype=h.dtype, device=h.device,
                                     memory_format=memory_format_of(h))
         out_skip[:, :, y0:y1] = skip
-        if keep_h:
+        if out_h is not None:  # allocated above exactly when keep_h
             out_h[:, :, y0:y1] = h
         del h, skip
         block_done()  # Cancel between strips (interrupt.py)
+    if out_skip is None:
+        raise ValueError(f"decoder_group_in_bands needs steps of at least 1 row, got a height of {height}")
     return out_h, out_skip

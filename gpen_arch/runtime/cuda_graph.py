@@ -20,9 +20,9 @@ default, so the policy above can be run on the CPU with stand-ins (``tests/test_
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -32,6 +32,13 @@ from .fast_plan import FastPlan
 
 #: ``forward(model, x, plan)``: what a graph captures and a remainder runs eagerly (``fast_forward.fast_forward``).
 FastForward = Callable[[Any, torch.Tensor, FastPlan], torch.Tensor]
+
+
+class _Generations(Protocol):
+    """What the runner reads of its model's ``fast_path`` (a ``weight_cache.FastPath``, whose module imports this
+    one): the counter pair that keys a graph on the weights."""
+
+    def generation(self, tensors: Iterable[torch.Tensor]) -> tuple[int, int]: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class CUDAGraphForward:
 
     def _key(self, x: torch.Tensor, plan: FastPlan) -> tuple:
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        return tuple(x.shape[1:]), x.dtype, x.device, plan, self.model.fast_path.generation(tensors)
+        fast_path = cast(_Generations, self.model.fast_path)  # nn.Module's __getattr__ is typed Tensor | Module
+        return tuple(x.shape[1:]), x.dtype, x.device, plan, fast_path.generation(tensors)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
@@ -97,10 +105,13 @@ class CUDAGraphForward:
                     return self.forward(self.model, x, plan)  # a remainder: not worth padding to the graph's size
             self._capture(x, plan)
         self._small_calls = 0
+        static_in, static_out = self._static_in, self._static_out
+        if static_in is None or static_out is None:  # cannot happen: a graph is held (captured just above or before)
+            raise RuntimeError("CUDAGraphForward: no captured graph to replay")
         block_done()  # the replay itself cannot stop part-way (a few ms per face): Cancel is checked before it
-        self._static_in[:n].copy_(x)
+        static_in[:n].copy_(x)
         self._graph.replay()
-        return self._static_out[:n].clone()
+        return static_out[:n].clone()
 
     def _capture(self, x: torch.Tensor, plan: FastPlan) -> None:
         cuda = self.cuda

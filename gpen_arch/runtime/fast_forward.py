@@ -29,11 +29,13 @@ reads the model's options.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 
 from ..interrupt import block_done
-from ..layers import ConvLayer, EqualLinear, StyledConv, ToRGB
+from ..layers import Blur, ConvLayer, EqualConv2d, EqualLinear, FusedLeakyReLU, StyledConv, ToRGB
 from ..ops.activation import GAIN, leaky_relu_unscaled_
 from ..ops.epilogue import styled_concat
 from ..ops.modulated_conv import modulated_conv2d, modulated_conv2d_raw
@@ -74,10 +76,10 @@ def _linear_fp32(model, layer: EqualLinear, x: torch.Tensor) -> torch.Tensor:
 def _encoder_layer(model, layer: ConvLayer, x: torch.Tensor, input_gain: float, fold_blur: bool) -> torch.Tensor:
     """``layer(x * input_gain) / sqrt(2)``: ``[N, Cin, H, W]`` -> ``[N, Cout, H', W']``."""
     if not layer.downsample:
-        conv, act = layer[0], layer[1]
+        conv, act = cast(EqualConv2d, layer[0]), cast(FusedLeakyReLU, layer[1])  # Sequential's items are Modules
         out = F.conv2d(x, conv.weight * (conv.scale * input_gain), act.bias, padding=conv.padding)
         return leaky_relu_unscaled_(out)
-    blur_layer, conv, act = layer[0], layer[1], layer[2]
+    blur_layer, conv, act = cast(Blur, layer[0]), cast(EqualConv2d, layer[1]), cast(FusedLeakyReLU, layer[2])
     if fold_blur:  # one 6x6 stride-2 conv instead of blur + 3x3 stride-2 conv
         def build() -> torch.Tensor:
             folded = fold_blur_into_strided_conv(conv.weight.float() * (conv.scale * input_gain),
@@ -265,7 +267,9 @@ def fast_forward(model, x: torch.Tensor, plan: FastPlan) -> torch.Tensor:
             features.pop(2 ** (step + 3), None)  # held by the steps' closures until the group is done
         top = steps[-1].resolution
         final = group[-1] == len(gen.to_rgbs) - 1
-        h, skip = decoder_group_in_bands(steps, (h, skip), keep_h=not final,
-                                         rows=band_rows(top, 2 * model.config.channels(top), top))
+        kept, skip = decoder_group_in_bands(steps, (h, skip), keep_h=not final,
+                                            rows=band_rows(top, 2 * model.config.channels(top), top))
         del steps  # (the strips checked for Cancel: interrupt.py)
+        if kept is not None:  # None after the final group, which keeps no h
+            h = kept
     return skip
