@@ -10,8 +10,11 @@ Inputs: image files and folders (a folder's images and those of its direct subfo
 keep the input's name and extension (and subfolder) under --output; for a single input, --output may name the image
 file to write instead. They are 8-bit (a 16-bit input gives an 8-bit output) and keep
 what the input carries: transparency (PNG, WEBP, TIFF; a warning where the output format cannot hold it), EXIF (the
-orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF). An image without a face is copied
-byte for byte (at scale 1, to the same format).
+orientation applied to the pixels) and the ICC profile (JPEG, PNG, WEBP, TIFF); a CMYK input is converted to sRGB
+through its embedded profile and written untagged (without a profile: plainly). An image without a face is copied
+byte for byte (at scale 1, to the same format). Still images only: an animated WEBP/PNG/GIF or a multi-page TIFF is
+skipped with its frame or page count (extract the frames, e.g. magick in.webp -coalesce frames/%05d.png or ffmpeg -i
+in.png frames/%05d.png, and restore them with --video-frames).
 
 Writing is safe: every file is written under a temporary name and renamed into place, so nothing partial is left
 (the temporary files of a run killed midway are removed by the next run into that folder), with the mode the umask
@@ -33,8 +36,9 @@ landmarks smoothed; detection runs over the whole sequence first, then frames ar
 it, expects the damage already painted white in the image, as the official demo does.
 
 Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable
-or damaged, beyond 16384 pixels per side or 150 megapixels (from its header: never decoded), an output format that
-cannot be written, too large for --scale) is skipped with its reason and the others go on.
+or damaged, beyond 16384 pixels per side or 150 megapixels (from its header: never decoded), animated or
+multi-page, an output format that cannot be written, too large for --scale) is skipped with its reason and the others
+go on.
 A summary of restored / unchanged / skipped / failed inputs is always printed.
 Exit status: 0 done; 2 usage error or an input that could not be used; 1 any other error (model or detector weights,
 out of memory, a file that could not be written). Errors print one line, without a traceback (--verbose adds it).

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
 
-from face_pipeline.errors import FileLayoutError, ImageTooLargeError, InvalidImageError
+from face_pipeline.errors import FileLayoutError, InvalidImageError
 from face_pipeline.image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
 
 from .writer import describe_os_error
@@ -157,14 +157,14 @@ def refuse_store_output(output: str | Path) -> None:
 def source_size(source: Source) -> tuple[int, int]:
     """(width, height) of an input as ``image.read_image`` returns it: ``image_size`` for a local file; for an object,
     from the header in its first ``HEADER_BYTES`` (one read), else from all of it. ``InvalidImageError`` for an
-    object that cannot be read or is not an image, ``ImageTooLargeError`` for one beyond the budget
-    (``image.check_budget``)."""
+    object that cannot be read, is not an image or has several frames or pages (``image.refuse_frames``),
+    ``ImageTooLargeError`` for one beyond the budget (``image.check_budget``)."""
     if not isinstance(source, StoreObject):
         return image_size(source)
     head = source.read_bytes(HEADER_BYTES)
     try:
         width, height = header_size(io.BytesIO(head))
-    except ImageTooLargeError:
+    except InvalidImageError:  # beyond the budget, or several frames or pages (refuse_frames)
         raise
     except PILLOW_ERRORS:
         with _local_copy(source) as path:

@@ -15,6 +15,15 @@ reset, thumbnail dropped) and ICC profile. ``encode_image`` encodes 8-bit files 
 in, 8-bit out), rounded, JPEG at quality 95, with the alpha (PNG, WEBP, TIFF), EXIF and ICC profile (JPEG, PNG, WEBP,
 TIFF) handed back; what a format cannot hold is a warning. Writing the bytes to a file is the batch jobs' (the
 atomic writer: ``face_jobs.writer``, whose ``save_image`` encodes and writes).
+
+Still images only: an animated image (WEBP, APNG, GIF) or a multi-page TIFF is refused from its header
+(``InvalidImageError`` naming the frame or page count, before any decoding) rather than flattened to its first frame;
+its frames are restored after extracting them (``--video-frames``). A TIFF's reduced-resolution pages (previews) and
+the preview pictures a camera JPEG (MPO) carries do not count. Colour: the ICC profile written always describes the
+RGB data written. A file in another colour space (CMYK or YCCK JPEG, LAB TIFF) with an embedded profile is
+converted to sRGB through that profile (Pillow's ``ImageCms``, perceptual intent) and written without a profile
+(untagged data is sRGB); without a profile it is converted plainly (OpenCV's decoding) and written without one; a
+gray profile, or any non-RGB profile that cannot be applied, is dropped (the pixels converted plainly).
 """
 
 from __future__ import annotations
@@ -251,6 +260,8 @@ def read_image(path: str | Path) -> ImageFile:
         header_size(path)
     except ImageTooLargeError as exc:
         raise ImageTooLargeError(f"{path.name}: {exc}") from None
+    except InvalidImageError as exc:  # several frames or pages
+        raise InvalidImageError(f"{path.name}: {exc}") from None
     except PILLOW_ERRORS:  # a header Pillow cannot read: OpenCV may still decode it (the budget checked then)
         pass
     try:
@@ -266,6 +277,8 @@ def read_image(path: str | Path) -> ImageFile:
     if image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
         image = _tiff_rgba(path, image)
     orientation, exif, icc = _metadata(path)
+    if icc is not None and icc_colour_space(icc) != "RGB":
+        image, icc = _to_srgb(path, image, icc)
     if orientation in _ORIENTATIONS:
         image = _ORIENTATIONS[orientation](image)
     alpha = None
@@ -302,6 +315,36 @@ def _tiff_rgba(path: Path, decoded: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]])
 
 
+def icc_colour_space(profile: bytes) -> str:
+    """The colour space of the data an ICC ``profile`` describes, from its header (bytes 16..19: ``RGB``, ``CMYK``,
+    ``GRAY``, ``Lab``, ...); ``""`` for bytes too short to be a profile."""
+    return profile[16:20].decode("latin-1").strip() if len(profile) >= 128 else ""
+
+
+def _to_srgb(path: Path, decoded: np.ndarray, icc: bytes) -> tuple[np.ndarray, bytes | None]:
+    """A file whose ICC profile describes another colour space than RGB (CMYK, YCCK read as CMYK, LAB, gray):
+    (its pixels converted to sRGB through that profile, as ``[H, W, 3]`` uint8 BGR like OpenCV's, and no profile:
+    untagged data is read as sRGB, and Little CMS's sRGB profile carries its creation time, so the output's bytes would
+    change from run to run) where Pillow decodes it in that colour space at the size OpenCV found, without alpha;
+    otherwise (``decoded``, no profile): OpenCV's plain conversion, and no profile that would not describe it."""
+    from PIL import Image, ImageCms
+
+    modes = {"CMYK": ("CMYK",), "Lab": ("LAB",)}.get(icc_colour_space(icc), ())  # a gray one: plain, untagged
+    try:
+        with Image.open(path) as image:
+            if image.mode not in modes or image.size != (decoded.shape[1], decoded.shape[0]):
+                raise ValueError(f"{image.mode} pixels, {icc_colour_space(icc) or 'unknown'} profile")
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            rgb = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if rgb is None:  # only with inPlace=True
+                raise ValueError("no image converted")
+    except (*PILLOW_ERRORS, Image.DecompressionBombError, ImageCms.PyCMSError) as exc:
+        logger.info("%s: its %s ICC profile cannot be applied (%s); written without a profile", path.name,
+                    icc_colour_space(icc) or "unreadable", exc)
+        return decoded, None
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]), None
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """``read_image(path).pixels``: ``[1, 3, H, W]`` float32 RGB 0..1 on the CPU."""
     return read_image(path).pixels
@@ -309,12 +352,13 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as ``read_image`` returns it (orientation applied), from its header where
-    Pillow can read it (no decoding), else by decoding it. Raises ``InvalidImageError`` for an unreadable file, and
-    ``ImageTooLargeError`` (one) for an image beyond the budget (``check_budget``), found from the header."""
+    Pillow can read it (no decoding), else by decoding it. Raises ``InvalidImageError`` for an unreadable file or one
+    of several frames or pages (``refuse_frames``), and ``ImageTooLargeError`` (one) for an image beyond the budget
+    (``check_budget``), found from the header."""
     path = Path(path)
     try:
         width, height = header_size(path)
-    except ImageTooLargeError:
+    except InvalidImageError:  # beyond the budget, or several frames
         raise
     except PILLOW_ERRORS:  # Pillow's UnidentifiedImageError is an OSError
         pixels = load_image(path)
@@ -327,7 +371,8 @@ def header_size(file) -> tuple[int, int]:
     """(width, height) of an image, orientation applied, from its header alone (``file``: a path or a binary file
     object, e.g. the first bytes of an object in a store). ``ImageTooLargeError`` when Pillow's own
     decompression-bomb limit refuses it (a size beyond the budget, or Pillow's process-wide limit set lower by a
-    host); Pillow's other errors (``PILLOW_ERRORS``) propagate: the caller decides what an unreadable header means."""
+    host); ``InvalidImageError`` for an animated or multi-page image (``refuse_frames``); Pillow's other errors
+    (``PILLOW_ERRORS``) propagate: the caller decides what an unreadable header means."""
     from PIL import Image
 
     try:
@@ -335,10 +380,44 @@ def header_size(file) -> tuple[int, int]:
             width, height = image.size
             check_budget(width, height)  # before the EXIF, which can mean decoding the pixels
             turned = int(_exif(image).get(0x0112, 1) or 1) in (5, 6, 7, 8)
+            refuse_frames(image)
     except Image.DecompressionBombError as exc:  # the size is in the header, but Pillow does not hand it out
         pixels = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise ImageTooLargeError(f"image of more than {pixels:,} pixels {_BEYOND_BUDGET}") from exc
     return (height, width) if turned else (width, height)
+
+
+#: how to turn a file of several frames or pages into still images, per format (in a refusal's message)
+_EXTRACT_HINTS = {
+    "WEBP": "magick IN.webp -coalesce frames/%05d.png (ImageMagick)",
+    "PNG": "ffmpeg -i IN.png frames/%05d.png",
+    "GIF": "ffmpeg -i IN.gif frames/%05d.png",
+}
+
+
+def refuse_frames(image) -> None:
+    """``InvalidImageError`` for an open Pillow ``image`` of more than one frame (animated WEBP, APNG, GIF) or page
+    (TIFF): only still images are restored, and flattening one to its first frame would lose the others silently. The
+    count comes from the file's header and frame headers (no frame is decoded); a TIFF's reduced-resolution pages
+    (NewSubfileType bit 0: previews of the page) and a camera JPEG's extra pictures (MPO: previews, depth) do not
+    count. Leaves ``image`` on its first frame."""
+    if image.format == "MPO" or not getattr(image, "is_animated", False):
+        return
+    if image.format == "TIFF":
+        pages = 0
+        for index in range(image.n_frames):
+            image.seek(index)
+            pages += not int(image.tag_v2.get(254, 0) or 0) & 1
+        image.seek(0)
+        if pages > 1:
+            raise InvalidImageError(f"a multi-page TIFF ({pages} pages): only single images are restored; split "
+                                    f"its pages into files first (e.g. magick IN.tif pages/%03d.png) and restore "
+                                    f"those")
+        return
+    hint = _EXTRACT_HINTS.get(image.format, "ffmpeg -i IN frames/%05d.png")
+    raise InvalidImageError(f"an animated {image.format} ({image.n_frames} frames): only still images are restored; "
+                            f"extract its frames first (e.g. {hint}) and restore them as a sequence with "
+                            f"--video-frames")
 
 
 def same_format(a: str | Path, b: str | Path) -> bool:

@@ -58,3 +58,23 @@ def test_without_rotations_the_turned_face_is_missed(tmp_path, capsys):
     data = json.loads((tmp_path / "out" / "faces.json").read_text())
     assert data["rotations"] == "none" and all(image["faces"] == [] for image in data["images"])
     assert not (tmp_path / "out" / "annotated").exists()
+
+
+def test_upside_down_photos_are_restored_the_right_way_up_with_the_default_rotations(tmp_path):
+    # OpenCV YuNet (the default) finds both faces turned by 180 degrees as "upright", its landmarks made up the right
+    # way up; the default rotations (when_missing) must still restore them as found on the copy turned back
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("grace_hopper.jpg", "astronaut.jpg"):
+        photo = cv2.imread(str(data_file("faces", name)))
+        cv2.imwrite(str(folder / f"{name}.png"), np.ascontiguousarray(photo[::-1, ::-1]))  # turned by 180 degrees
+    assert main(arguments(tmp_path, "--save-json")) == 0
+    data = json.loads((tmp_path / "out" / "faces.json").read_text())
+    assert data["rotations"] == "when_missing"
+    for image in data["images"]:
+        (face,) = image["faces"]
+        assert face["status"] == "restored" and face["rotation"] == 180, (image["file"], face)
+        marks = face["landmarks"]
+        eyes_y = (marks["left_eye"][1] + marks["right_eye"][1]) / 2
+        mouth_y = (marks["mouth_left"][1] + marks["mouth_right"][1]) / 2
+        assert eyes_y > mouth_y + 20, image["file"]  # the eyes below the mouth: the face is upside down in the photo

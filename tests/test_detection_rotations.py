@@ -2,9 +2,10 @@
 
 Measured with these photos: every detector misses Grace Hopper turned by 90 degrees (``rotations="none"`` finds
 nothing). YuNet (kornia and OpenCV) sometimes calls a face upside down or on its side "upright" and makes its
-landmarks up (astronaut at 90/180/270, Grace Hopper at 180): ``when_missing`` cannot tell, so it keeps that face;
-``always`` looks at every angle and keeps the real sighting. RetinaFace finds some rolled faces with rough
-landmarks, which ``when_missing`` recognises by their roll and replaces.
+landmarks up (astronaut at 90/180/270, Grace Hopper at 180), with a lower score than upright faces get:
+``when_missing`` checks such a face on its crop turned by 90/180/270 degrees (``looks_turned``) and then looks at
+every angle; ``always`` looks at every angle in every image and keeps the real sighting. RetinaFace finds some
+rolled faces with rough landmarks, which ``when_missing`` recognises by their roll and replaces.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from conftest import data_file, require_shared
 
 from face_pipeline.alignment import align_faces
 from face_pipeline.detection import detect_faces, load_detector
-from face_pipeline.detection.rotations import apparent_roll, merge_angles, unrotate_face, unrotate_points
+from face_pipeline.detection.rotations import (
+    apparent_roll,
+    face_crop,
+    looks_turned,
+    merge_angles,
+    unrotate_face,
+    unrotate_points,
+)
 from face_pipeline.image import load_image
 from face_pipeline.pipeline import PipelineOptions, run_pipeline
 from face_pipeline.types import DetectedFace
@@ -24,10 +32,12 @@ from face_pipeline.types import DetectedFace
 SOLVAY = "solvay_conference_1927.png"
 
 
+BACKENDS = ("retinaface_mobile0.25", "yunet_opencv", "yunet")  # the two that ship or are tested offline, and kornia's
+
+
 @pytest.fixture(scope="module")
 def detectors():
-    return {name: load_detector(name, weights_dir=data_file("detectors"))
-            for name in ("retinaface_mobile0.25", "yunet_opencv")}
+    return {name: load_detector(name, weights_dir=data_file("detectors")) for name in BACKENDS}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +77,8 @@ def test_merge_prefers_the_upright_sighting_then_the_score():
     assert merge_angles([(rough, 2.0), (real, 3.0)]) == [rough]
 
 
-@pytest.mark.parametrize("backend, angles", [("retinaface_mobile0.25", (90, 180, 270)), ("yunet_opencv", (90, 270))])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("angles", [(90, 180, 270)])
 def test_a_turned_photo_gives_one_face_with_its_landmarks(detectors, hopper, backend, angles):
     detector = detectors[backend]
     upright = detector.detect(hopper)[0]
@@ -126,6 +137,8 @@ def test_when_missing_turns_only_the_images_without_faces(detectors, hopper):
     detector = detectors["yunet_opencv"]
 
     class Counting:
+        sure_upright_score = detector.sure_upright_score
+
         def working_copy(self, images):
             return detector.working_copy(images)
 
@@ -161,3 +174,44 @@ def test_a_turned_face_is_restored_by_the_pipeline(detectors, hopper):
     assert report.faces_found == 0 and torch.equal(none.images, turned)
     with pytest.raises(ValueError, match="rotations must be one of none, when_missing, always; got 'yes'"):
         PipelineOptions.of(rotations="yes")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("photo", ["grace_hopper.jpg", "astronaut.jpg"])
+def test_upside_down_faces_come_out_the_right_way_up_with_the_default(detectors, backend, photo):
+    # YuNet finds both faces turned by 180 degrees as "upright" (landmarks made up the right way up, over the chin and
+    # the forehead); the default must still give the landmarks of the real face, found on the copy turned back
+    image = load_image(data_file("faces", photo))
+    detector = detectors[backend]
+    reference = detector.detect(image)[0][0].landmarks_array()
+    turned = torch.rot90(image, 2, dims=(-2, -1))
+    faces = detect_faces(detector, turned)[0]  # rotations="when_missing", the default
+    assert len(faces) == 1 and faces[0].rotation == 180, (backend, photo, [(f.rotation, f.score) for f in faces])
+    back = unrotate_points(faces[0].landmarks_array(), 180, *image.shape[-2:])
+    assert np.abs(back - reference).max() < 3, (backend, photo)
+    eyes, mouth = faces[0].landmarks_array()[:2].mean(0), faces[0].landmarks_array()[3:].mean(0)
+    assert eyes[1] > mouth[1]  # in the turned photo the eyes are below the mouth: the crop will come out upright
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_upright_photos_keep_their_detections_and_are_not_checked(detectors, backend):
+    detector = detectors[backend]
+    photos = [load_image(data_file("faces", name)) for name in ("grace_hopper.jpg", "astronaut.jpg")]
+    photos.append(load_image(require_shared("faces", SOLVAY)))
+    for photo in photos:
+        plain = detect_faces(detector, photo, rotations="none")
+        assert plain[0][0].score >= detector.sure_upright_score  # sure: no check, no cost
+        assert detect_faces(detector, photo) == plain
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_check_tells_an_upright_face_from_an_upside_down_one(detectors, hopper, backend):
+    # the check itself, also where the score alone would not call for it (an upright face must never look turned)
+    detector = detectors[backend]
+    turned = torch.rot90(hopper, 2, dims=(-2, -1))
+    upright_face = detector.detect(hopper)[0][0]
+    called_upright = unrotate_face(upright_face, 180, *hopper.shape[-2:])  # its box on the turned photo
+    images = torch.cat([hopper, turned])
+    assert looks_turned(detector, images, {0: upright_face, 1: called_upright}) == [1]
+    crop = face_crop(hopper[0], upright_face.box)
+    assert crop.shape == (3, 160, 160) and 0 <= float(crop.min()) and float(crop.max()) <= 1

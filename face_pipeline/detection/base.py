@@ -33,8 +33,10 @@ PIXELS_PER_FORWARD = 8_000_000  # batches are cut into chunks of about this many
 class FaceDetector(ABC):  # noqa: B024 - an ABC for its role; subclasses override _detect_table
     """A face detector backend: ``detect(images)`` -> one list of ``DetectedFace`` per image.
 
-    Subclasses set ``name``, ``default_score_threshold``, ``default_max_side`` (long side of the first working copy)
-    and ``reliable_face`` (the largest face, in working pixels, the network places correctly), and ``module``: the
+    Subclasses set ``name``, ``default_score_threshold``, ``default_max_side`` (long side of the first working copy),
+    ``reliable_face`` (the largest face, in working pixels, the network places correctly), ``sure_upright_score``
+    (an image whose most confident face, found upright, scores at least this is taken as upright without
+    ``rotations.looks_turned``'s check; the default checks every image), and ``module``: the
     torch network, which a host application may move between devices (ComfyUI's model management offloads it when
     other models need the memory); detection always runs where the network is at that moment.
     """
@@ -43,6 +45,7 @@ class FaceDetector(ABC):  # noqa: B024 - an ABC for its role; subclasses overrid
     default_score_threshold: float = 0.5
     default_max_side: int = 1280
     reliable_face: float = 450.0
+    sure_upright_score: float = float("inf")
     module: torch.nn.Module | None = None  # None: no torch network (OpenCV's YuNet runs on the CPU)
 
     def __init__(

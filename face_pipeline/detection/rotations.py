@@ -10,9 +10,13 @@ and never copied whole per angle.
 
 ``rotations``:
 - ``none``: upright only (a face turned by 90 degrees is not found);
-- ``when_missing`` (default): the turned copies only for images where no face was found upright, or a face was
-  found rolled by more than ``UPRIGHT_ROLL`` (RetinaFace finds some faces on their side, with rough landmarks);
-  this costs nothing on images with upright faces and three extra detections on the others;
+- ``when_missing`` (default): the turned copies only for images where no face was found upright, where a face was
+  found rolled by more than ``UPRIGHT_ROLL`` (RetinaFace finds some faces on their side, with rough landmarks), or
+  where the image's most confident face looks turned (``looks_turned``: YuNet calls a face that is upside down or
+  on its side "upright", its landmarks made up upright, with a lower score than it gives upright faces); this
+  costs nothing on images whose most confident face scores at least the detector's ``sure_upright_score``, one
+  small detection (four crops of ``CHECK_SIDE`` pixels) on images with a less sure face, and three extra
+  detections on the others;
 - ``always``: every image at all four angles (four detections), for pictures that mix upright and rolled faces.
 
 Landmark order: a turned copy shows the rolled face upright, so the detector names its landmarks as on an upright
@@ -21,6 +25,16 @@ points back is a rotation, never a mirror, so the names keep meaning the same pa
 "on the image's left" in the original frame, and need not be. Alignment maps these five points onto the template
 with a similarity transform, which undoes any roll: the aligned crop comes out upright and not mirrored.
 Boxes found on a turned copy are turned back as boxes (the same rectangle), so they stay axis-aligned.
+
+The check of an image's most confident face, when it scores below the detector's ``sure_upright_score`` (measured
+per detector on the shared photos: the lowest score of an upright photo's most confident face lies above the
+highest of a turned face called upright) (``looks_turned``): a square crop around its box (``CHECK_CONTEXT``
+times the box's long side, resized to ``CHECK_SIDE`` pixels) is detected on at 0, 90, 180 and 270 degrees, one
+batch; each angle scores the best face there that holds the crop's centre and looks upright in that copy (rolled by
+at most ``UPRIGHT_ROLL``). Every detector scores a face highest the right way up (on the shared photos turned by
+0/90/180/270 degrees; ``benchmarks/bench_rotations.py --orientations``), so a turned angle that scores above the
+upright one means the image is turned: it is then searched at every angle like an image without a face, and
+``merge_angles`` keeps the better sighting. An image whose check says upright keeps its faces exactly as found.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..boxes import keep_distinct
 from ..types import DetectedFace
@@ -40,6 +55,11 @@ logger = logging.getLogger(__name__)
 ROTATION_MODES = ("none", "when_missing", "always")
 ANGLES = (90, 180, 270)  # counter-clockwise, as torch.rot90 turns an image [.., H, W] with k = angle // 90
 UPRIGHT_ROLL = 45.0  # degrees: a face found rolled further than this is looked for on the turned copies too
+#: the check of an image's most confident face (``looks_turned``): its crop's side in pixels, the crop's side over the
+#: box's long side, and the score down to which the crop's faces are seen (the wrong way up they score lower)
+CHECK_SIDE = 160
+CHECK_CONTEXT = 1.6
+CHECK_THRESHOLD = 0.3
 
 
 def unrotate_points(points: np.ndarray, angle: int, height: int, width: int) -> np.ndarray:
@@ -105,6 +125,46 @@ def merge_angles(candidates: list[tuple[DetectedFace, float]]) -> list[DetectedF
     return sorted(kept, key=lambda f: -f.score)
 
 
+def face_crop(image: torch.Tensor, box: tuple[float, float, float, float], *, side: int = CHECK_SIDE,
+              context: float = CHECK_CONTEXT) -> torch.Tensor:
+    """The square around ``box`` (x1, y1, x2, y2 in ``image``'s pixels; ``context`` times its long side, centred)
+    of ``image`` (``[3, H, W]`` float RGB 0..1), resized to ``[3, side, side]`` (bilinear; the image's edge
+    repeated where the square leaves it)."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    x1, y1, x2, y2 = box
+    half = context * max(x2 - x1, y2 - y1, 1.0) / 2
+    cx, cy = (x1 + x2) / 2 + 0.5, (y1 + y2) / 2 + 0.5  # pixel centres at integers -> edges at 0
+    theta = torch.tensor([[[2 * half / width, 0.0, 2 * cx / width - 1], [0.0, 2 * half / height, 2 * cy / height - 1]]],
+                         dtype=torch.float32, device=image.device)  # [1, 2, 3]: output grid -> input's -1..1
+    grid = F.affine_grid(theta, [1, 3, side, side], align_corners=False)  # [1, side, side, 2]
+    return F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+def looks_turned(detector: FaceDetector, images: torch.Tensor, faces: dict[int, DetectedFace], *,
+                 side: int = CHECK_SIDE) -> list[int]:
+    """Which images of ``images`` (``[B, 3, H, W]`` RGB 0..1) are not the right way up, judged by one face each:
+    ``faces`` maps an image's index to its most confident face (in its pixels). An image is turned when that face's
+    crop (``face_crop``) turned by 90, 180 or 270 degrees holds a face, upright in that copy and over the crop's
+    centre, that scores above the upright crop's (see the module doc). One ``detect`` of ``4 len(faces)`` crops of
+    ``side`` x ``side`` pixels. Returns the indices of the turned images, ascending."""
+    if not faces:
+        return []
+    crops = torch.stack([torch.rot90(face_crop(images[index], face.box, side=side), k, dims=(-2, -1))
+                         for index, face in faces.items() for k in range(4)]).clamp(0.0, 1.0)  # [4 n, 3, side, side]
+    seen = detector.detect(crops, score_threshold=CHECK_THRESHOLD)
+    centre = (side - 1) / 2
+    turned = []
+    for position, (index, face) in enumerate(faces.items()):
+        scores = [max((f.score for f in seen[4 * position + k] if apparent_roll(f) <= UPRIGHT_ROLL
+                       and f.box[0] <= centre <= f.box[2] and f.box[1] <= centre <= f.box[3]), default=0.0)
+                  for k in range(4)]
+        if max(scores[1:]) > scores[0]:
+            turned.append(index)
+            logger.debug("image %d: its face at %s looks turned (its crop scores %s at 0/90/180/270 degrees)", index,
+                         tuple(round(v) for v in face.box), ", ".join(f"{score:.4f}" for score in scores))
+    return sorted(turned)
+
+
 def detect_faces(detector: FaceDetector, images: torch.Tensor, *, rotations: str = "when_missing",
                  score_threshold: float | None = None) -> list[list[DetectedFace]]:
     """``detector.detect(images)`` (``[B, 3, H, W]`` RGB 0..1) with faces at other angles found as ``rotations``
@@ -115,14 +175,17 @@ def detect_faces(detector: FaceDetector, images: torch.Tensor, *, rotations: str
     height, width = int(images.shape[-2]), int(images.shape[-1])
     small = detector.working_copy(images)
     sx, sy = width / small.shape[-1], height / small.shape[-2]
-    found = [[rescale_face(f, sx, sy) for f in faces]
-             for faces in detector.detect(small, score_threshold=score_threshold)]
+    seen = detector.detect(small, score_threshold=score_threshold)  # in the working copy's pixels
+    found = [[rescale_face(f, sx, sy) for f in faces] for faces in seen]
     if rotations == "none" or not found:
         return found
     if rotations == "always":
         todo = list(range(len(found)))
     else:  # no face, or one the detector saw rolled (its landmarks are rough): try the turned copies
         todo = [i for i, faces in enumerate(found) if not faces or any(apparent_roll(f) > UPRIGHT_ROLL for f in faces)]
+        doubtful = {i: seen[i][0] for i in range(len(found))  # upright, but not scored as upright faces are
+                    if i not in todo and seen[i][0].score < detector.sure_upright_score}
+        todo = sorted(todo + looks_turned(detector, small, doubtful))
     if not todo:
         return found
     subset = small if len(todo) == len(found) else small[todo]

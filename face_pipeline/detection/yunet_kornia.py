@@ -66,6 +66,8 @@ class KorniaYuNetDetector(FaceDetector):
     default_score_threshold = 0.9
     default_max_side = 1280
     reliable_face = 300.0
+    # measured as for OpenCV's YuNet: upright 0.99999 and above, upside down but called upright 0.9957 to 0.9997
+    sure_upright_score = 0.9999
 
     def __init__(self, weights: Path, *, score_threshold: float | None = None,
                  device: str | torch.device = "cpu", max_side: int | None = None) -> None:
