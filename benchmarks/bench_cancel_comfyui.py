@@ -46,9 +46,8 @@ def main() -> None:
     if not comfyui or not (Path(comfyui) / "main.py").is_file():
         sys.exit("set COMFYUI_DIR to a ComfyUI checkout")
 
-    from safetensors.torch import save_file
-
     from bench_gpen import _random_state_dict
+    from safetensors.torch import save_file
 
     base = Path(tempfile.mkdtemp(prefix="gpen-cancel-"))
     (base / "custom_nodes").mkdir()

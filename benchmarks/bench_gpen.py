@@ -39,7 +39,7 @@ from gpen_arch.runtime.precision import DTYPES  # noqa: E402  (fp32 / fp16 / bf1
 def _random_state_dict(size: int, seed: int):
     import torch
 
-    from gpen_arch import RELEASED_CONFIGS, GPEN
+    from gpen_arch import GPEN, RELEASED_CONFIGS
 
     torch.manual_seed(seed)
     model = GPEN(RELEASED_CONFIGS[size])

@@ -44,8 +44,8 @@ class _Reference:
 
 def export(size: int, path: Path, *, seed: int = 0) -> dict:
     import torch
-
     from bench_gpen import _random_state_dict
+
     from gpen_arch import load_gpen
 
     model = load_gpen(_random_state_dict(size, seed), device="cpu", dtype=torch.float32).eval()

@@ -71,8 +71,8 @@ def thread_dependent_ops(args: argparse.Namespace) -> None:
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten, tree_map
 
-    from face_pipeline.detection import load_detector
     from face_jobs import collect_inputs
+    from face_pipeline.detection import load_detector
     from face_pipeline.image import load_image
     from face_pipeline.pipeline import Pipeline, PipelineOptions
     from gpen_arch import load_gpen_file

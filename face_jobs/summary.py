@@ -18,13 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from face_pipeline.errors import (
-    InvalidImageError,
-    OutputExistsError,
-    OutputWriteError,
-    PasteError,
-    RestoreError,
-)
+from face_pipeline.errors import InvalidImageError, OutputExistsError, OutputWriteError, PasteError, RestoreError
 from face_pipeline.memory import is_out_of_memory
 
 from .plan import PlannedOutput

@@ -34,14 +34,14 @@ from .errors import (
     RestoreError,
     RestoreOutOfMemory,
 )
+from .face_report import faces_json, faces_report
 from .host import LibraryHost
 from .image import IMAGE_SUFFIXES, ImageFile, encode_image, load_image, read_image, to_rgb_float
-from .paste import MASK_TYPES, paste_faces
 from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
+from .paste import MASK_TYPES, paste_faces
 from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
 from .protocols import Host, RestorationModel
 from .restoration import RESTORE_MODES, restore_faces
-from .face_report import faces_json, faces_report
 from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices
 from .types import LANDMARK_NAMES, DetectedFace, FaceBatch, PasteResult
 from .video import smooth_landmarks, track_faces

@@ -29,14 +29,7 @@ from .detection import FaceDetector, detect_faces
 from .errors import DetectorError, InvalidImageError, RestoreError
 from .host import DEFAULT_HOST, LibraryHost
 from .image import check_unit_range
-from .options import (
-    AlignOptions,
-    DetectOptions,
-    PasteOptions,
-    PipelineOptions,
-    RestoreOptions,
-    VideoOptions,
-)
+from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
 from .paste import paste_within_memory
 from .protocols import Host, RestorationModel
 from .region import masks_for

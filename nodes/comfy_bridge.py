@@ -15,12 +15,11 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 
-import torch
-
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 import folder_paths
+import torch
 from server import PromptServer
 
 from ..face_pipeline.image import OVERSHOOT_TOLERANCE, check_unit_range, to_rgb_float

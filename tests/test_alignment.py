@@ -12,7 +12,13 @@ import torch
 from conftest import data_file, require_shared
 
 from face_pipeline.alignment import (
-    TEMPLATES, align_faces, invert_affine, realign, similarity_transform, template_points, warp_from_one_image,
+    TEMPLATES,
+    align_faces,
+    invert_affine,
+    realign,
+    similarity_transform,
+    template_points,
+    warp_from_one_image,
     warp_images,
 )
 from face_pipeline.types import DetectedFace

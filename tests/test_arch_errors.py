@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 from conftest import data_file
-from safetensors.torch import save_file
 from helpers import random_checkpoint
+from safetensors.torch import save_file
 
 from gpen_arch import (
     GPEN,

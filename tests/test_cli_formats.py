@@ -127,9 +127,8 @@ def test_frames_are_counted_from_the_header_and_previews_do_not_count(tmp_path):
 def cmyk_photo(path, *, profile: bytes | None) -> np.ndarray:
     """The test portrait as a CMYK JPEG (Pillow's plain RGB -> CMYK), with ``profile`` embedded; returns its CMYK
     pixels as Pillow decodes them."""
-    from PIL import Image
-
     from conftest import data_file
+    from PIL import Image
 
     with Image.open(data_file("faces", "grace_hopper.jpg")) as rgb:
         cmyk = rgb.convert("RGB").convert("CMYK")

@@ -14,8 +14,8 @@ from pathlib import Path
 from conftest import REPO_ROOT, data_file
 from helpers import count_alive_restores, grid_faces
 
-from face_pipeline.selection import FaceChoice
 from face_pipeline.pipeline import Pipeline
+from face_pipeline.selection import FaceChoice
 
 MODEL_256 = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 

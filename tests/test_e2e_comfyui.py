@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO_ROOT, SKIP_COMFYUI, data_file
 from helpers import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
+from PIL import Image
 
 requests = pytest.importorskip("requests")
 

@@ -13,20 +13,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from face_jobs import (
-    LOCK_NAME,
-    OutputLock,
-    collect_inputs,
-    plan_outputs,
-    write_atomically,
-    writer,
-)
-from face_pipeline.errors import (
-    FileLayoutError,
-    OutputExistsError,
-    OutputLockedError,
-    OutputWriteError,
-)
+from face_jobs import LOCK_NAME, OutputLock, collect_inputs, plan_outputs, write_atomically, writer
+from face_pipeline.errors import FileLayoutError, OutputExistsError, OutputLockedError, OutputWriteError
 
 
 def _tree(root, *names):

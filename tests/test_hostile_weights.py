@@ -24,13 +24,7 @@ import torch
 from conftest import REPO_ROOT, data_file, import_pack
 from safetensors.torch import load_file, save_file
 
-from gpen_arch import (
-    CheckpointReadError,
-    GPENError,
-    NotAGPENCheckpoint,
-    load_gpen,
-    read_state_dict,
-)
+from gpen_arch import CheckpointReadError, GPENError, NotAGPENCheckpoint, load_gpen, read_state_dict
 from gpen_arch.formats.budgets import MAX_RECORD_BYTES
 
 DOUBLE = Path(__file__).resolve().parent / "comfy_double"
@@ -412,10 +406,7 @@ def test_the_lists_look_at_an_onnx_file_skips_its_weights():
 
 
 def test_detector_weights_go_through_the_same_checks(tmp_path):
-    from face_pipeline.detection.weights import (
-        DetectorWeightsCorrupt,
-        read_detector_state_dict,
-    )
+    from face_pipeline.detection.weights import DetectorWeightsCorrupt, read_detector_state_dict
 
     path = hostile_files.bytearray_pth(tmp_path / "detection_Resnet50_Final.pth")
     with pytest.raises(DetectorWeightsCorrupt, match=r"detection_Resnet50_Final.pth \(35 bytes\) was refused before "

@@ -13,8 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from conftest import DETECT, comfy_image, node
+from conftest import DETECT, REPO_ROOT, comfy_image, node
 
 pytestmark = pytest.mark.usefixtures("like_comfyui")
 

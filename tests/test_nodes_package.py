@@ -7,11 +7,10 @@ import importlib.util
 import re
 import subprocess
 import sys
+
 import tomllib
-
-from PIL import Image
-
 from conftest import REPO_ROOT
+from PIL import Image
 
 
 def requirement_lines() -> list[str]:

@@ -14,13 +14,7 @@ import torch
 from conftest import REPO_ROOT, _in_ci, data_file, require_shared
 from safetensors.torch import load_file
 
-from gpen_arch import (
-    CheckpointReadError,
-    NotAGPENCheckpoint,
-    expected_shapes,
-    load_gpen,
-    read_state_dict,
-)
+from gpen_arch import CheckpointReadError, NotAGPENCheckpoint, expected_shapes, load_gpen, read_state_dict
 from gpen_arch.formats.onnx_import import _unscale
 
 onnx = pytest.importorskip("onnx")

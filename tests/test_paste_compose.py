@@ -13,7 +13,7 @@ from conftest import data_file
 
 from face_pipeline.alignment import align_faces, warp_images
 from face_pipeline.errors import PasteError
-from face_pipeline.paste import PasteOptions, crop_masks, paste_faces, parsing, rounded_rect_mask
+from face_pipeline.paste import PasteOptions, crop_masks, parsing, paste_faces, rounded_rect_mask
 from face_pipeline.types import DetectedFace
 
 

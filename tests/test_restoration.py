@@ -247,8 +247,8 @@ def test_unknown_mode_and_not_a_model(batch):
 
 
 def test_auto_batch_size_follows_the_memory_policy_and_the_step(model):
-    from face_pipeline.restoration import batching
     from face_pipeline.memory import MemoryPolicy
+    from face_pipeline.restoration import batching
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # cuda: only consulted for the step and the fold rule
     per_face = batching.bytes_per_face(model, 256, torch.float32)

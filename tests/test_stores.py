@@ -9,20 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 from helpers import files_under, make_photos
 from helpers import ray_args as args
+from PIL import Image
+from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
-from face_pipeline.errors import FileLayoutError, InvalidImageError
-from face_jobs import (
-    PlannedOutput,
-    StoreObject,
-    collect_inputs,
-    source_size,
-    staged,
-)
+from face_jobs import PlannedOutput, StoreObject, collect_inputs, source_size, staged
 from face_jobs.stores import HEADER_BYTES, filesystem
+from face_pipeline.errors import FileLayoutError, InvalidImageError
 from face_pipeline.image import image_size
 
 pytestmark = needs_moto

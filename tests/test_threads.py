@@ -23,12 +23,7 @@ from face_jobs import ItemResult, JobSummary, Outcome, PendingWrite, PlannedOutp
 from face_jobs.config import RayOptions
 from face_jobs.engines.ray_images import code_runtime_env
 from face_jobs.job import Worker
-from face_jobs.threads import (
-    DEFAULT_THREADS,
-    MAX_THREADS,
-    check_threads,
-    cpu_threads,
-)
+from face_jobs.threads import DEFAULT_THREADS, MAX_THREADS, check_threads, cpu_threads
 
 MODEL = ("gpen", "compact", "compact_256_cm1_n0.0625_s64.safetensors")
 

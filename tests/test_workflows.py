@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import REPO_ROOT, import_pack
 from helpers import CORE_NODES, FRONTEND_ONLY, WIDGET_TYPES
+from PIL import Image
 
 DOUBLE = Path(__file__).resolve().parent / "comfy_double"
 WORKFLOWS = sorted((REPO_ROOT / "example_workflows").glob("*.json"))

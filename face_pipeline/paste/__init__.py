@@ -9,8 +9,8 @@ and compositing), ``budget.py`` (its memory estimate and out-of-memory fallback)
 from .budget import paste_bytes, paste_within_memory
 from .color import gray_images, match_color, to_gray
 from .compose import crop_masks, paste_faces
-from .options import PasteOptions
 from .masks import ANALYTIC_MASKS, MASK_TYPES, ellipse_mask, mask_at, rounded_rect_mask
+from .options import PasteOptions
 from .parsing import PARSING_FILES, ParsingNet, ParsingWeightsMissing, load_parsing_net, parsing_mask
 from .scale import SCALES, choose_scale, face_zoom
 

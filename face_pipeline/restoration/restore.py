@@ -16,9 +16,9 @@ import torch
 
 from ..alignment import realign
 from ..errors import RestoreError, RestoreOutOfMemory
-from ..types import FaceBatch
 from ..memory import DEFAULT_MEMORY, MemoryPolicy
 from ..protocols import RestorationModel
+from ..types import FaceBatch
 from .batching import auto_batch_size
 from .masks import masks_in_crop_space
 from .modes import finish_output, prepare_input

@@ -9,7 +9,6 @@ import numpy as np
 from ..boxes import box_iou
 from ..types import DetectedFace
 
-
 TRACK_IOU = 0.5  # the same face in neighbouring frames overlaps far more; unrelated faces can reach 0.4
 
 

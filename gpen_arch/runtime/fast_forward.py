@@ -39,20 +39,8 @@ from ..layers import Blur, ConvLayer, EqualConv2d, EqualLinear, FusedLeakyReLU, 
 from ..ops.activation import GAIN, leaky_relu_unscaled_
 from ..ops.epilogue import styled_concat
 from ..ops.modulated_conv import modulated_conv2d, modulated_conv2d_raw
-from ..ops.upfirdn2d import (
-    blur,
-    fold_blur_into_strided_conv,
-    make_blur_kernel,
-    upsample2x,
-    upsample2x_bilinear,
-)
-from .bands import (
-    DecoderStep,
-    band_plan,
-    band_rows,
-    decoder_group_in_bands,
-    encoder_layer_in_bands,
-)
+from ..ops.upfirdn2d import blur, fold_blur_into_strided_conv, make_blur_kernel, upsample2x, upsample2x_bilinear
+from .bands import DecoderStep, band_plan, band_rows, decoder_group_in_bands, encoder_layer_in_bands
 from .fast_plan import FastPlan
 
 
