@@ -45,7 +45,8 @@ class RestorationModel(Protocol):
     ``estimate_memory(batch_size, dtype)``: peak activation bytes of one forward, for the batch size (a model
     without it is assumed to need about 50 full-size maps per face). Optional, used when present: ``between_blocks(
     hook)``, a context in which forwards call ``hook()`` between their blocks (so Cancel stops a long forward), and
-    ``derived_weight_bytes(device)`` (weights the model derives on its first forward on a device).
+    ``pending_weight_bytes(device)`` (bytes of the weights the model will derive on its first forward on a device
+    and has not derived yet).
     """
 
     @property

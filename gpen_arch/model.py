@@ -102,6 +102,12 @@ class GPEN(nn.Module):
         dtype = self._param_dtype() if dtype is None else dtype
         return memory.derived_weight_bytes(GPEN, self.config, self.plan(device, dtype), dtype)
 
+    def pending_weight_bytes(self, device: torch.device | str) -> int:
+        """Bytes of derived weights (folded blurs, ``runtime/weight_cache.py``) this model will build on its first
+        forward on ``device`` and has not built yet (0 once built): a caller sizing a batch to free memory counts
+        them."""
+        return max(int(self.derived_weight_bytes(device)) - self.fast_path.derived.nbytes(), 0)
+
     def encoder_layers(self) -> list[ConvLayer]:
         """``ecd0 .. ecd{L-2}`` as ConvLayers, from full resolution down to 4x4."""
         return [getattr(self, f"ecd{i}")[0] for i in range(self.config.num_encoder_layers)]

@@ -39,13 +39,11 @@ def bytes_per_face(model: RestorationModel, size: int, dtype: torch.dtype) -> in
 
 
 def pending_weight_bytes(model: RestorationModel, device: torch.device) -> int:
-    """Bytes of derived weights (folded blurs, gpen_arch/runtime/weight_cache.py) the model will build on its first
-    forward on ``device`` and has not built yet: they come out of the same free memory as the batch."""
-    total = getattr(model, "derived_weight_bytes", None)
-    fast_path = getattr(model, "fast_path", None)
-    if total is None or fast_path is None:
-        return 0
-    return max(int(total(device)) - fast_path.derived.nbytes(), 0)
+    """Bytes of derived weights the model will build on its first forward on ``device`` and has not built yet (its
+    optional ``pending_weight_bytes``, see ``RestorationModel``): they come out of the same free memory as the
+    batch."""
+    pending = getattr(model, "pending_weight_bytes", None)
+    return 0 if pending is None else int(pending(device))
 
 
 def faces_per_step(device: torch.device) -> int:
