@@ -4,6 +4,7 @@
     python cli.py photo.jpg --model GPEN-BFR-512.pth --output photo_restored.jpg
     python cli.py photos/ --model GPEN-BFR-512.pth --output out/ --detector yunet_opencv --scale auto
     python cli.py frames/ --model GPEN-BFR-512.pth --output out/ --video-frames --scale 2
+    python cli.py convert GPEN-BFR-2048.onnx GPEN-BFR-2048.safetensors   (any GPEN file, written once as .safetensors)
 
 Inputs: image files and folders (a folder's images and those of its direct subfolders; .png .jpg .jpeg .webp .bmp
 .tif .tiff), or the same in an object store (s3://bucket/prefix, gs://...: README "Many machines"). Output files
@@ -41,15 +42,19 @@ multi-page, an output format that cannot be written, too large for --scale) is s
 go on.
 A summary of restored / unchanged / skipped / failed inputs is always printed.
 Exit status: 0 done; 2 usage error or an input that could not be used; 1 any other error (model or detector weights,
-out of memory, a file that could not be written). Errors print one line, without a traceback (--verbose adds it).
+out of memory, a file that could not be written); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (each stops like Ctrl-C: the
+file in flight discarded, the lock removed, the summary printed). Errors print one line, without a traceback
+(--verbose adds it). A photo folder named convert is an input when --model is given (convert never takes it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -341,9 +346,46 @@ def convert_main(argv: list[str]) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (docker or systemd stopping the run, ``timeout``, a closed terminal): raised in the main
+    thread to stop the run as Ctrl-C does (the file in flight discarded, the lock removed, the summary printed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stopping_on_signals():
+    """``with stopping_on_signals():`` SIGTERM and SIGHUP raise ``Terminated`` in the main thread for the block (the
+    previous handlers are restored after it); elsewhere than the main thread it changes nothing."""
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {}
+    try:
+        for signum in wanted:
+            previous[signum] = signal.signal(signum, _terminate)
+    except ValueError:  # not the main thread: signals are the host program's
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def is_convert(argv: list[str]) -> bool:
+    """Whether the command line is ``convert IN OUT``: its first word, and no ``--model`` (which a restore always has
+    and convert never takes), so a photo folder named ``convert`` is an input (``cli.py convert --model ...``)."""
+    return argv[:1] == ["convert"] and not any(a == "--model" or a.startswith("--model=") for a in argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["convert"]:  # python cli.py convert IN.onnx OUT.safetensors
+    if is_convert(argv):  # python cli.py convert IN.onnx OUT.safetensors
         return convert_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -352,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        with computing_threads(args):
+        with stopping_on_signals(), computing_threads(args):
             return run(args)
     except (UsageError, FileLayoutError, InvalidImageError) as exc:
         return fail(exc, 2)
@@ -361,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, the traceback with -v
         if is_out_of_memory(exc):
             return fail(exc, 1)

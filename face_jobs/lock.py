@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
 
 from face_pipeline.errors import OutputLockedError, OutputWriteError
@@ -25,6 +26,8 @@ from .writer import describe_os_error, remove_stale_parts
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".gpen-restore.lock"
+_HELD: set[Path] = set()  # the lock files this process holds (resolved paths)
+_HELD_GUARD = threading.Lock()
 
 
 def _alive(pid: int) -> bool:
@@ -48,13 +51,26 @@ def _read_owner(path: Path) -> tuple[int, str] | None:
         return None
 
 
+def _owner_alive(path: Path, owner: tuple[int, str]) -> bool:
+    """Whether the run a readable lock file names may still run: on another host, assumed so; with this process's
+    id, only if this process holds that lock (else it was left by an earlier process that had the same id, e.g. the
+    previous run of a restarted container, where the run is often process 1); else whether that process lives."""
+    pid, host = owner
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        with _HELD_GUARD:
+            return path.resolve() in _HELD
+    return _alive(pid)
+
+
 def held_by_live_run(folder: Path) -> bool:
     """Whether ``folder`` holds a lock file of a run that may be alive (on another host, or unreadable: assumed so)."""
     path = folder / LOCK_NAME
     if not path.is_file():
         return False
     owner = _read_owner(path)
-    return owner is None or owner[1] != socket.gethostname() or _alive(owner[0])
+    return owner is None or _owner_alive(path, owner)
 
 
 class OutputLock:
@@ -85,7 +101,7 @@ class OutputLock:
             created = self._create()
             if not created:
                 owner = self._owner()
-                if owner is not None and owner[1] == socket.gethostname() and not _alive(owner[0]):
+                if owner is not None and not _owner_alive(self.path, owner):
                     logger.warning("taking over %s, left by process %d which no longer runs", self.path, owner[0])
                     self.path.unlink(missing_ok=True)
                     created = self._create()
@@ -98,6 +114,8 @@ class OutputLock:
                 f"another run ({who}) is writing into {self.folder} (lock file {self.path}); wait for it to end, "
                 f"or delete the lock file if no run is active")
         self._held = True
+        with _HELD_GUARD:
+            _HELD.add(self.path.resolve())
         self._remove_stale_parts()
 
     def _remove_stale_parts(self) -> None:
@@ -116,6 +134,8 @@ class OutputLock:
 
     def release(self) -> None:
         if self._held:
+            with _HELD_GUARD:
+                _HELD.discard(self.path.resolve())
             self.path.unlink(missing_ok=True)
             self._held = False
             if self._created_folder and not any(self.folder.iterdir()):

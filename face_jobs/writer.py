@@ -49,6 +49,23 @@ _CAUSES = {
 #: the temporary files ``write_atomically`` makes: ``mkstemp``'s eight random characters between the name and .part
 PART_PATTERN = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
 _UMASK_LOCK = threading.Lock()
+NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems (ext4, APFS, NTFS: 255 units)
+_PART_EXTRA = len(".") + 8 + len(".part") + len(".")  # what a temporary name adds to the name it stands for
+
+
+def part_prefix(name: str) -> str:
+    """``mkstemp``'s prefix for a temporary file standing for ``name``: ``.NAME.``, with ``NAME`` cut so that the
+    temporary name fits ``NAME_MAX`` bytes whenever ``name`` does (a UTF-8 name is cut at a character boundary)."""
+    encoded = os.fsencode(name)
+    room = NAME_MAX - _PART_EXTRA
+    if len(encoded) > room:
+        cut = encoded[:room]
+        try:  # drop a character cut in two
+            cut = cut.decode("utf-8", "ignore").encode("utf-8") if encoded.decode("utf-8") else cut
+        except UnicodeDecodeError:  # not UTF-8 (a name of raw bytes): bytes are what the file system counts
+            pass
+        name = os.fsdecode(cut)
+    return f".{name}."
 
 
 @functools.cache
@@ -147,7 +164,7 @@ def write_atomically(path: str | Path, data: bytes, *, overwrite: bool = False) 
     temp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=part_prefix(path.name), suffix=".part", dir=path.parent)
         temp = Path(name)
         try:
             _give_umask_mode(fd, name)

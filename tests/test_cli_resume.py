@@ -116,7 +116,7 @@ def test_a_live_runs_unfinished_file_is_left_alone(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / ".a.jpg.abcdefgh.part").write_bytes(b"being written")
-    (out / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live run holds the lock
+    (out / LOCK_NAME).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live run (our parent) holds it
     status, err = run(tmp_path, capsys)
     assert status == 1 and "another run (process" in err, err
     assert sorted(p.name for p in out.iterdir()) == [".a.jpg.abcdefgh.part", LOCK_NAME]

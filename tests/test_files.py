@@ -165,7 +165,7 @@ def test_the_unfinished_files_of_dead_runs_are_removed_when_the_lock_is_taken(tm
                  "annotated/.c.png.png.zzzzzzzz.part", "other/.d.png.12345678.part", "notes.part", ".x.part",
                  ".a.jpg.toolongname.part", "a.jpg")
     (out / LOCK_NAME).write_text(f"{dead} {socket.gethostname()}\n")  # the run that left them was killed
-    (out / "other" / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live run's folder
+    (out / "other" / LOCK_NAME).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live run's (our parent's)
     with OutputLock(out):
         pass
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
@@ -173,7 +173,7 @@ def test_the_unfinished_files_of_dead_runs_are_removed_when_the_lock_is_taken(tm
                     f"other/{LOCK_NAME}"]
     (out / "other" / LOCK_NAME).unlink()
     inner = _parts(out / "inner", ".e.png.abcdefgh.part")
-    (out / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live run writes into out/, above
+    (out / LOCK_NAME).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live run (our parent) writes in out/
     with OutputLock(inner):
         pass
     assert (inner / ".e.png.abcdefgh.part").exists()  # it may be that run's file: left alone
