@@ -220,7 +220,7 @@ def check_args(args: argparse.Namespace) -> None:
     ``UsageError``. The stage options' ranges are their records' to check (``build_options``), but for the 0 that
     PasteOptions takes as "the default" (a node widget's value), which the flag refuses as out of its range."""
     if args.max_output_size == 0:
-        raise UsageError(_flag_error("max_output_size must be ", {"max_output_size": 0}))
+        raise UsageError(_flag_error("max_output_size must be a whole number", {"max_output_size": 0}))
     _in_range("--detector-max-side", args.detector_max_side, 64, MAX_SIDE, "a whole number")
     _in_range("--threads", args.threads, 1, MAX_THREADS, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
@@ -278,14 +278,17 @@ def build_options(args: argparse.Namespace) -> PipelineOptions:
 
 def _flag_error(message: str, values: dict) -> str:
     """A record's error about one of its fields (``fields.check_value``: "feather must be ...") said about the flag
-    that set it, with the flag's range ("--feather must be a number in 0..0.5, got 0.9"); other errors as they
-    are."""
+    that set it, with the flag's range ("--feather must be a number in 0..0.5, got 0.9"); a record's own rule
+    ("score_threshold must be 0 ... or from 0.3 to 1") with the flag's name; other errors as they are."""
     for flag, (record, name) in OPTION_FLAGS.items():
+        if not message.startswith(f"{name} must be "):
+            continue
         bounds = spec(record, name)
-        if message.startswith(f"{name} must be ") and bounds.low is not None:
+        if bounds.low is not None and message.startswith((f"{name} must be a number", f"{name} must be a whole")):
             what = "a whole number" if bounds.whole else "a number"
             within = f"in {bounds.low:g}..{bounds.high:g}" if bounds.high is not None else f"at least {bounds.low:g}"
             return f"{flag} must be {what} {within}, got {values[name]:g}"
+        return flag + message[len(name):]
     return message
 
 

@@ -10,7 +10,10 @@ network package's own statement (it imports nothing from here). What is held to 
 - an image (a file or a host's tensor): ``MAX_SIDE`` per side, ``MAX_PIXELS`` in all, checked from the header in
   ``image.check_budget``;
 - a face-index text ("0,2-5"): ``MAX_INDICES_TEXT`` characters, indices up to ``MAX_FACE_INDEX``, checked in
-  ``selection.parse_indices``.
+  ``selection.parse_indices``;
+- a detection threshold: 0 (the detector's own) or at least ``MIN_SCORE_THRESHOLD``, checked in
+  ``options.DetectOptions`` and by the face detector loader node;
+- faces restored per image: at most ``MAX_FACES_PER_IMAGE``, held in ``selection.choose_faces`` (with a note).
 """
 
 from __future__ import annotations
@@ -28,3 +31,13 @@ MAX_PIXELS = 150_000_000
 #: no range is ever expanded beyond them).
 MAX_FACE_INDEX = 9999
 MAX_INDICES_TEXT = 1000
+
+#: The lowest detection threshold accepted (0 means the detector's own default, in the CLI and the nodes alike).
+#: Below it the detectors report noise as faces: on the 29-face Solvay photo, 32-1051 detections at 0.2..0 with
+#: OpenCV YuNet, 29-11052 with RetinaFace, 59-750 with kornia YuNet; at 0.3, 29-31 with each.
+MIN_SCORE_THRESHOLD = 0.3
+
+#: At most this many faces of one image are restored (the others are reported, "beyond the cap"): each face costs a
+#: forward of the model, so an image's time stays bounded whatever a detector reports. A crowd photo's faces beyond
+#: it can be restored by tiling the photo, or by ``indices``.
+MAX_FACES_PER_IMAGE = 500

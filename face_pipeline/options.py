@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .alignment import TEMPLATES
+from .budgets import MIN_SCORE_THRESHOLD
 from .detection import ROTATION_MODES
 from .fields import check_fields, option
 from .paste.options import DEFAULT_MAX_OUTPUT_SIZE, MAX_OUTPUT_SIZE, MIN_OUTPUT_SIZE, PasteOptions
@@ -29,8 +30,8 @@ __all__ = ["DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "P
 class DetectOptions:
     """Which faces are found and which of them are restored (``pipeline.find_choices``)."""
 
-    score_threshold: float | None = option(None, "detection score threshold (default: the detector's own)",
-                                           low=0.0, high=1.0, optional=True)
+    score_threshold: float | None = option(None, f"detection score threshold, {MIN_SCORE_THRESHOLD:g}..1 (0 or unset: "
+                                           f"the detector's own)", low=0.0, high=1.0, optional=True)
     rotations: str = option("when_missing", "faces on their side or upside down: look on the image turned by "
                             "90/180/270 degrees when no upright face is found (when_missing, default), always, or "
                             "never (none)", choices=ROTATION_MODES)
@@ -44,6 +45,7 @@ class DetectOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        object.__setattr__(self, "score_threshold", detector_threshold(self.score_threshold))
         if isinstance(self.indices, (str, bytes)) or not all(
                 isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in self.indices):
             raise ValueError(f"indices must be whole numbers of at least 0, got {self.indices!r}")
@@ -72,6 +74,18 @@ class AlignOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+def detector_threshold(value: float | None) -> float | None:
+    """A detection threshold as the CLI and the nodes take it: None or 0 is the detector's own default (None), else a
+    score from ``MIN_SCORE_THRESHOLD`` to 1 (``ValueError`` naming the floor: below it the detectors report noise)."""
+    if value is None or value == 0:
+        return None
+    if not MIN_SCORE_THRESHOLD <= value <= 1:
+        raise ValueError(f"score_threshold must be 0 (the detector's own) or from {MIN_SCORE_THRESHOLD:g} to 1, got "
+                         f"{value:g}: below {MIN_SCORE_THRESHOLD:g} the detectors report noise as faces (more than a "
+                         f"thousand on one portrait at 0)")
+    return float(value)
 
 
 STAGES = {"detect": DetectOptions, "video": VideoOptions, "align": AlignOptions, "restore": RestoreOptions,

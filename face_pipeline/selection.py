@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .budgets import MAX_FACE_INDEX, MAX_INDICES_TEXT
+from .budgets import MAX_FACE_INDEX, MAX_FACES_PER_IMAGE, MAX_INDICES_TEXT
 from .region import MIN_OVERLAP, coverages
 from .types import DetectedFace
 
 SELECT_MODES = ("all", "largest", "indices")
 SORT_ORDERS = ("area", "left_to_right", "top_to_bottom", "score")
+CAP_REASON = f"beyond the cap of {MAX_FACES_PER_IMAGE} faces per image (budgets.MAX_FACES_PER_IMAGE)"
 
 _SORT_KEYS = {
     "area": lambda f: -f.area,
@@ -86,8 +87,9 @@ def choose_faces(
     ``min_overlap`` (0..1), are filtered out; the others are sorted by ``sort_by`` (one of ``SORT_ORDERS``: area
     and score descending, positions by box centre) and numbered (``index``); then all / the largest / the given
     ``indices`` (in the given order; out-of-range ones are skipped, repeats ignored) are kept, at most
-    ``max_faces`` of them (0 = no limit). Returns per image every face: the selected ones first, in the order they
-    are restored, then the others by index (filtered-out ones last). Raises ``ValueError`` for an unknown mode or
+    ``max_faces`` of them (0 = no limit) and at most ``budgets.MAX_FACES_PER_IMAGE`` (``CAP_REASON``). Returns per
+    image every face: the selected ones first, in the order they are restored, then the others by index (filtered-out
+    ones last). Raises ``ValueError`` for an unknown mode or
     order, negative limits or an overlap outside 0..1."""
     if mode not in SELECT_MODES:
         raise ValueError(f"unknown face selection {mode!r}; choose one of {', '.join(SELECT_MODES)}")
@@ -129,10 +131,14 @@ def choose_faces(
             wanted = dict.fromkeys(int(i) for i in indices)  # unique, in the given order
             picked = [i for i in wanted if 0 <= i < len(kept)]
             why_not = dict.fromkeys(range(len(kept)), "its index is not in indices")
-        if max_faces and len(picked) > max_faces:
+        if max_faces and max_faces <= MAX_FACES_PER_IMAGE and len(picked) > max_faces:
             for i in picked[max_faces:]:
                 why_not[i] = f"beyond max_faces ({max_faces})"
             picked = picked[:max_faces]
+        elif len(picked) > MAX_FACES_PER_IMAGE:
+            for i in picked[MAX_FACES_PER_IMAGE:]:
+                why_not[i] = CAP_REASON
+            picked = picked[:MAX_FACES_PER_IMAGE]
         others = [FaceChoice(face=kept[i], index=i, selected=False, reason=why_not[i])
                   for i in range(len(kept)) if i not in picked]
         chosen.append([FaceChoice(face=kept[i], index=i, selected=True, reason="selected") for i in picked]
@@ -179,6 +185,11 @@ def selection_notes(choices: list[list[FaceChoice]], *, mode: str, indices: Sequ
     unselected = [i for i, per_image in enumerate(choices) if not any(c.selected for c in per_image)]
     none_found = [i for i in unselected if not choices[i]]
     not_chosen = [i for i in unselected if choices[i] and i not in missing_in]
+    capped = [i for i, per_image in enumerate(choices) if any(c.reason == CAP_REASON for c in per_image)]
+    if capped:
+        notes.append(f"more than {MAX_FACES_PER_IMAGE} faces in {len(capped)} of {len(choices)} image(s) (index "
+                     f"{_listed(capped, 20)}): only the first {MAX_FACES_PER_IMAGE} in the sort order are restored, "
+                     f"the pack's cap per image; restore the others by indices or on crops of the image")
     if none_found:
         notes.append(f"no face found in {len(none_found)} of {len(choices)} image(s) (index {_listed(none_found, 20)})"
                      f": returned unchanged")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES, WEIGHT_FILES, load_detector
+from ..face_pipeline.options import detector_threshold
 from . import comfy_bridge as bridge
 from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, DetectorHandle
 from .validation import CheckedWidgets
@@ -73,7 +74,8 @@ class GPENLoadFaceDetector(CheckedWidgets):
             "score_threshold": ("FLOAT", {
                 "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                 "tooltip": "Minimum detection confidence. 0 uses the detector's own default (0.9 RetinaFace and "
-                           "YuNet, 0.6 OpenCV YuNet)."}),
+                           "YuNet, 0.6 OpenCV YuNet); otherwise 0.3 to 1 (lower values find noise, not faces). "
+                           "The CLI's --threshold means the same."}),
         }, "optional": {  # optional, so API prompts saved before it existed still validate
             "max_side": ("INT", {
                 "default": 0, "min": 0, "max": 16384, "step": 64,
@@ -82,9 +84,21 @@ class GPENLoadFaceDetector(CheckedWidgets):
                            "YuNet, 1920 OpenCV YuNet). Raise it to find small faces in big frames (slower)."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, **values):
+        """The widgets (``CheckedWidgets``), and the threshold's floor before anything in the prompt runs."""
+        checked = super().VALIDATE_INPUTS(**values)
+        if checked is not True or values.get("score_threshold") is None:  # None: linked
+            return checked
+        try:
+            detector_threshold(values["score_threshold"])
+        except ValueError as exc:
+            return str(exc)
+        return True
+
     def load(self, detector: str, allow_download: bool, score_threshold: float, max_side: int = 0):
         folder = bridge.find_in_detector_folders(WEIGHT_FILES[detector].file_name) or bridge.detector_folder()
-        threshold = None if score_threshold == 0 else score_threshold  # NaN (from a link) is refused, not 0
+        threshold = detector_threshold(score_threshold)  # 0: the detector's own, as in the CLI; NaN refused
         built = load_detector(detector, weights_dir=folder, allow_download=allow_download, device="cpu",
                               score_threshold=threshold, max_side=max_side or None)
         # the network goes under ComfyUI's model management: loaded to the GPU for detection, offloaded when other

@@ -150,6 +150,11 @@ CASES = [
     *[Case(f"--threshold {v}", lambda t, v=v: [*cmd(t, face(t, "a.jpg"), model="absent.pth"), "--threshold", v],
            2, rf"error: --threshold must be a number in 0\.\.1, got {v}", check=_no_output)
       for v in ("nan", "2", "-1", "inf")],
+    *[Case(f"--threshold {v}: below the floor, where the detectors report noise",
+           lambda t, v=v: [*cmd(t, face(t, "a.jpg"), model="absent.pth"), "--threshold", v],
+           2, rf"error: --threshold must be 0 \(the detector's own\) or from 0\.3 to 1, got {v}: below 0\.3 the "
+              r"detectors report noise as faces \(more than a thousand on one portrait at 0\)", check=_no_output)
+      for v in ("0.1", "0.29")],
     *[Case(f"--detector-max-side {v}",
            lambda t, v=v: [*cmd(t, face(t, "a.jpg"), model="absent.pth"), "--detector-max-side", v],
            2, rf"error: --detector-max-side must be a whole number in 64\.\.16384, got {v}", check=_no_output)

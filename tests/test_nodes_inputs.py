@@ -212,11 +212,30 @@ def test_nan_score_threshold_is_refused(pack):
     loader = pack[0].NODE_CLASS_MAPPINGS["GPENLoadFaceDetector"]
     assert loader.VALIDATE_INPUTS(**{**defaults(loader), "score_threshold": math.nan}) == (
         "score_threshold must be a number from 0 to 1, got nan")
-    with pytest.raises(ValueError, match="score_threshold must be in 0..1, got nan"):  # linked: refused when it runs
+    with pytest.raises(ValueError, match="score_threshold must be 0 .* or from 0.3 to 1, got nan"):  # linked: at run
         loader().load(detector="yunet_opencv", allow_download=False, score_threshold=math.nan)
     options = sys.modules[f"{pack[0].__name__}.face_pipeline.options"]
     with pytest.raises(ValueError, match="score_threshold must be a number from 0 to 1, got nan"):
         options.DetectOptions(score_threshold=math.nan)
+
+
+def test_score_threshold_means_the_same_in_the_nodes_and_the_cli(pack):
+    """0 is the detector's own default everywhere; a threshold below the floor is refused before the prompt runs."""
+    import cli
+
+    loader = pack[0].NODE_CLASS_MAPPINGS["GPENLoadFaceDetector"]
+    floor = "score_threshold must be 0 (the detector's own) or from 0.3 to 1, got 0.1: below 0.3 the detectors"
+    assert loader.VALIDATE_INPUTS(**{**defaults(loader), "score_threshold": 0.1}).startswith(floor)
+    assert loader.VALIDATE_INPUTS(**{**defaults(loader), "score_threshold": 0.0}) is True
+    assert loader.VALIDATE_INPUTS(**{**defaults(loader), "score_threshold": 0.3}) is True
+    with pytest.raises(ValueError, match=r"from 0\.3 to 1, got 0\.1"):  # linked: refused when it runs
+        loader().load(detector="yunet_opencv", allow_download=False, score_threshold=0.1)
+    own = loader().load(detector="yunet_opencv", allow_download=False, score_threshold=0.0)[0]
+    assert own.detector.score_threshold == type(own.detector).default_score_threshold == 0.6
+    args = cli.parse_args(["p.jpg", "--model", "m.pth", "--output", "o", "--threshold", "0"])
+    assert cli.build_options(args).detect.score_threshold is None  # the detector's own, as in the node
+    assert cli.build_options(cli.parse_args(["p.jpg", "--model", "m.pth", "--output", "o", "--threshold", "0.5"])
+                             ).detect.score_threshold == 0.5
 
 
 def test_every_float_option_refuses_nan_and_infinity():

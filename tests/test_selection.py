@@ -7,7 +7,9 @@ import tracemalloc
 
 import pytest
 
+from face_pipeline.budgets import MAX_FACES_PER_IMAGE
 from face_pipeline.selection import (
+    CAP_REASON,
     MAX_FACE_INDEX,
     SELECT_MODES,
     SORT_ORDERS,
@@ -155,3 +157,16 @@ def test_selection_notes_say_how_many_faces_an_image_has():
         "faces were found but none selected in 1 of 1 image(s) (index 0; the face report says why): returned "
         "unchanged"]
     assert selection_notes(choose_faces([IMAGE]), mode="all") == []
+
+
+def test_faces_per_image_are_capped_with_a_note():
+    """A detector that reports thousands of "faces" costs at most MAX_FACES_PER_IMAGE forwards, and says so."""
+    crowd = [face(10 * (i % 100), 10 * (i // 100), 8, score=0.9) for i in range(MAX_FACES_PER_IMAGE + 7)]
+    choices = choose_faces([crowd, [A]])
+    assert [sum(c.selected for c in per_image) for per_image in choices] == [MAX_FACES_PER_IMAGE, 1]
+    assert [c.reason for c in choices[0] if not c.selected] == [CAP_REASON] * 7
+    assert sum(c.selected for c in choose_faces([crowd], max_faces=MAX_FACES_PER_IMAGE + 5)[0]) == MAX_FACES_PER_IMAGE
+    assert sum(c.selected for c in choose_faces([crowd], max_faces=3)[0]) == 3
+    notes = selection_notes(choices, mode="all", indices=())
+    assert f"more than {MAX_FACES_PER_IMAGE} faces in 1 of 2 image(s) (index 0): only the first " \
+           f"{MAX_FACES_PER_IMAGE} in the sort order are restored" in " ".join(notes)
