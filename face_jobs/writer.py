@@ -10,6 +10,10 @@ gets, ``0o666`` less the umask (``mkstemp`` makes it ``0o600``); the umask is re
 A process killed while writing (SIGKILL, a power cut) leaves its temporary file, ``.NAME.XXXXXXXX.part``, behind;
 ``remove_stale_parts`` removes those of a folder that no live run writes into (the output lock says so: ``lock``).
 
+A folder whose output lock this process holds (``lock.OutputLock``) is written into only while its lock file is
+there: a write under a folder whose lock file was removed (the folder deleted mid-run, say) stops the run with
+``OutputLockedError`` instead of creating the folder again without a lock (``held_locks`` registers them).
+
 A ``PendingWrite`` is a file to write, held as data: an engine whose workers compute in other processes (Ray) has
 them return their ``PendingWrite`` records and writes them where the run's lock is held, with this same writer.
 """
@@ -28,12 +32,31 @@ from pathlib import Path
 
 import torch
 
-from face_pipeline.errors import OutputExistsError, OutputWriteError
+from face_pipeline.errors import OutputExistsError, OutputLockedError, OutputWriteError
 from face_pipeline.image import encode_image
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # bytes per write call
+
+#: the output lock files this process holds (resolved paths), registered by ``lock.OutputLock`` under ``HELD_GUARD``
+HELD_LOCKS: set[Path] = set()
+HELD_GUARD = threading.Lock()
+
+
+def check_lock_of(path: Path) -> None:
+    """``OutputLockedError`` when ``path`` lies in a folder whose output lock this process holds but whose lock file
+    is gone (the folder, or the lock, deleted while the run was writing): nothing more is written there."""
+    with HELD_GUARD:
+        held = list(HELD_LOCKS)
+    if not held:
+        return
+    target = path.resolve()
+    for lock_file in held:
+        if target.is_relative_to(lock_file.parent) and not lock_file.is_file():
+            raise OutputLockedError(f"{lock_file.parent} or its lock file {lock_file.name} was removed while this run "
+                                    f"was writing into it: stopped, so that nothing is written into a folder without "
+                                    f"its lock; run the command again to write the rest")
 
 _CAUSES = {
     errno.ENOSPC: "disk full",
@@ -158,9 +181,11 @@ def _link_exclusively(temp: Path, path: Path) -> None:
 
 def write_atomically(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` (its folder created if needed) so that ``path`` is either the complete new file or
-    untouched. ``overwrite=False``: an existing ``path`` raises ``OutputExistsError`` and stays as it is.
+    untouched. ``overwrite=False``: an existing ``path`` raises ``OutputExistsError`` and stays as it is; a ``path``
+    under a held output lock whose lock file is gone raises ``OutputLockedError`` (``check_lock_of``).
     Raises ``OutputWriteError`` (naming ``path`` and the cause) when the file cannot be written."""
     path = Path(path)
+    check_lock_of(path)
     temp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

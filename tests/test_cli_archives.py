@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -61,6 +62,30 @@ def test_a_lock_left_with_this_process_id_is_stale(tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="boot ids and start times are read from /proc")
+def test_a_lock_from_before_a_reboot_or_of_a_reused_process_id_is_stale(tmp_path):
+    from face_jobs.lock import LockOwner, held_by_live_run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    live = LockOwner.this_process()
+    parent = Path(f"/proc/{os.getppid()}/stat").read_text()
+    parent_started = parent[parent.rindex(")") + 2:].split()[19]
+    cases = {  # the parent process is alive: only the boot id or the start time tells a stale lock
+        "the parent, as written by it": (LockOwner(os.getppid(), live.host, live.boot, parent_started), True),
+        "an older version's file (pid and host only)": (f"{os.getppid()} {live.host}\n", True),
+        "written before this machine's last boot": (LockOwner(os.getppid(), live.host, "0" * 8, parent_started),
+                                                   False),
+        "a process that reused a dead run's id": (LockOwner(os.getppid(), live.host, live.boot, "1"), False),
+    }
+    for name, (owner, alive) in cases.items():
+        (out / LOCK_NAME).write_text(owner if isinstance(owner, str) else owner.line())
+        assert held_by_live_run(out) is alive, name
+    photo = face(tmp_path, "a.jpg")
+    assert cli.main(cmd(tmp_path, photo)) == 0  # the last one is taken over
+    assert (out / "a.jpg").is_file() and not (out / LOCK_NAME).exists()
+
+
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_a_run_like_ctrl_c(tmp_path, signum):
@@ -85,3 +110,26 @@ def test_a_signal_stops_a_run_like_ctrl_c(tmp_path, signum):
     again = subprocess.run([sys.executable, str(REPO_ROOT / "cli.py"), *cmd(tmp_path, tmp_path / "in")],
                            capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
     assert again.returncode == 0 and len(list(out.glob("p*.jpg"))) == 60, again.stderr
+
+
+def test_an_output_folder_deleted_mid_run_is_not_made_again_without_its_lock(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from face_jobs.job import Worker
+
+    photos = [face(tmp_path, f"p{i}.jpg") for i in range(3)]
+    out = tmp_path / "out"
+    photo = Worker.photo
+
+    def then_delete(self, item):
+        result = photo(self, item)
+        if item.source.name == "p0.jpg":  # a user (or a cleanup job) removes the folder after the first image
+            shutil.rmtree(out)
+        return result
+
+    monkeypatch.setattr(Worker, "photo", then_delete)
+    assert cli.main(cmd(tmp_path, *photos)) == 1
+    captured = capsys.readouterr()
+    assert f"{out} or its lock file {LOCK_NAME} was removed while this run was writing into it: stopped" in captured.err
+    assert "3 image(s)" in captured.out  # the summary is printed
+    assert not out.exists()  # not made again, without its lock
