@@ -35,6 +35,9 @@ offline; the other detectors' weights are downloaded into --detector-dir from th
 landmarks smoothed; detection runs over the whole sequence first, then frames are restored in chunks.
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without
 it, expects the damage already painted white in the image, as the official demo does.
+--region-masks and --protect-masks take masks as the nodes' region_mask and protect_mask inputs do: a folder of mask
+images named like the inputs (a.jpg's mask may be a.png; any size, resized to the image), or one mask image for every
+input. An input whose mask a folder lacks is skipped with the reason.
 
 Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable
 or damaged, beyond 16384 pixels per side or 150 megapixels (from its header: never decoded), animated or
@@ -153,7 +156,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_option_flag(parser, "--template", AlignOptions, "template")
     add_option_flag(parser, "--mode", RestoreOptions, "mode")
     parser.add_argument("--inpaint-masks",
-                        help="--mode inpaint: folder of masks named like the inputs (white = damaged)")
+                        help="--mode inpaint: folder of masks named like the inputs (white = damaged), or one mask "
+                             "for all")
+    parser.add_argument("--region-masks",
+                        help="only the faces in the white part are restored: a folder of masks named like the inputs "
+                             "(any size), or one mask for all")
+    add_option_flag(parser, "--region-overlap", DetectOptions, "region_overlap")
+    parser.add_argument("--protect-masks",
+                        help="the white part keeps the original pixels (a hand, a microphone in front of a face): a "
+                             "folder of masks named like the inputs (any size), or one mask for all")
     add_option_flag(parser, "--strength", RestoreOptions, "strength")
     add_option_flag(parser, "--mask", PasteOptions, "mask_type")
     add_option_flag(parser, "--feather", PasteOptions, "feather")
@@ -225,8 +236,10 @@ def check_args(args: argparse.Namespace) -> None:
     _in_range("--threads", args.threads, 1, MAX_THREADS, "a whole number")
     if args.inpaint_masks and args.mode != "inpaint":
         raise UsageError("--inpaint-masks is only used with --mode inpaint")
-    if args.inpaint_masks and not Path(args.inpaint_masks).is_dir():
-        raise UsageError(f"--inpaint-masks {args.inpaint_masks}: no such folder")
+    for flag, path in (("--inpaint-masks", args.inpaint_masks), ("--region-masks", args.region_masks),
+                       ("--protect-masks", args.protect_masks)):
+        if path and not Path(path).exists():
+            raise UsageError(f"{flag} {path}: no such folder or file")
     if args.video_frames and any(map(is_uri, args.inputs)):
         raise UsageError("--video-frames reads its frames from local (or mounted) folders only; copy them there")
     check_engine_args(args)
@@ -303,6 +316,7 @@ def build_config(args: argparse.Namespace) -> JobConfig:
                      models_dir=MODELS_DIR / "gpen", device=args.device, dtype=args.dtype, detector=args.detector,
                      detector_dir=args.detector_dir, allow_download=not args.no_download,
                      detector_max_side=args.detector_max_side, inpaint_masks=args.inpaint_masks,
+                     region_masks=args.region_masks, protect_masks=args.protect_masks,
                      save_json=args.save_json, save_crops=args.save_crops, save_annotated=args.save_annotated,
                      video_frames=args.video_frames, overwrite=args.overwrite, threads=args.threads, ray=ray)
 

@@ -17,6 +17,7 @@ from face_pipeline.pipeline import PipelineOptions
 from gpen_arch import CheckpointReadError
 from gpen_arch.runtime.precision import choose_dtype
 
+from .masks import MaskFiles, mask_files
 from .threads import DEFAULT_THREADS, check_threads
 
 
@@ -58,8 +59,8 @@ class RayOptions:
 class JobConfig:
     """One file job: what to read and where to write (``inputs``, ``output``), the stage options, the model (a path,
     or a bare file name also looked up in ``models_dir``), the device and precision ("auto" picks), the detector,
-    ``--mode inpaint``'s mask folder, the side outputs, whether the inputs are one video's frames, whether existing
-    outputs are replaced, the CPU threads, and the engine (``ray`` None: the local engine)."""
+    the mask files (inpainting, region, protect), the side outputs, whether the inputs are one video's frames,
+    whether existing outputs are replaced, the CPU threads, and the engine (``ray`` None: the local engine)."""
 
     inputs: tuple[str, ...]
     output: str
@@ -73,6 +74,8 @@ class JobConfig:
     allow_download: bool = True
     detector_max_side: int | None = None
     inpaint_masks: str | None = None
+    region_masks: str | None = None  # only the faces these masks cover (masks.MaskFiles: a folder or one file)
+    protect_masks: str | None = None  # pixels that keep the original
     save_json: bool = False
     save_crops: bool = False
     save_annotated: bool = False
@@ -86,13 +89,18 @@ class JobConfig:
         if self.inpaint_masks and self.options.restore.mode != "inpaint":
             raise UsageError("--inpaint-masks is only used with --mode inpaint")
 
+    def masks(self) -> dict[str, MaskFiles]:
+        """The mask files given, by kind (``masks.mask_files``)."""
+        return mask_files(inpaint=self.inpaint_masks, region=self.region_masks, protect=self.protect_masks)
+
     def model_path(self) -> Path:
         """``model`` found as ``find_model`` finds it."""
         return find_model(self.model, self.models_dir)
 
     def for_workers(self) -> JobConfig:
         """This configuration as workers elsewhere use it: every path absolute (the model found here)."""
-        absolute = {name: str(Path(value).resolve()) for name in ("detector_dir", "inpaint_masks", "output")
+        absolute = {name: str(Path(value).resolve()) for name in ("detector_dir", "inpaint_masks", "region_masks",
+                                                                   "protect_masks", "output")
                     if (value := getattr(self, name)) is not None}
         options = self.options
         if options.paste.parsing_dir is not None:

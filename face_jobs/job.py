@@ -23,11 +23,11 @@ from face_pipeline.face_report import faces_json, faces_report
 from face_pipeline.image import ImageFile, apply_budget_to_pillow, encode_image, load_image, read_image, same_format
 from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import Pipeline, selected_faces
+from face_pipeline.region import masks_for
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import load_gpen_file
 
 from .config import JobConfig, pick_device, pick_dtype
-from .masks import load_mask
 from .plan import OutputPlan, PlannedOutput
 from .sides import FACES_JSON, merge_records
 from .stores import source_size, staged
@@ -67,13 +67,23 @@ class Worker:
 
     # ------------------------------------------------------------------------------------------- the files made
     def masks(self, group: Sequence[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
+        """``--mode inpaint``'s damage masks of ``group``'s inputs ``[N, H, W]`` (None in the other modes)."""
         if self.options.restore.mode != "inpaint":
             return None
         if not self.config.inpaint_masks:  # the damage is already painted white in the images (the official demo)
             return torch.zeros((images.shape[0], 1, *images.shape[-2:]), device=images.device)
-        shape = (images.shape[-2], images.shape[-1])
-        folder = Path(self.config.inpaint_masks)
-        return torch.cat([load_mask(folder, item.relative, shape) for item in group]).to(images.device)
+        return self.user_masks("inpaint", group, images)
+
+    def user_masks(self, kind: str, group: Sequence[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
+        """The ``kind`` masks ("inpaint", "region", "protect": ``masks.mask_files``) of ``group``'s inputs as
+        ``[N, H, W]`` 0..1 at the images' size, or None when that flag was not given."""
+        files = self.config.masks().get(kind)
+        if files is None:
+            return None
+        shape = (int(images.shape[-2]), int(images.shape[-1]))
+        masks = [masks_for(files.load(item.relative, shape), batch=1, size=shape, what=files.what)
+                 for item in group]
+        return torch.cat(masks).to(images.device)
 
     def save(self, item: PlannedOutput, image: torch.Tensor, loaded: ImageFile) -> None:
         data = encode_image(image, item.target.suffix, alpha=loaded.alpha, exif=loaded.exif,
@@ -132,7 +142,7 @@ class Worker:
     def _photo(self, item: PlannedOutput) -> ItemResult:
         loaded = read_image(local_file(item))
         images = loaded.pixels.to(self.device)
-        choices = self.pipeline.find(images)
+        choices = self.pipeline.find(images, region=self.user_masks("region", [item], images))
         found = len(choices[0])
         return attempt(item, functools.partial(self._restore_photo, loaded=loaded, images=images, choices=choices),
                        faces_found=found)
@@ -152,6 +162,7 @@ class Worker:
             logger.warning("no face in %s: copied unchanged", item.source.name)
             return ItemResult(item.source, Outcome.UNCHANGED, faces_found=found, records=tuple(records))
         result, _ = self.pipeline.restore_and_paste(images, faces, inpaint_masks=self.masks([item], images),
+                                                    protect=self.user_masks("protect", [item], images),
                                                     keep_faces=False, on_restored=self.crop_saver([item]))
         records = self.describe([item], choices, images,
                                 result.scale if faces[0] else 1 if scale == "auto" else int(scale))
@@ -170,7 +181,7 @@ class Worker:
     def _complete_sides(self, item: PlannedOutput) -> ItemResult:
         loaded = read_image(local_file(item))
         images = loaded.pixels.to(self.device)
-        choices = self.pipeline.find(images)
+        choices = self.pipeline.find(images, region=self.user_masks("region", [item], images))
         faces = selected_faces(choices)
         if self.config.save_crops and faces[0]:
             batch = self.pipeline.restore(self.pipeline.align(images, faces), inpaint_masks=self.masks([item], images))
@@ -197,7 +208,7 @@ class Worker:
             except InvalidImageError as exc:
                 yield ItemResult(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
                 continue
-            choices = self.pipeline.find(frame)
+            choices = self.pipeline.find(frame, region=self.user_masks("region", [item], frame))
             faces_per_frame += choices
             thumbnails.append(frame_thumbnails(frame))
             frames.append(item)
@@ -217,6 +228,7 @@ class Worker:
                         for c in tracked[i]] for i in range(len(group))]
             chunk = selected_faces(choices)
             result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
+                                                        protect=self.user_masks("protect", group, images),
                                                         keep_faces=False, on_restored=self.crop_saver(group))
         except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
             yield from (failure(item, exc, own_input=False, faces_found=n) for item, n in zip(group, found))

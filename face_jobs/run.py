@@ -9,7 +9,6 @@ import functools
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from face_pipeline.errors import InvalidImageError
 from face_pipeline.image import apply_budget_to_pillow
@@ -19,7 +18,6 @@ from .engines.local import complete_sides, run_local
 from .inputs import collect_inputs
 from .job import Worker
 from .lock import OutputLock
-from .masks import mask_path
 from .plan import OutputPlan, PlannedOutput, plan_outputs
 from .sides import FACES_JSON, lacking_sides, read_records
 from .stores import Source, source_size
@@ -29,10 +27,11 @@ from .writer import process_umask
 
 def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
     """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
-    too large, beyond --max-output-size at the --scale chosen, without their inpainting mask. For --video-frames,
-    frames of different sizes are a ``UsageError``."""
+    too large, beyond --max-output-size at the --scale chosen, without one of their masks (inpainting, region,
+    protect). For --video-frames, frames of different sizes are a ``UsageError``."""
     sizes: dict[tuple[int, int], Source] = {}
     paste = config.options.paste
+    masks = config.masks().values()
     for item in plan.todo:
         try:
             width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
@@ -44,8 +43,8 @@ def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
             plan = plan.skipping(item, f"--scale {paste.scale} would make it {long_side * paste.scale} px on its "
                                        f"long side, above --max-output-size {paste.max_output_size}; use --scale "
                                        f"auto or raise --max-output-size")
-        elif config.inpaint_masks and mask_path(Path(config.inpaint_masks), item.relative) is None:
-            plan = plan.skipping(item, f"no inpainting mask for {item.relative} in {config.inpaint_masks}")
+        elif lacking := next(filter(None, (files.missing(item.relative) for files in masks)), None):
+            plan = plan.skipping(item, lacking)
         else:
             sizes.setdefault((width, height), item.source)
     if config.video_frames and len(sizes) > 1:
@@ -72,7 +71,7 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
         pick_device(config.device)  # an unavailable device is a usage error before anything is read
     inputs = collect_inputs(config.inputs)
     plan = plan_outputs(inputs, config.output, overwrite=config.overwrite,
-                        also_read=[config.inpaint_masks] if config.inpaint_masks else [])
+                        also_read=[files.path for files in config.masks().values() if files.path.is_dir()])
     plan = probe_inputs(plan, config)
     summary = JobSummary(images=len(plan.items), report=report)
     summary.skip_planned(plan.items)
