@@ -23,7 +23,13 @@ gives. A run that failed or was killed is finished by running the same command a
 and what they lack is completed (--save-json's faces.json, merged; --save-crops' crops).
 An output file that exists is NOT replaced: that input is skipped and reported (--overwrite replaces it). An output
 that would land on an input, or an output folder inside an input folder, is refused before any work; two runs into
-one output folder at once are refused by a lock file (.gpen-restore.lock) there.
+one output folder at once are refused by a lock file (.gpen-restore.lock) there. Side outputs (--save-crops,
+--save-annotated, --save-json) go into the output folder, or beside a single output file in its folder. Paths are
+checked with symbolic links resolved: an output or side output that would land in an input folder (a link out/sub ->
+../album), side outputs in an input file's own folder (--output album/a_restored.jpg for album/a.jpg: a folder run
+over album would read the crops and previews as photos; write the image into another folder), and a side output on
+an output's path (an input crops/a.jpg_face0_aligned.png beside a.jpg) are refused before any work. An input
+subfolder named crops or annotated is restored like any other.
 
 Paths: every file or folder you type is used as typed (absolute, or relative to the current folder). The models live
 beside this file, in the folders ComfyUI uses: --model given as a bare file name (no folder part) that is not in the
@@ -191,7 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"give the same bytes with the same count; on a GPU they do not")
     parser.add_argument("--save-annotated", action="store_true",
                         help="also save each input with its faces drawn (box, index, score, track) as "
-                             "OUTPUT/annotated/<input name>.png")
+                             "OUTPUT/annotated/<input name>.png (for an output file: beside it)")
     parser.add_argument("--save-json", action="store_true",
                         help="also write OUTPUT/faces.json: every face found, where, and restored or skipped and why")
     parser.add_argument("--save-crops", action="store_true",

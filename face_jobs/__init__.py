@@ -15,7 +15,7 @@
 
 from .inputs import InputFile, JobInputs, collect_inputs
 from .lock import LOCK_NAME, OutputLock
-from .plan import OutputPlan, PlannedOutput, names_a_file, plan_outputs
+from .plan import OutputPlan, PlannedOutput, SideOutputs, names_a_file, plan_outputs
 from .stores import StoreObject, is_uri, source_size, staged
 from .summary import ItemResult, JobSummary, Outcome, attempt, describe_failure
 from .writer import PendingWrite, describe_os_error, save_image, write_atomically
@@ -31,6 +31,7 @@ __all__ = [
     "OutputPlan",
     "PendingWrite",
     "PlannedOutput",
+    "SideOutputs",
     "StoreObject",
     "attempt",
     "collect_inputs",

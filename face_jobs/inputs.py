@@ -40,6 +40,10 @@ def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
     ``IMAGE_SUFFIXES`` and those of their direct subfolders, kept as subfolders of the output). A URI
     (``s3://bucket/prefix``) is listed the same way (``stores.list_store_images``).
 
+    A subfolder named ``crops`` or ``annotated`` is an input folder like any other: a run's own side-output folders
+    are under its output folder, which ``plan.plan_outputs`` never lets land inside an input folder (links resolved),
+    so they are never read as inputs.
+
     Raises ``FileLayoutError`` for a missing input, no image at all, or two inputs that would get one output name.
     """
     found: list[InputFile] = []

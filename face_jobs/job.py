@@ -29,7 +29,7 @@ from gpen_arch import load_gpen_file
 
 from .config import JobConfig, pick_device, pick_dtype
 from .plan import OutputPlan, PlannedOutput
-from .sides import FACES_JSON, merge_records
+from .sides import merge_records
 from .stores import source_size, staged
 from .summary import ItemResult, Outcome, attempt, failure
 from .writer import PendingWrite, describe_os_error, write_atomically
@@ -110,7 +110,7 @@ class Worker:
         of ``group``, returned (numbered from 0: ``write_json`` numbers the images of the whole run)."""
         if self.config.save_annotated and any(choices):
             for item, image in zip(group, annotate_faces(images, choices)):
-                path = self.plan.root / "annotated" / item.relative.parent / f"{item.relative.name}.png"
+                path = self.plan.annotated_path(item)
                 data = encode_image(image, path.suffix, name=path.name)
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
         if not self.config.save_json:
@@ -130,7 +130,7 @@ class Worker:
                               rotations=self.options.detect.rotations)
         report["images"] = records
         # replaced: what it held is merged in (read under this run's lock), or --overwrite was given
-        write_atomically(self.plan.root / FACES_JSON, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)
+        write_atomically(self.plan.json_path, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)
 
     # ------------------------------------------------------------------------------------------- one input each
     def photo(self, item: PlannedOutput) -> ItemResult:

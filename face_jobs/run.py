@@ -18,8 +18,8 @@ from .engines.local import complete_sides, run_local
 from .inputs import collect_inputs
 from .job import Worker
 from .lock import OutputLock
-from .plan import OutputPlan, PlannedOutput, plan_outputs
-from .sides import FACES_JSON, lacking_sides, read_records
+from .plan import OutputPlan, PlannedOutput, SideOutputs, plan_outputs
+from .sides import lacking_sides, read_records
 from .stores import Source, source_size
 from .summary import JobSummary
 from .writer import process_umask
@@ -71,13 +71,15 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
         pick_device(config.device)  # an unavailable device is a usage error before anything is read
     inputs = collect_inputs(config.inputs)
     plan = plan_outputs(inputs, config.output, overwrite=config.overwrite,
-                        also_read=[files.path for files in config.masks().values() if files.path.is_dir()])
+                        also_read=[files.path for files in config.masks().values() if files.path.is_dir()],
+                        sides=SideOutputs(crops=config.save_crops, annotated=config.save_annotated,
+                                          json=config.save_json))
     plan = probe_inputs(plan, config)
     summary = JobSummary(images=len(plan.items), report=report)
     summary.skip_planned(plan.items)
     start = time.perf_counter()
     # an earlier run that failed or was killed: its faces.json records, and the side outputs its inputs lack
-    earlier = read_records(plan.root / FACES_JSON, overwrite=config.overwrite) if config.save_json else {}
+    earlier = read_records(plan.json_path, overwrite=config.overwrite) if config.save_json else {}
     lacking = [] if config.video_frames else lacking_sides(plan, earlier, save_json=config.save_json,
                                                            save_crops=config.save_crops)
     if not plan.todo and not lacking:

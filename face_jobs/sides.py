@@ -20,8 +20,6 @@ from face_pipeline.face_report import VERSION
 
 from .plan import OutputPlan, PlannedOutput
 
-FACES_JSON = "faces.json"
-
 
 def read_records(path: Path, *, overwrite: bool = False) -> dict[str, dict]:
     """The per-image records of an earlier run's ``faces.json`` by file name (``{}`` when there is none). A file
