@@ -260,25 +260,25 @@ class Worker:
     def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int], *,
                size: tuple[int, int]) -> Iterator[ItemResult]:
         """One chunk of frames of ``size`` restored and pasted together; the results of its frames to write (those
-        the plan does not skip: the others are context), in order. A frame whose size is no longer ``size`` (its file
-        changed since its faces were found) fails alone."""
-        try:
-            loaded = [read_image(local_file(item)) for item in group]
-        except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
-            yield from (failure(item, exc, own_input=False, faces_found=n)
-                        for item, n in zip(group, found) if item.skip is None)
-            return
-        keep = []
-        for k, (item, one) in enumerate(zip(group, loaded)):
+        the plan does not skip: the others are context), in order. A frame that can no longer be read, or whose size
+        is no longer ``size`` (its file changed since its faces were found), is left out: skipped or failed alone."""
+        keep, loaded = [], []
+        for k, item in enumerate(group):
+            try:
+                one = read_image(local_file(item))
+            except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
+                if item.skip is None:
+                    yield failure(item, exc, faces_found=found[k])
+                continue
             height, width = one.pixels.shape[-2:]
             if (width, height) == size:
                 keep.append(k)
+                loaded.append(one)
             elif item.skip is None:
                 yield ItemResult(item.source, Outcome.FAILED, f"{item.source.name} is {width}x{height} now but was "
                                  f"{size[0]}x{size[1]}, as its sequence's frames, when its faces were found (the file "
                                  f"changed during the run); run again to restore it", faces_found=found[k])
-        group, loaded = [group[k] for k in keep], [loaded[k] for k in keep]
-        tracked, found = [tracked[k] for k in keep], [found[k] for k in keep]
+        group, tracked, found = [group[k] for k in keep], [tracked[k] for k in keep], [found[k] for k in keep]
         if not any(item.skip is None for item in group):
             return
         wanted = [item.skip is None for item in group]
