@@ -28,6 +28,7 @@ from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import load_gpen_file
 
 from .config import JobConfig, pick_device, pick_dtype
+from .frames import SeenFrame, renumber_tracks, segments, track_start
 from .plan import OutputPlan, PlannedOutput
 from .sides import merge_records
 from .stores import source_size, staged
@@ -90,26 +91,34 @@ class Worker:
                             icc_profile=loaded.icc_profile, name=item.target.name)
         self.sink(PendingWrite(item.target, data, overwrite=self.plan.overwrite))
 
-    def crop_saver(self, group: Sequence[PlannedOutput]):
+    def crop_saver(self, group: Sequence[PlannedOutput], wanted: Sequence[bool] | None = None):
         """--save-crops: ``on_restored`` for ``restore_and_paste``, writing each step's crops as they come (none are
-        kept), numbered per image across the steps; None without --save-crops."""
+        kept), numbered per image across the steps (``wanted``: only those of these images); None without
+        --save-crops."""
         if not self.config.save_crops:
             return None
-        return functools.partial(self.save_crops, group, counters={})
+        return functools.partial(self.save_crops, group, counters={}, wanted=wanted)
 
-    def save_crops(self, group: Sequence[PlannedOutput], batch, counters: dict[int, int]) -> None:
+    def save_crops(self, group: Sequence[PlannedOutput], batch, counters: dict[int, int],
+                   wanted: Sequence[bool] | None = None) -> None:
         for face, crop, restored in zip(batch.faces, batch.crops, batch.restored):
             k = counters[face.image_index] = counters.get(face.image_index, -1) + 1
+            if wanted is not None and not wanted[face.image_index]:
+                continue
             for kind, image in (("aligned", crop), ("restored", restored)):
                 path = self.plan.crop_path(group[face.image_index], k, kind)
                 data = encode_image(image, path.suffix, name=path.name)
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
 
-    def describe(self, group: Sequence[PlannedOutput], choices, images: torch.Tensor, scale: int) -> list[dict]:
-        """--save-annotated: each image with its faces drawn, written now; --save-json: their records, one per image
-        of ``group``, returned (numbered from 0: ``write_json`` numbers the images of the whole run)."""
+    def describe(self, group: Sequence[PlannedOutput], choices, images: torch.Tensor, scale: int, *,
+                 wanted: Sequence[bool] | None = None) -> list[dict]:
+        """--save-annotated: each image with its faces drawn, written now (``wanted``: only these); --save-json:
+        their records, one per image of ``group``, returned (numbered from 0: ``write_json`` numbers the images of
+        the whole run)."""
         if self.config.save_annotated and any(choices):
-            for item, image in zip(group, annotate_faces(images, choices)):
+            for k, (item, image) in enumerate(zip(group, annotate_faces(images, choices))):
+                if wanted is not None and not wanted[k]:
+                    continue
                 path = self.plan.annotated_path(item)
                 data = encode_image(image, path.suffix, name=path.name)
                 self.sink(PendingWrite(path, data, overwrite=self.plan.overwrite, keep_existing=True))
@@ -195,52 +204,117 @@ class Worker:
 
     # ------------------------------------------------------------------------------------------- a video's frames
     def video(self, items: Sequence[PlannedOutput]) -> Iterator[ItemResult]:
-        """``items`` as one frame sequence: detect everything, track and smooth over the whole sequence, then
-        restore in chunks of ``FRAMES_PER_CHUNK`` frames (each frame is read twice; memory stays bounded). Yields
-        each frame's result: a frame that cannot be read is skipped at once and left out of the sequence; the others
-        once their chunk is made (a chunk that fails fails its frames)."""
-        frames: list[PlannedOutput] = []
-        faces_per_frame = []
-        thumbnails = []  # for the scene cuts: no face track continues across one
-        for item in items:
-            try:
-                frame = load_image(local_file(item)).to(self.device)
-            except InvalidImageError as exc:
-                yield ItemResult(item.source, Outcome.SKIPPED, str(exc), bad_input=True)
-                continue
-            choices = self.pipeline.find(frame, region=self.user_masks("region", [item], frame))
-            faces_per_frame += choices
-            thumbnails.append(frame_thumbnails(frame))
-            frames.append(item)
-        found = [len(choices) for choices in faces_per_frame]  # per frame, before tracking fills gaps
-        cuts = scene_cuts(torch.cat(thumbnails)) if thumbnails else ()
-        faces_per_frame = self.pipeline.stabilise(faces_per_frame, cuts=cuts)
-        for start in range(0, len(frames), FRAMES_PER_CHUNK):
-            group = frames[start:start + FRAMES_PER_CHUNK]
-            yield from self._chunk(group, faces_per_frame[start:start + len(group)], found[start:start + len(group)])
+        """``items`` as one frame sequence (``frames``): detect, track and smooth over it segment by segment (a frame
+        that cannot be used, or a change of size, starts a new segment: a resolution change is like a scene cut, its
+        frames are restored as usual), then restore in chunks of ``FRAMES_PER_CHUNK`` frames at fixed positions,
+        never across a segment start (each frame is read twice; memory stays bounded). ``items`` may hold frames the
+        plan skips: one whose output exists is context (tracked, never written nor yielded: a resumed run tracks
+        again from ``frames.track_start``, so the frames it writes equal an uninterrupted run's); another ends a
+        segment. Yields the result of each frame to do: one that cannot be read at once (skipped), the others once
+        their chunk is made (a chunk that fails fails its frames)."""
+        sequence = list(items)
+        todo = {i for i, item in enumerate(sequence) if item.skip is None}
+        if not todo:
+            return
+        cache: dict[int, SeenFrame] = {}
 
-    def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int]) -> Iterator[ItemResult]:
-        """One chunk of frames restored and pasted together; its frames' results in order."""
+        def seen(i: int) -> SeenFrame:
+            if i not in cache:
+                cache[i] = self._see(sequence[i])
+            return cache[i]
+
+        first = min(todo)
+        writes_ids = self.config.save_json or self.config.save_annotated  # track ids: numbered from the first frame
+        start = 0 if writes_ids else track_start(seen, first, chunk=FRAMES_PER_CHUNK)
+        if start < first:
+            logger.info("video: %d frame(s) before %s tracked again (from %s, not written) so that the frames written "
+                        "match an uninterrupted run", first - start, sequence[first].source.name,
+                        sequence[start].source.name)
+        for i in range(start, len(sequence)):
+            if not seen(i).usable and i in todo:
+                yield ItemResult(sequence[i].source, Outcome.SKIPPED, seen(i).reason, bad_input=True)
+        tracked: dict[int, list] = {}
+        next_id = 0
+        for segment in segments(range(start, len(sequence)), seen):
+            head = seen(segment[0])
+            if segment[0] > 0 and seen(segment[0] - 1).usable and seen(segment[0] - 1).size != head.size:
+                (w0, h0), (w1, h1) = seen(segment[0] - 1).size or (0, 0), head.size or (0, 0)
+                logger.warning("video: %s is %dx%d, the frames before it %dx%d: a new segment starts there (no face "
+                               "track continues across a change of size)", sequence[segment[0]].source.name, w1, h1,
+                               w0, h0)
+            cuts = scene_cuts(torch.cat([t for i in segment if (t := seen(i).thumbnail) is not None]))
+            stable = self.pipeline.stabilise([list(seen(i).choices) for i in segment], cuts=cuts)
+            stable, next_id = renumber_tracks(stable, next_id)
+            tracked.update(zip(segment, stable))
+            chunks: dict[int, list[int]] = {}
+            for i in segment:
+                chunks.setdefault(i // FRAMES_PER_CHUNK, []).append(i)
+            for group in chunks.values():
+                if todo.intersection(group):
+                    yield from self._chunk([sequence[i] for i in group], [tracked.pop(i) for i in group],
+                                           [len(seen(i).choices) for i in group], size=head.size or (0, 0))
+                else:
+                    for i in group:
+                        tracked.pop(i)
+
+    def _see(self, item: PlannedOutput) -> SeenFrame:
+        """The detection pass over one frame: its size, thumbnail and faces (not kept: its pixels)."""
+        if item.skip is not None and not item.exists:
+            return SeenFrame(None)  # reported by the plan already
         try:
-            loaded = [read_image(local_file(item)) for item in group]
+            frame = load_image(local_file(item)).to(self.device)
+        except InvalidImageError as exc:
+            return SeenFrame(None, reason=str(exc) if item.skip is None else "")
+        choices = self.pipeline.find(frame, region=self.user_masks("region", [item], frame))
+        return SeenFrame((frame.shape[-1], frame.shape[-2]), frame_thumbnails(frame), tuple(choices[0]))
+
+    def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int], *,
+               size: tuple[int, int]) -> Iterator[ItemResult]:
+        """One chunk of frames of ``size`` restored and pasted together; the results of its frames to write (those
+        the plan does not skip: the others are context), in order. A frame that can no longer be read, or whose size
+        is no longer ``size`` (its file changed since its faces were found), is left out: skipped or failed alone."""
+        keep, loaded = [], []
+        for k, item in enumerate(group):
+            try:
+                one = read_image(local_file(item))
+            except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
+                if item.skip is None:
+                    yield failure(item, exc, faces_found=found[k])
+                continue
+            height, width = one.pixels.shape[-2:]
+            if (width, height) == size:
+                keep.append(k)
+                loaded.append(one)
+            elif item.skip is None:
+                yield ItemResult(item.source, Outcome.FAILED, f"{item.source.name} is {width}x{height} now but was "
+                                 f"{size[0]}x{size[1]}, as its sequence's frames, when its faces were found (the file "
+                                 f"changed during the run); run again to restore it", faces_found=found[k])
+        group, tracked, found = [group[k] for k in keep], [tracked[k] for k in keep], [found[k] for k in keep]
+        if not any(item.skip is None for item in group):
+            return
+        wanted = [item.skip is None for item in group]
+        try:
             images = torch.cat([one.pixels for one in loaded]).to(self.device)
             choices = [[dataclasses.replace(c, face=dataclasses.replace(c.face, image_index=i))
                         for c in tracked[i]] for i in range(len(group))]
             chunk = selected_faces(choices)
             result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
-                                                        protect=self.user_masks("protect", group, images),
-                                                        keep_faces=False, on_restored=self.crop_saver(group))
+                                                        keep_faces=False, on_restored=self.crop_saver(group, wanted))
         except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
-            yield from (failure(item, exc, own_input=False, faces_found=n) for item, n in zip(group, found))
+            yield from (failure(item, exc, own_input=False, faces_found=n)
+                        for item, n, w in zip(group, found, wanted) if w)
             return
         restored = [len(faces) for faces in chunk]
         try:  # side outputs first, as for photos: a frame written has its crops (written as they came)
-            records = self.describe(group, choices, images, result.scale)
+            records = self.describe(group, choices, images, result.scale, wanted=wanted)
         except Exception as exc:  # noqa: BLE001 - as above
-            yield from (failure(item, exc, own_input=False, faces_found=n) for item, n in zip(group, found))
+            yield from (failure(item, exc, own_input=False, faces_found=n)
+                        for item, n, w in zip(group, found, wanted) if w)
             return
         records = records or [None] * len(group)
-        for item, image, one, n, r, record in zip(group, result.images, loaded, found, restored, records):
+        for item, image, one, n, r, record, w in zip(group, result.images, loaded, found, restored, records, wanted):
+            if not w:
+                continue
             made = ItemResult(item.source, Outcome.RESTORED if r else Outcome.UNCHANGED, faces_found=n,
                               faces_restored=r, records=(record,) if record is not None else ())
             yield attempt(item, functools.partial(self._write_frame, image=image, loaded=one, made=made),

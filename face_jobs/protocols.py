@@ -19,7 +19,8 @@ class BatchJob(Protocol):
         ...
 
     def video(self, items: Sequence[PlannedOutput]) -> Iterator[ItemResult]:
-        """Restore ``items`` as the ordered frames of one video, yielding each frame's result once it is made."""
+        """Restore ``items`` as the ordered frames of one video, yielding the result of each frame the plan does not
+        skip once it is made (a skipped frame whose output exists is context, another ends a segment: ``frames``)."""
         ...
 
     def complete_sides(self, item: PlannedOutput) -> ItemResult:

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from face_pipeline.errors import InvalidImageError
 from face_pipeline.image import apply_budget_to_pillow
 
-from .config import JobConfig, UsageError, pick_device
+from .config import JobConfig, pick_device
 from .engines.local import complete_sides, run_local
 from .inputs import collect_inputs
 from .job import Worker
 from .lock import OutputLock
 from .plan import OutputPlan, PlannedOutput, SideOutputs, plan_outputs
 from .sides import lacking_sides, read_records
-from .stores import Source, source_size
+from .stores import source_size
 from .summary import JobSummary
 from .writer import process_umask
 
@@ -28,8 +28,7 @@ from .writer import process_umask
 def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
     """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
     too large, beyond --max-output-size at the --scale chosen, without one of their masks (inpainting, region,
-    protect). For --video-frames, frames of different sizes are a ``UsageError``."""
-    sizes: dict[tuple[int, int], Source] = {}
+    protect). (--video-frames: frames of another size than those before them start a new segment, ``frames``.)"""
     paste = config.options.paste
     masks = config.masks().values()
     for item in plan.todo:
@@ -45,13 +44,6 @@ def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
                                        f"auto or raise --max-output-size")
         elif lacking := next(filter(None, (files.missing(item.relative) for files in masks)), None):
             plan = plan.skipping(item, lacking)
-        else:
-            sizes.setdefault((width, height), item.source)
-    if config.video_frames and len(sizes) > 1:
-        (w0, h0), first = next(iter(sizes.items()))
-        (w1, h1), other = list(sizes.items())[1]
-        raise UsageError(f"--video-frames needs frames of one size: {other.name} is {w1}x{h1}, {first.name} "
-                         f"{w0}x{h0}")
     return plan
 
 
@@ -90,7 +82,9 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
         try:
             with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
                 if job is not None:
-                    run_local(job, plan.todo, summary=summary, video=config.video_frames, on_done=bar.update)
+                    # --video-frames: the whole sequence; frames whose output exists are context, not written
+                    run_local(job, plan.items if config.video_frames else plan.todo, summary=summary,
+                              video=config.video_frames, on_done=bar.update)
                 else:
                     # built once here, on the CPU: the weights are checked (and the detector's fetched) with the
                     # local engine's errors before any worker starts; it completes the side outputs, writes the json
@@ -117,5 +111,7 @@ def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, 
         raise ValueError("this job has no Ray options (config.ray): the local engine runs it")
     make_job = functools.partial(Worker, config.for_workers(),
                                  dataclasses.replace(plan, root=plan.root.resolve(), items=()))
-    run = run_sequence_on_ray if config.video_frames else run_on_ray  # a sequence: one unit of work, in order
-    run(plan.todo, make_job, summary=summary, options=config.ray, on_done=on_done)
+    if config.video_frames:  # a sequence: one unit of work, in order (frames whose output exists are its context)
+        run_sequence_on_ray(plan.items, make_job, summary=summary, options=config.ray, on_done=on_done)
+    else:
+        run_on_ray(plan.todo, make_job, summary=summary, options=config.ray, on_done=on_done)

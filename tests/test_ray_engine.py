@@ -222,7 +222,8 @@ def make_frames(folder: Path) -> Path:
 def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(ray_instance, tmp_path, monkeypatch,
                                                                                 capsys):
     """Item 3 of issue 17: --video-frames on Ray is one unit of work (the sequence, in order, on one actor) whose
-    files are the local engine's, even when the worker dies at its start and the sequence is run again."""
+    files are the local engine's, even when the worker dies at its start and the sequence is run again, and when a
+    run resumes one whose last frames are missing."""
     import cli
 
     frames = make_frames(tmp_path / "frames")
@@ -238,6 +239,12 @@ def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(
     assert summary_counts(capsys.readouterr().out) == ("6 image(s): 5 restored, 1 unchanged, 0 skipped, 0 failed; "
                                                        "faces: 5 found, 5 restored")
     assert files_under(tmp_path / "out") == expected
+    for name in ("frame_3.png", "frame_4.png", "annotated/frame_4.png.png"):  # a run that stopped before them
+        (tmp_path / "out" / name).unlink()
+    assert cli.main(args(frames, tmp_path / "out", *described, "--engine", "ray")) == status
+    assert summary_counts(capsys.readouterr().out) == ("6 image(s): 2 restored, 0 unchanged, 4 skipped, 0 failed; "
+                                                       "faces: 2 found, 2 restored")
+    assert files_under(tmp_path / "out") == expected  # frames 0-2 the context of 3 and 4 (issue 27, item 4)
 
 
 def test_a_sequence_sent_again_after_a_crash_is_written_and_counted_once(tmp_path):

@@ -70,7 +70,8 @@ class SequenceWorker:
             self.on_batch_start()
         rows = batch.to_pylist()
         index_of = {row["source"]: row["index"] for row in rows}
-        items = tuple(PlannedOutput(Path(r["source"]), Path(r["relative"]), Path(r["target"])) for r in rows)
+        items = tuple(PlannedOutput(Path(r["source"]), Path(r["relative"]), Path(r["target"]), skip=r["skip"] or None,
+                                    exists=r["exists"]) for r in rows)
         events: queue.Queue = queue.Queue(maxsize=QUEUED_EVENTS)
         self._events = events
         job = self.job
@@ -116,14 +117,15 @@ def _result_event(index: int, result: ItemResult) -> dict:
 def run_sequence_on_ray(items: Sequence[PlannedOutput], make_job: JobFactory, *, summary: JobSummary,
                         options: RayOptions, on_done: Callable[[PlannedOutput], object] | None = None) -> None:
     """Restore ``items`` (the frames of one sequence, in order) on one Ray actor and write their results here,
-    folding each frame's result into ``summary``.
+    folding each frame's result into ``summary``. Frames the plan skips are sent too but never counted here: those
+    whose output exists are the sequence's context (``frames``), the others end a segment.
 
     ``make_job(sink=...)`` (picklable) returns a ``BatchJob`` whose ``video(items)`` (the local engine's sequence
     function) yields each frame's result and hands every file to ``sink``. Ray is started or joined as
     ``run_on_ray`` does (``ray_images.ray_session``); ``options.workers`` is not used.
     """
     with ray_session(options) as ray:
-        rows = [input_row(i, item) for i, item in enumerate(items)]
+        rows = [{**input_row(i, item), "skip": item.skip or "", "exists": item.exists} for i, item in enumerate(items)]
         dataset = mapped(ray, rows, SequenceWorker, make_job, options=options, blocks=1, batch_size=None, actors=1)
         driver = _SequenceDriver(items, summary=summary, on_done=on_done)
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
@@ -142,7 +144,7 @@ class _SequenceDriver:
         self.targets = {str(item.target.resolve()): index for index, item in enumerate(items)}
         self.held: dict[int, dict[str, PendingWrite]] = {}  # a frame's image, until its outcome arrives
         self.written: set[str] = set()
-        self.done: set[int] = set()
+        self.done = {index for index, item in enumerate(items) if item.skip is not None}  # counted by the plan
         self.ended = False
 
     def take(self, row: dict) -> None:

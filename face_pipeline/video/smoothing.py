@@ -9,6 +9,11 @@ import numpy as np
 from ..types import DetectedFace
 
 
+def smoothing_radius(strength: float) -> int:
+    """How many frames on each side of a frame ``smooth_landmarks`` averages over at ``strength`` (6 at 1)."""
+    return int(np.ceil(2 * (0.5 + 2.5 * strength)))
+
+
 def smooth_landmarks(faces_per_image: list[list[DetectedFace]], *, strength: float = 0.5) -> list[list[DetectedFace]]:
     """Centred, exponentially weighted average of each tracked face's landmarks (and box) over neighbouring frames.
 
@@ -20,7 +25,7 @@ def smooth_landmarks(faces_per_image: list[list[DetectedFace]], *, strength: flo
     if strength == 0:
         return [list(faces) for faces in faces_per_image]
     sigma = 0.5 + 2.5 * strength  # frames
-    radius = int(np.ceil(2 * sigma))
+    radius = smoothing_radius(strength)
     by_track: dict[int, list[tuple[int, int]]] = {}
     for frame, faces in enumerate(faces_per_image):
         for slot, face in enumerate(faces):

@@ -10,10 +10,13 @@ from ..boxes import box_iou
 from ..types import DetectedFace
 
 TRACK_IOU = 0.5  # the same face in neighbouring frames overlaps far more; unrelated faces can reach 0.4
+#: a track is continued by a face at most this many frames after its last sighting (so at most this many minus one
+#: frames may be missing in between); after this many frames without a face every track has ended
+TRACK_MAX_GAP = 5
 
 
 def track_faces(faces_per_image: list[list[DetectedFace]], *, iou_threshold: float = TRACK_IOU,
-                max_gap: int = 5, cuts: tuple[int, ...] = ()) -> list[list[DetectedFace]]:
+                max_gap: int = TRACK_MAX_GAP, cuts: tuple[int, ...] = ()) -> list[list[DetectedFace]]:
     """Give every face a ``track_id``: a face continues the track whose last box (seen at most ``max_gap`` frames
     ago) overlaps it most (IoU >= ``iou_threshold``), matched greedily by IoU; otherwise it starts a new track.
     No track continues across a scene cut (``cuts``: the frames that start a new scene, see ``scenes.py``).
