@@ -61,7 +61,7 @@ from pathlib import Path
 
 from face_jobs.config import JobConfig, RayOptions, UsageError, find_model
 from face_jobs.run import run_job
-from face_jobs.stores import is_uri
+from face_jobs.stores import is_uri, without_secrets
 from face_jobs.summary import describe_failure
 from face_jobs.threads import DEFAULT_THREADS, MAX_THREADS, cpu_threads
 from face_jobs.writer import write_atomically
@@ -309,10 +309,43 @@ def run(args: argparse.Namespace) -> int:
     return run_job(build_config(args))
 
 
-def fail(exc: BaseException, status: int, prefix: str = "") -> int:
-    """One line on stderr (the traceback only with --verbose); returns the exit status."""
+class WithoutSecrets(logging.Filter):
+    """A log handler's filter that leaves the secrets of ``uris`` out of every record it passes, its traceback
+    included (``stores.without_secrets``): the inputs typed may be URIs with credentials."""
+
+    def __init__(self, uris: tuple[str, ...]) -> None:
+        super().__init__()
+        self.uris = uris
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.uris:
+            record.msg, record.args = without_secrets(record.getMessage(), *self.uris), None
+            if record.exc_info:
+                record.exc_text = without_secrets(logging.Formatter().formatException(record.exc_info), *self.uris)
+                record.exc_info = None
+        return True
+
+
+@contextlib.contextmanager
+def logs_without_secrets(uris: tuple[str, ...]):
+    """``with logs_without_secrets(uris):`` the root logger's handlers pass ``WithoutSecrets(uris)`` for the block."""
+    handlers = list(logging.getLogger().handlers)
+    secrets = WithoutSecrets(uris)
+    for handler in handlers:
+        handler.addFilter(secrets)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(secrets)
+
+
+def fail(exc: BaseException, status: int, prefix: str = "", *, uris: tuple[str, ...] = ()) -> int:
+    """One line on stderr (the traceback only with --verbose); returns the exit status. The secrets of ``uris``
+    (the inputs and output typed, some of which may be URIs with credentials) are left out of the line, whatever
+    library wrote the message (``stores.without_secrets``)."""
     logger.debug("details", exc_info=exc)
-    text = describe_failure(exc)
+    text = without_secrets(describe_failure(exc), *uris)
     print(f"error: {prefix}{text}", file=sys.stderr)
     return status
 
@@ -393,23 +426,25 @@ def main(argv: list[str] | None = None) -> int:
         import cv2
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    try:
-        with stopping_on_signals(), computing_threads(args):
-            return run(args)
-    except (UsageError, FileLayoutError, InvalidImageError) as exc:
-        return fail(exc, 2)
-    except (GPENError, FacePipelineError, OSError, MemoryError) as exc:
-        return fail(exc, 1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Terminated as stop:
-        print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
-        return 128 + stop.signum
-    except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, the traceback with -v
-        if is_out_of_memory(exc):
-            return fail(exc, 1)
-        return fail(exc, 1, prefix=f"unexpected {type(exc).__name__} (--verbose shows where): ")
+    uris = tuple(value for value in (*args.inputs, args.output) if is_uri(value))
+    with logs_without_secrets(uris):  # the tracebacks logged by fail too
+        try:
+            with stopping_on_signals(), computing_threads(args):
+                return run(args)
+        except (UsageError, FileLayoutError, InvalidImageError) as exc:
+            return fail(exc, 2, uris=uris)
+        except (GPENError, FacePipelineError, OSError, MemoryError) as exc:
+            return fail(exc, 1, uris=uris)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Terminated as stop:
+            print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+            return 128 + stop.signum
+        except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, the traceback with -v
+            if is_out_of_memory(exc):
+                return fail(exc, 1, uris=uris)
+            return fail(exc, 1, prefix=f"unexpected {type(exc).__name__} (--verbose shows where): ", uris=uris)
 
 
 if __name__ == "__main__":
