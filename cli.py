@@ -60,6 +60,7 @@ import time
 from pathlib import Path
 
 from face_jobs.config import JobConfig, RayOptions, UsageError, find_model
+from face_jobs.engines.ray_cluster import CONNECT_SECONDS, RayUnavailableError, require_ray
 from face_jobs.run import run_job
 from face_jobs.stores import is_uri, without_secrets
 from face_jobs.summary import describe_failure
@@ -196,8 +197,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
                                        "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
     engine.add_argument("--engine", choices=["local", "ray"], default="local", help="where the work runs")
-    engine.add_argument("--ray-address", help="Ray cluster to join (e.g. auto on a node of it; default: start a "
-                                              "local instance for this run)")
+    engine.add_argument("--ray-address", help=f"Ray cluster to join (e.g. auto on a node of it, or host:port: "
+                                              f"nothing answering there within {CONNECT_SECONDS:g} s is an error; "
+                                              f"default: start a local instance for this run)")
     engine.add_argument("--workers", type=int, default=None, help="Ray workers, each with its own model (default 1)")
     engine.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs each Ray worker reserves (0..8; "
                                                                             "default 0, 1 usual on a GPU cluster)")
@@ -244,8 +246,6 @@ def check_engine_args(args: argparse.Namespace) -> None:
     _in_range("--workers", args.workers, 1, 4096, "a whole number")
     _in_range("--gpus-per-worker", args.gpus_per_worker, 0.0, 8.0)
     _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
-    from face_jobs.engines.ray_images import RayUnavailableError, require_ray
-
     try:
         require_ray()
     except RayUnavailableError as exc:
