@@ -69,8 +69,9 @@ import time
 from pathlib import Path
 
 from face_jobs.config import JobConfig, RayOptions, UsageError, find_model
+from face_jobs.engines.ray_cluster import CONNECT_SECONDS, RayUnavailableError, require_ray
 from face_jobs.run import run_job
-from face_jobs.stores import is_uri
+from face_jobs.stores import is_uri, without_secrets
 from face_jobs.summary import describe_failure
 from face_jobs.threads import DEFAULT_THREADS, MAX_THREADS, cpu_threads
 from face_jobs.writer import write_atomically
@@ -213,8 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
                                        "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
     engine.add_argument("--engine", choices=["local", "ray"], default="local", help="where the work runs")
-    engine.add_argument("--ray-address", help="Ray cluster to join (e.g. auto on a node of it; default: start a "
-                                              "local instance for this run)")
+    engine.add_argument("--ray-address", help=f"Ray cluster to join (e.g. auto on a node of it, or host:port: "
+                                              f"nothing answering there within {CONNECT_SECONDS:g} s is an error; "
+                                              f"default: start a local instance for this run)")
     engine.add_argument("--workers", type=int, default=None, help="Ray workers, each with its own model (default 1)")
     engine.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs each Ray worker reserves (0..8; "
                                                                             "default 0, 1 usual on a GPU cluster)")
@@ -263,8 +265,6 @@ def check_engine_args(args: argparse.Namespace) -> None:
     _in_range("--workers", args.workers, 1, 4096, "a whole number")
     _in_range("--gpus-per-worker", args.gpus_per_worker, 0.0, 8.0)
     _in_range("--ray-batch-size", args.ray_batch_size, 1, 1024, "a whole number")
-    from face_jobs.engines.ray_images import RayUnavailableError, require_ray
-
     try:
         require_ray()
     except RayUnavailableError as exc:
@@ -332,10 +332,43 @@ def run(args: argparse.Namespace) -> int:
     return run_job(build_config(args))
 
 
-def fail(exc: BaseException, status: int, prefix: str = "") -> int:
-    """One line on stderr (the traceback only with --verbose); returns the exit status."""
+class WithoutSecrets(logging.Filter):
+    """A log handler's filter that leaves the secrets of ``uris`` out of every record it passes, its traceback
+    included (``stores.without_secrets``): the inputs typed may be URIs with credentials."""
+
+    def __init__(self, uris: tuple[str, ...]) -> None:
+        super().__init__()
+        self.uris = uris
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.uris:
+            record.msg, record.args = without_secrets(record.getMessage(), *self.uris), None
+            if record.exc_info:
+                record.exc_text = without_secrets(logging.Formatter().formatException(record.exc_info), *self.uris)
+                record.exc_info = None
+        return True
+
+
+@contextlib.contextmanager
+def logs_without_secrets(uris: tuple[str, ...]):
+    """``with logs_without_secrets(uris):`` the root logger's handlers pass ``WithoutSecrets(uris)`` for the block."""
+    handlers = list(logging.getLogger().handlers)
+    secrets = WithoutSecrets(uris)
+    for handler in handlers:
+        handler.addFilter(secrets)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(secrets)
+
+
+def fail(exc: BaseException, status: int, prefix: str = "", *, uris: tuple[str, ...] = ()) -> int:
+    """One line on stderr (the traceback only with --verbose); returns the exit status. The secrets of ``uris``
+    (the inputs and output typed, some of which may be URIs with credentials) are left out of the line, whatever
+    library wrote the message (``stores.without_secrets``)."""
     logger.debug("details", exc_info=exc)
-    text = describe_failure(exc)
+    text = without_secrets(describe_failure(exc), *uris)
     print(f"error: {prefix}{text}", file=sys.stderr)
     return status
 
@@ -416,23 +449,25 @@ def main(argv: list[str] | None = None) -> int:
         import cv2
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    try:
-        with stopping_on_signals(), computing_threads(args):
-            return run(args)
-    except (UsageError, FileLayoutError, InvalidImageError) as exc:
-        return fail(exc, 2)
-    except (GPENError, FacePipelineError, OSError, MemoryError) as exc:
-        return fail(exc, 1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Terminated as stop:
-        print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
-        return 128 + stop.signum
-    except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, the traceback with -v
-        if is_out_of_memory(exc):
-            return fail(exc, 1)
-        return fail(exc, 1, prefix=f"unexpected {type(exc).__name__} (--verbose shows where): ")
+    uris = tuple(value for value in (*args.inputs, args.output) if is_uri(value))
+    with logs_without_secrets(uris):  # the tracebacks logged by fail too
+        try:
+            with stopping_on_signals(), computing_threads(args):
+                return run(args)
+        except (UsageError, FileLayoutError, InvalidImageError) as exc:
+            return fail(exc, 2, uris=uris)
+        except (GPENError, FacePipelineError, OSError, MemoryError) as exc:
+            return fail(exc, 1, uris=uris)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Terminated as stop:
+            print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+            return 128 + stop.signum
+        except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, the traceback with -v
+            if is_out_of_memory(exc):
+                return fail(exc, 1, uris=uris)
+            return fail(exc, 1, prefix=f"unexpected {type(exc).__name__} (--verbose shows where): ", uris=uris)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 from face_pipeline.errors import FileLayoutError
 from face_pipeline.image import IMAGE_SUFFIXES
 
-from .stores import Source, is_uri, list_store_images
+from .stores import Source, is_uri, list_store_images, redacted
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def collect_inputs(items: Sequence[str | Path]) -> JobInputs:
         else:
             raise FileLayoutError(f"input not found: {path}")
     if not found:
-        raise FileLayoutError(f"no images ({' '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, items))}")
+        raise FileLayoutError(f"no images ({' '.join(IMAGE_SUFFIXES)}) in {', '.join(map(redacted, items))}")
     seen: dict[Path, Source] = {}
     for entry in found:
         if entry.relative in seen:

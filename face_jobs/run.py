@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -77,7 +78,9 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
     if not plan.todo and not lacking:
         say(f"{summary.line()}; nothing to do")
         return summary.exit_status
-    with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
+    # a second run into this folder stops at the lock, and a Ray cluster that cannot run the job (nothing at its
+    # address, too few resources for a worker) at engine_session: both before loading anything
+    with OutputLock(plan.root), engine_session(config):
         job = Worker(config, plan) if config.ray is None else None  # ray: a Worker per Ray worker
         try:
             with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
@@ -96,6 +99,17 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
         finally:
             say(f"{summary.line()}; {time.perf_counter() - start:.1f} s -> {plan.root}")
     return summary.exit_status
+
+
+def engine_session(config: JobConfig) -> contextlib.AbstractContextManager:
+    """``with engine_session(config):`` the engine's session for the run: Ray joined (or started) and its resources
+    checked for ``config.ray`` (``ray_cluster.connected``; ``run_on_ray`` then uses it as it is), nothing for the
+    local engine."""
+    if config.ray is None:
+        return contextlib.nullcontext()
+    from .engines.ray_cluster import connected
+
+    return connected(config.ray)
 
 
 def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *,

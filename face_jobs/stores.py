@@ -10,11 +10,17 @@ back to reading all of it.
 
 Credentials and endpoints come from where ``pyarrow.fs`` takes them: for S3 the standard AWS variables and files
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``,
-``AWS_ENDPOINT_URL``), an instance or pod role, or the URI's query. Writing outputs into an object store is not
-supported (``refuse_store_output``): an object store has no exclusive create or rename, so the writer's guarantees
-(no silent overwrite, one run per output folder) would not hold.
+``AWS_ENDPOINT_URL``), an instance or pod role, or the URI itself (``s3://KEY:SECRET@bucket/prefix``; the endpoint
+in its query). Writing outputs into an object store is not supported (``refuse_store_output``): an object store has
+no exclusive create or rename, so the writer's guarantees (no silent overwrite, one run per output folder) would not
+hold.
 
-``pyarrow`` is imported only when a URI is used (it comes with ``ray[data]``).
+A URI may carry credentials (``s3://KEY:SECRET@bucket/prefix``, or a query's ``access_key=...&secret_key=...``):
+every message that names a URI names ``redacted(uri)`` (secrets replaced by ``***``), and a library's message about
+it is passed through ``without_secrets`` first.
+
+``pyarrow`` is imported only when a URI is used (it comes with ``ray[data]``; ``optional_deps.import_pyarrow_fs``
+says how to install it).
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import unquote, unquote_plus
 
-from face_pipeline.errors import FileLayoutError, InvalidImageError
+from face_pipeline.errors import FileLayoutError, InvalidImageError, MissingDependencyError
 from face_pipeline.image import IMAGE_SUFFIXES, PILLOW_ERRORS, check_budget, header_size, image_size
+from face_pipeline.optional_deps import import_pyarrow_fs
 
 from .writer import describe_os_error
 
@@ -50,24 +58,109 @@ def is_uri(value: str | Path) -> bool:
     return isinstance(value, str) and bool(_SCHEME.match(value))
 
 
-def _no_pyarrow(uri: str, exc: ImportError) -> FileLayoutError:
-    return FileLayoutError(f"{uri}: reading an object store needs pyarrow, which is not installed ({exc}); install "
-                           f'it with: pip install "ray[data]" (or pip install pyarrow)')
+#: query parameters whose value is a secret: a name containing one of these words (any case), or ``sig``
+#: (pyarrow's ``access_key``, ``secret_key``, ``session_token``; Azure's SAS ``sig``; a signed URL's ``Signature``)
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "signature", "credential", "auth")
+HIDDEN = "***"
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered == "sig" or any(word in lowered for word in SECRET_WORDS)
+
+
+def _split(uri: str) -> tuple[str, str | None, str, str]:
+    """``(scheme://, userinfo or None, the rest up to the query, ?query#fragment)`` of ``uri``. The userinfo is what
+    comes before the last ``@`` of the part without the query, when it has no ``/`` (a plain ``user:pass@host``) or
+    holds a ``:`` (a secret with a ``/`` in it, which pyarrow refuses but a user may type): a ``@`` in a key name
+    (``s3://bucket/me@home.jpg``) is not one."""
+    match = _SCHEME.match(uri)
+    head, rest = (match.group(0), uri[match.end():]) if match else ("", uri)
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    body, tail = rest[:cut], rest[cut:]
+    at = body.rfind("@")
+    if match and at >= 0 and ("/" not in body[:at] or ":" in body[:at]):
+        return head, body[:at], body[at + 1:], tail
+    return head, None, body, tail
+
+
+def redacted(uri: str | Path) -> str:
+    """``uri`` as every message shows it: its userinfo (``KEY:SECRET@``) and the values of its secret query
+    parameters (``SECRET_WORDS``: ``access_key=``, ``secret_key=``, ``session_token=``, ...) replaced by ``***``;
+    the rest (bucket, path, endpoint, region) as given. A local path is returned as it is."""
+    text = str(uri)
+    if not is_uri(text):
+        return text
+    head, userinfo, body, tail = _split(text)
+    query, _, fragment = tail[1:].partition("#") if tail.startswith("?") else ("", "", tail[1:])
+    shown = head + (f"{HIDDEN}@" if userinfo is not None else "") + body
+    if tail.startswith("?"):
+        shown += "?" + "&".join(map(_hidden_pair, query.split("&")))
+    if fragment or "#" in tail:  # a fragment may hold a token
+        shown += f"#{HIDDEN}"
+    return shown
+
+
+def _hidden_pair(pair: str) -> str:
+    """One ``name=value`` of a query as shown: the value hidden for a secret name; a bare value (a token) hidden."""
+    name, sep, _ = pair.partition("=")
+    if not sep:
+        return HIDDEN if pair else pair
+    return f"{name}={HIDDEN}" if _secret_name(unquote(name)) else pair
+
+
+def secrets_of(uri: str) -> list[str]:
+    """The secret parts of ``uri`` (its userinfo, its password alone, its secret query values, each also
+    percent-decoded), longest first: what ``without_secrets`` removes from a text."""
+    if not is_uri(uri):
+        return []
+    _, userinfo, _, tail = _split(uri)
+    found: list[str] = []
+    if userinfo:
+        found += [userinfo, *userinfo.split(":", 1)]
+    query, _, fragment = tail[1:].partition("#") if tail.startswith("?") else ("", "", tail[1:])
+    for pair in query.split("&") if query else []:
+        name, sep, value = pair.partition("=")
+        if not sep:  # a bare token: ?TOKEN
+            found.append(name)
+        elif _secret_name(unquote(name)):
+            found.append(value)
+    found.append(fragment)
+    found += [unquote(value) for value in found] + [unquote_plus(value) for value in found]
+    return sorted({value for value in found if value}, key=len, reverse=True)
+
+
+def without_secrets(text: str, *uris: str) -> str:
+    """``text`` (a library's message, which may quote a URI whole) with each of ``uris`` shown ``redacted`` and
+    any secret part of them that is left replaced by ``***`` (where it stands alone: not inside a longer word, so
+    a container name ``c`` in ``abfs://c@account`` leaves the other c's of the text alone)."""
+    for uri in uris:
+        if not is_uri(uri):
+            continue
+        text = text.replace(uri, redacted(uri))
+        for secret in secrets_of(uri):
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", HIDDEN, text)
+    return text
+
+
+def _library_error(exc: BaseException, uri: str) -> str:
+    """A pyarrow error about ``uri`` on one line, without the URI's secrets."""
+    return without_secrets(" ".join(str(exc).split()), uri)
 
 
 @functools.lru_cache(maxsize=16)
 def filesystem(uri: str):
     """``(pyarrow filesystem, path in it)`` of ``uri``, made once per process. ``FileLayoutError`` when pyarrow
-    does not know the scheme or cannot make the filesystem (a library it needs missing, a bad query)."""
-    try:
-        from pyarrow import fs
-    except ImportError as exc:
-        raise _no_pyarrow(uri, exc) from exc
+    does not know the scheme or cannot make the filesystem (a library it needs missing, a bad query);
+    ``MissingDependencyError`` with the install line when pyarrow is not installed. The messages show the URI
+    ``redacted`` and leave pyarrow's error out of the chain (it may quote the URI with its secrets)."""
+    fs = import_pyarrow_fs(needed_for=f"reading {redacted(uri)}")
     try:
         return fs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as exc:  # ArrowInvalid is a ValueError; a missing library an OSError
-        raise FileLayoutError(f"{uri} cannot be read: {' '.join(str(exc).split())} (object stores are read with "
-                              f"pyarrow.fs: s3://, gs://, abfs://, hdfs://)") from exc
+        cause = _library_error(exc, uri)
+    raise FileLayoutError(f"{redacted(uri)} cannot be read: {cause} (object stores are read with pyarrow.fs: "
+                          f"s3://, gs://, abfs://, hdfs://)")
 
 
 def _scheme(uri: str) -> str:
@@ -79,7 +172,7 @@ class StoreObject:
     """One object of an object store: the URI given on the command line (its filesystem) and the object's path
     in that filesystem (``bucket/prefix/name.jpg``). Printed as ``scheme://path`` (the query left out)."""
 
-    root: str
+    root: str = field(repr=False)  # may hold credentials: never shown (``redacted``)
     path: str
 
     @property
@@ -98,14 +191,15 @@ class StoreObject:
         worker without the credentials or the library the store needs gets it too: one input reported, not a crash)."""
         try:
             fs, _ = filesystem(self.root)
-        except FileLayoutError as exc:
+        except (FileLayoutError, MissingDependencyError) as exc:
             raise InvalidImageError(f"{self} could not be read: {exc}") from exc
         try:
             with fs.open_input_stream(self.path) as stream:
                 return stream.read() if limit is None else stream.read(limit)
         except _READ_ERRORS as exc:
             cause = describe_os_error(exc) if isinstance(exc, OSError) and exc.errno else " ".join(str(exc).split())
-            raise InvalidImageError(f"{self} could not be read: {cause}") from exc
+            cause = without_secrets(cause, self.root)
+        raise InvalidImageError(f"{self} could not be read: {cause}")  # pyarrow's error may quote the secrets
 
 
 Source = Path | StoreObject
@@ -116,21 +210,21 @@ def list_store_images(uri: str) -> list[tuple[StoreObject, Path]]:
     folder (a prefix) its images by name, then those of each direct subfolder by name, as ``inputs.collect_inputs``
     orders a local folder's. ``FileLayoutError`` when nothing is there or the store cannot be listed."""
     if _scheme(uri).lower() == "file":  # a local folder: the local checks (output inside an input...) apply
-        raise FileLayoutError(f"{uri}: give a local file or folder as its path, without file://")
-    from pyarrow import fs as pafs
-
+        raise FileLayoutError(f"{redacted(uri)}: give a local file or folder as its path, without file://")
     store, base = filesystem(uri)
+    pafs = import_pyarrow_fs(needed_for=f"reading {redacted(uri)}")
     base = base.rstrip("/")
     try:
         info = store.get_file_info(base)
         if info.type == pafs.FileType.File:
             return [(StoreObject(uri, base), Path(PurePosixPath(base).name))]
         if info.type != pafs.FileType.Directory:
-            raise FileLayoutError(f"input not found: {uri}")
+            raise FileLayoutError(f"input not found: {redacted(uri)}")
         found = store.get_file_info(pafs.FileSelector(base, recursive=True))
     except OSError as exc:
-        raise FileLayoutError(f"{uri} could not be listed: {' '.join(str(exc).split())} (check the credentials "
-                              f"and the endpoint: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)") from exc
+        cause = _library_error(exc, uri)
+        raise FileLayoutError(f"{redacted(uri)} could not be listed: {cause} (check the credentials and the "
+                              f"endpoint: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)") from None
     top: list[tuple[str, str]] = []
     nested: list[tuple[str, str, str]] = []
     for entry in found:
@@ -149,9 +243,10 @@ def list_store_images(uri: str) -> list[tuple[StoreObject, Path]]:
 def refuse_store_output(output: str | Path) -> None:
     """``FileLayoutError`` for an output in an object store (see the module doc)."""
     if is_uri(str(output)):
-        raise FileLayoutError(f"--output {output}: outputs are written to a local or mounted folder only (an object "
-                              f"store has no exclusive create, so an existing object could be replaced and two runs "
-                              f"could write at once); write to a folder, then copy it up (e.g. aws s3 sync)")
+        raise FileLayoutError(f"--output {redacted(str(output))}: outputs are written to a local or mounted folder "
+                              f"only (an object store has no exclusive create, so an existing object could be "
+                              f"replaced and two runs could write at once); write to a folder, then copy it up (e.g. "
+                              f"aws s3 sync)")
 
 
 def source_size(source: Source) -> tuple[int, int]:

@@ -1,5 +1,5 @@
-"""Libraries that only some options need (facexlib, OpenCV, kornia), imported when asked for, with errors that say what
-to do.
+"""Libraries that only some options need (facexlib, OpenCV, kornia, pyarrow), imported when asked for, with errors
+that say what to do.
 
 This pack uses only facexlib's RetinaFace (``facexlib.detection``) and parsing networks (``facexlib.parsing``).
 Importing them needs torch, torchvision, OpenCV, numpy and Pillow; facexlib's declared dependencies also bring numba and
@@ -72,4 +72,21 @@ def import_kornia_yunet(module: str) -> ModuleType:
             f"the yunet detector needs kornia 0.9 or newer (its kornia.models.yunet), and {found} "
             f"({type(exc).__name__}: {exc}). Install it with `python -m pip install \"kornia>=0.9\"` (Python 3.11 or "
             f"newer), or choose the yunet_opencv detector (the default, shipped with the pack) or a retinaface one"
+        ) from exc
+
+
+#: pyarrow, which reads object stores (``s3://``, ``gs://``...): it comes with Ray Data, or alone
+PYARROW_HINT = 'python -m pip install pyarrow (or python -m pip install "ray[data]", which brings it)'
+
+
+def import_pyarrow_fs(*, needed_for: str) -> ModuleType:
+    """``pyarrow.fs``; ``MissingDependencyError`` saying what needs it (``needed_for``: "reading s3://bucket/...",
+    the URI shown without its secrets) and how to install it when it cannot be imported."""
+    try:
+        return importlib.import_module("pyarrow.fs")
+    except Exception as exc:  # a broken install (a pyarrow built for another numpy) fails with more than ImportError
+        raise MissingDependencyError(
+            f"{needed_for} needs pyarrow (its pyarrow.fs reads object stores), which cannot be imported here "
+            f"({type(exc).__name__}: {exc}). Install it into the Python that runs this pack: `{PYARROW_HINT}`; or "
+            f"copy the images to a local or mounted folder and give that folder"
         ) from exc

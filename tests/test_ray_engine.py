@@ -1,7 +1,9 @@
 """cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine, a worker killed mid-run,
 a run started again after two outputs were deleted, the photos read from an S3 bucket (moto's server,
-tests/s3_double.py) with faces.json and the annotated previews, and the command line without Ray installed. Every run
-saves the crops too (--save-crops), so they are compared as well.
+tests/s3_double.py) with faces.json and the annotated previews, and the command line without Ray installed; what is
+shipped to the workers (the pack's code, whatever lies beside cli.py), an address with nothing there (one line within
+the stated wait) and a worker asking for more than the cluster has. Every run saves the crops too (--save-crops), so
+they are compared as well.
 
 The Ray tests skip when ``ray[data]`` is not installed (CI installs it from requirements-test.txt). They use the
 compact 256 GPEN weights of tests/data and the pack's OpenCV YuNet, on 12 small photos made from grace_hopper.jpg.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,10 +24,19 @@ import torch
 from conftest import REPO_ROOT, data_file
 from helpers import files_under, make_photos
 from helpers import ray_args as args
+from ray_package import packed_files
 from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
 from face_jobs import JobSummary, PlannedOutput, StoreObject
-from face_jobs.engines.ray_images import code_runtime_env
+from face_jobs.config import RayOptions
+from face_jobs.engines.ray_cluster import (
+    CONNECT_SECONDS,
+    SHIPPED,
+    RayClusterError,
+    address_port,
+    check_resources,
+    code_runtime_env,
+)
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason='ray[data] is not installed (pip install "ray[data]"; CI installs it from '
@@ -326,3 +338,83 @@ def test_ray_is_not_imported_by_the_local_engine(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no.png"), str(tmp_path / "out")],
                          capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=120, check=False)
     assert out.stdout.strip() == "2 False", out.stderr
+
+
+@needs_ray
+def test_only_the_packs_code_is_shipped_whatever_lies_beside_cli_py(tmp_path):
+    """A copy of the pack's code with what a user's folder holds beside cli.py (600 MB of photos, old outputs, a
+    venv, .git, tests) and weights or caches dropped inside a package: Ray's own packaging walk (tests/ray_package.py)
+    finds the pack's code only."""
+    copy = tmp_path / "pack"
+    for name in SHIPPED:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, copy / name)
+    code = {p.relative_to(copy).as_posix(): p.stat().st_size for p in copy.rglob("*") if p.is_file()}
+    (copy / "photos").mkdir()
+    for index in range(6):
+        with open(copy / "photos" / f"IMG_{index:04d}.jpg", "wb") as file:
+            file.truncate(100 * 1024 * 1024)  # sparse: 600 MB that take no disk
+    for junk in ("venv/lib/site.py", ".ci-venv/bin/python", ".git/objects/pack.pack", "tests/test_x.py",
+                 "restored/IMG_0000.jpg", "gpen_arch/GPEN-BFR-2048.pth", "face_jobs/__pycache__/run.cpython-311.pyc"):
+        (copy / junk).parent.mkdir(parents=True, exist_ok=True)
+        (copy / junk).write_bytes(b"x" * 1000)
+    shipped = packed_files(code_runtime_env(copy))
+    assert shipped == code  # the packages' files, cli.py, the bundled detector: nothing else
+    assert "face_pipeline/detection/bundled/face_detection_yunet_2023mar.onnx" in shipped and "cli.py" in shipped
+    assert sum(shipped.values()) < 2 * 1024 * 1024
+    folder = packed_files({"working_dir": str(copy)})  # the folder as a working_dir: the photos would go
+    assert sum(folder.values()) > 600 * 1024 * 1024 and "photos/IMG_0000.jpg" in folder
+
+
+@needs_ray
+def test_an_address_with_nothing_there_is_one_line_within_the_stated_wait(photos, tmp_path):
+    """In a process of its own (this one may hold the module's Ray, which a run uses as it is): cli.main's own time,
+    imports left out. photos/sub has no unreadable input, so the error is the only line."""
+    import subprocess
+
+    code = ("import cli, sys, time; start = time.perf_counter(); status = cli.main(sys.argv[1:]); "
+            "print(status, time.perf_counter() - start)")
+    run = subprocess.run([sys.executable, "-c", code, *args(photos / "sub", tmp_path / "out", "--engine", "ray",
+                                                             "--ray-address", "127.0.0.1:1")],
+                         capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=120, check=False)
+    status, elapsed = run.stdout.split()
+    assert status == "2" and float(elapsed) < CONNECT_SECONDS + 5, run.stderr
+    assert run.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert run.stderr.startswith(f"error: --ray-address 127.0.0.1:1: no Ray cluster there (Connection refused; the "
+                                 f"wait is at most {CONNECT_SECONDS:g} s); start one (ray start --head)")
+
+
+@pytest.mark.parametrize(("address", "target"), [
+    ("127.0.0.1:1", ("127.0.0.1", 1)), ("head.example:6379", ("head.example", 6379)), ("[::1]:6379", ("::1", 6379)),
+    ("ray://head:10001", ("head", 10001)), ("ray://head", ("head", 10001)), ("auto", None), ("local", None),
+])
+def test_the_address_probed_is_the_one_given(address, target):
+    assert address_port(address) == target
+
+
+def test_a_worker_asking_for_more_than_the_cluster_has_is_refused_before_any_work():
+    no_gpu = {"CPU": 2.0, "memory": 1e9, "node:127.0.0.1": 1.0}
+    with pytest.raises(RayClusterError) as raised:
+        check_resources(RayOptions(gpus_per_worker=1.0, threads=1), no_gpu)
+    assert str(raised.value) == ("--gpus-per-worker 1: each Ray worker asks for 1 GPU(s), and the cluster has 0 "
+                                 "(ray.cluster_resources(): 2 CPU, 0 GPU); use --gpus-per-worker 0 (the CPU), or join "
+                                 "a cluster with GPU nodes (--ray-address)")
+    with pytest.raises(RayClusterError, match=r"^--threads 4: each Ray worker asks for 4 CPU\(s\), and the cluster "
+                                              r"has 2 .*; use --threads 2 or fewer"):
+        check_resources(RayOptions(threads=4), no_gpu)
+    check_resources(RayOptions(gpus_per_worker=0.5, threads=2), {"CPU": 2.0, "GPU": 1.0})  # fits: no error
+
+
+@needs_ray
+def test_a_gpu_asked_of_a_cluster_without_one_is_one_line_before_any_work(photos, ray_instance, tmp_path, capsys):
+    import cli
+
+    # photos/sub: no unreadable input, so the error is the only line
+    status = cli.main(args(photos / "sub", tmp_path / "out", "--engine", "ray", "--gpus-per-worker", "1"))
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert err.startswith("error: --gpus-per-worker 1: each Ray worker asks for 1 GPU(s), and the cluster has 0 "
+                          "(ray.cluster_resources(): 2 CPU, 0 GPU)")

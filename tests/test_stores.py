@@ -1,10 +1,13 @@
 """Inputs in an object store (face_jobs/stores.py), on moto's S3 server (tests/s3_double.py): a bucket
 prefix is listed like a folder, sizes are read from the objects as from the files, an object that cannot be read is
 an unreadable input naming it, an output in a store is refused before any work, and the local engine restores from a
-bucket the same bytes as from a folder. The Ray engine's runs from a bucket are in tests/test_ray_engine.py."""
+bucket the same bytes as from a folder; a URI's credentials are never printed, and reading one without pyarrow says how
+to install it. The Ray engine's runs from a bucket are in tests/test_ray_engine.py."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +18,9 @@ from PIL import Image
 from s3_double import BUCKET, CREDENTIALS, needs_moto, s3_server, s3_uri
 
 from face_jobs import PlannedOutput, StoreObject, collect_inputs, source_size, staged
-from face_jobs.stores import HEADER_BYTES, filesystem
+from face_jobs.stores import HEADER_BYTES, filesystem, redacted, without_secrets
 from face_pipeline.errors import FileLayoutError, InvalidImageError
 from face_pipeline.image import image_size
-
-pytestmark = needs_moto
 
 
 def add_odd_files(folder: Path) -> None:
@@ -35,6 +36,7 @@ def add_odd_files(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """(endpoint, boto3 client, the local folder the bucket's photos/ holds)."""
+    pytest.importorskip("moto", reason=needs_moto.kwargs["reason"])
     folder = make_photos(tmp_path_factory.mktemp("stores") / "in")
     add_odd_files(folder)
     with pytest.MonkeyPatch.context() as patch:
@@ -143,3 +145,66 @@ def test_the_local_engine_restores_from_a_bucket_what_it_restores_from_a_folder(
     broken = s3_uri(endpoint, "photos/broken.jpg")
     assert cli.main(args(broken, tmp_path / "broken")) == 2
     assert f"skipped s3://{BUCKET}/photos/broken.jpg: broken.jpg is not a readable image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("s3://AKIAKEY:SECRET@bucket/photos?region=eu-west-1", "s3://***@bucket/photos?region=eu-west-1"),
+    ("s3://AKIAKEY:SE/CRET@bucket/photos", "s3://***@bucket/photos"),  # a "/" in the secret: pyarrow refuses it
+    ("s3://bucket/p?access_key=AKIAKEY&secret_key=S%2BC&session_token=TOK&endpoint_override=minio:9000",
+     "s3://bucket/p?access_key=***&secret_key=***&session_token=***&endpoint_override=minio:9000"),
+    ("abfs://container@account.dfs.core.windows.net/p?sv=2022&sig=SIG", "abfs://***@account.dfs.core.windows.net/p"
+                                                                         "?sv=2022&sig=***"),
+    ("https://host/p?X-Amz-Signature=abc&Token=t&password=pw#frag", "https://host/p?X-Amz-Signature=***&Token=***"
+                                                                     "&password=***#***"),
+    ("s3://bucket/me@home.jpg", "s3://bucket/me@home.jpg"),  # a @ in a key name is not a userinfo
+    ("/photos/a:b@c.jpg", "/photos/a:b@c.jpg"),  # a local path as it is
+])
+def test_a_uri_is_shown_without_its_secrets(uri, shown):
+    assert redacted(uri) == shown
+    assert without_secrets(f"cannot parse '{uri}' (secret TOK, S+C; SECRET here)", uri) == (
+        f"cannot parse '{shown}' (secret {'***' if 'TOK' in uri else 'TOK'}, {'***' if 'S%2BC' in uri else 'S+C'}; "
+        f"{'***' if ':SECRET@' in uri else 'SECRET'} here)")
+
+
+SECRETS = ("AKIAEXAMPLEKEY", "SECRETVALUE42", "SESSIONTOKEN7")
+
+
+@pytest.mark.parametrize("form", ["userinfo", "query", "unparsable"])
+def test_a_uri_with_credentials_in_a_failing_run_is_never_printed(store, form, tmp_path, capsys, caplog):
+    import cli
+
+    endpoint, _, _ = store
+    uri, shown = {
+        "userinfo": (f"s3://AKIAEXAMPLEKEY:SECRETVALUE42@{BUCKET}/nothing?endpoint_override={endpoint}&scheme=http",
+                     f"error: input not found: s3://***@{BUCKET}/nothing?endpoint_override={endpoint}&scheme=http"),
+        # pyarrow 26 takes no credentials from the query, but a user may type them there
+        "query": (s3_uri(endpoint, "nothing") + "&access_key=AKIAEXAMPLEKEY&secret_key=SECRETVALUE42&session_token="
+                  "SESSIONTOKEN7", f"error: {s3_uri(endpoint, 'nothing')}&access_key=***&secret_key=***"
+                                   f"&session_token=*** cannot be read: Unexpected query parameter in S3 URI"),
+        # pyarrow's own message quotes the whole URI
+        "unparsable": (f"s3://AKIAEXAMPLEKEY:SECRETVALUE42/x@{BUCKET}/photos",
+                       f"error: s3://***@{BUCKET}/photos cannot be read: Cannot parse URI: 's3://***@{BUCKET}/photos'"),
+    }[form]
+    caplog.set_level(logging.DEBUG)
+    assert cli.main(args(uri, tmp_path / "out", "--verbose")) == 2  # --verbose: the traceback is logged too
+    out, err = capsys.readouterr()
+    printed = out + err + caplog.text
+    assert "Traceback" in caplog.text and err.startswith(shown)
+    assert not [secret for secret in SECRETS if secret in printed]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_object_store_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import cli
+
+    for name in ("pyarrow", "pyarrow.fs"):
+        monkeypatch.setitem(sys.modules, name, None)  # import pyarrow fails, as when it is not installed
+    filesystem.cache_clear()
+    assert cli.main(args("s3://KEY:SECRET@bucket/photos", tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SECRET" not in err
+    assert err.startswith("error: reading s3://***@bucket/photos needs pyarrow (its pyarrow.fs reads object stores), "
+                          "which cannot be imported here (ModuleNotFoundError: ")
+    assert ("Install it into the Python that runs this pack: `python -m pip install pyarrow (or python -m pip install "
+            '"ray[data]", which brings it)`; or copy the images to a local or mounted folder') in err
+    assert not (tmp_path / "out").exists()

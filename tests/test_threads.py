@@ -21,7 +21,7 @@ from conftest import REPO_ROOT, data_file
 
 from face_jobs import ItemResult, JobSummary, Outcome, PendingWrite, PlannedOutput
 from face_jobs.config import RayOptions
-from face_jobs.engines.ray_images import code_runtime_env
+from face_jobs.engines.ray_cluster import code_runtime_env
 from face_jobs.job import Worker
 from face_jobs.threads import DEFAULT_THREADS, MAX_THREADS, check_threads, cpu_threads
 

@@ -17,6 +17,7 @@ images, and the others go on. A run started again skips the outputs already writ
 under its final name is always complete).
 
 Ray is imported only when this engine runs (``ray[data]`` is optional: ``require_ray`` says how to install it).
+Joining Ray (what is shipped to the workers, the bounded wait, the resources checked) is ``ray_cluster``'s.
 """
 
 from __future__ import annotations
@@ -36,30 +37,9 @@ from ..stores import StoreObject
 from ..summary import ItemResult, JobSummary, Outcome, attempt
 from ..threads import set_cpu_threads
 from ..writer import PendingWrite
+from .ray_cluster import connected
 
 logger = logging.getLogger(__name__)
-
-INSTALL_HINT = 'pip install "ray[data]"'
-#: what a local Ray instance started by the engine may use for its object store (results travel through it)
-LOCAL_OBJECT_STORE_BYTES = 512 * 1024 * 1024
-#: what the workers need from the repository (shipped to every node as Ray's working_dir)
-_NOT_SHIPPED = [".git", ".ci", "tests", "benchmarks", "example_workflows", "docs", "models", "__pycache__", "*.pth",
-                "*.safetensors"]  # the bundled OpenCV YuNet (.onnx) is shipped: the default detector
-
-
-class RayUnavailableError(ImportError):
-    """``--engine ray`` without Ray Data installed."""
-
-
-def require_ray():
-    """The ``ray`` module with Ray Data, or ``RayUnavailableError`` saying how to install it."""
-    try:
-        import ray
-        import ray.data  # the engine needs Ray Data, not only Ray core
-    except ImportError as exc:
-        raise RayUnavailableError(f"--engine ray needs Ray Data, which is not installed ({exc}); install it with: "
-                                  f"{INSTALL_HINT}") from exc
-    return ray
 
 
 class WarningCollector(logging.Handler):
@@ -160,12 +140,6 @@ def written(item: PlannedOutput, made: ItemResult, writes: list[PendingWrite],
     return attempt(item, write, faces_found=made.faces_found)
 
 
-def code_runtime_env(folder: str | Path) -> dict:
-    """The job-level runtime_env that ships this repository's code (``folder``: its root) to every worker, as
-    ``ray.init(runtime_env=...)`` takes it. A caller that starts Ray itself before ``run_on_ray`` passes this."""
-    return {"working_dir": str(folder), "excludes": list(_NOT_SHIPPED)}
-
-
 def run_on_ray(items: Sequence[PlannedOutput], make_job: JobFactory, *, summary: JobSummary,
                options: RayOptions, on_done: Callable[[PlannedOutput], object] | None = None) -> None:
     """Restore ``items`` on Ray and write their results here, folding each into ``summary``.
@@ -184,21 +158,10 @@ def run_on_ray(items: Sequence[PlannedOutput], make_job: JobFactory, *, summary:
 @contextlib.contextmanager
 def ray_session(options: RayOptions):
     """``with ray_session(options) as ray:`` Ray for one run: a Ray already running in this process as it is, else
-    a local instance (``options.address`` None) or the cluster joined, with ``options.working_dir`` shipped to the
-    workers, shut down afterwards. Ray's own notices go to stderr; Ray Data's only with INFO logging."""
-    ray = require_ray()
-    started = False
-    if not ray.is_initialized():
-        init: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-        if options.working_dir is not None:
-            init["runtime_env"] = code_runtime_env(options.working_dir)
-        if options.address is None:
-            init["object_store_memory"] = LOCAL_OBJECT_STORE_BYTES
-        else:
-            init["address"] = options.address
-        ray.init(**init)
-        started = True
-    try:
+    a local instance (``options.address`` None) or the cluster joined, with the pack's code shipped to the workers,
+    shut down afterwards (``ray_cluster.connected``: a bounded wait for the address, the resources checked). Ray's
+    own notices go to stderr; Ray Data's only with INFO logging."""
+    with connected(options) as ray:
         if not logging.getLogger().isEnabledFor(logging.INFO):  # Ray Data's notices only with --verbose
             logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
@@ -206,9 +169,6 @@ def ray_session(options: RayOptions):
         context.max_errored_blocks = -1  # a batch that fails after its retries fails its images; the others go on
         with contextlib.redirect_stdout(sys.stderr):  # Ray prints its notices (a task retried...) to stdout
             yield ray
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def mapped(ray, rows: list[dict], worker: type, make_job: JobFactory, *, options: RayOptions,
