@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..config import RayOptions, UsageError
@@ -106,7 +107,7 @@ def reach(address: str, *, seconds: float = CONNECT_SECONDS) -> None:
                               f"printed (host:6379, or ray://host:10001 for Ray Client)") from None
 
 
-def check_resources(options: RayOptions, resources: dict[str, float]) -> None:
+def check_resources(options: RayOptions, resources: Mapping[str, float]) -> None:
     """``RayClusterError`` when one worker asks for more than the whole cluster has (``resources``: what
     ``ray.cluster_resources()`` returns): ``options.gpus_per_worker`` GPUs, ``options.threads`` CPUs. Such a worker
     could never start (Ray would wait for it without a word)."""
