@@ -15,6 +15,7 @@ from face_pipeline.image import apply_budget_to_pillow
 
 from .config import JobConfig, UsageError, pick_device
 from .engines.local import complete_sides, run_local
+from .given import JobFaces
 from .inputs import collect_inputs
 from .job import Worker
 from .lock import OutputLock
@@ -25,14 +26,19 @@ from .summary import JobSummary
 from .writer import process_umask
 
 
-def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
+def probe_inputs(plan: OutputPlan, config: JobConfig, faces: JobFaces | None = None) -> OutputPlan:
     """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
     too large, beyond --max-output-size at the --scale chosen, without one of their masks (inpainting, region,
-    protect). For --video-frames, frames of different sizes are a ``UsageError``."""
+    protect). With ``faces`` (--faces), the inputs it does not list are skipped (not bad inputs: left out) and the
+    faces of the others checked against their size (``FacesFileError``). For --video-frames, frames of different
+    sizes are a ``UsageError``."""
     sizes: dict[tuple[int, int], Source] = {}
     paste = config.options.paste
     masks = config.masks().values()
     for item in plan.todo:
+        if faces is not None and not faces.lists(item):
+            plan = plan.skipping(item, f"not in --faces {config.faces}", left_out=True)
+            continue
         try:
             width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
         except InvalidImageError as exc:
@@ -46,6 +52,8 @@ def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
         elif lacking := next(filter(None, (files.missing(item.relative) for files in masks)), None):
             plan = plan.skipping(item, lacking)
         else:
+            if faces is not None:
+                faces.check(item, width=width, height=height)
             sizes.setdefault((width, height), item.source)
     if config.video_frames and len(sizes) > 1:
         (w0, h0), first = next(iter(sizes.items()))
@@ -74,7 +82,8 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
                         also_read=[files.path for files in config.masks().values() if files.path.is_dir()],
                         sides=SideOutputs(crops=config.save_crops, annotated=config.save_annotated,
                                           json=config.save_json))
-    plan = probe_inputs(plan, config)
+    faces = JobFaces.read(config.faces, plan.items) if config.faces else None
+    plan = probe_inputs(plan, config, faces)
     summary = JobSummary(images=len(plan.items), report=report)
     summary.skip_planned(plan.items)
     start = time.perf_counter()
@@ -82,11 +91,12 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
     earlier = read_records(plan.json_path, overwrite=config.overwrite) if config.save_json else {}
     lacking = [] if config.video_frames else lacking_sides(plan, earlier, save_json=config.save_json,
                                                            save_crops=config.save_crops)
+    lacking = [item for item in lacking if faces is None or faces.lists(item)]  # never detected: left out
     if not plan.todo and not lacking:
         say(f"{summary.line()}; nothing to do")
         return summary.exit_status
     with OutputLock(plan.root):  # a second run into this folder stops here, before loading anything
-        job = Worker(config, plan) if config.ray is None else None  # ray: a Worker per Ray worker
+        job = Worker(config, plan, faces=faces) if config.ray is None else None  # ray: a Worker per Ray worker
         try:
             with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
                 if job is not None:
@@ -94,8 +104,8 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
                 else:
                     # built once here, on the CPU: the weights are checked (and the detector's fetched) with the
                     # local engine's errors before any worker starts; it completes the side outputs, writes the json
-                    job = Worker(dataclasses.replace(config, device="cpu", dtype="fp32"), plan)
-                    run_on_ray_engine(config, plan, summary, on_done=lambda _item: bar.update())
+                    job = Worker(dataclasses.replace(config, device="cpu", dtype="fp32"), plan, faces=faces)
+                    run_on_ray_engine(config, plan, summary, faces=faces, on_done=lambda _item: bar.update())
                 complete_sides(job, lacking, summary=summary, on_done=bar.update)
             if config.save_json:
                 job.write_json(earlier, summary.face_records)
@@ -104,7 +114,7 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
     return summary.exit_status
 
 
-def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *,
+def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *, faces: JobFaces | None = None,
                       on_done: Callable[[PlannedOutput], object]) -> None:
     """``config.ray``: each Ray worker builds a ``Worker`` (model and detector loaded once) and runs its ``photo``
     on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files it makes
@@ -116,6 +126,6 @@ def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, 
     if config.ray is None:
         raise ValueError("this job has no Ray options (config.ray): the local engine runs it")
     make_job = functools.partial(Worker, config.for_workers(),
-                                 dataclasses.replace(plan, root=plan.root.resolve(), items=()))
+                                 dataclasses.replace(plan, root=plan.root.resolve(), items=()), faces=faces)
     run = run_sequence_on_ray if config.video_frames else run_on_ray  # a sequence: one unit of work, in order
     run(plan.todo, make_job, summary=summary, options=config.ray, on_done=on_done)
