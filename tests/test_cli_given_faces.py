@@ -153,3 +153,15 @@ def test_faces_and_video_frames_do_not_go_together(tmp_path, capsys):
     path.write_text(json.dumps({"a.jpg": [A_FACE]}))
     assert main([*cmd(tmp_path, tmp_path / "in"), "--faces", str(path), "--video-frames"]) == 2
     assert "--faces is for photos" in capsys.readouterr().err
+
+
+def test_a_run_with_faces_started_again_completes_its_faces_json(tmp_path):
+    detected_run(tmp_path)
+    again = tmp_path / "again"
+    command = [*cmd(tmp_path, tmp_path / "in", output=again), "--save-json", "--faces",
+               str(tmp_path / "out" / "faces.json")]
+    assert main(command) == 0
+    written = (again / "faces.json").read_bytes()
+    (again / "faces.json").unlink()  # as a run killed before its end leaves it
+    assert main(command) == 0  # every output exists: only the records are made again, from the faces given
+    assert (again / "faces.json").read_bytes() == written

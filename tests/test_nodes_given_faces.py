@@ -56,6 +56,8 @@ def test_hand_written_faces_and_selection(pack, detector, two_photos):
     second = node(pack, "GPENFacesFromJSON").from_json(image=photo, faces_json=json.dumps([plain, moved]),
                                                         **{**FROM_JSON, "select": "indices", "indices": "1"})
     assert second[2] == 1
+    none = node(pack, "GPENFacesFromJSON").from_json(image=photo, faces_json="[]", **FROM_JSON)
+    assert none[2] == 0 and none[1].shape == (1, 256, 256, 3)  # the preview's black placeholder
     statuses = [f["status"] for f in json.loads(second[4])["images"][0]["faces"]]
     assert sorted(statuses) == ["selected", "skipped"]
 
