@@ -143,7 +143,7 @@ class Worker:
         report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
                               output_scale=scales.pop() if len(scales) == 1 else None,
                               detector=self.config.detector if self.faces is None else "given",
-                              rotations=self.options.detect.rotations)
+                              rotations=self.options.detect.rotations if self.faces is None else None)
         report["images"] = records
         # replaced: what it held is merged in (read under this run's lock), or --overwrite was given
         write_atomically(self.plan.json_path, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)

@@ -37,6 +37,7 @@ def test_a_faces_json_fed_back_gives_the_detected_runs_bytes(tmp_path):
     assert [name for name in first if first[name] != second[name]] == ["faces.json"]
     given = json.loads(second["faces.json"])
     assert given["detector"] == "given" and report["detector"] == "yunet_opencv"
+    assert given["rotations"] is None and report["rotations"] == "when_missing"  # nothing was searched
     assert given["images"] == report["images"]  # the same faces, where they were, restored the same way
 
 
