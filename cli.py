@@ -44,6 +44,18 @@ it, expects the damage already painted white in the image, as the official demo 
 --region-masks and --protect-masks take masks as the nodes' region_mask and protect_mask inputs do: a folder of mask
 images named like the inputs (a.jpg's mask may be a.png; any size, resized to the image), or one mask image for every
 input. An input whose mask a folder lacks is skipped with the reason.
+--faces FILE.json restores the faces it gives instead of detecting them, so faces are detected once (--save-json
+writes OUTPUT/faces.json), corrected, and restored many times: the faces.json of an earlier run (edited), or a JSON
+object {"a.jpg": [{"box": [x0, y0, x1, y1], "landmarks": [[x, y] x 5]}, ...], ...} naming each input by its name
+relative to its input folder, or by its bare file name when one input has it; points are in image pixels, the
+landmarks in the order: the eye on the image's left, the eye on the image's right, the nose, the mouth corner on the
+image's left, the one on its right. Inputs the file does not list are skipped ("not in --faces FILE"; not an error),
+never detected. The given faces are selected as detected ones are (--select, --max-faces, --min-face-size,
+--region-masks; the file's status and reason fields are not read: delete a face to leave it out); --threshold,
+--rotations and the detector do not apply. Checked before any work (exit status 2): the file's size (64 MiB at
+most), its JSON (line and column), every face's box (x1 > x0, y1 > y0, overlapping the image) and its five finite
+landmarks (each inside the image or outside it by at most half the face's box: a face cut by the frame). Not with
+--video-frames. A faces.json fed back with the options of the run that wrote it gives the same output bytes.
 
 Every option and every input's output is checked before the model loads; an input that cannot be used (unreadable
 or damaged, beyond 16384 pixels per side or 150 megapixels (from its header: never decoded), animated or
@@ -78,6 +90,7 @@ from face_jobs.writer import write_atomically
 from face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES
 from face_pipeline.errors import (
     FacePipelineError,
+    FacesFileError,
     FileLayoutError,
     InvalidImageError,
     OutputExistsError,
@@ -169,6 +182,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only the faces in the white part are restored: a folder of masks named like the inputs "
                              "(any size), or one mask for all")
     add_option_flag(parser, "--region-overlap", DetectOptions, "region_overlap")
+    parser.add_argument("--faces", metavar="FILE.json",
+                        help="restore these faces instead of detecting them: the faces.json --save-json writes "
+                             "(edited), or {\"a.jpg\": [{\"box\": [x0, y0, x1, y1], \"landmarks\": [[x, y] x 5]}]}; "
+                             "inputs it does not list are skipped (see above)")
     parser.add_argument("--protect-masks",
                         help="the white part keeps the original pixels (a hand, a microphone in front of a face): a "
                              "folder of masks named like the inputs (any size), or one mask for all")
@@ -322,7 +339,7 @@ def build_config(args: argparse.Namespace) -> JobConfig:
                      models_dir=MODELS_DIR / "gpen", device=args.device, dtype=args.dtype, detector=args.detector,
                      detector_dir=args.detector_dir, allow_download=not args.no_download,
                      detector_max_side=args.detector_max_side, inpaint_masks=args.inpaint_masks,
-                     region_masks=args.region_masks, protect_masks=args.protect_masks,
+                     region_masks=args.region_masks, protect_masks=args.protect_masks, faces=args.faces,
                      save_json=args.save_json, save_crops=args.save_crops, save_annotated=args.save_annotated,
                      video_frames=args.video_frames, overwrite=args.overwrite, threads=args.threads, ray=ray)
 
@@ -454,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with stopping_on_signals(), computing_threads(args):
                 return run(args)
-        except (UsageError, FileLayoutError, InvalidImageError) as exc:
+        except (UsageError, FileLayoutError, InvalidImageError, FacesFileError) as exc:
             return fail(exc, 2, uris=uris)
         except (GPENError, FacePipelineError, OSError, MemoryError) as exc:
             return fail(exc, 1, uris=uris)

@@ -59,8 +59,9 @@ class RayOptions:
 class JobConfig:
     """One file job: what to read and where to write (``inputs``, ``output``), the stage options, the model (a path,
     or a bare file name also looked up in ``models_dir``), the device and precision ("auto" picks), the detector,
-    the mask files (inpainting, region, protect), the side outputs, whether the inputs are one video's frames,
-    whether existing outputs are replaced, the CPU threads, and the engine (``ray`` None: the local engine)."""
+    the mask files (inpainting, region, protect), the faces file (faces given instead of detected), the side
+    outputs, whether the inputs are one video's frames, whether existing outputs are replaced, the CPU threads, and
+    the engine (``ray`` None: the local engine)."""
 
     inputs: tuple[str, ...]
     output: str
@@ -76,6 +77,7 @@ class JobConfig:
     inpaint_masks: str | None = None
     region_masks: str | None = None  # only the faces these masks cover (masks.MaskFiles: a folder or one file)
     protect_masks: str | None = None  # pixels that keep the original
+    faces: str | None = None  # a faces file: these faces instead of detected ones (given.JobFaces); None: detect
     save_json: bool = False
     save_crops: bool = False
     save_annotated: bool = False
@@ -88,6 +90,8 @@ class JobConfig:
         check_threads(self.threads)
         if self.inpaint_masks and self.options.restore.mode != "inpaint":
             raise UsageError("--inpaint-masks is only used with --mode inpaint")
+        if self.faces and self.video_frames:
+            raise UsageError("--faces is for photos: --video-frames detects and tracks the faces of its frames itself")
 
     def masks(self) -> dict[str, MaskFiles]:
         """The mask files given, by kind (``masks.mask_files``)."""
@@ -100,7 +104,7 @@ class JobConfig:
     def for_workers(self) -> JobConfig:
         """This configuration as workers elsewhere use it: every path absolute (the model found here)."""
         absolute = {name: str(Path(value).resolve()) for name in ("detector_dir", "inpaint_masks", "region_masks",
-                                                                   "protect_masks", "output")
+                                                                   "protect_masks", "faces", "output")
                     if (value := getattr(self, name)) is not None}
         options = self.options
         if options.paste.parsing_dir is not None:

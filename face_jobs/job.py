@@ -24,11 +24,13 @@ from face_pipeline.image import ImageFile, apply_budget_to_pillow, encode_image,
 from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import Pipeline, selected_faces
 from face_pipeline.region import masks_for
+from face_pipeline.selection import FaceChoice
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from gpen_arch import load_gpen_file
 
 from .config import JobConfig, pick_device, pick_dtype
 from .frames import SeenFrame, renumber_tracks, segments, track_start
+from .given import JobFaces
 from .plan import OutputPlan, PlannedOutput
 from .sides import merge_records
 from .stores import source_size, staged
@@ -49,9 +51,12 @@ def local_file(item: PlannedOutput) -> Path:
 class Worker:
     """One job's loaded model, detector and pipeline, and the output plan its files follow (``BatchJob``)."""
 
-    def __init__(self, config: JobConfig, plan: OutputPlan, *,
+    def __init__(self, config: JobConfig, plan: OutputPlan, *, faces: JobFaces | None = None,
                  sink: Callable[[PendingWrite], None] = PendingWrite.write) -> None:
-        self.config, self.plan, self.options = config, plan, config.options
+        if bool(config.faces) != (faces is not None):
+            raise ValueError("a job with --faces is built with its faces file read (given.JobFaces.read), and only "
+                             "such a job")
+        self.config, self.plan, self.options, self.faces = config, plan, config.options, faces
         self.sink = sink  # every output file goes through it: written here, or (Ray workers) handed to the driver
         apply_budget_to_pillow()  # a Ray worker's process too
         self.device = pick_device(config.device)
@@ -61,9 +66,10 @@ class Worker:
         model_path = config.model_path()
         self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
         logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
-        self.detector = load_detector(config.detector, weights_dir=config.detector_dir,
-                                      allow_download=config.allow_download, device=self.device,
-                                      max_side=config.detector_max_side)
+        # --faces: the inputs it does not list are skipped, so no input is detected
+        self.detector = None if faces is not None else load_detector(
+            config.detector, weights_dir=config.detector_dir, allow_download=config.allow_download,
+            device=self.device, max_side=config.detector_max_side)
         self.pipeline = Pipeline(model=self.model, detector=self.detector, options=self.options)  # the one assembly
 
     # ------------------------------------------------------------------------------------------- the files made
@@ -85,6 +91,15 @@ class Worker:
         masks = [masks_for(files.load(item.relative, shape), batch=1, size=shape, what=files.what)
                  for item in group]
         return torch.cat(masks).to(images.device)
+
+    def choices(self, item: PlannedOutput, images: torch.Tensor) -> list[list[FaceChoice]]:
+        """The faces of one input ``images`` ``[1, 3, H, W]`` with what selection decided: detected, or given
+        (--faces: checked against the image, then selected as detected faces are)."""
+        region = self.user_masks("region", [item], images)
+        if self.faces is None:
+            return self.pipeline.find(images, region=region)
+        self.faces.check(item, width=int(images.shape[-1]), height=int(images.shape[-2]))
+        return self.pipeline.given(images, [self.faces.faces(item)], region=region)
 
     def save(self, item: PlannedOutput, image: torch.Tensor, loaded: ImageFile) -> None:
         data = encode_image(image, item.target.suffix, alpha=loaded.alpha, exif=loaded.exif,
@@ -135,8 +150,9 @@ class Worker:
         records = merge_records(earlier, records, [item.relative.as_posix() for item in self.plan.items])
         scales = {record["output_scale"] for record in records}
         report = faces_report([], image_size=(0, 0), restored=True, model_size=self.model.config.size,
-                              output_scale=scales.pop() if len(scales) == 1 else None, detector=self.config.detector,
-                              rotations=self.options.detect.rotations)
+                              output_scale=scales.pop() if len(scales) == 1 else None,
+                              detector=self.config.detector if self.faces is None else "given",
+                              rotations=self.options.detect.rotations if self.faces is None else None)
         report["images"] = records
         # replaced: what it held is merged in (read under this run's lock), or --overwrite was given
         write_atomically(self.plan.json_path, (faces_json(report) + "\n").encode("utf-8"), overwrite=True)
@@ -151,7 +167,7 @@ class Worker:
     def _photo(self, item: PlannedOutput) -> ItemResult:
         loaded = read_image(local_file(item))
         images = loaded.pixels.to(self.device)
-        choices = self.pipeline.find(images, region=self.user_masks("region", [item], images))
+        choices = self.choices(item, images)
         found = len(choices[0])
         return attempt(item, functools.partial(self._restore_photo, loaded=loaded, images=images, choices=choices),
                        faces_found=found)
@@ -190,7 +206,7 @@ class Worker:
     def _complete_sides(self, item: PlannedOutput) -> ItemResult:
         loaded = read_image(local_file(item))
         images = loaded.pixels.to(self.device)
-        choices = self.pipeline.find(images, region=self.user_masks("region", [item], images))
+        choices = self.choices(item, images)
         faces = selected_faces(choices)
         if self.config.save_crops and faces[0]:
             batch = self.pipeline.restore(self.pipeline.align(images, faces), inpaint_masks=self.masks([item], images))

@@ -71,6 +71,7 @@ class PlannedOutput:
     target: Path
     skip: str | None = None
     exists: bool = False  # skipped because the output is already there (not a bad input)
+    left_out: bool = False  # skipped because the user left it out (not in --faces FILE; not a bad input)
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,11 @@ class OutputPlan:
         """``root/faces.json``."""
         return self.root / FACES_JSON
 
-    def skipping(self, item: PlannedOutput, reason: str, *, exists: bool = False) -> OutputPlan:
+    def skipping(self, item: PlannedOutput, reason: str, *, exists: bool = False,
+                 left_out: bool = False) -> OutputPlan:
         """This plan with ``item`` marked as skipped for ``reason``."""
-        items = tuple(replace(i, skip=reason, exists=exists) if i == item else i for i in self.items)
+        items = tuple(replace(i, skip=reason, exists=exists, left_out=left_out) if i == item else i
+                      for i in self.items)
         return replace(self, items=items)
 
 

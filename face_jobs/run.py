@@ -16,6 +16,7 @@ from face_pipeline.image import apply_budget_to_pillow
 
 from .config import JobConfig, pick_device
 from .engines.local import complete_sides, run_local
+from .given import JobFaces
 from .inputs import collect_inputs
 from .job import Worker
 from .lock import OutputLock
@@ -26,13 +27,18 @@ from .summary import JobSummary
 from .writer import process_umask
 
 
-def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
+def probe_inputs(plan: OutputPlan, config: JobConfig, faces: JobFaces | None = None) -> OutputPlan:
     """Read every input's size from its header and skip (with the reason) those that cannot be used: unreadable,
     too large, beyond --max-output-size at the --scale chosen, without one of their masks (inpainting, region,
-    protect). (--video-frames: frames of another size than those before them start a new segment, ``frames``.)"""
+    protect). With ``faces`` (--faces), the inputs it does not list are skipped (not bad inputs: left out) and the
+    faces of the others checked against their size (``FacesFileError``). (--video-frames: frames of another size
+    than those before them start a new segment, ``frames``.)"""
     paste = config.options.paste
     masks = config.masks().values()
     for item in plan.todo:
+        if faces is not None and not faces.lists(item):
+            plan = plan.skipping(item, f"not in --faces {config.faces}", left_out=True)
+            continue
         try:
             width, height = source_size(item.source)  # the image budget (image.check_budget) from the header
         except InvalidImageError as exc:
@@ -45,6 +51,8 @@ def probe_inputs(plan: OutputPlan, config: JobConfig) -> OutputPlan:
                                        f"auto or raise --max-output-size")
         elif lacking := next(filter(None, (files.missing(item.relative) for files in masks)), None):
             plan = plan.skipping(item, lacking)
+        elif faces is not None:
+            faces.check(item, width=width, height=height)
     return plan
 
 
@@ -67,7 +75,8 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
                         also_read=[files.path for files in config.masks().values() if files.path.is_dir()],
                         sides=SideOutputs(crops=config.save_crops, annotated=config.save_annotated,
                                           json=config.save_json))
-    plan = probe_inputs(plan, config)
+    faces = JobFaces.read(config.faces, plan.items) if config.faces else None
+    plan = probe_inputs(plan, config, faces)
     summary = JobSummary(images=len(plan.items), report=report)
     summary.skip_planned(plan.items)
     start = time.perf_counter()
@@ -75,13 +84,14 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
     earlier = read_records(plan.json_path, overwrite=config.overwrite) if config.save_json else {}
     lacking = [] if config.video_frames else lacking_sides(plan, earlier, save_json=config.save_json,
                                                            save_crops=config.save_crops)
+    lacking = [item for item in lacking if faces is None or faces.lists(item)]  # never detected: left out
     if not plan.todo and not lacking:
         say(f"{summary.line()}; nothing to do")
         return summary.exit_status
     # a second run into this folder stops at the lock, and a Ray cluster that cannot run the job (nothing at its
     # address, too few resources for a worker) at engine_session: both before loading anything
     with OutputLock(plan.root), engine_session(config):
-        job = Worker(config, plan) if config.ray is None else None  # ray: a Worker per Ray worker
+        job = Worker(config, plan, faces=faces) if config.ray is None else None  # ray: a Worker per Ray worker
         try:
             with tqdm(total=len(plan.todo) + len(lacking), unit="image", disable=None, file=sys.stderr) as bar:
                 if job is not None:
@@ -91,8 +101,8 @@ def run_job(config: JobConfig, *, say: Callable[[str], None] = print, report: Ca
                 else:
                     # built once here, on the CPU: the weights are checked (and the detector's fetched) with the
                     # local engine's errors before any worker starts; it completes the side outputs, writes the json
-                    job = Worker(dataclasses.replace(config, device="cpu", dtype="fp32"), plan)
-                    run_on_ray_engine(config, plan, summary, on_done=lambda _item: bar.update())
+                    job = Worker(dataclasses.replace(config, device="cpu", dtype="fp32"), plan, faces=faces)
+                    run_on_ray_engine(config, plan, summary, faces=faces, on_done=lambda _item: bar.update())
                 complete_sides(job, lacking, summary=summary, on_done=bar.update)
             if config.save_json:
                 job.write_json(earlier, summary.face_records)
@@ -112,7 +122,7 @@ def engine_session(config: JobConfig) -> contextlib.AbstractContextManager:
     return connected(config.ray)
 
 
-def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *,
+def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, *, faces: JobFaces | None = None,
                       on_done: Callable[[PlannedOutput], object]) -> None:
     """``config.ray``: each Ray worker builds a ``Worker`` (model and detector loaded once) and runs its ``photo``
     on the images it gets (``--video-frames``: one worker runs ``video`` on the whole sequence); the files it makes
@@ -124,7 +134,7 @@ def run_on_ray_engine(config: JobConfig, plan: OutputPlan, summary: JobSummary, 
     if config.ray is None:
         raise ValueError("this job has no Ray options (config.ray): the local engine runs it")
     make_job = functools.partial(Worker, config.for_workers(),
-                                 dataclasses.replace(plan, root=plan.root.resolve(), items=()))
+                                 dataclasses.replace(plan, root=plan.root.resolve(), items=()), faces=faces)
     if config.video_frames:  # a sequence: one unit of work, in order (frames whose output exists are its context)
         run_sequence_on_ray(plan.items, make_job, summary=summary, options=config.ray, on_done=on_done)
     else:

@@ -150,10 +150,11 @@ class JobSummary:
             logger.log(level, "%s", line)
 
     def skip_planned(self, items: Iterable[PlannedOutput]) -> None:
-        """Record the inputs the plan already skips (an output that exists is not a bad input)."""
+        """Record the inputs the plan already skips (an output that exists, or an input left out of --faces, is not
+        a bad input)."""
         for item in items:
             if item.skip is not None:
-                self.record(item.source, Outcome.SKIPPED, item.skip, bad_input=not item.exists)
+                self.record(item.source, Outcome.SKIPPED, item.skip, bad_input=not (item.exists or item.left_out))
 
     @property
     def exit_status(self) -> int:

@@ -4,9 +4,10 @@ Folders by stage: ``detection/`` (RetinaFace, YuNet; turned faces in ``rotations
 ``region.py``: user masks), ``alignment/`` (templates, similarity transforms, warps), ``restoration/`` (batched model
 runs), ``paste/`` (masks, colour, protected regions, compositing at 1x/2x/4x), ``video/`` (tracking and smoothing
 across frames), ``pipeline.py`` (the whole chain), ``annotate.py`` and ``face_report.py`` (what was found, drawn and
-as JSON), ``image.py`` (conversion and image files with their alpha, EXIF and ICC profile). File jobs (output
-plan, safe writing, lock, summary, engines) are the layer above, ``face_jobs/``. Records that travel between stages
-are in ``types.py``; images are ``[B, 3, H, W]`` float32 RGB in 0..1 throughout.
+as JSON; ``given_faces.py`` reads such JSON back: faces given instead of detected), ``image.py`` (conversion and
+image files with their alpha, EXIF and ICC profile). File jobs (output plan, safe writing, lock, summary, engines) are
+the layer above, ``face_jobs/``. Records that travel between stages are in ``types.py``; images are ``[B, 3, H, W]``
+float32 RGB in 0..1 throughout.
 
 What the pipeline needs from its host (memory, progress, Cancel, model and detector placement) and from a restoration
 model (a ``gpen_arch.GPEN``: ``.config.size``, RGB in [-1, 1]) are ``typing.Protocol``s (``protocols.py``: ``Host``,
@@ -24,6 +25,7 @@ from .errors import (
     DetectorWeightsCorrupt,
     DetectorWeightsMissing,
     FacePipelineError,
+    FacesFileError,
     FileLayoutError,
     InvalidImageError,
     MissingDependencyError,
@@ -35,11 +37,12 @@ from .errors import (
     RestoreOutOfMemory,
 )
 from .face_report import faces_json, faces_report
+from .given_faces import GivenFaces, parse_faces, read_faces_file
 from .host import LibraryHost
 from .image import IMAGE_SUFFIXES, ImageFile, encode_image, load_image, read_image, to_rgb_float
 from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
 from .paste import MASK_TYPES, paste_faces
-from .pipeline import Pipeline, PipelineReport, find_choices, run_pipeline
+from .pipeline import Pipeline, PipelineReport, find_choices, given_choices, run_pipeline
 from .protocols import Host, RestorationModel
 from .restoration import RESTORE_MODES, restore_faces
 from .selection import SELECT_MODES, SORT_ORDERS, FaceChoice, choose_faces, parse_indices
@@ -56,9 +59,9 @@ __all__ = [
     "track_faces", "smooth_landmarks",
     "Pipeline", "PipelineOptions", "DetectOptions", "VideoOptions", "AlignOptions", "RestoreOptions", "PasteOptions",
     "PipelineReport", "find_choices", "run_pipeline", "Host", "LibraryHost", "RestorationModel",
-    "annotate_faces", "faces_report", "faces_json",
+    "annotate_faces", "faces_report", "faces_json", "GivenFaces", "parse_faces", "read_faces_file", "given_choices",
     "IMAGE_SUFFIXES", "to_rgb_float", "load_image", "encode_image", "read_image", "ImageFile",
     "FacePipelineError", "InvalidImageError", "DetectorError", "DetectorWeightsMissing", "DetectorWeightsCorrupt",
     "RestoreError", "RestoreOutOfMemory", "PasteError", "FileLayoutError", "OutputExistsError", "OutputWriteError",
-    "OutputLockedError", "MissingDependencyError",
+    "OutputLockedError", "MissingDependencyError", "FacesFileError",
 ]

@@ -13,7 +13,10 @@ network package's own statement (it imports nothing from here). What is held to 
   ``selection.parse_indices``;
 - a detection threshold: 0 (the detector's own) or at least ``MIN_SCORE_THRESHOLD``, checked in
   ``options.DetectOptions`` and by the face detector loader node;
-- faces restored per image: at most ``MAX_FACES_PER_IMAGE``, held in ``selection.choose_faces`` (with a note).
+- faces restored per image: at most ``MAX_FACES_PER_IMAGE``, held in ``selection.choose_faces`` (with a note);
+- faces given instead of detected (the CLI's ``--faces FILE``, the Faces from JSON node's text): at most
+  ``MAX_FACES_JSON`` bytes (characters of a node's text), checked before the text is parsed (a file: from its size,
+  before it is read), and at most ``MAX_GIVEN_FACES`` faces per image, in ``given_faces.parse_faces``.
 """
 
 from __future__ import annotations
@@ -41,3 +44,13 @@ MIN_SCORE_THRESHOLD = 0.3
 #: forward of the model, so an image's time stays bounded whatever a detector reports. A crowd photo's faces beyond
 #: it can be restored by tiling the photo, or by ``indices``.
 MAX_FACES_PER_IMAGE = 500
+
+#: The largest faces file (``--faces FILE``) or faces text (Faces from JSON) read: 64 MiB, in bytes of a file or
+#: characters of a text. A ``--save-json`` record is about 0.7 KB per face, so this holds some 90,000 faces (a run
+#: over a large photo archive); parsing it costs about 1 s and a few hundred MB. Larger is refused before parsing:
+#: split the images over several files.
+MAX_FACES_JSON = 64 * 2**20
+
+#: At most this many faces are read for one image of a faces file: as many as ``selection.parse_indices`` can number
+#: (``MAX_FACE_INDEX`` + 1); ``MAX_FACES_PER_IMAGE`` of them are restored, as for detected faces.
+MAX_GIVEN_FACES = MAX_FACE_INDEX + 1

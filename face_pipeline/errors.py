@@ -59,3 +59,8 @@ class OutputWriteError(FacePipelineError, OSError):
 
 class OutputLockedError(FacePipelineError):
     """Another run is writing into the same output folder."""
+
+
+class FacesFileError(FacePipelineError, ValueError):
+    """Faces given instead of detected (``given_faces``: a JSON file or text) that cannot be used: too large, not
+    JSON, not laid out as faces, a face with a wrong box or landmarks, or faces that do not fit their image."""

@@ -10,7 +10,9 @@ One record per image, each with every face found (in ``index`` order, the faces 
          "track_id": null, "rotation": 0, "interpolated": false, "model_size": 512, "output_scale": 2,
          "status": "restored", "reason": "selected"}, ...]}]}
 
-Coordinates are in the input image's pixels (pixel centres at integers), rounded to 0.01 px. ``status`` is
+Coordinates are in the input image's pixels (pixel centres at integers). They and the score are written as the
+pipeline used them, unrounded, so a report fed back (``given_faces``: the CLI's ``--faces``, the Faces from JSON node)
+gives the same crops and pixels as the run that wrote it. ``status`` is
 ``restored`` (restored and pasted), ``selected`` (chosen for restoration by a node that does not restore: Detect
 Faces) or ``skipped``; ``reason`` says why a face was skipped. ``model_size`` and ``output_scale`` are null where
 the step that sets them has not run.
@@ -27,7 +29,7 @@ VERSION = 1
 
 
 def _point(x: float, y: float) -> list[float]:
-    return [round(float(x), 2), round(float(y), 2)]
+    return [float(x), float(y)]
 
 
 def face_record(choice: FaceChoice, *, restored: bool, model_size: int | None = None,
@@ -38,8 +40,8 @@ def face_record(choice: FaceChoice, *, restored: bool, model_size: int | None = 
     return {
         "image": face.image_index,
         "index": choice.index,
-        "box": [round(float(v), 2) for v in face.box],
-        "score": round(float(face.score), 4),
+        "box": [float(v) for v in face.box],
+        "score": float(face.score),
         "landmarks": {name: _point(x, y) for name, (x, y) in zip(LANDMARK_NAMES, face.landmarks)},
         "track_id": face.track_id,
         "rotation": face.rotation,

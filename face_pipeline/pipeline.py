@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "PipelineOptions", "PipelineReport", "DetectOptions", "VideoOptions", "AlignOptions",
            "RestoreOptions", "PasteOptions", "Host", "LibraryHost", "run_pipeline", "find_choices", "find_faces",
-           "selected_faces",
+           "given_choices", "selected_faces",
            "stabilise_faces", "stabilise_choices", "video_cuts", "check_images"]
 
 
@@ -86,17 +86,41 @@ def find_choices(images: torch.Tensor, *, detector: FaceDetector, options: Detec
     order). ``region``: optional ``[N, H, W]`` 0..1 mask (one per image or one for all, any size): only faces whose
     box it covers by at least ``options.region_overlap`` are selected."""
     check_images(images)
-    masks = None
-    if region is not None:  # checked before the detector runs
-        masks = masks_for(region, batch=int(images.shape[0]), size=(int(images.shape[-2]), int(images.shape[-1])),
-                          what="region mask")
+    masks = _region_masks(images, region)  # checked before the detector runs
     found = detect_faces(detector, images, rotations=options.rotations, score_threshold=options.score_threshold)
     if check_interrupt is not None:
         check_interrupt()
-    chosen = choose_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
-                          min_size=options.min_face_size, max_faces=options.max_faces,
-                          region=None if masks is None else masks.cpu(), min_overlap=options.region_overlap)
-    return chosen
+    return _choose(found, options, masks)
+
+
+def _region_masks(images: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor | None:
+    if region is None:
+        return None
+    return masks_for(region, batch=int(images.shape[0]), size=(int(images.shape[-2]), int(images.shape[-1])),
+                     what="region mask")
+
+
+def _choose(found: list[list[DetectedFace]], options: DetectOptions,
+            masks: torch.Tensor | None) -> list[list[FaceChoice]]:
+    return choose_faces(found, mode=options.select, indices=options.indices, sort_by=options.sort_by,
+                        min_size=options.min_face_size, max_faces=options.max_faces,
+                        region=None if masks is None else masks.cpu(), min_overlap=options.region_overlap)
+
+
+def given_choices(images: torch.Tensor, faces_per_image: list[list[DetectedFace]], *, options: DetectOptions,
+                  region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
+    """``find_choices`` for faces given instead of detected (``given_faces``; ``image_index`` relative to
+    ``images``): the same selection (``options``: select, indices, sort order, min_face_size, max_faces, the region
+    mask and its overlap) on them, no detector. The detector's options (score threshold, rotations) do not apply:
+    the faces are taken as given."""
+    check_images(images)
+    if len(faces_per_image) != images.shape[0]:
+        raise ValueError(f"given faces for {len(faces_per_image)} image(s), but the batch has {images.shape[0]}")
+    for index, faces in enumerate(faces_per_image):
+        if any(face.image_index != index for face in faces):
+            raise ValueError(f"the faces given for image {index} must have image_index {index} (given_faces.faces_for "
+                             f"places them)")
+    return _choose(faces_per_image, options, _region_masks(images, region))
 
 
 def selected_faces(choices: list[list[FaceChoice]]) -> list[list[DetectedFace]]:
@@ -198,6 +222,15 @@ class Pipeline:
                                     "and paste only): build it with a detector to find faces")
             chosen = find_choices(images, detector=self.detector, options=self.options.detect, region=region,
                                   check_interrupt=self.host.check_interrupt)
+        for message in selection_notes(chosen, mode=self.options.detect.select, indices=self.options.detect.indices):
+            self.host.notify(message)
+        return chosen
+
+    def given(self, images: torch.Tensor, faces_per_image: list[list[DetectedFace]], *,
+              region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
+        """``find`` for faces given instead of detected: selection only (``given_choices`` with ``options.detect``);
+        no detector is needed."""
+        chosen = given_choices(images, faces_per_image, options=self.options.detect, region=region)
         for message in selection_notes(chosen, mode=self.options.detect.select, indices=self.options.detect.indices):
             self.host.notify(message)
         return chosen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .all_in_one import GPENFaceRestore
 from .comfy_bridge import register_model_folders
-from .detection_nodes import GPENDetectFaces
+from .detection_nodes import GPENDetectFaces, GPENFacesFromJSON
 from .model_nodes import GPENLoadFaceDetector, GPENLoadModel
 from .paste_nodes import GPENPasteFaces
 from .restore_nodes import GPENRestoreFaces
@@ -18,6 +18,7 @@ NODE_CLASS_MAPPINGS = {
     "GPENRestoreFaces": GPENRestoreFaces,
     "GPENPasteFaces": GPENPasteFaces,
     "GPENFaceRestore": GPENFaceRestore,
+    "GPENFacesFromJSON": GPENFacesFromJSON,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -27,4 +28,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GPENRestoreFaces": "Restore Faces (GPEN)",
     "GPENPasteFaces": "Paste Faces (GPEN)",
     "GPENFaceRestore": "GPEN Face Restore",
+    "GPENFacesFromJSON": "Faces from JSON (GPEN)",
 }

@@ -1,12 +1,16 @@
-"""Detect Faces: find, select and align the faces of an image batch."""
+"""Detect Faces: find, select and align the faces of an image batch; Faces from JSON: the same with faces given
+as JSON (Detect Faces' faces_json, edited) instead of detected."""
 
 from __future__ import annotations
 
 import torch
 
 from ..face_pipeline.annotate import annotate_faces
+from ..face_pipeline.budgets import MAX_FACES_JSON
+from ..face_pipeline.errors import FacesFileError
 from ..face_pipeline.face_report import faces_json, faces_report
-from ..face_pipeline.pipeline import AlignOptions, DetectOptions, VideoOptions
+from ..face_pipeline.given_faces import FACE_FORM, faces_for, parse_faces
+from ..face_pipeline.pipeline import AlignOptions, DetectOptions, VideoOptions, selected_faces
 from ..face_pipeline.selection import parse_indices
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
@@ -20,10 +24,12 @@ CROP_SIZES = ("256", "512", "1024", "2048")
 
 def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, options: DetectOptions,
                        restored: bool, model_size: int | None = None, output_scale: int | None = None):
-    """The annotated preview (ComfyUI IMAGE) and the JSON face report of a run."""
+    """The annotated preview (ComfyUI IMAGE) and the JSON face report of a run (``face_detector`` None: the faces
+    were given, not detected)."""
+    detector, rotations = ("given", None) if face_detector is None else (face_detector.detector.name,
+                                                                         options.rotations)
     report = faces_report(choices, image_size=(int(images.shape[-2]), int(images.shape[-1])), restored=restored,
-                          model_size=model_size, output_scale=output_scale, detector=face_detector.detector.name,
-                          rotations=options.rotations)
+                          model_size=model_size, output_scale=output_scale, detector=detector, rotations=rotations)
     return bridge.image_to_comfy(annotate_faces(images, choices)), faces_json(report)
 
 
@@ -53,6 +59,16 @@ def crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
     if crops.shape[0] == 0:
         return torch.zeros((1, 3, size, size))
     return crops
+
+
+def check_indices(values: dict, checked: bool | str) -> bool | str:
+    """``VALIDATE_INPUTS``' answer with the index text read (when it is a widget value)."""
+    if checked is True and isinstance(values.get("indices"), str):
+        try:
+            parse_indices(values["indices"])
+        except ValueError as exc:
+            return f"indices: {exc}"
+    return checked
 
 
 class GPENDetectFaces(CheckedWidgets):
@@ -105,13 +121,7 @@ class GPENDetectFaces(CheckedWidgets):
     @classmethod
     def VALIDATE_INPUTS(cls, **values):
         """The widget values (``CheckedWidgets``), and the index text read before the prompt runs."""
-        checked = super().VALIDATE_INPUTS(**values)
-        if checked is True and isinstance(values.get("indices"), str):
-            try:
-                parse_indices(values["indices"])
-            except ValueError as exc:
-                return f"indices: {exc}"
-        return checked
+        return check_indices(values, super().VALIDATE_INPUTS(**values))
 
     def detect(self, image, face_detector, indices, crop_size, video_smoothing, region_mask=None, **options):
         """``options``: the other option inputs (select, sort_by, min_face_size, max_faces, template, fill_gaps,
@@ -125,5 +135,72 @@ class GPENDetectFaces(CheckedWidgets):
                                                    region=bridge.mask_to_pipeline(region_mask, "region_mask"))
         crops = crops_or_placeholder(batch.crops, int(crop_size))
         annotated, report = preview_and_report(images, choices, face_detector=face_detector, options=options.detect,
+                                               restored=False)
+        return (batch, bridge.image_to_comfy(crops), batch.num_faces, annotated, report)
+
+
+#: the selection and alignment inputs of Detect Faces, which Faces from JSON shares (same names, same widgets)
+SHARED_WITH_DETECT = ("select", "indices", "sort_by", "min_face_size", "max_faces", "template", "crop_size")
+
+
+class GPENFacesFromJSON(CheckedWidgets):
+    DESCRIPTION = ("Faces given instead of detected: reads faces as JSON (Detect Faces' faces_json, edited: move a "
+                   "landmark, delete a face, add one the detector missed) and aligns them for Restore Faces, as "
+                   "Detect Faces does, so faces are detected once and restored many times. Accepts the face report, "
+                   "{\"0\": [faces], \"1\": [...]} by image number in the batch, or a list of faces for one image; "
+                   "a face is {\"box\": [x0, y0, x1, y1], \"landmarks\": [[x, y] x 5]} in image pixels, the "
+                   "landmarks in the order: eye on the image's left, eye on the image's right, nose, mouth left, "
+                   "mouth right. Selection (select, indices, sort, min size, max faces, region) applies to them as to "
+                   "detected faces; the report's status and reason are not read. Images it lists no face for are "
+                   "left unchanged.")
+    CATEGORY = CATEGORY
+    FUNCTION = "from_json"
+    RETURN_TYPES = GPENDetectFaces.RETURN_TYPES
+    RETURN_NAMES = GPENDetectFaces.RETURN_NAMES
+    OUTPUT_TOOLTIPS = GPENDetectFaces.OUTPUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        detect = GPENDetectFaces.INPUT_TYPES()
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The image (batch) the faces are in; their coordinates are its pixels."}),
+            "faces_json": ("STRING", {
+                "multiline": True, "default": "",
+                "tooltip": (f"The faces as JSON: Detect Faces' faces_json (edited), or {{\"0\": [faces]}} by image "
+                            f"number, or a list of faces for one image; a face is {FACE_FORM}. At most "
+                            f"{MAX_FACES_JSON // 2**20} MiB. Boxes may reach out of the image (a face cut by the "
+                            f"frame); landmarks at most half the box beyond it.")}),
+            **{name: detect["required"][name] for name in SHARED_WITH_DETECT},
+        }, "optional": {  # optional, as in Detect Faces
+            "region_mask": FINDING_OPTIONAL["region_mask"],
+            "region_overlap": FINDING_OPTIONAL["region_overlap"],
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **values):
+        """The widget values (``CheckedWidgets``), the index text, and the faces text when it is typed (not linked):
+        read before the prompt runs."""
+        checked = check_indices(values, super().VALIDATE_INPUTS(**values))
+        if checked is True and isinstance(values.get("faces_json"), str):
+            try:
+                parse_faces(values["faces_json"], source="faces_json")
+            except FacesFileError as exc:
+                return str(exc)
+        return checked
+
+    def from_json(self, image, faces_json, indices, crop_size, region_mask=None, **options):
+        """``options``: the other selection and alignment inputs (select, sort_by, min_face_size, max_faces,
+        template, region_overlap), each to its record's field (``inputs.pipeline_options``)."""
+        images = bridge.image_to_pipeline(image)
+        options = pipeline_options(
+            options, indices=parse_indices(indices) if options.get("select") == "indices" else ())
+        given = parse_faces(faces_json, source="faces_json")
+        count, height, width = int(images.shape[0]), int(images.shape[-2]), int(images.shape[-1])
+        faces = faces_for(given, given.for_batch(count), sizes=[(width, height)] * count)
+        pipeline = comfy_pipeline(options=options)
+        choices = pipeline.given(images, faces, region=bridge.mask_to_pipeline(region_mask, "region_mask"))
+        batch = pipeline.align(images, selected_faces(choices), size=int(crop_size))
+        crops = crops_or_placeholder(batch.crops, int(crop_size))
+        annotated, report = preview_and_report(images, choices, face_detector=None, options=options.detect,
                                                restored=False)
         return (batch, bridge.image_to_comfy(crops), batch.num_faces, annotated, report)

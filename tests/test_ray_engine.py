@@ -1,5 +1,5 @@
-"""cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine, a worker killed mid-run,
-a run started again after two outputs were deleted, the photos read from an S3 bucket (moto's server,
+"""cli.py --engine ray on a local 2-CPU Ray instance: the same bytes as the local engine (with --faces too), a worker
+killed mid-run, a run started again after two outputs were deleted, the photos read from an S3 bucket (moto's server,
 tests/s3_double.py) with faces.json and the annotated previews, and the command line without Ray installed; what is
 shipped to the workers (the pack's code, whatever lies beside cli.py), an address with nothing there (one line within
 the stated wait) and a worker asking for more than the cluster has. Every run saves the crops too (--save-crops), so
@@ -143,6 +143,20 @@ def test_same_bytes_and_status_as_the_local_engine_by_default(photos, local_refe
     assert files_under(tmp_path / "out") == expected  # byte for byte, and nothing else (no lock, no .part)
     for name in UNCHANGED:
         assert (tmp_path / "out" / name).read_bytes() == (photos / name).read_bytes()
+
+
+@needs_ray
+def test_faces_given_reach_the_workers_and_give_the_local_bytes(photos, local_reference, ray_instance, tmp_path):
+    """--faces (issue 26) with the local engine's faces.json: each worker restores the faces given, no detector; the
+    unreadable input, which faces.json does not list, is left out (exit status 0)."""
+    import cli
+
+    _, _, expected = local_reference
+    _, described, _ = local_run(photos, tmp_path / "described", "--save-json")
+    command = args(photos, tmp_path / "out", "--engine", "ray", "--workers", "2", "--faces",
+                   str(described / "faces.json"))
+    assert cli.main(command) == 0
+    assert files_under(tmp_path / "out") == expected
 
 
 @needs_ray
