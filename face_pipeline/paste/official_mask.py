@@ -1,5 +1,5 @@
 """The official GPEN paste mask's post-processing (``mask_postprocess`` of yangxy/GPEN ``face_enhancement.py``), and
-the mask it gives where every pixel is face (``rect_official``).
+the mask it gives where every pixel is face (``rect_official``), and its small-face blur.
 
 Official: the 0/1 parse map at 512 (float64) gets its outer 26 rows and columns cleared, then two Gaussian blurs of
 kernel 101 and sigma 4 (OpenCV ``GaussianBlur``, border REFLECT_101), then float32. Here the same in float64 with
@@ -60,3 +60,17 @@ def official_rect_mask(side: int = 512, *, device: torch.device | str = "cpu") -
     """``[1, 1, side, side]``: the official post-processing of an all-face parse (computed once per side and
     device)."""
     return _rect(int(side), str(torch.device(device))).clone()
+
+
+def small_face_blur(faces: torch.Tensor, *, rounded: bool = False) -> torch.Tensor:
+    """The official small-face blur: ``faces`` ``[F, 3, S, S]`` 0..1 filtered by ``[[1, 2, 1], [2, 4, 2], [1, 2, 1]] /
+    16`` (``cv2.filter2D``, border REFLECT_101); ``rounded``: the result on 8-bit levels (half to even), as the
+    official uint8 filter gives it (exact for 8-bit input: the sums are multiples of 1/16 of a level)."""
+    dtype = torch.float32 if faces.device.type == "mps" else torch.float64
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=faces.device, dtype=dtype) / 4
+    x = (faces.to(dtype) * 255).round_() if rounded else faces.to(dtype)  # 8-bit levels exactly: ties round alike
+    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    channels = x.shape[1]
+    x = F.conv2d(x, kernel.reshape(1, 1, 1, 3).expand(channels, 1, 1, 3), groups=channels)
+    x = F.conv2d(x, kernel.reshape(1, 1, 3, 1).expand(channels, 1, 3, 1), groups=channels)
+    return (x.round() / 255 if rounded else x).to(faces.dtype).clamp_(0, 1)
