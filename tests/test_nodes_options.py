@@ -155,3 +155,14 @@ def test_comfyui_is_a_host_of_the_pipeline(pack):
     assert isinstance(pipeline.host, protocols.Host) and isinstance(pipeline.host, comfy_pipeline.ComfyHost)
     assert pipeline.host.memory is bridge.MEMORY and pipeline.model is None and pipeline.detector is None
     assert type(pipeline) is sys.modules[f"{pack.__name__}.face_pipeline.pipeline"].Pipeline  # no subclass, no hooks
+
+
+def test_the_all_in_one_preset_is_its_last_input_and_checked_early(pack):
+    """GPEN Face Restore's ``preset`` (issue 26): the last optional input, "none" by default (saved workflows keep
+    their pixels); "official" needs the parsing weights, which are checked before the prompt runs."""
+    node = pack.NODE_CLASS_MAPPINGS["GPENFaceRestore"]
+    kind, options = node.INPUT_TYPES()["optional"]["preset"]
+    assert kind == ["none", "official", "official_rect"] and options["default"] == "none"
+    problem = node.VALIDATE_INPUTS(preset="official")
+    assert isinstance(problem, str) and "mask_type parsing_official" in problem and "parsing_parsenet.pth" in problem
+    assert node.VALIDATE_INPUTS(preset="official_rect") is True and node.VALIDATE_INPUTS(preset="none") is True
