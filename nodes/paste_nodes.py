@@ -73,8 +73,7 @@ PASTE_NAMES = {"output_scale": "scale"}
 PASTE_INPUTS = {
     "mask_type": option_input(PasteOptions, "mask_type", tooltip=(
         "Blend mask: feathered rounded rectangle, ellipse, or a face-parsing mask (needs parsing_parsenet.pth or "
-        "parsing_bisenet.pth in models/facedetection; parsing_no_hair leaves the hair untouched). parsing_official: "
-        "the official GPEN code's parse mask; rect_official: its mask without a parser.")),
+        "parsing_bisenet.pth in models/facedetection; parsing_no_hair leaves the hair untouched).")),
     "feather": option_input(PasteOptions, "feather", step=0.01),
     "color_correction": option_input(PasteOptions, "color_correction"),
     "output_scale": option_input(PasteOptions, "scale", choices=SCALES, tooltip=(
