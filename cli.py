@@ -192,6 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "parser). Flags given with it override it (e.g. --preset official --scale 2); use "
                              "--dtype fp32 for the official precision. docs/official_parity.md lists every "
                              "difference from the defaults")
+    add_option_flag(parser, "--fit-precision", AlignOptions, "fit_precision")
     add_option_flag(parser, "--crop-interpolation", AlignOptions, "crop_interpolation")
     add_option_flag(parser, "--round-crops", AlignOptions, "round_crops")
     add_option_flag(parser, "--truncate-restored", RestoreOptions, "truncate_restored")

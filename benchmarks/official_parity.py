@@ -44,6 +44,7 @@ DEFAULTS = PipelineOptions()
 #: row label -> the option values switched back to the default (one difference each)
 ROWS: dict[str, dict] = {
     "official preset (no difference)": {},
+    "alignment fit in float64 (exact)": {"fit_precision": "float64"},
     "bicubic crop (align)": {"crop_interpolation": "bicubic"},
     "bicubic warp back, antialiased when shrinking (paste)": {"paste_interpolation": "bicubic"},
     "float aligned crop (not rounded to 8 bits)": {"round_crops": False},

@@ -213,7 +213,7 @@ class Pipeline:
         size = model_size(self._model()) if size is None else size
         align = self.options.align
         return align_faces(images, faces, size=size, template=align.template, interpolation=align.crop_interpolation,
-                           rounded=align.round_crops)
+                           rounded=align.round_crops, precision=align.fit_precision)
 
     def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None,
                 on_progress: Callable[[int, int], None] | None = None, batch_size: int | None = None) -> FaceBatch:
@@ -344,7 +344,8 @@ class _FaceStream:
                                  f"images")
         self.model = pipeline._model_for(len(faces))
         self.size = model_size(self.model)
-        affines, inverses = face_affines(faces, size=self.size, template=options.align.template)
+        affines, inverses = face_affines(faces, size=self.size, template=options.align.template,
+                                         precision=options.align.fit_precision)
         self.outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
                                              size=self.size, template=options.align.template,
                                              restore_mode=options.restore.mode)

@@ -20,6 +20,7 @@ from .options import STAGES, PipelineOptions
 OFFICIAL: Mapping[str, Any] = MappingProxyType({
     "sort_by": "score",
     "template": "gpen",
+    "fit_precision": "float32",
     "crop_interpolation": "bilinear",
     "round_crops": True,
     "truncate_restored": True,

@@ -29,9 +29,11 @@ def round_to_8bit(images: torch.Tensor) -> torch.Tensor:
     return images.mul_(255).round_().div_(255)
 
 
-def estimate_alignment(face: DetectedFace, *, size: int, template: str = "gpen") -> tuple[np.ndarray, np.ndarray]:
-    """(image -> crop, crop -> image) ``[2, 3]`` float64 matrices for ``face`` at crop side ``size``."""
-    forward = similarity_transform(face.landmarks_array(), template_points(template, size))
+def estimate_alignment(face: DetectedFace, *, size: int, template: str = "gpen",
+                       precision: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+    """(image -> crop, crop -> image) ``[2, 3]`` float64 matrices for ``face`` at crop side ``size``; ``precision``:
+    of the fit (``transform.similarity_transform``)."""
+    forward = similarity_transform(face.landmarks_array(), template_points(template, size), precision=precision)
     return forward, invert_affine(forward)
 
 
@@ -84,11 +86,11 @@ def _crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: to
     return torch.stack([grouped[position[i]] for i in range(len(faces))])  # views of the device tensor: no copy in
 
 
-def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "gpen") -> tuple[torch.Tensor,
-                                                                                                torch.Tensor]:
+def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "gpen",
+                 precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
     """The matrices ``align_faces`` uses, without cutting the crops: (image -> crop, crop -> image), each
-    ``[F, 2, 3]`` float64 on the CPU."""
-    pairs = [estimate_alignment(face, size=size, template=template) for face in faces]
+    ``[F, 2, 3]`` float64 on the CPU; ``precision``: of the fit."""
+    pairs = [estimate_alignment(face, size=size, template=template, precision=precision) for face in faces]
     affines = torch.tensor(np.array([p[0] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
     inverses = torch.tensor(np.array([p[1] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
     return affines, inverses
@@ -96,7 +98,7 @@ def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "g
 
 def align_faces(
     images: torch.Tensor, faces: Sequence[DetectedFace], *, size: int, template: str = "gpen",
-    interpolation: str = "bicubic", rounded: bool = False,
+    interpolation: str = "bicubic", rounded: bool = False, precision: str = "float64",
 ) -> FaceBatch:
     """Cut every face of ``faces`` out of ``images`` ``[B, 3, H, W]`` (float RGB 0..1, any device) as an aligned
     ``size`` x ``size`` crop (``size`` 16..4096; GPEN models use 256..2048).
@@ -105,7 +107,7 @@ def align_faces(
     ``[F, 3, S, S]`` float32, ``affines`` (image -> crop) and ``inverse_affines`` (crop -> image, the exact
     inverse), both ``[F, 2, 3]`` float64 on the CPU. ``interpolation="bilinear"`` with ``rounded`` reproduces the
     crops the official GPEN code writes (its ``flags=3`` is INTER_AREA, which ``warpAffine`` runs as bilinear, on
-    uint8: rounded to 8-bit levels).
+    uint8: rounded to 8-bit levels); ``precision="float32"`` fits the matrices in float32 as it does.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
@@ -115,7 +117,7 @@ def align_faces(
     for face in faces:
         if not 0 <= face.image_index < images.shape[0]:
             raise ValueError(f"a face refers to image {face.image_index}, but the batch has {images.shape[0]} images")
-    affines, inverses = face_affines(faces, size=size, template=template)
+    affines, inverses = face_affines(faces, size=size, template=template, precision=precision)
     crops = crop_faces(images, faces, affines, size, interpolation=interpolation, rounded=rounded)
     return FaceBatch(images=images, faces=tuple(faces), crops=crops, affines=affines, inverse_affines=inverses,
                      size=size, template=template)
