@@ -107,6 +107,7 @@ from face_pipeline.pipeline import (
     RestoreOptions,
     VideoOptions,
 )
+from face_pipeline.presets import PRESETS, apply_preset
 from gpen_arch import CheckpointReadError, GPENError  # noqa: F401 - CheckpointReadError: cli.resolve_model_path's
 from gpen_arch.runtime.precision import DTYPES
 
@@ -201,6 +202,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="let faces in black-and-white images come out in colour (by default a black-and-white image "
                          "stays black-and-white; colorize mode always keeps the colour)")
     add_option_flag(parser, "--scale", PasteOptions, "scale")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="a named set of the options below: official reproduces the official GPEN code "
+                             "(FaceEnhancement.process: bilinear warps, 8-bit steps, its parse mask and blending, "
+                             "scale 1, no colour correction; needs the parsing weights in --parsing-dir), "
+                             "official_rect the same with the mask its post-processing gives an all-face parse (no "
+                             "parser). Flags given with it override it (e.g. --preset official --scale 2); use "
+                             "--dtype fp32 for the official precision. docs/official_parity.md lists every "
+                             "difference from the defaults")
+    add_option_flag(parser, "--fit-precision", AlignOptions, "fit_precision")
+    add_option_flag(parser, "--crop-interpolation", AlignOptions, "crop_interpolation")
+    add_option_flag(parser, "--round-crops", AlignOptions, "round_crops")
+    add_option_flag(parser, "--truncate-restored", RestoreOptions, "truncate_restored")
+    add_option_flag(parser, "--paste-interpolation", PasteOptions, "paste_interpolation")
+    add_option_flag(parser, "--round-pasted", PasteOptions, "round_pasted")
+    add_option_flag(parser, "--small-face-blur", PasteOptions, "small_face_blur")
+    add_option_flag(parser, "--round-output", PasteOptions, "round_output")
     add_option_flag(parser, "--max-output-size", PasteOptions, "max_output_size",
                     help="cap of the output's long side: auto picks a scale within it, an explicit scale beyond it "
                          "skips that input")
@@ -239,7 +256,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                             "default 0, 1 usual on a GPU cluster)")
     engine.add_argument("--ray-batch-size", type=int, default=None,
                         help="images per Ray batch, the unit of work that is retried (default 4)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # the stage options given on the command line (they override --preset): parsed again without their defaults
+    dests = {name for _, name in OPTION_FLAGS.values()}
+    not_given = object()
+    parser.set_defaults(**dict.fromkeys(dests, not_given))
+    probe = vars(parser.parse_args(argv))
+    args.given_options = frozenset(name for name in dests if probe[name] is not not_given)
+    return args
 
 
 # ------------------------------------------------------------------------------------------ checks before any work
@@ -303,11 +327,13 @@ def resolve_model_path(value: str) -> Path:
 
 
 def build_options(args: argparse.Namespace) -> PipelineOptions:
-    """The stage records the flags set; a value a record refuses is a ``UsageError`` naming its flag."""
+    """The stage records the flags set, over ``--preset`` (flags given override it); a value a record refuses is a
+    ``UsageError`` naming its flag."""
     values = {name: getattr(args, name) for _, name in OPTION_FLAGS.values()}
     values["scale"] = args.scale if args.scale == "auto" else int(args.scale)
     try:
-        return PipelineOptions.of(**values, parsing_dir=args.parsing_dir, track=args.video_frames)
+        options = PipelineOptions.of(**values, parsing_dir=args.parsing_dir, track=args.video_frames)
+        return apply_preset(options, getattr(args, "preset", None), keep=getattr(args, "given_options", frozenset()))
     except ValueError as exc:
         raise UsageError(_flag_error(str(exc), values)) from exc
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .alignment import TEMPLATES
+from .alignment.align import CROP_INTERPOLATIONS
+from .alignment.transform import FIT_PRECISIONS
 from .budgets import MIN_SCORE_THRESHOLD
 from .detection import ROTATION_MODES
 from .fields import check_fields, option
@@ -71,6 +73,14 @@ class AlignOptions:
     """How faces are cropped for the model (``pipeline.align_stage``)."""
 
     template: str = option("gpen", "alignment template", choices=TEMPLATES)
+    crop_interpolation: str = option("bicubic", "how the aligned crops are sampled: bicubic (sharper), or bilinear as "
+                                     "the official GPEN code (its warpAffine flags=3 runs as bilinear)",
+                                     choices=CROP_INTERPOLATIONS)
+    fit_precision: str = option("float64", "precision of the landmarks -> template fit: float64 (exact), or float32 "
+                                "as the official code (its matrices are up to 1.5e-4 px off the exact fit)",
+                                choices=FIT_PRECISIONS)
+    round_crops: bool = option(False, "round the aligned crops to 8-bit levels, as the official code's uint8 crops "
+                                      "(default: kept in float)", boolean=True)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -244,7 +244,9 @@ class Pipeline:
         """The faces' crops at ``size`` (default: the model's) with ``options.align``."""
         faces = [face for per_image in faces_per_image for face in per_image]
         size = model_size(self._model()) if size is None else size
-        return align_faces(images, faces, size=size, template=self.options.align.template)
+        align = self.options.align
+        return align_faces(images, faces, size=size, template=align.template, interpolation=align.crop_interpolation,
+                           rounded=align.round_crops, precision=align.fit_precision)
 
     def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None,
                 on_progress: Callable[[int, int], None] | None = None, batch_size: int | None = None) -> FaceBatch:
@@ -375,7 +377,8 @@ class _FaceStream:
                                  f"images")
         self.model = pipeline._model_for(len(faces))
         self.size = model_size(self.model)
-        affines, inverses = face_affines(faces, size=self.size, template=options.align.template)
+        affines, inverses = face_affines(faces, size=self.size, template=options.align.template,
+                                         precision=options.align.fit_precision)
         self.outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
                                              size=self.size, template=options.align.template,
                                              restore_mode=options.restore.mode)
@@ -426,7 +429,9 @@ class _FaceStream:
         part = [self.faces[i] for i in chunk]
         affines = self.outline.affines[take]
         batch = FaceBatch(images=self.images, faces=tuple(part),
-                          crops=crop_faces(self.images, part, affines, self.size),
+                          crops=crop_faces(self.images, part, affines, self.size,
+                                           interpolation=pipeline.options.align.crop_interpolation,
+                                           rounded=pipeline.options.align.round_crops),
                           affines=affines, inverse_affines=self.outline.inverse_affines[take], size=self.size,
                           template=self.outline.template)
         restoring = time.perf_counter()

@@ -32,3 +32,14 @@ def load_torch_weights(path: str | Path, *, download_hint: str, error: type[Exce
 def describe_failed_download(path: str | Path, *, download_hint: str) -> str | None:
     """A message when ``path`` is an HTML page or a Git LFS pointer (what a failed download leaves), else None."""
     return _checkpoint_file("file_scan").describe_failed_download(Path(path), download_hint=download_hint)
+
+
+def load_weight_file(path: str | Path, *, download_hint: str, error: type[Exception]) -> object:
+    """A weight file as stored, ``.safetensors`` (its header held to the budgets first) or a torch file
+    (``load_torch_weights``); a file that cannot be read raises ``error`` with the reason and ``download_hint``."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return load_torch_weights(path, download_hint=download_hint, error=error)
+    try:
+        return _checkpoint_file("loading").read_state_dict(path)
+    except _checkpoint_file().CheckpointReadError as exc:
+        raise error(f"{exc} (download it again {download_hint})") from exc

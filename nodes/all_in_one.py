@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..face_pipeline.pipeline import AlignOptions, DetectOptions, RestoreOptions, VideoOptions
+from ..face_pipeline.presets import PRESETS, apply_preset
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, preview_and_report
@@ -50,6 +51,12 @@ class GPENFaceRestore(CheckedWidgets):
                     "filled in, and landmarks are smoothed against jitter.")),
                 **PASTE_OPTIONAL,
                 **FINDING_OPTIONAL,
+                "preset": (["none", *PRESETS], {"default": "none", "tooltip": (
+                    "none: the widgets above. official: reproduce the official GPEN code (bilinear warps, 8-bit "
+                    "steps, its parse mask with hair, its blending, 1x, no colour correction; needs "
+                    "parsing_parsenet.pth in models/facedetection); its values replace mask_type, feather, "
+                    "color_correction, output_scale and keep_gray, strength stays yours (the official alpha). "
+                    "official_rect: the same with the official mask of an all-face parse (no parser needed).")}),
             },
         }
 
@@ -60,10 +67,13 @@ class GPENFaceRestore(CheckedWidgets):
     def run(self, image, gpen_model, face_detector, background=None, protect_mask=None, region_mask=None,
             **options):
         """``options``: the option inputs of every stage (select .. max_output_size, video, keep_gray, rotations,
-        region_overlap), each to its record's field (``inputs.pipeline_options``)."""
+        region_overlap), each to its record's field (``inputs.pipeline_options``), then ``preset`` over them (but
+        select, strength and template, which stay the widgets')."""
         images = bridge.image_to_pipeline(image)  # converted once, for detection and paste
-        options = pipeline_options(options, names={**PASTE_NAMES, "video": "track"}, mode="restore",
-                                   parsing_dir=parsing_folder())
+        preset = options.pop("preset", None)
+        options = apply_preset(pipeline_options(options, names={**PASTE_NAMES, "video": "track"}, mode="restore",
+                                                parsing_dir=parsing_folder()), preset,
+                               keep={"select", "strength", "template"})
         check_mode(gpen_model, "restore", None)
         pipeline = comfy_pipeline(gpen_model=gpen_model, face_detector=face_detector, options=options)
         result, report = pipeline.run(

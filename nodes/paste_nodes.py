@@ -7,6 +7,7 @@ from ..face_pipeline.fields import check_value, spec
 from ..face_pipeline.paste import PARSING_FILES
 from ..face_pipeline.paste.parsing import ParsingWeightsMissing, find_parsing_weights
 from ..face_pipeline.pipeline import PasteOptions, PipelineOptions
+from ..face_pipeline.presets import preset_values
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
 from .handles import GPEN_FACES
@@ -31,6 +32,12 @@ def check_paste_options(input_types: dict, values: dict) -> str | bool:
     missing, which would otherwise surface only after every face was restored)."""
     checked = check_widgets(input_types, values)
     mask_type = values.get("mask_type")
+    preset = values.get("preset")
+    if checked is True and preset not in (None, "none"):  # the all-in-one's preset sets the mask
+        try:
+            mask_type = preset_values(preset)["mask_type"]
+        except ValueError as exc:
+            return str(exc)
     if checked is not True or mask_type is None:  # None: linked
         return checked
     try:
@@ -86,6 +93,10 @@ PASTE_OPTIONAL = {
                    "front of a face, e.g. from a segmentation node); its edge fades out like the face mask's. One "
                    "mask for all images or one per image; any size."}),
 }
+
+#: the paste options the nodes do not show: the official code's steps, which the all-in-one node sets through its
+#: ``preset`` input (Paste Faces reaches the official masks through ``mask_type``)
+PRESET_ONLY = ("paste_interpolation", "round_pasted", "small_face_blur", "round_output")
 
 
 class GPENPasteFaces(CheckedWidgets):

@@ -44,6 +44,7 @@ BIG_DATA = (
     "faces/solvay_conference_1927.png",  # 29 small faces, 0.9 MB
     "faces/pexels_woman_large_face.jpeg",  # one very large face; its licence keeps it out of the repository
     "gpen/onnx",  # the ONNX exports that tests/data/onnx does not repeat (1.3-1.9 MB each)
+    "gpen/pipeline",  # the official pipeline's vectors that tests/data/gpen/pipeline does not repeat, 8 MB
 )
 
 # Tests import ``gpen_arch``, ``face_pipeline`` and ``cli`` from the repository root, as cli.py does.

@@ -173,6 +173,20 @@ def test_all_in_one_on_a_batch_with_alpha(pack, gpen_model, detector):
     assert torch.allclose(out[0][away], rgba[0][away], atol=1e-6)
 
 
+def test_all_in_one_preset_official_rect_replaces_the_paste_widgets(pack, gpen_model, detector):
+    """The preset's values replace the paste widgets (here: ellipse, colour correction, 2x), not strength."""
+    image = comfy_image("astronaut.jpg")
+    widgets = dict(image=image, gpen_model=gpen_model, face_detector=detector, select="all", strength=1.0,
+                   template="gpen", mask_type="ellipse", feather=0.1, color_correction=True, output_scale="2",
+                   max_output_size=8192)
+    out, mask, count, *_ = node(pack, "GPENFaceRestore").run(**widgets, preset="official_rect")
+    assert count == 1 and out.shape == (1, 512, 512, 3)  # scale 1: the preset's
+    plain, *_ = node(pack, "GPENFaceRestore").run(**{**widgets, "mask_type": "rect_official",
+                                                     "color_correction": False, "output_scale": "1"})
+    assert not torch.equal(out, plain)  # the preset also set the official warps and 8-bit steps
+    assert (out * 255 - (out * 255).round()).abs().max() < 1e-4  # its blend is rounded to 8-bit levels
+
+
 def test_no_face_returns_unchanged_images(pack, gpen_model, detector):
     image = torch.full((2, 64, 96, 3), 0.5)
     faces, crops, count, *_ = node(pack, "GPENDetectFaces").detect(image=image, face_detector=detector, **DETECT)

@@ -69,9 +69,14 @@ def test_every_node_input_is_as_before(mappings):
     assert list(now) == list(before)  # node ids, in order
     for node_id in before:
         for part in ("required", "optional"):
-            assert [row[0] for row in now[node_id][part]] == [row[0] for row in before[node_id][part]], \
+            names_now, names_before = [row[0] for row in now[node_id][part]], [row[0] for row in before[node_id][part]]
+            # new inputs only at the end of the optional ones (issue 26: the official options, the preset)
+            assert names_now[:len(names_before)] == names_before and (
+                part == "optional" or len(names_now) == len(names_before)), \
                 f"{node_id} {part}: input names or their order changed"
             for row_now, row_before in zip(now[node_id][part], before[node_id][part]):
+                if isinstance(row_before[1], list) and row_now[1][:len(row_before[1])] == row_before[1]:
+                    row_now = [row_now[0], row_before[1], row_now[2]]  # choices added at the end keep old values
                 # as JSON text: a default of 0 where it was 0.0 (INT for FLOAT) counts as a change
                 assert json.dumps(row_now) == json.dumps(row_before), f"{node_id}.{row_now[0]} changed"
 
@@ -134,11 +139,14 @@ def test_every_paste_option_but_the_folder_is_a_node_input(pack):
     shown = {paste_nodes.PASTE_NAMES.get(name, name) for name in {**paste_nodes.PASTE_INPUTS,
                                                                   **paste_nodes.PASTE_OPTIONAL}}
     fields = {f.name for f in dataclasses.fields(paste)}
-    assert fields - shown == {"parsing_dir"}  # found in ComfyUI's model folders by the node
+    # parsing_dir: found in ComfyUI's model folders by the node; the official steps: the all-in-one's preset
+    assert fields - shown == {"parsing_dir", *paste_nodes.PRESET_ONLY}
     for node_id in ("GPENPasteFaces", "GPENFaceRestore"):
         declared = pack.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
         assert {**paste_nodes.PASTE_INPUTS, **paste_nodes.PASTE_OPTIONAL}.items() <= {
             **declared["required"], **declared["optional"]}.items()
+    # the all-in-one reaches the official steps through its preset, its last input
+    assert list(pack.NODE_CLASS_MAPPINGS["GPENFaceRestore"].INPUT_TYPES()["optional"])[-1] == "preset"
 
 
 def test_comfyui_is_a_host_of_the_pipeline(pack):
@@ -150,3 +158,14 @@ def test_comfyui_is_a_host_of_the_pipeline(pack):
     assert isinstance(pipeline.host, protocols.Host) and isinstance(pipeline.host, comfy_pipeline.ComfyHost)
     assert pipeline.host.memory is bridge.MEMORY and pipeline.model is None and pipeline.detector is None
     assert type(pipeline) is sys.modules[f"{pack.__name__}.face_pipeline.pipeline"].Pipeline  # no subclass, no hooks
+
+
+def test_the_all_in_one_preset_is_its_last_input_and_checked_early(pack):
+    """GPEN Face Restore's ``preset`` (issue 26): the last optional input, "none" by default (saved workflows keep
+    their pixels); "official" needs the parsing weights, which are checked before the prompt runs."""
+    node = pack.NODE_CLASS_MAPPINGS["GPENFaceRestore"]
+    kind, options = node.INPUT_TYPES()["optional"]["preset"]
+    assert kind == ["none", "official", "official_rect"] and options["default"] == "none"
+    problem = node.VALIDATE_INPUTS(preset="official")
+    assert isinstance(problem, str) and "mask_type parsing_official" in problem and "parsing_parsenet.pth" in problem
+    assert node.VALIDATE_INPUTS(preset="official_rect") is True and node.VALIDATE_INPUTS(preset="none") is True

@@ -161,8 +161,8 @@ def test_wrong_images_and_unrestored_faces_are_errors(hopper):
         paste_faces(batch)
     with pytest.raises(PasteError, match="detected on a batch of 1 images of 512x600; got images of shape"):
         paste_faces(identity(batch), images=torch.rand(1, 3, 100, 100))
-    with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair; "
-                                         "got 'square'"):
+    with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair, "
+                                         "parsing_official, rect_official; got 'square'"):
         PasteOptions(mask_type="square")  # the record refuses it: paste_faces takes only a built record
     with pytest.raises(TypeError, match="options must be a PasteOptions, got dict"):
         paste_faces(identity(batch), options={"mask_type": "ellipse"})

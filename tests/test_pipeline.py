@@ -170,7 +170,8 @@ def test_bad_values_and_options_are_rejected_clearly(model, detector):
         run_pipeline(torch.zeros(32, 32, 3), model=model, detector=detector)
     with pytest.raises(InvalidImageError, match="NaN or infinite"):
         to_rgb_float(np.full((8, 8, 3), np.nan, np.float32))
-    with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair; "
+    with pytest.raises(ValueError, match="mask_type must be one of rounded_rect, ellipse, parsing, parsing_no_hair, "
+                                         "parsing_official, rect_official; "
                                          "got 'square'"):
         PipelineOptions.of(mask_type="square")
     with pytest.raises(ValueError, match=r"scale must be one of 1, 2, 4 or 'auto'; got 3"):

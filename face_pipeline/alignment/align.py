@@ -20,11 +20,20 @@ from .transform import invert_affine, similarity_transform
 from .warp import INTERPOLATIONS, sampling_thetas, warp_images
 
 MIN_SIZE, MAX_SIZE = 16, 4096
+CROP_INTERPOLATIONS = ("bicubic", "bilinear")  # ``AlignOptions.crop_interpolation``
 
 
-def estimate_alignment(face: DetectedFace, *, size: int, template: str = "gpen") -> tuple[np.ndarray, np.ndarray]:
-    """(image -> crop, crop -> image) ``[2, 3]`` float64 matrices for ``face`` at crop side ``size``."""
-    forward = similarity_transform(face.landmarks_array(), template_points(template, size))
+def round_to_8bit(images: torch.Tensor) -> torch.Tensor:
+    """``images`` (0..1) rounded to the nearest of the 256 levels of an 8-bit image (half to even, as OpenCV's
+    saturate_cast), in place; float32 0..1 still."""
+    return images.mul_(255).round_().div_(255)
+
+
+def estimate_alignment(face: DetectedFace, *, size: int, template: str = "gpen",
+                       precision: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+    """(image -> crop, crop -> image) ``[2, 3]`` float64 matrices for ``face`` at crop side ``size``; ``precision``:
+    of the fit (``transform.similarity_transform``)."""
+    forward = similarity_transform(face.landmarks_array(), template_points(template, size), precision=precision)
     return forward, invert_affine(forward)
 
 
@@ -34,10 +43,19 @@ def _check_size(size: int) -> None:
 
 
 def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: torch.Tensor, size: int, *,
-               interpolation: str = "bicubic") -> torch.Tensor:
+               interpolation: str = "bicubic", rounded: bool = False) -> torch.Tensor:
     """``[F, 3, size, size]`` crops of ``images`` ``[B, 3, H, W]`` by ``affines`` ``[F, 2, 3]`` (image -> crop),
-    grouped by ``image_index`` so each image is sampled once; clamped to 0..1 (bicubic overshoots a little)."""
-    if len(faces) > 1 and [f.image_index for f in faces] == list(range(images.shape[0])):
+    grouped by ``image_index`` so each image is sampled once; clamped to 0..1 (bicubic overshoots a little).
+    ``rounded``: rounded to 8-bit levels (``round_to_8bit``), as the official code's uint8 crops, and sampled in
+    float64 where the device has it (float32 sampling coordinates would round a few more pixels the other way)."""
+    precise = rounded and images.device.type != "mps"
+    crops = _crop_faces(images, faces, affines, size, interpolation=interpolation, precise=precise)
+    return round_to_8bit(crops) if rounded else crops
+
+
+def _crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: torch.Tensor, size: int, *,
+                interpolation: str, precise: bool = False) -> torch.Tensor:
+    if len(faces) > 1 and [f.image_index for f in faces] == list(range(images.shape[0])) and not precise:
         # one face per image, in image order (a video with one face per frame): one batched warp of the images
         # as they are, no per-image launches or index copies; grid_sample samples each pair alone, as below
         return warp_images(images, affines, (size, size), interpolation=interpolation).float().clamp_(0, 1)
@@ -49,8 +67,9 @@ def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: tor
     matrices = affines.detach().cpu().double() if isinstance(affines, torch.Tensor) else affines  # host already
     thetas = sampling_thetas(np.asarray(matrices, np.float64)[order], in_size=(images.shape[-2], images.shape[-1]),
                              out_size=(size, size))  # [F, 2, 3] float64, host
-    theta = torch.as_tensor(thetas, dtype=torch.float32).to(images.device)  # the one host -> device copy
     dtype = images.dtype if images.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
+    dtype = torch.float64 if precise else dtype
+    theta = torch.as_tensor(thetas, dtype=torch.float64 if precise else torch.float32).to(images.device)  # one copy
     pieces, start = [], 0
     for index in sorted({f.image_index for f in faces}):
         count = sum(1 for f in faces if f.image_index == index)
@@ -67,11 +86,11 @@ def crop_faces(images: torch.Tensor, faces: Sequence[DetectedFace], affines: tor
     return torch.stack([grouped[position[i]] for i in range(len(faces))])  # views of the device tensor: no copy in
 
 
-def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "gpen") -> tuple[torch.Tensor,
-                                                                                                torch.Tensor]:
+def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "gpen",
+                 precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
     """The matrices ``align_faces`` uses, without cutting the crops: (image -> crop, crop -> image), each
-    ``[F, 2, 3]`` float64 on the CPU."""
-    pairs = [estimate_alignment(face, size=size, template=template) for face in faces]
+    ``[F, 2, 3]`` float64 on the CPU; ``precision``: of the fit."""
+    pairs = [estimate_alignment(face, size=size, template=template, precision=precision) for face in faces]
     affines = torch.tensor(np.array([p[0] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
     inverses = torch.tensor(np.array([p[1] for p in pairs]).reshape(-1, 2, 3), dtype=torch.float64)
     return affines, inverses
@@ -79,15 +98,16 @@ def face_affines(faces: Sequence[DetectedFace], *, size: int, template: str = "g
 
 def align_faces(
     images: torch.Tensor, faces: Sequence[DetectedFace], *, size: int, template: str = "gpen",
-    interpolation: str = "bicubic",
+    interpolation: str = "bicubic", rounded: bool = False, precision: str = "float64",
 ) -> FaceBatch:
     """Cut every face of ``faces`` out of ``images`` ``[B, 3, H, W]`` (float RGB 0..1, any device) as an aligned
     ``size`` x ``size`` crop (``size`` 16..4096; GPEN models use 256..2048).
 
     Faces keep their order; ``face.image_index`` says which image each comes from. The batch holds crops
     ``[F, 3, S, S]`` float32, ``affines`` (image -> crop) and ``inverse_affines`` (crop -> image, the exact
-    inverse), both ``[F, 2, 3]`` float64 on the CPU. ``interpolation="bilinear"`` reproduces the crops the official
-    GPEN code writes (its ``flags=3`` is INTER_AREA, which ``warpAffine`` runs as bilinear).
+    inverse), both ``[F, 2, 3]`` float64 on the CPU. ``interpolation="bilinear"`` with ``rounded`` reproduces the
+    crops the official GPEN code writes (its ``flags=3`` is INTER_AREA, which ``warpAffine`` runs as bilinear, on
+    uint8: rounded to 8-bit levels); ``precision="float32"`` fits the matrices in float32 as it does.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
@@ -97,8 +117,8 @@ def align_faces(
     for face in faces:
         if not 0 <= face.image_index < images.shape[0]:
             raise ValueError(f"a face refers to image {face.image_index}, but the batch has {images.shape[0]} images")
-    affines, inverses = face_affines(faces, size=size, template=template)
-    crops = crop_faces(images, faces, affines, size, interpolation=interpolation)
+    affines, inverses = face_affines(faces, size=size, template=template, precision=precision)
+    crops = crop_faces(images, faces, affines, size, interpolation=interpolation, rounded=rounded)
     return FaceBatch(images=images, faces=tuple(faces), crops=crops, affines=affines, inverse_affines=inverses,
                      size=size, template=template)
 

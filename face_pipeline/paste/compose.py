@@ -25,7 +25,8 @@ from ..errors import InvalidImageError, PasteError
 from ..region import masks_for
 from ..types import FaceBatch, FaceSource, PasteResult, RestoredStep
 from .color import STATS_SIZE, gray_images, match_color, to_gray
-from .masks import ANALYTIC_MASKS, MASK_TYPES, mask_at
+from .masks import ANALYTIC_MASKS, MASK_TYPES, OFFICIAL_MASKS, mask_at
+from .official_mask import official_rect_mask, small_face_blur
 from .options import PasteOptions
 from .parsing import ParsingNet, parsing_mask
 from .placement import PlacedFaces, Placement, place_faces, plan_placements
@@ -52,13 +53,16 @@ def crop_masks(faces: torch.Tensor, *, mask_type: str, feather: float,
     if mask_type in ANALYTIC_MASKS:
         c = (torch.arange(side, device=faces.device, dtype=torch.float32) + 0.5) / side
         return mask_at(mask_type, c[None, :], c[:, None], feather=feather).expand(len(faces), 1, side, side)
-    if mask_type in ("parsing", "parsing_no_hair"):
-        masks = parsing_mask(faces, parsing_dir=parsing_dir, keep_hair=mask_type == "parsing", feather=feather,
-                             net=parsing_net)
-        if side != masks.shape[-1]:
-            masks = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-        return masks
-    raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
+    if mask_type == "rect_official":
+        masks = official_rect_mask(512, device=faces.device).expand(len(faces), 1, 512, 512)
+    elif mask_type in ("parsing", "parsing_no_hair", "parsing_official"):
+        masks = parsing_mask(faces, parsing_dir=parsing_dir, keep_hair=mask_type != "parsing_no_hair",
+                             feather=feather, net=parsing_net, official=mask_type == "parsing_official")
+    else:
+        raise PasteError(f"unknown mask type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
+    if side != masks.shape[-1]:
+        masks = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    return masks
 
 
 def _check_inputs(batch: FaceBatch, images: torch.Tensor, options: PasteOptions) -> torch.Tensor:
@@ -137,10 +141,10 @@ def paste_faces(
         return PasteResult(images=out, mask=full_mask, face_masks=per_face, scale=s)
 
     size = restored.shape[-1]
-    placements = plan_placements(batch, scale=s, size=size)
+    placements = plan_placements(batch, scale=s, size=size, prefilter=options.paste_interpolation == "bicubic")
     gray = gray_images(images) if options.keep_gray and batch.restore_mode != "colorize" else None  # [B] bool
     compositor = _Compositor(out, full_mask, per_face if face_masks else None, placements, protect=protect,
-                             feather=feather)
+                             feather=feather, round_output=options.round_output)
     if source is None:
         steps: Iterable[RestoredStep] = [RestoredStep(first=0, crops=batch.crops, restored=restored)]
     elif not batch.streamed:
@@ -157,7 +161,9 @@ def paste_faces(
         faces = _prepared(batch, step, images, gray, options=options, parsing_net=parsing_net)
         masks = faces[1]
         mine = [p for p in placements if done <= p.face < done + count]
-        compositor.add(place_faces(faces[0], mine, mask_type=mask_type, feather=feather, masks=masks, first=done))
+        compositor.add(place_faces(faces[0], mine, mask_type=mask_type, feather=feather, masks=masks, first=done,
+                                   interpolation=options.paste_interpolation, rounded=options.round_pasted,
+                                   exact_ones=mask_type in OFFICIAL_MASKS))
         done += count
         del faces, masks, step
     if done != batch.num_faces:
@@ -177,6 +183,12 @@ def _prepared(batch: FaceBatch, step: RestoredStep, images: torch.Tensor, gray: 
     masks = None if mask_type in ANALYTIC_MASKS else crop_masks(faces, mask_type=mask_type, feather=feather,
                                                                  parsing_dir=options.parsing_dir,
                                                                  parsing_net=parsing_net)
+    if options.small_face_blur > 0:  # after the mask, as the official code (its parser sees the unblurred face)
+        small = [min(face.width, face.height) < options.small_face_blur
+                 for face in batch.faces[step.first:step.first + faces.shape[0]]]
+        if any(small):
+            flags = torch.as_tensor(small, device=device)[:, None, None, None]
+            faces = torch.where(flags, small_face_blur(faces, rounded=options.round_pasted), faces)
     if options.color_correction:
         originals = step.crops.to(device=device, dtype=torch.float32)
         stats_masks = masks if masks is not None else crop_masks(
@@ -196,12 +208,15 @@ class _Compositor:
 
     Per image, over the union of its faces' footprints: the larger mask value wins per pixel and brings its face
     (the official rule; the first face wins a tie), then ``out = background + mask * (face - background)`` once the
-    image's last face is in. A ``protect`` mask ``[B, H, W]`` scales each face's mask down near and inside the
+    image's last face is in (``round_output``: the official ``background * (1 - mask) + face * mask`` on 8-bit
+    levels, rounded). A ``protect`` mask ``[B, H, W]`` scales each face's mask down near and inside the
     protected region. Faces must arrive in ``placements``' order."""
 
     def __init__(self, out: torch.Tensor, full_mask: torch.Tensor, face_masks: torch.Tensor | None,
-                 placements: list[Placement], *, protect: torch.Tensor | None, feather: float) -> None:
+                 placements: list[Placement], *, protect: torch.Tensor | None, feather: float,
+                 round_output: bool = False) -> None:
         self.out, self.full_mask, self.face_masks = out, full_mask, face_masks
+        self.round_output = round_output
         self.protect, self.feather = protect, feather
         self.last = {p.image: p.face for p in placements}  # the last face of each image: its composite is complete
         self.unions: dict[int, tuple[int, int, int, int]] = {}
@@ -233,4 +248,9 @@ class _Compositor:
                 sub_fg.copy_(torch.where(wins, chunk.face(k), sub_fg))
                 if self.last[b] == p.face:
                     region = out[b, :, uy0:uy1, ux0:ux1]
-                    region.add_(full_mask[b, uy0:uy1, ux0:ux1] * (self.foregrounds.pop(b) - region))
+                    if self.round_output:  # the official blend, on 8-bit levels, rounded half to even
+                        m = full_mask[b, uy0:uy1, ux0:ux1]
+                        background, face = region.mul(255).round_(), self.foregrounds.pop(b).mul(255).round_()
+                        region.copy_((background * (1 - m) + face * m).abs_().round_().div_(255))
+                    else:
+                        region.add_(full_mask[b, uy0:uy1, ux0:ux1] * (self.foregrounds.pop(b) - region))

@@ -16,7 +16,10 @@ from __future__ import annotations
 import torch
 
 ANALYTIC_MASKS = ("rounded_rect", "ellipse")
-MASK_TYPES = (*ANALYTIC_MASKS, "parsing", "parsing_no_hair")  # every paste mask (``PasteOptions.mask_type``)
+#: every paste mask (``PasteOptions.mask_type``); the official ones: the official post-processing
+#: (``official_mask.py``) of a parse (hair kept) or of an all-face parse (no parser needed)
+OFFICIAL_MASKS = ("parsing_official", "rect_official")
+MASK_TYPES = (*ANALYTIC_MASKS, "parsing", "parsing_no_hair", *OFFICIAL_MASKS)
 MARGIN = 26 / 512
 CORNER = 0.12
 ELLIPSE_CENTRE, ELLIPSE_RADII = (0.5, 0.52), (0.38, 0.42)  # inside the 26/512 margin

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..fields import check_fields, option
 from .masks import MASK_TYPES
+from .placement import PASTE_INTERPOLATIONS
 from .scale import SCALES
 
 DEFAULT_MAX_OUTPUT_SIZE = 8192
@@ -31,6 +32,17 @@ class PasteOptions:
                                      optional=True)
     keep_gray: bool = option(True, "black-and-white images (R = G = B) stay black-and-white (not in colorize mode)",
                              boolean=True)
+    paste_interpolation: str = option("bicubic", "how the restored faces are warped back: bicubic (antialiased "
+                                      "when shrinking), or bilinear as the official GPEN code (no antialiasing)",
+                                      choices=PASTE_INTERPOLATIONS)
+    round_pasted: bool = option(False, "round the warped-back faces to 8-bit levels, as the official code's uint8 "
+                                       "warp (default: kept in float)", boolean=True)
+    small_face_blur: float = option(0.0, "faces whose detection box's smaller side is under this many pixels get "
+                                         "the official 3x3 blur [1 2 1] before the paste (official: 100; 0: off)",
+                                    low=0.0, high=MAX_OUTPUT_SIZE)
+    round_output: bool = option(False, "blend as the official code: image * (1 - mask) + face * mask on 8-bit levels, "
+                                       "rounded (cv2.convertScaleAbs); default: in float, rounded only when saved",
+                                boolean=True)
 
     def __post_init__(self) -> None:
         if self.scale != "auto" and (isinstance(self.scale, bool) or self.scale not in SCALES):

@@ -30,6 +30,7 @@ from ..types import FaceBatch
 from .masks import mask_at
 from .scale import face_zoom
 
+PASTE_INTERPOLATIONS = ("bicubic", "bilinear")  # ``PasteOptions.paste_interpolation``
 MAX_SHRINK = 2.0  # crop pixels per output pixel above which the crop is first shrunk (antialiased)
 MIN_SHRUNK_SIDE = 16  # the smallest side a crop is shrunk to
 CHUNK_BYTES = 256 * 2 ** 20  # default working memory of one chunk of faces (stacked crops, grids, samples)
@@ -78,10 +79,12 @@ def footprint(matrix: np.ndarray, side: int, out_h: int, out_w: int) -> tuple[in
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
 
 
-def plan_placements(batch: FaceBatch, *, scale: int, size: int) -> list[Placement]:
+def plan_placements(batch: FaceBatch, *, scale: int, size: int, prefilter: bool = True) -> list[Placement]:
     """Placements of the faces of ``batch`` restored at ``size`` pixels, pasted at output ``scale``: image by image,
     each image's faces in batch order (the order the overlap rule sees them). Faces whose crop falls outside the
-    output have none. Host only: the inverse matrices cross to the CPU once."""
+    output have none. Host only: the inverse matrices cross to the CPU once. ``prefilter``: crops with more than
+    ``MAX_SHRINK`` crop pixels per output pixel are shrunk first (off: sampled as they are, as the official code's
+    warpAffine does)."""
     height, width = batch.image_size
     out_h, out_w = height * scale, width * scale
     inverses = batch.inverse_affines.detach().cpu().double().numpy()  # [F, 2, 3] crop -> image, one transfer
@@ -94,7 +97,7 @@ def plan_placements(batch: FaceBatch, *, scale: int, size: int) -> list[Placemen
             if face.image_index != b:
                 continue
             shrink = zooms[i] / scale  # restored-crop pixels per output pixel
-            side = max(MIN_SHRUNK_SIDE, round(size / shrink)) if shrink > MAX_SHRINK else size
+            side = max(MIN_SHRUNK_SIDE, round(size / shrink)) if prefilter and shrink > MAX_SHRINK else size
             inverse = np.vstack([inverses[i], [0.0, 0.0, 1.0]])
             matrix = (to_output @ inverse @ from_restored @ pixel_rescale(size / side))[:2]  # face px -> output px
             box = footprint(matrix, side, out_h, out_w)
@@ -157,35 +160,50 @@ class PlacedFaces:
 
 def place_faces(faces: torch.Tensor, placements: Sequence[Placement], *, mask_type: str, feather: float,
                 masks: torch.Tensor | None = None, max_bytes: int = CHUNK_BYTES,
-                first: int = 0) -> Iterator[PlacedFaces]:
+                first: int = 0, interpolation: str = "bicubic", rounded: bool = False,
+                exact_ones: bool = False) -> Iterator[PlacedFaces]:
     """Sample ``faces`` ``[F, 3, S, S]`` (float32 0..1, on the device to work on) at their ``placements``, chunk by
     chunk (see the module doc), in the placements' order. ``first``: the batch index of ``faces[0]`` (a step of a
     streamed paste holds faces ``first..first + F``; ``Placement.face`` counts in the whole batch).
 
     Masks: ``masks`` ``[F, 1, S, S]`` (crop space, e.g. parsing masks) are warped bilinearly with the faces; without
     them the analytic ``mask_type`` (``masks.ANALYTIC_MASKS``) is evaluated at each output pixel. Faces are sampled
-    bicubically with zero padding; both are clamped to 0..1."""
+    with ``interpolation`` (bicubic or bilinear) and zero padding; both are clamped to 0..1, and the faces rounded to
+    8-bit levels with ``rounded`` (the official code warps uint8 faces; then sampled in float64 where the device has
+    it, so that fewer pixels round the other way). ``exact_ones``: for ``masks`` that are 0 on
+    their crop's outer pixels (the official masks), a mask is sampled as ``1 + sample(mask - 1)`` inside the crop and
+    0 outside, so where every tap is 1 it is exactly 1 (``grid_sample``'s weights need not sum to exactly 1), as
+    OpenCV's warp gives it: the per-pixel maximum over overlapping faces then breaks ties as the official code."""
+    if interpolation not in PASTE_INTERPOLATIONS:
+        raise ValueError(f"unknown paste interpolation {interpolation!r}; choose one of "
+                         f"{', '.join(PASTE_INTERPOLATIONS)}")
     if not placements:
         return
     thetas = torch.as_tensor(np.stack([sampling_thetas(_local(p)[None], in_size=(p.side, p.side),
                                                        out_size=(p.height, p.width))[0] for p in placements]),
-                             dtype=torch.float32).to(faces.device)  # [F, 2, 3]: one transfer for every chunk
+                             dtype=torch.float64 if rounded and faces.device.type != "mps" else torch.float32
+                             ).to(faces.device)  # [F, 2, 3]: one transfer for every chunk (float64: see rounded)
     start = 0
     for run in chunks(placements, max_bytes=max_bytes, with_masks=masks is not None):
-        yield _place_chunk(faces, run, thetas[start:start + len(run)], mask_type=mask_type, feather=feather,
-                           masks=masks, first=first)
+        placed = _place_chunk(faces, run, thetas[start:start + len(run)], mask_type=mask_type, feather=feather,
+                              masks=masks, first=first, interpolation=interpolation, exact_ones=exact_ones)
+        if rounded:
+            placed.faces.mul_(255).round_().div_(255)
+        yield placed
         start += len(run)
 
 
 def _place_chunk(faces: torch.Tensor, run: list[Placement], thetas: torch.Tensor, *, mask_type: str,
-                 feather: float, masks: torch.Tensor | None, first: int = 0) -> PlacedFaces:
+                 feather: float, masks: torch.Tensor | None, first: int = 0,
+                 interpolation: str = "bicubic", exact_ones: bool = False) -> PlacedFaces:
     """One chunk: ``thetas`` ``[n, 2, 3]`` (on the faces' device) are the sampling matrices of ``run``'s faces."""
     device = faces.device
     side = run[0].side  # one side per chunk (``chunks``)
     height, width = max(p.height for p in run), max(p.width for p in run)
-    stack = faces.new_empty((len(run), 3, side, side))  # [n, 3, side, side]: the crops, shrunk where planned
-    mask_stack = None if masks is None else faces.new_empty((len(run), 1, side, side))
-    grid = torch.full((len(run), height, width, 2), OUTSIDE, device=device)  # [n, h, w, 2] in -1..1
+    dtype = thetas.dtype  # float64 for rounded faces (place_faces)
+    stack = faces.new_empty((len(run), 3, side, side), dtype=dtype)  # [n, 3, side, side]: the crops, shrunk if planned
+    mask_stack = None if masks is None else faces.new_empty((len(run), 1, side, side), dtype=dtype)
+    grid = torch.full((len(run), height, width, 2), OUTSIDE, device=device, dtype=dtype)  # [n, h, w, 2] in -1..1
     for k, p in enumerate(run):  # device work only: no host sync per face
         row = p.face - first
         stack[k] = _shrunk(faces[row:row + 1], side, "bicubic")[0]
@@ -195,12 +213,18 @@ def _place_chunk(faces: torch.Tensor, run: list[Placement], thetas: torch.Tensor
                                                      align_corners=False)[0]
     if mask_stack is None:  # the analytic mask at the output pixels, in crop units (0..1 across the crop)
         placed_masks = mask_at(mask_type, (grid[..., 0] + 1) / 2, (grid[..., 1] + 1) / 2, feather=feather)
-        placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+        placed = F.grid_sample(stack, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     else:  # the given masks sampled like the faces
-        placed = F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
-        placed_masks = F.grid_sample(mask_stack, grid, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False)[:, 0]
-    return PlacedFaces(placements=tuple(run), faces=placed.clamp_(0, 1), masks=placed_masks.clamp_(0, 1))
+        placed = F.grid_sample(stack, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
+        if exact_ones:  # 1 + sample(mask - 1) where all taps are inside the crop, else 0 (see place_faces)
+            inside = (grid.abs() <= 1 - 1 / side).all(-1)  # [n, h, w]: the sample point is >= half a pixel inside
+            placed_masks = torch.where(inside, 1 + F.grid_sample(mask_stack - 1, grid, mode="bilinear",
+                                                                 padding_mode="zeros", align_corners=False)[:, 0], 0)
+        else:
+            placed_masks = F.grid_sample(mask_stack, grid, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False)[:, 0]
+    return PlacedFaces(placements=tuple(run), faces=placed.float().clamp_(0, 1),
+                       masks=placed_masks.float().clamp_(0, 1))
 
 
 def _local(p: Placement) -> np.ndarray:

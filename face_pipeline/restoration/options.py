@@ -15,6 +15,9 @@ class RestoreOptions:
     mode: str = option("restore", "restore (GPEN-BFR), colorize (GPEN-Colorization), inpaint (GPEN-Inpainting)",
                        choices=RESTORE_MODES)
     strength: float = option(1.0, "blend of restored (1) and original (0) face", low=0.0, high=1.0)
+    truncate_restored: bool = option(False, "truncate the model's output to 8-bit levels (floor), as the official "
+                                            "code's astype(uint8); strength then blends in 8 bits, rounded, as its "
+                                            "cv2.addWeighted (default: kept in float)", boolean=True)
     batch_size: int | None = option(None, "faces per forward (default: from free memory)", low=1, whole=True,
                                     optional=True)
 

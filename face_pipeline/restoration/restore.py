@@ -83,6 +83,8 @@ def restore_faces(
       see ``masks.py``; an all-zero mask feeds the crops as they are, for images whose damage is already white, as
       the official demo does). See ``modes.py`` for what each feeds the model.
     - ``strength`` in 0..1 blends restored (1) with the original crop (0); at 0 the model is not run.
+    - ``truncate_restored``: the model's output truncated to 8-bit levels as the official code's (and a blend of
+      strength < 1 rounded to them, as its ``cv2.addWeighted``).
     - ``batch_size``: faces per forward; None sizes it from free memory and ``model.estimate_memory``, at most
       ``batching.faces_per_step`` faces (one on the CPU). On out-of-memory the batch is halved and retried down to
       1 face; if one face does not fit, ``RestoreOutOfMemory``.
@@ -117,8 +119,12 @@ def restore_faces(
     restored = _run_batches(model, batch, mode=mode, masks=masks, device=device, dtype=dtype,
                             batch_size=options.batch_size, on_progress=on_progress, check_interrupt=check_interrupt,
                             memory=memory)
+    if options.truncate_restored:  # the official FaceGAN's (clip(0, 1) * 255).astype(uint8)
+        restored = restored.mul_(255).floor_().div_(255)
     if strength < 1.0:
         restored = torch.lerp(batch.crops.float(), restored, strength)
+        if options.truncate_restored:  # the official cv2.addWeighted on uint8: rounded
+            restored = restored.mul_(255).round_().div_(255)
     return dataclasses.replace(batch, restored=restored, restore_mode=mode)
 
 
