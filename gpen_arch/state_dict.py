@@ -9,7 +9,7 @@ for ``.onnx``, ``formats/convert.py``) checks its tensors the same way without i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -48,22 +48,34 @@ def looks_like(names: Iterable[str]) -> str | None:
     return None
 
 
-def canonicalize_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
-    """Unwrap ``g_ema`` / ``params_ema`` / ``params`` / ``state_dict``, strip a ``module.`` prefix, keep tensors."""
-    if not isinstance(state_dict, Mapping):
-        raise NotAGPENCheckpoint(f"expected a state dict (a dict of tensors), got {type(state_dict).__name__}")
-    current: Mapping = state_dict
-    for _ in range(3):  # wrappers can nest, e.g. {'state_dict': {'g_ema': ...}}
-        if any(isinstance(v, torch.Tensor) and k.startswith(("generator.", "module.generator."))
-               for k, v in current.items()):
+def unwrap_tensors(state: Mapping, *, wrappers: Iterable[str], arrived: Callable[[str, object], bool]
+                   ) -> tuple[dict[str, torch.Tensor], Mapping]:
+    """The tensors of a loaded checkpoint ``state``: wrappers (``wrappers``, up to three deep, e.g.
+    ``{'state_dict': {'g_ema': ...}}``) are unwrapped until a level where ``arrived(key, value)`` holds for an entry,
+    a ``module.`` prefix on every key is stripped, and only tensors are kept. Also returns the mapping it stopped at
+    (for a message when no tensor is there). Shared by the GPEN and the face-parsing readers."""
+    wrappers = tuple(wrappers)
+    current: Mapping = state
+    for _ in range(3):
+        if any(arrived(str(k), v) for k, v in current.items()):
             break
-        inner = next((current[k] for k in WRAPPER_KEYS if isinstance(current.get(k), Mapping)), None)
+        inner = next((current[k] for k in wrappers if isinstance(current.get(k), Mapping)), None)
         if inner is None:
             break
         current = inner
     tensors = {str(k): v for k, v in current.items() if isinstance(v, torch.Tensor)}
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors, current
+
+
+def canonicalize_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
+    """Unwrap ``g_ema`` / ``params_ema`` / ``params`` / ``state_dict``, strip a ``module.`` prefix, keep tensors."""
+    if not isinstance(state_dict, Mapping):
+        raise NotAGPENCheckpoint(f"expected a state dict (a dict of tensors), got {type(state_dict).__name__}")
+    tensors, current = unwrap_tensors(
+        state_dict, wrappers=WRAPPER_KEYS,
+        arrived=lambda k, v: isinstance(v, torch.Tensor) and k.startswith(("generator.", "module.generator.")))
     if not tensors:
         keys = ", ".join(list(map(str, current.keys()))[:8])
         raise NotAGPENCheckpoint(f"the checkpoint holds no tensors at its top level (keys: {keys or 'none'})")

@@ -5,8 +5,8 @@ Official: the 0/1 parse map at 512 (float64) gets its outer 26 rows and columns 
 kernel 101 and sigma 4 (OpenCV ``GaussianBlur``, border REFLECT_101), then float32. Here the same in float64 with
 one separable kernel (the OpenCV kernel: ``exp(-d^2 / (2 sigma^2))`` normalised to sum 1) and reflect padding
 (PyTorch's ``reflect`` is OpenCV's REFLECT_101); a map of another side ``s`` scales the border, kernel and sigma by
-``s / 512``. Measured against the official masks of ``../shared/gpen/pipeline``: exact to float32 rounding
-(tests/test_official_parity.py holds it to 2e-6, and to ``cv2.GaussianBlur`` itself).
+``s / 512``. Measured against the official masks of the pipeline vectors (tests/data/gpen/pipeline, MANIFEST): exact
+to float32 rounding (tests/test_official_parity.py holds it to 2e-6, and to ``cv2.GaussianBlur`` itself).
 """
 
 from __future__ import annotations

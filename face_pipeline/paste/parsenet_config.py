@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gpen_arch.state_dict import unwrap_tensors
+
 PARSE_SIZE = 512  # the side the parser is run at (the official FaceParse resizes every crop to it)
 
 # markers of other networks people keep beside a parser: (description, a key prefix all of them have)
@@ -66,18 +68,8 @@ def canonical_parsenet_state(state: object) -> dict[str, torch.Tensor]:
     """The tensors of a loaded file: unwrap ``params`` / ``state_dict`` / ``model``, strip a ``module.`` prefix."""
     if not isinstance(state, Mapping):
         raise NotAParseNet(f"expected a state dict (a dict of tensors), found a {type(state).__name__}")
-    current: Mapping = state
-    for _ in range(3):
-        if any(isinstance(v, torch.Tensor) for v in current.values()):
-            break
-        inner = next((current[k] for k in ("params", "state_dict", "model", "params_ema")
-                      if isinstance(current.get(k), Mapping)), None)
-        if inner is None:
-            break
-        current = inner
-    tensors = {str(k): v for k, v in current.items() if isinstance(v, torch.Tensor)}
-    if tensors and all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    tensors, current = unwrap_tensors(state, wrappers=("params", "state_dict", "model", "params_ema"),
+                                      arrived=lambda _k, v: isinstance(v, torch.Tensor))
     if not tensors:
         keys = ", ".join(list(map(str, current.keys()))[:8])
         raise NotAParseNet(f"the file holds no tensors at its top level (keys: {keys or 'none'}); expected a "
