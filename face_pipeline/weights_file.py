@@ -11,12 +11,22 @@ import importlib
 from pathlib import Path
 
 
-def _checkpoint_file(module: str = "checkpoint_file"):
+def _gpen_arch(module: str):
     # gpen_arch is this package's sibling: "gpen_arch" when the repository root is on sys.path (cli.py, the tests),
     # "<pack>.gpen_arch" inside ComfyUI, which imports the repository as one package
     parent = __name__.rsplit(".", 2)[0] if __name__.count(".") >= 2 else ""  # the package above face_pipeline
-    name = f"gpen_arch.formats.{module}"
+    name = f"gpen_arch.{module}"
     return importlib.import_module(f"{parent}.{name}" if parent else name)
+
+
+def _checkpoint_file(module: str = "checkpoint_file"):
+    return _gpen_arch(f"formats.{module}")
+
+
+def unwrap_tensors(state, *, wrappers, arrived):
+    """The tensors of a loaded weight file, unwrapped as the GPEN reader unwraps its checkpoints
+    (``gpen_arch.state_dict.unwrap_tensors``: the same rules for every network's file)."""
+    return _gpen_arch("state_dict").unwrap_tensors(state, wrappers=wrappers, arrived=arrived)
 
 
 def load_torch_weights(path: str | Path, *, download_hint: str, error: type[Exception]) -> object:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpen_arch.state_dict import unwrap_tensors
+from ..weights_file import unwrap_tensors
 
 PARSE_SIZE = 512  # the side the parser is run at (the official FaceParse resizes every crop to it)
 
