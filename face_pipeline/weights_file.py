@@ -53,3 +53,9 @@ def load_weight_file(path: str | Path, *, download_hint: str, error: type[Except
         return _checkpoint_file("loading").read_state_dict(path)
     except _checkpoint_file().CheckpointReadError as exc:
         raise error(f"{exc} (download it again {download_hint})") from exc
+
+
+def looks_like(names) -> str | None:
+    """What another network with these state-dict keys looks like (``gpen_arch.state_dict.looks_like``: the one
+    table of lookalikes), or None."""
+    return _gpen_arch("state_dict").looks_like(names)

@@ -20,17 +20,16 @@ from dataclasses import dataclass
 
 import torch
 
+from ..weights_file import looks_like as shared_looks_like
 from ..weights_file import unwrap_tensors
 
 PARSE_SIZE = 512  # the side the parser is run at (the official FaceParse resizes every crop to it)
 
-# markers of other networks people keep beside a parser: (description, a key prefix all of them have)
+# networks given as a parser by mistake that need advice of their own here: (description, key prefixes all present);
+# every other network is named by gpen_arch's one table of lookalikes (``state_dict.LOOKALIKES``)
 _OTHER_NETWORKS = (
     ("a GPEN face-restoration model (give it as the GPEN model, not as the parser)", ("generator.", "ecd0.")),
     ("a BiSeNet face parser (name it parsing_bisenet.pth)", ("cp.", "ffm.")),
-    ("a RetinaFace face detector", ("ClassHead.", "LandmarkHead.")),
-    ("a GFPGAN face-restoration model", ("stylegan_decoder.", "conv_body_first.")),
-    ("a CodeFormer face-restoration model", ("quantize.", "ft_layers.")),
 )
 
 
@@ -78,12 +77,12 @@ def canonical_parsenet_state(state: object) -> dict[str, torch.Tensor]:
 
 
 def looks_like(keys) -> str | None:
-    """What another network with these keys is, or None."""
+    """What another network with these keys is (the two above, else ``gpen_arch.state_dict.looks_like``), or None."""
     keys = list(keys)
     for description, prefixes in _OTHER_NETWORKS:
         if all(any(k.startswith(p) for k in keys) for p in prefixes):
             return description
-    return None
+    return shared_looks_like(keys)
 
 
 def _blocks(sd: Mapping[str, torch.Tensor], part: str) -> list[int]:
