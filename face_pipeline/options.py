@@ -63,6 +63,9 @@ class VideoOptions:
     smoothing: float = option(0.3, "landmark smoothing strength (0: off); only when tracking", low=0.0, high=1.0)
     fill_gaps: int = option(3, "when tracking: a face missed for at most this many frames is interpolated",
                             low=0, whole=True)
+    temporal_smoothing: float = option(0.75, "when tracking: blend each restored face with its track's previous "
+                                       "few frames where the input face did not change, against flicker (0: off, "
+                                       "each frame restored alone)", low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
         check_fields(self)

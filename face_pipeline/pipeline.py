@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +39,7 @@ from .restoration.restore import model_device_dtype
 from .selection import FaceChoice, choose_faces, selection_notes
 from .types import DetectedFace, FaceBatch, FaceSource, PasteResult, RestoredStep
 from .video import fill_gaps, frame_thumbnails, scene_cuts, smooth_landmarks, track_faces
+from .video.temporal import TemporalFilter, smooth_batch
 
 logger = logging.getLogger(__name__)
 
@@ -288,10 +289,29 @@ class Pipeline:
             timings["align"] = time.perf_counter() - detected
         return batch, chosen
 
+    def temporal_filter(self) -> TemporalFilter | None:
+        """A new temporal smoothing state for one frame sequence (``video/temporal.py``), for ``restore_and_paste``'s
+        ``temporal``: when ``options.video`` tracks with ``temporal_smoothing`` above 0; else None."""
+        video = self.options.video
+        if not video.track or video.temporal_smoothing == 0:
+            return None
+        return TemporalFilter(strength=video.temporal_smoothing)
+
+    def smooth_over_time(self, batch: FaceBatch) -> FaceBatch:
+        """Video frames restored all at once (the Restore Faces node): ``batch``'s restored faces (``image_index``:
+        the frame number) smoothed along their tracks with ``options.video.temporal_smoothing``
+        (``video/temporal.py``), with their colour references for the paste; ``batch`` as it is when the strength is
+        0 or no face carries a track id (independent images)."""
+        strength = self.options.video.temporal_smoothing
+        if strength == 0 or all(face.track_id is None for face in batch.faces):
+            return batch
+        return smooth_batch(batch, TemporalFilter(strength=strength))
+
     def restore_and_paste(self, images: torch.Tensor, faces_per_image: list[list[DetectedFace]], *,
                           background: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None,
                           protect: torch.Tensor | None = None, timings: dict | None = None, keep_faces: bool = True,
-                          on_restored: Callable[[FaceBatch], None] | None = None
+                          on_restored: Callable[[FaceBatch], None] | None = None,
+                          temporal: TemporalFilter | None = None, frames: Sequence[int] | None = None
                           ) -> tuple[PasteResult, FaceBatch | None]:
         """Align, restore and paste faces found earlier (``image_index`` relative to ``images``). This lets a caller
         detect and track over a long frame sequence first, then restore it in chunks that fit in memory.
@@ -301,22 +321,33 @@ class Pipeline:
         ``keep_faces``: also return every restored face (the ``FaceBatch``, crops included) and the per-face masks
         (``PasteResult.face_masks``), which do grow with the faces; without it the batch returned is None and
         ``face_masks`` is ``[0, H*s, W*s]``. ``on_restored(step)``: called with each step's ``FaceBatch`` (its
-        faces, crops and restored crops) as it comes, e.g. to write the crops to files, each face once."""
+        faces, crops and restored crops) as it comes, e.g. to write the crops to files, each face once.
+
+        Video: ``temporal`` (``temporal_filter()``, one per frame sequence, handed every chunk of it in order)
+        smooths the tracked faces over time (``video/temporal.py``); ``frames``: each image's frame number in the
+        sequence (default: its index in ``images``). The restored faces handed on and kept are the smoothed ones.
+        A call that fails leaves ``temporal`` as it found it."""
         check_images(images)
         return self._restore_and_paste(images, faces_per_image, background=background, inpaint_masks=inpaint_masks,
                                        protect=protect, timings=timings, keep_faces=keep_faces,
-                                       on_restored=on_restored)
+                                       on_restored=on_restored, temporal=temporal, frames=frames)
 
     def _restore_and_paste(self, images, faces_per_image, *, background, inpaint_masks, protect, timings,
-                           keep_faces: bool = True, on_restored=None) -> tuple[PasteResult, FaceBatch | None]:
+                           keep_faces: bool = True, on_restored=None, temporal: TemporalFilter | None = None,
+                           frames: Sequence[int] | None = None) -> tuple[PasteResult, FaceBatch | None]:
         """``restore_and_paste`` for images already checked (``run``: ``find`` checked them)."""
         timings = {} if timings is None else timings
         start = time.perf_counter()
         stream = _FaceStream(self, images, [face for per_image in faces_per_image for face in per_image],
-                             inpaint_masks=inpaint_masks, keep_faces=keep_faces, on_restored=on_restored)
-        stream.first_step()
-        result = self.paste(stream.outline, images=images, background=background, protect=protect,
-                            source=stream if stream.outline.num_faces else None, face_masks=keep_faces)
+                             inpaint_masks=inpaint_masks, keep_faces=keep_faces, on_restored=on_restored,
+                             temporal=temporal, frames=frames)
+        try:
+            stream.first_step()
+            result = self.paste(stream.outline, images=images, background=background, protect=protect,
+                                source=stream if stream.outline.num_faces else None, face_masks=keep_faces)
+        except BaseException:
+            stream.rewind()
+            raise
         # the steps' align and restore, and the rest (the model fetched, the paste) as "paste"
         spent = stream.seconds["align"] + stream.seconds["restore"]
         timings["align"] = timings.get("align", 0.0) + stream.seconds["align"]
@@ -346,7 +377,7 @@ class Pipeline:
         faces = selected_faces(chosen)
         result, restored = self._restore_and_paste(images, faces, background=background,
                                                    inpaint_masks=inpaint_masks, protect=protect, timings=timings,
-                                                   keep_faces=keep_faces)
+                                                   keep_faces=keep_faces, temporal=self.temporal_filter())
         report = PipelineReport(images=int(images.shape[0]), faces_found=found,
                                 faces_restored=sum(len(per_image) for per_image in faces),
                                 seconds=time.perf_counter() - start, scale=result.scale, stage_seconds=timings,
@@ -364,7 +395,8 @@ class _FaceStream:
 
     def __init__(self, pipeline: Pipeline, images: torch.Tensor, faces: list[DetectedFace], *,
                  inpaint_masks: torch.Tensor | None, keep_faces: bool,
-                 on_restored: Callable[[FaceBatch], None] | None) -> None:
+                 on_restored: Callable[[FaceBatch], None] | None, temporal: TemporalFilter | None = None,
+                 frames: Sequence[int] | None = None) -> None:
         self.pipeline, self.images, self.faces = pipeline, images, faces
         self.inpaint_masks, self.keep_faces, self.on_restored = inpaint_masks, keep_faces, on_restored
         options = pipeline.options
@@ -389,6 +421,11 @@ class _FaceStream:
         self.kept: tuple[torch.Tensor, torch.Tensor] | None = None  # keep_faces: every crop and restored crop
         self.step = 0  # faces per step, once known
         self.ahead: tuple[list[int], RestoredStep] | None = None  # the first step, restored before the paste
+        self.temporal, self.frames = temporal, list(range(images.shape[0])) if frames is None else list(frames)
+        if len(self.frames) != images.shape[0]:
+            raise ValueError(f"frames gives {len(self.frames)} frame numbers for {images.shape[0]} images")
+        self.temporal_start = None if temporal is None else temporal.snapshot()
+        self.temporal_next = 0  # the face after the last one handed to the temporal filter
 
     def step_size(self) -> int:
         """Faces per step: ``options.restore.batch_size``, else what the memory estimate allows, at most
@@ -440,8 +477,31 @@ class _FaceStream:
         batch = pipeline.restore(batch, inpaint_masks=self.inpaint_masks, batch_size=len(chunk),
                                  on_progress=lambda done, _n: self.progress(min(base + done, total), total))
         self.seconds["restore"] += time.perf_counter() - restoring
+        batch, reference = self._over_time(chunk, batch)
         self._hand_on(chunk, batch)
-        return RestoredStep(first=start, crops=batch.crops, restored=batch.restored_faces())
+        return RestoredStep(first=start, crops=batch.crops, restored=batch.restored_faces(),
+                            color_reference=reference)
+
+    def _over_time(self, chunk: list[int], batch: FaceBatch) -> tuple[FaceBatch, torch.Tensor | None]:
+        """Video: the step's restored faces smoothed along their tracks, and their colour references
+        (``video/temporal.py``); without a temporal filter, the step as it is and None. Faces asked for again (a
+        paste that falls back asks again from the first face) rewind the filter to where this stream began, so
+        they come out the same."""
+        if self.temporal is None:
+            return batch, None
+        if chunk[0] < self.temporal_next:
+            self.rewind()
+        self.temporal_next = chunk[-1] + 1
+        restored, reference = self.temporal.smooth(batch.crops, batch.restored_faces(),
+                                                   tracks=[face.track_id for face in batch.faces],
+                                                   frames=[self.frames[face.image_index] for face in batch.faces])
+        return dataclasses.replace(batch, restored=restored), reference
+
+    def rewind(self) -> None:
+        """The temporal filter back to where this stream began (none: nothing to do)."""
+        if self.temporal is not None and self.temporal_start is not None:
+            self.temporal.rewind(self.temporal_start)
+            self.temporal_next = 0
 
     def _hand_on(self, chunk: list[int], batch: FaceBatch) -> None:
         """Keeps the step's faces when asked and gives the new ones to ``on_restored``."""

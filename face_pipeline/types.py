@@ -89,6 +89,8 @@ class FaceBatch:
     restored: torch.Tensor | None = None  # [F, 3, size, size] float32 RGB 0..1 once restored
     restore_mode: str | None = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
     streamed: bool = False  # crops and restored are shape-only placeholders: the faces come as ``RestoredStep``s
+    color_reference: torch.Tensor | None = None  # [F, 3, m, m] float32 0..1 (m = min(128, size)): what the colour
+    # correction matches instead of the crops (video: blended over each track, ``video/temporal.py``); None: the crops
 
     @classmethod
     def placeholder(cls, *, images: torch.Tensor, faces: Sequence[DetectedFace], affines: torch.Tensor,
@@ -132,6 +134,8 @@ class RestoredStep:
     first: int  # where the step's first face is among the faces the source was asked for
     crops: torch.Tensor  # [n, 3, S, S] float32 RGB 0..1, the aligned crops (the colour correction's reference)
     restored: torch.Tensor  # [n, 3, S, S] float32 RGB 0..1
+    color_reference: torch.Tensor | None = None  # [n, 3, m, m] float32 RGB 0..1 (m = min(128, S)), the colour
+    # correction's reference instead of the crops' own statistics (video: ``video/temporal.py``); None: the crops
 
 
 #: ``source(positions)``: the restored faces at ``positions`` (indices into a ``FaceBatch``'s faces, increasing) as

@@ -58,7 +58,9 @@ def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.de
         faces=tuple(dataclasses.replace(batch.faces[i], image_index=0) for i in members),
         crops=batch.crops[take.to(batch.crops.device)].to(device),
         affines=batch.affines[take], inverse_affines=batch.inverse_affines[take],
-        restored=restored[take.to(restored.device)].to(device))
+        restored=restored[take.to(restored.device)].to(device),
+        color_reference=None if batch.color_reference is None else
+        batch.color_reference[take.to(batch.color_reference.device)].to(device))
     return one, images[index:index + 1].to(device)
 
 

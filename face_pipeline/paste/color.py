@@ -25,18 +25,26 @@ def _weighted_stats(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tor
     return mean, var.clamp_min(1e-8).sqrt()
 
 
-def match_color(restored: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def stats_copy(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``[F, C, S, S]`` -> the antialiased ``[F, C, size, size]`` float32 copy the statistics are taken on."""
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def match_color(restored: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, *,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
     """``restored``, ``original``: ``[F, 3, S, S]`` RGB 0..1; ``mask``: ``[F, 1, s, s]`` 0..1 (any side ``s``: it is
-    resized to the statistics' size). Returns the corrected ``[F, 3, S, S]`` RGB, clamped to 0..1."""
+    resized to the statistics' size). ``reference``: the originals' statistics copy ``[F, 3, m, m]`` (m = min(
+    STATS_SIZE, S)) to match instead of ``stats_copy(original)`` (video: a blend over the frames of each face's
+    track, ``video/temporal.py``). Returns the corrected ``[F, 3, S, S]`` RGB, clamped to 0..1."""
     small = min(STATS_SIZE, restored.shape[-1])
-
-    def shrink(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x.float(), size=(small, small), mode="bilinear", align_corners=False, antialias=True)
-
+    if reference is not None and tuple(reference.shape) != (restored.shape[0], 3, small, small):
+        raise ValueError(f"the colour reference must be [{restored.shape[0]}, 3, {small}, {small}], got "
+                         f"{list(reference.shape)}")
     to_ycc = _RGB_TO_YCBCR.to(device=restored.device, dtype=torch.float32)
-    w = shrink(mask)
-    ycc_r = torch.einsum("ij,fjhw->fihw", to_ycc, shrink(restored))
-    ycc_o = torch.einsum("ij,fjhw->fihw", to_ycc, shrink(original))
+    w = stats_copy(mask, small)
+    ycc_r = torch.einsum("ij,fjhw->fihw", to_ycc, stats_copy(restored, small))
+    ycc_o = torch.einsum("ij,fjhw->fihw", to_ycc,
+                         stats_copy(original, small) if reference is None else reference.float())
     mean_r, std_r = _weighted_stats(ycc_r, w)
     mean_o, std_o = _weighted_stats(ycc_o, w)
     gain = (std_o / std_r).clamp(0.5, 2.0)  # [F, 3]; never amplify noise wildly

@@ -81,6 +81,9 @@ def _check_inputs(batch: FaceBatch, images: torch.Tensor, options: PasteOptions)
     if batch.restored.dim() != 4 or batch.restored.shape[0] != batch.num_faces \
             or batch.restored.shape[-1] != batch.restored.shape[-2]:
         raise PasteError(f"restored faces must be [{batch.num_faces}, 3, S, S], got {list(batch.restored.shape)}")
+    if batch.color_reference is not None and batch.color_reference.shape[0] != batch.num_faces:
+        raise PasteError(f"the colour references must be one per face, [{batch.num_faces}, 3, m, m], got "
+                         f"{list(batch.color_reference.shape)}")
     return batch.restored
 
 
@@ -99,7 +102,8 @@ def paste_faces(
     match in shape) with ``options`` (``PasteOptions``, validated when built): at output scale ``options.scale`` (1,
     2, 4 or ``"auto"`` within ``max_output_size``, see ``scale.py``), with mask ``mask_type`` (one of
     ``MASK_TYPES``) faded over ``feather`` of the crop side (0..0.5); ``color_correction``: match the restored
-    faces' colour statistics to the original crops' inside the mask (``color.py``); ``parsing_dir``: the folder
+    faces' colour statistics to the original crops' inside the mask (``color.py``; to ``batch.color_reference``
+    or the steps' when given: video, ``video/temporal.py``); ``parsing_dir``: the folder
     holding ``parsing_parsenet.pth`` or ``parsing_bisenet.pth`` for the parsing masks (unless ``parsing_net`` is
     given, loaded); ``keep_gray``: faces of black-and-white images made gray (not in colorize mode).
 
@@ -146,7 +150,8 @@ def paste_faces(
     compositor = _Compositor(out, full_mask, per_face if face_masks else None, placements, protect=protect,
                              feather=feather, round_output=options.round_output)
     if source is None:
-        steps: Iterable[RestoredStep] = [RestoredStep(first=0, crops=batch.crops, restored=restored)]
+        steps: Iterable[RestoredStep] = [RestoredStep(first=0, crops=batch.crops, restored=restored,
+                                                      color_reference=batch.color_reference)]
     elif not batch.streamed:
         raise PasteError("a face source comes with a placeholder batch (FaceBatch.placeholder), not restored faces")
     else:
@@ -193,7 +198,8 @@ def _prepared(batch: FaceBatch, step: RestoredStep, images: torch.Tensor, gray: 
         originals = step.crops.to(device=device, dtype=torch.float32)
         stats_masks = masks if masks is not None else crop_masks(
             faces, mask_type=mask_type, feather=feather, size=min(STATS_SIZE, size))
-        faces = match_color(faces, originals, stats_masks)
+        reference = None if step.color_reference is None else step.color_reference.to(device=device)
+        faces = match_color(faces, originals, stats_masks, reference=reference)
     if gray is not None:
         indices = batch.image_indices[step.first:step.first + faces.shape[0]]
         face_gray = gray[torch.as_tensor(indices, device=device)]  # [n]

@@ -108,12 +108,13 @@ def restore_faces(
     masks = masks_in_crop_space(batch, inpaint_masks) if mode == "inpaint" and inpaint_masks is not None else None
     if total == 0:
         return dataclasses.replace(batch, restored=batch.crops.new_zeros((0, 3, size, size), dtype=torch.float32),
-                                   restore_mode=mode)
+                                   restore_mode=mode, color_reference=None)
     if strength == 0.0:
         logger.info("strength 0: the %d faces keep their original crops (model not run)", total)
         if on_progress is not None:
             on_progress(total, total)
-        return dataclasses.replace(batch, restored=batch.crops.float().clone(), restore_mode=mode)
+        return dataclasses.replace(batch, restored=batch.crops.float().clone(), restore_mode=mode,
+                                   color_reference=None)
 
     device, dtype = model_device_dtype(model)
     restored = _run_batches(model, batch, mode=mode, masks=masks, device=device, dtype=dtype,
@@ -125,7 +126,7 @@ def restore_faces(
         restored = torch.lerp(batch.crops.float(), restored, strength)
         if options.truncate_restored:  # the official cv2.addWeighted on uint8: rounded
             restored = restored.mul_(255).round_().div_(255)
-    return dataclasses.replace(batch, restored=restored, restore_mode=mode)
+    return dataclasses.replace(batch, restored=restored, restore_mode=mode, color_reference=None)  # a new restoration
 
 
 def _run_batches(model, batch: FaceBatch, *, mode: str, masks: torch.Tensor | None, device: torch.device,
