@@ -27,6 +27,14 @@ segment's start. A frame whose output exists is used as context and never writte
 positions in the sequence (``chunk`` of them, cut at segment starts), so a resumed chunk holds the frames it held in
 an uninterrupted run, and the frames written come out with the same bytes. Track ids are numbered from where tracking
 starts, so a run that writes them (``--save-json``, ``--save-annotated``) tracks from the sequence's first frame.
+
+**Temporal smoothing** (``VideoOptions.temporal_smoothing``, ``face_pipeline/video/temporal.py``): a frame's face is
+also blended with the frame-by-frame restorations of its track in the ``temporal.WINDOW - 1`` frames before it, at
+most one chunk back. A frame-by-frame restoration depends only on the frame's faces and its chunk, and the history
+never crosses a point where no track is alive (track ids differ there). So a resumed run restores, without writing
+it, the chunk before each chunk it writes when that one has nothing to write (``Worker.video``), and tracks from far
+enough back that this context chunk is restored whole, as the uninterrupted run restored it (``track_start`` with
+``context``): the history handed to the chunk it writes is the same, and so are its bytes.
 """
 
 from __future__ import annotations
@@ -80,11 +88,21 @@ def _cut_between(before: SeenFrame, here: SeenFrame) -> bool:
     return scene_cuts(torch.cat([before.thumbnail, here.thumbnail])) == (1,)
 
 
-def track_start(seen: Callable[[int], SeenFrame], first: int, *, chunk: int) -> int:
+def track_start(seen: Callable[[int], SeenFrame], first: int, *, chunk: int, context: bool = False) -> int:
     """The frame a run whose first frame to write is ``first`` detects and tracks from (see the module's text): the
     latest frame where no track is alive whatever came before, at or before the start of ``first``'s chunk (the
-    ``chunk`` frames at fixed positions around it, or the segment start in it). ``seen(i)``: frame ``i``'s
-    ``SeenFrame`` (read on demand, kept)."""
+    ``chunk`` frames at fixed positions around it, or the segment start in it). ``context`` (temporal smoothing): at
+    or before the start of the chunk before it too, unless a segment starts in between, so that chunk can be restored
+    whole, as context. ``seen(i)``: frame ``i``'s ``SeenFrame`` (read on demand, kept)."""
+    start = _no_track_alive(seen, first, chunk=chunk)
+    before = first // chunk * chunk - chunk  # the chunk before first's starts there
+    if context and start > max(before, 0) and not starts_segment(seen(start - 1), seen(start)):
+        return _no_track_alive(seen, before + chunk - 1, chunk=chunk)
+    return start
+
+
+def _no_track_alive(seen: Callable[[int], SeenFrame], first: int, *, chunk: int) -> int:
+    """``track_start`` without context."""
     chunk_start = first // chunk * chunk
     i = first
     while i > 0:

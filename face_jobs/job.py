@@ -26,6 +26,7 @@ from face_pipeline.pipeline import Pipeline, selected_faces
 from face_pipeline.region import masks_for
 from face_pipeline.selection import FaceChoice
 from face_pipeline.video import frame_thumbnails, scene_cuts
+from face_pipeline.video.temporal import TemporalFilter
 from gpen_arch import load_gpen_file
 
 from .config import JobConfig, pick_device, pick_dtype
@@ -39,6 +40,7 @@ from .writer import PendingWrite, describe_os_error, write_atomically
 
 logger = logging.getLogger(__name__)
 FRAMES_PER_CHUNK = 8  # --video-frames: frames restored and pasted together (memory: 8 full frames + their faces)
+# temporal smoothing reaches temporal.WINDOW - 1 frames back, no further than the chunk before (tests/test_cli_video.py)
 
 
 def local_file(item: PlannedOutput) -> Path:
@@ -241,7 +243,8 @@ class Worker:
 
         first = min(todo)
         writes_ids = self.config.save_json or self.config.save_annotated  # track ids: numbered from the first frame
-        start = 0 if writes_ids else track_start(seen, first, chunk=FRAMES_PER_CHUNK)
+        smoothing = self.pipeline.temporal_filter() is not None  # a chunk's frames depend on the chunk before
+        start = 0 if writes_ids else track_start(seen, first, chunk=FRAMES_PER_CHUNK, context=smoothing)
         if start < first:
             logger.info("video: %d frame(s) before %s tracked again (from %s, not written) so that the frames written "
                         "match an uninterrupted run", first - start, sequence[first].source.name,
@@ -249,7 +252,6 @@ class Worker:
         for i in range(start, len(sequence)):
             if not seen(i).usable and i in todo:
                 yield ItemResult(sequence[i].source, Outcome.SKIPPED, seen(i).reason, bad_input=True)
-        tracked: dict[int, list] = {}
         next_id = 0
         for segment in segments(range(start, len(sequence)), seen):
             head = seen(segment[0])
@@ -261,17 +263,22 @@ class Worker:
             cuts = scene_cuts(torch.cat([t for i in segment if (t := seen(i).thumbnail) is not None]))
             stable = self.pipeline.stabilise([list(seen(i).choices) for i in segment], cuts=cuts)
             stable, next_id = renumber_tracks(stable, next_id)
-            tracked.update(zip(segment, stable))
+            tracked = dict(zip(segment, stable))
+            temporal = self.pipeline.temporal_filter()  # one per segment: no track continues into the next
             chunks: dict[int, list[int]] = {}
             for i in segment:
                 chunks.setdefault(i // FRAMES_PER_CHUNK, []).append(i)
-            for group in chunks.values():
-                if todo.intersection(group):
-                    yield from self._chunk([sequence[i] for i in group], [tracked.pop(i) for i in group],
-                                           [len(seen(i).choices) for i in group], size=head.size or (0, 0))
-                else:
-                    for i in group:
-                        tracked.pop(i)
+            groups = list(chunks.values())
+            for n, group in enumerate(groups):
+                if not todo.intersection(group):
+                    continue
+                # smoothing: a skipped chunk before this one is restored, not written, for its frames' history
+                context = [groups[n - 1]] if temporal is not None and n and not todo.intersection(groups[n - 1]) \
+                    else []
+                for frames in (*context, group):
+                    yield from self._chunk([sequence[i] for i in frames], [tracked[i] for i in frames],
+                                           [len(seen(i).choices) for i in frames], size=head.size or (0, 0),
+                                           temporal=temporal, frames=frames, context=frames is not group)
 
     def _see(self, item: PlannedOutput) -> SeenFrame:
         """The detection pass over one frame: its size, thumbnail and faces (not kept: its pixels)."""
@@ -284,11 +291,14 @@ class Worker:
         choices = self.pipeline.find(frame, region=self.user_masks("region", [item], frame))
         return SeenFrame((frame.shape[-1], frame.shape[-2]), frame_thumbnails(frame), tuple(choices[0]))
 
-    def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int], *,
-               size: tuple[int, int]) -> Iterator[ItemResult]:
+    def _chunk(self, group: list[PlannedOutput], tracked: list, found: list[int], *, size: tuple[int, int],
+               temporal: TemporalFilter | None = None, frames: list[int] | None = None,
+               context: bool = False) -> Iterator[ItemResult]:
         """One chunk of frames of ``size`` restored and pasted together; the results of its frames to write (those
         the plan does not skip: the others are context), in order. A frame that can no longer be read, or whose size
-        is no longer ``size`` (its file changed since its faces were found), is left out: skipped or failed alone."""
+        is no longer ``size`` (its file changed since its faces were found), is left out: skipped or failed alone.
+        ``temporal``: the segment's temporal smoothing, ``frames`` the frames' numbers in the sequence; ``context``:
+        a chunk with nothing to write restored all the same, for the smoothing of the chunk after it."""
         keep, loaded = [], []
         for k, item in enumerate(group):
             try:
@@ -306,7 +316,8 @@ class Worker:
                                  f"{size[0]}x{size[1]}, as its sequence's frames, when its faces were found (the file "
                                  f"changed during the run); run again to restore it", faces_found=found[k])
         group, tracked, found = [group[k] for k in keep], [tracked[k] for k in keep], [found[k] for k in keep]
-        if not any(item.skip is None for item in group):
+        numbers = None if frames is None else [frames[k] for k in keep]
+        if not any(item.skip is None for item in group) and not (context and group):
             return
         wanted = [item.skip is None for item in group]
         try:
@@ -315,7 +326,8 @@ class Worker:
                         for c in tracked[i]] for i in range(len(group))]
             chunk = selected_faces(choices)
             result, _ = self.pipeline.restore_and_paste(images, chunk, inpaint_masks=self.masks(group, images),
-                                                        keep_faces=False, on_restored=self.crop_saver(group, wanted))
+                                                        keep_faces=False, on_restored=self.crop_saver(group, wanted),
+                                                        temporal=temporal, frames=numbers)
         except Exception as exc:  # noqa: BLE001 - failure() raises again what is not a per-input failure
             yield from (failure(item, exc, own_input=False, faces_found=n)
                         for item, n, w in zip(group, found, wanted) if w)
