@@ -38,7 +38,9 @@ default detector, yunet_opencv, ships with the pack (used when --detector-dir ha
 offline; the other detectors' weights are downloaded into --detector-dir from their official URL on first use, unless
 --no-download is given.
 --video-frames treats all inputs, in name order, as the frames of one video: faces are tracked across them and their
-landmarks smoothed; detection runs over the whole sequence first, then frames are restored in chunks.
+landmarks smoothed; detection runs over the whole sequence first, then frames are restored in chunks. Each restored
+face is blended with the same face's restorations in the few frames before it where the face did not move or change,
+against flicker (--temporal-smoothing, 0 = off).
 --mode inpaint takes the damage from --inpaint-masks DIR (a mask image of the same name, white = damaged) or, without
 it, expects the damage already painted white in the image, as the official demo does.
 --region-masks and --protect-masks take masks as the nodes' region_mask and protect_mask inputs do: a folder of mask
@@ -244,6 +246,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_option_flag(parser, "--fill-gaps", VideoOptions, "fill_gaps",
                     help="--video-frames: a face missed for at most this many frames between two frames where it "
                          "was found is filled in and restored there too (0 = off; default %(default)s)")
+    add_option_flag(parser, "--temporal-smoothing", VideoOptions, "temporal_smoothing",
+                    help="--video-frames: blend each restored face with those of the same face in the few frames "
+                         "before it, where the input face did not change, against flicker (0 = off: each frame "
+                         "restored alone; default %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step (and tracebacks)")
     engine = parser.add_argument_group("engine", "--engine ray spreads the images over Ray Data workers (one model "
                                        "each), on a local Ray instance or a cluster; needs pip install \"ray[data]\"")
@@ -289,6 +295,8 @@ def check_args(args: argparse.Namespace) -> None:
                        ("--protect-masks", args.protect_masks)):
         if path and not Path(path).exists():
             raise UsageError(f"{flag} {path}: no such folder or file")
+    if "temporal_smoothing" in getattr(args, "given_options", ()) and not args.video_frames:
+        raise UsageError("--temporal-smoothing smooths faces across the frames of a video: it needs --video-frames")
     if args.video_frames and any(map(is_uri, args.inputs)):
         raise UsageError("--video-frames reads its frames from local (or mounted) folders only; copy them there")
     check_engine_args(args)

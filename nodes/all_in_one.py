@@ -57,6 +57,10 @@ class GPENFaceRestore(CheckedWidgets):
                     "parsing_parsenet.pth in models/facedetection); its values replace mask_type, feather, "
                     "color_correction, output_scale and keep_gray, strength stays yours (the official alpha). "
                     "official_rect: the same with the official mask of an all-face parse (no parser needed).")}),
+                "temporal_smoothing": option_input(VideoOptions, "temporal_smoothing", step=0.05, tooltip=(
+                    "With video on: blend each restored face with the same face in the few frames before it, where "
+                    "the face did not move or change, so it does not flicker from frame to frame (0: each frame "
+                    "restored alone). A scene cut or a new face starts afresh.")),
             },
         }
 
@@ -67,8 +71,8 @@ class GPENFaceRestore(CheckedWidgets):
     def run(self, image, gpen_model, face_detector, background=None, protect_mask=None, region_mask=None,
             **options):
         """``options``: the option inputs of every stage (select .. max_output_size, video, keep_gray, rotations,
-        region_overlap), each to its record's field (``inputs.pipeline_options``), then ``preset`` over them (but
-        select, strength and template, which stay the widgets')."""
+        region_overlap, temporal_smoothing), each to its record's field (``inputs.pipeline_options``), then
+        ``preset`` over them (but select, strength and template, which stay the widgets')."""
         images = bridge.image_to_pipeline(image)  # converted once, for detection and paste
         preset = options.pop("preset", None)
         options = apply_preset(pipeline_options(options, names={**PASTE_NAMES, "video": "track"}, mode="restore",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..face_pipeline.pipeline import RestoreOptions
+from ..face_pipeline.pipeline import RestoreOptions, VideoOptions
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import crops_or_placeholder
@@ -31,7 +31,8 @@ def check_mode(gpen_model, mode: str, inpaint_mask) -> None:
 
 class GPENRestoreFaces(CheckedWidgets):
     DESCRIPTION = ("Restores the detected faces with a GPEN model, in batches sized to the free memory (halved "
-                   "and retried on out-of-memory). Faces are re-cropped from the source at the model's size.")
+                   "and retried on out-of-memory). Faces are re-cropped from the source at the model's size. Video "
+                   "frames (faces tracked by Detect Faces) can be smoothed over time against flicker.")
     CATEGORY = CATEGORY
     FUNCTION = "restore"
     RETURN_TYPES = (GPEN_FACES, "IMAGE")
@@ -55,14 +56,20 @@ class GPENRestoreFaces(CheckedWidgets):
             "optional": {
                 "inpaint_mask": ("MASK", {"tooltip": "inpaint mode: white where the image is damaged (same size "
                                                      "as the image)."}),
+                "temporal_smoothing": option_input(VideoOptions, "temporal_smoothing", step=0.05, tooltip=(
+                    "Video frames (Detect Faces with video_smoothing above 0): blend each restored face with the same "
+                    "face in the few frames before it, where the face did not move or change, so it does not flicker "
+                    "(0: each frame restored alone). Independent images are not affected.")),
             },
         }
 
     def restore(self, gpen_model, faces, mode, inpaint_mask=None, **options):
-        """``options``: the restore inputs other than ``mode`` (strength), to ``RestoreOptions``."""
+        """``options``: the restore inputs other than ``mode`` (strength), to ``RestoreOptions``, and
+        temporal_smoothing, to ``VideoOptions`` (applied when the faces carry track ids: video frames)."""
         check_mode(gpen_model, mode, inpaint_mask)
         options = pipeline_options(options, mode=mode)
-        restored = comfy_pipeline(gpen_model=gpen_model, options=options).restore(
-            faces, inpaint_masks=bridge.mask_to_pipeline(inpaint_mask, "inpaint_mask"))
+        pipeline = comfy_pipeline(gpen_model=gpen_model, options=options)
+        restored = pipeline.smooth_over_time(pipeline.restore(
+            faces, inpaint_masks=bridge.mask_to_pipeline(inpaint_mask, "inpaint_mask")))
         preview = crops_or_placeholder(restored.restored_faces(), restored.size)
         return (restored, bridge.image_to_comfy(preview))

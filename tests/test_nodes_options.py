@@ -1,6 +1,7 @@
 """Every node's INPUT_TYPES() as saved workflows see it, held to a snapshot first taken at 6043ddb, before the option
 inputs were built from the records (issue 24), and written again since only for deliberate changes (a node added at
-the end, Faces from JSON; the score_threshold tooltip naming its floor): input names and their order (the widget
+the end, Faces from JSON; the score_threshold tooltip naming its floor; the temporal_smoothing inputs of GPEN Face
+Restore and Restore Faces, issue 25, with the all-in-one's preset before them): input names and their order (the widget
 order of a saved workflow), required or optional, type (combo lists included), default, bounds, step and tooltip.
 And the helper that builds them (``nodes/inputs.py``): inputs from the records' fields, records back from a node's
 values. With the ComfyUI test double.
@@ -145,8 +146,10 @@ def test_every_paste_option_but_the_folder_is_a_node_input(pack):
         declared = pack.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
         assert {**paste_nodes.PASTE_INPUTS, **paste_nodes.PASTE_OPTIONAL}.items() <= {
             **declared["required"], **declared["optional"]}.items()
-    # the all-in-one reaches the official steps through its preset, its last input
-    assert list(pack.NODE_CLASS_MAPPINGS["GPENFaceRestore"].INPUT_TYPES()["optional"])[-1] == "preset"
+    # the all-in-one reaches the official steps through its preset, after every paste input (inputs added since
+    # come after it: temporal_smoothing)
+    assert list(pack.NODE_CLASS_MAPPINGS["GPENFaceRestore"].INPUT_TYPES()["optional"])[-2:] == ["preset",
+                                                                                               "temporal_smoothing"]
 
 
 def test_comfyui_is_a_host_of_the_pipeline(pack):
