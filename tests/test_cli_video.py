@@ -162,3 +162,64 @@ def seen_frames(faces: str, *, sizes: dict[int, tuple[int, int]] | None = None, 
 def test_track_start(faces, first, kwargs, start):
     assert CONTEXT_FRAMES == 11  # what decides a frame once its track is known (see face_jobs/frames.py)
     assert track_start(seen_frames(faces, **kwargs), first, chunk=8) == start
+
+
+# ------------------------------------------------------------------------------------------- temporal smoothing
+def test_temporal_smoothing_is_a_video_option_reaching_one_chunk_back(tmp_path, capsys):
+    """--temporal-smoothing: its range from the record, and refused before any work without --video-frames. The
+    filter's window reaches no further back than one chunk (a resumed run restores one chunk as context)."""
+    from face_jobs.job import FRAMES_PER_CHUNK
+    from face_pipeline.video.temporal import WINDOW
+
+    assert WINDOW - 1 <= FRAMES_PER_CHUNK
+    write_frames(tmp_path / "frames", 2)
+    base = cmd(tmp_path, tmp_path / "frames", output=tmp_path / "out")
+    assert cli.main([*base, "--temporal-smoothing", "0.5"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --temporal-smoothing smooths faces across the frames of a "
+                                               "video: it needs --video-frames")
+    assert cli.main([*base, *FLAGS, "--temporal-smoothing", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --temporal-smoothing must be a number in 0..1, got 1.5"
+    assert not (tmp_path / "out").exists()
+    assert cli.build_options(cli.parse_args([*base, *FLAGS])).video.temporal_smoothing > 0  # on by default
+
+
+def test_a_resumed_run_with_smoothing_restores_the_chunk_before_whole(tmp_path, monkeypatch, capsys):
+    """24 frames, the astronaut until frame 10 (a cut there), then Grace Hopper jittered; the outputs of frames
+    16-23 are deleted. Without smoothing the rerun would track from the cut (frame 10); with it, frames 16-23 need
+    the history of frames 10-15, restored in their chunk (8-15) as the uninterrupted run did: tracking starts at
+    or before frame 8 (here 0: one shot with faces throughout before the cut), and the frames written have the
+    uninterrupted run's bytes."""
+    write_frames(tmp_path / "frames", 24, first_of_grace=10)
+    flags = ["--temporal-smoothing", "1"]
+    status = cli.main([*cmd(tmp_path, tmp_path / "frames", output=tmp_path / "a"), *FLAGS, *flags])
+    assert status == 0, capsys.readouterr().err
+    capsys.readouterr()
+    uninterrupted = files_under(tmp_path / "a")
+    for i in range(16, 24):
+        (tmp_path / "a" / f"f{i:03d}.png").unlink()
+    detections = count_detections(monkeypatch)
+    restored: list[int] = []
+    real = Worker._chunk
+
+    def chunk(self, group, *args, **kwargs):
+        restored.append(len(group))
+        return real(self, group, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "_chunk", chunk)
+    status = cli.main([*cmd(tmp_path, tmp_path / "frames", output=tmp_path / "a"), *FLAGS, *flags])
+    out = capsys.readouterr().out
+    assert status == 0 and out.startswith("24 image(s): 8 restored, 0 unchanged, 16 skipped, 0 failed"), out
+    assert len(detections) == 24 and restored == [8, 8]  # the context chunk 8-15, then 16-23
+    assert files_under(tmp_path / "a") == uninterrupted
+
+
+@pytest.mark.parametrize(("faces", "first", "kwargs", "start"), [
+    ("F" * 40, 30, {"cut": 24}, 0),  # the cut at 24 does without smoothing; with it the chunk 16-23 is restored whole
+    ("F" * 40, 30, {"cut": 20}, 0),
+    ("F" * 40, 30, {"cut": 16}, 16),  # at the start of the chunk before: as without smoothing
+    ("F" * 40, 30, {"cut": 12}, 12),
+    ("F" * 40, 30, {"sizes": dict.fromkeys(range(20, 40), (32, 24))}, 20),  # a segment start: nothing before counts
+    ("F" * 40, 5, {"cut": 3}, 0),
+])
+def test_track_start_with_temporal_smoothing(faces, first, kwargs, start):
+    assert track_start(seen_frames(faces, **kwargs), first, chunk=8, context=True) == start

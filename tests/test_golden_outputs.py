@@ -1,7 +1,8 @@
 """Golden outputs: the CLI's files (both engines) and the nodes' pixels are byte-identical to those the pack gave
 before the issue-24 restructuring (main at 6043ddb, torch 2.14.1 on the CPU, one thread for the nodes' graphs). A
 refactor that changes a single byte of an output fails here; a deliberate change of the outputs updates the hashes
-with the reason in its commit message.
+with the reason in its commit message (issue 25: video frames are smoothed over time by default; the hashes of
+before hold with --temporal-smoothing 0).
 
 The model is the compact 256 vector of tests/data (random weights: the faces are noise, but every stage runs)."""
 
@@ -40,13 +41,20 @@ PHOTOS_WITH_SIDES = {  # --scale 2 --mask ellipse --feather 0.2 --strength 0.7 -
 }
 SIDE_FLAGS = ("--scale", "2", "--mask", "ellipse", "--feather", "0.2", "--strength", "0.7", "--save-json",
               "--save-crops", "--save-annotated")
-FRAMES = {  # --video-frames --save-json over grace_hopper.jpg panned 3 px per frame
+FRAMES = {  # --video-frames --save-json --temporal-smoothing 0 over grace_hopper.jpg panned 3 px per frame
     "f000.png": "11a7b0a499218d4d391097a282337673e802f8cade875977531e56e9a5178e68",
     "f001.png": "2160d6e401721914033ee1938c4101168c74a9bb2a572eafcf1dcc29ede745e3",
     "f002.png": "be4369a80927cefd80f0598126625d90ab4d2c714dcb8580d8e3036b8fae2e70",
     "f003.png": "842d5de5bfdf912b10655e7b81134224ddda2c6dd68edb54d07d589b931aa318",
     "faces.json": "90f6d9c617766c75db4e1071e400b6e8ef8ca1d4ffa9f40f5c20397cf112782d",
 }
+SMOOTHED_FRAMES = {  # the same with the default temporal smoothing (issue 25): the first frame as without it
+    **FRAMES,
+    "f001.png": "01438485d006b6cbf860883b4fa6ed0dfd94357eae5fe3e3050e72be6c056cc3",
+    "f002.png": "568623a90b24d4b9e89c6c692032b9543dbac9a004e9001ba535ec75a27249ee",
+    "f003.png": "b7ed6215d21a4b99afff507938d32c029301b18859163a3f41fafef8557055b2",
+}
+NOT_SMOOTHED = ("--temporal-smoothing", "0")
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -88,13 +96,14 @@ def test_cli_photos_with_side_outputs(photos, tmp_path):
 
 
 def test_cli_video_frames(frames, tmp_path):
-    assert run_cli(frames, tmp_path / "out", "--video-frames", "--save-json") == FRAMES
+    assert run_cli(frames, tmp_path / "out", "--video-frames", "--save-json", *NOT_SMOOTHED) == FRAMES
+    assert run_cli(frames, tmp_path / "smoothed", "--video-frames", "--save-json") == SMOOTHED_FRAMES
 
 
 def test_cli_ray_engine(photos, frames, tmp_path):
     pytest.importorskip("ray", reason="[ray] the Ray engine needs ray[data] (requirements-test.txt)")
     assert run_cli(photos, tmp_path / "photos", *SIDE_FLAGS, "--engine", "ray") == PHOTOS_WITH_SIDES
-    assert run_cli(frames, tmp_path / "frames", "--video-frames", "--save-json", "--engine", "ray") == FRAMES
+    assert run_cli(frames, tmp_path / "frames", "--video-frames", "--save-json", "--engine", "ray") == SMOOTHED_FRAMES
 
 
 # ---------------------------------------------------------------------------------------------- the nodes' pixels

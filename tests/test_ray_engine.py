@@ -249,11 +249,12 @@ def test_a_frame_sequence_runs_whole_on_one_worker_with_the_local_engines_files(
                                                                                 capsys):
     """Item 3 of issue 17: --video-frames on Ray is one unit of work (the sequence, in order, on one actor) whose
     files are the local engine's, even when the worker dies at its start and the sequence is run again, and when a
-    run resumes one whose last frames are missing."""
+    run resumes one whose last frames are missing; with temporal smoothing (issue 25), whose state the one actor
+    carries from chunk to chunk as the local engine does."""
     import cli
 
     frames = make_frames(tmp_path / "frames")
-    described = ("--video-frames", "--save-json", "--save-annotated")
+    described = ("--video-frames", "--save-json", "--save-annotated", "--temporal-smoothing", "1")
     status, _, expected = local_run(frames, tmp_path / "local", *described)
     assert status == 0 and "faces.json" in expected
     assert {f"crops/frame_{i}.png_face0_restored.png" for i in range(5)} <= set(expected)
