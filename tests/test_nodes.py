@@ -325,6 +325,38 @@ def test_video_frames_are_tracked(pack, detector):
     assert faces.image_indices == (0, 1, 2) and len({f.track_id for f in faces.faces}) == 1
 
 
+def test_restore_faces_smooths_video_frames_over_time_and_leaves_photos_alone(pack, gpen_model, detector):
+    """Restore Faces' temporal_smoothing (issue 25): faces tracked by Detect Faces are smoothed along their track
+    (the first frame as restored alone) with the colour references Paste Faces matches; an older prompt without the
+    input gets the default (on); faces without track ids are not touched. The all-in-one likewise with video on."""
+    frame = comfy_image("astronaut.jpg")
+    frames = torch.cat([frame, frame.roll(4, dims=2), frame.roll(8, dims=2)])
+    detect = {"face_detector": detector, "select": "all", "indices": "0", "sort_by": "area", "min_face_size": 0,
+              "max_faces": 0, "template": "gpen", "crop_size": "256"}
+    tracked = node(pack, "GPENDetectFaces").detect(image=frames, video_smoothing=0.5, **detect)[0]
+    restore = node(pack, "GPENRestoreFaces")
+    alone = restore.restore(gpen_model=gpen_model, faces=tracked, mode="restore", strength=1.0,
+                            temporal_smoothing=0.0)[0]
+    smoothed = restore.restore(gpen_model=gpen_model, faces=tracked, mode="restore", strength=1.0)[0]
+    assert alone.color_reference is None and smoothed.color_reference.shape == (3, 3, 128, 128)
+    assert torch.equal(smoothed.restored[0], alone.restored[0])
+    assert not torch.equal(smoothed.restored[1:], alone.restored[1:])
+    photos = node(pack, "GPENDetectFaces").detect(image=frames, video_smoothing=0.0, **detect)[0]
+    plain = restore.restore(gpen_model=gpen_model, faces=photos, mode="restore", strength=1.0,
+                            temporal_smoothing=1.0)[0]
+    assert plain.color_reference is None and torch.equal(plain.restored, restore.restore(
+        gpen_model=gpen_model, faces=photos, mode="restore", strength=1.0, temporal_smoothing=0.0)[0].restored)
+    paste = {"mask_type": "rounded_rect", "feather": 0.1, "color_correction": True, "output_scale": "1",
+             "max_output_size": 8192}
+    pasted = node(pack, "GPENPasteFaces").paste(image=frames, faces=smoothed, **paste)[0]
+    assert torch.equal(pasted[0], node(pack, "GPENPasteFaces").paste(image=frames, faces=alone, **paste)[0][0])
+    one = {"image": frames, "gpen_model": gpen_model, "face_detector": detector, "select": "all", "strength": 1.0,
+           "template": "gpen", "video": True, **paste}
+    off = node(pack, "GPENFaceRestore").run(**one, temporal_smoothing=0.0)[0]
+    on = node(pack, "GPENFaceRestore").run(**one)[0]
+    assert torch.equal(on[0], off[0]) and not torch.equal(on[1:], off[1:])
+
+
 def test_bad_indices_and_a_replaced_model_file(pack):
     image = comfy_image("grace_hopper.jpg")
     detector = node(pack, "GPENLoadFaceDetector").load(detector="yunet_opencv", allow_download=False,
