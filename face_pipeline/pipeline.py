@@ -228,6 +228,18 @@ class Pipeline:
         routed = self._routes(images, faces)
         return routed[0] if routed is not None else tuple(model_size(self._model()) for _ in faces)
 
+    def face_models(self, images: torch.Tensor, choices: list[list[FaceChoice]],
+                    name: str | None = None) -> dict[DetectedFace, tuple[int, str]]:
+        """Per selected face of ``choices`` (per image of ``images``, as ``find`` or ``stabilise`` give them), the
+        size and name of the model that restores it (``face_report.FaceModels``): the set's names, or ``name``
+        (default ``GPEN-<size>``) for one model."""
+        faces = selected_faces(choices)
+        flat = [face for per_image in faces for face in per_image]
+        sizes = self.model_sizes(images, flat)
+        if self.model_set is not None:
+            return {face: (size, self.model_set.name_of(size)) for face, size in zip(flat, sizes)}
+        return {face: (size, name or f"GPEN-{size}") for face, size in zip(flat, sizes)}
+
     def _routes(self, images: torch.Tensor, faces: list[DetectedFace],
                 affines: torch.Tensor | None = None) -> tuple[tuple[int, ...], int] | None:
         """With several models: per face its model's size, and the output scale routed for (``affines``: the faces'
