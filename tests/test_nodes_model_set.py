@@ -267,3 +267,23 @@ def test_paste_faces_says_when_restore_faces_routed_for_a_smaller_scale(pack, gp
     assert at_2.face_sizes is None and at_2.size == 512
     pasted, _ = node(pack, "GPENPasteFaces").paste(image=group_photo, faces=at_2, output_scale="2", **PASTE)
     assert sent(pack) == [] and torch.equal(pasted, all_in_one(pack, models, detector, group_photo, "2")[0])
+
+
+def test_auto_scale_is_the_largest_model_s_and_no_face_is_no_work(pack, gpen_model, large_model, detector,
+                                                                  group_photo):
+    mm = pack_module(pack, "nodes.comfy_bridge").mm
+    models = model_set(pack, gpen_model, large_model)
+    # auto: the scale the 512 model alone needs (4x for the astronaut), at which both faces need the 512
+    routed, _, _, _, faces_json = all_in_one(pack, models, detector, group_photo, output_scale="auto")
+    alone = all_in_one(pack, large_model, detector, group_photo, output_scale="auto")[0]
+    assert routed.shape == (1, 2400, 3712, 3) and torch.equal(routed, alone)
+    assert {face["model"] for image in json.loads(faces_json)["images"] for face in image["faces"]} == {LARGE}
+    # no face: nothing loaded, the image back unchanged, one black preview crop
+    gray = torch.full((1, 64, 96, 3), 0.5)
+    mm.load_calls.clear()
+    out, _, count, *_ = all_in_one(pack, models, detector, gray)
+    assert count == 0 and torch.equal(out, gray) and mm.load_calls == []
+    restored, preview = restore(pack, models, detect(pack, detector, gray))
+    assert restored.num_faces == 0 and preview.shape == (1, 512, 512, 3) and not preview.any()
+    pasted, mask = node(pack, "GPENPasteFaces").paste(image=gray, faces=restored, output_scale="1", **PASTE)
+    assert torch.equal(pasted, gray) and not mask.any()
