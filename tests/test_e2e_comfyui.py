@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(
                           "end-to-end test",
 )
 OUR_NODES = {"GPENLoadModel", "GPENLoadFaceDetector", "GPENDetectFaces", "GPENRestoreFaces", "GPENPasteFaces",
-             "GPENFaceRestore"}
+             "GPENFaceRestore", "GPENModelSet"}
 MODEL = "compact_256_cm1_n0.0625_s64.safetensors"
 MOBILENET = "detection_mobilenet0.25_Final.pth"
 
