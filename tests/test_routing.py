@@ -131,8 +131,8 @@ def test_a_mixed_batch_restores_each_face_as_its_model_alone(image, small, large
 
 def test_largest_gives_one_models_bytes_and_a_portrait_goes_to_the_largest(image, small, large):
     one, _ = Pipeline(model=large, options=PipelineOptions.of(scale=1)).restore_and_paste(image, [group()])
-    routed, _ = Pipeline(model=ModelSet(models=(small, large)),
-                         options=PipelineOptions.of(scale=1, model_routing="largest")).restore_and_paste(image, [group()])
+    largest = PipelineOptions.of(scale=1, model_routing="largest")
+    routed, _ = Pipeline(model=ModelSet(models=(small, large)), options=largest).restore_and_paste(image, [group()])
     assert torch.equal(one.images, routed.images)
     portrait = group()[:1]  # one big face: the 512 model, as alone
     one, _ = Pipeline(model=large, options=PipelineOptions.of(scale=1)).restore_and_paste(image, [portrait])
