@@ -249,7 +249,7 @@ def test_the_detector_lives_on_comfyuis_model_management(comfy):
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
     assert requests.post(url + "/free", json={"unload_models": True, "free_memory": True}, timeout=10).ok
     log = base / "comfyui.log"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # ComfyUI frees between prompts: later on a busy machine
     while "Unloading RetinaFace" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
     text = log.read_text()
