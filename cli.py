@@ -154,9 +154,11 @@ def add_option_flag(parser: argparse.ArgumentParser, flag: str, record: type, na
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files or folders (or object-store URIs: s3://bucket/prefix)")
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model", required=True, action="append",
                         help="GPEN checkpoint (.pth/.pt/.bin/.safetensors): a path, or a bare file name in "
-                             "models/gpen beside cli.py")
+                             "models/gpen beside cli.py. Give it up to 4 times (models of different sizes, e.g. "
+                             "GPEN-BFR-512 and GPEN-BFR-2048) to restore each face with the model that fits its "
+                             "size (--model-routing)")
     parser.add_argument("--output", required=True,
                         help="output folder (created if needed), or for a single input the image file to write")
     parser.add_argument("--overwrite", action="store_true",
@@ -227,6 +229,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model precision (auto: fp16 on cuda/mps, fp32 on the cpu)")
     add_option_flag(parser, "--batch-size", RestoreOptions, "batch_size")
+    add_option_flag(parser, "--model-routing", RestoreOptions, "model_routing")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help=f"CPU threads this run computes with (PyTorch and OpenCV; 1..{MAX_THREADS}, default "
                              f"%(default)s), and with --engine ray those of each worker, which reserves as many CPUs: "
@@ -369,7 +372,8 @@ def build_config(args: argparse.Namespace) -> JobConfig:
         ray = RayOptions(address=args.ray_address, workers=args.workers or 1,
                          gpus_per_worker=args.gpus_per_worker or 0.0, threads=args.threads,
                          batch_size=args.ray_batch_size or 4, working_dir=Path(__file__).resolve().parent)
-    return JobConfig(inputs=tuple(args.inputs), output=args.output, options=build_options(args), model=args.model,
+    return JobConfig(inputs=tuple(args.inputs), output=args.output, options=build_options(args), model=args.model[0],
+                     more_models=tuple(args.model[1:]),
                      models_dir=MODELS_DIR / "gpen", device=args.device, dtype=args.dtype, detector=args.detector,
                      detector_dir=args.detector_dir, allow_download=not args.no_download,
                      detector_max_side=args.detector_max_side, inpaint_masks=args.inpaint_masks,

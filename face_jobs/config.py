@@ -14,6 +14,7 @@ import torch
 
 from face_pipeline.detection import DEFAULT_DETECTOR
 from face_pipeline.pipeline import PipelineOptions
+from face_pipeline.restoration.routing import MAX_MODELS
 from gpen_arch import CheckpointReadError
 from gpen_arch.runtime.precision import choose_dtype
 
@@ -68,6 +69,7 @@ class JobConfig:
     options: PipelineOptions
     model: str
     models_dir: Path | None = None
+    more_models: tuple[str, ...] = ()  # --model given more than once: the set's other models (``ModelSet``)
     device: str = "auto"
     dtype: str = "auto"
     detector: str = DEFAULT_DETECTOR
@@ -92,6 +94,12 @@ class JobConfig:
             raise UsageError("--inpaint-masks is only used with --mode inpaint")
         if self.faces and self.video_frames:
             raise UsageError("--faces is for photos: --video-frames detects and tracks the faces of its frames itself")
+        if self.more_models and self.options.restore.mode != "restore":
+            raise UsageError(f"--model more than once (each face restored by the model of its size) is for --mode "
+                             f"restore; --mode {self.options.restore.mode} takes its one generator")
+        if len(self.more_models) + 1 > MAX_MODELS:
+            raise UsageError(f"--model at most {MAX_MODELS} times (one model per GPEN size), got "
+                             f"{len(self.more_models) + 1}")
 
     def masks(self) -> dict[str, MaskFiles]:
         """The mask files given, by kind (``masks.mask_files``)."""
@@ -100,6 +108,10 @@ class JobConfig:
     def model_path(self) -> Path:
         """``model`` found as ``find_model`` finds it."""
         return find_model(self.model, self.models_dir)
+
+    def model_paths(self) -> tuple[Path, ...]:
+        """Every model (``model`` and ``more_models``) found as ``find_model`` finds it."""
+        return tuple(find_model(value, self.models_dir) for value in (self.model, *self.more_models))
 
     def for_workers(self) -> JobConfig:
         """This configuration as workers elsewhere use it: every path absolute (the model found here)."""
@@ -110,7 +122,8 @@ class JobConfig:
         if options.paste.parsing_dir is not None:
             paste = dataclasses.replace(options.paste, parsing_dir=str(Path(options.paste.parsing_dir).resolve()))
             options = dataclasses.replace(options, paste=paste)
-        return dataclasses.replace(self, **absolute, options=options, model=str(self.model_path().resolve()))
+        paths = [str(path.resolve()) for path in self.model_paths()]
+        return dataclasses.replace(self, **absolute, options=options, model=paths[0], more_models=tuple(paths[1:]))
 
 
 def find_model(value: str, models_dir: Path | None) -> Path:

@@ -24,12 +24,13 @@ from face_pipeline.image import ImageFile, apply_budget_to_pillow, encode_image,
 from face_pipeline.paste.parsing import load_parsing_net
 from face_pipeline.pipeline import Pipeline, selected_faces
 from face_pipeline.region import masks_for
+from face_pipeline.restoration import ModelSet
 from face_pipeline.selection import FaceChoice
 from face_pipeline.video import frame_thumbnails, scene_cuts
 from face_pipeline.video.temporal import TemporalFilter
 from gpen_arch import load_gpen_file
 
-from .config import JobConfig, pick_device, pick_dtype
+from .config import JobConfig, UsageError, pick_device, pick_dtype
 from .frames import SeenFrame, renumber_tracks, segments, track_start
 from .given import JobFaces
 from .plan import OutputPlan, PlannedOutput
@@ -65,14 +66,21 @@ class Worker:
         self.dtype = pick_dtype(config.dtype, self.device)
         if self.options.paste.mask_type.startswith("parsing"):
             load_parsing_net(self.options.paste.parsing_dir)
-        model_path = config.model_path()
-        self.model = load_gpen_file(model_path, device=self.device, dtype=self.dtype)
-        logger.info("model %s: %s on %s in %s", model_path, self.model.config, self.device, self.dtype)
+        models = []
+        for model_path in config.model_paths():
+            models.append(load_gpen_file(model_path, device=self.device, dtype=self.dtype))
+            logger.info("model %s: %s on %s in %s", model_path, models[-1].config, self.device, self.dtype)
+        names = tuple(Path(value).name for value in (config.model, *config.more_models))
+        try:  # several: each face restored by the model of its size (face_pipeline.restoration.routing)
+            self.models = ModelSet(models=tuple(models), names=names)
+        except ValueError as exc:
+            raise UsageError(f"--model: {exc}") from exc
+        self.model = self.models.largest
         # --faces: the inputs it does not list are skipped, so no input is detected
         self.detector = None if faces is not None else load_detector(
             config.detector, weights_dir=config.detector_dir, allow_download=config.allow_download,
             device=self.device, max_side=config.detector_max_side)
-        self.pipeline = Pipeline(model=self.model, detector=self.detector, options=self.options)  # the one assembly
+        self.pipeline = Pipeline(model=self.models, detector=self.detector, options=self.options)  # the one assembly
 
     # ------------------------------------------------------------------------------------------- the files made
     def masks(self, group: Sequence[PlannedOutput], images: torch.Tensor) -> torch.Tensor | None:
@@ -132,8 +140,10 @@ class Worker:
         """--save-annotated: each image with its faces drawn, written now (``wanted``: only these); --save-json:
         their records, one per image of ``group``, returned (numbered from 0: ``write_json`` numbers the images of
         the whole run)."""
+        models = self.pipeline.face_models(images, choices, name=self.models.names[-1])
         if self.config.save_annotated and any(choices):
-            for k, (item, image) in enumerate(zip(group, annotate_faces(images, choices))):
+            labelled = models if self.pipeline.model_set is not None else None  # labels name a set's models
+            for k, (item, image) in enumerate(zip(group, annotate_faces(images, choices, labelled))):
                 if wanted is not None and not wanted[k]:
                     continue
                 path = self.plan.annotated_path(item)
@@ -142,7 +152,7 @@ class Worker:
         if not self.config.save_json:
             return []
         report = faces_report(choices, image_size=(images.shape[-2], images.shape[-1]), restored=True,
-                              model_size=self.model.config.size, output_scale=scale)
+                              model_size=self.model.config.size, output_scale=scale, models=models)
         return [{"file": item.relative.as_posix(), "output_scale": scale, **record}
                 for item, record in zip(group, report["images"])]
 

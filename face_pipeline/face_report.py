@@ -7,23 +7,28 @@ One record per image, each with every face found (in ``index`` order, the faces 
         {"image": 0, "index": 0, "box": [x1, y1, x2, y2], "score": 0.93,
          "landmarks": {"left_eye": [x, y], "right_eye": [...], "nose": [...], "mouth_left": [...],
                        "mouth_right": [...]},
-         "track_id": null, "rotation": 0, "interpolated": false, "model_size": 512, "output_scale": 2,
-         "status": "restored", "reason": "selected"}, ...]}]}
+         "track_id": null, "rotation": 0, "interpolated": false, "model_size": 512, "model": "GPEN-BFR-512.pth",
+         "output_scale": 2, "status": "restored", "reason": "selected"}, ...]}]}
 
 Coordinates are in the input image's pixels (pixel centres at integers). They and the score are written as the
 pipeline used them, unrounded, so a report fed back (``given_faces``: the CLI's ``--faces``, the Faces from JSON node)
 gives the same crops and pixels as the run that wrote it. ``status`` is
 ``restored`` (restored and pasted), ``selected`` (chosen for restoration by a node that does not restore: Detect
 Faces) or ``skipped``; ``reason`` says why a face was skipped. ``model_size`` and ``output_scale`` are null where
-the step that sets them has not run.
+the step that sets them has not run. ``model`` names the model that restored the face (with several models, each
+face's own: ``restoration.routing``); the top-level ``model_size`` is the largest model's.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from .selection import FaceChoice
-from .types import LANDMARK_NAMES
+from .types import LANDMARK_NAMES, DetectedFace
+
+#: per restored face, the size and name of the model that restored it (``Pipeline.face_models``)
+FaceModels = Mapping[DetectedFace, tuple[int, str]]
 
 VERSION = 1
 
@@ -33,9 +38,11 @@ def _point(x: float, y: float) -> list[float]:
 
 
 def face_record(choice: FaceChoice, *, restored: bool, model_size: int | None = None,
-                output_scale: int | None = None) -> dict:
-    """One face as a JSON-ready dict (see the module doc); ``restored``: whether selected faces were restored."""
+                output_scale: int | None = None, models: FaceModels | None = None) -> dict:
+    """One face as a JSON-ready dict (see the module doc); ``restored``: whether selected faces were restored;
+    ``models``: the model of each face (else every selected face's model is of ``model_size``, unnamed)."""
     face = choice.face
+    model_size, model = models.get(face, (model_size, None)) if models is not None else (model_size, None)
     status = ("restored" if restored else "selected") if choice.selected else "skipped"
     return {
         "image": face.image_index,
@@ -47,6 +54,7 @@ def face_record(choice: FaceChoice, *, restored: bool, model_size: int | None = 
         "rotation": face.rotation,
         "interpolated": face.interpolated,
         "model_size": model_size if choice.selected else None,
+        "model": model if choice.selected else None,
         "output_scale": output_scale if choice.selected else None,
         "status": status,
         "reason": choice.reason,
@@ -55,14 +63,15 @@ def face_record(choice: FaceChoice, *, restored: bool, model_size: int | None = 
 
 def faces_report(choices: list[list[FaceChoice]], *, image_size: tuple[int, int], restored: bool,
                  model_size: int | None = None, output_scale: int | None = None, detector: str | None = None,
-                 rotations: str | None = None, first_image: int = 0) -> dict:
+                 rotations: str | None = None, first_image: int = 0, models: FaceModels | None = None) -> dict:
     """The report of a batch: ``choices`` per image (as ``pipeline.find_choices`` gives them), ``image_size`` (H, W)
-    of the input images; ``first_image`` numbers the images when a run reports a long sequence in parts."""
+    of the input images; ``first_image`` numbers the images when a run reports a long sequence in parts;
+    ``models``: the model of each selected face (``Pipeline.face_models``)."""
     height, width = image_size
     images = []
     for offset, per_image in enumerate(choices):
         ordered = sorted(per_image, key=lambda c: (c.index is None, c.index if c.index is not None else 0))
-        faces = [face_record(c, restored=restored, model_size=model_size, output_scale=output_scale)
+        faces = [face_record(c, restored=restored, model_size=model_size, output_scale=output_scale, models=models)
                  for c in ordered]
         for record in faces:
             record["image"] = first_image + offset

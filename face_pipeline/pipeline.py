@@ -24,16 +24,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .alignment import align_faces, crop_faces, face_affines
+from .alignment import align_faces, crop_faces, face_affines, realign
 from .detection import FaceDetector, detect_faces
 from .errors import DetectorError, InvalidImageError, RestoreError
 from .host import DEFAULT_HOST, LibraryHost
 from .image import check_unit_range
 from .options import AlignOptions, DetectOptions, PasteOptions, PipelineOptions, RestoreOptions, VideoOptions
 from .paste import paste_within_memory
+from .paste.scale import choose_scale
 from .protocols import Host, RestorationModel
 from .region import masks_for
-from .restoration import model_size, restore_faces
+from .restoration import ModelSet, model_size, output_sides, restore_faces, route
 from .restoration.batching import auto_batch_size
 from .restoration.restore import model_device_dtype
 from .selection import FaceChoice, choose_faces, selection_notes
@@ -192,27 +193,72 @@ class Pipeline:
     that only detects, ``detector`` None for one that only restores and pastes.
     """
 
-    def __init__(self, *, model: RestorationModel | None = None, detector: FaceDetector | None = None,
+    def __init__(self, *, model: RestorationModel | ModelSet | None = None, detector: FaceDetector | None = None,
                  options: PipelineOptions = PipelineOptions(), host: Host = DEFAULT_HOST) -> None:
         if not isinstance(options, PipelineOptions):
             raise TypeError(f"options must be a PipelineOptions, got {type(options).__name__}")
         if not isinstance(host, Host):
             raise TypeError(f"host must be a face_pipeline.protocols.Host (memory, check_interrupt, progress, "
                             f"detecting, model_for, prepare_paste, notify), got {type(host).__name__}")
+        # several models (``ModelSet``): each face restored by the one of its size (``restoration.routing``)
+        self.model_set = model if isinstance(model, ModelSet) and len(model.models) > 1 else None
+        if self.model_set is not None and options.restore.mode != "restore":
+            raise ValueError(f"several models are for restore mode only (each face to the model of its size); mode "
+                             f"{options.restore.mode!r} takes its one generator")
+        model = model.largest if isinstance(model, ModelSet) else model
         self.model, self.detector, self.options, self.host = model, detector, options, host
 
     def _model(self) -> RestorationModel:
-        """The model; ``RestoreError`` for a pipeline built without one."""
+        """The model (of a set, the largest); ``RestoreError`` for a pipeline built without one."""
         if self.model is None:
             raise RestoreError(_NO_MODEL)
         return self.model
 
-    def _model_for(self, faces: int) -> RestorationModel:
-        """The model, where the host wants it for ``faces`` faces; ``RestoreError`` for a pipeline without one."""
-        model = self.host.model_for(self.model, faces)
-        if model is None:
+    def _model_for(self, faces: int, model: RestorationModel | None = None) -> RestorationModel:
+        """``model`` (default: the model, of a set the largest), where the host wants it for ``faces`` faces;
+        ``RestoreError`` for a pipeline without one."""
+        placed = self.host.model_for(self.model if model is None else model, faces)
+        if placed is None:
             raise RestoreError(_NO_MODEL)
-        return model
+        return placed
+
+    def model_sizes(self, images: torch.Tensor, faces: list[DetectedFace]) -> tuple[int, ...]:
+        """Per face of ``faces`` (of ``images``), the size of the model that restores it: routed by its size in the
+        output (``restoration.routing``, with ``options.restore.model_routing`` and ``options.paste.scale``) with
+        several models, else the model's."""
+        routed = self._routes(images, faces)
+        return routed[0] if routed is not None else tuple(model_size(self._model()) for _ in faces)
+
+    def face_models(self, images: torch.Tensor, choices: list[list[FaceChoice]],
+                    name: str | None = None) -> dict[DetectedFace, tuple[int, str]]:
+        """Per selected face of ``choices`` (per image of ``images``, as ``find`` or ``stabilise`` give them), the
+        size and name of the model that restores it (``face_report.FaceModels``): the set's names, or ``name``
+        (default ``GPEN-<size>``) for one model."""
+        faces = selected_faces(choices)
+        flat = [face for per_image in faces for face in per_image]
+        sizes = self.model_sizes(images, flat)
+        if self.model_set is not None:
+            return {face: (size, self.model_set.name_of(size)) for face, size in zip(flat, sizes)}
+        return {face: (size, name or f"GPEN-{size}") for face, size in zip(flat, sizes)}
+
+    def _routes(self, images: torch.Tensor, faces: list[DetectedFace],
+                affines: torch.Tensor | None = None) -> tuple[tuple[int, ...], int] | None:
+        """With several models: per face its model's size, and the output scale routed for (``affines``: the faces'
+        matrices at the largest model's size, when already made); else None. The output scale is fixed first, for
+        the largest model (``auto``: as with that model alone)."""
+        if self.model_set is None or not faces:
+            return None
+        size, align, paste = model_size(self._model()), self.options.align, self.options.paste
+        if affines is None:
+            affines, inverses = face_affines(faces, size=size, template=align.template,
+                                             precision=align.fit_precision)
+        else:
+            inverses = affines
+        outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
+                                        size=size, template=align.template)
+        scale = choose_scale(outline, paste.scale, max_output_size=paste.max_output_size)
+        return route(output_sides(affines, size=size, scale=scale), self.model_set.sizes,
+                     self.options.restore.model_routing), scale
 
     # -------------------------------------------------------------------------------------------------- stages
     def find(self, images: torch.Tensor, *, region: torch.Tensor | None = None) -> list[list[FaceChoice]]:
@@ -250,27 +296,76 @@ class Pipeline:
                            rounded=align.round_crops, precision=align.fit_precision)
 
     def restore(self, batch: FaceBatch, *, inpaint_masks: torch.Tensor | None = None,
-                on_progress: Callable[[int, int], None] | None = None, batch_size: int | None = None) -> FaceBatch:
-        """``restore_faces`` with ``options.restore`` on the host's ``model_for(model, faces)``. ``on_progress``:
-        instead of the host's ``progress(faces)`` (a streamed restore counts over all its faces); ``batch_size``:
-        instead of the options' (the stream's step)."""
+                on_progress: Callable[[int, int], None] | None = None, batch_size: int | None = None,
+                size: int | None = None) -> FaceBatch:
+        """``restore_faces`` with ``options.restore`` on the host's ``model_for(model, faces)``; with several models
+        each face by the model of its size (``_restore_routed``). ``on_progress``: instead of the host's
+        ``progress(faces)`` (a streamed restore counts over all its faces); ``batch_size``: instead of the options'
+        (the stream's step); ``size``: every face by the model of this size (a stream's step, routed already)."""
         options = self.options.restore
         if batch_size is not None:
             options = dataclasses.replace(options, batch_size=batch_size)
         host = self.host
-        return restore_faces(self._model_for(batch.num_faces), batch, options=options, inpaint_masks=inpaint_masks,
-                             on_progress=host.progress(batch.num_faces) if on_progress is None else on_progress,
+        on_progress = host.progress(batch.num_faces) if on_progress is None else on_progress
+        model = None
+        if size is not None:  # a step of faces routed to one model of the set
+            model = self._model() if self.model_set is None else self.model_set.models[self.model_set.sizes.index(
+                size)]
+        else:
+            routed = self._routes(batch.images, list(batch.faces))
+            if routed is not None and set(routed[0]) != {model_size(self._model())}:
+                return self._restore_routed(batch, routed[0], options=options, inpaint_masks=inpaint_masks,
+                                            on_progress=on_progress)
+        return restore_faces(self._model_for(batch.num_faces, model), batch, options=options,
+                             inpaint_masks=inpaint_masks, on_progress=on_progress,
                              check_interrupt=host.check_interrupt, memory=host.memory)
+
+    def _restore_routed(self, batch: FaceBatch, sizes: tuple[int, ...], *, options: RestoreOptions,
+                        inpaint_masks: torch.Tensor | None, on_progress: Callable[[int, int], None] | None
+                        ) -> FaceBatch:
+        """``restore`` with several models: each face cut at its model's size (``sizes``) and restored by it, model
+        after model (each loaded when its faces come); the faces kept at their sides in the top-left of ``[F, 3,
+        S, S]`` crops (S the largest), with ``face_sizes``."""
+        largest = max(sizes)
+        base = realign(batch, size=largest) if batch.size != largest else batch
+        crops = base.crops.new_zeros((batch.num_faces, 3, largest, largest))
+        restored = crops.clone()
+        affines, inverses = base.affines.clone(), base.inverse_affines.clone()
+        done, total = 0, batch.num_faces
+        by_size = {} if self.model_set is None else dict(zip(self.model_set.sizes, self.model_set.models))
+        for size in sorted(set(sizes)):  # model after model, smallest first
+            model = by_size[size]
+            members = [i for i, s in enumerate(sizes) if s == size]
+            take = torch.as_tensor(members, dtype=torch.long)
+            part = realign(dataclasses.replace(base, faces=tuple(base.faces[i] for i in members),
+                                               crops=base.crops[take.to(base.crops.device)],
+                                               affines=base.affines[take], inverse_affines=base.inverse_affines[take],
+                                               restored=None), size=size)
+            first = done
+            part = restore_faces(self._model_for(len(members), model), part, options=options,
+                                 inpaint_masks=inpaint_masks, check_interrupt=self.host.check_interrupt,
+                                 memory=self.host.memory,
+                                 on_progress=None if on_progress is None else
+                                 (lambda n, _t, first=first: on_progress(first + n, total)))
+            rows = take.to(crops.device)
+            crops[rows, :, :size, :size] = part.crops.to(crops.device)
+            restored[rows, :, :size, :size] = part.restored_faces().to(crops.device)
+            affines[take], inverses[take] = part.affines, part.inverse_affines
+            done += len(members)
+        return dataclasses.replace(base, crops=crops, restored=restored, affines=affines, inverse_affines=inverses,
+                                   size=largest, restore_mode=options.mode, face_sizes=sizes)
 
     def paste(self, batch: FaceBatch, *, images: torch.Tensor | None = None, background: torch.Tensor | None = None,
               protect: torch.Tensor | None = None, source: FaceSource | None = None,
-              face_masks: bool = True) -> PasteResult:
+              face_masks: bool = True, scale: int | None = None) -> PasteResult:
         """``paste_within_memory`` with ``options.paste`` (images default ``batch.images``); ``source`` and
-        ``face_masks``: a streamed paste (``paste_faces``)."""
+        ``face_masks``: a streamed paste (``paste_faces``); ``scale``: the output scale, instead of the options'
+        (faces routed to several models: the scale they were routed for)."""
         images = batch.images if images is None else images
+        options = self.options.paste if scale is None else dataclasses.replace(self.options.paste, scale=scale)
         images, background, protect, parsing_net = self.host.prepare_paste(batch, images, background, protect,
-                                                                           options=self.options.paste)
-        return paste_within_memory(batch, options=self.options.paste, images=images, memory=self.host.memory,
+                                                                           options=options)
+        return paste_within_memory(batch, options=options, images=images, memory=self.host.memory,
                                    background=background, protect=protect, parsing_net=parsing_net, source=source,
                                    face_masks=face_masks)
 
@@ -344,7 +439,8 @@ class Pipeline:
         try:
             stream.first_step()
             result = self.paste(stream.outline, images=images, background=background, protect=protect,
-                                source=stream if stream.outline.num_faces else None, face_masks=keep_faces)
+                                source=stream if stream.outline.num_faces else None, face_masks=keep_faces,
+                                scale=stream.scale)
         except BaseException:
             stream.rewind()
             raise
@@ -391,7 +487,12 @@ class _FaceStream:
     """The faces of one ``restore_and_paste`` as a ``FaceSource``: ``outline`` is their placeholder batch (matrices,
     no crops) for the paste to plan with; called with face positions, it aligns and restores them a step at a time
     and yields each step (``RestoredStep``) for the paste, so only a step's crops are alive at once. Each step runs
-    ``Pipeline.restore`` (the host's ``model_for`` per step), its progress counted over all the faces."""
+    ``Pipeline.restore``'s model (the host's ``model_for`` per step), its progress counted over all the faces.
+
+    With several models (``Pipeline.model_set``) each face is routed to the model of its size (``_routes``): the
+    outline then holds each face's matrices at its model's side (``FaceBatch.face_sizes``), and a step is a run of
+    consecutive faces of one model (at most that model's step size), so each model restores its faces in batches
+    and is loaded by the host when its faces come."""
 
     def __init__(self, pipeline: Pipeline, images: torch.Tensor, faces: list[DetectedFace], *,
                  inpaint_masks: torch.Tensor | None, keep_faces: bool,
@@ -401,25 +502,44 @@ class _FaceStream:
         self.inpaint_masks, self.keep_faces, self.on_restored = inpaint_masks, keep_faces, on_restored
         options = pipeline.options
         if options.restore.mode == "inpaint" and inpaint_masks is None:
-            raise ValueError("inpaint mode needs inpaint_masks marking the damaged region (1 = damaged); for an "
-                             "image whose damage is already painted white, pass an all-zero mask")
+            raise ValueError("inpaint mode needs inpaint_masks marking the damaged region (1 = damaged); for an image "
+                             "whose damage is already painted white, pass an all-zero mask")
         for face in faces:
             if not 0 <= face.image_index < images.shape[0]:
                 raise ValueError(f"a face refers to image {face.image_index}, but the batch has {images.shape[0]} "
                                  f"images")
-        self.model = pipeline._model_for(len(faces))
-        self.size = model_size(self.model)
-        affines, inverses = face_affines(faces, size=self.size, template=options.align.template,
-                                         precision=options.align.fit_precision)
+        self.size = model_size(pipeline._model())
+        align = options.align
+        affines, inverses = face_affines(faces, size=self.size, template=align.template,
+                                         precision=align.fit_precision)
+        routed = pipeline._routes(images, faces, affines)
+        self.scale: int | None = None  # the output scale the faces were routed for (several models)
+        self.sizes = tuple(self.size for _ in faces)  # per face, its model's side
+        if routed is not None and set(routed[0]) != {self.size}:
+            self.sizes, self.scale = routed
+            for size in set(self.sizes) - {self.size}:  # each face's matrices at its own model's side
+                members = [i for i, s in enumerate(self.sizes) if s == size]
+                own = face_affines([faces[i] for i in members], size=size, template=align.template,
+                                   precision=align.fit_precision)
+                take = torch.as_tensor(members, dtype=torch.long)
+                affines[take], inverses[take] = own
+        routed_sizes = self.sizes if self.scale is not None else None
         self.outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
-                                             size=self.size, template=options.align.template,
-                                             restore_mode=options.restore.mode)
+                                             size=self.size, template=align.template,
+                                             restore_mode=options.restore.mode, face_sizes=routed_sizes)
+        models = pipeline.model_set
+        self.models = ({self.size: pipeline._model()} if models is None
+                       else dict(zip(models.sizes, models.models)))  # by side, as built (the host places them)
+        self.counts = {size: self.sizes.count(size) for size in set(self.sizes)}
+        self.placed: dict[int, RestorationModel] = {}  # by side: placed for all its faces, to size the steps
+        if routed_sizes is None and faces:  # one model: placed now for every face
+            self.placed[self.size] = pipeline._model_for(len(faces))
         progress = pipeline.host.progress(len(faces))
         self.progress = (lambda done, total: None) if progress is None else progress
         self.seconds = {"align": 0.0, "restore": 0.0}
         self.delivered: set[int] = set()  # faces restored and handed on (a paste fallback asks for some again)
         self.kept: tuple[torch.Tensor, torch.Tensor] | None = None  # keep_faces: every crop and restored crop
-        self.step = 0  # faces per step, once known
+        self.steps: dict[int, int] = {}  # faces per step, per model side, once known
         self.ahead: tuple[list[int], RestoredStep] | None = None  # the first step, restored before the paste
         self.temporal, self.frames = temporal, list(range(images.shape[0])) if frames is None else list(frames)
         if len(self.frames) != images.shape[0]:
@@ -427,54 +547,76 @@ class _FaceStream:
         self.temporal_start = None if temporal is None else temporal.snapshot()
         self.temporal_next = 0  # the face after the last one handed to the temporal filter
 
-    def step_size(self) -> int:
-        """Faces per step: ``options.restore.batch_size``, else what the memory estimate allows, at most
-        ``faces_per_step`` (one on the CPU, a few on a GPU)."""
+    def model(self, size: int) -> RestorationModel:
+        """The model of side ``size`` placed by the host for all its faces (once; each step asks the host again,
+        ``Pipeline.restore``: it may have moved the model, or offloaded it for another model of the set)."""
+        if size not in self.placed:
+            self.placed[size] = self.pipeline._model_for(self.counts[size], self.models[size])
+        return self.placed[size]
+
+    def step_size(self, size: int) -> int:
+        """Faces per step for the model of ``size``: ``options.restore.batch_size``, else what the memory estimate
+        allows, at most ``faces_per_step`` (one on the CPU, a few on a GPU)."""
         requested = self.pipeline.options.restore.batch_size
         if requested:
             return requested
-        device, dtype = model_device_dtype(self.model)
-        return auto_batch_size(self.model, size=self.size, dtype=dtype, device=device, faces=len(self.faces),
-                               memory=self.pipeline.host.memory)
+        if size not in self.steps:
+            model = self.model(size)
+            device, dtype = model_device_dtype(model)
+            self.steps[size] = auto_batch_size(model, size=size, dtype=dtype, device=device, faces=self.counts[size],
+                                               memory=self.pipeline.host.memory)
+        return self.steps[size]
+
+    def runs(self, positions: list[int]) -> Iterator[list[int]]:
+        """``positions`` in order, cut into steps: consecutive faces of one model, at most its step size."""
+        start = 0
+        while start < len(positions):
+            size = self.sizes[positions[start]]
+            limit = self.step_size(size)
+            end = start + 1
+            while end < len(positions) and end - start < limit and self.sizes[positions[end]] == size:
+                end += 1
+            yield positions[start:end]
+            start = end
 
     def first_step(self) -> None:
         """Restores the first step now, before the paste is prepared (so a host loads the model and restores before
         it makes room for the paste); the next call for every face starts from it."""
         if self.faces and self.ahead is None:
-            self.step = self.step_size()
-            chunk = list(range(min(self.step, len(self.faces))))
+            chunk = next(iter(self.runs(list(range(len(self.faces))))))
             self.ahead = (chunk, self._restored_step(chunk, 0))
 
     def __call__(self, positions) -> Iterator[RestoredStep]:
         positions = list(positions)
-        step = self.step or self.step_size()
-        for start in range(0, len(positions), step):
-            chunk = positions[start:start + step]
+        start = 0
+        for chunk in self.runs(positions):
             if self.ahead is not None and self.ahead[0] == chunk and start == 0:
                 restored, self.ahead = self.ahead[1], None
             else:
                 restored = self._restored_step(chunk, start)
             yield restored
+            start += len(chunk)
             del restored
 
     def _restored_step(self, chunk: list[int], start: int) -> RestoredStep:
-        """The faces at ``chunk``, aligned and restored (``Pipeline.restore``), as the step starting at ``start``."""
+        """The faces at ``chunk`` (of one model), aligned and restored, as the step starting at ``start``."""
         pipeline, total = self.pipeline, len(self.faces)
         pipeline.host.check_interrupt()
         mark = time.perf_counter()
+        size = self.sizes[chunk[0]]
         take = torch.as_tensor(chunk, dtype=torch.long)
         part = [self.faces[i] for i in chunk]
         affines = self.outline.affines[take]
         batch = FaceBatch(images=self.images, faces=tuple(part),
-                          crops=crop_faces(self.images, part, affines, self.size,
+                          crops=crop_faces(self.images, part, affines, size,
                                            interpolation=pipeline.options.align.crop_interpolation,
                                            rounded=pipeline.options.align.round_crops),
-                          affines=affines, inverse_affines=self.outline.inverse_affines[take], size=self.size,
+                          affines=affines, inverse_affines=self.outline.inverse_affines[take], size=size,
                           template=self.outline.template)
         restoring = time.perf_counter()
         self.seconds["align"] += restoring - mark
         base = len(self.delivered)  # faces done before this step (a paste fallback asks for some again)
-        batch = pipeline.restore(batch, inpaint_masks=self.inpaint_masks, batch_size=len(chunk),
+        batch = pipeline.restore(batch, inpaint_masks=self.inpaint_masks, batch_size=len(chunk), size=size,
                                  on_progress=lambda done, _n: self.progress(min(base + done, total), total))
         self.seconds["restore"] += time.perf_counter() - restoring
         batch, reference = self._over_time(chunk, batch)
@@ -508,10 +650,13 @@ class _FaceStream:
         restored = batch.restored_faces()
         if self.keep_faces:
             if self.kept is None:
-                shape = (len(self.faces), *restored.shape[1:])
-                self.kept = (batch.crops.new_empty(shape), restored.new_empty(shape))
+                shape = (len(self.faces), 3, self.size, self.size)
+                make = batch.crops.new_empty if self.scale is None else batch.crops.new_zeros  # routed: padded
+                self.kept = (make(shape), make(shape, dtype=restored.dtype, device=restored.device))
             take = torch.as_tensor(chunk, dtype=torch.long, device=batch.crops.device)
-            self.kept[0][take], self.kept[1][take] = batch.crops, restored
+            side = batch.size
+            self.kept[0][take, :, :side, :side] = batch.crops
+            self.kept[1][take, :, :side, :side] = restored
         new = [k for k, i in enumerate(chunk) if i not in self.delivered]
         self.delivered.update(chunk)
         if self.on_restored is not None and new:

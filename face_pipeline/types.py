@@ -89,18 +89,33 @@ class FaceBatch:
     restored: torch.Tensor | None = None  # [F, 3, size, size] float32 RGB 0..1 once restored
     restore_mode: str | None = None  # the mode the faces were restored in (restoration.RESTORE_MODES)
     streamed: bool = False  # crops and restored are shape-only placeholders: the faces come as ``RestoredStep``s
-    color_reference: torch.Tensor | None = None  # [F, 3, m, m] float32 0..1 (m = min(128, size)): what the colour
-    # correction matches instead of the crops (video: blended over each track, ``video/temporal.py``); None: the crops
+    face_sizes: tuple[int, ...] | None = None  # faces aligned for models of different sizes (``restoration.routing``):
+    # per face, the side its matrices map to and its crops have; crops and restored are then ``[F, 3, size, size]``
+    # with face i in the top-left ``face_sizes[i]`` square (``size``: the largest). None: every face at ``size``
+    color_reference: torch.Tensor | None = None  # [F, 3, m, m] float32 0..1 (m = min(128, size); with face_sizes,
+    # face i's in the top-left min(128, face_sizes[i]) square): what the colour correction matches instead of the
+    # crops (video: blended over each track, ``video/temporal.py``); None: the crops
+
+    def __post_init__(self) -> None:
+        if self.face_sizes is not None and (len(self.face_sizes) != len(self.faces)
+                                            or any(not 0 < s <= self.size for s in self.face_sizes)):
+            raise ValueError(f"face_sizes must give each of the {len(self.faces)} faces a side of at most {self.size}, "
+                             f"got {self.face_sizes}")
 
     @classmethod
     def placeholder(cls, *, images: torch.Tensor, faces: Sequence[DetectedFace], affines: torch.Tensor,
                     inverse_affines: torch.Tensor, size: int, template: str,
-                    restore_mode: str | None = None) -> FaceBatch:
+                    restore_mode: str | None = None, face_sizes: tuple[int, ...] | None = None) -> FaceBatch:
         """A batch of ``faces`` whose ``crops`` and ``restored`` are shape-only placeholders (``[F, 3, size, size]``
         views of one zero: no memory), for a paste that receives the real ones step by step (``FaceSource``)."""
         nothing = torch.zeros((), dtype=torch.float32).expand(len(faces), 3, size, size)
         return cls(images=images, faces=tuple(faces), crops=nothing, affines=affines, inverse_affines=inverse_affines,
-                   size=size, template=template, restored=nothing, restore_mode=restore_mode, streamed=True)
+                   size=size, template=template, restored=nothing, restore_mode=restore_mode, streamed=True,
+                   face_sizes=face_sizes)
+
+    def side(self, face: int) -> int:
+        """The side face ``face`` was aligned (and restored) at: ``face_sizes[face]``, else ``size``."""
+        return self.size if self.face_sizes is None else self.face_sizes[face]
 
     @property
     def num_faces(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .all_in_one import GPENFaceRestore
 from .comfy_bridge import register_model_folders
 from .detection_nodes import GPENDetectFaces, GPENFacesFromJSON
-from .model_nodes import GPENLoadFaceDetector, GPENLoadModel
+from .model_nodes import GPENLoadFaceDetector, GPENLoadModel, GPENModelSet
 from .paste_nodes import GPENPasteFaces
 from .restore_nodes import GPENRestoreFaces
 
@@ -19,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "GPENPasteFaces": GPENPasteFaces,
     "GPENFaceRestore": GPENFaceRestore,
     "GPENFacesFromJSON": GPENFacesFromJSON,
+    "GPENModelSet": GPENModelSet,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,4 +30,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GPENPasteFaces": "Paste Faces (GPEN)",
     "GPENFaceRestore": "GPEN Face Restore",
     "GPENFacesFromJSON": "Faces from JSON (GPEN)",
+    "GPENModelSet": "GPEN Model Set",
 }

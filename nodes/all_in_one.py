@@ -7,7 +7,7 @@ from ..face_pipeline.presets import PRESETS, apply_preset
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
 from .detection_nodes import FINDING_OPTIONAL, FINDING_OUTPUTS, preview_and_report
-from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL
+from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, GPENModel
 from .inputs import option_input, pipeline_options
 from .model_nodes import CATEGORY
 from .paste_nodes import PASTE_INPUTS, PASTE_NAMES, PASTE_OPTIONAL, check_paste_options, kept_alpha, parsing_folder
@@ -18,7 +18,8 @@ from .validation import CheckedWidgets
 class GPENFaceRestore(CheckedWidgets):
     DESCRIPTION = ("Restores every face in an image or a batch with GPEN: detect, align, restore and paste back with "
                    "a soft mask. A batch is independent images unless video is on. The same steps as Detect Faces "
-                   "-> Restore Faces -> Paste Faces, in one node.")
+                   "-> Restore Faces -> Paste Faces, in one node. With a GPEN Model Set each face is restored by the "
+                   "model that fits its size at the output scale.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "MASK", "INT", *(kind for kind, _, _ in FINDING_OUTPUTS))
@@ -34,7 +35,8 @@ class GPENFaceRestore(CheckedWidgets):
             "required": {
                 "image": ("IMAGE", {"tooltip": "The image or batch (independent images, or video frames with video "
                                                "on)."}),
-                "gpen_model": (GPEN_MODEL, {"tooltip": "From Load GPEN Model."}),
+                "gpen_model": (GPEN_MODEL, {"tooltip": "From Load GPEN Model, or GPEN Model Set (several sizes, "
+                                                       "each face to the model of its size)."}),
                 "face_detector": (GPEN_FACE_DETECTOR, {"tooltip": "From Load Face Detector."}),
                 "select": option_input(DetectOptions, "select", choices=("all", "largest"),
                                        tooltip="Restore every face or only the largest."),
@@ -68,7 +70,7 @@ class GPENFaceRestore(CheckedWidgets):
     def VALIDATE_INPUTS(cls, **values):
         return check_paste_options(cls.INPUT_TYPES(), values)
 
-    def run(self, image, gpen_model, face_detector, background=None, protect_mask=None, region_mask=None,
+    def run(self, image, gpen_model: GPENModel, face_detector, background=None, protect_mask=None, region_mask=None,
             **options):
         """``options``: the option inputs of every stage (select .. max_output_size, video, keep_gray, rotations,
         region_overlap, temporal_smoothing), each to its record's field (``inputs.pipeline_options``), then
@@ -88,8 +90,8 @@ class GPENFaceRestore(CheckedWidgets):
             raise RuntimeError("the pipeline's report came without the faces it found (PipelineReport.choices is "
                                "None): a bug in face_pipeline.Pipeline.run, please report it")
         annotated, faces_json = preview_and_report(images, report.choices, face_detector=face_detector,
-                                                   options=options.detect, restored=True, model_size=gpen_model.size,
-                                                   output_scale=result.scale)
+                                                   options=options.detect, restored=True, pipeline=pipeline,
+                                                   model_name=gpen_model.largest.file_name, output_scale=result.scale)
         return (bridge.image_to_comfy(result.images, kept_alpha(image, background)), bridge.mask_to_comfy(result.mask),
                 report.faces_restored,
                 annotated, faces_json)

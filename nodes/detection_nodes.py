@@ -10,7 +10,8 @@ from ..face_pipeline.budgets import MAX_FACES_JSON
 from ..face_pipeline.errors import FacesFileError
 from ..face_pipeline.face_report import faces_json, faces_report
 from ..face_pipeline.given_faces import FACE_FORM, faces_for, parse_faces
-from ..face_pipeline.pipeline import AlignOptions, DetectOptions, VideoOptions, selected_faces
+from ..face_pipeline.pipeline import AlignOptions, DetectOptions, Pipeline, VideoOptions, selected_faces
+from ..face_pipeline.restoration import model_size as size_of
 from ..face_pipeline.selection import parse_indices
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
@@ -23,14 +24,21 @@ CROP_SIZES = ("256", "512", "1024", "2048")
 
 
 def preview_and_report(images: torch.Tensor, choices: list, *, face_detector, options: DetectOptions,
-                       restored: bool, model_size: int | None = None, output_scale: int | None = None):
+                       restored: bool, pipeline: Pipeline | None = None, model_name: str | None = None,
+                       output_scale: int | None = None):
     """The annotated preview (ComfyUI IMAGE) and the JSON face report of a run (``face_detector`` None: the faces
-    were given, not detected)."""
+    were given, not detected). ``pipeline``: the one that restored them (None: not restored), for each face's model
+    (``Pipeline.face_models``: its size and name, ``model_name`` for one model, the files' names for a set; the
+    preview labels them only when a set shared the work)."""
     detector, rotations = ("given", None) if face_detector is None else (face_detector.detector.name,
                                                                          options.rotations)
+    models = None if pipeline is None else pipeline.face_models(images, choices, name=model_name)
+    model_size = None if pipeline is None or pipeline.model is None else size_of(pipeline.model)  # of a set: largest
     report = faces_report(choices, image_size=(int(images.shape[-2]), int(images.shape[-1])), restored=restored,
-                          model_size=model_size, output_scale=output_scale, detector=detector, rotations=rotations)
-    return bridge.image_to_comfy(annotate_faces(images, choices)), faces_json(report)
+                          model_size=model_size, output_scale=output_scale, detector=detector, rotations=rotations,
+                          models=models)
+    labelled = models if pipeline is not None and pipeline.model_set is not None else None
+    return bridge.image_to_comfy(annotate_faces(images, choices, labelled)), faces_json(report)
 
 
 #: optional inputs shared with the all-in-one node (optional, so prompts saved before they existed still validate)

@@ -32,6 +32,39 @@ class GPENModelHandle:
     size: int
     dtype: torch.dtype  # the weights were cast to it
 
+    @property
+    def members(self) -> tuple[GPENModelHandle, ...]:
+        """The models this handle restores with: itself (``GPENModelSetHandle``: its models)."""
+        return (self,)
+
+    @property
+    def largest(self) -> GPENModelHandle:
+        return self
+
+
+@dataclass(frozen=True)
+class GPENModelSetHandle:
+    """Several GPEN models of different sizes (the GPEN Model Set node), travelling in the same ``GPEN_MODEL`` socket
+    as one model: each face is restored by the model that fits its size in the output
+    (``face_pipeline.restoration.routing``, with ``model_routing``). Each member keeps its own ModelPatcher, so
+    ComfyUI loads each model when its faces come and may offload it between."""
+
+    members: tuple[GPENModelHandle, ...]  # 2 to 4 models of different sizes, smallest first
+    model_routing: str  # RestoreOptions.model_routing: "smallest_sufficient" or "largest"
+
+    @property
+    def largest(self) -> GPENModelHandle:
+        return self.members[-1]
+
+    @property
+    def file_names(self) -> str:
+        """The members' file names, for messages."""
+        return ", ".join(member.file_name for member in self.members)
+
+
+#: what a ``GPEN_MODEL`` socket carries: one model, or a set of them
+GPENModel = GPENModelHandle | GPENModelSetHandle
+
 
 @dataclass(frozen=True)
 class DetectorHandle:

@@ -1,14 +1,28 @@
-"""Loader nodes: a GPEN model from the model folders, and a face detector with its weights."""
+"""Loader nodes: a GPEN model from the model folders, a set of GPEN models of different sizes, and a face detector
+with its weights."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from ..face_pipeline.detection import DEFAULT_DETECTOR, DETECTOR_NAMES, WEIGHT_FILES, load_detector
 from ..face_pipeline.options import detector_threshold
+from ..face_pipeline.restoration import ModelSet, RestoreOptions
 from . import comfy_bridge as bridge
-from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, DetectorHandle
+from .handles import GPEN_FACE_DETECTOR, GPEN_MODEL, DetectorHandle, GPENModel, GPENModelHandle, GPENModelSetHandle
+from .inputs import option_input
 from .validation import CheckedWidgets
 
 CATEGORY = "image/restoration/GPEN"
+
+#: words in a file name that say which GPEN generator it is (the weights cannot tell: same shapes)
+MODE_HINTS = {"colorize": "coloriz", "inpaint": "inpaint"}
+
+
+def made_for(file_name: str) -> str:
+    """The mode a GPEN file is made for by its name: colorize, inpaint, else restore (GPEN-BFR)."""
+    name = file_name.lower()
+    return next((mode for mode, hint in MODE_HINTS.items() if hint in name), "restore")
 
 
 class GPENLoadModel:
@@ -104,3 +118,58 @@ class GPENLoadFaceDetector(CheckedWidgets):
         # the network goes under ComfyUI's model management: loaded to the GPU for detection, offloaded when other
         # models need the room (detection follows wherever it is)
         return (DetectorHandle(detector=built, patcher=bridge.module_patcher(built.module)),)
+
+
+#: the Model Set node's model inputs: two required, two optional (a set holds 2 to 4 models)
+SET_INPUTS = ("model_1", "model_2", "model_3", "model_4")
+
+
+class GPENModelSet(CheckedWidgets):
+    DESCRIPTION = ("Several GPEN-BFR models of different sizes used as one: each face is restored by the model that "
+                   "fits its size in the output image. smallest_sufficient gives a face the smallest model at least "
+                   "its size (the side of its aligned crop in output pixels, at the output scale), and the largest "
+                   "model takes the faces larger than every model. Example: GPEN-BFR-512 + GPEN-BFR-2048 for a group "
+                   "photo: the small faces restored fast by the 512, the big ones sharp by the 2048 (a small face "
+                   "holds no detail the 2048 could add). Connect it where a GPEN model goes (GPEN Face Restore, "
+                   "Restore Faces). Restore mode only: no Colorization or Inpainting model.")
+    CATEGORY = CATEGORY
+    FUNCTION = "combine"
+    RETURN_TYPES = (GPEN_MODEL,)
+    RETURN_NAMES = ("gpen_model",)
+    OUTPUT_TOOLTIPS = ("The models as one GPEN model input: each face goes to the model of its size (each model is "
+                       "loaded by ComfyUI when its faces come).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def model(which: str) -> tuple[str, dict]:
+            return GPEN_MODEL, {"tooltip": f"From Load GPEN Model: {which} (sizes must differ: one model per size, "
+                                           f"in any order)."}
+
+        return {"required": {
+            "model_1": model("a GPEN-BFR model"),
+            "model_2": model("another GPEN-BFR model, of another size"),
+            "model_routing": option_input(RestoreOptions, "model_routing", tooltip=(
+                "smallest_sufficient: each face to the smallest model at least its size in the output (its aligned "
+                "crop's side in output pixels); faces larger than every model to the largest. largest: every face to "
+                "the largest model, as that model alone (to compare).")),
+        }, "optional": {
+            "model_3": model("optional, a third size"),
+            "model_4": model("optional, a fourth size"),
+        }}
+
+    def combine(self, model_1: GPENModel, model_2: GPENModel, model_routing: str,
+                model_3: GPENModel | None = None, model_4: GPENModel | None = None):
+        """The set of the connected models (a set connected as a model gives its members), checked before any face is
+        restored: restore-mode files only, one model per size (``ModelSet``'s message names the files)."""
+        RestoreOptions(model_routing=model_routing)  # a rule the record knows (ValueError naming the choices)
+        members = [m for given in (model_1, model_2, model_3, model_4) if given is not None for m in given.members]
+        others = [(m.file_name, made_for(m.file_name)) for m in members if made_for(m.file_name) != "restore"]
+        if others:
+            named = ", ".join(f"{name} ({mode})" for name, mode in others)
+            raise ValueError(f"a GPEN Model Set is for restore mode only (each face to the GPEN-BFR model of its "
+                             f"size), but {named} looks like a model for another mode by its name: connect "
+                             f"GPEN-BFR models, and a Colorization or Inpainting model alone to Restore Faces")
+        ModelSet(models=tuple(cast(Any, m.patcher).model for m in members),  # sizes differ, 2 to 4 models
+                 names=tuple(m.file_name for m in members))
+        ordered: list[GPENModelHandle] = sorted(members, key=lambda m: m.size)
+        return (GPENModelSetHandle(members=tuple(ordered), model_routing=model_routing),)

@@ -8,6 +8,8 @@ from ..face_pipeline.paste import PARSING_FILES
 from ..face_pipeline.paste.parsing import ParsingWeightsMissing, find_parsing_weights
 from ..face_pipeline.pipeline import PasteOptions, PipelineOptions
 from ..face_pipeline.presets import preset_values
+from ..face_pipeline.restoration import output_sides
+from ..face_pipeline.types import FaceBatch
 from . import comfy_bridge as bridge
 from .comfy_pipeline import comfy_pipeline
 from .handles import GPEN_FACES
@@ -50,6 +52,24 @@ def check_paste_options(input_types: dict, values: dict) -> str | bool:
         except ParsingWeightsMissing as exc:
             return f"mask_type {mask_type}: {exc}"
     return True
+
+
+def check_routed_scale(faces: FaceBatch, scale: int) -> None:
+    """Faces restored by a GPEN Model Set (``FaceBatch.face_sizes``) were routed for Restore Faces' output_scale: a
+    warning shown to the user when a face restored by one of the smaller models is pasted larger than that model's
+    size at this paste's ``scale`` (Restore Faces' output_scale was smaller than this paste's: the face lost detail a
+    larger model of the set would have given)."""
+    if faces.face_sizes is None:
+        return
+    largest = max(faces.face_sizes)
+    too_big = [(side, own) for face, own in enumerate(faces.face_sizes) if own < largest
+               for side in output_sides(faces.affines[face:face + 1], size=own, scale=scale) if side > own * 1.001]
+    if too_big:
+        side, own = max(too_big)
+        bridge.warn_user(f"{len(too_big)} face(s) restored by a smaller model of the GPEN Model Set are pasted larger "
+                         f"than that model's size at output scale {scale} (a face of {side:.0f} px by the {own} "
+                         f"model): Restore Faces routed them for a smaller output_scale. Set Restore Faces' "
+                         f"output_scale to this paste's ({scale}) so each face gets the model that fits its size.")
 
 
 def paste_options(values: dict) -> PasteOptions:
@@ -102,7 +122,8 @@ PRESET_ONLY = ("paste_interpolation", "round_pasted", "small_face_blur", "round_
 class GPENPasteFaces(CheckedWidgets):
     DESCRIPTION = ("Pastes restored faces back into the images they came from with soft masks and colour "
                    "correction, at 1x, 2x, 4x or an automatic scale that keeps GPEN-2048's detail. Connect an "
-                   "upscaled image to background to use it instead of a plain resize.")
+                   "upscaled image to background to use it instead of a plain resize. Faces restored by a GPEN Model "
+                   "Set are each pasted at their own model's size (use the output_scale given to Restore Faces).")
     CATEGORY = CATEGORY
     FUNCTION = "paste"
     RETURN_TYPES = ("IMAGE", "MASK")
@@ -137,4 +158,5 @@ class GPENPasteFaces(CheckedWidgets):
             faces, images=bridge.image_to_pipeline(image),
             background=None if background is None else bridge.image_to_pipeline(background, "background"),
             protect=bridge.mask_to_pipeline(protect_mask, "protect_mask"))
+        check_routed_scale(faces, result.scale)
         return bridge.image_to_comfy(result.images, kept_alpha(image, background)), bridge.mask_to_comfy(result.mask)

@@ -15,7 +15,7 @@ from face_pipeline.image import load_image
 from face_pipeline.pipeline import PipelineOptions, find_choices, stabilise_choices
 from face_pipeline.types import LANDMARK_NAMES
 
-FIELDS = {"image", "index", "box", "score", "landmarks", "track_id", "rotation", "interpolated", "model_size",
+FIELDS = {"image", "index", "box", "score", "landmarks", "track_id", "rotation", "interpolated", "model_size", "model",
           "output_scale", "status", "reason"}
 
 

@@ -1,8 +1,8 @@
 """Golden outputs: the CLI's files (both engines) and the nodes' pixels are byte-identical to those the pack gave
 before the issue-24 restructuring (main at 6043ddb, torch 2.14.1 on the CPU, one thread for the nodes' graphs). A
 refactor that changes a single byte of an output fails here; a deliberate change of the outputs updates the hashes
-with the reason in its commit message (issue 25: video frames are smoothed over time by default; the hashes of
-before hold with --temporal-smoothing 0).
+with the reason in its commit message (so far: issue 26 wrote faces.json unrounded; issue 25 added each face's "model",
+and smoothed video frames over time by default: the hashes of before hold with --temporal-smoothing 0).
 
 The model is the compact 256 vector of tests/data (random weights: the faces are noise, but every stage runs)."""
 
@@ -36,7 +36,7 @@ PHOTOS_WITH_SIDES = {  # --scale 2 --mask ellipse --feather 0.2 --strength 0.7 -
     "crops/astronaut.jpg_face0_restored.png": "64b56a05e3f837389010426a49d61aff6343e4ff8241d44ec7519cae981144ff",
     "crops/grace_hopper.jpg_face0_aligned.png": "82c2c48fcf99002efcd9703f7bbcde20ed8d510f8388cda53a0a58e5f130f1d6",
     "crops/grace_hopper.jpg_face0_restored.png": "4ee108b2d05350cb8fb68bb10fc352e07ed56f5a1aad4f36a978fbc2adb77f82",
-    "faces.json": "aec11c3615f65512b50fbe332cf88ee4a27c45e55525ccb89021408d46ce6948",
+    "faces.json": "f89280dba65bac6ead6a8474df81a8164d1d6d4acb73b1febd784efa511af6ad",
     "grace_hopper.jpg": "a33a4a3aba40781ed3b2f90c0d3924eb91eabbad075e5ab2431f78988c1b7227",
 }
 SIDE_FLAGS = ("--scale", "2", "--mask", "ellipse", "--feather", "0.2", "--strength", "0.7", "--save-json",
@@ -46,7 +46,7 @@ FRAMES = {  # --video-frames --save-json --temporal-smoothing 0 over grace_hoppe
     "f001.png": "2160d6e401721914033ee1938c4101168c74a9bb2a572eafcf1dcc29ede745e3",
     "f002.png": "be4369a80927cefd80f0598126625d90ab4d2c714dcb8580d8e3036b8fae2e70",
     "f003.png": "842d5de5bfdf912b10655e7b81134224ddda2c6dd68edb54d07d589b931aa318",
-    "faces.json": "90f6d9c617766c75db4e1071e400b6e8ef8ca1d4ffa9f40f5c20397cf112782d",
+    "faces.json": "1ba7b8b596cf16303b824f3b1d7197ea5013b7f5a96dda92a26cb07e1fb2a8f0",
 }
 SMOOTHED_FRAMES = {  # the same with the default temporal smoothing (issue 25): the first frame as without it
     **FRAMES,

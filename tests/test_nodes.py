@@ -18,7 +18,8 @@ def test_mappings_and_prefixes(pack):
     module = pack[0]
     assert set(module.NODE_CLASS_MAPPINGS) == set(module.NODE_DISPLAY_NAME_MAPPINGS)
     assert all(k.startswith("GPEN") for k in module.NODE_CLASS_MAPPINGS)
-    assert len(module.NODE_CLASS_MAPPINGS) == 7
+    assert len(module.NODE_CLASS_MAPPINGS) == 8
+    assert module.NODE_DISPLAY_NAME_MAPPINGS["GPENModelSet"] == "GPEN Model Set"
 
 
 def test_every_node_is_documented_and_consistent(pack):

@@ -90,7 +90,7 @@ def test_the_snapshot_knows_every_widget():
                                                 "tooltip": "With output_scale auto: the output's longest side "
                                                            "stays within this."})
     assert paste["output_scale"][0] == ["1", "2", "4", "auto"]
-    assert len(before) == 7 and all(before[n]["required"] for n in before)
+    assert len(before) == 8 and all(before[n]["required"] for n in before)
 
 
 # ------------------------------------------------------------------------------------------------ nodes/inputs.py

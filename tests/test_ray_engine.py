@@ -160,6 +160,20 @@ def test_faces_given_reach_the_workers_and_give_the_local_bytes(photos, local_re
 
 
 @needs_ray
+def test_a_model_set_reaches_the_workers_and_gives_the_local_bytes(photos, ray_instance, tmp_path):
+    """--model twice (issue 25): each worker loads the set and routes each face as the local engine does."""
+    import cli
+
+    extra = ("--model", str(data_file("gpen", "compact", "compact_512_cm2_n0.0625_s64.safetensors")), "--save-json",
+             "--scale", "2")
+    status, _, expected = local_run(photos, tmp_path / "local", *extra)
+    records = json.loads(expected["faces.json"])["images"]
+    assert {f["model_size"] for r in records for f in r["faces"] if f["status"] == "restored"} == {256, 512}
+    assert cli.main(args(photos, tmp_path / "out", "--engine", "ray", "--workers", "2", *extra)) == status
+    assert files_under(tmp_path / "out") == expected
+
+
+@needs_ray
 def test_a_worker_that_dies_mid_batch_has_its_batch_retried(photos, local_reference, ray_instance, tmp_path,
                                                             monkeypatch, capsys):
     import cli

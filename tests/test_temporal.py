@@ -227,3 +227,42 @@ def test_the_step_nodes_batch_is_smoothed_in_frame_order(model, detector, still)
     plain = pipeline.paste(dataclasses.replace(smoothed, color_reference=None), images=still[:5])
     assert torch.equal(pasted.images[0], plain.images[0]) and not torch.equal(pasted.images[1:], plain.images[1:])
     assert isinstance(smoothed, FaceBatch)
+
+
+def test_a_track_restored_by_models_of_two_sizes_is_resampled():
+    """With a GPEN Model Set a face's model may change with its size from one frame to the next: the earlier frame's
+    restoration is resampled to the current crop's size."""
+    temporal = TemporalFilter(strength=1.0)
+    temporal.smooth(crops_of(0.5, size=64), crops_of(0.2, size=64), tracks=[3], frames=[0])
+    out, reference = temporal.smooth(crops_of(0.5, size=32), crops_of(0.6, size=32), tracks=[3], frames=[1])
+    assert out.shape == (1, 3, 32, 32) and torch.allclose(out, torch.full_like(out, 0.4), atol=1e-3)
+    assert reference.shape == (1, 3, 32, 32) and torch.allclose(reference, torch.full_like(reference, 0.5))
+
+
+def test_a_face_growing_across_two_models_of_a_set_is_smoothed_alike_streamed_or_step_by_step(model, detector):
+    """A GPEN Model Set (the compact 256 and 512): Grace Hopper zoomed in from frame to frame goes from the 256 model
+    to the 512 within one track. The stream smooths across the change, and the step nodes' way (restore all, smooth
+    over time, paste: faces of two sizes in one batch) gives the same pixels."""
+    from face_pipeline.restoration import ModelSet
+
+    large = load_gpen_file(data_file("gpen", "compact", "compact_512_cm2_n0.0625_s64.safetensors"))
+    image = cv2.imread(str(data_file("faces", "grace_hopper.jpg"))).astype(np.float32)
+    frames = []
+    for t in range(5):
+        zoom = 0.6 + 0.08 * t
+        matrix = np.array([[zoom, 0, 256 * (1 - zoom)], [0, zoom, 300 * (1 - zoom)]])
+        frame = cv2.warpAffine(image, matrix, (512, 600), flags=cv2.INTER_CUBIC, borderValue=(128, 128, 128))
+        frames.append(cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_BGR2RGB))
+    images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255)
+    pipeline = Pipeline(model=ModelSet(models=(model, large)), detector=detector,
+                        options=PipelineOptions.of(track=True, scale=1, select="largest"))
+    faces = faces_of(pipeline, images)
+    flat = [face for per_image in faces for face in per_image]
+    assert len({face.track_id for face in flat}) == 1 and pipeline.model_sizes(images, flat) == (256, 256, 512, 512,
+                                                                                                  512)
+    streamed, _ = pipeline.restore_and_paste(images, faces, temporal=pipeline.temporal_filter())
+    alone, _ = pipeline.restore_and_paste(images, faces)
+    assert torch.equal(streamed.images[0], alone.images[0]) and not torch.equal(streamed.images[2], alone.images[2])
+    restored = pipeline.smooth_over_time(pipeline.restore(pipeline.align(images, faces)))
+    assert restored.face_sizes == (256, 256, 512, 512, 512)
+    assert torch.equal(pipeline.paste(restored, images=images).images, streamed.images)

@@ -99,7 +99,7 @@ except MissingDependencyError as exc:
 result["errors"] = errors
 result["facexlib_modules"] = sorted(m for m in sys.modules if m.startswith(("facexlib", "numba", "filterpy")))
 """)
-    assert "GPENFaceRestore" in result["nodes"] and len(result["nodes"]) == 7
+    assert "GPENFaceRestore" in result["nodes"] and len(result["nodes"]) == 8
     assert result["detector"] == "yunet_opencv"
     assert result["faces"] == 1 and result["shape"][0] == 1
     assert result["changed"] > 0.05  # the face was restored and pasted back
@@ -149,7 +149,7 @@ for name in ("yunet", "yunet_opencv"):
         errors[name] = str(exc)
 result["errors"] = errors
 """)
-    assert len(result["nodes"]) == 7
+    assert len(result["nodes"]) == 8
     yunet, opencv = result["errors"]["yunet"], result["errors"]["yunet_opencv"]
     assert yunet.startswith("the yunet detector needs kornia 0.9 or newer (its kornia.models.yunet)")
     assert 'pip install "kornia>=0.9"' in yunet and "choose the yunet_opencv detector" in yunet

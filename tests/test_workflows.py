@@ -63,12 +63,12 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_the_five_examples_are_there_with_thumbnails():
+def test_the_six_examples_are_there_with_thumbnails():
     names = {p.stem for p in WORKFLOWS}
     # ComfyUI's frontend titles a custom node's template with its file name (no index.json for custom nodes), so the
     # names are the titles the template browser shows
     assert names == {"GPEN Basic Restore 2048", "GPEN Step by Step", "GPEN After Face Swap", "GPEN Video Frames",
-                     "GPEN Colorize Old Photo"}
+                     "GPEN Colorize Old Photo", "GPEN Group Photo"}
     for path in WORKFLOWS:
         thumb = path.with_suffix(".jpg")
         assert thumb.is_file(), f"{path.name} has no thumbnail {thumb.name}"
@@ -137,6 +137,9 @@ def test_examples_ask_for_the_right_models():
     assert widgets("GPEN Step by Step", "GPENDetectFaces")[0][7] == 0  # one photo: no video mode
     swap = load(REPO_ROOT / "example_workflows" / "GPEN After Face Swap.json")
     assert any("placeholder" in g["title"].lower() for g in swap["groups"])
+    # a group photo: GPEN-BFR-512 and GPEN-BFR-2048 in a GPEN Model Set, each face to the model of its size
+    assert [w[0] for w in widgets("GPEN Group Photo", "GPENLoadModel")] == ["GPEN-BFR-512.pth", "GPEN-BFR-2048.pth"]
+    assert widgets("GPEN Group Photo", "GPENModelSet") == [["smallest_sufficient"]]
 
 
 # The official download addresses of the GPEN files the examples ask for (README "Model files"). The frontend offers a
@@ -173,13 +176,15 @@ def test_model_metadata_is_what_the_frontend_uses(path):
 
 
 def test_notes_tell_the_truth_about_models_and_output_scale():
-    """Every example's Note says where its GPEN file goes and that the user downloads it; the basic one says what
+    """Every example's Note says where its GPEN files go and that the user downloads them; the basic one says what
     output_scale auto does (face_pipeline/paste/scale.py: the smaller the face, the larger the scale)."""
     for path in WORKFLOWS:
         data = load(path)
-        (model,) = [n["widgets_values"][0] for n in data["nodes"] if n["type"] == "GPENLoadModel"]
+        models = [n["widgets_values"][0] for n in data["nodes"] if n["type"] == "GPENLoadModel"]
         text = " ".join(n["widgets_values"][0] for n in data["nodes"] if n["type"] in FRONTEND_ONLY)
-        assert f"Model: {model} goes in models/gpen" in text and "never downloaded for you" in text, path.name
+        where = (f"Model: {models[0]} goes in models/gpen" if len(models) == 1 else
+                 f"Models: {' and '.join(models)} go in models/gpen")
+        assert where in text and "never downloaded for you" in text, path.name
     basic = " ".join(n["widgets_values"][0] for n in load(REPO_ROOT / "example_workflows" /
                                                            "GPEN Basic Restore 2048.json")["nodes"]
                      if n["type"] == "Note")

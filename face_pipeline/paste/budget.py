@@ -51,7 +51,9 @@ def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.de
             images=batch.images[index:index + 1].to(device),
             faces=[dataclasses.replace(batch.faces[i], image_index=0) for i in members],
             affines=batch.affines[take], inverse_affines=batch.inverse_affines[take], size=batch.size,
-            template=batch.template, restore_mode=batch.restore_mode), images[index:index + 1].to(device)
+            template=batch.template, restore_mode=batch.restore_mode,
+            face_sizes=None if batch.face_sizes is None else tuple(batch.face_sizes[i] for i in members)
+        ), images[index:index + 1].to(device)
     restored = batch.restored_faces()
     one = dataclasses.replace(
         batch, images=batch.images[index:index + 1].to(device),
@@ -59,6 +61,7 @@ def _select(batch: FaceBatch, images: torch.Tensor, index: int, device: torch.de
         crops=batch.crops[take.to(batch.crops.device)].to(device),
         affines=batch.affines[take], inverse_affines=batch.inverse_affines[take],
         restored=restored[take.to(restored.device)].to(device),
+        face_sizes=None if batch.face_sizes is None else tuple(batch.face_sizes[i] for i in members),
         color_reference=None if batch.color_reference is None else
         batch.color_reference[take.to(batch.color_reference.device)].to(device))
     return one, images[index:index + 1].to(device)

@@ -15,7 +15,7 @@ input or the caller's background).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -157,12 +157,13 @@ def paste_faces(
     else:
         steps = source(range(batch.num_faces))
     done = 0
-    for step in steps:  # each step's faces: prepared, placed and composited, then let go
+    for step in _of_one_side(steps, batch):  # each step's faces: prepared, placed and composited, then let go
         count = step.restored.shape[0]
-        if step.first != done or tuple(step.restored.shape[1:]) != (3, size, size) \
+        side = batch.side(done) if batch.face_sizes is not None else size
+        if step.first != done or tuple(step.restored.shape[1:]) != (3, side, side) \
                 or step.crops.shape[0] != count:
             raise PasteError(f"the face source gave faces {step.first}..{step.first + count} "
-                             f"{list(step.restored.shape)}, expected face {done} on, [n, 3, {size}, {size}]")
+                             f"{list(step.restored.shape)}, expected face {done} on, [n, 3, {side}, {side}]")
         faces = _prepared(batch, step, images, gray, options=options, parsing_net=parsing_net)
         masks = faces[1]
         mine = [p for p in placements if done <= p.face < done + count]
@@ -174,6 +175,30 @@ def paste_faces(
     if done != batch.num_faces:
         raise PasteError(f"the face source gave {done} of the {batch.num_faces} faces")
     return PasteResult(images=out.clamp_(0, 1), mask=full_mask, face_masks=per_face, scale=s)
+
+
+def _of_one_side(steps: Iterable[RestoredStep], batch: FaceBatch) -> Iterator[RestoredStep]:
+    """``steps`` split into runs of faces of one side (``FaceBatch.face_sizes``: faces restored by models of
+    different sizes, held in the top-left of ``[n, 3, size, size]`` when not streamed), each at its own side; as they
+    are for a batch of one side."""
+    if batch.face_sizes is None:
+        yield from steps
+        return
+    for step in steps:
+        count, k = step.restored.shape[0], 0
+        while k < count:
+            side = batch.side(step.first + k)
+            end = k + 1
+            while end < count and batch.side(step.first + end) == side:
+                end += 1
+            if step.restored.shape[-1] == side and k == 0 and end == count:
+                yield step
+            else:
+                small = min(STATS_SIZE, side)  # the colour reference's side (``types.FaceBatch.color_reference``)
+                reference = None if step.color_reference is None else step.color_reference[k:end, :, :small, :small]
+                yield RestoredStep(first=step.first + k, crops=step.crops[k:end, :, :side, :side],
+                                   restored=step.restored[k:end, :, :side, :side], color_reference=reference)
+            k = end
 
 
 def _prepared(batch: FaceBatch, step: RestoredStep, images: torch.Tensor, gray: torch.Tensor | None, *,

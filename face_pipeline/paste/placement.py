@@ -80,7 +80,8 @@ def footprint(matrix: np.ndarray, side: int, out_h: int, out_w: int) -> tuple[in
 
 
 def plan_placements(batch: FaceBatch, *, scale: int, size: int, prefilter: bool = True) -> list[Placement]:
-    """Placements of the faces of ``batch`` restored at ``size`` pixels, pasted at output ``scale``: image by image,
+    """Placements of the faces of ``batch`` restored at ``size`` pixels (each at its own side when the batch has
+    ``face_sizes``), pasted at output ``scale``: image by image,
     each image's faces in batch order (the order the overlap rule sees them). Faces whose crop falls outside the
     output have none. Host only: the inverse matrices cross to the CPU once. ``prefilter``: crops with more than
     ``MAX_SHRINK`` crop pixels per output pixel are shrunk first (off: sampled as they are, as the official code's
@@ -89,17 +90,19 @@ def plan_placements(batch: FaceBatch, *, scale: int, size: int, prefilter: bool 
     out_h, out_w = height * scale, width * scale
     inverses = batch.inverse_affines.detach().cpu().double().numpy()  # [F, 2, 3] crop -> image, one transfer
     to_output = pixel_rescale(scale)  # input pixels -> output pixels
-    from_restored = pixel_rescale(batch.size / size)  # restored-crop pixels -> stored-crop pixels
     zooms = face_zoom(batch)
     placements = []
     for b in range(batch.num_images):
         for i, face in enumerate(batch.faces):
             if face.image_index != b:
                 continue
+            # faces aligned at their own sides (routing) are restored at them; else every face at ``size``
+            restored = batch.side(i) if batch.face_sizes is not None else size
+            from_restored = pixel_rescale(batch.side(i) / restored)  # restored-crop pixels -> stored-crop pixels
             shrink = zooms[i] / scale  # restored-crop pixels per output pixel
-            side = max(MIN_SHRUNK_SIDE, round(size / shrink)) if prefilter and shrink > MAX_SHRINK else size
+            side = max(MIN_SHRUNK_SIDE, round(restored / shrink)) if prefilter and shrink > MAX_SHRINK else restored
             inverse = np.vstack([inverses[i], [0.0, 0.0, 1.0]])
-            matrix = (to_output @ inverse @ from_restored @ pixel_rescale(size / side))[:2]  # face px -> output px
+            matrix = (to_output @ inverse @ from_restored @ pixel_rescale(restored / side))[:2]  # face px -> output
             box = footprint(matrix, side, out_h, out_w)
             if box is not None:
                 placements.append(Placement(face=i, image=b, side=side, matrix=matrix, box=box))

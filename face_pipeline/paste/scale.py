@@ -21,6 +21,8 @@ SCALES = (1, 2, 4)
 def face_zoom(batch: FaceBatch) -> list[float]:
     """Per face: restored-crop pixels per image pixel (how much the alignment enlarged the face)."""
     matrices = batch.affines.detach().cpu().numpy()
+    if batch.face_sizes is not None:  # each face's matrix maps to its own side, at which it is restored
+        return [float(math.sqrt(abs(np.linalg.det(m[:, :2])))) for m in matrices]
     restored = batch.restored.shape[-1] if batch.restored is not None else batch.size
     factor = restored / batch.size
     return [float(math.sqrt(abs(np.linalg.det(m[:, :2])))) * factor for m in matrices]

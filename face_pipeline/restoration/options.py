@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from ..fields import check_fields, option
 from .modes import RESTORE_MODES
 
+ROUTING_RULES = ("smallest_sufficient", "largest")  # ``routing.route``
+
 
 @dataclass(frozen=True)
 class RestoreOptions:
@@ -20,6 +22,9 @@ class RestoreOptions:
                                             "cv2.addWeighted (default: kept in float)", boolean=True)
     batch_size: int | None = option(None, "faces per forward (default: from free memory)", low=1, whole=True,
                                     optional=True)
+    model_routing: str = option("smallest_sufficient", "with several models: smallest_sufficient gives each face the "
+                                "smallest model at least its size in the output (the largest model the larger "
+                                "faces), largest gives every face the largest model", choices=ROUTING_RULES)
 
     def __post_init__(self) -> None:
         check_fields(self)

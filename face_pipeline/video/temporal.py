@@ -3,9 +3,10 @@
 Each frame's face is restored on its own, so sensor noise, compression and what is left of the landmark jitter give
 slightly different restored faces from one frame to the next. ``TemporalFilter`` blends each restored face with the
 restored faces of the same track in the frames just before it, in the aligned face space (the crops of a track are
-already registered by its smoothed landmarks), with a temporal *bilateral* weight: where the face itself changed
-(motion, expression, lighting), past frames get no weight, so motion is not smeared and nothing ghosts; where it is
-still, the noise averages out.
+registered by its smoothed landmarks, and each earlier one is laid exactly over the current one by an affine map found
+on the two input crops, ``_registration``), with a temporal *bilateral* weight: where the face itself changed (motion,
+expression, lighting), past frames get no weight, so motion is not smeared and nothing ghosts; where it is still, the
+noise averages out.
 
 For the face of track k at frame t (``R``: the frame-by-frame restored crops, never earlier outputs, so there is no
 recursion and a frame depends on a bounded past)::
@@ -22,7 +23,7 @@ JPEG re-encoding change in a cell mean and below what a moving mouth, a turn of 
 
 Colour: the colour correction (``paste.color.match_color``) matches the restored face's statistics to a reference,
 by default the frame's own aligned crop, whose noise would make the correction itself flicker. The reference handed
-to the paste is instead the same weighted blend of the track's input crops at the statistics' size
+to the paste is instead the same weighted blend of the track's (registered) input crops at the statistics' size
 (``RestoredStep.color_reference``).
 
 A face without a track id (independent images) or the first frame of a track is returned exactly as restored, with
@@ -52,11 +53,13 @@ CELLS = 32
 #: a cell whose input changed by more than this (mean absolute grey difference of its cell means, 0..1) starts to lose
 #: its past; from twice this it keeps none
 THRESHOLD = 0.015
-#: past frames are laid over the current one by a translation found on their guides (the landmarks' residual jitter),
-#: at most this share of the side (2 % of the crop: a few pixels), in this many Gauss-Newton steps
+#: past frames are laid over the current one by an affine map found on their guides (the landmarks' residual jitter),
+#: each of its parts within this share of the side from the identity (2 %: a few pixels), in this many Gauss-Newton
+#: steps
 MAX_SHIFT = 0.02
 REGISTRATION_STEPS = 3
 _GREY = (0.299, 0.587, 0.114)
+_IDENTITY = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # [1, 2, 3]: _warped's map that moves nothing
 
 
 @dataclass(frozen=True)
@@ -158,11 +161,14 @@ class TemporalFilter:
         if not past:
             return restored, here.guide
         cells = _cells(here.guide[None])  # [1, 1, c, c]
+        size, small = restored.shape[-1], here.guide.shape[-1]
         weights, thetas, guides = [], [], []  # per past frame: [1, c, c], [1, 2, 3] or None, [1, 3, g, g]
         for seen in past:
             guide = seen.guide[None]
             theta = _registration(_grey(guide), _grey(here.guide[None])) if self.register else None
-            guide = guide if theta is None else _warped(guide, theta)
+            if theta is None and seen.restored.shape[-1] != size:  # restored by a model of another size: resampled
+                theta = _IDENTITY.to(guide.device)
+            guide = guide if theta is None else _warped(guide, theta, side=small)
             change = (cells - _cells(guide)).abs()[0]  # [1, c, c]
             keep = (2.0 - change / self.threshold).clamp_(0.0, 1.0)  # g(d)
             weights.append(keep * self.strength ** (here.frame - seen.frame))
@@ -171,14 +177,13 @@ class TemporalFilter:
         stacked = torch.stack(weights)  # [m, 1, c, c]
         if not bool(stacked.any()):  # every cell changed since every earlier frame
             return restored, here.guide
-        size, small = restored.shape[-1], here.guide.shape[-1]
         full = F.interpolate(stacked, size=(size, size), mode="bilinear", align_corners=False)  # [m, 1, S, S]
         low = F.interpolate(stacked, size=(small, small), mode="bilinear", align_corners=False)  # [m, 1, g, g]
         face, total = restored.clone(), torch.ones_like(full[0])
         reference, total_low = here.guide.clone(), torch.ones_like(low[0])
         for seen, theta, guide, weight, weight_low in zip(past, thetas, guides, full, low):
             earlier = seen.restored.float()[None]  # [1, 3, S, S]
-            earlier = earlier if theta is None else _warped(earlier, theta, mode="bicubic")
+            earlier = earlier if theta is None else _warped(earlier, theta, side=size, mode="bicubic")
             face.add_(weight * earlier[0])
             total.add_(weight)
             reference.add_(weight_low * guide[0])
@@ -196,10 +201,13 @@ def _cells(guides: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(_grey(guides), min(CELLS, guides.shape[-1]))
 
 
-def _warped(images: torch.Tensor, theta: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:
-    """``images`` ``[1, C, s, s]`` sampled through ``theta`` ``[1, 2, 3]`` (``affine_grid``'s units: the side is 2),
-    edges repeated."""
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+def _warped(images: torch.Tensor, theta: torch.Tensor, *, side: int | None = None,
+            mode: str = "bilinear") -> torch.Tensor:
+    """``images`` ``[1, C, s, s]`` sampled through ``theta`` ``[1, 2, 3]`` (``affine_grid``'s units: the side is 2)
+    onto ``[1, C, side, side]`` (default: s), edges repeated. Crops of one face at two sizes (models of two sizes)
+    share these units, so an earlier frame's crop is resampled to the current one's size by the same map."""
+    side = images.shape[-1] if side is None else side
+    grid = F.affine_grid(theta.to(images.dtype), [1, images.shape[1], side, side], align_corners=False)
     return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
 
 
@@ -219,7 +227,7 @@ def _registration(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     ridge = torch.eye(6, device=fixed.device) * 1e-6  # a flat crop stays where it is
     theta = identity.clone()
     for _ in range(REGISTRATION_STEPS):
-        warped = _warped(moving, theta[None])[0, 0, lo - 1:hi + 1, lo - 1:hi + 1]  # [h + 2, h + 2]
+        warped = _warped(moving, theta[None], side=side)[0, 0, lo - 1:hi + 1, lo - 1:hi + 1]  # [h + 2, h + 2]
         gx = (warped[1:-1, 2:] - warped[1:-1, :-2]) * (side / 4)  # per grid unit
         gy = (warped[2:, 1:-1] - warped[:-2, 1:-1]) * (side / 4)
         error = (target - warped[1:-1, 1:-1]).flatten()  # [h * h]
@@ -231,13 +239,19 @@ def _registration(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
 
 def smooth_batch(batch: FaceBatch, temporal: TemporalFilter) -> FaceBatch:
     """A restored ``FaceBatch`` of video frames (``image_index``: the frame number) with its restored faces smoothed
-    by ``temporal`` along their tracks, in frame order, and their colour references set (``color_reference``)."""
+    by ``temporal`` along their tracks, face by face in frame order, and their colour references set
+    (``color_reference``; faces of several sizes, ``face_sizes``, each in its top-left square as its crops)."""
     if batch.num_faces == 0:
         return batch
-    order = sorted(range(batch.num_faces), key=lambda i: batch.faces[i].image_index)  # stable: frame order
-    take, restored = torch.as_tensor(order), batch.restored_faces()
-    smoothed, references = temporal.smooth(batch.crops[take.to(batch.crops.device)], restored[take.to(restored.device)],
-                                           tracks=[batch.faces[i].track_id for i in order],
-                                           frames=[batch.faces[i].image_index for i in order])
-    back = torch.argsort(take).to(smoothed.device)  # each face back at its place
-    return dataclasses.replace(batch, restored=smoothed[back], color_reference=references[back])
+    restored = batch.restored_faces()
+    smoothed = restored.clone()
+    small = min(STATS_SIZE, batch.size)
+    references = batch.crops.new_zeros((batch.num_faces, 3, small, small), dtype=torch.float32)
+    for i in sorted(range(batch.num_faces), key=lambda i: batch.faces[i].image_index):  # stable: frame order
+        side = batch.side(i)
+        face, reference = temporal.smooth(batch.crops[i:i + 1, :, :side, :side],
+                                          restored[i:i + 1, :, :side, :side].to(batch.crops.device),
+                                          tracks=[batch.faces[i].track_id], frames=[batch.faces[i].image_index])
+        smoothed[i, :, :side, :side] = face[0].to(smoothed.device)
+        references[i, :, :reference.shape[-1], :reference.shape[-1]] = reference[0]
+    return dataclasses.replace(batch, restored=smoothed, color_reference=references)
