@@ -242,18 +242,15 @@ class Pipeline:
         return {face: (size, name or f"GPEN-{size}") for face, size in zip(flat, sizes)}
 
     def _routes(self, images: torch.Tensor, faces: list[DetectedFace],
-                affines: torch.Tensor | None = None) -> tuple[tuple[int, ...], int] | None:
-        """With several models: per face its model's size, and the output scale routed for (``affines``: the faces'
-        matrices at the largest model's size, when already made); else None. The output scale is fixed first, for
-        the largest model (``auto``: as with that model alone)."""
+                matrices: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[tuple[int, ...], int] | None:
+        """With several models: per face its model's size, and the output scale routed for (``matrices``: the faces'
+        ``face_affines`` at the largest model's size, when already made); else None. The output scale is fixed
+        first, for the largest model (``auto``: as with that model alone)."""
         if self.model_set is None or not faces:
             return None
         size, align, paste = model_size(self._model()), self.options.align, self.options.paste
-        if affines is None:
-            affines, inverses = face_affines(faces, size=size, template=align.template,
-                                             precision=align.fit_precision)
-        else:
-            inverses = affines
+        affines, inverses = matrices if matrices is not None else face_affines(
+            faces, size=size, template=align.template, precision=align.fit_precision)
         outline = FaceBatch.placeholder(images=images, faces=faces, affines=affines, inverse_affines=inverses,
                                         size=size, template=align.template)
         scale = choose_scale(outline, paste.scale, max_output_size=paste.max_output_size)
@@ -512,7 +509,7 @@ class _FaceStream:
         align = options.align
         affines, inverses = face_affines(faces, size=self.size, template=align.template,
                                          precision=align.fit_precision)
-        routed = pipeline._routes(images, faces, affines)
+        routed = pipeline._routes(images, faces, (affines, inverses))
         self.scale: int | None = None  # the output scale the faces were routed for (several models)
         self.sizes = tuple(self.size for _ in faces)  # per face, its model's side
         if routed is not None and set(routed[0]) != {self.size}:
