@@ -140,6 +140,8 @@ class Worker:
         """--save-annotated: each image with its faces drawn, written now (``wanted``: only these); --save-json:
         their records, one per image of ``group``, returned (numbered from 0: ``write_json`` numbers the images of
         the whole run)."""
+        if not (self.config.save_annotated or self.config.save_json):
+            return []  # (each face's model is routed again for these records only)
         models = self.pipeline.face_models(images, choices, name=self.models.names[-1])
         if self.config.save_annotated and any(choices):
             labelled = models if self.pipeline.model_set is not None else None  # labels name a set's models
